@@ -1,0 +1,162 @@
+package sidekiq
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
+)
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	Dialect    Dialect            // format of written timestamps; default Dialect8
+	Middleware []ClientMiddleware // run on every job before it is pushed
+	Now        func() time.Time   // clock; default time.Now
+	BatchSize  int                // jobs per pipelined round trip in PushBulk; default 1000 as Sidekiq 7.1+
+}
+
+// Client pushes jobs the way Sidekiq's client.rb does, so that Ruby
+// Sidekiq, its API and its Web UI see them as their own.
+type Client struct {
+	pool *redis.Pool
+	opts ClientOptions
+}
+
+// NewClient returns a client on pool.
+func NewClient(pool *redis.Pool, opts ClientOptions) *Client {
+	if opts.Dialect == 0 {
+		opts.Dialect = Dialect8
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 1000
+	}
+	return &Client{pool: pool, opts: opts}
+}
+
+// Dialect is the format this client writes.
+func (c *Client) Dialect() Dialect { return c.opts.Dialect }
+
+// NewJID returns a job id as Sidekiq makes them: 12 random bytes in hex.
+func NewJID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ValidQueueName reports whether name can be used as a queue: non-empty and
+// free of spaces and control characters. (Sidekiq's Web UI only shows
+// queues matching [A-Za-z0-9_:.-]+.)
+func ValidQueueName(name string) error {
+	if name == "" {
+		return errors.New("empty queue name")
+	}
+	if len(name) > 512 {
+		return fmt.Errorf("queue name of %d bytes is too long", len(name))
+	}
+	if strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("queue name %q has spaces or control characters", name)
+	}
+	return nil
+}
+
+// Push enqueues one job (or schedules it when job.At is set) and returns its
+// jid. It returns "" and no error when a client middleware skipped it.
+func (c *Client) Push(ctx context.Context, job *Job) (string, error) {
+	jids, err := c.PushBulk(ctx, []*Job{job})
+	if err != nil {
+		return "", err
+	}
+	return jids[0], nil
+}
+
+// PushBulk enqueues jobs in pipelined batches of BatchSize, one round trip
+// each; the jobs of one call share created_at and enqueued_at, as in
+// Sidekiq's push_bulk. The result has one jid per job, "" where middleware
+// skipped it. Jobs are pushed in order, so workers fetch them in order.
+func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
+	now := c.opts.Now()
+	jids := make([]string, len(jobs))
+	conn, err := c.pool.GetContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("push: redis: %w", err)
+	}
+	defer conn.Close()
+	for start := 0; start < len(jobs); start += c.opts.BatchSize {
+		end := min(start+c.opts.BatchSize, len(jobs))
+		var immediate []rdb.QueuedJob
+		var scheduled []rdb.ScheduledJob
+		for i := start; i < end; i++ {
+			job := jobs[i]
+			if err := c.prepare(ctx, job, now); err != nil {
+				if errors.Is(err, ErrSkipPush) {
+					continue
+				}
+				return jids[:i:i], err
+			}
+			data, err := job.Encode()
+			if err != nil {
+				return jids[:i:i], fmt.Errorf("push %s: encode: %w", job.Class, err)
+			}
+			if !job.At.IsZero() {
+				scheduled = append(scheduled, rdb.ScheduledJob{At: job.At, JSON: data})
+			} else {
+				immediate = append(immediate, rdb.QueuedJob{Queue: job.Queue, JSON: data})
+			}
+			jids[i] = job.JID
+		}
+		if err := rdb.Push(conn, immediate); err != nil {
+			return nil, fmt.Errorf("push %d jobs: %w", len(immediate), err)
+		}
+		if err := rdb.Schedule(conn, scheduled); err != nil {
+			return nil, fmt.Errorf("schedule %d jobs: %w", len(scheduled), err)
+		}
+	}
+	return jids, nil
+}
+
+// prepare fills the fields Sidekiq's client normalizes and runs middleware.
+func (c *Client) prepare(ctx context.Context, job *Job, now time.Time) error {
+	if job.Class == "" {
+		return errors.New("push: job has no class")
+	}
+	if job.Queue == "" {
+		job.Queue = "default"
+	}
+	if err := ValidQueueName(job.Queue); err != nil {
+		return fmt.Errorf("push %s: %w", job.Class, err)
+	}
+	if job.JID == "" {
+		job.JID = NewJID()
+	}
+	if job.Retry == nil {
+		job.Retry = []byte("true")
+	}
+	if _, ok := job.Fields["created_at"]; !ok {
+		job.SetTime("created_at", now, c.opts.Dialect)
+	}
+	for _, m := range c.opts.Middleware {
+		if err := m(ctx, job); err != nil {
+			if errors.Is(err, ErrSkipPush) {
+				return err
+			}
+			return fmt.Errorf("push %s: %w", job.Class, err)
+		}
+	}
+	if job.At.IsZero() {
+		job.SetTime("enqueued_at", now, c.opts.Dialect)
+	} else {
+		// Scheduled jobs carry no enqueued_at until they are moved to a queue.
+		delete(job.Fields, "enqueued_at")
+	}
+	return nil
+}

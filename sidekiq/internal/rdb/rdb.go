@@ -1,0 +1,329 @@
+package rdb
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// Score formats a time as a sorted-set score: float epoch seconds, as every
+// Sidekiq version writes them.
+func Score(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixNano())/1e9, 'f', -1, 64)
+}
+
+// QueuedJob is one job for Push: its queue and its JSON.
+type QueuedJob struct {
+	Queue string
+	JSON  []byte
+}
+
+// Push adds jobs to their queues in one pipelined round trip: SADD queues,
+// then one LPUSH per queue, as Sidekiq 8's client.rb atomic_push does.
+func Push(c redis.Conn, jobs []QueuedJob) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	order := make([]string, 0, 1)
+	byQueue := make(map[string][]any, 1)
+	for _, j := range jobs {
+		if _, ok := byQueue[j.Queue]; !ok {
+			order = append(order, j.Queue)
+			byQueue[j.Queue] = []any{Queue(j.Queue)}
+		}
+		byQueue[j.Queue] = append(byQueue[j.Queue], j.JSON)
+	}
+	sadd := make([]any, 0, len(order)+1)
+	sadd = append(sadd, KeyQueues)
+	for _, q := range order {
+		sadd = append(sadd, q)
+	}
+	if err := c.Send("SADD", sadd...); err != nil {
+		return err
+	}
+	for _, q := range order {
+		if err := c.Send("LPUSH", byQueue[q]...); err != nil {
+			return err
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	var first error
+	for range len(order) + 1 {
+		if _, err := c.Receive(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// ScheduledJob is one member for Schedule.
+type ScheduledJob struct {
+	At   time.Time
+	JSON []byte
+}
+
+// Schedule adds jobs to the schedule set in one ZADD.
+func Schedule(c redis.Conn, jobs []ScheduledJob) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 1+2*len(jobs))
+	args = append(args, KeySchedule)
+	for _, j := range jobs {
+		args = append(args, Score(j.At), j.JSON)
+	}
+	_, err := c.Do("ZADD", args...)
+	return err
+}
+
+// fetchScript moves the first available job of the queues, in the given
+// order, onto the matching in-flight list.
+// KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
+// returns: {index (1-based), job} or nil when every queue is empty.
+var fetchScript = redis.NewScript(-1, `
+local n = #KEYS / 2
+for i = 1, n do
+  local v = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
+  if v then return {i, v} end
+end
+return nil`)
+
+// FetchReliable moves one job from the first non-empty queue of queues to its
+// in-flight list. It returns the index of that queue and the job, or -1 and
+// nil when all are empty.
+func FetchReliable(c redis.Conn, identity string, queues []string) (int, []byte, error) {
+	keys := make([]any, 0, 2*len(queues))
+	for _, q := range queues {
+		keys = append(keys, Queue(q))
+	}
+	for _, q := range queues {
+		keys = append(keys, Inflight(identity, q))
+	}
+	vals, err := redis.Values(fetchScript.Do(c, append([]any{len(keys)}, keys...)...))
+	if errors.Is(err, redis.ErrNil) {
+		return -1, nil, nil
+	}
+	if err != nil {
+		return -1, nil, err
+	}
+	var idx int64
+	var job []byte
+	if _, err := redis.Scan(vals, &idx, &job); err != nil {
+		return -1, nil, fmt.Errorf("fetch reply: %w", err)
+	}
+	return int(idx - 1), job, nil
+}
+
+// BlockingFetchReliable waits up to timeout for a job on one queue and moves
+// it onto the in-flight list (BLMOVE). nil means the wait timed out.
+func BlockingFetchReliable(c redis.Conn, identity, queue string, timeout time.Duration) ([]byte, error) {
+	v, err := redis.Bytes(redis.DoWithTimeout(c, timeout+BlockingGrace, "BLMOVE", Queue(queue),
+		Inflight(identity, queue), "RIGHT", "LEFT", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)))
+	if errors.Is(err, redis.ErrNil) {
+		return nil, nil
+	}
+	return v, err
+}
+
+// BlockingGrace is added to a blocking command's server-side timeout to get
+// the client read deadline, so an idle wait never reads as a network error.
+const BlockingGrace = 5 * time.Second
+
+// FetchBasic is Sidekiq's BasicFetch: BRPOP over the queues in order.
+func FetchBasic(c redis.Conn, queues []string, timeout time.Duration) (string, []byte, error) {
+	args := make([]any, 0, len(queues)+1)
+	for _, q := range queues {
+		args = append(args, Queue(q))
+	}
+	args = append(args, strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64))
+	vals, err := redis.Values(redis.DoWithTimeout(c, timeout+BlockingGrace, "BRPOP", args...))
+	if errors.Is(err, redis.ErrNil) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	var key string
+	var job []byte
+	if _, err := redis.Scan(vals, &key, &job); err != nil {
+		return "", nil, fmt.Errorf("brpop reply: %w", err)
+	}
+	return key[len("queue:"):], job, nil
+}
+
+// RegisterInflight records that identity may keep in-flight lists for queues.
+func RegisterInflight(c redis.Conn, identity string, queues []string) error {
+	args := []any{KeyInflightIndex}
+	for _, q := range queues {
+		args = append(args, InflightMember(identity, q))
+	}
+	_, err := c.Do("SADD", args...)
+	return err
+}
+
+// Ack removes a finished job from its in-flight list.
+func Ack(c redis.Conn, identity, queue string, job []byte) error {
+	_, err := c.Do("LREM", Inflight(identity, queue), 1, job)
+	return err
+}
+
+// requeueScript gives one in-flight job back to the right end of its queue
+// (it runs next), as Sidekiq's hard shutdown does with RPUSH.
+// KEYS: inflight, queue:<q>; ARGV: job. returns 1 if it was in flight.
+var requeueScript = redis.NewScript(2, `
+local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if n > 0 then redis.call('RPUSH', KEYS[2], ARGV[1]) end
+return n`)
+
+// Requeue gives an in-flight job back to its queue. With reliable=false the
+// job is simply pushed back (BasicFetch).
+func Requeue(c redis.Conn, identity, queue string, job []byte, reliable bool) error {
+	if !reliable {
+		_, err := c.Do("RPUSH", Queue(queue), job)
+		return err
+	}
+	_, err := requeueScript.Do(c, Inflight(identity, queue), Queue(queue), job)
+	return err
+}
+
+// recoverScript moves every job of a dead process's in-flight list back to
+// its queue, oldest ending at the right end so it runs first.
+// KEYS: inflight, queue:<q>, inflight index, queues; ARGV: index member, queue name.
+// returns the number of jobs moved.
+var recoverScript = redis.NewScript(4, `
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+redis.call('SREM', KEYS[3], ARGV[1])
+if n > 0 then redis.call('SADD', KEYS[4], ARGV[2]) end
+return n`)
+
+// Orphan is an in-flight list whose owner may be dead.
+type Orphan struct{ Identity, Queue string }
+
+// InflightOwners lists every (identity, queue) pair in the in-flight index.
+func InflightOwners(c redis.Conn) ([]Orphan, error) {
+	members, err := redis.Strings(c.Do("SMEMBERS", KeyInflightIndex))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Orphan, 0, len(members))
+	for _, m := range members {
+		for i := len(m) - 1; i >= 0; i-- {
+			if m[i] == '|' {
+				out = append(out, Orphan{Identity: m[:i], Queue: m[i+1:]})
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// Alive reports whether identity's heartbeat hash still exists.
+func Alive(c redis.Conn, identity string) (bool, error) {
+	return redis.Bool(c.Do("EXISTS", identity))
+}
+
+// RecoverInflight returns a dead process's in-flight jobs to their queue.
+func RecoverInflight(c redis.Conn, o Orphan) (int, error) {
+	return redis.Int(recoverScript.Do(c, Inflight(o.Identity, o.Queue), Queue(o.Queue),
+		KeyInflightIndex, KeyQueues, InflightMember(o.Identity, o.Queue), o.Queue))
+}
+
+// promoteScript moves one due member of a sorted set onto its queue, with the
+// JSON the caller rewrote (fresh enqueued_at). Only the caller whose ZREM
+// succeeds pushes, so many pollers never enqueue a job twice, and nothing is
+// lost between the removal and the push.
+// KEYS: zset, queue:<q>, queues; ARGV: member, new JSON, queue name. returns 1 if moved.
+var promoteScript = redis.NewScript(3, `
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+  redis.call('SADD', KEYS[3], ARGV[3])
+  return 1
+end
+return 0`)
+
+// Due returns up to limit members of set whose score is at most now.
+func Due(c redis.Conn, set string, now time.Time, limit int) ([][]byte, error) {
+	return redis.ByteSlices(c.Do("ZRANGE", set, "-inf", Score(now), "BYSCORE", "LIMIT", 0, limit))
+}
+
+// Promote moves member from set to queue as newJSON; false if another
+// process took it first.
+func Promote(c redis.Conn, set, queue string, member, newJSON []byte) (bool, error) {
+	return redis.Bool(promoteScript.Do(c, set, Queue(queue), KeyQueues, member, newJSON, queue))
+}
+
+// DeadLimits are Sidekiq's dead set trimming settings.
+type DeadLimits struct {
+	MaxJobs int           // dead_max_jobs, 10 000
+	Timeout time.Duration // dead_timeout_in_seconds, 180 days
+}
+
+// sendToSet appends the commands that add job to set and, when inflight is
+// set, acknowledge it, all inside the caller's MULTI.
+func sendAck(c redis.Conn, identity, queue string, raw []byte) error {
+	if identity == "" {
+		return nil
+	}
+	return c.Send("LREM", Inflight(identity, queue), 1, raw)
+}
+
+// RetryAndAck adds job to the retry set at score at and, for reliable fetch,
+// removes the original raw job from the in-flight list, in one MULTI.
+// identity is "" for BasicFetch.
+func RetryAndAck(c redis.Conn, at time.Time, job []byte, identity, queue string, raw []byte) error {
+	if err := c.Send("MULTI"); err != nil {
+		return err
+	}
+	if err := c.Send("ZADD", KeyRetry, Score(at), job); err != nil {
+		return err
+	}
+	if err := sendAck(c, identity, queue, raw); err != nil {
+		return err
+	}
+	_, err := c.Do("EXEC")
+	return err
+}
+
+// KillAndAck adds job to the dead set, trims it by age and size as Sidekiq's
+// send_to_morgue does, and acknowledges the in-flight original, in one MULTI.
+func KillAndAck(c redis.Conn, now time.Time, lim DeadLimits, job []byte, identity, queue string, raw []byte) error {
+	if err := c.Send("MULTI"); err != nil {
+		return err
+	}
+	if err := sendKill(c, now, lim, job); err != nil {
+		return err
+	}
+	if err := sendAck(c, identity, queue, raw); err != nil {
+		return err
+	}
+	_, err := c.Do("EXEC")
+	return err
+}
+
+func sendKill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
+	if err := c.Send("ZADD", KeyDead, Score(now), job); err != nil {
+		return err
+	}
+	if err := c.Send("ZREMRANGEBYSCORE", KeyDead, "-inf", Score(now.Add(-lim.Timeout))); err != nil {
+		return err
+	}
+	return c.Send("ZREMRANGEBYRANK", KeyDead, 0, -lim.MaxJobs)
+}
+
+// Kill adds job to the dead set with trimming (API and Web UI "Kill").
+func Kill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
+	if err := c.Send("MULTI"); err != nil {
+		return err
+	}
+	if err := sendKill(c, now, lim, job); err != nil {
+		return err
+	}
+	_, err := c.Do("EXEC")
+	return err
+}

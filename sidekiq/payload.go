@@ -1,0 +1,326 @@
+package sidekiq
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// ErrBadPayload marks a queue entry that is not a Sidekiq job: not JSON, not
+// an object, no class, args not an array. Such entries go to the dead set
+// as they were read.
+var ErrBadPayload = errors.New("bad job payload")
+
+// Job is one Sidekiq job: the well-known fields plus every other key of the
+// payload kept verbatim in Fields, so Ruby middleware keys, Pro/Enterprise
+// keys and failure fields survive every retry, dead and requeue round trip.
+type Job struct {
+	Class string            // "class": the Ruby class name (a wrapper for ActiveJob)
+	Queue string            // "queue"
+	JID   string            // "jid": 24 lowercase hex characters
+	Args  []json.RawMessage // "args": positional arguments, JSON-native
+
+	// Retry is the raw "retry" option: true, false or an integer. nil on a
+	// new job means Sidekiq's default, true.
+	Retry json.RawMessage
+
+	// At schedules a new job (Sidekiq's client-side "at"); zero runs it now.
+	// It is never written into the stored payload.
+	At time.Time
+
+	// Fields holds every other key exactly as read (created_at, enqueued_at,
+	// wrapped, error_message, tags, cattr, bid...).
+	Fields map[string]json.RawMessage
+
+	raw []byte // the bytes read from Redis, for removals by value
+}
+
+// NewJob makes a job for class with args, each marshalled to JSON. Args that
+// are not JSON-native (channels, funcs, NaN, maps with non-string keys) are
+// refused, as Sidekiq's strict_args! does.
+func NewJob(class string, args ...any) (*Job, error) {
+	j := &Job{Class: class}
+	if err := j.SetArgs(args...); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// SetArgs replaces the job's arguments with args marshalled to JSON.
+func (j *Job) SetArgs(args ...any) error {
+	out := make([]json.RawMessage, len(args))
+	for i, a := range args {
+		b, err := marshalArg(a)
+		if err != nil {
+			return fmt.Errorf("%s arg %d: %w", j.Class, i, err)
+		}
+		out[i] = b
+	}
+	j.Args = out
+	return nil
+}
+
+// ErrBadArgs marks arguments that are not JSON-native or do not match what
+// the handler expects. A job failing with it is not retried: it goes to the
+// dead set, since running it again cannot help.
+var ErrBadArgs = errors.New("bad job arguments")
+
+func marshalArg(a any) (json.RawMessage, error) {
+	switch v := a.(type) {
+	case json.RawMessage:
+		if !json.Valid(v) {
+			return nil, fmt.Errorf("%w: invalid raw JSON", ErrBadArgs)
+		}
+		return v, nil
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("%w: %v is not valid JSON", ErrBadArgs, v)
+		}
+	case float32:
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("%w: %v is not valid JSON", ErrBadArgs, v)
+		}
+	}
+	b, err := encodeJSON(a)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadArgs, err)
+	}
+	return b, nil
+}
+
+// encodeJSON marshals v like Ruby's JSON.generate: no HTML escaping, UTF-8
+// kept raw, no trailing newline.
+func encodeJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Raw is the payload exactly as it was read from Redis, or nil for a job
+// built in Go.
+func (j *Job) Raw() []byte { return j.raw }
+
+// ParseJob decodes a payload read from Redis, keeping its bytes.
+func ParseJob(data []byte) (*Job, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if m == nil {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrBadPayload)
+	}
+	j := &Job{raw: data}
+	if err := takeString(m, "class", &j.Class); err != nil || j.Class == "" {
+		return nil, fmt.Errorf("%w: no class", ErrBadPayload)
+	}
+	if err := takeString(m, "queue", &j.Queue); err != nil {
+		return nil, err
+	}
+	if err := takeString(m, "jid", &j.JID); err != nil {
+		return nil, err
+	}
+	if a, ok := m["args"]; ok {
+		if err := json.Unmarshal(a, &j.Args); err != nil {
+			return nil, fmt.Errorf("%w: args is not an array", ErrBadPayload)
+		}
+		delete(m, "args")
+	} else {
+		return nil, fmt.Errorf("%w: no args", ErrBadPayload)
+	}
+	if r, ok := m["retry"]; ok {
+		j.Retry = r
+		delete(m, "retry")
+	}
+	j.Fields = m
+	return j, nil
+}
+
+func takeString(m map[string]json.RawMessage, key string, dst *string) error {
+	v, ok := m[key]
+	if !ok {
+		return nil
+	}
+	if err := json.Unmarshal(v, dst); err != nil {
+		return fmt.Errorf("%w: %s is not a string", ErrBadPayload, key)
+	}
+	delete(m, key)
+	return nil
+}
+
+// Encode writes the job as Sidekiq JSON: known fields and every kept field.
+func (j *Job) Encode() ([]byte, error) {
+	m := make(map[string]json.RawMessage, len(j.Fields)+5)
+	for k, v := range j.Fields {
+		m[k] = v
+	}
+	var err error
+	if m["class"], err = encodeJSON(j.Class); err != nil {
+		return nil, err
+	}
+	if m["queue"], err = encodeJSON(j.Queue); err != nil {
+		return nil, err
+	}
+	if m["jid"], err = encodeJSON(j.JID); err != nil {
+		return nil, err
+	}
+	args := j.Args
+	if args == nil {
+		args = []json.RawMessage{}
+	}
+	if m["args"], err = encodeJSON(args); err != nil {
+		return nil, err
+	}
+	if j.Retry != nil {
+		m["retry"] = j.Retry
+	} else {
+		m["retry"] = json.RawMessage("true")
+	}
+	return encodeJSON(m)
+}
+
+// Field decodes the kept field key into dst; false when absent.
+func (j *Job) Field(key string, dst any) (bool, error) {
+	v, ok := j.Fields[key]
+	if !ok {
+		return false, nil
+	}
+	if err := json.Unmarshal(v, dst); err != nil {
+		return true, fmt.Errorf("field %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// SetField stores v under key, JSON-encoded.
+func (j *Job) SetField(key string, v any) error {
+	b, err := encodeJSON(v)
+	if err != nil {
+		return fmt.Errorf("field %s: %w", key, err)
+	}
+	if j.Fields == nil {
+		j.Fields = make(map[string]json.RawMessage)
+	}
+	j.Fields[key] = b
+	return nil
+}
+
+// StringField is the string field key, or "" when absent or not a string.
+func (j *Job) StringField(key string) string {
+	var s string
+	if ok, err := j.Field(key, &s); !ok || err != nil {
+		return ""
+	}
+	return s
+}
+
+// Time reads a Sidekiq timestamp field. Sidekiq 8 writes integer epoch
+// milliseconds, 6.x and 7.x float seconds; the JSON type decides, as in
+// Sidekiq 8's api.rb. Integers below 1e11 are taken as seconds so that
+// buggy writers are tolerated.
+func (j *Job) Time(key string) (time.Time, bool) {
+	v, ok := j.Fields[key]
+	if !ok {
+		return time.Time{}, false
+	}
+	return ParseTimestamp(v)
+}
+
+// ParseTimestamp decodes a float-seconds or integer-milliseconds timestamp.
+func ParseTimestamp(v json.RawMessage) (time.Time, bool) {
+	s := string(bytes.TrimSpace(v))
+	if s == "" || s == "null" {
+		return time.Time{}, false
+	}
+	if bytes.ContainsAny(v, ".eE") {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return time.Time{}, false
+		}
+		sec, frac := math.Modf(f)
+		return time.Unix(int64(sec), int64(frac*1e9)).UTC(), true
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	if n < 1e11 && n > -1e11 {
+		return time.Unix(n, 0).UTC(), true
+	}
+	return time.UnixMilli(n).UTC(), true
+}
+
+// SetTime writes a timestamp field in the dialect's format.
+func (j *Job) SetTime(key string, t time.Time, d Dialect) {
+	if j.Fields == nil {
+		j.Fields = make(map[string]json.RawMessage)
+	}
+	j.Fields[key] = d.Timestamp(t)
+}
+
+// Clone returns a deep copy of the job without its raw bytes.
+func (j *Job) Clone() *Job {
+	c := *j
+	c.raw = nil
+	c.Args = append([]json.RawMessage(nil), j.Args...)
+	c.Fields = make(map[string]json.RawMessage, len(j.Fields))
+	for k, v := range j.Fields {
+		c.Fields[k] = v
+	}
+	return &c
+}
+
+// DisplayClass is the class a person cares about: "wrapped" for ActiveJob
+// and other wrappers, else "class".
+func (j *Job) DisplayClass() string {
+	if w := j.StringField("display_class"); w != "" {
+		return w
+	}
+	if w := j.StringField("wrapped"); w != "" {
+		return w
+	}
+	return j.Class
+}
+
+// Dialect selects the Sidekiq version whose job format Go writes.
+type Dialect int
+
+// The dialects. Dialect8 is the default: the Rails app runs Sidekiq 8.0.
+const (
+	Dialect8 Dialect = 8 // created_at, enqueued_at, failed_at, retried_at as integer ms
+	Dialect7 Dialect = 7 // float seconds; running jobs in <identity>:work
+	Dialect6 Dialect = 6 // float seconds; running jobs also in <identity>:workers (6.4.1)
+)
+
+// ParseDialect reads "6", "7", "8" (or "6.4", "7.3", "8.0").
+func ParseDialect(s string) (Dialect, error) {
+	switch {
+	case s == "" || s == "8" || len(s) > 1 && s[:2] == "8.":
+		return Dialect8, nil
+	case s == "7" || len(s) > 1 && s[:2] == "7.":
+		return Dialect7, nil
+	case s == "6" || len(s) > 1 && s[:2] == "6.":
+		return Dialect6, nil
+	}
+	return 0, fmt.Errorf("sidekiq dialect %q: want 6, 7 or 8", s)
+}
+
+// Timestamp formats t for job fields: integer epoch milliseconds for
+// Sidekiq 8, float seconds with a guaranteed fraction for 6.x and 7.x (an
+// integer would be read by Sidekiq 8 as milliseconds, a date in 1970).
+func (d Dialect) Timestamp(t time.Time) json.RawMessage {
+	if d >= Dialect8 || d == 0 {
+		return strconv.AppendInt(nil, t.UnixMilli(), 10)
+	}
+	b := strconv.AppendFloat(nil, float64(t.UnixNano())/1e9, 'f', -1, 64)
+	if !bytes.ContainsAny(b, ".eE") {
+		b = append(b, ".0"...)
+	}
+	return b
+}

@@ -1,0 +1,176 @@
+package sidekiq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
+)
+
+// processLoop is one processor (a Sidekiq thread): fetch, run, settle,
+// until the server is quiet.
+func (s *Server) processLoop(jobCtx context.Context, n int) {
+	tid := strconv.FormatInt(int64(n)+36*36, 36) // short, unique, like Sidekiq's base-36 tids
+	backoff := newBackoff()
+	for !s.quiet.Load() {
+		u, err := s.fetcher.Fetch(jobCtx)
+		if err != nil {
+			if !s.quiet.Load() {
+				backoff.fail(s.log, "fetch", err)
+				backoff.sleep(s.quietCh)
+			}
+			continue
+		}
+		backoff.ok(s.log)
+		if u == nil {
+			continue
+		}
+		if s.quiet.Load() {
+			// Popped after quiet: give it back untouched, it runs next.
+			if err := s.fetcher.Requeue(context.WithoutCancel(jobCtx), u); err != nil {
+				s.log.Error("requeue after quiet", "queue", u.Queue, "err", err)
+			}
+			return
+		}
+		s.process(jobCtx, tid, u)
+	}
+}
+
+// process runs one fetched job and settles it: ack on success, retry or
+// dead set on failure. Bad payloads go to the dead set as they were read.
+func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
+	start := s.opts.Now()
+	s.lastWork.Store(start.UnixNano())
+	job, perr := ParseJob(u.Raw)
+	ctx, cancel := context.WithCancel(jobCtx)
+	r := &running{uow: u, job: job, runAt: start, cancel: cancel}
+	s.mu.Lock()
+	s.inflight[tid] = r
+	s.mu.Unlock()
+
+	var err error
+	if perr != nil {
+		err = perr
+	} else {
+		err = s.execute(ctx, job)
+	}
+	cancel()
+
+	s.mu.Lock()
+	delete(s.inflight, tid)
+	requeued := r.requeued
+	s.mu.Unlock()
+	end := s.opts.Now()
+	s.lastWork.Store(end.UnixNano())
+	if requeued {
+		return // hard shutdown gave it back; this run does not count
+	}
+	s.processed.Add(1)
+	elapsed := strconv.FormatFloat(end.Sub(start).Seconds(), 'f', 3, 64)
+	settle := context.WithoutCancel(jobCtx)
+	if err == nil {
+		if aerr := s.fetcher.Ack(settle, u); aerr != nil {
+			s.log.Error("ack", "queue", u.Queue, "jid", job.JID, "err", aerr)
+		}
+		s.log.Info("done", "jid", job.JID, "class", job.DisplayClass(), "queue", u.Queue, "elapsed", elapsed)
+		return
+	}
+	s.failed.Add(1)
+	if perr != nil {
+		s.log.Error("bad payload: moved to the dead set", "queue", u.Queue, "err", perr,
+			"payload", truncate(string(u.Raw), 200))
+		s.settleErr(settle, u, func(c redis.Conn) error {
+			return rdb.KillAndAck(c, end, s.deadLimits(), u.Raw, s.ackIdentity(), u.Queue, u.Raw)
+		})
+		return
+	}
+	outcome := s.retryOrKill(settle, u, job, err, end)
+	s.log.Warn("fail", "jid", job.JID, "class", job.DisplayClass(), "queue", u.Queue,
+		"elapsed", elapsed, "err", err, "outcome", outcome)
+	var p *PanicError
+	if errors.As(err, &p) {
+		s.log.Error("handler panicked", "jid", job.JID, "class", job.DisplayClass(), "stack", string(p.Stack))
+	}
+}
+
+// execute dispatches a job to its handler through the server middleware.
+// A panic becomes a *PanicError; the processor lives on.
+func (s *Server) execute(ctx context.Context, job *Job) (err error) {
+	h, ok := s.reg.Lookup(job.HandlerClass())
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownClass, job.HandlerClass())
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	final := func(ctx context.Context) error { return h(ctx, job) }
+	return chainServer(s.opts.ServerMiddleware, final, job)(ctx)
+}
+
+func (s *Server) settleErr(ctx context.Context, u *UnitOfWork, f func(redis.Conn) error) {
+	if err := s.do(ctx, f); err != nil {
+		// The job stays on the in-flight list (reliable fetch) and comes
+		// back after a restart; with basic fetch it is lost, as in Sidekiq.
+		s.log.Error("settle failed job", "queue", u.Queue, "err", err)
+	}
+}
+
+// ackIdentity is the identity whose in-flight list holds fetched jobs, or ""
+// with basic fetch.
+func (s *Server) ackIdentity() string {
+	if s.fetcher.Reliable() {
+		return s.identity
+	}
+	return ""
+}
+
+func (s *Server) deadLimits() rdb.DeadLimits {
+	return rdb.DeadLimits{MaxJobs: s.opts.DeadMaxJobs, Timeout: s.opts.DeadTimeout}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// backoff spaces out retries while Redis is unreachable and logs the outage
+// once, not once per attempt.
+type backoff struct {
+	delay   time.Duration
+	failing bool
+	since   time.Time
+}
+
+func newBackoff() *backoff { return &backoff{} }
+
+func (b *backoff) fail(log interface{ Error(string, ...any) }, what string, err error) {
+	if !b.failing {
+		b.failing, b.since = true, time.Now()
+		log.Error(what+": redis unavailable, retrying with backoff", "err", err)
+	}
+	b.delay = min(max(b.delay*2, 100*time.Millisecond), 5*time.Second)
+}
+
+func (b *backoff) ok(log interface{ Info(string, ...any) }) {
+	if b.failing {
+		log.Info("redis reachable again", "outage", time.Since(b.since).Round(time.Millisecond).String())
+	}
+	b.failing, b.delay = false, 0
+}
+
+func (b *backoff) sleep(stop <-chan struct{}) {
+	select {
+	case <-time.After(b.delay):
+	case <-stop:
+	}
+}

@@ -1,0 +1,349 @@
+package sidekiq
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
+)
+
+// Server runs jobs from Redis the way a Sidekiq process does (Sidekiq's
+// Launcher: manager, processors, scheduled poller and heartbeat), and is
+// seen as one by Ruby's API and Web UI.
+type Server struct {
+	pool     *redis.Pool
+	reg      *Registry
+	opts     Options
+	log      *slog.Logger
+	identity string
+	started  time.Time
+	fetcher  Fetcher
+	client   *Client
+	order    *queueOrder
+
+	quiet     atomic.Bool
+	quietCh   chan struct{}
+	quietOnce sync.Once
+	stopCh    chan struct{}
+	stopOnce  sync.Once
+
+	processed atomic.Int64 // since the last flush
+	failed    atomic.Int64
+	lastWork  atomic.Int64 // unix nanos of the last fetched or finished job
+
+	mu       sync.Mutex
+	inflight map[string]*running // by tid
+}
+
+// running is one job being processed.
+type running struct {
+	uow      *UnitOfWork
+	job      *Job // nil when the payload could not be parsed
+	runAt    time.Time
+	requeued bool // given back at hard shutdown: its outcome must be ignored
+	cancel   context.CancelFunc
+}
+
+// NewServer builds a server that runs reg's handlers on pool.
+func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
+	if err := opts.withDefaults(); err != nil {
+		return nil, err
+	}
+	var nonce [6]byte
+	_, _ = rand.Read(nonce[:])
+	s := &Server{
+		pool:     pool,
+		reg:      reg,
+		opts:     opts,
+		identity: fmt.Sprintf("%s:%d:%s", opts.Hostname, os.Getpid(), hex.EncodeToString(nonce[:])),
+		started:  opts.Now(),
+		order:    newQueueOrder(opts.Queues),
+		quietCh:  make(chan struct{}),
+		stopCh:   make(chan struct{}),
+		inflight: map[string]*running{},
+	}
+	s.log = opts.Logger.With("identity", s.identity)
+	s.client = NewClient(pool, ClientOptions{Dialect: opts.Dialect, Middleware: opts.ClientMiddleware, Now: opts.Now})
+	if opts.BasicFetch {
+		s.fetcher = &basicFetch{pool: pool, order: s.order}
+	} else {
+		s.fetcher = &reliableFetch{pool: pool, identity: s.identity, order: s.order}
+	}
+	return s, nil
+}
+
+// Identity is the process identity in the "processes" set:
+// "hostname:pid:12-hex-nonce", as Sidekiq writes it.
+func (s *Server) Identity() string { return s.identity }
+
+// Client is a client with the server's dialect and client middleware.
+func (s *Server) Client() *Client { return s.client }
+
+// Quiet stops fetching new jobs; running jobs finish (Sidekiq's TSTP).
+func (s *Server) Quiet() {
+	s.quietOnce.Do(func() {
+		s.quiet.Store(true)
+		close(s.quietCh)
+		s.log.Info("quieting: no new jobs will be fetched")
+	})
+}
+
+// Stop asks Run to shut down gracefully (Sidekiq's TERM).
+func (s *Server) Stop() { s.stopOnce.Do(func() { close(s.stopCh) }) }
+
+// Stopping is closed once a stop has been requested.
+func (s *Server) Stopping() <-chan struct{} { return s.stopCh }
+
+// Run starts the processors, the scheduled poller, the heartbeat and the
+// orphan recoverer, and blocks until ctx is cancelled, Stop is called, a
+// TERM arrives from the Web UI, or the idle timeout passes. It then quiets,
+// waits up to Options.Timeout for running jobs, gives back the ones still
+// running, and clears the heartbeat.
+func (s *Server) Run(ctx context.Context) error {
+	s.lastWork.Store(s.opts.Now().UnixNano())
+	if s.fetcher.Reliable() {
+		if err := s.do(ctx, func(c redis.Conn) error {
+			return rdb.RegisterInflight(c, s.identity, s.order.unique)
+		}); err != nil {
+			return fmt.Errorf("start %s: %w", s.identity, err)
+		}
+	}
+	if err := s.beat(ctx); err != nil {
+		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
+	}
+	s.log.Info("started", "queues", s.order.unique, "mode", s.order.mode,
+		"concurrency", s.opts.Concurrency, "reliable_fetch", s.fetcher.Reliable(), "dialect", int(s.opts.Dialect))
+
+	// Job contexts outlive ctx: they are cancelled only at the hard
+	// shutdown deadline.
+	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+	bgCtx, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
+	var bg, procs sync.WaitGroup
+
+	bg.Go(func() { s.heartbeatLoop(bgCtx) })
+	bg.Go(func() { s.pollLoop(bgCtx) })
+	if s.fetcher.Reliable() {
+		bg.Go(func() { s.recoverLoop(bgCtx) })
+	}
+	for i := range s.opts.Concurrency {
+		procs.Go(func() { s.processLoop(jobCtx, i) })
+	}
+	idle := s.idleWatch(bgCtx)
+
+	select {
+	case <-ctx.Done():
+	case <-s.stopCh:
+	case <-idle:
+		s.log.Info("idle timeout: stopping", "idle_timeout", s.opts.IdleTimeout)
+	}
+	s.Stop()
+	s.Quiet()
+	s.shutdown(&procs, cancelJobs)
+	cancelBG()
+	bg.Wait()
+
+	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	s.flushStats(cleanup)
+	err := s.do(cleanup, func(c redis.Conn) error {
+		if s.fetcher.Reliable() {
+			// Anything still on our in-flight lists goes back now.
+			for _, q := range s.order.unique {
+				if _, err := rdb.RecoverInflight(c, rdb.Orphan{Identity: s.identity, Queue: q}); err != nil {
+					return err
+				}
+			}
+		}
+		return rdb.ClearProcess(c, s.identity)
+	})
+	if err != nil {
+		return fmt.Errorf("shutdown %s: %w", s.identity, err)
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// shutdown waits for processors to finish within the timeout, then gives
+// back what still runs and cancels it, as Sidekiq's manager hard_shutdown:
+// it is worse to lose a job than to run it twice.
+func (s *Server) shutdown(procs *sync.WaitGroup, cancelJobs context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { procs.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(s.opts.Timeout):
+	}
+	s.mu.Lock()
+	left := make([]*running, 0, len(s.inflight))
+	for _, r := range s.inflight {
+		r.requeued = true
+		left = append(left, r)
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, r := range left {
+		if err := s.fetcher.Requeue(ctx, r.uow); err != nil {
+			s.log.Error("requeue at shutdown", "queue", r.uow.Queue, "err", err)
+			continue
+		}
+		s.log.Warn("job still running at shutdown deadline: pushed back to its queue",
+			"queue", r.uow.Queue, "jid", jidOf(r))
+	}
+	cancelJobs()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		s.log.Warn("processors did not return within 3s of cancellation")
+	}
+}
+
+func jidOf(r *running) string {
+	if r.job != nil {
+		return r.job.JID
+	}
+	return ""
+}
+
+// do runs f on a pooled connection.
+func (s *Server) do(ctx context.Context, f func(redis.Conn) error) error {
+	c, err := s.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(c)
+}
+
+// idleWatch closes the returned channel when the server has been idle for
+// Options.IdleTimeout: nothing running, nothing fetched, its queues empty
+// and none of its jobs waiting in the schedule or retry sets.
+func (s *Server) idleWatch(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{})
+	if s.opts.IdleTimeout <= 0 {
+		return ch
+	}
+	go func() {
+		t := time.NewTicker(min(s.opts.IdleTimeout/4+time.Millisecond, 5*time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if s.busy() > 0 || s.opts.Now().Sub(time.Unix(0, s.lastWork.Load())) < s.opts.IdleTimeout {
+				continue
+			}
+			pending, err := s.pendingFor(ctx, s.order.unique)
+			if err != nil || pending > 0 {
+				continue
+			}
+			close(ch)
+			return
+		}
+	}()
+	return ch
+}
+
+// pendingFor counts jobs for queues waiting in their lists and in the
+// schedule and retry sets.
+func (s *Server) pendingFor(ctx context.Context, queues []string) (int, error) {
+	n := 0
+	err := s.do(ctx, func(c redis.Conn) error {
+		for _, q := range queues {
+			l, err := redis.Int(c.Do("LLEN", rdb.Queue(q)))
+			if err != nil {
+				return err
+			}
+			n += l
+			for _, set := range []string{rdb.KeySchedule, rdb.KeyRetry} {
+				k, err := countInSet(c, set, q)
+				if err != nil {
+					return err
+				}
+				n += k
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// countInSet counts members of a sorted set whose queue is q.
+func countInSet(c redis.Conn, set, q string) (int, error) {
+	cursor, n := "0", 0
+	pattern := `*"queue":` + strconv.Quote(q) + `*`
+	for {
+		vals, err := redis.Values(c.Do("ZSCAN", set, cursor, "MATCH", pattern, "COUNT", 1000))
+		if err != nil {
+			return 0, err
+		}
+		cursor, _ = redis.String(vals[0], nil)
+		items, _ := redis.Values(vals[1], nil)
+		n += len(items) / 2
+		if cursor == "0" {
+			return n, nil
+		}
+	}
+}
+
+func (s *Server) busy() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inflight)
+}
+
+// errorClass names an error for Sidekiq's error_class field.
+func errorClass(err error) string {
+	var ec interface{ ErrorClass() string }
+	switch {
+	case errors.As(err, &ec):
+		return ec.ErrorClass()
+	case errors.Is(err, ErrUnknownClass):
+		return "NameError"
+	case errors.Is(err, ErrBadArgs), errors.Is(err, ErrBadPayload):
+		return "ArgumentError"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "Timeout::Error"
+	}
+	var p *PanicError
+	if errors.As(err, &p) {
+		return "Pallarel::Panic"
+	}
+	return "Pallarel::JobError"
+}
+
+// PanicError is a handler panic turned into a job failure.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
+
+func rssKB() int64 {
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.Sys / 1024)
+	}
+	var size, res int64
+	fmt.Sscan(string(data), &size, &res)
+	return res * int64(os.Getpagesize()) / 1024
+}
