@@ -318,7 +318,7 @@ func (d Dialect) Timestamp(t time.Time) json.RawMessage {
 	if d >= Dialect8 || d == 0 {
 		return strconv.AppendInt(nil, t.UnixMilli(), 10)
 	}
-	b := strconv.AppendFloat(nil, float64(t.UnixNano())/1e9, 'f', -1, 64)
+	b := strconv.AppendFloat(nil, float64(t.Unix())+float64(t.Nanosecond())/1e9, 'f', -1, 64)
 	if !bytes.ContainsAny(b, ".eE") {
 		b = append(b, ".0"...)
 	}

@@ -12,7 +12,7 @@ import (
 // Score formats a time as a sorted-set score: float epoch seconds, as every
 // Sidekiq version writes them.
 func Score(t time.Time) string {
-	return strconv.FormatFloat(float64(t.UnixNano())/1e9, 'f', -1, 64)
+	return strconv.FormatFloat(float64(t.Unix())+float64(t.Nanosecond())/1e9, 'f', -1, 64)
 }
 
 // QueuedJob is one job for Push: its queue and its JSON.

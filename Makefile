@@ -1,0 +1,33 @@
+# Pallarel: see README.md.
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+
+.PHONY: run test build vet fuzz bench-engine bench chaos compose-check
+
+# All-in-one local mode: embedded Redis-protocol server, SQLite, local storage,
+# in-process workers. Open the URL it prints.
+run:
+	$(GO) run ./cmd/server
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+
+# The whole test suite, against real Redis, MariaDB, PostgreSQL and Ruby Sidekiq.
+test: vet
+	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+# Bounded fuzzing of the parsers (longer: make fuzz FUZZTIME=5m).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseJob$$' -fuzztime $(FUZZTIME) ./sidekiq/
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./csvrows/
+
+bench-engine:
+	bash bench/engine.sh
+
+compose-check:
+	docker-compose -f docker-compose.yml config -q

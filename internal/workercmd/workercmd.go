@@ -1,0 +1,111 @@
+// Package workercmd is the body of every worker binary: Sidekiq's command
+// line, logging, Redis, OS signals and the server's lifetime. Binaries differ
+// only in the handlers their Setup registers.
+package workercmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// Env is what a Setup gets to wire its handlers.
+type Env struct {
+	Pool     *redis.Pool
+	Client   *sidekiq.Client
+	Registry *sidekiq.Registry
+	Options  *sidekiq.Options // may be changed (middleware) before the server starts
+	Logger   *slog.Logger
+	Lookup   func(string) (string, bool)
+}
+
+// Setup registers handlers and middleware; the returned func releases what
+// it opened.
+type Setup func(ctx context.Context, env *Env) (func(), error)
+
+// Main parses args, runs the server until a signal, and returns the exit
+// code: 0 after a clean stop, 1 on a runtime error, 2 on a usage error.
+// SIGTERM and SIGINT stop gracefully, SIGTSTP quiets, SIGTTIN logs what
+// every processor is doing, as Sidekiq's cli.rb SIGNAL_HANDLERS.
+func Main(ctx context.Context, version string, args []string, lookup func(string) (string, bool), stderr io.Writer, setup Setup) int {
+	cli, err := sidekiq.ParseCLI(args, lookup, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	if cli.Version {
+		fmt.Fprintf(stderr, "pallarel worker %s (Sidekiq wire format %d)\n", version, cli.Options.Dialect)
+		return 0
+	}
+	level := slog.LevelInfo
+	if cli.Verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cli.Options.Logger = log
+	url, _ := lookup("REDIS_URL")
+	pool, err := sidekiq.NewPool(url, max(cli.Options.Concurrency, 5)+5)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: REDIS_URL: %v\n", err)
+		return 2
+	}
+	defer pool.Close()
+	env := &Env{
+		Pool:     pool,
+		Client:   sidekiq.NewClient(pool, sidekiq.ClientOptions{Dialect: cli.Options.Dialect}),
+		Registry: sidekiq.NewRegistry(),
+		Options:  &cli.Options,
+		Logger:   log,
+		Lookup:   lookup,
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	cleanup, err := setup(ctx, env)
+	if err != nil {
+		log.Error("setup", "err", err)
+		return 1
+	}
+	if cleanup != nil {
+		defer cleanup()
+	}
+	srv, err := sidekiq.NewServer(pool, env.Registry, cli.Options)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTSTP, syscall.SIGTTIN)
+	defer signal.Stop(sigs)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-sigs:
+				if s == syscall.SIGTSTP {
+					srv.Quiet()
+				} else {
+					srv.DumpWork()
+				}
+			}
+		}
+	}()
+	if err := srv.Run(ctx); err != nil {
+		log.Error("worker stopped with error", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,487 @@
+package sidekiq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
+)
+
+// API reads and manages Sidekiq's data as lib/sidekiq/api.rb and the Web UI
+// do: stats, queues, the retry, scheduled and dead sets, processes and
+// running jobs. The server runtime never uses it.
+type API struct {
+	pool   *redis.Pool
+	client *Client
+	now    func() time.Time
+	limits rdb.DeadLimits
+}
+
+// NewAPI returns an API on pool; d is the format used when it re-pushes jobs.
+func NewAPI(pool *redis.Pool, d Dialect) *API {
+	return &API{
+		pool:   pool,
+		client: NewClient(pool, ClientOptions{Dialect: d}),
+		now:    time.Now,
+		limits: rdb.DeadLimits{MaxJobs: 10000, Timeout: 180 * 24 * time.Hour},
+	}
+}
+
+func (a *API) do(ctx context.Context, f func(redis.Conn) error) error {
+	c, err := a.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(c)
+}
+
+// Stats are the Dashboard's totals (Sidekiq::Stats).
+type Stats struct {
+	Processed, Failed            int64
+	Scheduled, Retries, Dead     int64
+	Processes, Workers, Enqueued int64
+	DefaultLatency               float64 // seconds
+}
+
+// Stats reads the Dashboard totals.
+func (a *API) Stats(ctx context.Context) (Stats, error) {
+	var s Stats
+	err := a.do(ctx, func(c redis.Conn) error {
+		vals, err := redis.Values(c.Do("MGET", rdb.KeyStatProcessed, rdb.KeyStatFailed))
+		if err != nil {
+			return err
+		}
+		s.Processed, _ = redis.Int64(vals[0], nil)
+		s.Failed, _ = redis.Int64(vals[1], nil)
+		for _, p := range []struct {
+			key string
+			dst *int64
+		}{{rdb.KeySchedule, &s.Scheduled}, {rdb.KeyRetry, &s.Retries}, {rdb.KeyDead, &s.Dead}} {
+			if *p.dst, err = redis.Int64(c.Do("ZCARD", p.key)); err != nil {
+				return err
+			}
+		}
+		if s.Processes, err = redis.Int64(c.Do("SCARD", rdb.KeyProcesses)); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return s, fmt.Errorf("stats: %w", err)
+	}
+	qs, err := a.Queues(ctx)
+	if err != nil {
+		return s, err
+	}
+	for _, q := range qs {
+		s.Enqueued += q.Size
+		if q.Name == "default" {
+			s.DefaultLatency = q.Latency
+		}
+	}
+	ps, err := a.Processes(ctx)
+	if err != nil {
+		return s, err
+	}
+	for _, p := range ps {
+		s.Workers += int64(p.Busy)
+	}
+	return s, nil
+}
+
+// DayStat is one day of the processed/failed history.
+type DayStat struct {
+	Date              string // YYYY-MM-DD, UTC
+	Processed, Failed int64
+}
+
+// History reads the daily counters of the last days days, newest first.
+func (a *API) History(ctx context.Context, days int) ([]DayStat, error) {
+	now := a.now()
+	out := make([]DayStat, days)
+	keys := make([]any, 0, 2*days)
+	for i := range days {
+		d := now.AddDate(0, 0, -i)
+		out[i].Date = d.UTC().Format("2006-01-02")
+		keys = append(keys, rdb.StatDaily("processed", d), rdb.StatDaily("failed", d))
+	}
+	err := a.do(ctx, func(c redis.Conn) error {
+		vals, err := redis.Values(c.Do("MGET", keys...))
+		if err != nil {
+			return err
+		}
+		for i := range days {
+			out[i].Processed, _ = redis.Int64(vals[2*i], nil)
+			out[i].Failed, _ = redis.Int64(vals[2*i+1], nil)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// QueueInfo is one queue's size and latency.
+type QueueInfo struct {
+	Name    string
+	Size    int64
+	Latency float64 // seconds since the oldest job was enqueued
+}
+
+// Queues lists every known queue, sorted by name.
+func (a *API) Queues(ctx context.Context) ([]QueueInfo, error) {
+	var out []QueueInfo
+	err := a.do(ctx, func(c redis.Conn) error {
+		names, err := redis.Strings(c.Do("SMEMBERS", rdb.KeyQueues))
+		if err != nil {
+			return err
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			_ = c.Send("LLEN", rdb.Queue(n))
+			_ = c.Send("LINDEX", rdb.Queue(n), -1)
+		}
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		now := a.now()
+		for _, n := range names {
+			size, err := redis.Int64(c.Receive())
+			if err != nil {
+				return err
+			}
+			oldest, _ := redis.Bytes(c.Receive())
+			out = append(out, QueueInfo{Name: n, Size: size, Latency: latency(oldest, now)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queues: %w", err)
+	}
+	return out, nil
+}
+
+func latency(raw []byte, now time.Time) float64 {
+	if raw == nil {
+		return 0
+	}
+	j, err := ParseJob(raw)
+	if err != nil {
+		return 0
+	}
+	t, ok := j.Time("enqueued_at")
+	if !ok {
+		t, ok = j.Time("created_at")
+	}
+	if !ok {
+		return 0
+	}
+	return max(now.Sub(t).Seconds(), 0)
+}
+
+// Entry is a job as listed by the API: its raw bytes, its parsed form (nil
+// if it is not valid JSON) and, in sorted sets, its score.
+type Entry struct {
+	Raw   []byte
+	Job   *Job
+	Score float64
+	Err   error // why Job is nil
+}
+
+// Key identifies a sorted-set entry as the Web UI does: "<score>-<jid>".
+func (e Entry) Key() string {
+	jid := ""
+	if e.Job != nil {
+		jid = e.Job.JID
+	}
+	return strconv.FormatFloat(e.Score, 'f', -1, 64) + "-" + jid
+}
+
+func newEntry(raw []byte, score float64) Entry {
+	j, err := ParseJob(raw)
+	return Entry{Raw: raw, Job: j, Score: score, Err: err}
+}
+
+// QueueJobs lists jobs of a queue, next to run first.
+func (a *API) QueueJobs(ctx context.Context, queue string, start, count int) ([]Entry, error) {
+	var out []Entry
+	err := a.do(ctx, func(c redis.Conn) error {
+		// The next job is at the right end: read from the end.
+		raws, err := redis.ByteSlices(c.Do("LRANGE", rdb.Queue(queue), -(start + count), -(start + 1)))
+		if err != nil {
+			return err
+		}
+		for i := len(raws) - 1; i >= 0; i-- {
+			out = append(out, newEntry(raws[i], 0))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DeleteQueueJob removes one job from a queue by its exact bytes.
+func (a *API) DeleteQueueJob(ctx context.Context, queue string, raw []byte) (bool, error) {
+	var n int
+	err := a.do(ctx, func(c redis.Conn) error {
+		var err error
+		n, err = redis.Int(c.Do("LREM", rdb.Queue(queue), 1, raw))
+		return err
+	})
+	return n > 0, err
+}
+
+// ClearQueue deletes a queue and its jobs, as the Web UI's "Delete" on a queue.
+func (a *API) ClearQueue(ctx context.Context, queue string) error {
+	return a.do(ctx, func(c redis.Conn) error {
+		_ = c.Send("MULTI")
+		_ = c.Send("UNLINK", rdb.Queue(queue))
+		_ = c.Send("SREM", rdb.KeyQueues, queue)
+		_, err := c.Do("EXEC")
+		return err
+	})
+}
+
+// SetName is one of Sidekiq's job sorted sets.
+type SetName string
+
+// The sorted sets.
+const (
+	RetrySet     SetName = rdb.KeyRetry
+	ScheduledSet SetName = rdb.KeySchedule
+	DeadSet      SetName = rdb.KeyDead
+)
+
+// SetSize is the number of entries in a set.
+func (a *API) SetSize(ctx context.Context, set SetName) (int64, error) {
+	var n int64
+	err := a.do(ctx, func(c redis.Conn) error {
+		var err error
+		n, err = redis.Int64(c.Do("ZCARD", string(set)))
+		return err
+	})
+	return n, err
+}
+
+// SetEntries lists entries of a set; the dead set newest first, the others
+// soonest first, as the Web UI shows them.
+func (a *API) SetEntries(ctx context.Context, set SetName, start, count int) ([]Entry, error) {
+	var out []Entry
+	err := a.do(ctx, func(c redis.Conn) error {
+		ms, err := rdb.Range(c, string(set), start, start+count-1, set == DeadSet)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			out = append(out, newEntry(m.Raw, m.Score))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ErrNotFound is returned when an entry is no longer there.
+var ErrNotFound = errors.New("job not found")
+
+// Find returns the entry with that score and jid.
+func (a *API) Find(ctx context.Context, set SetName, score float64, jid string) (Entry, error) {
+	var e Entry
+	err := a.do(ctx, func(c redis.Conn) error {
+		raws, err := rdb.AtScore(c, string(set), strconv.FormatFloat(score, 'f', -1, 64))
+		if err != nil {
+			return err
+		}
+		for _, raw := range raws {
+			if bytes.Contains(raw, []byte(jid)) {
+				if cand := newEntry(raw, score); cand.Job != nil && cand.Job.JID == jid || cand.Job == nil && jid == "" {
+					e = cand
+					return nil
+				}
+			}
+		}
+		return ErrNotFound
+	})
+	return e, err
+}
+
+// ParseKey splits a Web UI key "<score>-<jid>".
+func ParseKey(key string) (float64, string, error) {
+	i := bytes.LastIndexByte([]byte(key), '-')
+	if i < 0 {
+		return 0, "", fmt.Errorf("bad job key %q", key)
+	}
+	f, err := strconv.ParseFloat(key[:i], 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("bad job key %q: %w", key, err)
+	}
+	return f, key[i+1:], nil
+}
+
+// Delete removes an entry by its exact bytes.
+func (a *API) Delete(ctx context.Context, set SetName, e Entry) (bool, error) {
+	var n int
+	err := a.do(ctx, func(c redis.Conn) error {
+		var err error
+		n, err = redis.Int(c.Do("ZREM", string(set), e.Raw))
+		return err
+	})
+	return n > 0, err
+}
+
+// RetryNow moves an entry to its queue now, with a fresh enqueued_at and,
+// for retry and dead entries, retry_count lowered by one ("manual retries do
+// not count", as in Sidekiq). The move is atomic.
+func (a *API) RetryNow(ctx context.Context, set SetName, e Entry) error {
+	if e.Job == nil {
+		return fmt.Errorf("retry: %w", e.Err)
+	}
+	j := e.Job.Clone()
+	var count int
+	if ok, _ := j.Field("retry_count", &count); ok && set != ScheduledSet {
+		_ = j.SetField("retry_count", count-1)
+	}
+	if j.Queue == "" {
+		j.Queue = "default"
+	}
+	j.SetTime("enqueued_at", a.now(), a.client.Dialect())
+	data, err := j.Encode()
+	if err != nil {
+		return err
+	}
+	return a.do(ctx, func(c redis.Conn) error {
+		ok, err := rdb.Promote(c, string(set), j.Queue, e.Raw, data)
+		if err == nil && !ok {
+			err = ErrNotFound
+		}
+		return err
+	})
+}
+
+// Kill moves a retry or scheduled entry to the dead set.
+func (a *API) Kill(ctx context.Context, set SetName, e Entry) error {
+	return a.do(ctx, func(c redis.Conn) error {
+		ok, err := rdb.MoveToDead(c, string(set), e.Raw, a.now(), a.limits)
+		if err == nil && !ok {
+			err = ErrNotFound
+		}
+		return err
+	})
+}
+
+// ClearSet deletes every entry of a set.
+func (a *API) ClearSet(ctx context.Context, set SetName) error {
+	return a.do(ctx, func(c redis.Conn) error { _, err := c.Do("UNLINK", string(set)); return err })
+}
+
+// Process is one live process as the Busy page shows it.
+type Process struct {
+	Identity    string
+	Hostname    string
+	PID         int
+	Tag         string
+	Concurrency int
+	Queues      []string
+	Labels      []string
+	Version     string
+	StartedAt   time.Time
+	Beat        time.Time
+	Busy        int
+	Quiet       bool
+	RSSKB       int64
+}
+
+// Processes lists processes whose heartbeat is alive, by identity.
+func (a *API) Processes(ctx context.Context) ([]Process, error) {
+	var out []Process
+	err := a.do(ctx, func(c redis.Conn) error {
+		ids, err := redis.Strings(c.Do("SMEMBERS", rdb.KeyProcesses))
+		if err != nil {
+			return err
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			_ = c.Send("HMGET", id, "info", "busy", "beat", "quiet", "rss")
+		}
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			vals, err := redis.Strings(c.Receive())
+			if err != nil {
+				return err
+			}
+			if vals[0] == "" {
+				continue // expired: a dead process Ruby's API would prune
+			}
+			p := Process{Identity: id}
+			var info processInfo
+			if err := unmarshalNumber([]byte(vals[0]), &info); err == nil {
+				p.Hostname, p.PID, p.Tag, p.Concurrency = info.Hostname, info.PID, info.Tag, info.Concurrency
+				p.Queues, p.Labels, p.Version = info.Queues, info.Labels, info.Version
+				if t, ok := ParseTimestamp([]byte(info.StartedAt)); ok {
+					p.StartedAt = t
+				}
+			}
+			p.Busy, _ = strconv.Atoi(vals[1])
+			if f, err := strconv.ParseFloat(vals[2], 64); err == nil {
+				p.Beat = time.Unix(0, int64(f*1e9))
+			}
+			p.Quiet = vals[3] == "true"
+			p.RSSKB, _ = strconv.ParseInt(vals[4], 10, 64)
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Work is one running job as the Busy page shows it.
+type Work struct {
+	Identity, TID, Queue string
+	RunAt                time.Time
+	Job                  *Job
+}
+
+// Workers lists the running jobs of every live process.
+func (a *API) Workers(ctx context.Context) ([]Work, error) {
+	ps, err := a.Processes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Work
+	err = a.do(ctx, func(c redis.Conn) error {
+		for _, p := range ps {
+			m, err := redis.StringMap(c.Do("HGETALL", rdb.Work(p.Identity)))
+			if err != nil {
+				return err
+			}
+			for tid, v := range m {
+				var w workEntry
+				if err := unmarshalNumber([]byte(v), &w); err != nil {
+					continue
+				}
+				j, _ := ParseJob([]byte(w.Payload))
+				out = append(out, Work{Identity: p.Identity, TID: tid, Queue: w.Queue, RunAt: time.Unix(w.RunAt, 0), Job: j})
+			}
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, k int) bool { return out[i].RunAt.Before(out[k].RunAt) })
+	return out, err
+}
+
+// Signal sends TSTP (quiet), TERM (stop) or TTIN (dump) to a process, as
+// the Web UI's buttons do.
+func (a *API) Signal(ctx context.Context, identity, sig string) error {
+	switch sig {
+	case "TSTP", "TERM", "TTIN":
+	default:
+		return fmt.Errorf("signal %q: want TSTP, TERM or TTIN", sig)
+	}
+	return a.do(ctx, func(c redis.Conn) error { return rdb.Signal(c, identity, sig) })
+}

@@ -1,0 +1,193 @@
+package sidekiq
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TV3: a real 6.4.1 payload.
+const tv3 = `{"retry":3,"queue":"report-0123456789abcdef","backtrace":5,"tags":["csv"],"args":[{"a":1},"xlsx",42],"class":"HardJob","jid":"b11eb8e2f6f1f998501f11ed","created_at":1795734486.1169493,"enqueued_at":1795734486.117016}`
+
+// TV4: mixed formats from a 6.4.1 scheduler moving a Go job.
+const tv4 = `{"retry":3,"queue":"report-0123456789abcdef","class":"Report::FinalizeReportJob","args":["/tmp/reports/t","xlsx",1,"t",10,43200,1700000000],"jid":"aaaaaaaaaaaaaaaaaaaaaaaa","created_at":1700000000123,"x_custom":{"k":[1,2]},"enqueued_at":1795734718.3666072}`
+
+func TestParseRealPayloads(t *testing.T) {
+	j, err := ParseJob([]byte(tv3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Class != "HardJob" || len(j.Args) != 3 || j.Queue != "report-0123456789abcdef" || string(j.Retry) != "3" {
+		t.Fatalf("%+v", j)
+	}
+	ca, ok := j.Time("created_at")
+	if !ok || ca.Unix() != 1795734486 || ca.Nanosecond()/1e6 != 116 {
+		t.Fatalf("created_at %v", ca)
+	}
+	j4, err := ParseJob([]byte(tv4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca, _ := j4.Time("created_at"); !ca.Equal(time.Date(2023, 11, 14, 22, 13, 20, 123e6, time.UTC)) {
+		t.Fatalf("int ms created_at: %v", ca)
+	}
+	if ea, _ := j4.Time("enqueued_at"); ea.Unix() != 1795734718 {
+		t.Fatalf("float enqueued_at: %v", ea)
+	}
+	out, err := j4.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"x_custom":{"k":[1,2]}`, `1700000000]`, `"created_at":1700000000123`, `"enqueued_at":1795734718.3666072`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("re-encoded payload lost %s: %s", want, out)
+		}
+	}
+}
+
+func TestDialectTimestamps(t *testing.T) {
+	at := time.Unix(1795734486, 0)
+	if got := string(Dialect8.Timestamp(at)); got != "1795734486000" {
+		t.Fatalf("v8: %s", got)
+	}
+	// TV2: a whole second must still be a float for 6.x/7.x readers.
+	if got := string(Dialect7.Timestamp(at)); got != "1795734486.0" {
+		t.Fatalf("v7: %s", got)
+	}
+	if got := string(Dialect6.Timestamp(at.Add(117 * time.Millisecond))); !strings.HasPrefix(got, "1795734486.117") {
+		t.Fatalf("v6: %s", got)
+	}
+}
+
+func TestNewJobRefusesNonJSONArgs(t *testing.T) {
+	cases := []any{make(chan int), func() {}, zeroDiv(), complex(1, 2), map[float64]int{1.5: 1}}
+	for i, a := range cases {
+		if _, err := NewJob("X", a); err == nil {
+			t.Errorf("case %d: %T accepted", i, a)
+		}
+	}
+	if _, err := NewJob("X", map[string]any{"日本": 1}, 1.5, nil, true, []int{1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func zeroDiv() float64 {
+	var z float64
+	return z / z
+}
+
+func TestParseJobRejectsGarbage(t *testing.T) {
+	for _, in := range []string{"not json", "[]", "null", `{"args":[]}`, `{"class":"X"}`, `{"class":"X","args":{}}`, `{"class":1,"args":[]}`} {
+		if _, err := ParseJob([]byte(in)); err == nil {
+			t.Errorf("%s accepted", in)
+		}
+	}
+}
+
+func TestEncodeKeepsUTF8AndHTML(t *testing.T) {
+	j, _ := NewJob("X", map[string]string{"個別識別番号": "<A&B>"})
+	j.JID, j.Queue = "j", "q"
+	out, _ := j.Encode()
+	if !strings.Contains(string(out), `{"個別識別番号":"<A&B>"}`) {
+		t.Fatalf("%s", out)
+	}
+}
+
+func TestActiveJobDecoding(t *testing.T) {
+	// TV14 and TV15.
+	payload := `{"retry":true,"queue":"report","class":"Sidekiq::ActiveJob::Wrapper","wrapped":"SplitCsvJob","args":[{"job_class":"SplitCsvJob","job_id":"6c0f6a64-3c9e-4f63-9a57-2b2f2e0c9d11","provider_job_id":null,"queue_name":"report","priority":null,"arguments":["氏名,年度\n山田,2024\n","xlsx",7,{"_aj_globalid":"gid://parallel-sidekiq/User/42"},{"sym":1,"_aj_symbol_keys":["sym"]},{"kw1":"v","_aj_ruby2_keywords":["kw1"]},{"_aj_serialized":"ActiveJob::Serializers::SymbolSerializer","value":"a_symbol"},{"_aj_serialized":"ActiveJob::Serializers::TimeWithZoneSerializer","value":"2024-05-01T21:00:00.000000000+09:00","time_zone":"Asia/Tokyo"}],"executions":0,"exception_executions":{},"locale":"ja","timezone":"Asia/Tokyo","enqueued_at":"2025-06-01T03:00:00.123456789Z","scheduled_at":null}],"jid":"9f86d081884c7d659a2feaa0","created_at":1748746800123,"enqueued_at":1748746800124}`
+	for _, class := range []string{ActiveJobWrapper, ActiveJobLegacyWrapper} {
+		j, err := ParseJob([]byte(strings.Replace(payload, ActiveJobWrapper, class, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.HandlerClass() != "SplitCsvJob" {
+			t.Fatalf("handler class %s", j.HandlerClass())
+		}
+		var csv, typ, gid, sym, tm string
+		var id int
+		var m1, m2 map[string]any
+		if err := j.ScanArgs(&csv, &typ, &id, &gid, &m1, &m2, &sym, &tm); err != nil {
+			t.Fatal(err)
+		}
+		if csv != "氏名,年度\n山田,2024\n" || typ != "xlsx" || id != 7 || gid != "gid://parallel-sidekiq/User/42" ||
+			len(m1) != 1 || m1["sym"] != float64(1) || len(m2) != 1 || m2["kw1"] != "v" || sym != "a_symbol" ||
+			tm != "2024-05-01T12:00:00Z" {
+			t.Fatalf("decoded: %q %q %d %q %v %v %q %q", csv, typ, id, gid, m1, m2, sym, tm)
+		}
+		var a, b string
+		if err := j.ScanArgs(&a, &b); err == nil {
+			t.Fatal("arg count mismatch accepted")
+		}
+	}
+}
+
+func TestNewActiveJobShape(t *testing.T) {
+	j, err := NewActiveJob(Dialect7, "SplitCsvJob", "report", "a,b\n1,2\n", "xlsx", 42, map[string]any{"k": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Class != ActiveJobLegacyWrapper || j.StringField("wrapped") != "SplitCsvJob" {
+		t.Fatalf("%+v", j)
+	}
+	var env map[string]any
+	json.Unmarshal(j.Args[0], &env)
+	args := env["arguments"].([]any)
+	if args[2].(float64) != 42 || args[3].(map[string]any)["_aj_symbol_keys"] == nil {
+		t.Fatalf("envelope %s", j.Args[0])
+	}
+	var s1, s2 string
+	var n int
+	var m map[string]int
+	if err := j.ScanArgs(&s1, &s2, &n, &m); err != nil || m["k"] != 1 || n != 42 {
+		t.Fatalf("round trip: %v %v", err, m)
+	}
+}
+
+func TestBacktraceVector(t *testing.T) {
+	// TV9.
+	lines := []string{"a.rb:1:in `x'", "b.rb:2:in `y'"}
+	enc, err := EncodeBacktrace(lines)
+	if err != nil || !strings.HasPrefix(enc, "eJ") || strings.Contains(enc, "\n") {
+		t.Fatalf("want strict base64 of zlib (78 9c): %s %v", enc, err)
+	}
+	// Ruby's own encoding of the same lines (Sidekiq 7.2.1+), with and
+	// without the MIME newline older versions wrote, and the 6.x raw array.
+	ruby := "eJyLVkrUK0qyMrTKzFNIqFBX0lFKAvGNwPxKdaVYAKC2CWw="
+	for _, in := range []string{`"` + enc + `"`, `"` + ruby + `"`, `"` + ruby + `\n"`, `["a.rb:1:in ` + "`x'" + `","b.rb:2:in ` + "`y'" + `"]`} {
+		got, err := DecodeBacktrace(json.RawMessage(in))
+		if err != nil || len(got) != 2 || got[1] != lines[1] {
+			t.Fatalf("%s: %v %v", in, got, err)
+		}
+	}
+}
+
+func FuzzParseJob(f *testing.F) {
+	f.Add([]byte(tv3))
+	f.Add([]byte(tv4))
+	f.Add([]byte(`{"class":"X","args":[],"retry":false}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		j, err := ParseJob(data)
+		if err != nil {
+			return
+		}
+		out, err := j.Encode()
+		if err != nil {
+			t.Fatalf("encode after parse: %v", err)
+		}
+		j2, err := ParseJob(out)
+		if err != nil {
+			t.Fatalf("re-parse: %v: %s", err, out)
+		}
+		if j2.Class != j.Class || len(j2.Args) != len(j.Args) || len(j2.Fields) != len(j.Fields) {
+			t.Fatalf("round trip changed the job: %s -> %s", data, out)
+		}
+		for k := range j.Fields {
+			if _, ok := j2.Fields[k]; !ok {
+				t.Fatalf("field %s lost", k)
+			}
+		}
+		_, _ = j.Arguments()
+	})
+}
