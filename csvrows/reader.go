@@ -1,0 +1,193 @@
+package csvrows
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/encoding/japanese"
+	"golang.org/x/text/transform"
+)
+
+// Row is one data record.
+type Row struct {
+	// Number is the 1-based data row number (the header is not counted; blank lines are skipped).
+	Number int
+	// Line is the 1-based source line where the record starts.
+	Line int
+	// Fields maps header name to value. When Err is set it holds whatever could be read.
+	Fields map[string]string
+	// Err is a *RecordError when the record is malformed; reading can continue.
+	Err error
+}
+
+// Reader streams the data rows of a CSV file. It is not safe for concurrent use.
+type Reader struct {
+	p        *parser
+	headers  []string
+	encoding string
+	number   int
+	err      error // sticky I/O error or io.EOF
+}
+
+// NewReader reads the header row of r and returns a Reader positioned at the
+// first data row. Fatal problems wrap ErrEmpty, ErrNoHeader, ErrBinary,
+// ErrTooManyColumns or ErrDuplicateHeader.
+func NewReader(r io.Reader, opts Options) (*Reader, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	enc, _ := normalizeEncoding(opts.Encoding)
+
+	raw := bufio.NewReaderSize(r, sniffSize)
+	sniff, err := raw.Peek(sniffSize)
+	atEOF := err == io.EOF
+	if err != nil && !atEOF && !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, fmt.Errorf("read csv: %w", err)
+	}
+	if err := checkBinary(sniff); err != nil {
+		return nil, err
+	}
+	hasBOM := bytes.HasPrefix(sniff, utf8BOM)
+	if hasBOM && enc != EncodingShiftJIS {
+		enc = EncodingUTF8
+		raw.Discard(len(utf8BOM))
+		sniff = sniff[len(utf8BOM):]
+	}
+	if enc == "" {
+		enc = detectEncoding(sniff, atEOF)
+	}
+
+	text := raw
+	if enc == EncodingShiftJIS {
+		text = bufio.NewReader(transform.NewReader(raw, japanese.ShiftJIS.NewDecoder()))
+	}
+	cr := &Reader{p: newParser(text, opts.MaxFieldBytes, opts.MaxRowBytes), encoding: enc}
+
+	rec, err := cr.p.readRecord(opts.MaxColumns + 1)
+	if err == io.EOF {
+		if hasBOM {
+			return nil, fmt.Errorf("%w: only a byte order mark", ErrEmpty)
+		}
+		return nil, ErrEmpty
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read csv header: %w", err)
+	}
+	if rec.count > opts.MaxColumns {
+		return nil, fmt.Errorf("%w: header has more than %d columns", ErrTooManyColumns, opts.MaxColumns)
+	}
+	if rec.err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoHeader, cr.recordError(rec, nil))
+	}
+	headers, err := cleanHeaders(rec.fields)
+	if err != nil {
+		return nil, err
+	}
+	for i, h := range headers {
+		if msg := cr.checkText(h); msg != "" {
+			return nil, fmt.Errorf("%w: column %d: %s", ErrNoHeader, i+1, msg)
+		}
+	}
+	cr.headers = headers
+	return cr, nil
+}
+
+// cleanHeaders trims BOMs and white space (including U+3000) and rejects empty and duplicate names.
+func cleanHeaders(fields []string) ([]string, error) {
+	headers := make([]string, len(fields))
+	seen := make(map[string]int, len(fields))
+	for i, f := range fields {
+		h := strings.TrimSpace(strings.ReplaceAll(f, "\uFEFF", ""))
+		if h == "" {
+			return nil, fmt.Errorf("%w: column %d has an empty name", ErrNoHeader, i+1)
+		}
+		if j, dup := seen[h]; dup {
+			return nil, fmt.Errorf("%w: %q in columns %d and %d", ErrDuplicateHeader, h, j+1, i+1)
+		}
+		seen[h] = i
+		headers[i] = h
+	}
+	return headers, nil
+}
+
+// Headers returns the column names in file order. The caller must not modify the slice.
+func (r *Reader) Headers() []string { return r.headers }
+
+// Encoding returns the encoding in use: EncodingUTF8 or EncodingShiftJIS.
+func (r *Reader) Encoding() string { return r.encoding }
+
+// Next returns the next data row. A malformed record is returned as a Row
+// with Err set and a nil error; the error is io.EOF at the end of the input
+// or an I/O failure of the underlying reader, after which Next keeps
+// returning it.
+func (r *Reader) Next() (Row, error) {
+	if r.err != nil {
+		return Row{}, r.err
+	}
+	rec, err := r.p.readRecord(len(r.headers))
+	if err == io.EOF {
+		r.err = io.EOF
+		return Row{}, io.EOF
+	}
+	if err != nil {
+		r.err = fmt.Errorf("read csv line %d: %w", r.p.line, err)
+		return Row{}, r.err
+	}
+	r.number++
+	row := Row{Number: r.number, Line: rec.line, Fields: make(map[string]string, len(r.headers))}
+	for i, v := range rec.fields {
+		row.Fields[r.headers[i]] = v
+	}
+	if rec.err == nil && rec.count != len(r.headers) {
+		rec.err = ErrFieldCount
+		rec.reason = fmt.Sprintf("got %d, want %d", rec.count, len(r.headers))
+	}
+	if rec.err == nil {
+		for i, v := range rec.fields {
+			if msg := r.checkText(v); msg != "" {
+				rec.err, rec.col, rec.reason = ErrInvalidEncoding, i, msg
+				break
+			}
+		}
+	}
+	if rec.err != nil {
+		row.Err = r.recordError(rec, r.headers)
+	}
+	return row, nil
+}
+
+// checkText returns why s is not clean text, or "".
+func (r *Reader) checkText(s string) string {
+	if strings.IndexByte(s, 0) >= 0 {
+		return "NUL byte"
+	}
+	if r.encoding == EncodingShiftJIS {
+		if strings.ContainsRune(s, utf8.RuneError) {
+			return "invalid or unmapped Shift_JIS byte sequence"
+		}
+		return ""
+	}
+	if !utf8.ValidString(s) {
+		return "invalid UTF-8"
+	}
+	return ""
+}
+
+func (r *Reader) recordError(rec record, headers []string) *RecordError {
+	e := &RecordError{Line: rec.line, Reason: rec.reason, Err: rec.err}
+	if headers != nil {
+		e.Number = r.number
+		if rec.col >= 0 && rec.col < len(headers) {
+			e.Column = headers[rec.col]
+		}
+	} else if rec.col >= 0 {
+		e.Column = fmt.Sprintf("#%d", rec.col+1)
+	}
+	return e
+}
