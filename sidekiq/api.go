@@ -485,3 +485,122 @@ func (a *API) Signal(ctx context.Context, identity, sig string) error {
 	}
 	return a.do(ctx, func(c redis.Conn) error { return rdb.Signal(c, identity, sig) })
 }
+
+// Pending counts the work left for one queue: jobs waiting in it, jobs for
+// it in the schedule and retry sets, and jobs of it running now (from the
+// reliable-fetch in-flight lists and the work hashes of live processes).
+type Pending struct {
+	Enqueued, Scheduled, Retries, Running int
+}
+
+// Total is all the work left.
+func (p Pending) Total() int { return p.Enqueued + p.Scheduled + p.Retries + p.Running }
+
+// PendingFor counts the work left for queue.
+func (a *API) PendingFor(ctx context.Context, queue string) (Pending, error) {
+	var p Pending
+	err := a.do(ctx, func(c redis.Conn) error {
+		var err error
+		if p.Enqueued, err = redis.Int(c.Do("LLEN", rdb.Queue(queue))); err != nil {
+			return err
+		}
+		if p.Scheduled, err = countInSet(c, rdb.KeySchedule, queue); err != nil {
+			return err
+		}
+		if p.Retries, err = countInSet(c, rdb.KeyRetry, queue); err != nil {
+			return err
+		}
+		owners, err := rdb.InflightOwners(c)
+		if err != nil {
+			return err
+		}
+		for _, o := range owners {
+			if o.Queue != queue {
+				continue
+			}
+			n, err := redis.Int(c.Do("LLEN", rdb.Inflight(o.Identity, o.Queue)))
+			if err != nil {
+				return err
+			}
+			p.Running += n
+		}
+		return nil
+	})
+	if err != nil {
+		return p, fmt.Errorf("pending for %s: %w", queue, err)
+	}
+	if p.Running == 0 {
+		// Basic-fetch processes (Ruby or Go) show running jobs only in
+		// their work hashes.
+		ws, err := a.Workers(ctx)
+		if err != nil {
+			return p, err
+		}
+		for _, w := range ws {
+			if w.Queue == queue {
+				p.Running++
+			}
+		}
+	}
+	return p, nil
+}
+
+// PurgeQueue removes a queue with all its jobs, and its jobs waiting in the
+// schedule and retry sets; it returns how many jobs it removed.
+func (a *API) PurgeQueue(ctx context.Context, queue string) (int, error) {
+	n := 0
+	err := a.do(ctx, func(c redis.Conn) error {
+		l, err := redis.Int(c.Do("LLEN", rdb.Queue(queue)))
+		if err != nil {
+			return err
+		}
+		n += l
+		_ = c.Send("MULTI")
+		_ = c.Send("UNLINK", rdb.Queue(queue))
+		_ = c.Send("SREM", rdb.KeyQueues, queue)
+		if _, err := c.Do("EXEC"); err != nil {
+			return err
+		}
+		for _, set := range []string{rdb.KeySchedule, rdb.KeyRetry} {
+			members, err := membersInSet(c, set, queue)
+			if err != nil {
+				return err
+			}
+			for _, m := range members {
+				k, err := redis.Int(c.Do("ZREM", set, m))
+				if err != nil {
+					return err
+				}
+				n += k
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("purge %s: %w", queue, err)
+	}
+	return n, nil
+}
+
+// membersInSet lists members of a sorted set whose queue is q.
+func membersInSet(c redis.Conn, set, q string) ([][]byte, error) {
+	cursor := "0"
+	pattern := `*"queue":` + strconv.Quote(q) + `*`
+	var out [][]byte
+	for {
+		vals, err := redis.Values(c.Do("ZSCAN", set, cursor, "MATCH", pattern, "COUNT", 1000))
+		if err != nil {
+			return nil, err
+		}
+		cursor, _ = redis.String(vals[0], nil)
+		items, _ := redis.ByteSlices(vals[1], nil)
+		for i := 0; i < len(items); i += 2 {
+			if j, err := ParseJob(items[i]); err == nil && j.Queue == q {
+				out = append(out, items[i])
+			}
+		}
+		if cursor == "0" {
+			return out, nil
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sort"
@@ -134,8 +135,10 @@ func (s *Server) beat(ctx context.Context) error {
 	return nil
 }
 
+// processTTL is the heartbeat hash lifetime in whole seconds: Options.ProcessTTL
+// (Sidekiq's 60 s by default), so a killed process's jobs come back after it.
 func (s *Server) processTTL() int {
-	return max(rdb.ProcessTTL, int((s.opts.HeartbeatInterval * 3).Seconds()))
+	return max(1, int(math.Ceil(s.opts.ProcessTTL.Seconds())))
 }
 
 func (s *Server) flushStats(ctx context.Context) {

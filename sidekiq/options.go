@@ -297,6 +297,10 @@ type Options struct {
 	IdleTimeout time.Duration
 
 	ServerMiddleware []ServerMiddleware
+	// DeathHandlers run when a job has failed for good: sent to the dead
+	// set, or dropped because retry or dead is false (Sidekiq's
+	// death_handlers). They run after the dead set write.
+	DeathHandlers []DeathHandler
 	ClientMiddleware []ClientMiddleware // for jobs the server re-pushes
 
 	Hostname string // default os.Hostname (or $DYNO, as Sidekiq)
@@ -337,6 +341,11 @@ func (o *Options) withDefaults() error {
 	}
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = 5 * time.Second
+		// A short process TTL (--process-ttl) needs beats often enough to
+		// keep the heartbeat hash alive.
+		if o.ProcessTTL > 0 {
+			o.HeartbeatInterval = min(o.HeartbeatInterval, o.ProcessTTL/3)
+		}
 	}
 	if o.ProcessTTL == 0 {
 		o.ProcessTTL = 60 * time.Second

@@ -128,3 +128,6 @@ func chainServer(mw []ServerMiddleware, final func(context.Context) error, job *
 	}
 	return next
 }
+
+// DeathHandler is told about a job that failed for good, with its last error.
+type DeathHandler func(ctx context.Context, job *Job, err error)

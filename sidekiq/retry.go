@@ -76,6 +76,7 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 	kill := errors.Is(jobErr, ErrKill) || errors.Is(jobErr, ErrBadArgs) || errors.Is(jobErr, ErrUnknownClass)
 	if !policy.Enabled && !kill {
 		s.settleErr(ctx, u, ack)
+		s.died(ctx, job, jobErr)
 		return "dropped (retry: false)"
 	}
 	j := job.Clone()
@@ -93,6 +94,7 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 		_, _ = j.Field("dead", &dead)
 		if !dead {
 			s.settleErr(ctx, u, ack)
+			s.died(ctx, j, jobErr)
 			return "dropped (dead: false)"
 		}
 		data, err := j.Encode()
@@ -102,6 +104,7 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 		s.settleErr(ctx, u, func(c redis.Conn) error {
 			return rdb.KillAndAck(c, now, s.deadLimits(), data, s.ackIdentity(), u.Queue, u.Raw)
 		})
+		s.died(ctx, j, jobErr)
 		return "dead"
 	}
 	at := now.Add(RetryDelay(count, s.opts.Dialect, rand.IntN))
@@ -220,4 +223,18 @@ func DecodeBacktrace(raw json.RawMessage) ([]string, error) {
 		return nil, err
 	}
 	return lines, nil
+}
+
+// died runs the death handlers; a panicking handler is logged, not fatal.
+func (s *Server) died(ctx context.Context, job *Job, err error) {
+	for _, h := range s.opts.DeathHandlers {
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					s.log.Error("death handler panicked", "jid", job.JID, "panic", v)
+				}
+			}()
+			h(ctx, job, err)
+		}()
+	}
 }

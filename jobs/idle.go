@@ -1,0 +1,53 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// IdleRecheck is how long IdleShutdownJob waits before looking again.
+const IdleRecheck = 30 * time.Second
+
+// handleIdle stops a token's worker once it is idle: nothing waits in its
+// queue, nothing of it is scheduled or retrying, and nothing of it runs
+// (the Rails job looked at the queue alone and could stop a busy worker).
+// Otherwise it looks again in 30 s. Args: [token].
+func (p *Pipeline) handleIdle(ctx context.Context, job *sidekiq.Job) error {
+	var token string
+	if err := job.ScanArgs(&token); err != nil {
+		return err
+	}
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return err
+	}
+	pending, err := p.d.API.PendingFor(ctx, queue)
+	if err != nil {
+		return err
+	}
+	left := pending.Total()
+	if job.Queue == queue {
+		left-- // this job itself
+	}
+	if left > 0 {
+		again, err := sidekiq.NewActiveJob(p.d.Client.Dialect(), IdleClass, job.Queue, token)
+		if err != nil {
+			return err
+		}
+		again.At = p.d.Now().Add(IdleRecheck)
+		if _, err := p.d.Client.Push(ctx, again); err != nil {
+			return fmt.Errorf("idle %s: re-enqueue: %w", token, err)
+		}
+		return nil
+	}
+	status, err := p.d.DB.StatusByToken(ctx, token)
+	if err != nil {
+		return fmt.Errorf("idle %s: %w", token, err)
+	}
+	p.log.Info("token worker idle: stopping", "token", token, "task", status.WorkerTaskArn)
+	p.stopWorker(ctx, token, status.WorkerTaskArn, "idle: token "+token+" has no work left")
+	return nil
+}

@@ -1,0 +1,181 @@
+// Package jobs holds the four jobs of the CSV report pipeline, registered
+// under the Rails app's class names so that either side can enqueue them:
+//
+//	SplitCsvJob               ActiveJob, queue "report": [csv, type, report_id]
+//	Report::ProcessCsvRowJob  Sidekiq job, token queue: [row_hash, type, report_id, path, token]
+//	Report::FinalizeReportJob Sidekiq job, token queue: [path, type, report_id, token, interval_sec, max_wait_sec, started_at]
+//	IdleShutdownJob           ActiveJob: [token]
+//
+// Handlers are thin: they decode arguments and call the pipeline below.
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/render"
+	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/storage"
+)
+
+// The wire class names, as the Rails app writes them.
+const (
+	SplitClass    = "SplitCsvJob"
+	RowClass      = "Report::ProcessCsvRowJob"
+	FinalizeClass = "Report::FinalizeReportJob"
+	IdleClass     = "IdleShutdownJob"
+)
+
+// TriggerQueue is where SplitCsvJob runs.
+const TriggerQueue = "report"
+
+// Deps is what the jobs need. Every field is required but Logger and Now.
+type Deps struct {
+	Pool      *redis.Pool
+	Client    *sidekiq.Client
+	API       *sidekiq.API
+	Store     storage.Store
+	DB        *models.Store
+	Launcher  launcher.Launcher
+	Router    router.Router
+	Renderers *render.Registry
+	Logger    *slog.Logger
+	Now       func() time.Time
+
+	// FinalizeInterval is how often Finalize checks for completion (the
+	// Rails default is 10 s); MaxWait is how long it waits at most (12 h).
+	FinalizeInterval time.Duration
+	MaxWait          time.Duration
+	// BatchSize is how many row jobs go in one pipelined push.
+	BatchSize int
+}
+
+// Pipeline runs the jobs with their dependencies.
+type Pipeline struct {
+	d         Deps
+	ledger    Ledger
+	log       *slog.Logger
+	templates templateCache
+}
+
+// New checks deps and fills defaults.
+func New(d Deps) (*Pipeline, error) {
+	var errs []error
+	if d.Pool == nil || d.Client == nil || d.API == nil {
+		errs = append(errs, errors.New("jobs: redis pool, client and API are required"))
+	}
+	if d.Store == nil {
+		errs = append(errs, errors.New("jobs: storage is required"))
+	}
+	if d.DB == nil {
+		errs = append(errs, errors.New("jobs: database is required"))
+	}
+	if d.Launcher == nil {
+		errs = append(errs, errors.New("jobs: launcher is required (use launcher.Noop)"))
+	}
+	if d.Renderers == nil {
+		errs = append(errs, errors.New("jobs: renderer registry is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.FinalizeInterval <= 0 {
+		d.FinalizeInterval = 10 * time.Second
+	}
+	if d.MaxWait <= 0 {
+		d.MaxWait = 12 * time.Hour
+	}
+	if d.BatchSize <= 0 {
+		d.BatchSize = 1000
+	}
+	return &Pipeline{d: d, ledger: Ledger{Pool: d.Pool}, log: d.Logger}, nil
+}
+
+// Register binds the four jobs to reg under the Rails names and, so Go
+// callers may use them too, the names without the Report:: prefix.
+func (p *Pipeline) Register(reg *sidekiq.Registry) error {
+	return errors.Join(
+		reg.Register(p.handleSplit, SplitClass),
+		reg.Register(p.handleRow, RowClass, "ProcessCsvRowJob"),
+		reg.Register(p.handleFinalize, FinalizeClass, "FinalizeReportJob"),
+		reg.Register(p.handleIdle, IdleClass),
+	)
+}
+
+// ServerOptions adds the pipeline's middleware and death handler to a
+// worker's options: queue isolation at push and at run, and failed rows
+// recorded when a row job dies.
+func (p *Pipeline) ServerOptions(o *sidekiq.Options) {
+	o.ServerMiddleware = append(o.ServerMiddleware, p.isolationServer)
+	o.ClientMiddleware = append(o.ClientMiddleware, p.IsolationClient)
+	o.DeathHandlers = append(o.DeathHandlers, p.rowDied)
+}
+
+// tokenQueue is the token's queue, after checking the token.
+func (p *Pipeline) tokenQueue(token string) (string, error) {
+	q, err := p.d.Router.For(token)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", sidekiq.ErrBadArgs, err)
+	}
+	return q, nil
+}
+
+// IsolationClient refuses to push a row or finalize job anywhere but its
+// token's queue: the isolation the Rails app meant to enforce (its
+// middleware keyed on the wrong class name and never fired).
+func (p *Pipeline) IsolationClient(ctx context.Context, job *sidekiq.Job) error {
+	return p.checkIsolation(job)
+}
+
+func (p *Pipeline) isolationServer(ctx context.Context, job *sidekiq.Job, next func(context.Context) error) error {
+	if err := p.checkIsolation(job); err != nil {
+		return sidekiq.Kill(err)
+	}
+	return next(ctx)
+}
+
+func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
+	var tokenPos int
+	switch job.HandlerClass() {
+	case RowClass, "ProcessCsvRowJob":
+		tokenPos = 4
+	case FinalizeClass, "FinalizeReportJob":
+		tokenPos = 3
+	default:
+		return nil
+	}
+	args, err := job.Arguments()
+	if err != nil {
+		return err
+	}
+	if len(args) <= tokenPos {
+		return fmt.Errorf("%w: %s needs the token at argument %d", sidekiq.ErrBadArgs, job.HandlerClass(), tokenPos)
+	}
+	var token string
+	if err := unmarshalArg(args[tokenPos], &token); err != nil {
+		return fmt.Errorf("%w: %s token: %v", sidekiq.ErrBadArgs, job.HandlerClass(), err)
+	}
+	want, err := p.tokenQueue(token)
+	if err != nil {
+		return err
+	}
+	if job.Queue != want {
+		return fmt.Errorf("%w: queue isolation: %s for token %s must run on queue %s, not %q",
+			sidekiq.ErrBadArgs, job.HandlerClass(), token, want, job.Queue)
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/pallarel/pallarel/render"
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// Extra payload fields Go writes on row jobs (Ruby keeps unknown keys):
+const (
+	fieldRow      = "pallarel_row"      // 1-based data row number
+	fieldTemplate = "pallarel_template" // storage key of an XLSX template
+)
+
+// RowKeyPrefix is where row files of a token are stored: rows/<token>/.
+func RowKeyPrefix(token string) string { return "rows/" + token + "/" }
+
+func unmarshalArg(raw json.RawMessage, dst any) error {
+	return json.Unmarshal(raw, dst)
+}
+
+// handleRow makes one report file for one CSV row:
+// [row_hash, type, report_id, path, token]. path is the Rails worker's local
+// directory; Go writes to the configured storage instead, so that any
+// number of workers on any machines can share a token.
+func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
+	var (
+		rowRaw   json.RawMessage
+		typ      string
+		reportID int64
+		path     string
+		token    string
+	)
+	if err := job.ScanArgs(&rowRaw, &typ, &reportID, &path, &token); err != nil {
+		return err
+	}
+	if _, err := p.tokenQueue(token); err != nil {
+		return err
+	}
+	headers, fields, err := orderedObject(rowRaw)
+	if err != nil {
+		return fmt.Errorf("%w: row_hash: %v", sidekiq.ErrBadArgs, err)
+	}
+	var rowNum int
+	_, _ = job.Field(fieldRow, &rowNum)
+	key := RowKey(rowNum, job.JID)
+
+	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))
+	if err != nil {
+		return err
+	}
+	row := render.Row{Number: rowNum, Headers: headers, Fields: fields}
+	idField := ""
+	if len(headers) > 0 {
+		idField = headers[0]
+	}
+	name := render.FileName(row, r, idField)
+	if rowNum == 0 {
+		name = job.JID + "-" + name
+	}
+	fileKey := RowKeyPrefix(token) + name
+
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(r.Render(ctx, pw, row)) }()
+	if err := p.d.Store.Put(ctx, fileKey, pr); err != nil {
+		pr.CloseWithError(err)
+		return fmt.Errorf("row %s of %s: store %s: %w", key, token, fileKey, err)
+	}
+	isNew, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey})
+	if err != nil {
+		return err
+	}
+	if isNew {
+		if err := p.d.DB.IncrementDone(ctx, token, 1); err != nil {
+			// The ledger is the truth; Finalize sets the counts from it.
+			p.log.Warn("increment done_count", "token", token, "err", err)
+		}
+	}
+	return nil
+}
+
+// renderer picks the renderer for a report type ("default" is xlsx, as the
+// Rails form's default), or an XLSX template renderer when the job names one.
+func (p *Pipeline) renderer(ctx context.Context, typ, templateKey string) (render.Renderer, error) {
+	if typ == "" || typ == "default" {
+		typ = "xlsx"
+	}
+	if templateKey != "" && typ == "xlsx" {
+		return p.templateRenderer(ctx, templateKey)
+	}
+	r, err := p.d.Renderers.Get(typ)
+	if err != nil {
+		return nil, sidekiq.Kill(fmt.Errorf("report type %q: %w", typ, err))
+	}
+	return r, nil
+}
+
+type templateCache struct {
+	mu sync.Mutex
+	m  map[string]render.Renderer
+}
+
+func (p *Pipeline) templateRenderer(ctx context.Context, key string) (render.Renderer, error) {
+	p.templates.mu.Lock()
+	defer p.templates.mu.Unlock()
+	if r, ok := p.templates.m[key]; ok {
+		return r, nil
+	}
+	rc, err := p.d.Store.Open(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("open template %s: %w", key, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read template %s: %w", key, err)
+	}
+	r, err := render.NewXLSXTemplate(data)
+	if err != nil {
+		return nil, sidekiq.Kill(fmt.Errorf("template %s: %w", key, err))
+	}
+	if p.templates.m == nil || len(p.templates.m) > 64 {
+		p.templates.m = map[string]render.Renderer{}
+	}
+	p.templates.m[key] = r
+	return r, nil
+}
+
+// orderedObject decodes a JSON object keeping its key order (the CSV
+// column order); non-string values are turned into their JSON text.
+func orderedObject(raw json.RawMessage) ([]string, map[string]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, nil, err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, nil, errors.New("not a JSON object")
+	}
+	var keys []string
+	fields := map[string]string{}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return nil, nil, err
+		}
+		k := kt.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, nil, err
+		}
+		var s string
+		switch {
+		case json.Unmarshal(v, &s) == nil:
+		case string(v) == "null":
+			s = ""
+		default:
+			s = strings.TrimSpace(string(v))
+		}
+		if _, dup := fields[k]; !dup {
+			keys = append(keys, k)
+		}
+		fields[k] = s
+	}
+	return keys, fields, nil
+}
+
+// encodeOrdered writes a row as a JSON object in column order, the
+// row_hash Rails reads.
+func encodeOrdered(headers []string, fields map[string]string) (json.RawMessage, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, h := range headers {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := marshalNoEscape(h)
+		if err != nil {
+			return nil, err
+		}
+		v, err := marshalNoEscape(fields[h])
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+func marshalNoEscape(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// rowDied records a row job that failed for good as a failed row, so the
+// report finishes with it in its manifest instead of waiting for it.
+func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) {
+	switch job.HandlerClass() {
+	case RowClass, "ProcessCsvRowJob":
+	default:
+		return
+	}
+	args, err := job.Arguments()
+	if err != nil || len(args) < 5 {
+		return
+	}
+	var token string
+	if unmarshalArg(args[4], &token) != nil || p.d.Router.Validate() != nil {
+		return
+	}
+	if _, err := p.tokenQueue(token); err != nil {
+		return
+	}
+	var rowNum int
+	_, _ = job.Field(fieldRow, &rowNum)
+	isNew, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
+	if err != nil {
+		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)
+		return
+	}
+	if isNew {
+		if err := p.d.DB.IncrementFailed(ctx, token, 1); err != nil {
+			p.log.Warn("increment failed_count", "token", token, "err", err)
+		}
+	}
+}
