@@ -14,3 +14,8 @@ func (s *Store) ReleaseWorkerLaunch(ctx context.Context, token string) error {
 func (s *Store) SetCounts(ctx context.Context, token string, done, failed int) error {
 	return s.mustUpdateStatus(ctx, token, map[string]any{"done_count": done, "failed_count": failed})
 }
+
+// ClearForceShutdown clears force_shutdown_at once the worker was stopped.
+func (s *Store) ClearForceShutdown(ctx context.Context, token string) error {
+	return s.mustUpdateStatus(ctx, token, map[string]any{"force_shutdown_at": nil})
+}

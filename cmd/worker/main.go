@@ -1,0 +1,55 @@
+// Command worker runs Pallarel's jobs from Redis as a Sidekiq process does,
+// with Sidekiq's flags: worker -q NAME[,WEIGHT] ... -c N -t SECONDS -C sidekiq.yml.
+// Settings come from the environment (see README); REDIS_URL as Sidekiq reads it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/internal/app"
+	"github.com/pallarel/pallarel/internal/workercmd"
+	"github.com/pallarel/pallarel/jobs"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(workercmd.Main(context.Background(), version, os.Args[1:], os.LookupEnv, os.Stderr, setup))
+}
+
+func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
+	cfg, err := config.Load(env.Lookup)
+	if err != nil {
+		return nil, fmt.Errorf("configuration:\n%w", err)
+	}
+	a, err := app.Open(ctx, cfg, env.Logger, app.Options{Pool: env.Pool})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Pipeline.Register(env.Registry); err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.Pipeline.ServerOptions(env.Options)
+	names := make([]string, 0, len(env.Options.Queues))
+	for _, q := range env.Options.Queues {
+		names = append(names, q.Name)
+	}
+	// A worker on token queues only exits once its queues stay empty.
+	tokenOnly := len(names) > 0
+	for _, n := range names {
+		tokenOnly = tokenOnly && a.Router.IsTokenQueue(n)
+	}
+	if tokenOnly && env.Options.IdleTimeout == 0 {
+		env.Options.IdleTimeout = cfg.WorkerIdleTimeout
+	}
+	monitors, stop := context.WithCancel(ctx)
+	if slices.Contains(names, jobs.TriggerQueue) {
+		go a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval)
+	}
+	return func() { stop(); a.Close() }, nil
+}

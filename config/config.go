@@ -1,0 +1,354 @@
+// Package config reads Pallarel's settings from the environment, once, in
+// main. It fills the config types the other packages own (models.DBConfig,
+// storage.S3Config, launcher.ECSConfig) and reports every problem at once.
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/storage"
+)
+
+// Launcher kinds (LAUNCHER).
+const (
+	LauncherECS   = "ecs"
+	LauncherLocal = "local"
+	LauncherNone  = "none"
+)
+
+// Defaults.
+const (
+	DefaultDataDir           = "./data"
+	DefaultRegion            = "ap-northeast-1"
+	DefaultPort              = 8080
+	DefaultQueueHexLen       = 16
+	DefaultMaxUploadBytes    = 1 << 30
+	DefaultSidekiqDialect    = 8
+	DefaultAppEnv            = "development"
+	DefaultWorkerIdleTimeout = 5 * time.Minute
+	sqliteFileName           = "pallarel.sqlite3"
+)
+
+// Config is everything main needs to wire the app.
+type Config struct {
+	// AppEnv is APP_ENV; also the ECS task's Env tag. Defaults to "development".
+	AppEnv string
+	// Port is PORT, the HTTP listen port. Defaults to 8080.
+	Port int
+	// RedisURL is REDIS_URL (redis:// or rediss://). Empty lets main pick
+	// an embedded/local Redis.
+	RedisURL string
+	// DataDir is DATA_DIR. Defaults to "./data".
+	DataDir string
+	// DB comes from DATABASE_URL, else DB_HOST/DB_NAME/DB_USER/DB_PASSWORD
+	// (MySQL, as the Rails app), else SQLite at DATA_DIR/pallarel.sqlite3.
+	DB models.DBConfig
+	// LocalSave is LOCAL_SAVE: keep reports on disk instead of S3.
+	// Defaults to true when no bucket is configured, else false.
+	LocalSave bool
+	// StorageDir is STORAGE_DIR, the Local store root. Defaults to DATA_DIR/storage.
+	StorageDir string
+	// S3 is the bucket (REPORT_S3_BUCKET_NAME, else AWS_S3_BUCKET).
+	S3 storage.S3Config
+	// S3Client is AWS_REGION, AWS_ENDPOINT_URL_S3 and S3_FORCE_PATH_STYLE.
+	S3Client storage.S3ClientConfig
+	// Region is AWS_REGION. Defaults to ap-northeast-1.
+	Region string
+	// ECSEndpoint is AWS_ENDPOINT_URL_ECS (optional).
+	ECSEndpoint string
+	// Launcher is LAUNCHER: ecs, local or none. Defaults to ecs when
+	// ECS_CLUSTER is set and LOCAL_SAVE is false, else local.
+	Launcher string
+	// ECS is the task to run per token (ECS_* variables).
+	ECS launcher.ECSConfig
+	// QueueHexLen is QUEUE_HEX_LEN (1..40). Defaults to 16, as Rails.
+	QueueHexLen int
+	// MaxUploadBytes is MAX_UPLOAD_BYTES. Defaults to 1 GiB.
+	MaxUploadBytes int64
+	// AuthToken is AUTH_TOKEN, a bearer token for the API (optional).
+	AuthToken string
+	// BasicAuthUser and BasicAuthPassword protect the web UI (optional, together).
+	BasicAuthUser     string
+	BasicAuthPassword string
+	// SidekiqDialect is SIDEKIQ_DIALECT: the Sidekiq major version whose
+	// Redis format we write (8, 7 or 6). Defaults to 8.
+	SidekiqDialect int
+	// PDFFontPath is PDF_FONT_PATH, a CJK TrueType font for PDF reports.
+	// Empty tries Debian's IPA Gothic and other known paths.
+	PDFFontPath string
+	// WorkerIdleTimeout is WORKER_IDLE_TIMEOUT: how long a token worker
+	// waits on an empty queue before it exits. Defaults to 5m.
+	WorkerIdleTimeout time.Duration
+}
+
+// loader reads variables and collects problems.
+type loader struct {
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+// get returns a variable's trimmed value; empty counts as unset.
+func (l *loader) get(name string) (string, bool) {
+	v, ok := l.lookup(name)
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
+}
+
+func (l *loader) str(name, def string) string {
+	if v, ok := l.get(name); ok {
+		return v
+	}
+	return def
+}
+
+func (l *loader) fail(name, format string, args ...any) {
+	l.errs = append(l.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+// boolean parses true/false/1/0/yes/no (any case).
+func (l *loader) boolean(name string) (value, set bool) {
+	v, ok := l.get(name)
+	if !ok {
+		return false, false
+	}
+	switch strings.ToLower(v) {
+	case "true", "1", "yes":
+		return true, true
+	case "false", "0", "no":
+		return false, true
+	}
+	l.fail(name, "want true/false/1/0/yes/no, got %q", v)
+	return false, false
+}
+
+func (l *loader) integer(name string, def, lo, hi int64) int64 {
+	v, ok := l.get(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		l.fail(name, "want an integer, got %q", v)
+		return def
+	}
+	if n < lo || n > hi {
+		l.fail(name, "want %d..%d, got %d", lo, hi, n)
+		return def
+	}
+	return n
+}
+
+// duration parses a Go duration ("90s", "5m") or whole seconds ("300").
+func (l *loader) duration(name string, def time.Duration) time.Duration {
+	v, ok := l.get(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		secs, serr := strconv.ParseInt(v, 10, 64)
+		if serr != nil {
+			l.fail(name, "want a duration such as 5m or 300s, got %q", v)
+			return def
+		}
+		d = time.Duration(secs) * time.Second
+	}
+	if d <= 0 {
+		l.fail(name, "want a positive duration, got %q", v)
+		return def
+	}
+	return d
+}
+
+// list splits a comma list, dropping blanks.
+func (l *loader) list(name string) []string {
+	v, _ := l.get(name)
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		if p := strings.TrimSpace(part); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Load reads the configuration through lookup (os.LookupEnv in main, a map
+// in tests). All problems are returned together, joined.
+func Load(lookup func(string) (string, bool)) (Config, error) {
+	l := &loader{lookup: lookup}
+	var c Config
+
+	c.AppEnv = l.str("APP_ENV", DefaultAppEnv)
+	c.PDFFontPath = l.str("PDF_FONT_PATH", "")
+	c.Port = int(l.integer("PORT", DefaultPort, 1, 65535))
+	c.RedisURL = l.str("REDIS_URL", "")
+	if c.RedisURL != "" {
+		if err := ValidRedisURL(c.RedisURL); err != nil {
+			l.fail("REDIS_URL", "%v", err)
+		}
+	}
+	c.DataDir = l.str("DATA_DIR", DefaultDataDir)
+	c.DB = l.database(c.DataDir)
+
+	bucket := l.str("REPORT_S3_BUCKET_NAME", l.str("AWS_S3_BUCKET", ""))
+	localSave, set := l.boolean("LOCAL_SAVE")
+	if !set {
+		localSave = bucket == ""
+	}
+	c.LocalSave = localSave
+	c.StorageDir = l.str("STORAGE_DIR", filepath.Join(c.DataDir, "storage"))
+	if !c.LocalSave && bucket == "" {
+		l.fail("REPORT_S3_BUCKET_NAME", "required when LOCAL_SAVE is false (AWS_S3_BUCKET is accepted too)")
+	}
+	c.S3 = storage.S3Config{Bucket: bucket}
+
+	c.Region = l.str("AWS_REGION", DefaultRegion)
+	pathStyle, _ := l.boolean("S3_FORCE_PATH_STYLE")
+	c.S3Client = storage.S3ClientConfig{
+		Region:       c.Region,
+		Endpoint:     l.endpoint("AWS_ENDPOINT_URL_S3"),
+		UsePathStyle: pathStyle,
+	}
+	c.ECSEndpoint = l.endpoint("AWS_ENDPOINT_URL_ECS")
+
+	c.ECS = launcher.ECSConfig{
+		Cluster:        l.str("ECS_CLUSTER", ""),
+		TaskDefinition: l.str("ECS_SIDEKIQ_TASK_DEFINITION", ""),
+		Subnets:        l.list("ECS_SIDEKIQ_SUBNET_IDS"),
+		SecurityGroups: l.list("ECS_SIDEKIQ_SECURITY_GROUP_IDS"),
+		ContainerName:  l.str("ECS_CONTAINER_NAME", launcher.DefaultContainerName),
+		Env:            c.AppEnv,
+	}
+	defLauncher := LauncherLocal
+	if c.ECS.Cluster != "" && !c.LocalSave {
+		defLauncher = LauncherECS
+	}
+	c.Launcher = strings.ToLower(l.str("LAUNCHER", defLauncher))
+	switch c.Launcher {
+	case LauncherECS:
+		for _, req := range []struct {
+			name    string
+			missing bool
+		}{
+			{"ECS_CLUSTER", c.ECS.Cluster == ""},
+			{"ECS_SIDEKIQ_TASK_DEFINITION", c.ECS.TaskDefinition == ""},
+			{"ECS_SIDEKIQ_SUBNET_IDS", len(c.ECS.Subnets) == 0},
+			{"ECS_SIDEKIQ_SECURITY_GROUP_IDS", len(c.ECS.SecurityGroups) == 0},
+		} {
+			if req.missing {
+				l.fail(req.name, "required when LAUNCHER is ecs")
+			}
+		}
+	case LauncherLocal, LauncherNone:
+	default:
+		l.fail("LAUNCHER", "want ecs, local or none, got %q", c.Launcher)
+	}
+
+	c.QueueHexLen = int(l.integer("QUEUE_HEX_LEN", DefaultQueueHexLen, 1, 40))
+	c.MaxUploadBytes = l.integer("MAX_UPLOAD_BYTES", DefaultMaxUploadBytes, 1, 1<<62)
+	c.AuthToken = l.str("AUTH_TOKEN", "")
+	c.BasicAuthUser = l.str("BASIC_AUTH_USER", "")
+	c.BasicAuthPassword = l.str("BASIC_AUTH_PASSWORD", "")
+	if (c.BasicAuthUser == "") != (c.BasicAuthPassword == "") {
+		l.fail("BASIC_AUTH_USER", "BASIC_AUTH_USER and BASIC_AUTH_PASSWORD must be set together")
+	}
+	c.SidekiqDialect = DefaultSidekiqDialect
+	if v, ok := l.get("SIDEKIQ_DIALECT"); ok {
+		switch v {
+		case "6", "7", "8":
+			c.SidekiqDialect = int(v[0] - '0')
+		default:
+			l.fail("SIDEKIQ_DIALECT", "want 8, 7 or 6, got %q", v)
+		}
+	}
+	c.WorkerIdleTimeout = l.duration("WORKER_IDLE_TIMEOUT", DefaultWorkerIdleTimeout)
+
+	if err := errors.Join(l.errs...); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// database picks DATABASE_URL, then the Rails DB_* variables, then SQLite.
+func (l *loader) database(dataDir string) models.DBConfig {
+	if raw, ok := l.get("DATABASE_URL"); ok {
+		cfg := models.DBConfig{URL: raw}
+		if err := cfg.Validate(); err != nil {
+			l.fail("DATABASE_URL", "%v", err)
+		}
+		return cfg
+	}
+	host, hasHost := l.get("DB_HOST")
+	name, hasName := l.get("DB_NAME")
+	switch {
+	case hasHost && hasName:
+		user, _ := l.get("DB_USER")
+		pass, _ := l.lookup("DB_PASSWORD") // a password may have spaces
+		return models.DBConfigFromRails(host, name, user, pass)
+	case hasHost:
+		l.fail("DB_NAME", "required when DB_HOST is set")
+	case hasName:
+		l.fail("DB_HOST", "required when DB_NAME is set")
+	}
+	return models.DBConfig{URL: "sqlite://" + filepath.Join(dataDir, sqliteFileName)}
+}
+
+// endpoint reads an optional http(s) URL.
+func (l *loader) endpoint(name string) string {
+	v, ok := l.get(name)
+	if !ok {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		l.fail(name, "want an http(s) URL, got %q", v)
+		return ""
+	}
+	return v
+}
+
+// ValidRedisURL checks a URL the way Sidekiq (redis-client) reads it:
+// redis://[[user]:password@]host[:port][/db] or rediss:// for TLS.
+func ValidRedisURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", redactErr(err))
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("scheme must be redis or rediss, got %q", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return errors.New("missing host")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("bad port %q", p)
+		}
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			return fmt.Errorf("database must be a number, got %q", db)
+		}
+	}
+	return nil
+}
+
+// redactErr keeps a URL parse error from echoing a password.
+func redactErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return cmp.Or(ue.Err.Error(), "invalid")
+	}
+	return err.Error()
+}

@@ -1,0 +1,247 @@
+// Package app wires Pallarel's parts from a config.Config: Redis (or an
+// embedded Redis-protocol server in the all-in-one mode), the database,
+// storage, the launcher, the Sidekiq client and API, and the job pipeline.
+// Only the binaries in cmd/ use it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gomodule/redigo/redis"
+	"gorm.io/gorm"
+
+	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/render"
+	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/storage"
+)
+
+// Options are what the binaries decide beyond the environment.
+type Options struct {
+	// EmbeddedRedis starts an in-process Redis-protocol server when
+	// REDIS_URL is empty (the all-in-one mode) on EmbeddedRedisAddr
+	// (default 127.0.0.1:6390), so other workers and Ruby's Web UI can
+	// connect to it.
+	EmbeddedRedis     bool
+	EmbeddedRedisAddr string
+	// Pool, when set, is used instead of opening one from REDIS_URL.
+	Pool *redis.Pool
+	// PoolSize is the idle connections kept; default 20.
+	PoolSize int
+	// Launcher, when set, replaces the one LAUNCHER selects (the
+	// all-in-one server runs token workers in-process).
+	Launcher launcher.Launcher
+	// WorkerCommand is the command the local launcher runs for a token;
+	// default: the worker binary next to this one.
+	WorkerCommand []string
+}
+
+// App holds the wired parts; Close releases them.
+type App struct {
+	Config    config.Config
+	Log       *slog.Logger
+	RedisURL  string
+	Pool      *redis.Pool
+	GormDB    *gorm.DB
+	Models    *models.Store
+	Store     storage.Store
+	Launcher  launcher.Launcher
+	Client    *sidekiq.Client
+	API       *sidekiq.API
+	Router    router.Router
+	Renderers *render.Registry
+	Pipeline  *jobs.Pipeline
+	Dialect   sidekiq.Dialect
+
+	closers []func() error
+}
+
+// Open wires everything from cfg; on error nothing is left open.
+func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) (a *App, err error) {
+	a = &App{Config: cfg, Log: log}
+	defer func() {
+		if err != nil {
+			a.Close()
+			a = nil
+		}
+	}()
+	if a.Dialect, err = sidekiq.ParseDialect(fmt.Sprint(cfg.SidekiqDialect)); err != nil {
+		return nil, err
+	}
+	if err := a.openRedis(opts); err != nil {
+		return nil, err
+	}
+	if err := a.openDB(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.openStore(ctx); err != nil {
+		return nil, err
+	}
+	if a.Router, err = router.New(cfg.QueueHexLen); err != nil {
+		return nil, fmt.Errorf("QUEUE_HEX_LEN: %w", err)
+	}
+	a.Renderers = Renderers(cfg.PDFFontPath, log)
+	if opts.Launcher != nil {
+		a.Launcher = opts.Launcher
+	} else if err := a.openLauncher(ctx, opts); err != nil {
+		return nil, err
+	}
+	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect})
+	a.API = sidekiq.NewAPI(a.Pool, a.Dialect)
+	a.Pipeline, err = jobs.New(jobs.Deps{
+		Pool: a.Pool, Client: a.Client, API: a.API, Store: a.Store, DB: a.Models,
+		Launcher: a.Launcher, Router: a.Router, Renderers: a.Renderers, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Pushes from this process obey the pipeline's queue isolation too.
+	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect,
+		Middleware: []sidekiq.ClientMiddleware{a.Pipeline.IsolationClient}})
+	return a, nil
+}
+
+// Renderers registers the built-in renderers: xlsx, text, csv, and pdf when
+// a CJK font is found (otherwise pdf jobs fail with a message naming the
+// font paths tried).
+func Renderers(fontPath string, log *slog.Logger) *render.Registry {
+	reg := render.NewRegistry()
+	_ = reg.Register(render.NewXLSX())
+	_ = reg.Register(render.Text{})
+	_ = reg.Register(render.CSV{})
+	if pdf, err := render.NewPDF(render.PDFOptions{FontPath: fontPath}); err == nil {
+		_ = reg.Register(pdf)
+	} else {
+		log.Warn("PDF reports disabled", "err", err)
+	}
+	return reg
+}
+
+func (a *App) openRedis(opts Options) error {
+	if opts.Pool != nil {
+		a.Pool = opts.Pool
+		a.RedisURL = a.Config.RedisURL
+		return nil
+	}
+	url := a.Config.RedisURL
+	if url == "" && opts.EmbeddedRedis {
+		m := miniredis.NewMiniRedis()
+		addr := opts.EmbeddedRedisAddr
+		if addr == "" {
+			addr = "127.0.0.1:6390"
+		}
+		if err := m.StartAddr(addr); err != nil {
+			return fmt.Errorf("start embedded redis on %s: %w", addr, err)
+		}
+		a.closers = append(a.closers, func() error { m.Close(); return nil })
+		url = "redis://" + m.Addr() + "/0"
+		a.Log.Info("embedded Redis-protocol server started (all-in-one mode)", "redis_url", url)
+	}
+	if url == "" {
+		url = "redis://127.0.0.1:6379/0"
+	}
+	pool, err := sidekiq.NewPool(url, max(opts.PoolSize, 20))
+	if err != nil {
+		return err
+	}
+	a.Pool, a.RedisURL = pool, url
+	a.closers = append(a.closers, pool.Close)
+	return nil
+}
+
+func (a *App) openDB(ctx context.Context) error {
+	if u := a.Config.DB.URL; len(u) > 9 && u[:9] == "sqlite://" {
+		// The default SQLite file lives in DATA_DIR: make sure it exists.
+		if p := u[9:]; p != "" && p[0] != ':' {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return fmt.Errorf("database directory: %w", err)
+			}
+		}
+	}
+	db, err := models.Open(ctx, a.Config.DB)
+	if err != nil {
+		return err
+	}
+	a.closers = append(a.closers, func() error { return models.Close(db) })
+	if err := models.Migrate(ctx, db); err != nil {
+		return err
+	}
+	a.GormDB, a.Models = db, models.NewStore(db)
+	return nil
+}
+
+func (a *App) openStore(ctx context.Context) error {
+	if a.Config.LocalSave {
+		st, err := storage.NewLocal(a.Config.StorageDir)
+		if err != nil {
+			return fmt.Errorf("STORAGE_DIR: %w", err)
+		}
+		a.Store = st
+		return nil
+	}
+	client, err := storage.NewS3Client(ctx, a.Config.S3Client)
+	if err != nil {
+		return err
+	}
+	st, err := storage.NewS3(a.Config.S3, client)
+	if err != nil {
+		return err
+	}
+	a.Store = st
+	return nil
+}
+
+func (a *App) openLauncher(ctx context.Context, opts Options) error {
+	switch a.Config.Launcher {
+	case config.LauncherECS:
+		client, err := launcher.NewECSClient(ctx, a.Config.Region, a.Config.ECSEndpoint)
+		if err != nil {
+			return err
+		}
+		l, err := launcher.NewECS(a.Config.ECS, client)
+		if err != nil {
+			return err
+		}
+		a.Launcher = l
+	case config.LauncherLocal:
+		cmd := opts.WorkerCommand
+		if len(cmd) == 0 {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("local launcher: %w", err)
+			}
+			cmd = []string{filepath.Join(filepath.Dir(exe), "worker"), "-q", "{queue}", "-c", "10",
+				"--idle-timeout", a.Config.WorkerIdleTimeout.String()}
+		}
+		l, err := launcher.NewLocal(launcher.LocalConfig{Command: cmd, Env: []string{"REDIS_URL=" + a.RedisURL}, Logger: a.Log})
+		if err != nil {
+			return err
+		}
+		a.Launcher = l
+		a.closers = append(a.closers, l.Close)
+	default:
+		a.Launcher = launcher.Noop{Logger: a.Log, Now: time.Now}
+	}
+	return nil
+}
+
+// Close releases everything Open opened, last first.
+func (a *App) Close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
