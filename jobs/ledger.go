@@ -22,11 +22,11 @@ type Ledger struct {
 
 // RowResult is how one row ended.
 type RowResult struct {
-	Row    int    `json:"row"`              // 1-based data row number, 0 if unknown (Ruby-pushed row)
-	Key    string `json:"key"`              // ledger field: row number, or the jid
-	Status string `json:"status"`           // "done" or "failed"
-	File   string `json:"file,omitempty"`   // storage key of the row's file
-	Error  string `json:"error,omitempty"`  // why it failed
+	Row    int    `json:"row"`             // 1-based data row number, 0 if unknown (Ruby-pushed row)
+	Key    string `json:"key"`             // ledger field: row number, or the jid
+	Status string `json:"status"`          // "done" or "failed"
+	File   string `json:"file,omitempty"`  // storage key of the row's file
+	Error  string `json:"error,omitempty"` // why it failed
 }
 
 func rowsKey(token string) string  { return "pallarel:rows:" + token }

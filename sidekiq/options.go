@@ -300,7 +300,7 @@ type Options struct {
 	// DeathHandlers run when a job has failed for good: sent to the dead
 	// set, or dropped because retry or dead is false (Sidekiq's
 	// death_handlers). They run after the dead set write.
-	DeathHandlers []DeathHandler
+	DeathHandlers    []DeathHandler
 	ClientMiddleware []ClientMiddleware // for jobs the server re-pushes
 
 	Hostname string // default os.Hostname (or $DYNO, as Sidekiq)
