@@ -1,0 +1,272 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/storage"
+)
+
+func env(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := kv[k]
+		return v, ok
+	}
+}
+
+// defaults is what an empty environment gives.
+func defaults() Config {
+	return Config{
+		AppEnv:            "development",
+		Port:              8080,
+		DataDir:           "./data",
+		DB:                models.DBConfig{URL: "sqlite://data/pallarel.sqlite3"},
+		LocalSave:         true,
+		StorageDir:        "data/storage",
+		Region:            "ap-northeast-1",
+		S3Client:          storage.S3ClientConfig{Region: "ap-northeast-1"},
+		Launcher:          "local",
+		ECS:               launcher.ECSConfig{ContainerName: "sidekiqContainer", Env: "development"},
+		QueueHexLen:       16,
+		MaxUploadBytes:    1 << 30,
+		SidekiqDialect:    8,
+		WorkerIdleTimeout: 5 * time.Minute,
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
+	got, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, defaults()) {
+		t.Fatalf("got  %+v\nwant %+v", got, defaults())
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	ecsEnv := map[string]string{
+		"REPORT_S3_BUCKET_NAME":          "reports-bucket",
+		"ECS_CLUSTER":                    "report-cluster",
+		"ECS_SIDEKIQ_TASK_DEFINITION":    "sidekiq:3",
+		"ECS_SIDEKIQ_SUBNET_IDS":         "subnet-a, subnet-b,,",
+		"ECS_SIDEKIQ_SECURITY_GROUP_IDS": "sg-1",
+		"APP_ENV":                        "production",
+	}
+	with := func(base map[string]string, kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want func(c *Config)
+	}{
+		{"redis url", with(nil, "REDIS_URL", "redis://:pw@redis.internal:6380/2"), func(c *Config) { c.RedisURL = "redis://:pw@redis.internal:6380/2" }},
+		{"rediss url", with(nil, "REDIS_URL", "rediss://redis"), func(c *Config) { c.RedisURL = "rediss://redis" }},
+		{"blank is unset", with(nil, "REDIS_URL", "  ", "PORT", ""), func(c *Config) {}},
+		{"database url", with(nil, "DATABASE_URL", "postgres://u@h/db"), func(c *Config) { c.DB.URL = "postgres://u@h/db" }},
+		{"database url wins over rails vars", with(nil, "DATABASE_URL", "sqlite::memory:", "DB_HOST", "h", "DB_NAME", "n"), func(c *Config) { c.DB.URL = "sqlite::memory:" }},
+		{"rails db vars", with(nil, "DB_HOST", "db.internal", "DB_NAME", "app", "DB_USER", "rails", "DB_PASSWORD", "p@ss"), func(c *Config) {
+			c.DB = models.DBConfigFromRails("db.internal", "app", "rails", "p@ss")
+		}},
+		{"absolute data dir", with(nil, "DATA_DIR", "/var/lib/pallarel"), func(c *Config) {
+			c.DataDir = "/var/lib/pallarel"
+			c.DB.URL = "sqlite:///var/lib/pallarel/pallarel.sqlite3"
+			c.StorageDir = "/var/lib/pallarel/storage"
+		}},
+		{"storage dir", with(nil, "STORAGE_DIR", "/srv/files"), func(c *Config) { c.StorageDir = "/srv/files" }},
+		{"bucket turns local save off", with(nil, "REPORT_S3_BUCKET_NAME", "b"), func(c *Config) { c.S3.Bucket = "b"; c.LocalSave = false }},
+		{"seed readme bucket name", with(nil, "AWS_S3_BUCKET", "b2"), func(c *Config) { c.S3.Bucket = "b2"; c.LocalSave = false }},
+		{"rails bucket name wins", with(nil, "AWS_S3_BUCKET", "b2", "REPORT_S3_BUCKET_NAME", "b1"), func(c *Config) { c.S3.Bucket = "b1"; c.LocalSave = false }},
+		{"local save forced with bucket", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", "YES"), func(c *Config) { c.S3.Bucket = "b" }},
+		{"local save 1", with(nil, "LOCAL_SAVE", "1"), func(c *Config) {}},
+		{"local save no with bucket", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", "no"), func(c *Config) { c.S3.Bucket = "b"; c.LocalSave = false }},
+		{"s3 endpoint and path style", with(nil, "AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000", "S3_FORCE_PATH_STYLE", "true", "AWS_REGION", "us-east-1"), func(c *Config) {
+			c.Region = "us-east-1"
+			c.S3Client = storage.S3ClientConfig{Region: "us-east-1", Endpoint: "http://127.0.0.1:9000", UsePathStyle: true}
+		}},
+		{"ecs endpoint", with(nil, "AWS_ENDPOINT_URL_ECS", "https://ecs.local"), func(c *Config) { c.ECSEndpoint = "https://ecs.local" }},
+		{"ecs by default with cluster and bucket", ecsEnv, func(c *Config) {
+			c.AppEnv = "production"
+			c.S3.Bucket = "reports-bucket"
+			c.LocalSave = false
+			c.Launcher = "ecs"
+			c.ECS = launcher.ECSConfig{Cluster: "report-cluster", TaskDefinition: "sidekiq:3", Subnets: []string{"subnet-a", "subnet-b"},
+				SecurityGroups: []string{"sg-1"}, ContainerName: "sidekiqContainer", Env: "production"}
+		}},
+		{"cluster but local save stays local", with(nil, "ECS_CLUSTER", "c"), func(c *Config) { c.ECS.Cluster = "c" }},
+		{"launcher none overrides", with(ecsEnv, "LAUNCHER", "None", "ECS_CONTAINER_NAME", "w"), func(c *Config) {
+			c.AppEnv = "production"
+			c.S3.Bucket = "reports-bucket"
+			c.LocalSave = false
+			c.Launcher = "none"
+			c.ECS = launcher.ECSConfig{Cluster: "report-cluster", TaskDefinition: "sidekiq:3", Subnets: []string{"subnet-a", "subnet-b"},
+				SecurityGroups: []string{"sg-1"}, ContainerName: "w", Env: "production"}
+		}},
+		{"numbers", with(nil, "QUEUE_HEX_LEN", "40", "PORT", "3000", "MAX_UPLOAD_BYTES", "1048576"), func(c *Config) {
+			c.QueueHexLen, c.Port, c.MaxUploadBytes = 40, 3000, 1<<20
+		}},
+		{"auth", with(nil, "AUTH_TOKEN", "t0k", "BASIC_AUTH_USER", "admin", "BASIC_AUTH_PASSWORD", "pw"), func(c *Config) {
+			c.AuthToken, c.BasicAuthUser, c.BasicAuthPassword = "t0k", "admin", "pw"
+		}},
+		{"sidekiq 6", with(nil, "SIDEKIQ_DIALECT", "6"), func(c *Config) { c.SidekiqDialect = 6 }},
+		{"sidekiq 7", with(nil, "SIDEKIQ_DIALECT", "7"), func(c *Config) { c.SidekiqDialect = 7 }},
+		{"idle timeout duration", with(nil, "WORKER_IDLE_TIMEOUT", "90s"), func(c *Config) { c.WorkerIdleTimeout = 90 * time.Second }},
+		{"idle timeout seconds", with(nil, "WORKER_IDLE_TIMEOUT", "600"), func(c *Config) { c.WorkerIdleTimeout = 10 * time.Minute }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Load(env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := defaults()
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("got  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string // substrings, each must appear
+	}{
+		{"redis scheme", map[string]string{"REDIS_URL": "http://x"}, []string{"REDIS_URL: scheme must be redis or rediss"}},
+		{"redis no host", map[string]string{"REDIS_URL": "redis://"}, []string{"REDIS_URL: missing host"}},
+		{"redis bad db", map[string]string{"REDIS_URL": "redis://h/abc"}, []string{"REDIS_URL: database must be a number"}},
+		{"redis bad port", map[string]string{"REDIS_URL": "redis://h:99999/0"}, []string{"REDIS_URL: bad port"}},
+		{"redis garbage", map[string]string{"REDIS_URL": "redis://:pw@[::1"}, []string{"REDIS_URL: not a URL"}},
+		{"database url", map[string]string{"DATABASE_URL": "oracle://x"}, []string{"DATABASE_URL:"}},
+		{"db host without name", map[string]string{"DB_HOST": "h"}, []string{"DB_NAME: required when DB_HOST is set"}},
+		{"db name without host", map[string]string{"DB_NAME": "n"}, []string{"DB_HOST: required when DB_NAME is set"}},
+		{"local save", map[string]string{"LOCAL_SAVE": "maybe"}, []string{`LOCAL_SAVE: want true/false/1/0/yes/no, got "maybe"`}},
+		{"no bucket", map[string]string{"LOCAL_SAVE": "false"}, []string{"REPORT_S3_BUCKET_NAME: required when LOCAL_SAVE is false"}},
+		{"s3 endpoint", map[string]string{"AWS_ENDPOINT_URL_S3": "localhost:9000"}, []string{"AWS_ENDPOINT_URL_S3: want an http(s) URL"}},
+		{"ecs endpoint", map[string]string{"AWS_ENDPOINT_URL_ECS": "ftp://x"}, []string{"AWS_ENDPOINT_URL_ECS: want an http(s) URL"}},
+		{"path style", map[string]string{"S3_FORCE_PATH_STYLE": "on"}, []string{"S3_FORCE_PATH_STYLE:"}},
+		{"ecs missing all", map[string]string{"LAUNCHER": "ecs"}, []string{
+			"ECS_CLUSTER: required when LAUNCHER is ecs", "ECS_SIDEKIQ_TASK_DEFINITION: required", "ECS_SIDEKIQ_SUBNET_IDS: required", "ECS_SIDEKIQ_SECURITY_GROUP_IDS: required",
+		}},
+		{"ecs blank list", map[string]string{"LAUNCHER": "ecs", "ECS_CLUSTER": "c", "ECS_SIDEKIQ_TASK_DEFINITION": "t", "ECS_SIDEKIQ_SUBNET_IDS": " , ", "ECS_SIDEKIQ_SECURITY_GROUP_IDS": "sg"}, []string{"ECS_SIDEKIQ_SUBNET_IDS: required"}},
+		{"launcher", map[string]string{"LAUNCHER": "k8s"}, []string{`LAUNCHER: want ecs, local or none, got "k8s"`}},
+		{"hex len low", map[string]string{"QUEUE_HEX_LEN": "0"}, []string{"QUEUE_HEX_LEN: want 1..40, got 0"}},
+		{"hex len high", map[string]string{"QUEUE_HEX_LEN": "41"}, []string{"QUEUE_HEX_LEN: want 1..40, got 41"}},
+		{"hex len text", map[string]string{"QUEUE_HEX_LEN": "sixteen"}, []string{`QUEUE_HEX_LEN: want an integer, got "sixteen"`}},
+		{"port", map[string]string{"PORT": "70000"}, []string{"PORT: want 1..65535"}},
+		{"max upload", map[string]string{"MAX_UPLOAD_BYTES": "1GB"}, []string{"MAX_UPLOAD_BYTES: want an integer"}},
+		{"max upload zero", map[string]string{"MAX_UPLOAD_BYTES": "0"}, []string{"MAX_UPLOAD_BYTES: want 1.."}},
+		{"basic auth half", map[string]string{"BASIC_AUTH_USER": "admin"}, []string{"BASIC_AUTH_USER: BASIC_AUTH_USER and BASIC_AUTH_PASSWORD must be set together"}},
+		{"basic auth other half", map[string]string{"BASIC_AUTH_PASSWORD": "pw"}, []string{"must be set together"}},
+		{"dialect", map[string]string{"SIDEKIQ_DIALECT": "5"}, []string{`SIDEKIQ_DIALECT: want 8, 7 or 6, got "5"`}},
+		{"idle timeout", map[string]string{"WORKER_IDLE_TIMEOUT": "soon"}, []string{"WORKER_IDLE_TIMEOUT: want a duration"}},
+		{"idle timeout negative", map[string]string{"WORKER_IDLE_TIMEOUT": "-5m"}, []string{"WORKER_IDLE_TIMEOUT: want a positive duration"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(env(tt.env))
+			if err == nil {
+				t.Fatal("want error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestLoadAllErrorsAtOnce: one bad deploy sees every problem in one go.
+func TestLoadAllErrorsAtOnce(t *testing.T) {
+	t.Parallel()
+	_, err := Load(env(map[string]string{
+		"REDIS_URL":           "http://x",
+		"DB_HOST":             "h",
+		"LOCAL_SAVE":          "false",
+		"LAUNCHER":            "ecs",
+		"QUEUE_HEX_LEN":       "99",
+		"PORT":                "x",
+		"MAX_UPLOAD_BYTES":    "-1",
+		"BASIC_AUTH_USER":     "u",
+		"SIDEKIQ_DIALECT":     "9",
+		"WORKER_IDLE_TIMEOUT": "never",
+		"AWS_ENDPOINT_URL_S3": "nope",
+	}))
+	if err == nil {
+		t.Fatal("want error")
+	}
+	vars := []string{"REDIS_URL", "DB_NAME", "REPORT_S3_BUCKET_NAME", "ECS_CLUSTER", "ECS_SIDEKIQ_TASK_DEFINITION",
+		"ECS_SIDEKIQ_SUBNET_IDS", "ECS_SIDEKIQ_SECURITY_GROUP_IDS", "QUEUE_HEX_LEN", "PORT", "MAX_UPLOAD_BYTES",
+		"BASIC_AUTH_USER", "SIDEKIQ_DIALECT", "WORKER_IDLE_TIMEOUT", "AWS_ENDPOINT_URL_S3"}
+	for _, v := range vars {
+		if !strings.Contains(err.Error(), v+":") {
+			t.Errorf("error lacks %s:\n%v", v, err)
+		}
+	}
+	// One line per problem, joined (errors.Join), and each unwrappable.
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != len(vars) {
+		n := -1
+		if joined != nil {
+			n = len(joined.Unwrap())
+		}
+		t.Errorf("joined %d errors, want %d:\n%v", n, len(vars), err)
+	}
+	if got := strings.Count(err.Error(), "\n") + 1; got != len(vars) {
+		t.Errorf("%d lines, want %d", got, len(vars))
+	}
+}
+
+func TestSecretsNotEchoed(t *testing.T) {
+	t.Parallel()
+	_, err := Load(env(map[string]string{"REDIS_URL": "redis://:supersecret@[::1", "DATABASE_URL": "mysql://u:supersecret@h/"}))
+	if err == nil || strings.Contains(err.Error(), "supersecret") {
+		t.Fatalf("error leaks a secret: %v", err)
+	}
+}
+
+func TestValidRedisURL(t *testing.T) {
+	t.Parallel()
+	for url, ok := range map[string]bool{
+		"redis://localhost":          true,
+		"redis://localhost:6379/0":   true,
+		"redis://:pw@h:1/15":         true,
+		"redis://user:pw@h":          true,
+		"rediss://h:6380":            true,
+		"redis://h/":                 true,
+		"unix:///tmp/redis.sock":     false,
+		"localhost:6379":             false,
+		"redis://h/-1":               false,
+		"redis://h:0":                false,
+		"":                           false,
+		"redis://[::1]:6379/3":       true,
+		"redis://h/1/2":              false,
+		fmt.Sprint("redis://h:", 80): true,
+	} {
+		if err := ValidRedisURL(url); (err == nil) != ok {
+			t.Errorf("ValidRedisURL(%q) = %v, want ok=%v", url, err, ok)
+		}
+	}
+}

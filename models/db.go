@@ -1,0 +1,336 @@
+// Package models holds the two tables the Rails app and Pallarel share,
+// client_reports and csv_processing_statuses, as gorm models on exactly the
+// Rails schema, plus the few atomic updates the jobs need.
+//
+// The same code runs on SQLite (development, the all-in-one mode), MySQL /
+// MariaDB (the Rails production database) and PostgreSQL.
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/go-sql-driver/mysql"
+	gormmysql "gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// DBConfig says which database to open.
+type DBConfig struct {
+	// URL is one of:
+	//   sqlite:///abs/path.db, sqlite://rel/path.db, sqlite::memory:
+	//   mysql://user:pass@host:port/db?params
+	//   postgres://... or postgresql://...
+	URL string
+}
+
+// DBConfigFromRails builds the MySQL URL the Rails app's database.yml makes
+// from DB_HOST, DB_NAME, DB_USER and DB_PASSWORD. host may carry a port.
+func DBConfigFromRails(host, name, user, password string) DBConfig {
+	u := url.URL{Scheme: "mysql", Host: host, Path: "/" + name}
+	if user != "" || password != "" {
+		if password != "" {
+			u.User = url.UserPassword(user, password)
+		} else {
+			u.User = url.User(user)
+		}
+	}
+	return DBConfig{URL: u.String()}
+}
+
+// Dialect names the database kind behind a DBConfig.
+func (c DBConfig) Dialect() (string, error) {
+	switch {
+	case strings.HasPrefix(c.URL, "sqlite:"):
+		return "sqlite", nil
+	case strings.HasPrefix(c.URL, "mysql://"):
+		return "mysql", nil
+	case strings.HasPrefix(c.URL, "postgres://"), strings.HasPrefix(c.URL, "postgresql://"):
+		return "postgres", nil
+	}
+	return "", fmt.Errorf("database url %q: want sqlite:, mysql:// or postgres://", redact(c.URL))
+}
+
+// Validate checks the URL without connecting.
+func (c DBConfig) Validate() error {
+	_, err := c.dialector()
+	return err
+}
+
+// redact hides a password in a URL for error messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+// sqliteBusyTimeout is how long a SQLite writer waits for another's lock.
+const sqliteBusyTimeout = 10 * time.Second
+
+// dialector turns the URL into a gorm dialector.
+func (c DBConfig) dialector() (gorm.Dialector, error) {
+	dialect, err := c.Dialect()
+	if err != nil {
+		return nil, err
+	}
+	switch dialect {
+	case "sqlite":
+		path, err := sqlitePath(c.URL)
+		if err != nil {
+			return nil, err
+		}
+		return sqlite.Open(sqliteDSN(path)), nil
+	case "mysql":
+		dsn, err := mysqlDSN(c.URL)
+		if err != nil {
+			return nil, err
+		}
+		return gormmysql.Open(dsn), nil
+	default:
+		if _, err := url.Parse(c.URL); err != nil {
+			return nil, fmt.Errorf("database url %q: %w", redact(c.URL), err)
+		}
+		return postgres.Open(c.URL), nil
+	}
+}
+
+// sqlitePath returns the file path ("" for in-memory) of a sqlite: URL.
+func sqlitePath(raw string) (string, error) {
+	if raw == "sqlite::memory:" {
+		return ":memory:", nil
+	}
+	path, ok := strings.CutPrefix(raw, "sqlite://")
+	if !ok || path == "" {
+		return "", fmt.Errorf("database url %q: want sqlite:///abs/path.db, sqlite://rel/path.db or sqlite::memory:", raw)
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		return "", fmt.Errorf("database url %q: sqlite parameters are set by pallarel", raw)
+	}
+	return path, nil
+}
+
+// sqliteDSN turns on WAL (readers do not block the writer), a busy timeout
+// (writers queue instead of failing with SQLITE_BUSY) and immediate
+// transactions (a read-then-write transaction cannot deadlock on upgrade),
+// so several goroutines and processes can share the file.
+func sqliteDSN(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
+	if path != ":memory:" {
+		q.Add("_pragma", "journal_mode(WAL)")
+	}
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	q.Set("_time_format", "sqlite")
+	return path + "?" + q.Encode()
+}
+
+// mysqlDSN turns mysql://user:pass@host:port/db?params into the driver's DSN,
+// with parseTime, UTC and utf8mb4 as Rails uses them, and clientFoundRows so
+// RowsAffected counts matched rows (an UPDATE that changes nothing still
+// proves the row exists).
+func mysqlDSN(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("database url %q: %w", redact(raw), err)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("database url %q: missing host", redact(raw))
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" || strings.Contains(name, "/") {
+		return "", fmt.Errorf("database url %q: want one database name in the path", redact(raw))
+	}
+	cfg := mysql.NewConfig()
+	cfg.User = u.User.Username()
+	cfg.Passwd, _ = u.User.Password()
+	cfg.Net = "tcp"
+	cfg.Addr = u.Host
+	if u.Port() == "" {
+		cfg.Addr = net.JoinHostPort(u.Hostname(), "3306")
+	}
+	cfg.DBName = name
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	cfg.ClientFoundRows = true
+	cfg.Params = map[string]string{"charset": "utf8mb4"}
+	for k, vs := range u.Query() {
+		switch k {
+		case "parseTime", "loc", "clientFoundRows":
+			continue // our code depends on these
+		}
+		cfg.Params[k] = vs[len(vs)-1]
+	}
+	// Known driver options given as params go through the DSN parser so
+	// e.g. ?tls=true or ?timeout=5s take effect.
+	dsn := cfg.FormatDSN()
+	if _, err := mysql.ParseDSN(dsn); err != nil {
+		return "", fmt.Errorf("database url %q: %w", redact(raw), err)
+	}
+	return dsn, nil
+}
+
+// Open connects to the database and checks it answers.
+func Open(ctx context.Context, cfg DBConfig) (*gorm.DB, error) {
+	d, err := cfg.dialector()
+	if err != nil {
+		return nil, err
+	}
+	if path, err := sqlitePath(cfg.URL); err == nil && path != ":memory:" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+	}
+	db, err := gorm.Open(d, &gorm.Config{
+		Logger:  logger.Default.LogMode(logger.Silent),
+		NowFunc: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)
+	}
+	if cfg.URL == "sqlite::memory:" {
+		// Every connection to :memory: is a different database: keep one.
+		sqlDB.SetMaxOpenConns(1)
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)
+	}
+	return db, nil
+}
+
+// Close closes the connection pool behind db.
+func Close(db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// column is one column we add to a table Rails already made.
+type column struct {
+	name string
+	// ddl by dialect (sqlite, mysql, postgres).
+	ddl map[string]string
+}
+
+// extraColumns are Pallarel's own nullable columns, added to the Rails tables
+// when missing. Rails ignores columns it does not know.
+var extraColumns = map[string][]column{
+	"client_reports": {
+		{"error_message", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
+		{"source_key", map[string]string{"sqlite": "varchar", "mysql": "varchar(255)", "postgres": "character varying"}},
+	},
+	"csv_processing_statuses": {
+		{"failed_count", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
+		{"last_error", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
+	},
+}
+
+// createTables holds the DDL Rails 8 generates from schema.rb for each
+// dialect, with our extra columns at the end.
+var createTables = map[string]map[string][]string{
+	"sqlite": {
+		"client_reports": {
+			`CREATE TABLE IF NOT EXISTS "client_reports" ("id" integer PRIMARY KEY AUTOINCREMENT NOT NULL, "security_hash" varchar, "deleted_at" datetime(6), "report_type" integer, "count" integer DEFAULT 0, "file" varchar, "status" integer, "token" varchar, "created_at" datetime(6) NOT NULL, "updated_at" datetime(6) NOT NULL, "error_message" text, "source_key" varchar)`,
+			`CREATE INDEX IF NOT EXISTS "index_client_reports_on_token" ON "client_reports" ("token")`,
+		},
+		"csv_processing_statuses": {
+			`CREATE TABLE IF NOT EXISTS "csv_processing_statuses" ("id" integer PRIMARY KEY AUTOINCREMENT NOT NULL, "token" varchar NOT NULL, "total_count" integer DEFAULT 0, "done_count" integer DEFAULT 0, "queue_name" varchar, "worker_task_arn" varchar, "worker_started_at" datetime(6), "finalized_at" datetime(6), "force_shutdown_at" datetime(6), "created_at" datetime(6) NOT NULL, "updated_at" datetime(6) NOT NULL, "failed_count" integer DEFAULT 0, "last_error" text)`,
+			`CREATE UNIQUE INDEX IF NOT EXISTS "index_csv_processing_statuses_on_token" ON "csv_processing_statuses" ("token")`,
+		},
+	},
+	"mysql": {
+		"client_reports": {
+			"CREATE TABLE IF NOT EXISTS `client_reports` (`id` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, `security_hash` varchar(255), `deleted_at` datetime(6), `report_type` int, `count` int DEFAULT 0, `file` varchar(255), `status` int, `token` varchar(255), `created_at` datetime(6) NOT NULL, `updated_at` datetime(6) NOT NULL, `error_message` text, `source_key` varchar(255), INDEX `index_client_reports_on_token` (`token`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+		},
+		"csv_processing_statuses": {
+			"CREATE TABLE IF NOT EXISTS `csv_processing_statuses` (`id` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, `token` varchar(255) NOT NULL, `total_count` int DEFAULT 0, `done_count` int DEFAULT 0, `queue_name` varchar(255), `worker_task_arn` varchar(255), `worker_started_at` datetime(6), `finalized_at` datetime(6), `force_shutdown_at` datetime(6), `created_at` datetime(6) NOT NULL, `updated_at` datetime(6) NOT NULL, `failed_count` int DEFAULT 0, `last_error` text, UNIQUE INDEX `index_csv_processing_statuses_on_token` (`token`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+		},
+	},
+	"postgres": {
+		"client_reports": {
+			`CREATE TABLE IF NOT EXISTS "client_reports" ("id" bigserial primary key, "security_hash" character varying, "deleted_at" timestamp(6), "report_type" integer, "count" integer DEFAULT 0, "file" character varying, "status" integer, "token" character varying, "created_at" timestamp(6) NOT NULL, "updated_at" timestamp(6) NOT NULL, "error_message" text, "source_key" character varying)`,
+			`CREATE INDEX IF NOT EXISTS "index_client_reports_on_token" ON "client_reports" ("token")`,
+		},
+		"csv_processing_statuses": {
+			`CREATE TABLE IF NOT EXISTS "csv_processing_statuses" ("id" bigserial primary key, "token" character varying NOT NULL, "total_count" integer DEFAULT 0, "done_count" integer DEFAULT 0, "queue_name" character varying, "worker_task_arn" character varying, "worker_started_at" timestamp(6), "finalized_at" timestamp(6), "force_shutdown_at" timestamp(6), "created_at" timestamp(6) NOT NULL, "updated_at" timestamp(6) NOT NULL, "failed_count" integer DEFAULT 0, "last_error" text)`,
+			`CREATE UNIQUE INDEX IF NOT EXISTS "index_csv_processing_statuses_on_token" ON "csv_processing_statuses" ("token")`,
+		},
+	},
+}
+
+// tableOrder fixes the order Migrate visits tables in.
+var tableOrder = []string{"client_reports", "csv_processing_statuses"}
+
+// Migrate creates both tables with the Rails schema when absent. When a table
+// exists (Rails made it), it only adds our extra columns and leaves the rest
+// alone. Safe to run from several processes at once.
+func Migrate(ctx context.Context, db *gorm.DB) error {
+	db = db.WithContext(ctx)
+	dialect := db.Dialector.Name()
+	ddl, ok := createTables[dialect]
+	if !ok {
+		return fmt.Errorf("migrate: unsupported dialect %q", dialect)
+	}
+	m := db.Migrator()
+	for _, table := range tableOrder {
+		if !m.HasTable(table) {
+			for _, stmt := range ddl[table] {
+				if err := db.Exec(stmt).Error; err != nil {
+					return fmt.Errorf("migrate: create %s: %w", table, err)
+				}
+			}
+			continue
+		}
+		for _, col := range extraColumns[table] {
+			if m.HasColumn(table, col.name) {
+				continue
+			}
+			stmt := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", quote(dialect, table), quote(dialect, col.name), col.ddl[dialect])
+			if err := db.Exec(stmt).Error; err != nil {
+				// Another process may have added it meanwhile.
+				if m.HasColumn(table, col.name) {
+					continue
+				}
+				return fmt.Errorf("migrate: add %s.%s: %w", table, col.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func quote(dialect, name string) string {
+	if dialect == "mysql" {
+		return "`" + name + "`"
+	}
+	return `"` + name + `"`
+}
+
+// ErrNotFound is returned (wrapped) when a report or status row is missing.
+var ErrNotFound = errors.New("record not found")
+
+// notFound maps gorm's not-found error to ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}
