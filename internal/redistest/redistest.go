@@ -166,3 +166,70 @@ func NewPool(addr string, n int) *redis.Pool {
 		},
 	}
 }
+
+// Own is a redis-server of one test's own, for tests that restart or
+// stop Redis (fault tests). It is stopped in t.Cleanup.
+type Own struct {
+	Addr string
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	tb   testing.TB
+}
+
+// NewOwn starts a private redis-server for this test only.
+func NewOwn(tb testing.TB) *Own {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &Own{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: tb.TempDir(), port: port, tb: tb}
+	s.Start()
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// URL is a redis:// URL for database n.
+func (s *Own) URL(n int) string { return fmt.Sprintf("redis://%s/%d", s.Addr, n) }
+
+// Start starts the server (again) on the same port.
+func (s *Own) Start() {
+	s.tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		s.tb.Fatalf("redis-server not found on PATH: %v", err)
+	}
+	s.cmd = exec.Command(bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		s.tb.Fatalf("start redis-server: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := redis.Dial("tcp", s.Addr)
+		if err == nil {
+			_, err = c.Do("PING")
+			c.Close()
+			if err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("redis-server on %s did not start", s.Addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server; its data is gone (it keeps nothing on disk).
+func (s *Own) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}

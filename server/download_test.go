@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/storage"
+)
+
+func TestDownload(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	resp, body := b.get(t, "/csv_processing/nope/download")
+	wantStatus(t, resp, body, http.StatusBadRequest)
+
+	token, rep := newRun(t, b, true)
+	resp, body = b.get(t, "/csv_processing/"+token+"/download")
+	wantStatus(t, resp, body, http.StatusNotFound)
+
+	zip := "PK\x03\x04 a fake zip \x00\x01\x02"
+	if err := b.store.Put(ctx, jobs.ResultKey(token), strings.NewReader(zip)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.db.DB.Model(&models.ClientReport{}).Where("id = ?", rep.ID).
+		Updates(map[string]any{"status": models.ReportCompleted, "file": jobs.ResultKey(token)}).Error; err != nil {
+		t.Fatal(err)
+	}
+	resp, body = b.get(t, "/csv_processing/"+token+"/download")
+	wantStatus(t, resp, body, http.StatusOK)
+	if body != zip {
+		t.Errorf("body = %q", body)
+	}
+	if cd := resp.Header.Get("Content-Disposition"); cd != `attachment; filename="report-`+token+`.zip"` {
+		t.Errorf("Content-Disposition = %q", cd)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/zip" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	resp, body = b.get(t, "/csv_processing/"+router.NewToken()+"/download")
+	wantStatus(t, resp, body, http.StatusNotFound)
+}
+
+// TestDownloadPresigned runs on an S3 store (gofakes3): the download is a
+// 302 to a presigned URL that serves the ZIP.
+func TestDownloadPresigned(t *testing.T) {
+	t.Parallel()
+	fake := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(fake.Close)
+	client := s3.New(s3.Options{
+		Region:       "ap-northeast-1",
+		BaseEndpoint: aws.String(fake.URL),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+	})
+	ctx := context.Background()
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("reports")}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.NewS3(storage.S3Config{Bucket: "reports"}, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, func(d *Deps) { d.Store = st })
+	token, _ := newRun(t, b, true)
+	resp, body := b.get(t, "/csv_processing/"+token+"/download")
+	wantStatus(t, resp, body, http.StatusNotFound)
+	if err := st.Put(ctx, jobs.ResultKey(token), strings.NewReader("PK\x03\x04zip")); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = b.get(t, "/csv_processing/"+token+"/download")
+	wantStatus(t, resp, body, http.StatusFound)
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, fake.URL+"/reports/reports/"+token+".zip?") || !strings.Contains(loc, "X-Amz-Expires=300") {
+		t.Fatalf("Location = %q", loc)
+	}
+	got, err := http.Get(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if string(data) != "PK\x03\x04zip" {
+		t.Errorf("presigned URL served %q", data)
+	}
+}

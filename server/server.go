@@ -1,0 +1,225 @@
+// Package server is Pallarel's web side (gin): the upload form and the run
+// status pages of the Rails app's CsvProcessingController, a download of the
+// finished ZIP, health and readiness probes, Prometheus metrics, and a
+// Sidekiq dashboard read from the same Redis as Sidekiq's Web UI.
+//
+// The routes follow the Rails app (see rails-contract.md, "Web"):
+//
+//	GET  /, /csv_processing/new        upload form (Japanese unless the browser prefers English)
+//	POST /csv_processing               upload a CSV, enqueue SplitCsvJob; 303 (browser) or 201 JSON (API)
+//	GET  /csv_processing/status        latest runs (?limit=, default 10)
+//	GET  /csv_processing/:token        one run, HTML or JSON by Accept
+//	GET  /csv_processing/:token/events Server-Sent Events with the run's status every second
+//	GET  /csv_processing/:token/download the report ZIP (stream, or 302 to a presigned URL)
+//	GET  /up, /healthz, /readyz, /metrics
+//	/sidekiq/...                       dashboard: Dashboard, Busy, Queues, Retries, Scheduled, Dead
+//
+// Nothing here is global: each Server has its own gin engine, templates,
+// metrics registry and CSRF key.
+package server
+
+import (
+	"cmp"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/gomodule/redigo/redis"
+	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
+
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/storage"
+)
+
+// DefaultMaxUploadBytes caps an upload when Deps.MaxUploadBytes is zero.
+const DefaultMaxUploadBytes int64 = 1 << 30
+
+// Deps is what the web side needs. Pool, Client, API, DB and Store are
+// required; the rest have defaults.
+type Deps struct {
+	Pool   *redis.Pool     // Redis, for /readyz
+	Client *sidekiq.Client // pushes SplitCsvJob
+	API    *sidekiq.API    // dashboard, metrics
+	DB     *models.Store   // client_reports, csv_processing_statuses
+	Store  storage.Store   // uploads/, templates/, reports/
+	Router router.Router   // token → queue name; the zero value is Rails' 16 hex characters
+	Logger *slog.Logger    // defaults to slog.Default()
+
+	// Dialect is the Sidekiq job format written. Defaults to the Client's.
+	Dialect sidekiq.Dialect
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+
+	// MaxUploadBytes caps a whole upload request. Defaults to 1 GiB.
+	MaxUploadBytes int64
+	// ReadTimeout bounds reading one request, body included, so it must fit
+	// the largest upload on the slowest link. Defaults to 30 minutes.
+	ReadTimeout time.Duration
+	// EventInterval is how often the events stream sends the status.
+	// Defaults to 1 second.
+	EventInterval time.Duration
+
+	// AuthToken, when set, is accepted as "Authorization: Bearer <token>".
+	// BasicUser/BasicPassword, when set, are accepted as basic auth. When
+	// any is set, every page but /up, /healthz, /readyz and /metrics needs
+	// one of them; when none is set, nothing is protected (local default).
+	AuthToken     string
+	BasicUser     string
+	BasicPassword string
+
+	// CSRFKey signs the dashboard's CSRF tokens. Defaults to random bytes
+	// per Server; set the same key on every replica behind one load balancer.
+	CSRFKey []byte
+}
+
+// Server is the web application. Build it with New.
+type Server struct {
+	d       Deps
+	log     *slog.Logger
+	engine  *gin.Engine
+	pages   map[string]*template.Template
+	metrics *httpMetrics
+	reg     *prometheus.Registry
+}
+
+// New checks deps, fills defaults and builds the routes.
+func New(d Deps) (*Server, error) {
+	var errs []error
+	if d.Pool == nil {
+		errs = append(errs, errors.New("server: redis pool is required"))
+	}
+	if d.Client == nil || d.API == nil {
+		errs = append(errs, errors.New("server: sidekiq client and API are required"))
+	}
+	if d.DB == nil || d.DB.DB == nil {
+		errs = append(errs, errors.New("server: database is required"))
+	}
+	if d.Store == nil {
+		errs = append(errs, errors.New("server: storage is required"))
+	}
+	if d.MaxUploadBytes < 0 {
+		errs = append(errs, fmt.Errorf("server: max upload bytes %d is negative", d.MaxUploadBytes))
+	}
+	if err := d.Router.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("server: %w", err))
+	}
+	if (d.BasicUser == "") != (d.BasicPassword == "") {
+		errs = append(errs, errors.New("server: basic auth needs both user and password"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	d.Logger = cmp.Or(d.Logger, slog.Default())
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Dialect == 0 {
+		d.Dialect = d.Client.Dialect()
+	}
+	d.MaxUploadBytes = cmp.Or(d.MaxUploadBytes, DefaultMaxUploadBytes)
+	d.ReadTimeout = cmp.Or(d.ReadTimeout, 30*time.Minute)
+	d.EventInterval = cmp.Or(d.EventInterval, time.Second)
+	if len(d.CSRFKey) == 0 {
+		d.CSRFKey = make([]byte, 32)
+		_, _ = rand.Read(d.CSRFKey)
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{d: d, log: d.Logger, pages: pages, reg: prometheus.NewRegistry()}
+	if s.metrics, err = newHTTPMetrics(s.reg); err != nil {
+		return nil, err
+	}
+	if err := s.reg.Register(&sidekiqCollector{s: s}); err != nil {
+		return nil, fmt.Errorf("server: register metrics: %w", err)
+	}
+	s.engine = s.routes()
+	return s, nil
+}
+
+// Handler is the whole application as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// HTTPServer returns an http.Server for addr with timeouts that suit this
+// application: a short ReadHeaderTimeout against slow clients, ReadTimeout
+// from Deps (uploads can be large), no WriteTimeout because the events
+// stream and downloads run long, and a keep-alive IdleTimeout. The caller
+// runs ListenAndServe and Shutdown.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       s.d.ReadTimeout,
+		WriteTimeout:      0,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// db is the gorm handle for queries models.Store does not have.
+func (s *Server) db() *gorm.DB { return s.d.DB.DB }
+
+// routes builds the engine. Open routes first, then the protected groups.
+func (s *Server) routes() *gin.Engine {
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.Use(s.recoverer(), s.metrics.middleware(), s.accessLog())
+	e.NoRoute(func(c *gin.Context) { s.fail(c, errNotFound) })
+	e.NoMethod(func(c *gin.Context) { s.fail(c, errMethod) })
+
+	e.GET("/up", s.up)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", s.metricsHandler())
+
+	app := e.Group("/", s.requireAuth())
+	app.GET("/", s.newForm)
+	app.GET("/csv_processing/new", s.newForm)
+	app.POST("/csv_processing", s.upload)
+	app.GET("/csv_processing/status", s.statusList)
+	app.GET("/csv_processing/:token", s.statusOne)
+	app.GET("/csv_processing/:token/events", s.events)
+	app.GET("/csv_processing/:token/download", s.download)
+
+	s.dashboardRoutes(e.Group("/sidekiq", s.requireAuth(), s.csrf()))
+	return e
+}
+
+// recoverer turns a handler panic into a logged 500.
+func (s *Server) recoverer() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.fail(c, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		c.Next()
+	}
+}
+
+// accessLog logs one line per request at debug level, errors at warn.
+func (s *Server) accessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		lvl := slog.LevelDebug
+		if c.Writer.Status() >= 500 {
+			lvl = slog.LevelWarn
+		}
+		s.log.Log(c.Request.Context(), lvl, "http request", "method", c.Request.Method, "path", c.Request.URL.Path,
+			"status", c.Writer.Status(), "elapsed", time.Since(start).Seconds())
+	}
+}

@@ -1,0 +1,307 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/storage"
+)
+
+// reportTypeText records a "text" run in client_reports.report_type. Rails'
+// enum knows only xlsx (0) and pdf (1); text is a Go extension, and Rails
+// reads the unknown value as nil rather than failing.
+const reportTypeText = models.ReportType(2)
+
+// reportTypes are the csv_type values the form accepts; "" and "default"
+// mean xlsx, as SplitCsvJob reads them.
+var reportTypes = map[string]models.ReportType{
+	"":        models.ReportTypeXLSX,
+	"default": models.ReportTypeXLSX,
+	"xlsx":    models.ReportTypeXLSX,
+	"pdf":     models.ReportTypePDF,
+	"text":    reportTypeText,
+}
+
+// encodings are the encoding values the form accepts (csvrows reads them).
+var encodings = map[string]bool{"": true, "auto": true, "utf-8": true, "shift_jis": true, "cp932": true}
+
+// UploadKey is the storage key of a run's uploaded CSV.
+func UploadKey(token string) string { return "uploads/" + token + ".csv" }
+
+// TemplateKey is the storage key of a run's XLSX template.
+func TemplateKey(token string) string { return "templates/" + token + ".xlsx" }
+
+// sniffSize is how much of a file is checked before it is stored.
+const sniffSize = 1024
+
+func (s *Server) newForm(c *gin.Context) {
+	l := lang(c)
+	s.render(c, http.StatusOK, "new.html", pageData{Lang: l, Title: l.T("upload_title"), Data: struct{ MaxBytes int64 }{s.d.MaxUploadBytes}})
+}
+
+// uploadResult is the 201 answer to an API client.
+type uploadResult struct {
+	Token     string `json:"token"`
+	ReportID  int64  `json:"report_id"`
+	Queue     string `json:"queue"`
+	StatusURL string `json:"status_url"`
+}
+
+// upload is POST /csv_processing: it streams the CSV (and the optional
+// template) into storage part by part, never holding a file in memory,
+// records the ClientReport and enqueues SplitCsvJob with a storage
+// reference instead of the CSV text the Rails controller sends.
+func (s *Server) upload(c *gin.Context) {
+	ctx := c.Request.Context()
+	if c.Request.ContentLength > s.d.MaxUploadBytes {
+		s.fail(c, &http.MaxBytesError{Limit: s.d.MaxUploadBytes})
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.d.MaxUploadBytes)
+	mr, err := c.Request.MultipartReader()
+	if err != nil {
+		s.fail(c, &httpError{status: http.StatusBadRequest, key: "err_not_multipart", err: err})
+		return
+	}
+	token := router.NewToken()
+	queue, err := s.d.Router.For(token)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	f, err := s.readUpload(ctx, mr, token)
+	if err != nil {
+		s.discard(ctx, f.stored)
+		s.fail(c, err)
+		return
+	}
+	report := models.ClientReport{
+		Status:     models.ReportPending,
+		ReportType: reportTypes[f.typ],
+		Token:      token,
+		SourceKey:  UploadKey(token),
+	}
+	if err := s.d.DB.CreateReport(ctx, &report); err != nil {
+		s.discard(ctx, f.stored)
+		s.fail(c, err)
+		return
+	}
+	ref := jobs.SourceRef{SourceKey: UploadKey(token), Token: token, Encoding: f.encoding}
+	if f.template {
+		ref.TemplateKey = TemplateKey(token)
+	}
+	typ := f.typ
+	if typ == "" {
+		typ = "xlsx"
+	}
+	job, err := jobs.NewSplitJob(s.d.Dialect, ref, typ, report.ID)
+	if err == nil {
+		_, err = s.d.Client.Push(ctx, job)
+	}
+	if err != nil {
+		// The upload is kept so an operator can re-enqueue; the report says why it stopped.
+		_ = s.d.DB.MarkReportFailed(context.WithoutCancel(ctx), report.ID, "enqueue SplitCsvJob: "+err.Error())
+		s.fail(c, &httpError{status: http.StatusServiceUnavailable, key: "err_unavailable", err: fmt.Errorf("enqueue split for %s: %w", token, err)})
+		return
+	}
+	s.log.Info("upload accepted", "token", token, "report_id", report.ID, "queue", queue, "type", typ, "bytes", f.size)
+	statusURL := "/csv_processing/" + token
+	if wantsJSON(c) {
+		c.Header("Location", statusURL)
+		c.JSON(http.StatusCreated, uploadResult{Token: token, ReportID: report.ID, Queue: queue, StatusURL: statusURL})
+		return
+	}
+	c.Redirect(http.StatusSeeOther, statusURL)
+}
+
+// uploadForm is what readUpload collected.
+type uploadForm struct {
+	typ, encoding string
+	template      bool
+	size          int64
+	stored        []string // keys written, removed again when the request fails
+}
+
+// readUpload reads the multipart parts in whatever order they come. Fields
+// that arrive before the file are checked before the file is read.
+func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token string) (uploadForm, error) {
+	var f uploadForm
+	csv := false
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return f, badBody(err)
+		}
+		switch part.FormName() {
+		case "csv_file":
+			if part.FileName() == "" {
+				break // an empty file input
+			}
+			n, err := s.storePart(ctx, part, UploadKey(token), sniffCSV)
+			if n > 0 {
+				f.stored = append(f.stored, UploadKey(token))
+				f.size, csv = n, true
+			}
+			if err != nil {
+				return f, err
+			}
+		case "template":
+			if part.FileName() == "" {
+				break
+			}
+			n, err := s.storePart(ctx, part, TemplateKey(token), sniffXLSX)
+			if n > 0 {
+				f.stored = append(f.stored, TemplateKey(token))
+				f.template = true
+			}
+			if err != nil {
+				return f, err
+			}
+		case "csv_type":
+			if f.typ, err = smallField(part); err != nil {
+				return f, err
+			}
+			if _, ok := reportTypes[f.typ]; !ok {
+				return f, userErr(http.StatusUnprocessableEntity, "err_bad_type", f.typ)
+			}
+		case "encoding":
+			if f.encoding, err = smallField(part); err != nil {
+				return f, err
+			}
+			f.encoding = strings.ToLower(f.encoding)
+			if !encodings[f.encoding] {
+				return f, userErr(http.StatusUnprocessableEntity, "err_bad_encoding", f.encoding)
+			}
+		}
+		// Unread bytes of other parts are skipped by NextPart.
+	}
+	if !csv {
+		return f, userErr(http.StatusBadRequest, "err_no_file", "")
+	}
+	return f, nil
+}
+
+// storePart checks the first KiB of part with sniff, then streams the whole
+// part to key. n is the bytes read into storage, 0 when the part was empty
+// or refused (nothing stored).
+func (s *Server) storePart(ctx context.Context, part *multipart.Part, key string, sniff func([]byte) error) (int64, error) {
+	br := bufio.NewReaderSize(part, 4096)
+	head, err := br.Peek(sniffSize)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return 0, badBody(err)
+	}
+	if len(head) == 0 {
+		return 0, nil
+	}
+	if err := sniff(head); err != nil {
+		return 0, err
+	}
+	cr := &countingReader{r: br}
+	if err := s.d.Store.Put(ctx, key, cr); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || errors.Is(err, storage.ErrBadKey) {
+			return cr.n, err
+		}
+		return cr.n, fmt.Errorf("store %s: %w", key, err)
+	}
+	return cr.n, nil
+}
+
+// badBody classifies an error reading the request body: too large (413)
+// or malformed (400).
+func badBody(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return &httpError{status: http.StatusBadRequest, key: "err_bad_request", err: err}
+}
+
+// smallField reads a short text field.
+func smallField(p *multipart.Part) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(p, 256))
+	if err != nil {
+		return "", badBody(err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// discard removes what a failed upload stored.
+func (s *Server) discard(ctx context.Context, keys []string) {
+	ctx = context.WithoutCancel(ctx)
+	for _, k := range keys {
+		if err := s.d.Store.Delete(ctx, k); err != nil {
+			s.log.Warn("remove upload of failed request", "key", k, "err", err)
+		}
+	}
+}
+
+// binaryMagic are file signatures people upload by mistake instead of a CSV.
+var binaryMagic = [][]byte{
+	[]byte("PK\x03\x04"),       // zip, xlsx
+	[]byte("\xD0\xCF\x11\xE0"), // xls, doc
+	[]byte("%PDF-"),            // pdf
+	[]byte("\x89PNG"),          // png
+	[]byte("\xFF\xD8\xFF"),     // jpeg
+	[]byte("GIF8"),             // gif
+	[]byte("\x1F\x8B"),         // gzip
+	{0xFF, 0xFE}, {0xFE, 0xFF}, // UTF-16: csvrows reads UTF-8 and Shift_JIS only
+}
+
+// sniffCSV refuses a head that is not text: a known binary signature, a NUL
+// byte, or many control characters. Shift_JIS passes (it has no NULs).
+func sniffCSV(head []byte) error {
+	for _, m := range binaryMagic {
+		if bytes.HasPrefix(head, m) {
+			return userErr(http.StatusUnsupportedMediaType, "err_not_csv", "")
+		}
+	}
+	if i := bytes.IndexByte(head, 0); i >= 0 {
+		return userErr(http.StatusUnsupportedMediaType, "err_not_csv", fmt.Sprintf("NUL at byte %d", i))
+	}
+	ctl := 0
+	for _, b := range head {
+		if b < 0x20 && b != '\t' && b != '\n' && b != '\r' && b != '\f' && b != 0x1A {
+			ctl++
+		}
+	}
+	if ctl*20 > len(head) {
+		return userErr(http.StatusUnsupportedMediaType, "err_not_csv", "control characters")
+	}
+	return nil
+}
+
+// sniffXLSX wants a zip signature (an XLSX is a zip).
+func sniffXLSX(head []byte) error {
+	if !bytes.HasPrefix(head, []byte("PK\x03\x04")) {
+		return userErr(http.StatusUnsupportedMediaType, "err_bad_template", "")
+	}
+	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
