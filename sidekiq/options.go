@@ -86,6 +86,21 @@ func newQueueOrder(qs []QueueWeight) *queueOrder {
 	return o
 }
 
+// nextIndexes is next as indexes into unique.
+func (o *queueOrder) nextIndexes() []int {
+	names := o.next()
+	out := make([]int, len(names))
+	for i, n := range names {
+		for k, u := range o.unique {
+			if u == n {
+				out[i] = k
+				break
+			}
+		}
+	}
+	return out
+}
+
 // next returns the queues in the order to try them this time: shuffle the
 // weighted list and keep first occurrences, so queue q comes first with
 // probability weight(q)/sum, as Sidekiq's fetch.rb does.

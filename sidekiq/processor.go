@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -40,6 +41,74 @@ func (s *Server) processLoop(jobCtx context.Context, n int) {
 		}
 		s.process(jobCtx, tid, u)
 	}
+}
+
+// startDispatch runs the reliable-fetch loop: one dispatcher fetches as
+// many jobs as there are idle processors in one round trip and hands them
+// to the processors; it stops when the server is quiet, giving back any
+// job it holds.
+func (s *Server) startDispatch(jobCtx context.Context, f *reliableFetch, procs *sync.WaitGroup) {
+	work := make(chan *UnitOfWork)
+	idle := make(chan struct{}, s.opts.Concurrency)
+	for range s.opts.Concurrency {
+		idle <- struct{}{}
+	}
+	for i := range s.opts.Concurrency {
+		tid := strconv.FormatInt(int64(i)+36*36, 36)
+		procs.Go(func() {
+			for u := range work {
+				s.process(jobCtx, tid, u)
+				idle <- struct{}{}
+			}
+		})
+	}
+	procs.Go(func() {
+		defer close(work)
+		backoff := newBackoff()
+		giveBack := func(us []*UnitOfWork) {
+			for _, u := range us {
+				if err := f.Requeue(context.WithoutCancel(jobCtx), u); err != nil {
+					s.log.Error("requeue after quiet", "queue", u.Queue, "err", err)
+				}
+			}
+		}
+		for {
+			select {
+			case <-idle:
+			case <-s.quietCh:
+				return
+			}
+			n := 1
+		more:
+			for n < s.opts.Concurrency {
+				select {
+				case <-idle:
+					n++
+				default:
+					break more
+				}
+			}
+			us, err := f.FetchMany(jobCtx, n)
+			for range n - len(us) {
+				idle <- struct{}{}
+			}
+			if err != nil {
+				if !s.quiet.Load() {
+					backoff.fail(s.log, "fetch", err)
+					backoff.sleep(s.quietCh)
+				}
+				continue
+			}
+			backoff.ok(s.log)
+			for i, u := range us {
+				if s.quiet.Load() {
+					giveBack(us[i:])
+					return
+				}
+				work <- u
+			}
+		}
+	})
 }
 
 // process runs one fetched job and settles it: ack on success, retry or

@@ -79,7 +79,7 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 	if opts.BasicFetch {
 		s.fetcher = &basicFetch{pool: pool, order: s.order}
 	} else {
-		s.fetcher = &reliableFetch{pool: pool, identity: s.identity, order: s.order}
+		s.fetcher = newReliableFetch(pool, s.identity, s.order, s.log)
 	}
 	return s, nil
 }
@@ -138,8 +138,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.fetcher.Reliable() {
 		bg.Go(func() { s.recoverLoop(bgCtx) })
 	}
-	for i := range s.opts.Concurrency {
-		procs.Go(func() { s.processLoop(jobCtx, i) })
+	if rf, ok := s.fetcher.(*reliableFetch); ok {
+		rf.startAcker(4 * s.opts.Concurrency)
+		defer rf.closeAcker()
+		s.startDispatch(jobCtx, rf, &procs)
+	} else {
+		for i := range s.opts.Concurrency {
+			procs.Go(func() { s.processLoop(jobCtx, i) })
+		}
 	}
 	idle := s.idleWatch(bgCtx)
 
@@ -158,6 +164,9 @@ func (s *Server) Run(ctx context.Context) error {
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	s.flushStats(cleanup)
+	if rf, ok := s.fetcher.(*reliableFetch); ok {
+		rf.closeAcker() // acknowledge finished jobs before giving back the rest
+	}
 	err := s.do(cleanup, func(c redis.Conn) error {
 		if s.fetcher.Reliable() {
 			// Anything still on our in-flight lists goes back now.

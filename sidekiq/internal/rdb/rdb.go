@@ -327,3 +327,94 @@ func Kill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
 	_, err := c.Do("EXEC")
 	return err
 }
+
+// fetchManyScript moves up to #ARGV jobs onto in-flight lists in one call.
+// Each ARGV entry is the order (comma-separated 1-based queue indexes) in
+// which that job's queues are tried, so weighted ordering is drawn per job.
+// KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
+// returns: {index, job, index, job, ...}; stops at the first job for which
+// every queue is empty.
+var fetchManyScript = redis.NewScript(-1, `
+local n = #KEYS / 2
+local out = {}
+for k = 1, #ARGV do
+  local got = false
+  for i in string.gmatch(ARGV[k], '%d+') do
+    local q = tonumber(i)
+    local v = redis.call('LMOVE', KEYS[q], KEYS[n + q], 'RIGHT', 'LEFT')
+    if v then
+      out[#out + 1] = q
+      out[#out + 1] = v
+      got = true
+      break
+    end
+  end
+  if not got then break end
+end
+return out`)
+
+// Fetched is one job moved by FetchReliableMany: the index of its queue.
+type Fetched struct {
+	Index int
+	Job   []byte
+}
+
+// FetchReliableMany moves up to len(orders) jobs, each from the first
+// non-empty queue of its order (indexes into queues), in one round trip.
+func FetchReliableMany(c redis.Conn, identity string, queues []string, orders [][]int) ([]Fetched, error) {
+	args := make([]any, 0, 1+2*len(queues)+len(orders))
+	args = append(args, 2*len(queues))
+	for _, q := range queues {
+		args = append(args, Queue(q))
+	}
+	for _, q := range queues {
+		args = append(args, Inflight(identity, q))
+	}
+	for _, o := range orders {
+		b := make([]byte, 0, 4*len(o))
+		for i, idx := range o {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, int64(idx+1), 10)
+		}
+		args = append(args, b)
+	}
+	vals, err := redis.Values(fetchManyScript.Do(c, args...))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Fetched, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		idx, _ := redis.Int(vals[i], nil)
+		job, _ := redis.Bytes(vals[i+1], nil)
+		out = append(out, Fetched{Index: idx - 1, Job: job})
+	}
+	return out, nil
+}
+
+// AckedJob is one finished job to remove from its in-flight list.
+type AckedJob struct {
+	Queue string
+	Raw   []byte
+}
+
+// AckMany removes finished jobs from their in-flight lists in one
+// pipelined round trip.
+func AckMany(c redis.Conn, identity string, jobs []AckedJob) error {
+	for _, j := range jobs {
+		if err := c.Send("LREM", Inflight(identity, j.Queue), 1, j.Raw); err != nil {
+			return err
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	var first error
+	for range jobs {
+		if _, err := c.Receive(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
