@@ -191,3 +191,25 @@ func FuzzParseJob(f *testing.F) {
 		_, _ = j.Arguments()
 	})
 }
+
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "plain", `q"uote\back`, "ctl\x00\x01\x1f\n\r\t", "日本語<&>", "bad\xffutf8", "line\u2028sep\u2029", strings.Repeat("x", 300)} {
+		want, _ := encodeJSON(s)
+		if got := string(appendJSONString(nil, s)); got != string(want) {
+			t.Errorf("%q: got %s want %s", s, got, want)
+		}
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	j, _ := NewJob("Report::ProcessCsvRowJob", map[string]string{"個別識別番号": "A-0001", "年度": "2024"}, "xlsx", 42, "/tmp/reports/x", "0f8fad5b-d9cb-469f-a165-70867728950e")
+	j.Queue, j.JID = "report-0123456789abcdef", NewJID()
+	j.SetTime("created_at", time.Now(), Dialect8)
+	j.SetTime("enqueued_at", time.Now(), Dialect8)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := j.Encode(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
