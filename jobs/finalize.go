@@ -80,9 +80,10 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	log := p.log.With("token", token, "report_id", reportID)
 	count, err := p.finalize(ctx, token, status.TotalCount, timedOut)
 	if err != nil {
+		// The report stays processing while retries remain; jobDied marks
+		// it failed when they are spent.
 		log.Error("finalize failed", "err", err)
 		_ = p.d.Store.Delete(context.WithoutCancel(ctx), ResultKey(token))
-		_ = p.d.DB.MarkReportFailed(ctx, reportID, err.Error())
 		_ = p.d.DB.SetLastError(ctx, token, err.Error())
 		_ = p.d.DB.ReleaseFinalize(ctx, token)
 		return err

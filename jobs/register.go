@@ -122,7 +122,7 @@ func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 func (p *Pipeline) ServerOptions(o *sidekiq.Options) {
 	o.ServerMiddleware = append(o.ServerMiddleware, p.isolationServer)
 	o.ClientMiddleware = append(o.ClientMiddleware, p.IsolationClient)
-	o.DeathHandlers = append(o.DeathHandlers, p.rowDied)
+	o.DeathHandlers = append(o.DeathHandlers, p.rowDied, p.jobDied)
 }
 
 // tokenQueue is the token's queue, after checking the token.
