@@ -47,7 +47,7 @@ func TestTokenWorkerKilledMidRun(t *testing.T) {
 func TestReportWorkerKilledDuringSplit(t *testing.T) {
 	c := newCluster(t)
 	c.worker("report-a", 2, "report", "default")
-	n := sized(30000, 100000)
+	n := sized(8000, 100000)
 	u := c.upload(makeCSV("S", n), "text")
 	// Kill as soon as the first rows are in the token queue.
 	deadline := time.Now().Add(30 * time.Second)

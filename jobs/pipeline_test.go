@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"archive/zip"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/csv"
 	"io"
@@ -10,8 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/jobs"
@@ -32,6 +36,11 @@ type env struct {
 	store    storage.Store
 	pipeline *jobs.Pipeline
 	client   *sidekiq.Client
+	api      *sidekiq.API
+	router   router.Router
+	opts     envOptions
+
+	completedMarks atomic.Int32 // MarkReportCompleted calls
 
 	mu      sync.Mutex
 	workers map[string]context.CancelFunc
@@ -41,14 +50,46 @@ type env struct {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// envOptions varies the pipeline a test runs; the zero value is the default
+// env (local store, text/csv/xlsx renderers, in-process token workers).
+type envOptions struct {
+	store     storage.Store     // nil: a local store in a temp dir
+	renderers []render.Renderer // added to xlsx, text and csv
+	batchSize int               // split push batch; 0 for the default
+	workers   int               // token worker concurrency; default 4
+	timeout   time.Duration     // worker shutdown grace; default 25 s
+	// launch replaces the in-process token worker (e.g. a Ruby sidekiq);
+	// nil runs a Go token worker.
+	launch func(ctx context.Context, req launcher.Request) error
+}
+
 func newEnv(t *testing.T, store storage.Store) *env {
+	return newEnvWith(t, envOptions{store: store})
+}
+
+func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, db: redistest.New(t), store: store, workers: map[string]context.CancelFunc{}}
+	if o.store == nil {
+		local, err := storage.NewLocal(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.store = local
+	}
+	e := &env{t: t, db: redistest.New(t), store: o.store, opts: o, workers: map[string]context.CancelFunc{}}
 	gdb, err := models.Open(context.Background(), models.DBConfig{URL: "sqlite://" + filepath.Join(t.TempDir(), "t.sqlite3")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := models.Migrate(context.Background(), gdb); err != nil {
+		t.Fatal(err)
+	}
+	// Count MarkReportCompleted calls, to prove finalization happens once.
+	if err := gdb.Callback().Update().After("gorm:update").Register("test:count_completed", func(db *gorm.DB) {
+		if m, ok := db.Statement.Dest.(map[string]any); ok && m["status"] == models.ReportCompleted && db.Error == nil {
+			e.completedMarks.Add(1)
+		}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	e.models = models.NewStore(gdb)
@@ -57,31 +98,33 @@ func newEnv(t *testing.T, store storage.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.router = rt
 	regs := render.NewRegistry()
-	for _, r := range []render.Renderer{render.NewXLSX(), render.Text{}, render.CSV{}} {
+	for _, r := range append([]render.Renderer{render.NewXLSX(), render.Text{}, render.CSV{}}, o.renderers...) {
 		if err := regs.Register(r); err != nil {
 			t.Fatal(err)
 		}
 	}
+	e.api = sidekiq.NewAPI(e.db.Pool, sidekiq.Dialect8)
 	e.pipeline, err = jobs.New(jobs.Deps{
-		Pool: e.db.Pool, Client: e.client, API: sidekiq.NewAPI(e.db.Pool, sidekiq.Dialect8),
-		Store: store, DB: e.models, Router: rt, Renderers: regs, Logger: quiet(),
+		Pool: e.db.Pool, Client: e.client, API: e.api,
+		Store: o.store, DB: e.models, Router: rt, Renderers: regs, Logger: quiet(),
 		Launcher:         &launcher.Func{LaunchFunc: e.launch, StopFunc: e.stop},
-		FinalizeInterval: 200 * time.Millisecond,
+		FinalizeInterval: 200 * time.Millisecond, BatchSize: o.batchSize,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.runWorker("report", []sidekiq.QueueWeight{{Name: "report"}, {Name: "default"}})
+	e.runWorker("report", []sidekiq.QueueWeight{{Name: "report"}, {Name: "default"}}, 4)
 	return e
 }
 
-func (e *env) runWorker(name string, queues []sidekiq.QueueWeight) {
+func (e *env) runWorker(name string, queues []sidekiq.QueueWeight, concurrency int) {
 	reg := sidekiq.NewRegistry()
 	if err := e.pipeline.Register(reg); err != nil {
 		e.t.Fatal(err)
 	}
-	opts := sidekiq.Options{Queues: queues, Concurrency: 4, Logger: quiet(),
+	opts := sidekiq.Options{Queues: queues, Concurrency: concurrency, Logger: quiet(), Timeout: e.opts.timeout,
 		HeartbeatInterval: 200 * time.Millisecond, ProcessTTL: 2 * time.Second, PollAverage: 100 * time.Millisecond}
 	e.pipeline.ServerOptions(&opts)
 	srv, err := sidekiq.NewServer(e.db.Pool, reg, opts)
@@ -97,11 +140,28 @@ func (e *env) runWorker(name string, queues []sidekiq.QueueWeight) {
 	e.t.Cleanup(func() { cancel(); <-done })
 }
 
+// stopWorker stops the named worker and waits until it has shut down.
+func (e *env) stopWorker(name string) {
+	e.mu.Lock()
+	stop := e.workers[name]
+	delete(e.workers, name)
+	e.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
 func (e *env) launch(ctx context.Context, req launcher.Request) (launcher.Task, error) {
 	e.mu.Lock()
 	e.started = append(e.started, req.Queue)
 	e.mu.Unlock()
-	e.runWorker(req.Queue, []sidekiq.QueueWeight{{Name: req.Queue}})
+	if e.opts.launch != nil {
+		if err := e.opts.launch(ctx, req); err != nil {
+			return launcher.Task{}, err
+		}
+	} else {
+		e.runWorker(req.Queue, []sidekiq.QueueWeight{{Name: req.Queue}}, cmp.Or(e.opts.workers, 4))
+	}
 	return launcher.Task{ID: "local-" + req.Queue, StartedAt: time.Now()}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/storage"
 )
 
 // SourceRef is SplitCsvJob's first argument when the CSV travels by storage
@@ -44,18 +45,24 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	if err := job.ScanArgs(&src, &typ, &reportID); err != nil {
 		return err
 	}
+	// fail ends a run that can never succeed: the report says why (instead
+	// of staying pending for ever) and the job goes to the dead set.
+	fail := func(err error) error {
+		_ = p.d.DB.MarkReportFailed(ctx, reportID, err.Error())
+		return sidekiq.Kill(err)
+	}
 	var ref SourceRef
 	var inline string
 	if err := json.Unmarshal(src, &inline); err != nil {
 		if err := json.Unmarshal(src, &ref); err != nil || ref.SourceKey == "" {
-			return fmt.Errorf("%w: first argument must be the CSV text or {\"source_key\": ...}", sidekiq.ErrBadArgs)
+			return fail(fmt.Errorf("%w: first argument must be the CSV text or {\"source_key\": ...}", sidekiq.ErrBadArgs))
 		}
 	}
 	if typ == "" || typ == "default" {
 		typ = "xlsx"
 	}
 	if _, err := p.d.Renderers.Get(typ); err != nil {
-		return sidekiq.Kill(fmt.Errorf("report type %q: %w", typ, err))
+		return fail(fmt.Errorf("report type %q: %w", typ, err))
 	}
 	report, err := p.d.DB.ReportByID(ctx, reportID)
 	if err != nil {
@@ -72,7 +79,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	}
 	queue, err := p.tokenQueue(token)
 	if err != nil {
-		return sidekiq.Kill(err)
+		return fail(err)
 	}
 	log := p.log.With("token", token, "queue", queue, "report_id", reportID)
 	if err := p.d.DB.MarkReportProcessing(ctx, reportID, token); err != nil {
@@ -85,6 +92,11 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	var in io.Reader
 	if ref.SourceKey != "" {
 		rc, err := p.d.Store.Open(ctx, ref.SourceKey)
+		if errors.Is(err, storage.ErrNotExist) {
+			msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
+			_ = p.d.DB.SetLastError(ctx, token, msg)
+			return fail(errors.New(msg))
+		}
 		if err != nil {
 			return fmt.Errorf("split: open %s: %w", ref.SourceKey, err)
 		}
@@ -114,6 +126,11 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		// A worker shutting down has given this job back: stop pushing,
+		// the next run resumes from the recorded progress.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("split %s: %w", token, err)
 		}
 		if _, err := p.d.Client.PushBulk(ctx, batch); err != nil {
 			return fmt.Errorf("split %s: push rows: %w", token, err)

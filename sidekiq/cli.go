@@ -175,8 +175,11 @@ func NewPool(url string, size int) (*redis.Pool, error) {
 				redis.DialReadTimeout(10*time.Second),
 				redis.DialWriteTimeout(10*time.Second))
 		},
+		// A connection idle for a second is checked before use, so one
+		// that Redis closed (restart, CLIENT KILL, timeout) is replaced
+		// instead of failing a push; busy connections are not pinged.
 		TestOnBorrow: func(c redis.Conn, t time.Time) error {
-			if time.Since(t) < time.Minute {
+			if time.Since(t) < time.Second {
 				return nil
 			}
 			_, err := c.Do("PING")

@@ -90,7 +90,7 @@ func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push: redis: %w", err)
 	}
-	defer conn.Close()
+	defer func() { conn.Close() }()
 	for start := 0; start < len(jobs); start += c.opts.BatchSize {
 		end := min(start+c.opts.BatchSize, len(jobs))
 		var immediate []rdb.QueuedJob
@@ -114,14 +114,39 @@ func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
 			}
 			jids[i] = job.JID
 		}
-		if err := rdb.Push(conn, immediate); err != nil {
+		err := c.send(ctx, &conn, func(conn redis.Conn) error { return rdb.Push(conn, immediate) })
+		if err != nil {
 			return nil, fmt.Errorf("push %d jobs: %w", len(immediate), err)
 		}
-		if err := rdb.Schedule(conn, scheduled); err != nil {
+		err = c.send(ctx, &conn, func(conn redis.Conn) error { return rdb.Schedule(conn, scheduled) })
+		if err != nil {
 			return nil, fmt.Errorf("schedule %d jobs: %w", len(scheduled), err)
 		}
 	}
 	return jids, nil
+}
+
+// send runs f, and once more on a fresh connection when the first failed
+// on the network (Redis restarted, connection killed), as Sidekiq's client
+// retries a pipeline once after reconnecting. At worst a job is pushed
+// twice, never lost; the jids are the same.
+func (c *Client) send(ctx context.Context, conn *redis.Conn, f func(redis.Conn) error) error {
+	err := f(*conn)
+	if err == nil {
+		return nil
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		return err // Redis answered: retrying will not help
+	}
+	(*conn).Close()
+	fresh, gerr := c.pool.GetContext(ctx)
+	if gerr != nil {
+		*conn = fresh
+		return errors.Join(err, gerr)
+	}
+	*conn = fresh
+	return f(fresh)
 }
 
 // prepare fills the fields Sidekiq's client normalizes and runs middleware.

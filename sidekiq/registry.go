@@ -103,10 +103,20 @@ var (
 )
 
 // Kill wraps err so that the job goes to the dead set without retrying.
-func Kill(err error) error { return fmt.Errorf("%w: %w", ErrKill, err) }
+// The error's message is kept as it is for error_message.
+func Kill(err error) error { return outcome{err: err, kind: ErrKill} }
 
 // Discard wraps err so that the job is dropped without retrying.
-func Discard(err error) error { return fmt.Errorf("%w: %w", ErrDiscard, err) }
+func Discard(err error) error { return outcome{err: err, kind: ErrDiscard} }
+
+// outcome marks an error with a handler outcome without changing its text.
+type outcome struct {
+	err  error
+	kind error
+}
+
+func (o outcome) Error() string   { return o.err.Error() }
+func (o outcome) Unwrap() []error { return []error{o.err, o.kind} }
 
 // ServerMiddleware wraps the running of a job, as Sidekiq's server
 // middleware chain does. It calls next to go on; an error stops the job.

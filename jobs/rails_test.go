@@ -1,0 +1,236 @@
+package jobs_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
+)
+
+// The Rails side runs on real Ruby Sidekiq 7.3.2 with ActiveJob 7.2 from
+// sidekiq-peers: a Debian chroot with the package directory bind-mounted at
+// the same path, sharing the network (so 127.0.0.1 Redis URLs work).
+const (
+	peers      = "/work/shared/tools/sidekiq-peers"
+	peersRoot  = "/opt/sidekiq7" // the chroot, to read files Ruby wrote
+	rubyTimout = 90 * time.Second
+)
+
+// sidekiq-peers checks then bind-mounts the directory: not safe to race,
+// so the first call does it alone.
+var (
+	chrootOnce sync.Once
+	chrootErr  error
+)
+
+func warmChroot(t *testing.T) {
+	t.Helper()
+	chrootOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), rubyTimout)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, peers, "ruby", "7", "-e", "0").CombinedOutput(); err != nil {
+			chrootErr = fmt.Errorf("sidekiq-peers ruby 7: %w\n%s", err, out)
+		}
+	})
+	if chrootErr != nil {
+		t.Fatal(chrootErr)
+	}
+}
+
+// runRails runs a testdata script on Ruby 7 and returns its stdout.
+func runRails(t *testing.T, script string, env ...string) string {
+	t.Helper()
+	warmChroot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), rubyTimout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, peers, "ruby", "7", script)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ruby 7 %s: %v\nstderr:\n%s\nstdout:\n%s", script, err, stderr.String(), stdout.String())
+	}
+	return stdout.String()
+}
+
+// startRailsSidekiq starts a Ruby `sidekiq` 7.3.2 server with the Rails
+// app's token-queue jobs on queue, stopped with TERM at cleanup.
+func startRailsSidekiq(t *testing.T, redisURL, queue string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*rubyTimout)
+	cmd := exec.CommandContext(ctx, peers, "sidekiq", "7", "-r", "./testdata/rails_rows.rb", "-q", queue, "-c", "2", "-t", "3")
+	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "RACK_ENV=test")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return fmt.Errorf("start ruby sidekiq: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); cancel(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+			t.Errorf("ruby sidekiq ignored TERM:\n%s", out.String())
+		}
+		if t.Failed() {
+			t.Logf("ruby sidekiq output:\n%s", out.String())
+		}
+	})
+	return nil
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestRailsEnqueuesSplit: the Rails controller's perform_later on real
+// ActiveJob + Sidekiq 7, the Go pipeline does the rest.
+func TestRailsEnqueuesSplit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	id := e.newReport(models.ReportTypeXLSX)
+	out := runRails(t, "./testdata/rails_enqueue.rb", "REDIS_URL="+e.db.URL(),
+		"CSV_TEXT="+outputCSV, "REPORT_TYPE=xlsx", fmt.Sprintf("REPORT_ID=%d", id))
+	if !strings.Contains(out, "RAILS_RESULT ") {
+		t.Fatalf("enqueue script: %s", out)
+	}
+	rep := e.completed(id, 30*time.Second)
+	if rep.Count != len(outputRows) {
+		t.Fatalf("report: %+v", rep)
+	}
+	checkOutputXLSX(t, e.readZip(rep.File))
+}
+
+// TestRailsRunsRows: the Go split pushes Report::ProcessCsvRowJob to the
+// token queue and the launcher starts a real Ruby sidekiq there, which
+// gets the arguments the Rails job reads by position.
+func TestRailsRunsRows(t *testing.T) {
+	t.Parallel()
+	warmChroot(t)
+	var e *env
+	e = newEnvWith(t, envOptions{launch: func(ctx context.Context, req launcher.Request) error {
+		return startRailsSidekiq(t, e.db.URL(), req.Queue)
+	}})
+	id := e.newReport(models.ReportTypeXLSX)
+	e.split(outputCSV, "xlsx", id)
+
+	type rowRun struct {
+		JID     string            `json:"jid"`
+		Args    []json.RawMessage `json:"args"`
+		Keys    []string          `json:"keys"`
+		Classes []string          `json:"classes"`
+	}
+	var runs []rowRun
+	waitFor(t, 60*time.Second, "Ruby ran every row", func() bool {
+		n, _ := redis.Int(e.db.Do(t, "LLEN", "rails:rows"), nil)
+		return n >= len(outputRows)
+	})
+	raw, err := redis.ByteSlices(e.db.Do(t, "LRANGE", "rails:rows", 0, -1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range raw {
+		var r rowRun
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		runs = append(runs, r)
+	}
+	rep, err := e.models.ReportByID(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := rep.Token
+	path := "/tmp/reports/" + token
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Join(peersRoot, path)) })
+	if len(runs) != len(outputRows) {
+		t.Fatalf("%d row runs: %+v", len(runs), runs)
+	}
+	seen := map[string]bool{}
+	for _, r := range runs {
+		var hash map[string]string
+		if len(r.Args) != 5 || json.Unmarshal(r.Args[0], &hash) != nil {
+			t.Fatalf("args: %s", r.Args)
+		}
+		if strings.Join(r.Keys, ",") != strings.Join(outputHeaders, ",") {
+			t.Errorf("row_hash keys %q, want CSV order %q", r.Keys, outputHeaders)
+		}
+		want := fmt.Sprintf(`["xlsx",%d,%q,%q]`, id, path, token)
+		got := "[" + string(r.Args[1]) + "," + string(r.Args[2]) + "," + string(r.Args[3]) + "," + string(r.Args[4]) + "]"
+		if got != want {
+			t.Errorf("args 1-4: %s, want %s", got, want)
+		}
+		if strings.Join(r.Classes, ",") != "Hash,String,Integer,String,String" {
+			t.Errorf("Ruby argument classes: %v", r.Classes)
+		}
+		var match map[string]string
+		for _, w := range outputRows {
+			if w["個別識別番号"] == hash["個別識別番号"] {
+				match = w
+			}
+		}
+		if match == nil || fmt.Sprint(hash) != fmt.Sprint(match) {
+			t.Errorf("row_hash %q matches no CSV row", hash)
+			continue
+		}
+		seen[hash["個別識別番号"]] = true
+		// The Ruby job wrote its file under the path argument.
+		body, err := os.ReadFile(filepath.Join(peersRoot, path, hash["個別識別番号"]+".txt"))
+		wantBody := "個別識別番号: " + match["個別識別番号"] + "\n保険者名: " + match["保険者名"] + "\n年度: " + match["年度"]
+		if err != nil || string(body) != wantBody {
+			t.Errorf("file of %s: %q (%v), want %q", hash["個別識別番号"], body, err, wantBody)
+		}
+	}
+	if len(seen) != len(outputRows) {
+		t.Errorf("rows run: %v", seen)
+	}
+	// The finalizer went to the token queue too, with the Rails arguments.
+	waitFor(t, 30*time.Second, "Ruby ran the finalizer", func() bool {
+		n, _ := redis.Int(e.db.Do(t, "LLEN", "rails:finalize"), nil)
+		return n >= 1
+	})
+	fin, _ := redis.Bytes(e.db.Do(t, "LINDEX", "rails:finalize", 0), nil)
+	var f struct {
+		Args []json.RawMessage `json:"args"`
+	}
+	if err := json.Unmarshal(fin, &f); err != nil || len(f.Args) != 7 {
+		t.Fatalf("finalize: %s", fin)
+	}
+	want := fmt.Sprintf(`%q,"xlsx",%d,%q`, path, id, token)
+	if got := string(f.Args[0]) + "," + string(f.Args[1]) + "," + string(f.Args[2]) + "," + string(f.Args[3]); got != want {
+		t.Errorf("finalize args: %s, want %s", got, want)
+	}
+}
