@@ -22,11 +22,11 @@ import (
 // flakyS3 is an in-process S3-compatible server (gofakes3) that answers
 // 500 to the first failZip writes of the result ZIP, then works.
 type flakyS3 struct {
-	srv      *httptest.Server
-	failZip  atomic.Int64
-	failed   atomic.Int64
-	zipPuts  atomic.Int64
-	backend  *s3mem.Backend
+	srv     *httptest.Server
+	failZip atomic.Int64
+	failed  atomic.Int64
+	zipPuts atomic.Int64
+	backend *s3mem.Backend
 }
 
 func newFlakyS3(t *testing.T, failZip int) *flakyS3 {
