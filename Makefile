@@ -2,7 +2,7 @@
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: run test build vet fuzz bench-engine bench chaos compose-check
+.PHONY: run test build vet fuzz bench-engine bench-pipeline chaos compose-check
 
 # All-in-one local mode: embedded Redis-protocol server, SQLite, local storage,
 # in-process workers. Open the URL it prints.
@@ -28,6 +28,10 @@ fuzz:
 
 bench-engine:
 	bash bench/engine.sh
+
+# The fault suite's long form: bigger inputs (the short form runs in make test).
+chaos:
+	$(GO) test -count=1 -tags chaoslong -timeout 90m -v ./chaos/
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q
