@@ -1,0 +1,39 @@
+// Package sidekiq speaks Sidekiq's Redis protocol from Go, on redigo: Ruby
+// Sidekiq (client, server, API) and the Sidekiq Web UI treat Go processes
+// and Go-written jobs as their own, and Go runs jobs Rails enqueues. It
+// imports only redigo, a YAML parser and the standard library.
+//
+// Where each part of Sidekiq lives here (Ruby file → Go file):
+//
+//	client.rb, job_util.rb        client.go     Push, PushBulk (one pipeline per batch), scheduling via Job.At
+//	(job hash)                    payload.go    Job: known fields + every other key kept verbatim; Dialect
+//	active_job adapter            activejob.go  both wrapper names, envelope, argument decoding/encoding
+//	middleware/chain.rb           registry.go   Registry (class → Handler), ScanArgs, middleware, Kill/Discard
+//	launcher.rb                   server.go     Server: Run, Quiet, Stop; shutdown order
+//	manager.rb, processor.rb      processor.go  processors, dispatch loop, settle (ack, retry, dead)
+//	fetch.rb                      fetch.go      BasicFetch (BRPOP) and reliable fetch (LMOVE, batched)
+//	job_retry.rb                  retry.go      retry policy, backoff, failure fields, dead set, backtraces
+//	scheduled.rb                  scheduled.go  poller, interval, orphan recovery for reliable fetch
+//	launcher.rb (❤)               heartbeat.go  processes, <identity> hash, :work/:workers, signals, stats flush
+//	api.rb                        api.go        Stats, queues, sorted sets, processes, workers, signals
+//	cli.rb                        cli.go        -q -c -t -C -e -g -v -V, REDIS_URL pool
+//	config.rb (sidekiq.yml)       options.go    Options, queue order modes, sidekiq.yml with ERB ENV
+//
+// Redis keys it reads and writes are Sidekiq's own (no prefix): queues,
+// queue:<name>, schedule, retry, dead, processes, <identity>,
+// <identity>:work (and <identity>:workers for the 6.4.1 Web UI in
+// Dialect6), <identity>-signals, stat:processed, stat:failed and their
+// daily keys. Reliable fetch adds keys no Sidekiq reads:
+//
+//	pallarel:inflight                        SET of "<identity>|<queue>" pairs with in-flight lists
+//	pallarel:inflight|<identity>|<queue>     LIST of the jobs that process runs now
+//
+// A job is moved onto its process's list by LMOVE and removed when it
+// ends; a failure's retry or dead write and the removal share one MULTI. A
+// dead process's lists go back to their queues once its heartbeat hash has
+// expired. Sidekiq 8's format is written by default (integer-millisecond
+// timestamps); Dialect7 and Dialect6 write float seconds. Both are read.
+//
+// The runtime (processor, poller, heartbeat) never uses the API types:
+// both sit on internal/rdb, the only code that spells Redis commands.
+package sidekiq
