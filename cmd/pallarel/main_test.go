@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/pallarel/pallarel/internal/e2etest"
+	"github.com/pallarel/pallarel/internal/redistest"
+	"github.com/pallarel/pallarel/internal/servercmd"
+)
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode)
+	os.Exit(m.Run())
+}
+
+// startServer runs cmd/server's Run in this process on real Redis with
+// in-process workers, SQLite and local storage in a temp dir.
+func startServer(t *testing.T) *e2etest.Server {
+	t.Helper()
+	db := redistest.New(t)
+	return e2etest.Start(t, servercmd.Run, map[string]string{"REDIS_URL": db.URL(), "DATA_DIR": t.TempDir()}, "-workers")
+}
+
+// TestRunSubmitsFollowsAndDownloads: the CLI uploads a CSV, draws its
+// progress on stderr and writes the report ZIP to -o.
+func TestRunSubmitsFollowsAndDownloads(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "一覧.csv"), filepath.Join(dir, "out", "report.zip")
+	if err := os.WriteFile(in, e2etest.CSV(30), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"-server", srv.URL + "/", "-type", "text", "-poll", "100ms", "-o", out, in}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "submitted "+in+" as ") || !strings.Contains(stderr.String(), "(queue report-") {
+		t.Errorf("stderr does not tell the submission:\n%s", stderr.String())
+	}
+	// The progress bar is drawn (then cleared) on stderr, never on stdout.
+	if !strings.Contains(stderr.String(), "rows") || !strings.Contains(stderr.String(), "\r") {
+		t.Errorf("no progress bar on stderr:\n%q", stderr.String())
+	}
+	if want := out + ": "; !strings.HasPrefix(stdout.String(), want) || !strings.Contains(stdout.String(), "30 rows done, 0 failed") {
+		t.Errorf("stdout %q", stdout.String())
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2etest.CheckTextReport(t, e2etest.ReadZip(t, data), 30)
+	if _, err := os.Stat(out + ".part"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s.part left behind: %v", out, err)
+	}
+}
+
+// TestRunReportsServerErrors: a file the server refuses fails the run with
+// the server's own message, and writes no ZIP.
+func TestRunReportsServerErrors(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "photo.csv"), filepath.Join(dir, "report.zip")
+	png := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{0, 1, 2, 3}, 64)...)
+	if err := os.WriteFile(in, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"-server", srv.URL, "-o", out, in}, &stdout, &stderr)
+	if err == nil {
+		t.Fatal("run succeeded on a PNG")
+	}
+	// 415 with the server's (Japanese, by default) message.
+	if msg := err.Error(); !strings.Contains(msg, "415") || !strings.Contains(msg, "CSVファイルではないようです") {
+		t.Errorf("error %q does not carry the server's message", msg)
+	}
+	var u usageError
+	if errors.As(err, &u) {
+		t.Errorf("a server refusal is not a usage error: %v", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s written after a failed run: %v", out, err)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q", stdout.String())
+	}
+
+	// A file that does not exist fails before any request.
+	err = run(t.Context(), []string{"-server", srv.URL, filepath.Join(dir, "missing.csv")}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "missing.csv") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestRunUsage: bad command lines are usageErrors (exit status 2).
+func TestRunUsage(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		nil,
+		{"a.csv", "b.csv"},
+		{"-nope", "a.csv"},
+		{"-poll", "soon", "a.csv"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), args, &stdout, &stderr)
+		var u usageError
+		if !errors.As(err, &u) {
+			t.Errorf("run %q: %v, want a usageError", args, err)
+		}
+	}
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestComposeFileIsValid runs `docker-compose config -q` on the repository's
+// docker-compose.yml (Debian's docker-compose; no Docker engine needed).
+func TestComposeFileIsValid(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("docker-compose")
+	if err != nil {
+		t.Fatalf("docker-compose is missing (apt-get install -y docker-compose; .ci/run does): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-f", "docker-compose.yml", "config", "-q")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker-compose config -q: %v (ctx: %v)\n%s", err, ctx.Err(), out)
+	}
+}
+
+// TestStaticBuildAsDockerfile builds the packages the Dockerfile builds,
+// with CGO_ENABLED=0 as it does, and checks the binaries are static (no
+// ELF interpreter), as the distroless static image needs. Cold, this
+// compiles every dependency once more without cgo (minutes on a busy
+// 2-core machine); the build cache makes later runs take seconds.
+func TestStaticBuildAsDockerfile(t *testing.T) {
+	t.Parallel()
+	dockerfile, err := os.ReadFile(filepath.Join("..", "..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`RUN CGO_ENABLED=0 go build .*-o /out/ ((?:\./cmd/\w+ ?)+)`).FindSubmatch(dockerfile)
+	if m == nil {
+		t.Fatalf("Dockerfile has no `RUN CGO_ENABLED=0 go build ... -o /out/ ./cmd/...` line")
+	}
+	pkgs := strings.Fields(string(m[1]))
+	out := t.TempDir()
+	goBuildTimeout(t, 10*time.Minute, out, []string{"CGO_ENABLED=0"}, pkgs...)
+	for _, p := range pkgs {
+		name := filepath.Join(out, filepath.Base(p))
+		f, err := elf.Open(name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, prog := range f.Progs {
+			if prog.Type == elf.PT_INTERP {
+				t.Errorf("%s is dynamically linked", filepath.Base(p))
+			}
+		}
+		f.Close()
+	}
+}

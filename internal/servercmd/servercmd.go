@@ -1,0 +1,167 @@
+// Package servercmd is the body of cmd/server: flags, configuration, the
+// all-in-one mode (embedded Redis, in-process workers), the web server and
+// its lifetime. It lives apart from package main so end-to-end tests of
+// other binaries (cmd/pallarel) can start a real server in-process.
+package servercmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/internal/app"
+	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/server"
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// Run starts the server and blocks until ctx ends, then returns the exit
+// code: 0 after a clean stop, 1 on a runtime error, 2 on a usage or
+// configuration error. ready, when not nil, receives the listening address
+// once the server accepts connections (tests listen on port 0); give it a
+// buffer of one or read it, since Run waits for the send.
+func Run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer, ready chan<- string) int {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "", "listen address (default :$PORT)")
+	workers := fs.Bool("workers", false, "run the report worker and token workers in this process (default: only without REDIS_URL)")
+	redisAddr := fs.String("embedded-redis", "127.0.0.1:6390", "address of the embedded Redis-protocol server (all-in-one mode)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "server: configuration:\n%v\n", err)
+		return 2
+	}
+	allInOne := cfg.RedisURL == ""
+	inproc := allInOne || *workers
+	opts := app.Options{EmbeddedRedis: allInOne, EmbeddedRedisAddr: *redisAddr}
+	var procs *app.InProcess
+	if inproc {
+		d, _ := sidekiq.ParseDialect(strconv.Itoa(cfg.SidekiqDialect))
+		procs = &app.InProcess{Concurrency: 10, Dialect: d, IdleTimeout: cfg.WorkerIdleTimeout, Log: log}
+		if cfg.Launcher != config.LauncherECS {
+			opts.Launcher = procs.Launcher()
+		}
+	}
+	a, err := app.Open(ctx, cfg, log, opts)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	defer a.Close()
+	if procs != nil {
+		procs.Pool = a.Pool
+		procs.SetPipeline(a.Pipeline)
+		if err := procs.Start("report", []sidekiq.QueueWeight{{Name: jobs.TriggerQueue}, {Name: "default"}}, 0); err != nil {
+			log.Error("start report worker", "err", err)
+			return 1
+		}
+		defer procs.Close()
+		monitors, stop := context.WithCancel(ctx)
+		monitorsDone := make(chan struct{})
+		go func() {
+			defer close(monitorsDone)
+			a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval)
+		}()
+		// The monitors use Redis and the database: wait for them before
+		// the deferred Close above releases those.
+		defer func() { stop(); <-monitorsDone }()
+	}
+	web, err := server.New(server.Deps{
+		Pool: a.Pool, Client: a.Client, API: a.API, DB: a.Models, Store: a.Store, Router: a.Router,
+		Logger: log, Dialect: a.Dialect, MaxUploadBytes: cfg.MaxUploadBytes,
+		AuthToken: cfg.AuthToken, BasicUser: cfg.BasicAuthUser, BasicPassword: cfg.BasicAuthPassword,
+	})
+	if err != nil {
+		log.Error("start web server", "err", err)
+		return 1
+	}
+	listen := *addr
+	if listen == "" {
+		listen = ":" + strconv.Itoa(cfg.Port)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		log.Error("listen", "addr", listen, "err", err)
+		return 1
+	}
+	hs := web.HTTPServer(ln.Addr().String())
+	hs.Handler = endStreamsOnShutdown(hs, hs.Handler)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	printWelcome(stdout, ln.Addr().(*net.TCPAddr), a.RedisURL, allInOne, inproc)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			log.Error("serve", "err", err)
+			return 1
+		}
+	}
+	log.Info("shutting down")
+	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdown); err != nil {
+		log.Warn("http shutdown", "err", err)
+		_ = hs.Close() // no handler may outlive the database closed below
+	}
+	return 0
+}
+
+// endStreamsOnShutdown ends Server-Sent Events streams (requests that
+// accept text/event-stream) as soon as hs starts shutting down: a stream of
+// an unfinished run never ends by itself, so Shutdown would otherwise wait
+// its whole grace period for it. Other requests (uploads, downloads) keep
+// the grace period. EventSource reconnects to whichever server is up next.
+func endStreamsOnShutdown(hs *http.Server, h http.Handler) http.Handler {
+	stopping, stop := context.WithCancel(context.Background())
+	hs.RegisterOnShutdown(stop)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			defer context.AfterFunc(stopping, cancel)()
+			r = r.WithContext(ctx)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inproc bool) {
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(addr.Port)))
+	fmt.Fprintf(w, "\nPallarel is running.\n  Upload a CSV:       %s/\n  Runs:               %s/csv_processing/status\n  Sidekiq dashboard:  %s/sidekiq\n", base, base, base)
+	if allInOne {
+		fmt.Fprintf(w, "  All-in-one mode: embedded Redis at %s, SQLite and files in DATA_DIR, workers in this process.\n", redisURL)
+	}
+	if inproc {
+		fmt.Fprintf(w, "  Another worker:     REDIS_URL=%s go run ./cmd/worker -q report -q default\n", redisURL)
+		fmt.Fprintf(w, "  Ruby's Web UI:      REDIS_URL=%s rackup deploy/ruby-web/config.ru\n\n", redisURL)
+	}
+}
