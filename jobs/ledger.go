@@ -31,6 +31,7 @@ type RowResult struct {
 
 func rowsKey(token string) string  { return "pallarel:rows:" + token }
 func splitKey(token string) string { return "pallarel:split:" + token }
+func totalKey(token string) string { return "pallarel:total:" + token }
 
 // RowKey is the ledger field of a row: its number, or its jid when the
 // number is unknown.
@@ -41,22 +42,44 @@ func RowKey(row int, jid string) string {
 	return "jid-" + jid
 }
 
-// Record stores r unless the row already has a result; true if it was new.
-func (l Ledger) Record(ctx context.Context, token string, r RowResult) (bool, error) {
+// Record stores r unless the row already has a result. isNew says it was
+// new; last says it was the row that completed the run (the split has
+// recorded the total and every row now has a result), so the caller can
+// finalize at once instead of waiting for the next poll.
+func (l Ledger) Record(ctx context.Context, token string, r RowResult) (isNew, last bool, err error) {
 	b, err := json.Marshal(r)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
-		return false, fmt.Errorf("ledger %s: %w", token, err)
+		return false, false, fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	n, err := redis.Int(c.Do("HSETNX", rowsKey(token), r.Key, b))
-	if err != nil {
-		return false, fmt.Errorf("ledger %s row %s: %w", token, r.Key, err)
+	_ = c.Send("MULTI")
+	_ = c.Send("HSETNX", rowsKey(token), r.Key, b)
+	_ = c.Send("HLEN", rowsKey(token))
+	_ = c.Send("GET", totalKey(token))
+	vals, err := redis.Values(c.Do("EXEC"))
+	if err != nil || len(vals) != 3 {
+		return false, false, fmt.Errorf("ledger %s row %s: %v", token, r.Key, err)
 	}
-	return n == 1, nil
+	n, _ := redis.Int(vals[0], nil)
+	ended, _ := redis.Int(vals[1], nil)
+	total, terr := redis.Int(vals[2], nil)
+	return n == 1, n == 1 && terr == nil && ended >= total, nil
+}
+
+// SetTotal records the number of data rows once the split has pushed them
+// all.
+func (l Ledger) SetTotal(ctx context.Context, token string, total int) error {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Do("SET", totalKey(token), total)
+	return err
 }
 
 // Count is the number of rows that ended.
@@ -125,6 +148,7 @@ func (l Ledger) Expire(ctx context.Context, token string, ttl time.Duration) err
 	}
 	defer c.Close()
 	_ = c.Send("EXPIRE", rowsKey(token), int(ttl.Seconds()))
+	_ = c.Send("EXPIRE", totalKey(token), int(ttl.Seconds()))
 	_, err = c.Do("EXPIRE", splitKey(token), int(ttl.Seconds()))
 	return err
 }

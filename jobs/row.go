@@ -74,7 +74,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		pr.CloseWithError(err)
 		return fmt.Errorf("row %s of %s: store %s: %w", key, token, fileKey, err)
 	}
-	isNew, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey})
+	isNew, last, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey})
 	if err != nil {
 		return err
 	}
@@ -84,7 +84,25 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 			p.log.Warn("increment done_count", "token", token, "err", err)
 		}
 	}
+	if last {
+		p.finalizeNow(ctx, job, token, typ, reportID)
+	}
 	return nil
+}
+
+// finalizeNow pushes the finalizer as soon as the last row has ended, so a
+// run finishes at once rather than at the finalizer's next check (its
+// claim keeps it to one finish however many copies run).
+func (p *Pipeline) finalizeNow(ctx context.Context, job *sidekiq.Job, token, typ string, reportID int64) {
+	fin, err := sidekiq.NewJob(FinalizeClass, "/tmp/reports/"+token, typ, reportID, token,
+		int(p.d.FinalizeInterval.Seconds()), int(p.d.MaxWait.Seconds()), p.d.Now().Unix())
+	if err != nil {
+		return
+	}
+	fin.Queue, fin.Retry = job.Queue, json.RawMessage("3")
+	if _, err := p.d.Client.Push(ctx, fin); err != nil {
+		p.log.Warn("push finalize after the last row (the periodic check will finish)", "token", token, "err", err)
+	}
 }
 
 // renderer picks the renderer for a report type ("default" is xlsx, as the
@@ -230,7 +248,7 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	var rowNum int
 	_, _ = job.Field(fieldRow, &rowNum)
-	isNew, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
+	isNew, last, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
 	if err != nil {
 		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)
 		return
@@ -239,5 +257,14 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 		if err := p.d.DB.IncrementFailed(ctx, token, 1); err != nil {
 			p.log.Warn("increment failed_count", "token", token, "err", err)
 		}
+	}
+	if last && len(args) >= 3 {
+		var typ string
+		var reportID int64
+		_ = unmarshalArg(args[1], &typ)
+		_ = unmarshalArg(args[2], &reportID)
+		q, _ := p.tokenQueue(token)
+		fake := &sidekiq.Job{Queue: q}
+		p.finalizeNow(ctx, fake, token, typ, reportID)
 	}
 }

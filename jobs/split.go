@@ -153,7 +153,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		}
 		last = row.Number
 		if row.Err != nil {
-			isNew, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			isNew, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
 				Error: fmt.Sprintf("line %d: %v", row.Line, row.Err)})
 			if err != nil {
 				return err
@@ -188,6 +188,9 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		return err
 	}
 	if err := p.d.DB.SetTotal(ctx, token, last); err != nil {
+		return fmt.Errorf("split %s: %w", token, err)
+	}
+	if err := p.ledger.SetTotal(ctx, token, last); err != nil {
 		return fmt.Errorf("split %s: %w", token, err)
 	}
 	fin, err := sidekiq.NewJob(FinalizeClass, path, typ, reportID, token,
