@@ -12,7 +12,8 @@ import (
 const MonitorInterval = time.Minute
 
 // RunMonitors does, inside the `report` worker, what the Rails app ran from
-// cron (DeadLetterMonitorJob, ForceShutdownMonitorJob), until ctx ends.
+// cron (DeadLetterMonitorJob, ForceShutdownMonitorJob, IdleEcsTaskMonitorJob),
+// until ctx ends.
 func (p *Pipeline) RunMonitors(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -21,6 +22,9 @@ func (p *Pipeline) RunMonitors(ctx context.Context, every time.Duration) {
 			p.log.Warn("dead-letter monitor", "err", err)
 		}
 		p.RetryForcedStops(ctx)
+		if _, err := p.StopIdleWorkers(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("idle-task monitor", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -94,4 +98,43 @@ func (p *Pipeline) RetryForcedStops(ctx context.Context) {
 			p.log.Warn("force-shutdown monitor", "token", s.Token, "err", err)
 		}
 	}
+}
+
+// IdleAfter is how long a run must have been quiet before the idle-task
+// monitor stops its worker.
+const IdleAfter = 5 * time.Minute
+
+// StopIdleWorkers stops the workers of runs that have no work left (nothing
+// queued, scheduled, retrying or running on the token's queue) but are not
+// finalized, once they have been quiet for IdleAfter, as the Rails app's
+// IdleEcsTaskMonitorJob did for ECS tasks. It returns how many it stopped.
+func (p *Pipeline) StopIdleWorkers(ctx context.Context) (int, error) {
+	statuses, err := p.d.DB.RecentStatuses(ctx, 200)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range statuses {
+		if s.WorkerTaskArn == "" || s.FinalizedAt != nil || s.ForceShutdownAt != nil ||
+			p.d.Now().Sub(s.UpdatedAt) < IdleAfter {
+			continue
+		}
+		pending, err := p.d.API.PendingFor(ctx, s.QueueName)
+		if err != nil {
+			return n, err
+		}
+		if pending.Total() > 0 {
+			continue
+		}
+		msg := "idle-task monitor: worker stopped, no work left for an unfinished run"
+		p.log.Warn(msg, "token", s.Token, "task", s.WorkerTaskArn)
+		if err := p.d.Launcher.Stop(ctx, launcher.Task{ID: s.WorkerTaskArn}, msg); err != nil {
+			_ = p.d.DB.SetForceShutdown(ctx, s.Token) // the force-shutdown monitor retries
+			continue
+		}
+		_ = p.d.DB.SetLastError(ctx, s.Token, msg)
+		_ = p.d.DB.ClearWorkerTask(ctx, s.Token)
+		n++
+	}
+	return n, nil
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/storage"
 )
 
 // noWorker is a launcher that starts nothing: the token's jobs wait in its
@@ -231,4 +233,62 @@ func TestSplitRerunPushesNoRowTwice(t *testing.T) {
 	if len(e.started) != 1 {
 		t.Errorf("workers launched %d times: %v", len(e.started), e.started)
 	}
+}
+
+// The idle-task monitor stops the worker of a run that has no work left
+// but was never finalized (its finalizer died), once it has been quiet.
+func TestIdleTaskMonitorStopsForgottenWorkers(t *testing.T) {
+	store, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, store)
+	ctx := context.Background()
+	token := router.NewToken()
+	q := router.QueueName(token)
+	if _, err := e.models.CreateStatus(ctx, token, q, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.models.RecordWorker(ctx, token, "task-forgotten", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Busy token: work is waiting, so it must be left alone even when old.
+	busy := router.NewToken()
+	bq := router.QueueName(busy)
+	e.models.CreateStatus(ctx, busy, bq, 10)
+	e.models.RecordWorker(ctx, busy, "task-busy", time.Now())
+	j, _ := sidekiq.NewJob("Report::ProcessCsvRowJob", map[string]string{"a": "1"}, "text", 1, "/tmp", busy)
+	j.Queue = bq
+	e.db.Do(t, "LPUSH", "queue:"+bq, mustEncode(t, j))
+
+	// Not quiet long enough yet: nothing stopped.
+	if n, err := e.pipeline.StopIdleWorkers(ctx); err != nil || n != 0 {
+		t.Fatalf("fresh run stopped: %d %v", n, err)
+	}
+	e.models.DB.Exec("UPDATE csv_processing_statuses SET updated_at = ?", time.Now().Add(-time.Hour))
+	n, err := e.pipeline.StopIdleWorkers(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("stopped %d, %v; want 1", n, err)
+	}
+	e.mu.Lock()
+	stopped := append([]string(nil), e.stopped...)
+	e.mu.Unlock()
+	if len(stopped) != 1 || stopped[0] != "task-forgotten" {
+		t.Fatalf("stopped %v", stopped)
+	}
+	if n, _ := e.pipeline.StopIdleWorkers(ctx); n != 0 {
+		t.Fatal("stopped the same worker twice")
+	}
+}
+
+func mustEncode(t *testing.T, j *sidekiq.Job) []byte {
+	t.Helper()
+	if j.JID == "" {
+		j.JID = sidekiq.NewJID()
+	}
+	b, err := j.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -95,13 +95,26 @@ func (s *Store) mustUpdateStatus(ctx context.Context, token string, fields map[s
 }
 
 // IncrementDone adds n to done_count in one statement (no lost updates).
+// Once the run is finalized it changes nothing: the finalizer has set the
+// final counts, and a row job finishing its bookkeeping late must not move
+// them.
 func (s *Store) IncrementDone(ctx context.Context, token string, n int) error {
-	return s.mustUpdateStatus(ctx, token, map[string]any{"done_count": gorm.Expr("COALESCE(done_count, 0) + ?", n)})
+	return s.incrementUnlessFinalized(ctx, token, "done_count", n)
+}
+
+func (s *Store) incrementUnlessFinalized(ctx context.Context, token, column string, n int) error {
+	rows, err := s.updateStatus(ctx, token, "finalized_at IS NULL",
+		map[string]any{column: gorm.Expr("COALESCE("+column+", 0) + ?", n)})
+	if err != nil || rows > 0 {
+		return err
+	}
+	_, err = s.StatusByToken(ctx, token) // finalized: fine; missing: ErrNotFound
+	return err
 }
 
 // IncrementFailed adds n to failed_count in one statement.
 func (s *Store) IncrementFailed(ctx context.Context, token string, n int) error {
-	return s.mustUpdateStatus(ctx, token, map[string]any{"failed_count": gorm.Expr("COALESCE(failed_count, 0) + ?", n)})
+	return s.incrementUnlessFinalized(ctx, token, "failed_count", n)
 }
 
 // SetTotal sets total_count.

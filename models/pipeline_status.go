@@ -19,3 +19,9 @@ func (s *Store) SetCounts(ctx context.Context, token string, done, failed int) e
 func (s *Store) ClearForceShutdown(ctx context.Context, token string) error {
 	return s.mustUpdateStatus(ctx, token, map[string]any{"force_shutdown_at": nil})
 }
+
+// ClearWorkerTask forgets the recorded worker task once it was stopped, so
+// monitors do not stop it again.
+func (s *Store) ClearWorkerTask(ctx context.Context, token string) error {
+	return s.mustUpdateStatus(ctx, token, map[string]any{"worker_task_arn": ""})
+}

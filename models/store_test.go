@@ -335,6 +335,11 @@ func TestConcurrentClaims(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *gorm.DB) {
 		ctx := context.Background()
 		st := NewStore(db)
+		// Counting goes to a run that is never finalized: increments stop
+		// once a run is finalized (TestIncrementsStopAtFinalize).
+		if _, err := st.CreateStatus(ctx, "tok-race-count", "q", 20); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := st.CreateStatus(ctx, "tok-race", "q", 20); err != nil {
 			t.Fatal(err)
 		}
@@ -362,7 +367,7 @@ func TestConcurrentClaims(t *testing.T) {
 				if ok {
 					launchWins.Add(1)
 				}
-				if err := st.IncrementDone(ctx, "tok-race", 1); err != nil {
+				if err := st.IncrementDone(ctx, "tok-race-count", 1); err != nil {
 					errs <- err
 				}
 			}()
@@ -379,7 +384,7 @@ func TestConcurrentClaims(t *testing.T) {
 		if got := launchWins.Load(); got != 1 {
 			t.Errorf("ClaimWorkerLaunch won %d times, want 1", got)
 		}
-		s, err := st.StatusByToken(ctx, "tok-race")
+		s, err := st.StatusByToken(ctx, "tok-race-count")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -432,6 +437,9 @@ func TestSQLiteSeveralHandles(t *testing.T) {
 	if _, err := stores[0].CreateStatus(ctx, "tok-multi", "q", 40); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := stores[0].CreateStatus(ctx, "tok-multi-count", "q", 40); err != nil {
+		t.Fatal(err)
+	}
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 40 {
@@ -439,7 +447,7 @@ func TestSQLiteSeveralHandles(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			st := stores[i%2]
-			if err := st.IncrementDone(ctx, "tok-multi", 1); err != nil {
+			if err := st.IncrementDone(ctx, "tok-multi-count", 1); err != nil {
 				t.Error(err)
 			}
 			ok, err := st.ClaimFinalize(ctx, "tok-multi")
@@ -452,11 +460,45 @@ func TestSQLiteSeveralHandles(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	s, err := stores[1].StatusByToken(ctx, "tok-multi")
+	s, err := stores[1].StatusByToken(ctx, "tok-multi-count")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.DoneCount != 40 || wins.Load() != 1 {
 		t.Fatalf("done_count %d, finalize wins %d", s.DoneCount, wins.Load())
 	}
+}
+
+// TestIncrementsStopAtFinalize: once finalized, the counts the finalizer set
+// are final; a row job finishing its bookkeeping late changes nothing.
+func TestIncrementsStopAtFinalize(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		st := NewStore(db)
+		if _, err := st.CreateStatus(ctx, "tok-fin", "q", 3); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.IncrementDone(ctx, "tok-fin", 2); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := st.ClaimFinalize(ctx, "tok-fin"); !ok || err != nil {
+			t.Fatalf("claim: %v %v", ok, err)
+		}
+		if err := st.SetCounts(ctx, "tok-fin", 3, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.IncrementDone(ctx, "tok-fin", 1); err != nil {
+			t.Fatalf("late increment: %v", err)
+		}
+		if err := st.IncrementFailed(ctx, "tok-fin", 1); err != nil {
+			t.Fatalf("late increment: %v", err)
+		}
+		s, err := st.StatusByToken(ctx, "tok-fin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.DoneCount != 3 || s.FailedCount != 0 {
+			t.Fatalf("counts moved after finalize: done %d failed %d", s.DoneCount, s.FailedCount)
+		}
+	})
 }
