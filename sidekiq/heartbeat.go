@@ -89,6 +89,7 @@ func (s *Server) workSnapshot() (map[string][]byte, int) {
 // acts on a signal the Web UI sent (TSTP quiets, TERM stops, TTIN dumps).
 func (s *Server) beat(ctx context.Context) error {
 	s.flushStats(ctx)
+	s.flushMetrics(ctx)
 	info, err := s.info()
 	if err != nil {
 		return err

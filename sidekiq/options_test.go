@@ -160,3 +160,19 @@ func TestValidRedisURL(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricBucketsMatchSidekiq(t *testing.T) {
+	// 2026-11-26 23:03 UTC, as observed in sidekiq-observed.md §5.
+	minute := time.Date(2026, 11, 26, 23, 3, 30, 0, time.UTC).Unix() / 60
+	b7 := metricBuckets(Dialect7, minute)
+	if len(b7) != 1 || b7[0].key != "j|20261126|23:3" || b7[0].ttl != 8*3600 {
+		t.Fatalf("7.x: %+v", b7)
+	}
+	b8 := metricBuckets(Dialect8, minute)
+	if len(b8) != 2 || b8[0].key != "j|261126|23:03" || b8[1].key != "j|261126|23:0" || b8[1].ttl != 72*3600 {
+		t.Fatalf("8.x: %+v", b8)
+	}
+	if metricBuckets(Dialect6, minute) != nil {
+		t.Fatal("6.4 has no metrics")
+	}
+}

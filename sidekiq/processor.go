@@ -141,6 +141,9 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 		return // hard shutdown gave it back; this run does not count
 	}
 	s.processed.Add(1)
+	if job != nil {
+		s.metrics.record(job.DisplayClass(), end, end.Sub(start), err != nil)
+	}
 	elapsed := strconv.FormatFloat(end.Sub(start).Seconds(), 'f', 3, 64)
 	settle := context.WithoutCancel(jobCtx)
 	if err == nil {

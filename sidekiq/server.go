@@ -39,6 +39,7 @@ type Server struct {
 	stopCh    chan struct{}
 	stopOnce  sync.Once
 
+	metrics   execMetrics
 	processed atomic.Int64 // since the last flush
 	failed    atomic.Int64
 	lastWork  atomic.Int64 // unix nanos of the last fetched or finished job
@@ -164,6 +165,7 @@ func (s *Server) Run(ctx context.Context) error {
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	s.flushStats(cleanup)
+	s.flushMetrics(cleanup)
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.closeAcker() // acknowledge finished jobs before giving back the rest
 	}

@@ -381,3 +381,26 @@ func TestReliableFetchRecoversDeadProcessJobs(t *testing.T) {
 		t.Fatal("live process's job touched")
 	}
 }
+
+func TestExecutionMetricsWritten(t *testing.T) {
+	db := redistest.New(t)
+	reg := NewRegistry()
+	reg.Register(func(ctx context.Context, j *Job) error { return nil }, "Ok")
+	reg.Register(func(ctx context.Context, j *Job) error { return errors.New("no") }, "Bad")
+	srv := startServer(t, db, reg, Options{Queues: []QueueWeight{{Name: "m"}}})
+	for _, class := range []string{"Ok", "Ok", "Bad"} {
+		j, _ := NewJob(class)
+		j.Queue, j.Retry = "m", json.RawMessage("false")
+		srv.Client().Push(context.Background(), j)
+	}
+	waitFor(t, 5*time.Second, "metrics hash", func() bool {
+		keys, _ := redis.Strings(db.Do(t, "KEYS", "j|*"), nil)
+		for _, k := range keys {
+			m, _ := redis.StringMap(db.Do(t, "HGETALL", k), nil)
+			if m["Ok|p"] == "2" && m["Bad|p"] == "1" && m["Bad|f"] == "1" {
+				return len(keys) == 2 // minute and ten-minute buckets (Sidekiq 8)
+			}
+		}
+		return false
+	})
+}
