@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// result is one RESULT line: its kind and key=value fields.
+type result struct {
+	kind string
+	kv   map[string]string
+}
+
+func (r result) f(k string) float64 {
+	v, _ := strconv.ParseFloat(r.kv[k], 64)
+	return v
+}
+
+func parseResults(in io.Reader) ([]result, error) {
+	var out []result
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] != "RESULT" {
+			continue
+		}
+		r := result{kind: f[1], kv: map[string]string{}}
+		for _, kv := range f[2:] {
+			k, v, _ := strings.Cut(kv, "=")
+			r.kv[k] = v
+		}
+		out = append(out, r)
+	}
+	return out, sc.Err()
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// report prints the Markdown summary of a raw RESULT file.
+func report(in io.Reader, w io.Writer) error {
+	rs, err := parseResults(in)
+	if err != nil {
+		return err
+	}
+	by := func(kind string) []result {
+		var out []result
+		for _, r := range rs {
+			if r.kind == kind {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+
+	// Redis ceilings first: the e2e table refers to them.
+	rb := map[string][]float64{}
+	for _, r := range by("redis") {
+		rb[r.kv["name"]] = append(rb[r.kv["name"]], r.f("rps"))
+	}
+	rps := func(cmd, p string) (float64, string) {
+		if v := median(rb[cmd+"-"+p]); v > 0 {
+			return v, cmd
+		}
+		return median(rb["ping-"+p]), "ping"
+	}
+	// Commands per row of each e2e run; LMOVE runs inside the fetch script
+	// (EVALSHA), so it is not a round trip of its own.
+	perRow := map[string]map[string]float64{}
+	for _, r := range by("cmd") {
+		if perRow[r.kv["name"]] == nil {
+			perRow[r.kv["name"]] = map[string]float64{}
+		}
+		perRow[r.kv["name"]][r.kv["cmd"]] = r.f("per_row")
+	}
+	ceiling := func(name, p string) float64 {
+		var secs float64
+		for cmd, n := range perRow[name] {
+			if cmd == "lmove" || n < 0.01 {
+				continue
+			}
+			v, _ := rps(cmd, p)
+			if v > 0 {
+				secs += n / v
+			}
+		}
+		if secs == 0 {
+			return 0
+		}
+		return 1 / secs
+	}
+
+	fmt.Fprintln(w, "#### Pipeline end to end (real binaries as processes, private redis-server, SQLite, LOCAL_SAVE)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "rows/s = rows / (ZIP ready − upload accepted); times are seconds from POST start.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| run | type | rows | token workers × -c | rows/s to ZIP ready | rows/s to last row | upload s | ZIP ready s | download done s | Redis cmds/row | ½ Redis ceiling (P1) rows/s |")
+	fmt.Fprintln(w, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	cmdsPerRow := map[string]float64{}
+	for _, r := range by("cmds") {
+		cmdsPerRow[r.kv["name"]] = r.f("per_row")
+	}
+	rate := map[string]float64{}
+	for _, r := range by("e2e") {
+		n := r.kv["name"]
+		rate[n] = r.f("rate")
+		fmt.Fprintf(w, "| %s | %s | %s | %s × %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f |\n",
+			n, r.kv["type"], r.kv["rows"], r.kv["workers"], r.kv["c"], r.f("rate"), r.f("rate_rows_ended"),
+			r.f("upload_s"), r.f("zip_ready_s"), r.f("download_done_s"), cmdsPerRow[n], ceiling(n, "P1")/2)
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "#### Floor: one process, no queue (csvrows → render → reportzip → local file)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| run | type | rows | render goroutines | row files through storage.Local (fsync each) | rows/s | peak RSS MB |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---:|")
+	floor := map[string]float64{}
+	for _, r := range by("floor") {
+		if r.kv["store"] == "false" {
+			floor[r.kv["type"]] = max(floor[r.kv["type"]], r.f("rate"))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.0f | %.1f |\n", r.kv["name"], r.kv["type"], r.kv["rows"], r.kv["par"],
+			r.kv["store"], r.f("rate"), r.f("vmhwm_mb"))
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "#### Ratios (same run)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| comparison | value |")
+	fmt.Fprintln(w, "|---|---:|")
+	for _, r := range by("e2e") {
+		n, typ := r.kv["name"], r.kv["type"]
+		if fl := floor[typ]; fl > 0 {
+			fmt.Fprintf(w, "| floor / %s (how many times slower than the floor) | %.1fx |\n", n, fl/rate[n])
+		}
+		if c := ceiling(n, "P1"); c > 0 && typ == "text" {
+			fmt.Fprintf(w, "| %s / Redis ceiling for its commands, each its own round trip (%.0f rows/s) | %.2f |\n", n, c, rate[n]/c)
+			fmt.Fprintf(w, "| %s / Redis ceiling for its commands, pipelined P100 (%.0f rows/s) | %.3f |\n", n, ceiling(n, "P100"), rate[n]/ceiling(n, "P100"))
+		}
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "#### Peak RSS per process (MB; sampled VmRSS every 20 ms / kernel VmHWM)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | run | process | peak VmRSS | VmHWM |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|")
+	for _, r := range by("rss") {
+		fmt.Fprintf(w, "| %s | %s | %s | %.1f | %.1f |\n", r.kv["scenario"], r.kv["name"], r.kv["proc"], r.f("peak_rss_mb"), r.f("vmhwm_mb"))
+	}
+	fmt.Fprintln(w)
+
+	if len(perRow) > 0 {
+		names := make([]string, 0, len(perRow))
+		for n := range perRow {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		first := names[0]
+		if _, ok := perRow["text-w1"]; ok {
+			first = "text-w1"
+		}
+		fmt.Fprintf(w, "#### Redis commands per row (%s; commands under 0.01/row left out) and what Redis allows\n\n", first)
+		fmt.Fprintln(w, "| command | calls/row | redis-benchmark -P1 req/s (stand-in) | -P100 req/s |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		cmds := make([]string, 0, len(perRow[first]))
+		for c := range perRow[first] {
+			cmds = append(cmds, c)
+		}
+		sort.Strings(cmds)
+		for _, c := range cmds {
+			n := perRow[first][c]
+			if n < 0.01 {
+				continue
+			}
+			if c == "lmove" {
+				fmt.Fprintf(w, "| lmove | %.3f | inside the fetch script (EVALSHA) | |\n", n)
+				continue
+			}
+			p1, as := rps(c, "P1")
+			p100, _ := rps(c, "P100")
+			label := ""
+			if as != c {
+				label = " (" + as + ")"
+			}
+			fmt.Fprintf(w, "| %s | %.3f | %.0f%s | %.0f |\n", c, n, p1, label, p100)
+		}
+		fmt.Fprintln(w)
+	}
+
+	if sp := by("split"); len(sp) > 0 {
+		fmt.Fprintln(w, "#### Split of a big CSV by storage reference (no token worker: rows stay queued)")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| rows | CSV MB | upload s (MB/s) | split s | split rows/s | split MB/s | Redis used MB after |")
+		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|")
+		for _, r := range sp {
+			fmt.Fprintf(w, "| %s | %.0f | %.1f (%.0f) | %.1f | %.0f | %.1f | %.0f |\n", r.kv["rows"], r.f("csv_mb"), r.f("upload_s"),
+				r.f("upload_mb_s"), r.f("split_s"), r.f("split_rows_s"), r.f("split_mb_s"), r.f("redis_used_mb"))
+		}
+		fmt.Fprintln(w)
+	}
+	if web := by("web"); len(web) > 0 {
+		fmt.Fprintln(w, "#### GET /csv_processing/<token> (JSON) under wrk")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| after run | connections | seconds | req/s | p50 ms | p99 ms | non-2xx |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+		for _, r := range web {
+			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %.2f | %.2f | %s |\n", r.kv["name"], r.kv["conns"], r.kv["secs"], r.f("rps"),
+				r.f("p50_ms"), r.f("p99_ms"), r.kv["non2xx"])
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}
