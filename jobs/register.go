@@ -64,6 +64,7 @@ type Pipeline struct {
 	ledger    Ledger
 	log       *slog.Logger
 	templates templateCache
+	progress  progress
 }
 
 // New checks deps and fills defaults.

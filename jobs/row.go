@@ -79,10 +79,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		return err
 	}
 	if isNew {
-		if err := p.d.DB.IncrementDone(ctx, token, 1); err != nil {
-			// The ledger is the truth; Finalize sets the counts from it.
-			p.log.Warn("increment done_count", "token", token, "err", err)
-		}
+		p.countRow(ctx, token, 1, 0)
 	}
 	if last {
 		p.finalizeNow(ctx, job, token, typ, reportID)
@@ -254,9 +251,7 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 		return
 	}
 	if isNew {
-		if err := p.d.DB.IncrementFailed(ctx, token, 1); err != nil {
-			p.log.Warn("increment failed_count", "token", token, "err", err)
-		}
+		p.countRow(ctx, token, 0, 1)
 	}
 	if last && len(args) >= 3 {
 		var typ string

@@ -545,3 +545,31 @@ func TestNewS3Client(t *testing.T) {
 		t.Fatalf("read via AWS_ENDPOINT_URL_S3 = %q", got)
 	}
 }
+
+func TestLocalNoSyncPrefixesStillAtomic(t *testing.T) {
+	l, err := NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.NoSyncPrefixes = []string{"rows/"}
+	ctx := context.Background()
+	if err := l.Put(ctx, "rows/t/a.txt", strings.NewReader("row")); err != nil {
+		t.Fatal(err)
+	}
+	if l.durable("rows/t/a.txt") || !l.durable("reports/t.zip") {
+		t.Fatal("prefix rule")
+	}
+	rc, err := l.Open(ctx, "rows/t/a.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	if string(b) != "row" {
+		t.Fatalf("%q", b)
+	}
+	entries, _ := os.ReadDir(filepath.Join(l.Root, "rows", "t"))
+	if len(entries) != 1 {
+		t.Fatalf("temp files left: %v", entries)
+	}
+}

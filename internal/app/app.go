@@ -187,6 +187,8 @@ func (a *App) openStore(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("STORAGE_DIR: %w", err)
 		}
+		// Row files are intermediate: the ZIP made from them is synced.
+		st.NoSyncPrefixes = []string{jobs.RowKeyPrefix("")}
 		a.Store = st
 		return nil
 	}
