@@ -32,6 +32,9 @@ fuzz:
 bench-engine:
 	bash bench/engine.sh
 
+bench-pipeline:
+	bash bench/pipeline.sh
+
 # The fault suite's long form: bigger inputs (the short form runs in make test).
 chaos:
 	$(GO) test -count=1 -tags chaoslong -timeout 90m -v ./chaos/
