@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -62,7 +64,12 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), tempPrefix+"*")
+	// A temp file of our own naming, created with its final mode (no
+	// chmod), renamed into place when complete.
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	tmp, err := os.OpenFile(filepath.Join(filepath.Dir(path), tempPrefix+hex.EncodeToString(nonce[:])),
+		os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
@@ -82,9 +89,6 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
 		}
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
