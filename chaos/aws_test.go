@@ -17,6 +17,8 @@ import (
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/pallarel/pallarel/internal/e2etest"
 )
 
 // flakyS3 is an in-process S3-compatible server (gofakes3) that answers
@@ -179,7 +181,7 @@ func (f *fakeECS) serve(w http.ResponseWriter, r *http.Request) {
 		cmd := exec.Command(filepath.Join(binDir, filepath.Base(argv[0])), append(argv[1:], "--process-ttl", "3s")...)
 		cmd.Env = env
 		cmd.Dir = f.c.dir
-		log := &syncBuffer{}
+		log := &e2etest.Buffer{}
 		cmd.Stdout, cmd.Stderr = log, log
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

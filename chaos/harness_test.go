@@ -28,6 +28,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/router"
 )
@@ -52,28 +53,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a log buffer written by a process and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *e2etest.Buffer
 	done chan struct{}
 	err  error
 }
@@ -130,7 +113,7 @@ func (c *cluster) start(name, bin string, args ...string) *proc {
 	cmd := exec.Command(filepath.Join(binDir, bin), args...)
 	cmd.Env = c.env
 	cmd.Dir = c.dir
-	p := &proc{name: name, cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, log: &e2etest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

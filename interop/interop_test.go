@@ -2,7 +2,7 @@
 // from Ruby Sidekiq 6.4.1 and 7.3.2: Ruby clients feed the Go server, the Go
 // client feeds real Ruby `sidekiq` processes, and Ruby's API and Web UI read
 // and act on what the Go server writes. The Ruby peers come from
-// /work/shared/tools/sidekiq-peers; a missing peer fails the tests.
+// shared/tools/sidekiq-peers (beside the repository); a missing peer fails the tests.
 package interop
 
 import (
@@ -22,12 +22,12 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
 // peers runs real Ruby Sidekiq (see the script's header).
-const peers = "/work/shared/tools/sidekiq-peers"
 
 // versions are the Ruby Sidekiq majors every test runs against.
 var versions = []string{"6", "7"}
@@ -59,7 +59,7 @@ func warmChroot(t *testing.T) {
 	chrootOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), rubyTimeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, peers, "ruby", "7", "-e", "0")
+		cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", "7", "-e", "0")
 		cmd.Dir = pkgDir(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			chrootErr = fmt.Errorf("sidekiq-peers ruby 7 (chroot warm-up): %w\n%s", err, out)
@@ -79,7 +79,7 @@ func runRuby(t *testing.T, version, script string, env ...string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rubyTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, peers, "ruby", version, script)
+	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", version, script)
 	cmd.Dir = pkgDir(t)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
@@ -114,7 +114,7 @@ func rubyResult(t *testing.T, version, script string, v any, env ...string) {
 // rubySidekiq is a running Ruby `sidekiq` server process.
 type rubySidekiq struct {
 	cmd    *exec.Cmd
-	output *bytes.Buffer
+	output *e2etest.Buffer
 	done   chan error
 }
 
@@ -126,19 +126,19 @@ func startRubySidekiq(t *testing.T, version string, db *redistest.DB, queue stri
 		warmChroot(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*rubyTimeout)
-	cmd := exec.CommandContext(ctx, peers, "sidekiq", version,
+	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "sidekiq", version,
 		"-r", "./testdata/jobs.rb", "-q", queue, "-c", "2", "-t", "3")
 	cmd.Dir = pkgDir(t)
 	cmd.Env = append(os.Environ(), "REDIS_URL="+db.URL(), "RACK_ENV=test")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
-	out := &lockedBuffer{}
+	out := &e2etest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start sidekiq %s: %v", version, err)
 	}
-	r := &rubySidekiq{cmd: cmd, output: &out.buf, done: make(chan error, 1)}
+	r := &rubySidekiq{cmd: cmd, output: out, done: make(chan error, 1)}
 	go func() { r.done <- cmd.Wait(); cancel() }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
@@ -151,24 +151,6 @@ func startRubySidekiq(t *testing.T, version string, db *redistest.DB, queue stri
 		}
 	})
 	return r
-}
-
-// lockedBuffer collects a subprocess's output for failure messages.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startServer runs a Go server on db in the background and stops it at

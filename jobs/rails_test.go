@@ -16,6 +16,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 )
@@ -24,7 +25,6 @@ import (
 // sidekiq-peers: a Debian chroot with the package directory bind-mounted at
 // the same path, sharing the network (so 127.0.0.1 Redis URLs work).
 const (
-	peers      = "/work/shared/tools/sidekiq-peers"
 	peersRoot  = "/opt/sidekiq7" // the chroot, to read files Ruby wrote
 	rubyTimout = 90 * time.Second
 )
@@ -41,7 +41,7 @@ func warmChroot(t *testing.T) {
 	chrootOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), rubyTimout)
 		defer cancel()
-		if out, err := exec.CommandContext(ctx, peers, "ruby", "7", "-e", "0").CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", "7", "-e", "0").CombinedOutput(); err != nil {
 			chrootErr = fmt.Errorf("sidekiq-peers ruby 7: %w\n%s", err, out)
 		}
 	})
@@ -56,7 +56,7 @@ func runRails(t *testing.T, script string, env ...string) string {
 	warmChroot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), rubyTimout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, peers, "ruby", "7", script)
+	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", "7", script)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -71,11 +71,11 @@ func runRails(t *testing.T, script string, env ...string) string {
 // app's token-queue jobs on queue, stopped with TERM at cleanup.
 func startRailsSidekiq(t *testing.T, redisURL, queue string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*rubyTimout)
-	cmd := exec.CommandContext(ctx, peers, "sidekiq", "7", "-r", "./testdata/rails_rows.rb", "-q", queue, "-c", "2", "-t", "3")
+	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "sidekiq", "7", "-r", "./testdata/rails_rows.rb", "-q", queue, "-c", "2", "-t", "3")
 	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "RACK_ENV=test")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
-	out := &syncBuffer{}
+	out := &e2etest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -97,23 +97,6 @@ func startRailsSidekiq(t *testing.T, redisURL, queue string) error {
 		}
 	})
 	return nil
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestRailsEnqueuesSplit: the Rails controller's perform_later on real

@@ -24,7 +24,6 @@ import (
 )
 
 // sidekiqPeers runs real Ruby Sidekiq 6.4.1 and 7.3.2 (see its header).
-const sidekiqPeers = "/work/shared/tools/sidekiq-peers"
 
 // rubyTimeout bounds one Ruby script.
 const rubyTimeout = 90 * time.Second
@@ -37,7 +36,7 @@ func rubyStats(t *testing.T, version, redisURL string) map[string]float64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), rubyTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sidekiqPeers, "ruby", version, "testdata/stats.rb")
+	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", version, "testdata/stats.rb")
 	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
