@@ -88,18 +88,30 @@ func TestS3ErrorsDuringZipUpload(t *testing.T) {
 	t.Logf("ZIP writes: %d, failed by injection: %d", s3.zipPuts.Load(), s3.failed.Load())
 	// Download goes through a presigned URL to the fake S3.
 	expectIntact(t, c.verify(u.Token, "S3", n), 0)
-	objs, err := s3.backend.ListBucket("reports", &gofakes3.Prefix{}, gofakes3.ListBucketPage{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The row files go right after the report is marked completed (they
+	// must outlive a failed completion, which retries the ZIP).
 	var keys []string
-	for _, o := range objs.Contents {
-		keys = append(keys, o.Key)
-	}
-	for _, k := range keys {
-		if strings.HasPrefix(k, "rows/") {
-			t.Errorf("row file left behind: %s", k)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		objs, err := s3.backend.ListBucket("reports", &gofakes3.Prefix{}, gofakes3.ListBucketPage{})
+		if err != nil {
+			t.Fatal(err)
 		}
+		keys = keys[:0]
+		left := 0
+		for _, o := range objs.Contents {
+			keys = append(keys, o.Key)
+			if strings.HasPrefix(o.Key, "rows/") {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d row files left behind after the run completed", left)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if !contains(keys, "reports/"+u.Token+".zip") {
 		t.Fatalf("result object missing: %v", keys)
