@@ -35,52 +35,17 @@ var versions = []string{"6", "7"}
 // rubyTimeout bounds every Ruby script, so a hang fails instead of blocking CI.
 const rubyTimeout = 90 * time.Second
 
-// chrootOnce makes the first Sidekiq 7 call bind-mount the package directory
-// into the chroot alone: sidekiq-peers checks then mounts, which is not safe
-// to race from parallel tests.
-var (
-	chrootOnce sync.Once
-	chrootErr  error
-)
-
-// pkgDir is the package directory, which sidekiq-peers bind-mounts into the
-// Sidekiq 7 chroot at the same path (go test runs tests there).
-func pkgDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("getwd: %v", err)
-	}
-	return dir
-}
-
-func warmChroot(t *testing.T) {
-	t.Helper()
-	chrootOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), rubyTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", "7", "-e", "0")
-		cmd.Dir = pkgDir(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			chrootErr = fmt.Errorf("sidekiq-peers ruby 7 (chroot warm-up): %w\n%s", err, out)
-		}
-	})
-	if chrootErr != nil {
-		t.Fatal(chrootErr)
-	}
-}
-
 // runRuby runs testdata script with Ruby Sidekiq version ("6" or "7") and
 // returns its stdout; a non-zero exit fails the test with stderr.
 func runRuby(t *testing.T, version, script string, env ...string) string {
 	t.Helper()
 	if version == "7" {
-		warmChroot(t)
+		e2etest.RubyDir(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rubyTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", version, script)
-	cmd.Dir = pkgDir(t)
+	cmd.Dir = e2etest.RubyDir(t)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -123,12 +88,12 @@ type rubySidekiq struct {
 func startRubySidekiq(t *testing.T, version string, db *redistest.DB, queue string) *rubySidekiq {
 	t.Helper()
 	if version == "7" {
-		warmChroot(t)
+		e2etest.RubyDir(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*rubyTimeout)
 	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "sidekiq", version,
 		"-r", "./testdata/jobs.rb", "-q", queue, "-c", "2", "-t", "3")
-	cmd.Dir = pkgDir(t)
+	cmd.Dir = e2etest.RubyDir(t)
 	cmd.Env = append(os.Environ(), "REDIS_URL="+db.URL(), "RACK_ENV=test")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,34 +28,14 @@ const (
 	rubyTimout = 90 * time.Second
 )
 
-// sidekiq-peers checks then bind-mounts the directory: not safe to race,
-// so the first call does it alone.
-var (
-	chrootOnce sync.Once
-	chrootErr  error
-)
-
-func warmChroot(t *testing.T) {
-	t.Helper()
-	chrootOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), rubyTimout)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", "7", "-e", "0").CombinedOutput(); err != nil {
-			chrootErr = fmt.Errorf("sidekiq-peers ruby 7: %w\n%s", err, out)
-		}
-	})
-	if chrootErr != nil {
-		t.Fatal(chrootErr)
-	}
-}
-
 // runRails runs a testdata script on Ruby 7 and returns its stdout.
 func runRails(t *testing.T, script string, env ...string) string {
 	t.Helper()
-	warmChroot(t)
+	e2etest.RubyDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), rubyTimout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", "7", script)
+	cmd.Dir = e2etest.RubyDir(t)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -72,6 +51,7 @@ func runRails(t *testing.T, script string, env ...string) string {
 func startRailsSidekiq(t *testing.T, redisURL, queue string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*rubyTimout)
 	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "sidekiq", "7", "-r", "./testdata/rails_rows.rb", "-q", queue, "-c", "2", "-t", "3")
+	cmd.Dir = e2etest.RubyDir(t)
 	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "RACK_ENV=test")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
@@ -122,7 +102,7 @@ func TestRailsEnqueuesSplit(t *testing.T) {
 // gets the arguments the Rails job reads by position.
 func TestRailsRunsRows(t *testing.T) {
 	t.Parallel()
-	warmChroot(t)
+	e2etest.RubyDir(t)
 	var e *env
 	e = newEnvWith(t, envOptions{launch: func(ctx context.Context, req launcher.Request) error {
 		return startRailsSidekiq(t, e.db.URL(), req.Queue)

@@ -37,6 +37,7 @@ func rubyStats(t *testing.T, version, redisURL string) map[string]float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), rubyTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "ruby", version, "testdata/stats.rb")
+	cmd.Dir = e2etest.RubyDir(t)
 	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
