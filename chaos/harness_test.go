@@ -172,7 +172,11 @@ func (c *cluster) stopAll() {
 		case <-p.done:
 		case <-time.After(20 * time.Second):
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				c.t.Errorf("%s did not die after SIGKILL", p.name)
+			}
 		}
 		if c.t.Failed() {
 			c.t.Logf("--- %s log (tail) ---\n%s", p.name, tail(p.log.String(), 4000))

@@ -69,7 +69,10 @@ func startRailsSidekiq(t *testing.T, redisURL, queue string) error {
 		case <-done:
 		case <-time.After(20 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			select { // never hang the suite on a process that will not die
+			case <-done:
+			case <-time.After(10 * time.Second):
+			}
 			t.Errorf("ruby sidekiq ignored TERM:\n%s", out.String())
 		}
 		if t.Failed() {
