@@ -74,7 +74,7 @@ log "redis-benchmark"
 redis-cli -p "$port" flushall >/dev/null
 redis-cli -p "$port" eval "for i=1,1000 do redis.call('LPUSH', KEYS[1], string.rep('x', 200)) end
   for i=1,10 do redis.call('LPUSH', KEYS[2], string.rep('y', 200)) end" 2 bench:l bench:inflight >/dev/null
-# The exact fetch script of sidekiq/internal/rdb (FetchReliable), rotating one
+# The exact fetch script of sidekiq/internal/rdb (the one-job form of FetchReliableMany), rotating one
 # list onto itself so it never empties.
 sha=$(redis-cli -p "$port" script load "local n = #KEYS / 2
 for i = 1, n do

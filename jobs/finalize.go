@@ -18,6 +18,25 @@ import (
 // app names it: reports/<token>.zip.
 func ResultKey(token string) string { return "reports/" + token + ".zip" }
 
+// finalizeJob builds Report::FinalizeReportJob with the Rails argument
+// order on the token's queue: [path, type, report_id, token, interval_sec,
+// max_wait_sec, started_at], retry 3.
+func finalizeJob(queue, dir, typ string, reportID int64, token string, interval, maxWait int, startedAt int64) (*sidekiq.Job, error) {
+	j, err := sidekiq.NewJob(FinalizeClass, dir, typ, reportID, token, interval, maxWait, startedAt)
+	if err != nil {
+		return nil, err
+	}
+	j.Queue, j.Retry = queue, json.RawMessage("3")
+	return j, nil
+}
+
+// newFinalizeJob is finalizeJob with the pipeline's interval and maximum
+// wait, started now.
+func (p *Pipeline) newFinalizeJob(queue, typ string, reportID int64, token string) (*sidekiq.Job, error) {
+	return finalizeJob(queue, "/tmp/reports/"+token, typ, reportID, token,
+		int(p.d.FinalizeInterval.Seconds()), int(p.d.MaxWait.Seconds()), p.d.Now().Unix())
+}
+
 // handleFinalize waits for every row to end, then (exactly once) zips the
 // row files with a manifest, stores the ZIP, records the result, cleans up
 // the token's queue and stops its workers:
@@ -59,11 +78,10 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	}
 	timedOut := now.Sub(time.Unix(startedAt, 0)) >= time.Duration(maxWait)*time.Second
 	if ended < status.TotalCount && !timedOut {
-		again, err := sidekiq.NewJob(FinalizeClass, dir, typ, reportID, token, interval, maxWait, startedAt)
+		again, err := finalizeJob(queue, dir, typ, reportID, token, interval, maxWait, startedAt)
 		if err != nil {
 			return err
 		}
-		again.Queue, again.Retry = queue, json.RawMessage("3")
 		again.At = now.Add(time.Duration(max(interval, 1)) * time.Second)
 		if _, err := p.d.Client.Push(ctx, again); err != nil {
 			return fmt.Errorf("finalize %s: re-enqueue: %w", token, err)

@@ -82,7 +82,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		p.countRow(ctx, token, 1, 0)
 	}
 	if last {
-		p.finalizeNow(ctx, job, token, typ, reportID)
+		p.finalizeNow(ctx, job.Queue, token, typ, reportID)
 	}
 	return nil
 }
@@ -90,13 +90,11 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 // finalizeNow pushes the finalizer as soon as the last row has ended, so a
 // run finishes at once rather than at the finalizer's next check (its
 // claim keeps it to one finish however many copies run).
-func (p *Pipeline) finalizeNow(ctx context.Context, job *sidekiq.Job, token, typ string, reportID int64) {
-	fin, err := sidekiq.NewJob(FinalizeClass, "/tmp/reports/"+token, typ, reportID, token,
-		int(p.d.FinalizeInterval.Seconds()), int(p.d.MaxWait.Seconds()), p.d.Now().Unix())
+func (p *Pipeline) finalizeNow(ctx context.Context, queue, token, typ string, reportID int64) {
+	fin, err := p.newFinalizeJob(queue, typ, reportID, token)
 	if err != nil {
 		return
 	}
-	fin.Queue, fin.Retry = job.Queue, json.RawMessage("3")
 	if _, err := p.d.Client.Push(ctx, fin); err != nil {
 		p.log.Warn("push finalize after the last row (the periodic check will finish)", "token", token, "err", err)
 	}
@@ -237,10 +235,11 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 		return
 	}
 	var token string
-	if unmarshalArg(args[4], &token) != nil || p.d.Router.Validate() != nil {
+	if unmarshalArg(args[4], &token) != nil {
 		return
 	}
-	if _, err := p.tokenQueue(token); err != nil {
+	queue, err := p.tokenQueue(token)
+	if err != nil {
 		return
 	}
 	var rowNum int
@@ -258,8 +257,6 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 		var reportID int64
 		_ = unmarshalArg(args[1], &typ)
 		_ = unmarshalArg(args[2], &reportID)
-		q, _ := p.tokenQueue(token)
-		fake := &sidekiq.Job{Queue: q}
-		p.finalizeNow(ctx, fake, token, typ, reportID)
+		p.finalizeNow(ctx, queue, token, typ, reportID)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/launcher"
-	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
@@ -193,12 +192,10 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	if err := p.ledger.SetTotal(ctx, token, last); err != nil {
 		return fmt.Errorf("split %s: %w", token, err)
 	}
-	fin, err := sidekiq.NewJob(FinalizeClass, path, typ, reportID, token,
-		int(p.d.FinalizeInterval.Seconds()), int(p.d.MaxWait.Seconds()), p.d.Now().Unix())
+	fin, err := p.newFinalizeJob(queue, typ, reportID, token)
 	if err != nil {
 		return err
 	}
-	fin.Queue, fin.Retry = queue, json.RawMessage("3")
 	if _, err := p.d.Client.Push(ctx, fin); err != nil {
 		return fmt.Errorf("split %s: push finalize: %w", token, err)
 	}
@@ -232,5 +229,3 @@ func (p *Pipeline) launchWorkers(ctx context.Context, token, queue string, log i
 	}
 	log.Info("worker launched", "task", task.ID)
 }
-
-var _ = render.FileName

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,24 +292,6 @@ func (s *Server) pendingFor(ctx context.Context, queues []string) (int, error) {
 		return nil
 	})
 	return n, err
-}
-
-// countInSet counts members of a sorted set whose queue is q.
-func countInSet(c redis.Conn, set, q string) (int, error) {
-	cursor, n := "0", 0
-	pattern := `*"queue":` + strconv.Quote(q) + `*`
-	for {
-		vals, err := redis.Values(c.Do("ZSCAN", set, cursor, "MATCH", pattern, "COUNT", 1000))
-		if err != nil {
-			return 0, err
-		}
-		cursor, _ = redis.String(vals[0], nil)
-		items, _ := redis.Values(vals[1], nil)
-		n += len(items) / 2
-		if cursor == "0" {
-			return n, nil
-		}
-	}
 }
 
 func (s *Server) busy() int {

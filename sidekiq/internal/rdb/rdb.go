@@ -81,44 +81,6 @@ func Schedule(c redis.Conn, jobs []ScheduledJob) error {
 	return err
 }
 
-// fetchScript moves the first available job of the queues, in the given
-// order, onto the matching in-flight list.
-// KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
-// returns: {index (1-based), job} or nil when every queue is empty.
-var fetchScript = redis.NewScript(-1, `
-local n = #KEYS / 2
-for i = 1, n do
-  local v = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
-  if v then return {i, v} end
-end
-return nil`)
-
-// FetchReliable moves one job from the first non-empty queue of queues to its
-// in-flight list. It returns the index of that queue and the job, or -1 and
-// nil when all are empty.
-func FetchReliable(c redis.Conn, identity string, queues []string) (int, []byte, error) {
-	keys := make([]any, 0, 2*len(queues))
-	for _, q := range queues {
-		keys = append(keys, Queue(q))
-	}
-	for _, q := range queues {
-		keys = append(keys, Inflight(identity, q))
-	}
-	vals, err := redis.Values(fetchScript.Do(c, append([]any{len(keys)}, keys...)...))
-	if errors.Is(err, redis.ErrNil) {
-		return -1, nil, nil
-	}
-	if err != nil {
-		return -1, nil, err
-	}
-	var idx int64
-	var job []byte
-	if _, err := redis.Scan(vals, &idx, &job); err != nil {
-		return -1, nil, fmt.Errorf("fetch reply: %w", err)
-	}
-	return int(idx - 1), job, nil
-}
-
 // BlockingFetchReliable waits up to timeout for a job on one queue and moves
 // it onto the in-flight list (BLMOVE). nil means the wait timed out.
 func BlockingFetchReliable(c redis.Conn, identity, queue string, timeout time.Duration) ([]byte, error) {
