@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"time"
 
@@ -124,45 +125,36 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	return nil
 }
 
-// finalize writes the ZIP and returns the number of row files in it.
+// finalize writes the ZIP and returns the number of row files in it. It
+// streams: the ledger is read in chunks, row files come from storage one by
+// one (packs a few at a time) and the manifest is spooled to a temporary
+// file, so memory does not grow with the number of rows.
 func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedOut bool) (int, error) {
-	results, err := p.ledger.Results(ctx, token)
+	spool, err := os.CreateTemp("", "pallarel-manifest-*.csv")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("manifest spool: %w", err)
 	}
-	seen := make(map[int]bool, len(results))
-	done, failed := 0, 0
-	for _, r := range results {
-		if r.Row > 0 {
-			seen[r.Row] = true
-		}
-	}
-	// Rows with no result when the wait ran out are failed rows.
-	if timedOut {
-		for n := 1; n <= total; n++ {
-			if !seen[n] {
-				results = append(results, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: "no result before max_wait_sec"})
-			}
-		}
-	}
+	defer os.Remove(spool.Name())
+	defer spool.Close()
+
 	pr, pw := io.Pipe()
-	count := 0
+	count, done, failed := 0, 0, 0
 	go func() {
 		zw := reportzip.NewWriter(pw)
-		var manifest []reportzip.ManifestEntry
-		for _, r := range results {
+		manifest := reportzip.NewManifest(spool)
+		packs := newPackReader(p.d.Store)
+		add := func(r RowResult) error {
 			e := reportzip.ManifestEntry{Row: r.Row, Status: r.Status, Error: r.Error}
 			if r.Status == "done" && r.File != "" {
 				name := path.Base(r.File)
-				rc, err := p.d.Store.Open(ctx, r.File)
+				rc, err := packs.open(ctx, r)
 				if err != nil {
 					e.Status, e.Error = "failed", fmt.Sprintf("row file missing: %v", err)
 				} else {
 					_, err = zw.Add(name, rc, p.d.Now())
 					rc.Close()
 					if err != nil {
-						pw.CloseWithError(fmt.Errorf("zip %s: %w", name, err))
-						return
+						return fmt.Errorf("zip %s: %w", name, err)
 					}
 					e.File = name
 					count++
@@ -173,9 +165,43 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 			} else {
 				failed++
 			}
-			manifest = append(manifest, e)
+			return manifest.Add(e)
 		}
-		if err := zw.AddManifest(manifest); err != nil {
+		// A numbered row with no result is failed when the wait ran out, or
+		// when the run's rows are numbered (a Go split) yet this one is not
+		// there; rows a Ruby split pushed carry no number and are all
+		// recorded by jid.
+		var missing []int
+		numbered := false
+		err := p.ledger.Each(ctx, token, total, func(r RowResult, absent bool) error {
+			if absent {
+				missing = append(missing, r.Row)
+				return nil
+			}
+			numbered = numbered || r.Row > 0
+			return add(r)
+		})
+		if err == nil && (timedOut || numbered) {
+			reason := "no result recorded"
+			if timedOut {
+				reason = "no result before max_wait_sec"
+			}
+			for _, n := range missing {
+				if err = add(RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: reason}); err != nil {
+					break
+				}
+			}
+		}
+		if err == nil {
+			err = manifest.Flush()
+		}
+		if err == nil {
+			_, err = spool.Seek(0, io.SeekStart)
+		}
+		if err == nil {
+			err = zw.AddManifestFrom(spool)
+		}
+		if err != nil {
 			pw.CloseWithError(err)
 			return
 		}

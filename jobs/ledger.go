@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
@@ -25,8 +24,13 @@ type RowResult struct {
 	Row    int    `json:"row"`             // 1-based data row number, 0 if unknown (Ruby-pushed row)
 	Key    string `json:"key"`             // ledger field: row number, or the jid
 	Status string `json:"status"`          // "done" or "failed"
-	File   string `json:"file,omitempty"`  // storage key of the row's file
+	File   string `json:"file,omitempty"`  // the row file's name (its storage key when it has no pack)
 	Error  string `json:"error,omitempty"` // why it failed
+	// Pack, Offset and Size locate the row file inside a pack object
+	// (rowpack.go); Pack is empty when the file is an object of its own.
+	Pack   string `json:"pack,omitempty"`
+	Offset int64  `json:"off,omitempty"`
+	Size   int64  `json:"size,omitempty"`
 }
 
 func rowsKey(token string) string  { return "pallarel:rows:" + token }
@@ -70,6 +74,49 @@ func (l Ledger) Record(ctx context.Context, token string, r RowResult) (isNew, l
 	return n == 1, n == 1 && terr == nil && ended >= total, nil
 }
 
+// RecordBatch is Record for many rows of one token in one transaction.
+// isNew[i] says rs[i] was new; last is the index of the row that completed
+// the run, or -1.
+func (l Ledger) RecordBatch(ctx context.Context, token string, rs []RowResult) (isNew []bool, last int, err error) {
+	last = -1
+	if len(rs) == 0 {
+		return nil, last, nil
+	}
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return nil, last, fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	for _, r := range rs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return nil, last, err
+		}
+		_ = c.Send("HSETNX", rowsKey(token), r.Key, b)
+	}
+	_ = c.Send("HLEN", rowsKey(token))
+	_ = c.Send("GET", totalKey(token))
+	vals, err := redis.Values(c.Do("EXEC"))
+	if err != nil || len(vals) != len(rs)+2 {
+		return nil, last, fmt.Errorf("ledger %s: record %d rows: %v", token, len(rs), err)
+	}
+	isNew = make([]bool, len(rs))
+	for i := range rs {
+		n, _ := redis.Int(vals[i], nil)
+		isNew[i] = n == 1
+		if isNew[i] {
+			last = i
+		}
+	}
+	ended, _ := redis.Int(vals[len(rs)], nil)
+	total, terr := redis.Int(vals[len(rs)+1], nil)
+	if last >= 0 && (terr != nil || ended < total) {
+		last = -1
+	}
+	return isNew, last, nil
+}
+
 // SetTotal records the number of data rows once the split has pushed them
 // all.
 func (l Ledger) SetTotal(ctx context.Context, token string, total int) error {
@@ -92,27 +139,70 @@ func (l Ledger) Count(ctx context.Context, token string) (int, error) {
 	return redis.Int(c.Do("HLEN", rowsKey(token)))
 }
 
-// Results lists every recorded row, by key.
-func (l Ledger) Results(ctx context.Context, token string) ([]RowResult, error) {
+// ledgerChunk is how many entries one HMGET or HSCAN step reads.
+const ledgerChunk = 1000
+
+// Each calls fn for every recorded row without holding the ledger in
+// memory: rows 1..total in order (a row with no result is passed as
+// missing, with only Row and Key set), then the rows known only by jid
+// (pushed by Ruby, without a row number), in no particular order.
+func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r RowResult, missing bool) error) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	m, err := redis.StringMap(c.Do("HGETALL", rowsKey(token)))
-	if err != nil {
-		return nil, fmt.Errorf("ledger %s: %w", token, err)
-	}
-	out := make([]RowResult, 0, len(m))
-	for k, v := range m {
-		var r RowResult
-		if err := json.Unmarshal([]byte(v), &r); err != nil {
-			r = RowResult{Key: k, Status: "failed", Error: "unreadable ledger entry"}
+	args := make([]any, 0, ledgerChunk+1)
+	for from := 1; from <= total; from += ledgerChunk {
+		to := min(from+ledgerChunk-1, total)
+		args = append(args[:0], rowsKey(token))
+		for n := from; n <= to; n++ {
+			args = append(args, RowKey(n, ""))
 		}
-		out = append(out, r)
+		vals, err := redis.ByteSlices(c.Do("HMGET", args...))
+		if err != nil {
+			return fmt.Errorf("ledger %s rows %d-%d: %w", token, from, to, err)
+		}
+		for i, v := range vals {
+			n := from + i
+			if v == nil {
+				if err := fn(RowResult{Row: n, Key: RowKey(n, "")}, true); err != nil {
+					return err
+				}
+				continue
+			}
+			r := decodeResult(RowKey(n, ""), v)
+			r.Row = n
+			if err := fn(r, false); err != nil {
+				return err
+			}
+		}
 	}
-	sort.Slice(out, func(i, k int) bool { return out[i].Key < out[k].Key })
-	return out, nil
+	cursor := "0"
+	for {
+		vals, err := redis.Values(c.Do("HSCAN", rowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
+		if err != nil || len(vals) != 2 {
+			return fmt.Errorf("ledger %s: scan: %v", token, err)
+		}
+		cursor, _ = redis.String(vals[0], nil)
+		kv, _ := redis.ByteSlices(vals[1], nil)
+		for i := 0; i+1 < len(kv); i += 2 {
+			if err := fn(decodeResult(string(kv[i]), kv[i+1]), false); err != nil {
+				return err
+			}
+		}
+		if cursor == "0" {
+			return nil
+		}
+	}
+}
+
+func decodeResult(key string, v []byte) RowResult {
+	var r RowResult
+	if err := json.Unmarshal(v, &r); err != nil {
+		return RowResult{Key: key, Status: "failed", Error: "unreadable ledger entry"}
+	}
+	return r
 }
 
 // SplitProgress is how many data rows the split has pushed for token.

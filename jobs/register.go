@@ -65,6 +65,7 @@ type Pipeline struct {
 	log       *slog.Logger
 	templates templateCache
 	progress  progress
+	packer    *rowPacker
 }
 
 // New checks deps and fills defaults.
@@ -103,7 +104,8 @@ func New(d Deps) (*Pipeline, error) {
 	if d.BatchSize <= 0 {
 		d.BatchSize = 1000
 	}
-	return &Pipeline{d: d, ledger: Ledger{Pool: d.Pool}, log: d.Logger}, nil
+	ledger := Ledger{Pool: d.Pool}
+	return &Pipeline{d: d, ledger: ledger, log: d.Logger, packer: &rowPacker{store: d.Store, ledger: ledger}}, nil
 }
 
 // Register binds the four jobs to reg under the Rails names and, so Go

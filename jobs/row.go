@@ -68,15 +68,24 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	}
 	fileKey := RowKeyPrefix(token) + name
 
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(r.Render(ctx, pw, row)) }()
-	if err := p.d.Store.Put(ctx, fileKey, pr); err != nil {
-		pr.CloseWithError(err)
-		return fmt.Errorf("row %s of %s: store %s: %w", key, token, fileKey, err)
+	var out bytes.Buffer
+	if err := r.Render(ctx, &out, row); err != nil {
+		return fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
 	}
-	isNew, last, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey})
+	done := &packedRow{token: token, res: RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}}
+	if out.Len() >= packSoloBytes {
+		if err := p.d.Store.Put(ctx, fileKey, &out); err != nil {
+			return fmt.Errorf("row %s of %s: store %s: %w", key, token, fileKey, err)
+		}
+	} else {
+		done.data = out.Bytes()
+		if done.data == nil {
+			done.data = []byte{} // an empty file, still packed
+		}
+	}
+	isNew, last, err := p.packer.commit(ctx, done)
 	if err != nil {
-		return err
+		return fmt.Errorf("row %s of %s: %w", key, token, err)
 	}
 	if isNew {
 		p.countRow(ctx, token, 1, 0)

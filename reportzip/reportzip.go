@@ -176,19 +176,64 @@ func (e ManifestEntry) status() string {
 }
 
 func writeManifest(w io.Writer, entries []ManifestEntry) error {
+	m := NewManifest(w)
+	for _, e := range entries {
+		if err := m.Add(e); err != nil {
+			return err
+		}
+	}
+	return m.Flush()
+}
+
+// Manifest writes manifest.csv line by line, for a run too big to hold its
+// manifest in memory: write it to a spool (a temporary file) while the row
+// files are zipped, then add the spool with AddManifestFrom.
+type Manifest struct {
+	bw *bufio.Writer
+	cw *csv.Writer
+	n  int
+}
+
+// NewManifest starts a manifest on w with its BOM and header line.
+func NewManifest(w io.Writer) *Manifest {
 	bw := bufio.NewWriter(w)
 	bw.WriteString("\uFEFF")
 	cw := csv.NewWriter(bw)
 	cw.UseCRLF = true
 	cw.Write([]string{"row", "file", "status", "error"})
-	for _, e := range entries {
-		cw.Write([]string{strconv.Itoa(e.Row), e.File, e.status(), e.Error})
+	return &Manifest{bw: bw, cw: cw}
+}
+
+// Add writes one line.
+func (m *Manifest) Add(e ManifestEntry) error {
+	m.n++
+	if s := e.status(); s != StatusDone && s != StatusFailed {
+		return fmt.Errorf("zip manifest line %d: unknown status %q", m.n, e.Status)
 	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
+	return m.cw.Write([]string{strconv.Itoa(e.Row), e.File, e.status(), e.Error})
+}
+
+// Flush writes out what is buffered.
+func (m *Manifest) Flush() error {
+	m.cw.Flush()
+	if err := m.cw.Error(); err != nil {
 		return err
 	}
-	return bw.Flush()
+	return m.bw.Flush()
+}
+
+// AddManifestFrom writes manifest.csv with the content of r, a manifest
+// written by a Manifest. Its time is that of the newest entry.
+func (w *Writer) AddManifestFrom(r io.Reader) error {
+	fw, err := w.create(ManifestName, w.newest)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(fw, r); err != nil {
+		w.err = fmt.Errorf("zip add %s: %w", ManifestName, err)
+		return w.err
+	}
+	return nil
 }
 
 // Close writes the ZIP central directory. It does not close the underlying writer.

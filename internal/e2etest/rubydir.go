@@ -38,6 +38,11 @@ func RubyDir(tb testing.TB) string {
 
 func makeRubyDir(peers string) (string, error) {
 	unmountStale()
+	// Check first: running Ruby 7 before the chroot is installed leaves a
+	// bind mount inside the half-made chroot that makes the install fail.
+	if out, err := exec.Command(peers, "check").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("Ruby Sidekiq peers are not installed (run %s install): %w\n%s", peers, err, out)
+	}
 	dir, err := os.MkdirTemp("", "pallarel-ruby-")
 	if err != nil {
 		return "", err

@@ -1,0 +1,163 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pallarel/pallarel/internal/redistest"
+	"github.com/pallarel/pallarel/storage"
+)
+
+// Many jobs committing at once share packs, every row's bytes come back
+// from its pack, each row is recorded once, and exactly one commit reports
+// the run complete.
+func TestRowPackerGroupsCommits(t *testing.T) {
+	ctx := context.Background()
+	db := redistest.New(t)
+	store, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := Ledger{Pool: db.Pool}
+	pk := &rowPacker{store: store, ledger: ledger}
+	const token, rows, workers = "0b9e4a52-9d7e-4e7c-9d55-0d3c1b4e2f10", 3000, 24
+	if err := ledger.SetTotal(ctx, token, rows); err != nil {
+		t.Fatal(err)
+	}
+	content := func(n int) string { return strings.Repeat(fmt.Sprintf("row %d;", n), n%7) }
+
+	var mu sync.Mutex
+	lasts, news := 0, 0
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range work {
+				// Every tenth row commits twice, as a job run again after a
+				// crash would: the second commit must not count.
+				for range 1 + btoi(n%10 == 0) {
+					r := &packedRow{token: token, data: []byte(content(n)),
+						res: RowResult{Row: n, Key: RowKey(n, ""), Status: "done", File: fmt.Sprintf("rows/%s/row-%d.txt", token, n)}}
+					isNew, last, err := pk.commit(ctx, r)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					news += btoi(isNew)
+					lasts += btoi(last)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for n := 1; n <= rows; n++ {
+		work <- n
+	}
+	close(work)
+	wg.Wait()
+	if news != rows || lasts != 1 {
+		t.Fatalf("new rows %d (want %d), last reported %d times (want 1)", news, rows, lasts)
+	}
+	packs, err := store.List(ctx, RowKeyPrefix(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(packs) == 0 || len(packs) >= rows {
+		t.Fatalf("%d pack objects for %d rows: commits were not grouped", len(packs), rows)
+	}
+	t.Logf("%d rows (+%d repeated) in %d packs", rows, rows/10, len(packs))
+
+	reader := newPackReader(store)
+	seen := 0
+	err = ledger.Each(ctx, token, rows, func(r RowResult, missing bool) error {
+		seen++
+		if missing || r.Row != seen || r.Pack == "" {
+			return fmt.Errorf("entry %d: %+v missing=%v", seen, r, missing)
+		}
+		rc, err := reader.open(ctx, r)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			return err
+		}
+		if string(b) != content(r.Row) {
+			return fmt.Errorf("row %d reads %q, want %q", r.Row, b, content(r.Row))
+		}
+		return nil
+	})
+	if err != nil || seen != rows {
+		t.Fatalf("read back %d rows: %v", seen, err)
+	}
+}
+
+// Each walks numbered rows in order across chunk boundaries, reports the
+// gaps, and then the rows known only by jid.
+func TestLedgerEach(t *testing.T) {
+	ctx := context.Background()
+	db := redistest.New(t)
+	ledger := Ledger{Pool: db.Pool}
+	const token = "5f0c2c55-7a57-4b59-a1e1-8d8d7c0e6a11"
+	const total = 2*ledgerChunk + 17
+	var rs []RowResult
+	for n := 1; n <= total; n++ {
+		if n%500 != 0 {
+			rs = append(rs, RowResult{Row: n, Key: RowKey(n, ""), Status: "done", File: "f"})
+		}
+	}
+	for i := range 3 {
+		rs = append(rs, RowResult{Key: RowKey(0, fmt.Sprint("j", i)), Status: "failed", Error: "x"})
+	}
+	if _, _, err := ledger.RecordBatch(ctx, token, rs); err != nil {
+		t.Fatal(err)
+	}
+	db.Do(t, "HSET", rowsKey(token), RowKey(7, ""), "{not json")
+
+	var order []int
+	var missing []int
+	jids := 0
+	err := ledger.Each(ctx, token, total, func(r RowResult, absent bool) error {
+		switch {
+		case absent:
+			missing = append(missing, r.Row)
+		case strings.HasPrefix(r.Key, "jid-"):
+			jids++
+		default:
+			order = append(order, r.Row)
+			if r.Row == 7 && (r.Status != "failed" || r.Error != "unreadable ledger entry") {
+				t.Errorf("row 7 = %+v, want a failed unreadable entry", r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(order)+len(missing) != total || jids != 3 {
+		t.Fatalf("%d present + %d missing (want %d), %d jid rows (want 3)", len(order), len(missing), total, jids)
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i] <= order[i-1] {
+			t.Fatalf("rows out of order: %d after %d", order[i], order[i-1])
+		}
+	}
+	if fmt.Sprint(missing) != "[500 1000 1500 2000]" {
+		t.Fatalf("missing = %v", missing)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
