@@ -116,6 +116,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	} else if n > 0 {
 		log.Info("removed leftover jobs of the token", "jobs", n)
 	}
+	p.packer.release(token)
 	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
 		log.Warn("delete row files", "err", err)
 	}
@@ -143,6 +144,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 		zw := reportzip.NewWriter(pw)
 		manifest := reportzip.NewManifest(spool)
 		packs := newPackReader(p.d.Store)
+		defer packs.close()
 		add := func(r RowResult) error {
 			e := reportzip.ManifestEntry{Row: r.Row, Status: r.Status, Error: r.Error}
 			if r.Status == "done" && r.File != "" {

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +29,8 @@ const (
 	// packSoloBytes: a row file at least this big is stored as an object of
 	// its own, as before packs, and only its ledger entry is batched.
 	packSoloBytes = 1 << 20
+	// segmentMaxBytes: a segment this big is closed and a new one begun.
+	segmentMaxBytes = 64 << 20
 	// packCommitTimeout bounds one commit; it outlives the job that leads
 	// it, so a shutdown does not cut short the rows of other jobs.
 	packCommitTimeout = 60 * time.Second
@@ -52,6 +56,16 @@ type rowPacker struct {
 	mu       sync.Mutex
 	pending  []*packedRow
 	flushing bool
+
+	segMu sync.Mutex
+	segs  map[string]*segment // by token
+}
+
+// segment is an object this process appends a token's packs to.
+type segment struct {
+	key  string
+	w    io.WriteCloser
+	size int64
 }
 
 // commit stores r's file and records its result, together with whatever
@@ -156,13 +170,14 @@ func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packe
 		}
 	}
 	if anyData(rows) {
-		key := RowKeyPrefix(token) + newPackName()
-		if err := pk.store.Put(ctx, key, bytes.NewReader(buf.Bytes())); err != nil {
-			return fmt.Errorf("store row pack %s: %w", key, err)
+		key, base, err := pk.write(ctx, token, buf.Bytes())
+		if err != nil {
+			return err
 		}
 		for _, r := range rows {
 			if r.data != nil {
 				r.res.Pack = key
+				r.res.Offset += base
 			}
 		}
 	}
@@ -178,6 +193,64 @@ func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packe
 		r.isNew, r.last = isNew[i], i == last
 	}
 	return nil
+}
+
+// write stores one pack of token's rows and returns the object it is in and
+// its offset there: appended to the token's segment when the store can
+// append, else an object of its own.
+func (pk *rowPacker) write(ctx context.Context, token string, b []byte) (key string, off int64, err error) {
+	ap, ok := pk.store.(storage.Appender)
+	if !ok {
+		key = RowKeyPrefix(token) + newPackName()
+		if err := pk.store.Put(ctx, key, bytes.NewReader(b)); err != nil {
+			return "", 0, fmt.Errorf("store row pack %s: %w", key, err)
+		}
+		return key, 0, nil
+	}
+	pk.segMu.Lock()
+	defer pk.segMu.Unlock()
+	seg := pk.segs[token]
+	if seg != nil && seg.size+int64(len(b)) > segmentMaxBytes {
+		pk.closeSegment(token)
+		seg = nil
+	}
+	if seg == nil {
+		key := RowKeyPrefix(token) + newPackName()
+		w, err := ap.OpenAppend(ctx, key)
+		if err != nil {
+			return "", 0, fmt.Errorf("row segment: %w", err)
+		}
+		seg = &segment{key: key, w: w}
+		if pk.segs == nil {
+			pk.segs = map[string]*segment{}
+		}
+		pk.segs[token] = seg
+	}
+	off = seg.size
+	n, err := seg.w.Write(b)
+	seg.size += int64(n)
+	if err != nil {
+		// The tail may be partial: no entry points at it, and the next
+		// commit starts a new segment.
+		pk.closeSegment(token)
+		return "", 0, fmt.Errorf("append row pack to %s: %w", seg.key, err)
+	}
+	return seg.key, off, nil
+}
+
+// release closes token's segment, once its run is finished.
+func (pk *rowPacker) release(token string) {
+	pk.segMu.Lock()
+	defer pk.segMu.Unlock()
+	pk.closeSegment(token)
+}
+
+// closeSegment closes and forgets token's segment; pk.segMu is held.
+func (pk *rowPacker) closeSegment(token string) {
+	if seg := pk.segs[token]; seg != nil {
+		_ = seg.w.Close()
+		delete(pk.segs, token)
+	}
 }
 
 func anyData(rows []*packedRow) bool {
@@ -196,17 +269,25 @@ func newPackName() string {
 }
 
 // packReader reads rows back from their packs for the finalizer, keeping
-// the few packs last read: rows of one pack are neighbours in row order.
+// the few packs last read open (a file: read by range) or loaded (an S3
+// object: small, read whole): rows of one pack are neighbours in row order.
 type packReader struct {
 	store storage.Store
 	keys  []string // most recent last
-	data  map[string][]byte
+	packs map[string]*openPack
+}
+
+type openPack struct {
+	rc   io.ReadCloser
+	at   io.ReaderAt // nil: data holds the whole pack
+	size int64
+	data []byte
 }
 
 const packReaderKeep = 8
 
 func newPackReader(store storage.Store) *packReader {
-	return &packReader{store: store, data: map[string][]byte{}}
+	return &packReader{store: store, packs: map[string]*openPack{}}
 }
 
 // open returns the row file r points at, from its pack or its own object.
@@ -214,34 +295,66 @@ func (pr *packReader) open(ctx context.Context, r RowResult) (io.ReadCloser, err
 	if r.Pack == "" {
 		return pr.store.Open(ctx, r.File)
 	}
-	pack, err := pr.load(ctx, r.Pack)
+	p, err := pr.load(ctx, r.Pack)
 	if err != nil {
 		return nil, err
 	}
-	if r.Offset < 0 || r.Size < 0 || r.Offset+r.Size > int64(len(pack)) {
-		return nil, fmt.Errorf("row pack %s: bytes %d+%d past its end (%d)", r.Pack, r.Offset, r.Size, len(pack))
+	if r.Offset < 0 || r.Size < 0 || r.Offset+r.Size > p.size {
+		return nil, fmt.Errorf("row pack %s: bytes %d+%d past its end (%d)", r.Pack, r.Offset, r.Size, p.size)
 	}
-	return io.NopCloser(bytes.NewReader(pack[r.Offset : r.Offset+r.Size])), nil
+	if p.at != nil {
+		return io.NopCloser(io.NewSectionReader(p.at, r.Offset, r.Size)), nil
+	}
+	return io.NopCloser(bytes.NewReader(p.data[r.Offset : r.Offset+r.Size])), nil
 }
 
-func (pr *packReader) load(ctx context.Context, key string) ([]byte, error) {
-	if b, ok := pr.data[key]; ok {
-		return b, nil
+func (pr *packReader) load(ctx context.Context, key string) (*openPack, error) {
+	if p, ok := pr.packs[key]; ok {
+		return p, nil
 	}
 	rc, err := pr.store.Open(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, packMaxBytes+packSoloBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read row pack %s: %w", key, err)
+	p := &openPack{rc: rc}
+	if f, ok := rc.(interface {
+		io.ReaderAt
+		Stat() (fs.FileInfo, error)
+	}); ok {
+		st, err := f.Stat()
+		if err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("row pack %s: %w", key, err)
+		}
+		p.at, p.size = f, st.Size()
+	} else {
+		p.data, err = io.ReadAll(io.LimitReader(rc, packMaxBytes+packSoloBytes+1))
+		rc.Close()
+		p.rc = nil
+		if err != nil {
+			return nil, fmt.Errorf("read row pack %s: %w", key, err)
+		}
+		p.size = int64(len(p.data))
 	}
 	if len(pr.keys) >= packReaderKeep {
-		delete(pr.data, pr.keys[0])
-		pr.keys = pr.keys[1:]
+		pr.evict(pr.keys[0])
 	}
 	pr.keys = append(pr.keys, key)
-	pr.data[key] = b
-	return b, nil
+	pr.packs[key] = p
+	return p, nil
+}
+
+func (pr *packReader) evict(key string) {
+	if p := pr.packs[key]; p != nil && p.rc != nil {
+		p.rc.Close()
+	}
+	delete(pr.packs, key)
+	pr.keys = slices.DeleteFunc(pr.keys, func(k string) bool { return k == key })
+}
+
+// close closes the packs still open.
+func (pr *packReader) close() {
+	for len(pr.keys) > 0 {
+		pr.evict(pr.keys[0])
+	}
 }

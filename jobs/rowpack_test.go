@@ -14,17 +14,28 @@ import (
 
 // Many jobs committing at once share packs, every row's bytes come back
 // from its pack, each row is recorded once, and exactly one commit reports
-// the run complete.
+// the run complete: on a store that appends (segments) and on one that
+// cannot (an object per commit, as on S3).
 func TestRowPackerGroupsCommits(t *testing.T) {
+	t.Run("segments", func(t *testing.T) { testRowPacker(t, false) })
+	t.Run("objects", func(t *testing.T) { testRowPacker(t, true) })
+}
+
+func testRowPacker(t *testing.T, hideAppend bool) {
 	ctx := context.Background()
 	db := redistest.New(t)
-	store, err := storage.NewLocal(t.TempDir())
+	local, err := storage.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	var store storage.Store = local
+	if hideAppend {
+		store = struct{ storage.Store }{local}
+	}
 	ledger := Ledger{Pool: db.Pool}
 	pk := &rowPacker{store: store, ledger: ledger}
-	const token, rows, workers = "0b9e4a52-9d7e-4e7c-9d55-0d3c1b4e2f10", 3000, 24
+	const rows, workers = 3000, 24
+	const token = "0b9e4a52-9d7e-4e7c-9d55-0d3c1b4e2f10"
 	if err := ledger.SetTotal(ctx, token, rows); err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +73,7 @@ func TestRowPackerGroupsCommits(t *testing.T) {
 	}
 	close(work)
 	wg.Wait()
+	pk.release(token)
 	if news != rows || lasts != 1 {
 		t.Fatalf("new rows %d (want %d), last reported %d times (want 1)", news, rows, lasts)
 	}

@@ -9,6 +9,7 @@ package reportzip
 import (
 	"archive/zip"
 	"bufio"
+	"compress/flate"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -52,13 +54,54 @@ type Writer struct {
 	names  map[string]bool
 	count  int
 	newest time.Time // latest entry time, reused for the manifest so output does not depend on a clock
+	peek   *bufio.Reader
 	err    error
 	done   bool
 }
 
 // NewWriter returns a Writer that streams the archive to w. Close does not close w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{zw: zip.NewWriter(w), names: make(map[string]bool)}
+	zw := zip.NewWriter(w)
+	zw.RegisterCompressor(zip.Deflate, newFastDeflate)
+	return &Writer{zw: zw, names: make(map[string]bool)}
+}
+
+// Entries are compressed at flate.BestSpeed with pooled compressors: a
+// report holds many small files, and resetting a default-level compressor
+// (clearing its 512 KiB hash table) costs more per entry than compressing
+// a small file; the archive comes out a little larger.
+var fastDeflaters sync.Pool
+
+func newFastDeflate(w io.Writer) (io.WriteCloser, error) {
+	fw, ok := fastDeflaters.Get().(*flate.Writer)
+	if ok {
+		fw.Reset(w)
+	} else {
+		var err error
+		if fw, err = flate.NewWriter(w, flate.BestSpeed); err != nil {
+			return nil, err
+		}
+	}
+	return &pooledDeflater{fw: fw}, nil
+}
+
+type pooledDeflater struct{ fw *flate.Writer }
+
+func (p *pooledDeflater) Write(b []byte) (int, error) {
+	if p.fw == nil {
+		return 0, errors.New("zip entry: write after close")
+	}
+	return p.fw.Write(b)
+}
+
+func (p *pooledDeflater) Close() error {
+	if p.fw == nil {
+		return nil
+	}
+	err := p.fw.Close()
+	fastDeflaters.Put(p.fw)
+	p.fw = nil
+	return err
 }
 
 // Count returns how many entries Add wrote (the manifest excluded).
@@ -81,11 +124,21 @@ func (w *Writer) Add(name string, r io.Reader, modTime time.Time) (int64, error)
 }
 
 func (w *Writer) add(name string, r io.Reader, modTime time.Time) (int64, error) {
-	fw, err := w.create(name, modTime)
+	// A file that fits in storeBelow is stored, not compressed: deflating
+	// a tiny file costs more than it saves.
+	method := zip.Deflate
+	if w.peek == nil {
+		w.peek = bufio.NewReaderSize(nil, storeBelow)
+	}
+	w.peek.Reset(r)
+	if b, err := w.peek.Peek(storeBelow); err == io.EOF && len(b) < storeBelow {
+		method = zip.Store
+	}
+	fw, err := w.createMethod(name, modTime, method)
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(fw, r)
+	n, err := io.Copy(fw, w.peek)
 	if err != nil {
 		w.err = fmt.Errorf("zip add %q: %w", name, err)
 		return n, w.err
@@ -93,8 +146,15 @@ func (w *Writer) add(name string, r io.Reader, modTime time.Time) (int64, error)
 	return n, nil
 }
 
-// create checks name and starts its entry.
+// storeBelow is the size under which an entry is stored uncompressed.
+const storeBelow = 512
+
+// create checks name and starts its entry, compressed.
 func (w *Writer) create(name string, modTime time.Time) (io.Writer, error) {
+	return w.createMethod(name, modTime, zip.Deflate)
+}
+
+func (w *Writer) createMethod(name string, modTime time.Time, method uint16) (io.Writer, error) {
 	if w.err != nil {
 		return nil, w.err
 	}
@@ -108,7 +168,7 @@ func (w *Writer) create(name string, modTime time.Time) (io.Writer, error) {
 		return nil, fmt.Errorf("zip add: %w: %q", ErrDuplicateName, name)
 	}
 	w.names[name] = true
-	fw, err := w.zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: modTime})
+	fw, err := w.zw.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: modTime})
 	if err != nil {
 		w.err = fmt.Errorf("zip add %q: %w", name, err)
 		return nil, w.err

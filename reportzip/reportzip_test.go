@@ -21,6 +21,8 @@ func TestZipRoundTrip(t *testing.T) {
 		{"row-000002-東京都国保.pdf", "%PDF- 全国健康保険協会"},
 		{"row-000003.txt", strings.Repeat("年度: 2024\n", 1000)},
 		{"sub/row-000004.txt", ""},
+		{"row-000005.txt", strings.Repeat("x", storeBelow-1)},
+		{"row-000006.txt", strings.Repeat("y", storeBelow)},
 	}
 	var buf bytes.Buffer
 	w := NewWriter(&buf)
@@ -61,8 +63,9 @@ func TestZipRoundTrip(t *testing.T) {
 		if f.Name != e.name {
 			t.Errorf("entry %d name = %q, want %q", i, f.Name, e.name)
 		}
-		if f.Method != zip.Deflate {
-			t.Errorf("%s method = %d", f.Name, f.Method)
+		// Files under storeBelow bytes are stored, bigger ones deflated.
+		if want := map[bool]uint16{true: zip.Store, false: zip.Deflate}[len(e.body) < storeBelow]; f.Method != want {
+			t.Errorf("%s (%d bytes) method = %d, want %d", f.Name, len(e.body), f.Method, want)
 		}
 		if !f.Modified.Equal(mod) {
 			t.Errorf("%s modified = %v, want %v", f.Name, f.Modified, mod)

@@ -29,7 +29,10 @@ type Local struct {
 	NoSyncPrefixes []string
 }
 
-var _ Store = (*Local)(nil)
+var (
+	_ Store    = (*Local)(nil)
+	_ Appender = (*Local)(nil)
+)
 
 // NewLocal returns a Local store rooted at root (made absolute), creating the
 // directory if needed.
@@ -96,6 +99,23 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
 	}
 	done = true
 	return nil
+}
+
+// OpenAppend implements Appender: the file is created with O_EXCL and
+// opened with O_APPEND. Its writes are not fsynced.
+func (l *Local) OpenAppend(ctx context.Context, key string) (io.WriteCloser, error) {
+	path, err := l.Path(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("open append %s: %w", key, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open append %s: %w", key, err)
+	}
+	return f, nil
 }
 
 // ctxReader stops a long copy when ctx is cancelled.

@@ -53,6 +53,17 @@ type Store interface {
 	URL(ctx context.Context, key string, ttl time.Duration) (string, error)
 }
 
+// Appender is a Store that can grow an object in place: Local can, S3
+// cannot. It lets many small writes share one object without creating one
+// per write.
+type Appender interface {
+	// OpenAppend creates key, which must not exist, and returns a writer
+	// that appends to it. What each Write wrote is visible to Open once
+	// the Write returns, so readers must only read ranges they know are
+	// complete; a crash can leave a partial tail. One writer per key.
+	OpenAppend(ctx context.Context, key string) (io.WriteCloser, error)
+}
+
 // ValidKey reports whether key is a usable object key.
 func ValidKey(key string) error {
 	if key == "" {

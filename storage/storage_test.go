@@ -573,3 +573,39 @@ func TestLocalNoSyncPrefixesStillAtomic(t *testing.T) {
 		t.Fatalf("temp files left: %v", entries)
 	}
 }
+
+// OpenAppend creates a new object only, and each write is readable at once
+// at the offsets the writer counted.
+func TestLocalOpenAppend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newTestLocal(t)
+	w, err := l.OpenAppend(ctx, "rows/t/seg.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := l.OpenAppend(ctx, "rows/t/seg.bin"); err == nil {
+		t.Fatal("second OpenAppend of one key succeeded; want an error")
+	}
+	if _, err := l.OpenAppend(ctx, "../escape"); !errors.Is(err, ErrBadKey) {
+		t.Fatalf("OpenAppend(../escape) = %v, want ErrBadKey", err)
+	}
+	for i, part := range []string{"first,", "second,", "third"} {
+		if _, err := io.WriteString(w, part); err != nil {
+			t.Fatal(err)
+		}
+		rc, err := l.Open(ctx, "rows/t/seg.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if want := strings.Join([]string{"first,", "second,", "third"}[:i+1], ""); string(b) != want {
+			t.Fatalf("after write %d: %q, want %q", i+1, b, want)
+		}
+	}
+	if got, err := l.List(ctx, "rows/"); err != nil || len(got) != 1 || got[0].Size != int64(len("first,second,third")) {
+		t.Fatalf("List = %+v, %v", got, err)
+	}
+}

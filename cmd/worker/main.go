@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 
 	"github.com/pallarel/pallarel/config"
@@ -18,7 +19,28 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(workercmd.Main(context.Background(), version, os.Args[1:], os.LookupEnv, os.Stderr, setup))
+	stopProfile := cpuProfile(os.Getenv("PALLAREL_CPUPROFILE"))
+	code := workercmd.Main(context.Background(), version, os.Args[1:], os.LookupEnv, os.Stderr, setup)
+	stopProfile()
+	os.Exit(code)
+}
+
+// cpuProfile writes a CPU profile of the whole run to prefix.<pid> when
+// prefix is set (PALLAREL_CPUPROFILE): how the pipeline benchmark finds
+// where a worker's time goes.
+func cpuProfile(prefix string) (stop func()) {
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", prefix, os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "PALLAREL_CPUPROFILE:", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 func setup(ctx context.Context, env *workercmd.Env) (func(), error) {

@@ -73,6 +73,24 @@ func (p *proc) peaks() (rss, hwm float64) {
 	return float64(p.peakRSS) / 1024, float64(p.hwm) / 1024
 }
 
+// cpuSeconds is the user+system CPU time pid has used, from /proc/pid/stat
+// (in clock ticks of 1/100 s, as Linux reports them on x86_64 and arm64).
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100, nil
+}
+
 func statusKiB(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -128,6 +146,7 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 		"STORAGE_DIR=" + filepath.Join(dir, "storage"),
 		"LAUNCHER=none",
 		"GIN_MODE=release",
+		"PALLAREL_CPUPROFILE=" + os.Getenv("PALLAREL_CPUPROFILE"),
 	}, extraEnv...)
 	hport, err := freePort()
 	if err != nil {
@@ -218,7 +237,8 @@ func (c *cluster) printRSS(scenario, name string) {
 	defer c.mu.Unlock()
 	for _, p := range c.procs {
 		rss, hwm := p.peaks()
-		fmt.Printf("RESULT rss scenario=%s name=%s proc=%s peak_rss_mb=%.1f vmhwm_mb=%.1f\n", scenario, name, p.name, rss, hwm)
+		cpu, _ := cpuSeconds(p.cmd.Process.Pid)
+		fmt.Printf("RESULT rss scenario=%s name=%s proc=%s peak_rss_mb=%.1f vmhwm_mb=%.1f cpu_s=%.2f\n", scenario, name, p.name, rss, hwm, cpu)
 	}
 }
 

@@ -154,12 +154,20 @@ func report(in io.Reader, w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintln(w, "#### Peak RSS per process (MB; sampled VmRSS every 20 ms / kernel VmHWM)")
+	rowsOf := map[string]float64{}
+	for _, r := range by("e2e") {
+		rowsOf[r.kv["name"]] = r.f("rows")
+	}
+	fmt.Fprintln(w, "#### Peak RSS and CPU time per process (MB: sampled VmRSS every 20 ms / kernel VmHWM; CPU: user+system over the whole run)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| scenario | run | process | peak VmRSS | VmHWM |")
-	fmt.Fprintln(w, "|---|---|---|---:|---:|")
+	fmt.Fprintln(w, "| scenario | run | process | peak VmRSS | VmHWM | CPU s | CPU µs/row |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|")
 	for _, r := range by("rss") {
-		fmt.Fprintf(w, "| %s | %s | %s | %.1f | %.1f |\n", r.kv["scenario"], r.kv["name"], r.kv["proc"], r.f("peak_rss_mb"), r.f("vmhwm_mb"))
+		perRow := ""
+		if n := rowsOf[r.kv["name"]]; n > 0 && r.kv["cpu_s"] != "" {
+			perRow = fmt.Sprintf("%.0f", r.f("cpu_s")*1e6/n)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.1f | %.1f | %s | %s |\n", r.kv["scenario"], r.kv["name"], r.kv["proc"], r.f("peak_rss_mb"), r.f("vmhwm_mb"), r.kv["cpu_s"], perRow)
 	}
 	fmt.Fprintln(w)
 
