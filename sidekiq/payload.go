@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // ErrBadPayload marks a queue entry that is not a Sidekiq job: not JSON, not
@@ -112,49 +115,105 @@ func (j *Job) Raw() []byte { return j.raw }
 
 // ParseJob decodes a payload read from Redis, keeping its bytes.
 func ParseJob(data []byte) (*Job, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
+	// One pass with the json/v2 tokenizer: the payload is read once, each
+	// value kept as its raw bytes, the known keys decoded on the way. This
+	// is on every job's path; encoding/json into a map and then each field
+	// read the payload three times over.
+	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	tok, err := dec.ReadToken()
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 	}
-	if m == nil {
+	if tok.Kind() != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrBadPayload)
 	}
 	j := &Job{raw: data}
-	if err := takeString(m, "class", &j.Class); err != nil || j.Class == "" {
+	fields := map[string]json.RawMessage{}
+	hasArgs := false
+	for dec.PeekKind() != '}' {
+		kt, err := dec.ReadToken()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+		}
+		k := kt.String() // before ReadValue, which voids kt
+		v, err := dec.ReadValue()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+		}
+		switch k {
+		case "class":
+			err = rawString(v, k, &j.Class)
+		case "queue":
+			err = rawString(v, k, &j.Queue)
+		case "jid":
+			err = rawString(v, k, &j.JID)
+		case "args":
+			hasArgs = true
+			j.Args, err = rawArray(v)
+		case "retry":
+			j.Retry = json.RawMessage(v.Clone())
+		default:
+			fields[k] = json.RawMessage(v.Clone())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the JSON object", ErrBadPayload)
+	}
+	if j.Class == "" {
 		return nil, fmt.Errorf("%w: no class", ErrBadPayload)
 	}
-	if err := takeString(m, "queue", &j.Queue); err != nil {
-		return nil, err
-	}
-	if err := takeString(m, "jid", &j.JID); err != nil {
-		return nil, err
-	}
-	if a, ok := m["args"]; ok {
-		if err := json.Unmarshal(a, &j.Args); err != nil {
-			return nil, fmt.Errorf("%w: args is not an array", ErrBadPayload)
-		}
-		delete(m, "args")
-	} else {
+	if !hasArgs {
 		return nil, fmt.Errorf("%w: no args", ErrBadPayload)
 	}
-	if r, ok := m["retry"]; ok {
-		j.Retry = r
-		delete(m, "retry")
-	}
-	j.Fields = m
+	j.Fields = fields
 	return j, nil
 }
 
-func takeString(m map[string]json.RawMessage, key string, dst *string) error {
-	v, ok := m[key]
-	if !ok {
+// rawString decodes a JSON string (null leaves dst empty, as encoding/json does).
+func rawString(v jsontext.Value, key string, dst *string) error {
+	switch v.Kind() {
+	case 'n':
+		*dst = ""
 		return nil
-	}
-	if err := json.Unmarshal(v, dst); err != nil {
+	case '"':
+		// v is a valid string token, so the only error left is invalid
+		// UTF-8, replaced with U+FFFD as encoding/json does.
+		b, _ := jsontext.AppendUnquote(nil, v)
+		*dst = string(b)
+		return nil
+	default:
 		return fmt.Errorf("%w: %s is not a string", ErrBadPayload, key)
 	}
-	delete(m, key)
-	return nil
+}
+
+// rawArray splits a JSON array into its elements' raw bytes (null is no args).
+func rawArray(v jsontext.Value) ([]json.RawMessage, error) {
+	switch v.Kind() {
+	case 'n':
+		return nil, nil
+	case '[':
+	default:
+		return nil, fmt.Errorf("%w: args is not an array", ErrBadPayload)
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(v), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
+	}
+	args := []json.RawMessage{}
+	for dec.PeekKind() != ']' {
+		a, err := dec.ReadValue()
+		if err != nil {
+			return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
+		}
+		args = append(args, json.RawMessage(a.Clone()))
+	}
+	return args, nil
 }
 
 // Encode writes the job as Sidekiq JSON: the known fields, then every kept

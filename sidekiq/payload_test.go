@@ -2,6 +2,8 @@ package sidekiq
 
 import (
 	"encoding/json"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -167,10 +169,21 @@ func FuzzParseJob(f *testing.F) {
 	f.Add([]byte(tv3))
 	f.Add([]byte(tv4))
 	f.Add([]byte(`{"class":"X","args":[],"retry":false}`))
+	f.Add([]byte(`{"class":"X","args":null,"queue":null,"jid":"a\xffb","class":"Y","x":{"y":[1,2.50]}}`))
+	f.Add([]byte(`{"class":"X","args":[1, "two" ,{"a":null}],"retry":3} `))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		j, err := ParseJob(data)
+		// encoding/json, which ParseJob replaced, is the oracle.
+		std, stdErr := parseJobStd(data)
+		if (err == nil) != (stdErr == nil) {
+			t.Fatalf("ParseJob error %v, encoding/json error %v, on %q", err, stdErr, data)
+		}
 		if err != nil {
 			return
+		}
+		if j.Class != std.Class || j.Queue != std.Queue || j.JID != std.JID || string(j.Retry) != string(std.Retry) ||
+			!reflect.DeepEqual(j.Args, std.Args) || !reflect.DeepEqual(j.Fields, std.Fields) {
+			t.Fatalf("ParseJob %+v, encoding/json %+v, on %q", j, std, data)
 		}
 		out, err := j.Encode()
 		if err != nil {
@@ -212,4 +225,51 @@ func BenchmarkEncode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// parseJobStd is ParseJob as it was on encoding/json: the oracle of FuzzParseJob.
+func parseJobStd(data []byte) (*Job, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if m == nil {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrBadPayload)
+	}
+	j := &Job{raw: data}
+	if err := takeString(m, "class", &j.Class); err != nil || j.Class == "" {
+		return nil, fmt.Errorf("%w: no class", ErrBadPayload)
+	}
+	if err := takeString(m, "queue", &j.Queue); err != nil {
+		return nil, err
+	}
+	if err := takeString(m, "jid", &j.JID); err != nil {
+		return nil, err
+	}
+	if a, ok := m["args"]; ok {
+		if err := json.Unmarshal(a, &j.Args); err != nil {
+			return nil, fmt.Errorf("%w: args is not an array", ErrBadPayload)
+		}
+		delete(m, "args")
+	} else {
+		return nil, fmt.Errorf("%w: no args", ErrBadPayload)
+	}
+	if r, ok := m["retry"]; ok {
+		j.Retry = r
+		delete(m, "retry")
+	}
+	j.Fields = m
+	return j, nil
+}
+
+func takeString(m map[string]json.RawMessage, key string, dst *string) error {
+	v, ok := m[key]
+	if !ok {
+		return nil
+	}
+	if err := json.Unmarshal(v, dst); err != nil {
+		return fmt.Errorf("%w: %s is not a string", ErrBadPayload, key)
+	}
+	delete(m, key)
+	return nil
 }

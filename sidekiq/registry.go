@@ -1,7 +1,6 @@
 package sidekiq
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -86,8 +85,7 @@ func (j *Job) ScanArgsMin(min int, dst ...any) error {
 		return fmt.Errorf("%w: %s wants %d to %d arguments, got %d", ErrBadArgs, j.HandlerClass(), min, len(dst), len(args))
 	}
 	for i, a := range args {
-		dec := json.NewDecoder(bytes.NewReader(a))
-		if err := dec.Decode(dst[i]); err != nil {
+		if err := json.Unmarshal(a, dst[i]); err != nil {
 			return fmt.Errorf("%w: %s argument %d: %v", ErrBadArgs, j.HandlerClass(), i, err)
 		}
 	}
