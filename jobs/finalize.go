@@ -143,7 +143,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 	go func() {
 		zw := reportzip.NewWriter(pw)
 		manifest := reportzip.NewManifest(spool)
-		packs := newPackReader(p.d.Store)
+		packs := newPackReader(p.d.Store, token)
 		defer packs.close()
 		add := func(r RowResult) error {
 			e := reportzip.ManifestEntry{Row: r.Row, Status: r.Status, Error: r.Error}

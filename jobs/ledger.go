@@ -24,10 +24,11 @@ type RowResult struct {
 	Row    int    `json:"row"`             // 1-based data row number, 0 if unknown (Ruby-pushed row)
 	Key    string `json:"key"`             // ledger field: row number, or the jid
 	Status string `json:"status"`          // "done" or "failed"
-	File   string `json:"file,omitempty"`  // the row file's name (its storage key when it has no pack)
+	File   string `json:"file,omitempty"`  // the row file's storage key; its name only when it is in a pack
 	Error  string `json:"error,omitempty"` // why it failed
-	// Pack, Offset and Size locate the row file inside a pack object
-	// (rowpack.go); Pack is empty when the file is an object of its own.
+	// Pack (an object name under rows/<token>/), Offset and Size locate the
+	// row file inside a pack (rowpack.go); Pack is empty when the file is
+	// an object of its own.
 	Pack   string `json:"pack,omitempty"`
 	Offset int64  `json:"off,omitempty"`
 	Size   int64  `json:"size,omitempty"`

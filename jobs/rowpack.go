@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"slices"
 	"sync"
 	"time"
@@ -174,9 +175,11 @@ func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packe
 		if err != nil {
 			return err
 		}
+		// The ledger keeps names, not keys (the token's prefix is known),
+		// to keep a million-row ledger small in Redis.
 		for _, r := range rows {
 			if r.data != nil {
-				r.res.Pack = key
+				r.res.Pack, r.res.File = path.Base(key), path.Base(r.res.File)
 				r.res.Offset += base
 			}
 		}
@@ -273,6 +276,7 @@ func newPackName() string {
 // object: small, read whole): rows of one pack are neighbours in row order.
 type packReader struct {
 	store storage.Store
+	token string
 	keys  []string // most recent last
 	packs map[string]*openPack
 }
@@ -286,8 +290,8 @@ type openPack struct {
 
 const packReaderKeep = 8
 
-func newPackReader(store storage.Store) *packReader {
-	return &packReader{store: store, packs: map[string]*openPack{}}
+func newPackReader(store storage.Store, token string) *packReader {
+	return &packReader{store: store, token: token, packs: map[string]*openPack{}}
 }
 
 // open returns the row file r points at, from its pack or its own object.
@@ -295,7 +299,7 @@ func (pr *packReader) open(ctx context.Context, r RowResult) (io.ReadCloser, err
 	if r.Pack == "" {
 		return pr.store.Open(ctx, r.File)
 	}
-	p, err := pr.load(ctx, r.Pack)
+	p, err := pr.load(ctx, RowKeyPrefix(pr.token)+r.Pack)
 	if err != nil {
 		return nil, err
 	}

@@ -86,7 +86,7 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 	}
 	t.Logf("%d rows (+%d repeated) in %d packs", rows, rows/10, len(packs))
 
-	reader := newPackReader(store)
+	reader := newPackReader(store, token)
 	seen := 0
 	err = ledger.Each(ctx, token, rows, func(r RowResult, missing bool) error {
 		seen++

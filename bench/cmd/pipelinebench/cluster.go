@@ -148,6 +148,12 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 		"GIN_MODE=release",
 		"PALLAREL_CPUPROFILE=" + os.Getenv("PALLAREL_CPUPROFILE"),
 	}, extraEnv...)
+	// Go runtime settings pass through, to compare them.
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS"} {
+		if v, ok := os.LookupEnv(k); ok {
+			c.env = append(c.env, k+"="+v)
+		}
+	}
 	hport, err := freePort()
 	if err != nil {
 		c.close()
