@@ -163,7 +163,7 @@ func (p *Pipeline) templateRenderer(ctx context.Context, key string) (render.Ren
 // reads with jsontext (the json/v2 tokenizer): on text rows this decode was
 // a large share of a row job's CPU with encoding/json's Token API.
 func orderedObject(raw json.RawMessage) ([]string, map[string]string, error) {
-	dec := jsontext.NewDecoder(bytes.NewReader(raw), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	dec := jsontext.NewDecoder(bytes.NewBuffer(raw), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, nil, err

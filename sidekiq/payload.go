@@ -119,7 +119,8 @@ func ParseJob(data []byte) (*Job, error) {
 	// value kept as its raw bytes, the known keys decoded on the way. This
 	// is on every job's path; encoding/json into a map and then each field
 	// read the payload three times over.
-	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	// A bytes.Buffer lets jsontext parse in place, without copying.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
@@ -135,7 +136,14 @@ func ParseJob(data []byte) (*Job, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 		}
-		k := kt.String() // before ReadValue, which voids kt
+		k := kt.String() // before the next read, which voids kt
+		if k == "args" && dec.PeekKind() == '[' {
+			hasArgs = true
+			if j.Args, err = readArray(dec); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		v, err := dec.ReadValue()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
@@ -149,7 +157,9 @@ func ParseJob(data []byte) (*Job, error) {
 			err = rawString(v, k, &j.JID)
 		case "args":
 			hasArgs = true
-			j.Args, err = rawArray(v)
+			if v.Kind() != 'n' {
+				err = fmt.Errorf("%w: args is not an array", ErrBadPayload)
+			}
 		case "retry":
 			j.Retry = json.RawMessage(v.Clone())
 		default:
@@ -192,16 +202,8 @@ func rawString(v jsontext.Value, key string, dst *string) error {
 	}
 }
 
-// rawArray splits a JSON array into its elements' raw bytes (null is no args).
-func rawArray(v jsontext.Value) ([]json.RawMessage, error) {
-	switch v.Kind() {
-	case 'n':
-		return nil, nil
-	case '[':
-	default:
-		return nil, fmt.Errorf("%w: args is not an array", ErrBadPayload)
-	}
-	dec := jsontext.NewDecoder(bytes.NewReader(v), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+// readArray reads the array dec is at into its elements' raw bytes.
+func readArray(dec *jsontext.Decoder) ([]json.RawMessage, error) {
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
 	}
@@ -212,6 +214,9 @@ func rawArray(v jsontext.Value) ([]json.RawMessage, error) {
 			return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
 		}
 		args = append(args, json.RawMessage(a.Clone()))
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
 	}
 	return args, nil
 }
