@@ -27,13 +27,20 @@ func (Text) Render(ctx context.Context, w io.Writer, row Row) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	bw := bufio.NewWriter(w)
+	// Built in one buffer and written once: rows are small and many.
+	var b []byte
 	for _, col := range row.Columns() {
-		v := strings.ReplaceAll(row.Fields[col], "\r\n", "\n")
-		v = strings.ReplaceAll(v, "\n", "\n  ")
-		fmt.Fprintf(bw, "%s: %s\n", col, v)
+		v := row.Fields[col]
+		if strings.ContainsAny(v, "\r\n") {
+			v = strings.ReplaceAll(v, "\r\n", "\n")
+			v = strings.ReplaceAll(v, "\n", "\n  ")
+		}
+		b = append(b, col...)
+		b = append(b, ": "...)
+		b = append(b, v...)
+		b = append(b, '\n')
 	}
-	if err := bw.Flush(); err != nil {
+	if _, err := w.Write(b); err != nil {
 		return fmt.Errorf("write text row %d: %w", row.Number, err)
 	}
 	return nil
