@@ -37,7 +37,7 @@ func runFloor(args []string) error {
 	typ := fs.String("type", "text", "report type: text or xlsx")
 	name := fs.String("name", "", "label")
 	par := fs.Int("par", runtime.NumCPU(), "rendering goroutines")
-	viaStore := fs.Bool("store", false, "also write each row file through storage.Local (as the worker does) and read it back for the ZIP")
+	viaStore := fs.Bool("store", false, "also write each row file through storage.Local as a file of its own, fsynced (the Rails app's design, and the worker's before row packs), and read it back for the ZIP")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

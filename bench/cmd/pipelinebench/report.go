@@ -126,7 +126,7 @@ func report(in io.Reader, w io.Writer) error {
 
 	fmt.Fprintln(w, "#### Floor: one process, no queue (csvrows → render → reportzip → local file)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| run | type | rows | render goroutines | row files through storage.Local (fsync each) | rows/s | peak RSS MB |")
+	fmt.Fprintln(w, "| run | type | rows | render goroutines | one fsynced file per row through storage.Local | rows/s | peak RSS MB |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---:|")
 	floor := map[string]float64{}
 	for _, r := range by("floor") {
