@@ -9,6 +9,7 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/gomodule/redigo/redis"
+	"golang.org/x/sync/errgroup"
 )
 
 // Ledger records how each row of a report ended, once per row, in Redis:
@@ -154,31 +155,58 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 		return fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	args := make([]any, 0, ledgerChunk+1)
-	for from := 1; from <= total; from += ledgerChunk {
-		to := min(from+ledgerChunk-1, total)
-		args = append(args[:0], rowsKey(token))
-		for n := from; n <= to; n++ {
-			args = append(args, RowKey(n, ""))
+	// Numbered rows are read and decoded a chunk ahead in a goroutine of
+	// their own, beside fn's work (the finalizer zipping): at a million
+	// rows the finalizer is otherwise one core's work end to end.
+	type entry struct {
+		r       RowResult
+		missing bool
+	}
+	chunks := make(chan []entry, 2)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(chunks)
+		args := make([]any, 0, ledgerChunk+1)
+		for from := 1; from <= total; from += ledgerChunk {
+			to := min(from+ledgerChunk-1, total)
+			args = append(args[:0], rowsKey(token))
+			for n := from; n <= to; n++ {
+				args = append(args, RowKey(n, ""))
+			}
+			vals, err := redis.ByteSlices(c.Do("HMGET", args...))
+			if err != nil {
+				return fmt.Errorf("ledger %s rows %d-%d: %w", token, from, to, err)
+			}
+			chunk := make([]entry, len(vals))
+			for i, v := range vals {
+				n := from + i
+				if v == nil {
+					chunk[i] = entry{r: RowResult{Row: n, Key: RowKey(n, "")}, missing: true}
+					continue
+				}
+				chunk[i].r = decodeResult(RowKey(n, ""), v)
+				chunk[i].r.Row = n
+			}
+			select {
+			case chunks <- chunk:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
 		}
-		vals, err := redis.ByteSlices(c.Do("HMGET", args...))
-		if err != nil {
-			return fmt.Errorf("ledger %s rows %d-%d: %w", token, from, to, err)
-		}
-		for i, v := range vals {
-			n := from + i
-			if v == nil {
-				if err := fn(RowResult{Row: n, Key: RowKey(n, "")}, true); err != nil {
+		return nil
+	})
+	g.Go(func() error {
+		for chunk := range chunks {
+			for _, e := range chunk {
+				if err := fn(e.r, e.missing); err != nil {
 					return err
 				}
-				continue
-			}
-			r := decodeResult(RowKey(n, ""), v)
-			r.Row = n
-			if err := fn(r, false); err != nil {
-				return err
 			}
 		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	cursor := "0"
 	for {

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -164,6 +165,18 @@ func TestLedgerEach(t *testing.T) {
 	}
 	if fmt.Sprint(missing) != "[500 1000 1500 2000]" {
 		t.Fatalf("missing = %v", missing)
+	}
+	// An error from fn stops the walk and comes back as it is.
+	stop := errors.New("stop here")
+	calls := 0
+	err = ledger.Each(ctx, token, total, func(r RowResult, absent bool) error {
+		if calls++; r.Row == ledgerChunk+5 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || calls != ledgerChunk+5 {
+		t.Fatalf("Each after fn failed = %v with %d calls; want %v after %d", err, calls, stop, ledgerChunk+5)
 	}
 }
 
