@@ -11,7 +11,7 @@
 #
 # N        text rows end to end and for the web figures (default 100,000)
 # N_XLSX   xlsx rows end to end (default 20,000: XLSX rendering is slow on 2 cores)
-# N_BIG    text rows of the big run, one token worker (default 300,000; 0 skips it)
+# N_BIG    text rows of the big run, one token worker (default 1,000,000; 0 skips it)
 # SPLIT_BYTES  size of the CSV uploaded for the split RSS figure (default 1e9; 0 skips it)
 # WEB_SECS, WEB_CONNS  wrk load on GET /csv_processing/<token> (default 20 s, 50)
 #
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 N=${N:-100000}
 N_XLSX=${N_XLSX:-20000}
-N_BIG=${N_BIG:-300000}
+N_BIG=${N_BIG:-1000000}
 SPLIT_BYTES=${SPLIT_BYTES:-1000000000}
 WEB_SECS=${WEB_SECS:-20}
 WEB_CONNS=${WEB_CONNS:-50}
