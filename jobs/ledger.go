@@ -54,27 +54,11 @@ func RowKey(row int, jid string) string {
 // recorded the total and every row now has a result), so the caller can
 // finalize at once instead of waiting for the next poll.
 func (l Ledger) Record(ctx context.Context, token string, r RowResult) (isNew, last bool, err error) {
-	b, err := encodeResult(r)
+	news, lastAt, err := l.RecordBatch(ctx, token, []RowResult{r})
 	if err != nil {
 		return false, false, err
 	}
-	c, err := l.Pool.GetContext(ctx)
-	if err != nil {
-		return false, false, fmt.Errorf("ledger %s: %w", token, err)
-	}
-	defer c.Close()
-	_ = c.Send("MULTI")
-	_ = c.Send("HSETNX", rowsKey(token), r.Key, b)
-	_ = c.Send("HLEN", rowsKey(token))
-	_ = c.Send("GET", totalKey(token))
-	vals, err := redis.Values(c.Do("EXEC"))
-	if err != nil || len(vals) != 3 {
-		return false, false, fmt.Errorf("ledger %s row %s: %v", token, r.Key, err)
-	}
-	n, _ := redis.Int(vals[0], nil)
-	ended, _ := redis.Int(vals[1], nil)
-	total, terr := redis.Int(vals[2], nil)
-	return n == 1, n == 1 && terr == nil && ended >= total, nil
+	return news[0], lastAt == 0, nil
 }
 
 // RecordBatch is Record for many rows of one token in one transaction.
