@@ -140,7 +140,12 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 
 	pr, pw := io.Pipe()
 	count, done, failed := 0, 0, 0
+	// The writer goroutine is waited for whatever Put does, so it never
+	// outlives the spool and the packs it reads.
+	written := make(chan struct{})
+	defer func() { <-written }()
 	go func() {
+		defer close(written)
 		zw := reportzip.NewWriter(pw)
 		manifest := reportzip.NewManifest(spool)
 		packs := newPackReader(p.d.Store, token)
