@@ -1,9 +1,11 @@
 // Package reportzip streams the per-row report files of one upload into a
 // ZIP archive with a manifest.csv, as FinalizeReportJob delivers them.
 //
-// Entries are compressed (Deflate) and written straight through to the
-// destination: memory does not depend on the archive or entry sizes, only on
-// the number of entry names remembered to reject duplicates.
+// Entries are compressed (Deflate; stored when under 512 bytes) and written
+// straight through to the destination: memory does not depend on the archive
+// or entry sizes, only on the number of entries (archive/zip keeps each
+// header for the central directory, and names are remembered to reject
+// duplicates: about 250 bytes an entry).
 package reportzip
 
 import (
