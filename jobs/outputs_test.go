@@ -3,14 +3,13 @@ package jobs_test
 import (
 	"bytes"
 	"context"
-	"io"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ledongthuc/pdf"
 	"github.com/xuri/excelize/v2"
 
+	"github.com/pallarel/pallarel/internal/pdftest"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
@@ -78,7 +77,7 @@ func TestPipelinePDF(t *testing.T) {
 	rep := e.completed(id, 30*time.Second)
 	files := e.readZip(rep.File)
 	for i, data := range doneFiles(t, files, len(outputRows)) {
-		text := strings.Join(strings.Fields(pdfText(t, data)), "")
+		text := strings.Join(strings.Fields(pdftest.Text(t, data)), "")
 		for _, h := range outputHeaders {
 			want := h + ":" + strings.Join(strings.Fields(outputRows[i][h]), "")
 			if !strings.Contains(text, want) {
@@ -86,23 +85,6 @@ func TestPipelinePDF(t *testing.T) {
 			}
 		}
 	}
-}
-
-func pdfText(t *testing.T, data []byte) string {
-	t.Helper()
-	rd, err := pdf.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatalf("open pdf: %v", err)
-	}
-	r, err := rd.GetPlainText()
-	if err != nil {
-		t.Fatalf("extract pdf text: %v", err)
-	}
-	var b strings.Builder
-	if _, err := io.Copy(&b, r); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }
 
 func TestPipelineXLSXTemplate(t *testing.T) {

@@ -3,48 +3,21 @@ package jobs_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/pallarel/pallarel/internal/s3test"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
-	"github.com/pallarel/pallarel/storage"
 )
-
-// newFakeS3Store is storage.S3 with the real SDK client on an in-process
-// S3 server (path style, static credentials).
-func newFakeS3Store(t *testing.T) (*storage.S3, *s3.Client) {
-	t.Helper()
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	client := s3.New(s3.Options{
-		Region:       "ap-northeast-1",
-		BaseEndpoint: aws.String(srv.URL),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
-	})
-	const bucket = "pallarel-jobs-test"
-	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatalf("create bucket: %v", err)
-	}
-	store, err := storage.NewS3(storage.S3Config{Bucket: bucket}, client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return store, client
-}
 
 func TestPipelineS3(t *testing.T) {
 	t.Parallel()
-	store, client := newFakeS3Store(t)
+	store, client := s3test.NewStore(t, "pallarel-jobs-test")
 	e := newEnvWith(t, envOptions{store: store})
 	ctx := context.Background()
 

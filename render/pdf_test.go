@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,27 +11,9 @@ import (
 	"testing"
 
 	"github.com/ledongthuc/pdf"
-)
 
-// pdfText extracts the text of a PDF with ledongthuc/pdf, which decodes the
-// ToUnicode CMap gopdf writes for the embedded subset font, so Japanese text
-// comes back as Unicode only if the font was really embedded and mapped.
-func pdfText(t *testing.T, data []byte) string {
-	t.Helper()
-	rd, err := pdf.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatalf("open pdf: %v", err)
-	}
-	r, err := rd.GetPlainText()
-	if err != nil {
-		t.Fatalf("extract pdf text: %v", err)
-	}
-	var b strings.Builder
-	if _, err := io.Copy(&b, r); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
-}
+	"github.com/pallarel/pallarel/internal/pdftest"
+)
 
 func newTestPDF(t *testing.T) *PDF {
 	t.Helper()
@@ -58,7 +39,7 @@ func TestPDFJapanese(t *testing.T) {
 	if !bytes.HasPrefix(buf.Bytes(), []byte("%PDF-")) {
 		t.Fatalf("not a PDF: %q", buf.Bytes()[:min(20, buf.Len())])
 	}
-	text := pdfText(t, buf.Bytes())
+	text := pdftest.Text(t, buf.Bytes())
 	flat := strings.Join(strings.Fields(text), "")
 	for _, want := range []string{"Reportrow42", "個別識別番号:000123", "保険者名:全国健康保険協会", "東京支部", "年度:2024", "備考:長い説明文です。"} {
 		if !strings.Contains(flat, want) {
@@ -94,7 +75,7 @@ func TestPDFManyPages(t *testing.T) {
 	if rd.NumPage() < 3 {
 		t.Errorf("200 lines fit on %d pages, want page breaks", rd.NumPage())
 	}
-	if got := strings.Count(pdfText(t, buf.Bytes()), "値"); got != 200 {
+	if got := strings.Count(pdftest.Text(t, buf.Bytes()), "値"); got != 200 {
 		t.Errorf("found %d values, want 200", got)
 	}
 }
@@ -107,7 +88,7 @@ func TestPDFMissingGlyphAndControls(t *testing.T) {
 	if err := p.Render(context.Background(), &buf, row); err != nil {
 		t.Fatal(err)
 	}
-	if text := pdfText(t, buf.Bytes()); !strings.Contains(text, "x y z") {
+	if text := pdftest.Text(t, buf.Bytes()); !strings.Contains(text, "x y z") {
 		t.Errorf("text = %q", text)
 	}
 }
@@ -130,7 +111,7 @@ func TestPDFConcurrent(t *testing.T) {
 			t.Fatal(errs[i])
 		}
 		want := "協会" + strings.Repeat("け", i+1)
-		if text := pdfText(t, outs[i].Bytes()); !strings.Contains(text, want) {
+		if text := pdftest.Text(t, outs[i].Bytes()); !strings.Contains(text, want) {
 			t.Errorf("render %d: text %q lacks %q", i, text, want)
 		}
 	}

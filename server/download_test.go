@@ -4,20 +4,13 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
+	"github.com/pallarel/pallarel/internal/s3test"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
-	"github.com/pallarel/pallarel/storage"
 )
 
 func TestDownload(t *testing.T) {
@@ -58,22 +51,9 @@ func TestDownload(t *testing.T) {
 // 302 to a presigned URL that serves the ZIP.
 func TestDownloadPresigned(t *testing.T) {
 	t.Parallel()
-	fake := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(fake.Close)
-	client := s3.New(s3.Options{
-		Region:       "ap-northeast-1",
-		BaseEndpoint: aws.String(fake.URL),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
-	})
+	st, client := s3test.NewStore(t, "reports")
+	fakeURL := *client.Options().BaseEndpoint
 	ctx := context.Background()
-	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("reports")}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := storage.NewS3(storage.S3Config{Bucket: "reports"}, client)
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := setup(t, func(d *Deps) { d.Store = st })
 	token, _ := newRun(t, b, true)
 	resp, body := b.get(t, "/csv_processing/"+token+"/download")
@@ -84,7 +64,7 @@ func TestDownloadPresigned(t *testing.T) {
 	resp, body = b.get(t, "/csv_processing/"+token+"/download")
 	wantStatus(t, resp, body, http.StatusFound)
 	loc := resp.Header.Get("Location")
-	if !strings.HasPrefix(loc, fake.URL+"/reports/reports/"+token+".zip?") || !strings.Contains(loc, "X-Amz-Expires=300") {
+	if !strings.HasPrefix(loc, fakeURL+"/reports/reports/"+token+".zip?") || !strings.Contains(loc, "X-Amz-Expires=300") {
 		t.Fatalf("Location = %q", loc)
 	}
 	got, err := http.Get(loc)
