@@ -16,7 +16,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -25,7 +24,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +31,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/bench/internal/results"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -257,66 +256,33 @@ func procStatusKB(pid int, field string) int64 {
 	return 0
 }
 
-// result is one RESULT line: kind plus key=value pairs.
-type result struct {
-	kind string
-	kv   map[string]string
-}
-
-func (r result) num(k string) float64 {
-	v, _ := strconv.ParseFloat(r.kv[k], 64)
-	return v
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // report reads RESULT lines (drain, push, redis) and prints medians, the
 // Redis ceiling and the ratios the targets are about.
 func report(in io.Reader, out io.Writer) error {
-	byKey := map[string][]result{}
+	rs, err := results.Parse(in)
+	if err != nil {
+		return err
+	}
+	byKey := map[string][]results.Result{}
 	var order []string
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 3 || f[0] != "RESULT" {
-			continue
-		}
-		r := result{kind: f[1], kv: map[string]string{}}
-		for _, p := range f[2:] {
-			if k, v, ok := strings.Cut(p, "="); ok {
-				r.kv[k] = v
-			}
-		}
-		key := r.kind + "/" + r.kv["name"]
+	for _, r := range rs {
+		key := r.Kind + "/" + r.KV["name"]
 		if _, ok := byKey[key]; !ok {
 			order = append(order, key)
 		}
 		byKey[key] = append(byKey[key], r)
 	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
 	med := func(key, field string) float64 {
 		var xs []float64
 		for _, r := range byKey[key] {
-			xs = append(xs, r.num(field))
+			xs = append(xs, r.Num(field))
 		}
-		return median(xs)
+		return results.Median(xs)
 	}
 	runs := func(key, field string) string {
 		var s []string
 		for _, r := range byKey[key] {
-			s = append(s, r.kv[field])
+			s = append(s, r.KV[field])
 		}
 		return strings.Join(s, ", ")
 	}

@@ -1,66 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/pallarel/pallarel/bench/internal/results"
 )
-
-// result is one RESULT line: its kind and key=value fields.
-type result struct {
-	kind string
-	kv   map[string]string
-}
-
-func (r result) f(k string) float64 {
-	v, _ := strconv.ParseFloat(r.kv[k], 64)
-	return v
-}
-
-func parseResults(in io.Reader) ([]result, error) {
-	var out []result
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 || f[0] != "RESULT" {
-			continue
-		}
-		r := result{kind: f[1], kv: map[string]string{}}
-		for _, kv := range f[2:] {
-			k, v, _ := strings.Cut(kv, "=")
-			r.kv[k] = v
-		}
-		out = append(out, r)
-	}
-	return out, sc.Err()
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
 
 // report prints the Markdown summary of a raw RESULT file.
 func report(in io.Reader, w io.Writer) error {
-	rs, err := parseResults(in)
+	rs, err := results.Parse(in)
 	if err != nil {
 		return err
 	}
-	by := func(kind string) []result {
-		var out []result
+	by := func(kind string) []results.Result {
+		var out []results.Result
 		for _, r := range rs {
-			if r.kind == kind {
+			if r.Kind == kind {
 				out = append(out, r)
 			}
 		}
@@ -70,22 +27,22 @@ func report(in io.Reader, w io.Writer) error {
 	// Redis ceilings first: the e2e table refers to them.
 	rb := map[string][]float64{}
 	for _, r := range by("redis") {
-		rb[r.kv["name"]] = append(rb[r.kv["name"]], r.f("rps"))
+		rb[r.KV["name"]] = append(rb[r.KV["name"]], r.Num("rps"))
 	}
 	rps := func(cmd, p string) (float64, string) {
-		if v := median(rb[cmd+"-"+p]); v > 0 {
+		if v := results.Median(rb[cmd+"-"+p]); v > 0 {
 			return v, cmd
 		}
-		return median(rb["ping-"+p]), "ping"
+		return results.Median(rb["ping-"+p]), "ping"
 	}
 	// Commands per row of each e2e run; LMOVE runs inside the fetch script
 	// (EVALSHA), so it is not a round trip of its own.
 	perRow := map[string]map[string]float64{}
 	for _, r := range by("cmd") {
-		if perRow[r.kv["name"]] == nil {
-			perRow[r.kv["name"]] = map[string]float64{}
+		if perRow[r.KV["name"]] == nil {
+			perRow[r.KV["name"]] = map[string]float64{}
 		}
-		perRow[r.kv["name"]][r.kv["cmd"]] = r.f("per_row")
+		perRow[r.KV["name"]][r.KV["cmd"]] = r.Num("per_row")
 	}
 	ceiling := func(name, p string) float64 {
 		var secs float64
@@ -112,15 +69,15 @@ func report(in io.Reader, w io.Writer) error {
 	fmt.Fprintln(w, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 	cmdsPerRow := map[string]float64{}
 	for _, r := range by("cmds") {
-		cmdsPerRow[r.kv["name"]] = r.f("per_row")
+		cmdsPerRow[r.KV["name"]] = r.Num("per_row")
 	}
 	rate := map[string]float64{}
 	for _, r := range by("e2e") {
-		n := r.kv["name"]
-		rate[n] = r.f("rate")
+		n := r.KV["name"]
+		rate[n] = r.Num("rate")
 		fmt.Fprintf(w, "| %s | %s | %s | %s × %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f |\n",
-			n, r.kv["type"], r.kv["rows"], r.kv["workers"], r.kv["c"], r.f("rate"), r.f("rate_rows_ended"),
-			r.f("upload_s"), r.f("zip_ready_s"), r.f("download_done_s"), cmdsPerRow[n], ceiling(n, "P1")/2)
+			n, r.KV["type"], r.KV["rows"], r.KV["workers"], r.KV["c"], r.Num("rate"), r.Num("rate_rows_ended"),
+			r.Num("upload_s"), r.Num("zip_ready_s"), r.Num("download_done_s"), cmdsPerRow[n], ceiling(n, "P1")/2)
 	}
 	fmt.Fprintln(w)
 
@@ -130,11 +87,11 @@ func report(in io.Reader, w io.Writer) error {
 	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---:|")
 	floor := map[string]float64{}
 	for _, r := range by("floor") {
-		if r.kv["store"] == "false" {
-			floor[r.kv["type"]] = max(floor[r.kv["type"]], r.f("rate"))
+		if r.KV["store"] == "false" {
+			floor[r.KV["type"]] = max(floor[r.KV["type"]], r.Num("rate"))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.0f | %.1f |\n", r.kv["name"], r.kv["type"], r.kv["rows"], r.kv["par"],
-			r.kv["store"], r.f("rate"), r.f("vmhwm_mb"))
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.0f | %.1f |\n", r.KV["name"], r.KV["type"], r.KV["rows"], r.KV["par"],
+			r.KV["store"], r.Num("rate"), r.Num("vmhwm_mb"))
 	}
 	fmt.Fprintln(w)
 
@@ -143,7 +100,7 @@ func report(in io.Reader, w io.Writer) error {
 	fmt.Fprintln(w, "| comparison | value |")
 	fmt.Fprintln(w, "|---|---:|")
 	for _, r := range by("e2e") {
-		n, typ := r.kv["name"], r.kv["type"]
+		n, typ := r.KV["name"], r.KV["type"]
 		if fl := floor[typ]; fl > 0 {
 			fmt.Fprintf(w, "| floor / %s (how many times slower than the floor) | %.1fx |\n", n, fl/rate[n])
 		}
@@ -156,7 +113,7 @@ func report(in io.Reader, w io.Writer) error {
 
 	rowsOf := map[string]float64{}
 	for _, r := range by("e2e") {
-		rowsOf[r.kv["name"]] = r.f("rows")
+		rowsOf[r.KV["name"]] = r.Num("rows")
 	}
 	fmt.Fprintln(w, "#### Peak RSS and CPU time per process (MB: sampled VmRSS every 20 ms / kernel VmHWM; CPU: user+system over the whole run)")
 	fmt.Fprintln(w)
@@ -164,10 +121,10 @@ func report(in io.Reader, w io.Writer) error {
 	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|")
 	for _, r := range by("rss") {
 		perRow := ""
-		if n := rowsOf[r.kv["name"]]; n > 0 && r.kv["cpu_s"] != "" {
-			perRow = fmt.Sprintf("%.0f", r.f("cpu_s")*1e6/n)
+		if n := rowsOf[r.KV["name"]]; n > 0 && r.KV["cpu_s"] != "" {
+			perRow = fmt.Sprintf("%.0f", r.Num("cpu_s")*1e6/n)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.1f | %.1f | %s | %s |\n", r.kv["scenario"], r.kv["name"], r.kv["proc"], r.f("peak_rss_mb"), r.f("vmhwm_mb"), r.kv["cpu_s"], perRow)
+		fmt.Fprintf(w, "| %s | %s | %s | %.1f | %.1f | %s | %s |\n", r.KV["scenario"], r.KV["name"], r.KV["proc"], r.Num("peak_rss_mb"), r.Num("vmhwm_mb"), r.KV["cpu_s"], perRow)
 	}
 	fmt.Fprintln(w)
 
@@ -215,8 +172,8 @@ func report(in io.Reader, w io.Writer) error {
 		fmt.Fprintln(w, "| rows | CSV MB | upload s (MB/s) | split s | split rows/s | split MB/s | Redis used MB after |")
 		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|")
 		for _, r := range sp {
-			fmt.Fprintf(w, "| %s | %.0f | %.1f (%.0f) | %.1f | %.0f | %.1f | %.0f |\n", r.kv["rows"], r.f("csv_mb"), r.f("upload_s"),
-				r.f("upload_mb_s"), r.f("split_s"), r.f("split_rows_s"), r.f("split_mb_s"), r.f("redis_used_mb"))
+			fmt.Fprintf(w, "| %s | %.0f | %.1f (%.0f) | %.1f | %.0f | %.1f | %.0f |\n", r.KV["rows"], r.Num("csv_mb"), r.Num("upload_s"),
+				r.Num("upload_mb_s"), r.Num("split_s"), r.Num("split_rows_s"), r.Num("split_mb_s"), r.Num("redis_used_mb"))
 		}
 		fmt.Fprintln(w)
 	}
@@ -226,8 +183,8 @@ func report(in io.Reader, w io.Writer) error {
 		fmt.Fprintln(w, "| after run | connections | seconds | req/s | p50 ms | p99 ms | non-2xx |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 		for _, r := range web {
-			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %.2f | %.2f | %s |\n", r.kv["name"], r.kv["conns"], r.kv["secs"], r.f("rps"),
-				r.f("p50_ms"), r.f("p99_ms"), r.kv["non2xx"])
+			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %.2f | %.2f | %s |\n", r.KV["name"], r.KV["conns"], r.KV["secs"], r.Num("rps"),
+				r.Num("p50_ms"), r.Num("p99_ms"), r.KV["non2xx"])
 		}
 		fmt.Fprintln(w)
 	}
