@@ -37,6 +37,25 @@ type Launcher interface {
 	Stop(ctx context.Context, task Task, reason string) error
 }
 
+// TaskState is what the platform says of a task a launcher started.
+type TaskState struct {
+	// Running is true while the task is starting or running.
+	Running bool
+	// Reason says why a stopped task stopped (ECS stopCode and
+	// stoppedReason, a process's exit status); empty while it runs.
+	Reason string
+}
+
+// Watcher is implemented by launchers that can tell whether a task they
+// started is still alive, so the run supervisor can show why a worker died
+// before it launches another. Launch must start a new task, not return the
+// stopped one, once TaskState says a task stopped.
+type Watcher interface {
+	// TaskState reports task's state. A task the platform no longer knows
+	// is reported stopped, with a reason that says so.
+	TaskState(ctx context.Context, task Task) (TaskState, error)
+}
+
 // ErrBadRequest is returned (wrapped) when a Request lacks its token or queue.
 var ErrBadRequest = errors.New("invalid launch request")
 

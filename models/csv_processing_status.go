@@ -26,10 +26,48 @@ type CsvProcessingStatus struct {
 	FinalizedAt     *time.Time `gorm:"column:finalized_at;serializer:pallarel_time"`
 	ForceShutdownAt *time.Time `gorm:"column:force_shutdown_at;serializer:pallarel_time"`
 	// LastError is ours: the most recent row or finalize error.
-	LastError string    `gorm:"column:last_error"`
-	CreatedAt time.Time `gorm:"column:created_at;serializer:pallarel_time"`
-	UpdatedAt time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
+	LastError string `gorm:"column:last_error"`
+	// State is ours: where the run is (RunSplitting ... RunCancelled); empty
+	// for a row an older Pallarel or the Rails app made, read as processing.
+	State string `gorm:"column:state"`
+	// StateReason is ours: why a run failed or was cancelled, or why it is
+	// stalled while it still runs.
+	StateReason string `gorm:"column:state_reason"`
+	// EndedAt is ours: when the run reached completed, failed or cancelled.
+	EndedAt *time.Time `gorm:"column:ended_at;serializer:pallarel_time"`
+	// LaunchAttempts is ours: how many times the run supervisor launched a
+	// worker again for this run after the first launch.
+	LaunchAttempts int       `gorm:"column:launch_attempts"`
+	CreatedAt      time.Time `gorm:"column:created_at;serializer:pallarel_time"`
+	UpdatedAt      time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
 }
+
+// Run states (csv_processing_statuses.state). A run has ended exactly when
+// finalized_at is set: EndRun sets both, so every guard that reads
+// finalized_at (counts, finalize, supervisor) treats an ended run alike.
+const (
+	RunSplitting  = "splitting"
+	RunProcessing = "processing"
+	RunCompleted  = "completed"
+	RunFailed     = "failed"
+	RunCancelled  = "cancelled"
+)
+
+// RunState is the state, with the empty state of an older row read as
+// processing (or completed once finalized).
+func (c CsvProcessingStatus) RunState() string {
+	switch {
+	case c.State != "":
+		return c.State
+	case c.FinalizedAt != nil:
+		return RunCompleted
+	default:
+		return RunProcessing
+	}
+}
+
+// Ended reports whether the run reached a final state.
+func (c CsvProcessingStatus) Ended() bool { return c.FinalizedAt != nil }
 
 // TableName is the Rails table.
 func (CsvProcessingStatus) TableName() string { return "csv_processing_statuses" }
@@ -171,4 +209,48 @@ func (s *Store) DeleteStatus(ctx context.Context, token string) error {
 		return fmt.Errorf("delete status %s: %w", token, err)
 	}
 	return nil
+}
+
+// SetState records a running run's state (splitting, processing) and, for a
+// stalled run, why; an ended run is left alone.
+func (s *Store) SetState(ctx context.Context, token, state, reason string) error {
+	_, err := s.updateStatus(ctx, token, "finalized_at IS NULL", map[string]any{"state": state, "state_reason": reason})
+	return err
+}
+
+// EndRun ends a run that has not ended yet: it claims finalized_at as
+// ClaimFinalize does and records state (failed or cancelled) and reason. It
+// reports whether this caller ended it.
+func (s *Store) EndRun(ctx context.Context, token, state, reason string) (bool, error) {
+	now := s.now()
+	n, err := s.updateStatus(ctx, token, "finalized_at IS NULL", map[string]any{
+		"finalized_at": now, "ended_at": now, "state": state, "state_reason": reason,
+	})
+	return n == 1, err
+}
+
+// MarkEnded records the final state of a run whose finalize claim the caller
+// holds (ClaimFinalize).
+func (s *Store) MarkEnded(ctx context.Context, token, state, reason string) error {
+	return s.mustUpdateStatus(ctx, token, map[string]any{"ended_at": s.now(), "state": state, "state_reason": reason})
+}
+
+// UnfinishedStatuses returns up to limit runs that have not ended, oldest
+// first: the run supervisor's work list.
+func (s *Store) UnfinishedStatuses(ctx context.Context, limit int) ([]CsvProcessingStatus, error) {
+	var rows []CsvProcessingStatus
+	if err := s.DB.WithContext(ctx).Where("finalized_at IS NULL").Order("id").Limit(limit).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("unfinished statuses: %w", err)
+	}
+	return rows, nil
+}
+
+// NoteLaunchAttempt counts one more relaunch of token's worker and returns
+// the new count.
+func (s *Store) NoteLaunchAttempt(ctx context.Context, token string) (int, error) {
+	if _, err := s.updateStatus(ctx, token, "", map[string]any{"launch_attempts": gorm.Expr("COALESCE(launch_attempts, 0) + 1")}); err != nil {
+		return 0, err
+	}
+	st, err := s.StatusByToken(ctx, token)
+	return st.LaunchAttempts, err
 }

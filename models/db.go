@@ -241,6 +241,10 @@ var extraColumns = map[string][]column{
 	"csv_processing_statuses": {
 		{"failed_count", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
 		{"last_error", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
+		{"state", map[string]string{"sqlite": "varchar", "mysql": "varchar(32)", "postgres": "character varying"}},
+		{"state_reason", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
+		{"ended_at", map[string]string{"sqlite": "datetime(6)", "mysql": "datetime(6)", "postgres": "timestamp(6)"}},
+		{"launch_attempts", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
 	},
 }
 
@@ -280,9 +284,10 @@ var createTables = map[string]map[string][]string{
 // tableOrder fixes the order Migrate visits tables in.
 var tableOrder = []string{"client_reports", "csv_processing_statuses"}
 
-// Migrate creates both tables with the Rails schema when absent. When a table
-// exists (Rails made it), it only adds our extra columns and leaves the rest
-// alone. Safe to run from several processes at once.
+// Migrate creates both tables with the Rails schema when absent, then adds
+// our extra columns that are missing (a table Rails made, or one an older
+// Pallarel made) and leaves the rest alone. Safe to run from several
+// processes at once.
 func Migrate(ctx context.Context, db *gorm.DB) error {
 	db = db.WithContext(ctx)
 	dialect := db.Dialector.Name()
@@ -298,7 +303,6 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 					return fmt.Errorf("migrate: create %s: %w", table, err)
 				}
 			}
-			continue
 		}
 		for _, col := range extraColumns[table] {
 			if m.HasColumn(table, col.name) {

@@ -502,3 +502,39 @@ func TestIncrementsStopAtFinalize(t *testing.T) {
 		}
 	})
 }
+
+func TestRunStates(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *gorm.DB) {
+		s, _ := newTestStore(db)
+		ctx := context.Background()
+		tok := "3b1f2a4c-1111-4222-8333-444455556666"
+		if _, err := s.CreateStatus(ctx, tok, "report-x", 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetState(ctx, tok, RunSplitting, ""); err != nil {
+			t.Fatal(err)
+		}
+		open, err := s.UnfinishedStatuses(ctx, 10)
+		if err != nil || len(open) != 1 || open[0].RunState() != RunSplitting {
+			t.Fatalf("unfinished = %+v, %v", open, err)
+		}
+		if n, err := s.NoteLaunchAttempt(ctx, tok); err != nil || n != 1 {
+			t.Fatalf("launch attempt = %d, %v", n, err)
+		}
+		ended, err := s.EndRun(ctx, tok, RunCancelled, "cancelled by user")
+		if err != nil || !ended {
+			t.Fatalf("EndRun = %v, %v", ended, err)
+		}
+		if again, _ := s.EndRun(ctx, tok, RunFailed, "late"); again {
+			t.Fatal("a run ended twice")
+		}
+		_ = s.SetState(ctx, tok, RunProcessing, "ignored once ended")
+		st, err := s.StatusByToken(ctx, tok)
+		if err != nil || st.RunState() != RunCancelled || st.StateReason != "cancelled by user" || !st.Ended() || st.EndedAt == nil {
+			t.Fatalf("status = %+v, %v", st, err)
+		}
+		if open, _ := s.UnfinishedStatuses(ctx, 10); len(open) != 0 {
+			t.Fatalf("an ended run is still listed: %+v", open)
+		}
+	})
+}
