@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -35,6 +36,12 @@ const (
 	DefaultSidekiqDialect    = 8
 	DefaultAppEnv            = "development"
 	DefaultWorkerIdleTimeout = 5 * time.Minute
+	DefaultMaxEventStreams   = 1000
+	DefaultStreamsPerClient  = 20
+	DefaultMinUploadRate     = 16 << 10 // bytes per second, averaged over 30 s
+	DefaultRetainUploads     = 7 * 24 * time.Hour
+	DefaultRetainResults     = 30 * 24 * time.Hour
+	DefaultRetainRuns        = 90 * 24 * time.Hour
 	sqliteFileName           = "pallarel.sqlite3"
 )
 
@@ -85,6 +92,36 @@ type Config struct {
 	// PDFFontPath is PDF_FONT_PATH, a CJK TrueType font for PDF reports.
 	// Empty tries Debian's IPA Gothic and other known paths.
 	PDFFontPath string
+	// BindAddr is BIND_ADDR, the host the web server listens on. Empty
+	// means loopback (127.0.0.1) when no auth is configured, so a laptop
+	// never serves its runs to the network, and every interface otherwise.
+	// Containers set it explicitly (0.0.0.0).
+	BindAddr string
+	// MetricsAddr is METRICS_ADDR: when set, /metrics is served only on this
+	// separate listener (for a scraper on a private network) and without
+	// auth; when unset, /metrics is on the main port behind the app's auth.
+	MetricsAddr string
+	// SecretKeyBase is SECRET_KEY_BASE (as Rails): signs browser sessions
+	// and CSRF tokens. Set the same value on every replica; when unset each
+	// process picks a random key (sessions end at restart).
+	SecretKeyBase string
+	// MaxEventStreams is MAX_EVENT_STREAMS, the open status streams the
+	// server allows in total. Defaults to 1000.
+	MaxEventStreams int
+	// StreamsPerClient is MAX_EVENT_STREAMS_PER_CLIENT, per client address.
+	// Defaults to 20.
+	StreamsPerClient int
+	// MinUploadRate is MIN_UPLOAD_RATE in bytes per second: an upload
+	// slower than this over 30 s is cut off (408). Defaults to 16 KiB/s.
+	MinUploadRate int64
+	// MaskJobArgs is DASHBOARD_MASK_ARGS: the /sidekiq dashboard shows job
+	// arguments as "[masked]" (they hold customers' personal data).
+	MaskJobArgs bool
+	// RetainUploads, RetainResults and RetainRuns are RETAIN_UPLOADS (7d),
+	// RETAIN_RESULTS (30d) and RETAIN_RUNS (90d): how long an ended run's
+	// uploaded CSV and template, its report ZIP, and its database rows are
+	// kept. Durations accept a "d" suffix for days.
+	RetainUploads, RetainResults, RetainRuns time.Duration
 	// WorkerIdleTimeout is WORKER_IDLE_TIMEOUT: how long a token worker
 	// waits on an empty queue before it exits. Defaults to 5m.
 	WorkerIdleTimeout time.Duration
@@ -147,13 +184,19 @@ func (l *loader) integer(name string, def, lo, hi int64) int64 {
 	return n
 }
 
-// duration parses a Go duration ("90s", "5m") or whole seconds ("300").
+// duration parses a Go duration ("90s", "5m"), whole days ("30d") or
+// whole seconds ("300").
 func (l *loader) duration(name string, def time.Duration) time.Duration {
 	v, ok := l.get(name)
 	if !ok {
 		return def
 	}
 	d, err := time.ParseDuration(v)
+	if days, ok := strings.CutSuffix(v, "d"); ok && err != nil {
+		if n, derr := strconv.ParseInt(days, 10, 32); derr == nil {
+			d, err = time.Duration(n)*24*time.Hour, nil
+		}
+	}
 	if err != nil {
 		secs, serr := strconv.ParseInt(v, 10, 64)
 		if serr != nil {
@@ -198,6 +241,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.DataDir = l.str("DATA_DIR", DefaultDataDir)
 	c.DB = l.database(c.DataDir)
+	c.DB.MaxOpenConns = int(l.integer("DB_POOL", models.DefaultMaxOpenConns, 1, 1000))
+	c.DB.ConnMaxLifetime = l.duration("DB_CONN_MAX_LIFETIME", models.DefaultConnMaxLifetime)
 
 	bucket := l.str("REPORT_S3_BUCKET_NAME", l.str("AWS_S3_BUCKET", ""))
 	localSave, set := l.boolean("LOCAL_SAVE")
@@ -271,11 +316,45 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	c.WorkerIdleTimeout = l.duration("WORKER_IDLE_TIMEOUT", DefaultWorkerIdleTimeout)
+	c.BindAddr = l.str("BIND_ADDR", "")
+	if c.BindAddr != "" && net.ParseIP(strings.Trim(c.BindAddr, "[]")) == nil && c.BindAddr != "localhost" {
+		l.fail("BIND_ADDR", "want an IP address such as 127.0.0.1 or 0.0.0.0, got %q", c.BindAddr)
+	}
+	c.MetricsAddr = l.str("METRICS_ADDR", "")
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			l.fail("METRICS_ADDR", "want host:port such as 127.0.0.1:9090, got %q", c.MetricsAddr)
+		}
+	}
+	c.SecretKeyBase = l.str("SECRET_KEY_BASE", "")
+	if c.SecretKeyBase != "" && len(c.SecretKeyBase) < 32 {
+		l.fail("SECRET_KEY_BASE", "want at least 32 characters")
+	}
+	c.MaxEventStreams = int(l.integer("MAX_EVENT_STREAMS", DefaultMaxEventStreams, 1, 1_000_000))
+	c.StreamsPerClient = int(l.integer("MAX_EVENT_STREAMS_PER_CLIENT", DefaultStreamsPerClient, 1, 1_000_000))
+	c.MinUploadRate = l.integer("MIN_UPLOAD_RATE", DefaultMinUploadRate, 0, 1<<40)
+	c.MaskJobArgs, _ = l.boolean("DASHBOARD_MASK_ARGS")
+	c.RetainUploads = l.duration("RETAIN_UPLOADS", DefaultRetainUploads)
+	c.RetainResults = l.duration("RETAIN_RESULTS", DefaultRetainResults)
+	c.RetainRuns = l.duration("RETAIN_RUNS", DefaultRetainRuns)
 
 	if err := errors.Join(l.errs...); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
+}
+
+// AuthOn reports whether any credential is configured.
+func (c Config) AuthOn() bool { return c.AuthToken != "" || c.BasicAuthUser != "" }
+
+// ListenAddr is the web server's host:port: BIND_ADDR, else loopback
+// without auth and every interface with it.
+func (c Config) ListenAddr() string {
+	host := c.BindAddr
+	if host == "" && !c.AuthOn() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(c.Port))
 }
 
 // database picks DATABASE_URL, then the Rails DB_* variables, then SQLite.

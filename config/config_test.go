@@ -26,7 +26,7 @@ func defaults() Config {
 		AppEnv:            "development",
 		Port:              8080,
 		DataDir:           "./data",
-		DB:                models.DBConfig{URL: "sqlite://data/pallarel.sqlite3"},
+		DB:                models.DBConfig{URL: "sqlite://data/pallarel.sqlite3", MaxOpenConns: 10, ConnMaxLifetime: 30 * time.Minute},
 		LocalSave:         true,
 		StorageDir:        "data/storage",
 		Region:            "ap-northeast-1",
@@ -37,6 +37,12 @@ func defaults() Config {
 		MaxUploadBytes:    1 << 30,
 		SidekiqDialect:    8,
 		WorkerIdleTimeout: 5 * time.Minute,
+		MaxEventStreams:   1000,
+		StreamsPerClient:  20,
+		MinUploadRate:     16 << 10,
+		RetainUploads:     7 * 24 * time.Hour,
+		RetainResults:     30 * 24 * time.Hour,
+		RetainRuns:        90 * 24 * time.Hour,
 	}
 }
 
@@ -82,7 +88,7 @@ func TestLoad(t *testing.T) {
 		{"database url", with(nil, "DATABASE_URL", "postgres://u@h/db"), func(c *Config) { c.DB.URL = "postgres://u@h/db" }},
 		{"database url wins over rails vars", with(nil, "DATABASE_URL", "sqlite::memory:", "DB_HOST", "h", "DB_NAME", "n"), func(c *Config) { c.DB.URL = "sqlite::memory:" }},
 		{"rails db vars", with(nil, "DB_HOST", "db.internal", "DB_NAME", "app", "DB_USER", "rails", "DB_PASSWORD", "p@ss"), func(c *Config) {
-			c.DB = models.DBConfigFromRails("db.internal", "app", "rails", "p@ss")
+			c.DB.URL = models.DBConfigFromRails("db.internal", "app", "rails", "p@ss").URL
 		}},
 		{"absolute data dir", with(nil, "DATA_DIR", "/var/lib/pallarel"), func(c *Config) {
 			c.DataDir = "/var/lib/pallarel"
@@ -128,6 +134,14 @@ func TestLoad(t *testing.T) {
 		{"sidekiq 7", with(nil, "SIDEKIQ_DIALECT", "7"), func(c *Config) { c.SidekiqDialect = 7 }},
 		{"idle timeout duration", with(nil, "WORKER_IDLE_TIMEOUT", "90s"), func(c *Config) { c.WorkerIdleTimeout = 90 * time.Second }},
 		{"idle timeout seconds", with(nil, "WORKER_IDLE_TIMEOUT", "600"), func(c *Config) { c.WorkerIdleTimeout = 10 * time.Minute }},
+		{"db pool", with(nil, "DB_POOL", "3", "DB_CONN_MAX_LIFETIME", "5m"), func(c *Config) { c.DB.MaxOpenConns, c.DB.ConnMaxLifetime = 3, 5*time.Minute }},
+		{"web hardening", with(nil, "BIND_ADDR", "0.0.0.0", "METRICS_ADDR", "127.0.0.1:9090", "SECRET_KEY_BASE", strings.Repeat("k", 32),
+			"MAX_EVENT_STREAMS", "50", "MAX_EVENT_STREAMS_PER_CLIENT", "2", "MIN_UPLOAD_RATE", "0", "DASHBOARD_MASK_ARGS", "true",
+			"RETAIN_UPLOADS", "1d", "RETAIN_RESULTS", "48h", "RETAIN_RUNS", "365d"), func(c *Config) {
+			c.BindAddr, c.MetricsAddr, c.SecretKeyBase = "0.0.0.0", "127.0.0.1:9090", strings.Repeat("k", 32)
+			c.MaxEventStreams, c.StreamsPerClient, c.MinUploadRate, c.MaskJobArgs = 50, 2, 0, true
+			c.RetainUploads, c.RetainResults, c.RetainRuns = 24*time.Hour, 48*time.Hour, 365*24*time.Hour
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,6 +194,11 @@ func TestLoadErrors(t *testing.T) {
 		{"basic auth other half", map[string]string{"BASIC_AUTH_PASSWORD": "pw"}, []string{"must be set together"}},
 		{"dialect", map[string]string{"SIDEKIQ_DIALECT": "5"}, []string{`SIDEKIQ_DIALECT: want 8, 7 or 6, got "5"`}},
 		{"idle timeout", map[string]string{"WORKER_IDLE_TIMEOUT": "soon"}, []string{"WORKER_IDLE_TIMEOUT: want a duration"}},
+		{"bind addr", map[string]string{"BIND_ADDR": "example.com"}, []string{"BIND_ADDR: want an IP address"}},
+		{"metrics addr", map[string]string{"METRICS_ADDR": "9090"}, []string{"METRICS_ADDR: want host:port"}},
+		{"short secret", map[string]string{"SECRET_KEY_BASE": "abc"}, []string{"SECRET_KEY_BASE: want at least 32"}},
+		{"retention", map[string]string{"RETAIN_RUNS": "forever"}, []string{"RETAIN_RUNS: want a duration"}},
+		{"db pool zero", map[string]string{"DB_POOL": "0"}, []string{"DB_POOL: want 1..1000"}},
 		{"idle timeout negative", map[string]string{"WORKER_IDLE_TIMEOUT": "-5m"}, []string{"WORKER_IDLE_TIMEOUT: want a positive duration"}},
 	}
 	for _, tt := range tests {
@@ -267,6 +286,30 @@ func TestValidRedisURL(t *testing.T) {
 	} {
 		if err := ValidRedisURL(url); (err == nil) != ok {
 			t.Errorf("ValidRedisURL(%q) = %v, want ok=%v", url, err, ok)
+		}
+	}
+}
+
+// TestListenAddr: without auth the server binds loopback unless BIND_ADDR
+// says otherwise; with auth it binds every interface.
+func TestListenAddr(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, "127.0.0.1:8080"},
+		{map[string]string{"BIND_ADDR": "0.0.0.0"}, "0.0.0.0:8080"},
+		{map[string]string{"AUTH_TOKEN": "t", "PORT": "9000"}, ":9000"},
+		{map[string]string{"BASIC_AUTH_USER": "u", "BASIC_AUTH_PASSWORD": "p", "BIND_ADDR": "127.0.0.1"}, "127.0.0.1:8080"},
+		{map[string]string{"BIND_ADDR": "::1"}, "[::1]:8080"},
+	} {
+		c, err := Load(env(tt.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ListenAddr(); got != tt.want {
+			t.Errorf("%v: ListenAddr = %q, want %q", tt.env, got, tt.want)
 		}
 	}
 }

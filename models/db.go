@@ -32,7 +32,25 @@ type DBConfig struct {
 	//   mysql://user:pass@host:port/db?params
 	//   postgres://... or postgresql://...
 	URL string
+
+	// MaxOpenConns caps the connections this process opens, so many event
+	// streams or workers cannot exhaust the server's max_connections.
+	// Defaults to DefaultMaxOpenConns; SQLite in memory always uses 1.
+	MaxOpenConns int
+	// MaxIdleConns is the connections kept open while idle. Defaults to
+	// MaxOpenConns, capped by it.
+	MaxIdleConns int
+	// ConnMaxLifetime recycles a connection after this long, so a failover
+	// or a proxy's idle cut is noticed. Defaults to DefaultConnMaxLifetime.
+	ConnMaxLifetime time.Duration
 }
+
+// Pool defaults, as Rails' database.yml "pool: 5" scaled for a process
+// that also serves event streams.
+const (
+	DefaultMaxOpenConns    = 10
+	DefaultConnMaxLifetime = 30 * time.Minute
+)
 
 // DBConfigFromRails builds the MySQL URL the Rails app's database.yml makes
 // from DB_HOST, DB_NAME, DB_USER and DB_PASSWORD. host may carry a port.
@@ -204,10 +222,25 @@ func Open(ctx context.Context, cfg DBConfig) (*gorm.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)
 	}
+	maxOpen := cfg.MaxOpenConns
+	if maxOpen <= 0 {
+		maxOpen = DefaultMaxOpenConns
+	}
 	if cfg.URL == "sqlite::memory:" {
 		// Every connection to :memory: is a different database: keep one.
-		sqlDB.SetMaxOpenConns(1)
+		maxOpen = 1
 	}
+	maxIdle := cfg.MaxIdleConns
+	if maxIdle <= 0 || maxIdle > maxOpen {
+		maxIdle = maxOpen
+	}
+	lifetime := cfg.ConnMaxLifetime
+	if lifetime <= 0 {
+		lifetime = DefaultConnMaxLifetime
+	}
+	sqlDB.SetMaxOpenConns(maxOpen)
+	sqlDB.SetMaxIdleConns(maxIdle)
+	sqlDB.SetConnMaxLifetime(lifetime)
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"gorm.io/gorm"
@@ -15,6 +17,8 @@ import (
 
 // Test databases. A missing server fails the test.
 const (
+	testMaxOpenConns = 4
+
 	mariaAdminURL    = "mysql://root@127.0.0.1:3306/test"
 	postgresAdminURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 )
@@ -70,6 +74,11 @@ func openPostgres(t testing.TB) (*gorm.DB, DBConfig) {
 // cleanup drops its database).
 func mustOpen(t testing.TB, cfg DBConfig) *gorm.DB {
 	t.Helper()
+	// Tests run in parallel beside other suites on the same servers: each
+	// pool stays small so together they stay below max_connections.
+	if cfg.MaxOpenConns == 0 {
+		cfg.MaxOpenConns = testMaxOpenConns
+	}
 	db, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("open %s: %v", cfg.URL, err)
@@ -371,5 +380,59 @@ func TestMigrateFresh(t *testing.T) {
 func TestNotFoundIsErrNotFound(t *testing.T) {
 	if !errors.Is(notFound(gorm.ErrRecordNotFound), ErrNotFound) {
 		t.Fatal("notFound does not map")
+	}
+}
+
+// TestPoolIsCapped runs more concurrent queries than the pool allows on
+// every database: the driver never opens more than MaxOpenConns, and the
+// default cap applies when none is set.
+func TestPoolIsCapped(t *testing.T) {
+	for _, d := range databases {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			db, cfg := d.open(t)
+			sqlDB, err := db.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sqlDB.Stats().MaxOpenConnections; got != testMaxOpenConns {
+				t.Fatalf("MaxOpenConnections = %d, want %d", got, testMaxOpenConns)
+			}
+			var wg sync.WaitGroup
+			var peak atomic.Int32
+			for range 12 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					tx := db.Begin()
+					defer tx.Rollback()
+					if err := tx.Exec("SELECT 1").Error; err != nil {
+						t.Error(err)
+						return
+					}
+					n := int32(sqlDB.Stats().OpenConnections)
+					for {
+						old := peak.Load()
+						if n <= old || peak.CompareAndSwap(old, n) {
+							break
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if p := peak.Load(); p > testMaxOpenConns {
+				t.Fatalf("%d connections open at once, cap is %d", p, testMaxOpenConns)
+			}
+			cfg.MaxOpenConns = 0
+			def, err := Open(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer Close(def)
+			defDB, _ := def.DB()
+			if got := defDB.Stats().MaxOpenConnections; got != DefaultMaxOpenConns {
+				t.Fatalf("default MaxOpenConnections = %d, want %d", got, DefaultMaxOpenConns)
+			}
+		})
 	}
 }
