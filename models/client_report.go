@@ -114,9 +114,15 @@ type ClientReport struct {
 	// ErrorMessage is ours: why the report failed.
 	ErrorMessage string `gorm:"column:error_message"`
 	// SourceKey is ours: the storage key of the uploaded CSV.
-	SourceKey string    `gorm:"column:source_key"`
-	CreatedAt time.Time `gorm:"column:created_at;serializer:pallarel_time"`
-	UpdatedAt time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
+	SourceKey string `gorm:"column:source_key"`
+	// SourceName is ours: the uploaded file's name as the browser sent it
+	// (shown in the runs list).
+	SourceName string `gorm:"column:source_name"`
+	// ExpiredAt is ours: when retention deleted the run's files; the
+	// status pages say so instead of offering a dead download.
+	ExpiredAt *time.Time `gorm:"column:expired_at;serializer:pallarel_time"`
+	CreatedAt time.Time  `gorm:"column:created_at;serializer:pallarel_time"`
+	UpdatedAt time.Time  `gorm:"column:updated_at;serializer:pallarel_time"`
 }
 
 // TableName is the Rails table.

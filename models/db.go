@@ -270,6 +270,8 @@ var extraColumns = map[string][]column{
 	"client_reports": {
 		{"error_message", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
 		{"source_key", map[string]string{"sqlite": "varchar", "mysql": "varchar(255)", "postgres": "character varying"}},
+		{"source_name", map[string]string{"sqlite": "varchar", "mysql": "varchar(255)", "postgres": "character varying"}},
+		{"expired_at", map[string]string{"sqlite": "datetime(6)", "mysql": "datetime(6)", "postgres": "timestamp(6)"}},
 	},
 	"csv_processing_statuses": {
 		{"failed_count", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
