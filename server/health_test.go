@@ -135,10 +135,15 @@ func TestAuth(t *testing.T) {
 	if r2.StatusCode != http.StatusOK {
 		t.Errorf("basic auth: %d", r2.StatusCode)
 	}
-	for _, path := range []string{"/up", "/healthz", "/readyz", "/metrics"} {
+	for _, path := range []string{"/up", "/healthz", "/readyz"} {
 		resp, body := b.get(t, path)
 		wantStatus(t, resp, body, http.StatusOK)
 	}
+	// Metrics name queues and count runs: behind the same auth.
+	resp, body = b.get(t, "/metrics")
+	wantStatus(t, resp, body, http.StatusUnauthorized)
+	resp, body = b.get(t, "/metrics", "Authorization", "Bearer s3cret")
+	wantStatus(t, resp, body, http.StatusOK)
 
 	// Off by default.
 	open := setup(t, nil)

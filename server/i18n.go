@@ -16,14 +16,19 @@ func (l locale) T(key string) string {
 	if m, ok := l.M[key]; ok {
 		return m
 	}
+	if m, ok := hardeningMessages[l.Code][key]; ok {
+		return m
+	}
 	return key
 }
 
-// Japanese comes first: it is the default, as in the Rails UI.
-var langMatcher = language.NewMatcher([]language.Tag{language.Japanese, language.English})
+// English comes first: it is the answer unless the client asks for
+// Japanese, so the CLI, curl and JSON clients that send no Accept-Language
+// get messages they can read. Japanese browsers send "ja" and get Japanese.
+var langMatcher = language.NewMatcher([]language.Tag{language.English, language.Japanese})
 
-// lang picks Japanese or English from Accept-Language (Japanese unless
-// English is the better match); ?lang=en|ja overrides it.
+// lang picks English or Japanese from Accept-Language (English unless
+// Japanese is the better match); ?lang=en|ja overrides it.
 func lang(c *gin.Context) locale {
 	switch c.Query("lang") {
 	case "en":
@@ -34,9 +39,9 @@ func lang(c *gin.Context) locale {
 	tags, _, _ := language.ParseAcceptLanguage(c.GetHeader("Accept-Language"))
 	_, i, conf := langMatcher.Match(tags...)
 	if i == 1 && conf != language.No {
-		return locale{"en", messagesEN}
+		return locale{"ja", messagesJA}
 	}
-	return locale{"ja", messagesJA}
+	return locale{"en", messagesEN}
 }
 
 var messagesJA = map[string]string{

@@ -20,9 +20,11 @@ var templateFS embed.FS
 type pageData struct {
 	Lang  locale
 	Title string
-	CSRF  string // the dashboard's hidden form value
-	Nav   string // active dashboard tab
-	Data  any
+	CSRF  string // the forms' hidden authenticity_token value
+	// LoggedIn shows the logout button (a browser session is open).
+	LoggedIn bool
+	Nav      string // active dashboard tab
+	Data     any
 }
 
 var templateFuncs = template.FuncMap{
@@ -81,6 +83,10 @@ func parsePages() (map[string]*template.Template, error) {
 // clean 500 rather than half a page.
 func (s *Server) render(c *gin.Context, status int, page string, d pageData) {
 	t, ok := s.pages[page]
+	if d.CSRF == "" {
+		d.CSRF = c.GetString(csrfCtxKey)
+	}
+	d.LoggedIn = c.GetBool(sessionCtxKey)
 	var buf bytes.Buffer
 	if !ok {
 		s.log.Error("render: no such page", "page", page)
@@ -93,7 +99,7 @@ func (s *Server) render(c *gin.Context, status int, page string, d pageData) {
 		return
 	}
 	c.Header("Content-Language", d.Lang.Code)
-	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
+	c.Data(status, "text/html; charset=utf-8", addNonce(buf.Bytes(), c.GetString(nonceCtxKey)))
 }
 
 // wantsJSON reports whether the client asked for JSON: Accept lists

@@ -75,9 +75,34 @@ type Deps struct {
 	BasicUser     string
 	BasicPassword string
 
-	// CSRFKey signs the dashboard's CSRF tokens. Defaults to random bytes
-	// per Server; set the same key on every replica behind one load balancer.
+	// CSRFKey signs the forms' CSRF tokens and browser sessions. Defaults
+	// to random bytes per Server; set the same key on every replica behind
+	// one load balancer (SECRET_KEY_BASE).
 	CSRFKey []byte
+
+	// MaxFormBytes caps the body of every request but an upload. Defaults
+	// to 1 MiB.
+	MaxFormBytes int64
+	// MinUploadRate is the slowest upload accepted, in bytes per second
+	// averaged over UploadRateWindow: a slower one is cut off with 408, so a
+	// trickle cannot hold a connection for ReadTimeout. Defaults to
+	// 16 KiB/s; negative turns the check off.
+	MinUploadRate int64
+	// UploadRateWindow is the period MinUploadRate is measured over.
+	// Defaults to 30 seconds.
+	UploadRateWindow time.Duration
+	// MaxEventStreams caps the open status streams in total, and
+	// StreamsPerClient per client address (429 beyond). Default 1000 and 20.
+	MaxEventStreams  int
+	StreamsPerClient int
+	// MetricsOnOwnListener leaves /metrics off this handler: the caller
+	// serves MetricsHandler on a separate, private address.
+	MetricsOnOwnListener bool
+	// MaskJobArgs shows job arguments on the dashboard as "[masked]".
+	MaskJobArgs bool
+	// ReportTypes are the report types the workers can render (a PDF
+	// without its font is unavailable). Nil accepts every known type.
+	ReportTypes []string
 }
 
 // Server is the web application. Build it with New.
@@ -88,6 +113,7 @@ type Server struct {
 	pages   map[string]*template.Template
 	metrics *httpMetrics
 	reg     *prometheus.Registry
+	streams *streamHub
 }
 
 // New checks deps, fills defaults and builds the routes.
@@ -127,6 +153,11 @@ func New(d Deps) (*Server, error) {
 	d.MaxUploadBytes = cmp.Or(d.MaxUploadBytes, DefaultMaxUploadBytes)
 	d.ReadTimeout = cmp.Or(d.ReadTimeout, 30*time.Minute)
 	d.EventInterval = cmp.Or(d.EventInterval, time.Second)
+	d.MaxFormBytes = cmp.Or(d.MaxFormBytes, DefaultMaxFormBytes)
+	d.MinUploadRate = cmp.Or(d.MinUploadRate, 16<<10)
+	d.UploadRateWindow = cmp.Or(d.UploadRateWindow, 30*time.Second)
+	d.MaxEventStreams = cmp.Or(d.MaxEventStreams, 1000)
+	d.StreamsPerClient = cmp.Or(d.StreamsPerClient, 20)
 	if len(d.CSRFKey) == 0 {
 		d.CSRFKey = make([]byte, 32)
 		_, _ = rand.Read(d.CSRFKey)
@@ -136,6 +167,7 @@ func New(d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{d: d, log: d.Logger, pages: pages, reg: prometheus.NewRegistry()}
+	s.streams = newStreamHub(s)
 	if s.metrics, err = newHTTPMetrics(s.reg); err != nil {
 		return nil, err
 	}
@@ -173,25 +205,44 @@ func (s *Server) db() *gorm.DB { return s.d.DB.DB }
 func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
-	e.Use(s.recoverer(), s.metrics.middleware(), s.accessLog())
+	// Headers first, so even a 413 or a panic carries them; bodies are
+	// capped before anything reads them; cross-site writes stop here.
+	e.Use(s.recoverer(), s.securityHeaders(), s.metrics.middleware(), s.accessLog(),
+		s.limitBody(s.d.MaxFormBytes), s.sameOrigin())
 	e.NoRoute(func(c *gin.Context) { s.fail(c, errNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.fail(c, errMethod) })
 
 	e.GET("/up", s.up)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", s.metricsHandler())
+	if !s.d.MetricsOnOwnListener {
+		// Metrics name queues and counts runs: behind the app's auth.
+		e.GET("/metrics", s.requireAuth(), s.metricsHandler())
+	}
 
-	app := e.Group("/", s.requireAuth())
+	e.GET("/login", s.csrfIssue(), s.loginForm)
+	e.POST("/login", s.csrfIssue(), s.csrf(), s.login)
+	e.POST("/logout", s.csrfIssue(), s.csrf(), s.logout)
+
+	app := e.Group("/", s.requireAuth(), s.csrfIssue())
 	app.GET("/", s.newForm)
 	app.GET("/csv_processing/new", s.newForm)
 	app.POST("/csv_processing", s.upload)
 	app.GET("/csv_processing/status", s.statusList)
 	app.GET("/csv_processing/:token", s.statusOne)
-	app.GET("/csv_processing/:token/events", s.events)
+	app.GET("/csv_processing/:token/events", s.streamSlot(), s.events)
 	app.GET("/csv_processing/:token/download", s.download)
 
-	s.dashboardRoutes(e.Group("/sidekiq", s.requireAuth(), s.csrf()))
+	s.dashboardRoutes(e.Group("/sidekiq", s.requireAuth(), s.csrfIssue(), s.csrf()))
+	return e
+}
+
+// MetricsHandler serves /metrics for a listener of its own
+// (Deps.MetricsOnOwnListener), without the app's auth.
+func (s *Server) MetricsHandler() http.Handler {
+	e := gin.New()
+	e.Use(s.recoverer())
+	e.GET("/metrics", s.metricsHandler())
 	return e
 }
 

@@ -255,25 +255,29 @@ func (s *Server) events(c *gin.Context) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	c.Status(http.StatusOK)
-	tick := time.NewTicker(s.d.EventInterval)
-	defer tick.Stop()
+	// One shared poll per token feeds every stream of it (streams.go).
+	updates, stop := s.streams.watch(token)
+	defer stop()
 	for {
 		c.SSEvent("status", v)
 		c.Writer.Flush()
 		if v.Finished() {
 			return
 		}
+		var u runUpdate
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case u, ok = <-updates:
 		}
-		if v, err = s.loadRun(ctx, token); err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("events: load run", "token", token, "err", err)
-				c.SSEvent("error", gin.H{"error": lang(c).T("err_unavailable")})
-				c.Writer.Flush()
-			}
+		if !ok {
+			return
+		}
+		if v, err = u.v, u.err; err != nil {
+			s.log.Warn("events: load run", "token", token, "err", err)
+			c.SSEvent("error", gin.H{"error": lang(c).T("err_unavailable")})
+			c.Writer.Flush()
 			return
 		}
 	}

@@ -101,7 +101,7 @@ func TestStatusOne(t *testing.T) {
 	}
 
 	// The HTML page carries the stable ids the live script updates.
-	resp, body = b.get(t, "/csv_processing/"+token, "Accept", "text/html")
+	resp, body = b.get(t, "/csv_processing/"+token, "Accept", "text/html", "Accept-Language", "ja")
 	wantStatus(t, resp, body, http.StatusOK)
 	for _, want := range []string{`id="progress"`, `aria-valuenow="50"`, `id="state"`, `id="done">4<`, `id="total">10<`, "/events", "処理中"} {
 		if !strings.Contains(body, want) {
@@ -164,7 +164,7 @@ func TestStatusList(t *testing.T) {
 		resp, body = b.get(t, "/csv_processing/status?limit="+bad)
 		wantStatus(t, resp, body, http.StatusBadRequest)
 	}
-	resp, body = b.get(t, "/csv_processing/status")
+	resp, body = b.get(t, "/csv_processing/status", "Accept-Language", "ja")
 	wantStatus(t, resp, body, http.StatusOK)
 	if !strings.Contains(body, tokens[11]) || !strings.Contains(body, "処理状況一覧") {
 		t.Error("HTML list lacks the newest token")

@@ -9,6 +9,8 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"path"
+	"slices"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -66,10 +68,39 @@ type uploadResult struct {
 func (s *Server) upload(c *gin.Context) {
 	ctx := c.Request.Context()
 	if c.Request.ContentLength > s.d.MaxUploadBytes {
+		c.Header("Connection", "close")
 		s.fail(c, &http.MaxBytesError{Limit: s.d.MaxUploadBytes})
 		return
 	}
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.d.MaxUploadBytes)
+	c.Request.Body = s.minRate(c, c.Request.Body)
+	// A browser must prove the form is ours: the token in a header or in a
+	// field ahead of the file (checked in readUpload, before the file is read).
+	needToken := browserRequest(c.Request)
+	if needToken {
+		if h := c.GetHeader(csrfHeader); h != "" {
+			if !s.csrfValid(c, h) {
+				s.fail(c, userErr(http.StatusForbidden, "err_csrf", ""))
+				return
+			}
+			needToken = false
+		}
+	}
+	idem, replay, err := s.claimIdempotency(ctx, c.GetHeader("Idempotency-Key"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if replay != "" {
+		s.answerUpload(c, replay, http.StatusOK)
+		return
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.releaseIdempotency(ctx, idem)
+		}
+	}()
 	mr, err := c.Request.MultipartReader()
 	if err != nil {
 		s.fail(c, &httpError{status: http.StatusBadRequest, key: "err_not_multipart", err: err})
@@ -81,7 +112,7 @@ func (s *Server) upload(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	f, err := s.readUpload(ctx, mr, token)
+	f, err := s.readUpload(ctx, c, mr, token, needToken)
 	if err != nil {
 		s.discard(ctx, f.stored)
 		s.fail(c, err)
@@ -92,6 +123,7 @@ func (s *Server) upload(c *gin.Context) {
 		ReportType: reportTypes[f.typ],
 		Token:      token,
 		SourceKey:  UploadKey(token),
+		SourceName: f.name,
 	}
 	if err := s.d.DB.CreateReport(ctx, &report); err != nil {
 		s.discard(ctx, f.stored)
@@ -116,29 +148,45 @@ func (s *Server) upload(c *gin.Context) {
 		s.fail(c, &httpError{status: http.StatusServiceUnavailable, key: "err_unavailable", err: fmt.Errorf("enqueue split for %s: %w", token, err)})
 		return
 	}
+	ok = true
+	s.finishIdempotency(ctx, idem, token)
 	s.log.Info("upload accepted", "token", token, "report_id", report.ID, "queue", queue, "type", typ, "bytes", f.size)
+	s.answerUpload(c, token, http.StatusCreated)
+}
+
+// answerUpload sends an accepted upload's answer: 201 JSON (or status for
+// a replayed Idempotency-Key) to an API client, 303 to the status page to
+// a browser.
+func (s *Server) answerUpload(c *gin.Context, token string, status int) {
 	statusURL := "/csv_processing/" + token
-	if wantsJSON(c) {
-		c.Header("Location", statusURL)
-		c.JSON(http.StatusCreated, uploadResult{Token: token, ReportID: report.ID, Queue: queue, StatusURL: statusURL})
+	if !wantsJSON(c) {
+		c.Redirect(http.StatusSeeOther, statusURL)
 		return
 	}
-	c.Redirect(http.StatusSeeOther, statusURL)
+	res := uploadResult{Token: token, Queue: "", StatusURL: statusURL}
+	res.Queue, _ = s.d.Router.For(token)
+	if rep, err := s.d.DB.ReportByToken(c.Request.Context(), token); err == nil {
+		res.ReportID = rep.ID
+	}
+	c.Header("Location", statusURL)
+	c.JSON(status, res)
 }
 
 // uploadForm is what readUpload collected.
 type uploadForm struct {
 	typ, encoding string
+	name          string // the CSV's file name as sent
 	template      bool
 	size          int64
 	stored        []string // keys written, removed again when the request fails
 }
 
 // readUpload reads the multipart parts in whatever order they come. Fields
-// that arrive before the file are checked before the file is read.
-func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token string) (uploadForm, error) {
+// that arrive before the file are checked before the file is read. With
+// needToken, the CSRF field must come (valid) before any file.
+func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.Reader, token string, needToken bool) (uploadForm, error) {
 	var f uploadForm
-	csv := false
+	csv, empty := false, false
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -147,12 +195,25 @@ func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token str
 		if err != nil {
 			return f, badBody(err)
 		}
+		if needToken && part.FileName() != "" {
+			return f, userErr(http.StatusForbidden, "err_csrf", "")
+		}
 		switch part.FormName() {
+		case csrfField:
+			v, err := smallField(part)
+			if err != nil {
+				return f, err
+			}
+			if !s.csrfValid(c, v) {
+				return f, userErr(http.StatusForbidden, "err_csrf", "")
+			}
+			needToken = false
 		case "csv_file":
 			if part.FileName() == "" {
 				break // an empty file input
 			}
-			n, err := s.storePart(ctx, part, UploadKey(token), sniffCSV)
+			f.name = cleanFileName(part.FileName())
+			n, err := s.storePart(ctx, part, UploadKey(token), sniffCSV, true)
 			if n > 0 {
 				f.stored = append(f.stored, UploadKey(token))
 				f.size, csv = n, true
@@ -160,11 +221,12 @@ func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token str
 			if err != nil {
 				return f, err
 			}
+			empty = n == 0
 		case "template":
 			if part.FileName() == "" {
 				break
 			}
-			n, err := s.storePart(ctx, part, TemplateKey(token), sniffXLSX)
+			n, err := s.storePart(ctx, part, TemplateKey(token), sniffXLSX, false)
 			if n > 0 {
 				f.stored = append(f.stored, TemplateKey(token))
 				f.template = true
@@ -179,6 +241,9 @@ func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token str
 			if _, ok := reportTypes[f.typ]; !ok {
 				return f, userErr(http.StatusUnprocessableEntity, "err_bad_type", f.typ)
 			}
+			if !s.typeAvailable(f.typ) {
+				return f, userErr(http.StatusUnprocessableEntity, "err_type_unavailable", f.typ)
+			}
 		case "encoding":
 			if f.encoding, err = smallField(part); err != nil {
 				return f, err
@@ -190,16 +255,22 @@ func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token str
 		}
 		// Unread bytes of other parts are skipped by NextPart.
 	}
+	if needToken {
+		return f, userErr(http.StatusForbidden, "err_csrf", "")
+	}
 	if !csv {
+		if empty {
+			return f, userErr(http.StatusUnprocessableEntity, "err_empty_file", f.name)
+		}
 		return f, userErr(http.StatusBadRequest, "err_no_file", "")
 	}
 	return f, nil
 }
 
 // storePart checks the first KiB of part with sniff, then streams the whole
-// part to key. n is the bytes read into storage, 0 when the part was empty
+// part to key, refusing a NUL byte anywhere when noNUL. n is the bytes read into storage, 0 when the part was empty
 // or refused (nothing stored).
-func (s *Server) storePart(ctx context.Context, part *multipart.Part, key string, sniff func([]byte) error) (int64, error) {
+func (s *Server) storePart(ctx context.Context, part *multipart.Part, key string, sniff func([]byte) error, noNUL bool) (int64, error) {
 	br := bufio.NewReaderSize(part, 4096)
 	head, err := br.Peek(sniffSize)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
@@ -211,10 +282,11 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, key string
 	if err := sniff(head); err != nil {
 		return 0, err
 	}
-	cr := &countingReader{r: br}
+	cr := &countingReader{r: br, noNUL: noNUL}
 	if err := s.d.Store.Put(ctx, key, cr); err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) || errors.Is(err, storage.ErrBadKey) {
+		var he *httpError
+		if errors.As(err, &mbe) || errors.As(err, &he) || errors.Is(err, storage.ErrBadKey) {
 			return cr.n, err
 		}
 		return cr.n, fmt.Errorf("store %s: %w", key, err)
@@ -226,7 +298,8 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, key string
 // or malformed (400).
 func badBody(err error) error {
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	var he *httpError
+	if errors.As(err, &mbe) || errors.As(err, &he) {
 		return err
 	}
 	return &httpError{status: http.StatusBadRequest, key: "err_bad_request", err: err}
@@ -294,14 +367,51 @@ func sniffXLSX(head []byte) error {
 	return nil
 }
 
-// countingReader counts the bytes read through it.
+// countingReader counts the bytes read through it. With noNUL it fails
+// the read (and so the store) at the first NUL byte anywhere in the file:
+// a CSV never holds one, and one past the sniffed head would otherwise
+// fail the whole run later, in the worker.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	noNUL bool
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	if c.noNUL {
+		if i := bytes.IndexByte(p[:n], 0); i >= 0 {
+			return 0, userErr(http.StatusUnsupportedMediaType, "err_not_csv", fmt.Sprintf("NUL at byte %d", c.n+int64(i)))
+		}
+	}
 	c.n += int64(n)
 	return n, err
+}
+
+// cleanFileName keeps the base name of an uploaded file, printable and at
+// most 200 bytes, for display.
+func cleanFileName(name string) string {
+	name = path.Base(strings.ReplaceAll(name, "\\", "/"))
+	name = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, name)
+	if name == "." || name == "/" {
+		return ""
+	}
+	return truncate(name, 200)
+}
+
+// typeAvailable reports whether the workers can render typ ("" and
+// "default" are xlsx).
+func (s *Server) typeAvailable(typ string) bool {
+	if s.d.ReportTypes == nil {
+		return true
+	}
+	if typ == "" || typ == "default" {
+		typ = "xlsx"
+	}
+	return slices.Contains(s.d.ReportTypes, typ)
 }

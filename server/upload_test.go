@@ -25,7 +25,7 @@ func TestForm(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	for _, path := range []string{"/", "/csv_processing/new"} {
-		resp, body := b.get(t, path)
+		resp, body := b.get(t, path, "Accept-Language", "ja")
 		wantStatus(t, resp, body, http.StatusOK)
 		for _, want := range []string{`name="csv_file"`, `name="csv_type"`, `value="pdf"`, `value="text"`, `name="template"`, `name="encoding"`, "CSVアップロード"} {
 			if !strings.Contains(body, want) {
@@ -148,7 +148,7 @@ func TestUploadRejects(t *testing.T) {
 	}{
 		{"no file", []part{{name: "csv_type", value: "xlsx"}}, "", http.StatusBadRequest},
 		{"empty file input", []part{{name: "csv_file", file: "", value: ""}}, "", http.StatusBadRequest},
-		{"empty file", []part{{name: "csv_file", file: "a.csv", value: ""}}, "", http.StatusBadRequest},
+		{"empty file", []part{{name: "csv_file", file: "a.csv", value: ""}}, "", http.StatusUnprocessableEntity},
 		{"not multipart", nil, "csv_file=abc", http.StatusBadRequest},
 		{"too large", []part{{name: "csv_file", file: "a.csv", value: big}}, "", http.StatusRequestEntityTooLarge},
 		{"NUL bytes", []part{{name: "csv_file", file: "a.csv", value: "a,b\n\x00\x01\x02"}}, "", http.StatusUnsupportedMediaType},
@@ -181,7 +181,7 @@ func TestUploadRejects(t *testing.T) {
 	}
 	// A browser gets the same status with an HTML page.
 	body, ctype := multipartBody(t, part{name: "csv_type", value: "xlsx"})
-	resp, out := b.do(t, http.MethodPost, "/csv_processing", body, "Content-Type", ctype, "Accept", "text/html")
+	resp, out := b.do(t, http.MethodPost, "/csv_processing", body, "Content-Type", ctype, "Accept", "text/html", "Accept-Language", "ja")
 	wantStatus(t, resp, out, http.StatusBadRequest)
 	if !strings.Contains(out, "CSVファイルを選択してください") {
 		t.Errorf("HTML error page lacks the message: %.300s", out)
