@@ -19,7 +19,10 @@ RUN apt-get update \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=fonts /usr/share/fonts/opentype/ipafont-gothic/ /usr/share/fonts/opentype/ipafont-gothic/
 COPY --from=build /out/ /app/
-ENV PORT=8080 DATA_DIR=/tmp/pallarel PDF_FONT_PATH=/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
+# BIND_ADDR: a container must listen on every interface to be reachable
+# through its published port. Without auth the server would otherwise bind
+# loopback only; set AUTH_TOKEN or BASIC_AUTH_* before exposing it.
+ENV PORT=8080 BIND_ADDR=0.0.0.0 DATA_DIR=/tmp/pallarel PDF_FONT_PATH=/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
 EXPOSE 8080
 USER nonroot:nonroot
 ENTRYPOINT ["/app/server"]

@@ -62,3 +62,24 @@ func TestStaticBuildAsDockerfile(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestContainersBindExplicitly: without auth the server binds loopback, so
+// the image and the compose file must say BIND_ADDR=0.0.0.0 themselves,
+// and compose publishes the port on the host's loopback only.
+func TestContainersBindExplicitly(t *testing.T) {
+	t.Parallel()
+	for file, want := range map[string][]string{
+		"Dockerfile":         {"BIND_ADDR=0.0.0.0"},
+		"docker-compose.yml": {`BIND_ADDR: "0.0.0.0"`, `"127.0.0.1:8080:8080"`},
+	} {
+		b, err := os.ReadFile(filepath.Join("..", "..", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s lacks %s", file, w)
+			}
+		}
+	}
+}

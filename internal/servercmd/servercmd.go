@@ -6,6 +6,7 @@ package servercmd
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -87,28 +88,39 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		// the deferred Close above releases those.
 		defer func() { stop(); <-monitorsDone }()
 	}
-	web, err := server.New(server.Deps{
-		Pool: a.Pool, Client: a.Client, API: a.API, DB: a.Models, Store: a.Store, Router: a.Router,
-		Logger: log, Dialect: a.Dialect, MaxUploadBytes: cfg.MaxUploadBytes,
-		AuthToken: cfg.AuthToken, BasicUser: cfg.BasicAuthUser, BasicPassword: cfg.BasicAuthPassword,
-	})
+	web, err := server.New(webDeps(cfg, a, log))
 	if err != nil {
 		log.Error("start web server", "err", err)
 		return 1
 	}
 	listen := *addr
 	if listen == "" {
-		listen = ":" + strconv.Itoa(cfg.Port)
+		listen = cfg.ListenAddr()
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		log.Error("listen", "addr", listen, "err", err)
 		return 1
 	}
+	if !cfg.AuthOn() && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
+		log.Warn("no auth configured and listening beyond loopback: anyone who reaches this address can see and download every run",
+			"addr", ln.Addr().String())
+	}
 	hs := web.HTTPServer(ln.Addr().String())
 	hs.Handler = endStreamsOnShutdown(hs, hs.Handler)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			log.Error("listen for metrics", "addr", cfg.MetricsAddr, "err", err)
+			_ = hs.Close()
+			return 1
+		}
+		ms := &http.Server{Handler: web.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- ms.Serve(mln) }()
+		defer ms.Close()
+	}
 	printWelcome(stdout, ln.Addr().(*net.TCPAddr), a.RedisURL, allInOne, inproc)
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -129,6 +141,26 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		_ = hs.Close() // no handler may outlive the database closed below
 	}
 	return 0
+}
+
+// webDeps maps the configuration onto the web server's dependencies.
+func webDeps(cfg config.Config, a *app.App, log *slog.Logger) server.Deps {
+	d := server.Deps{
+		Pool: a.Pool, Client: a.Client, API: a.API, DB: a.Models, Store: a.Store, Router: a.Router,
+		Logger: log, Dialect: a.Dialect, MaxUploadBytes: cfg.MaxUploadBytes,
+		AuthToken: cfg.AuthToken, BasicUser: cfg.BasicAuthUser, BasicPassword: cfg.BasicAuthPassword,
+		MinUploadRate: cfg.MinUploadRate, MaxEventStreams: cfg.MaxEventStreams, StreamsPerClient: cfg.StreamsPerClient,
+		MetricsOnOwnListener: cfg.MetricsAddr != "", MaskJobArgs: cfg.MaskJobArgs,
+		ReportTypes: a.Renderers.Names(),
+	}
+	if cfg.MinUploadRate == 0 {
+		d.MinUploadRate = -1 // MIN_UPLOAD_RATE=0 turns the check off
+	}
+	if cfg.SecretKeyBase != "" {
+		sum := sha256.Sum256([]byte("pallarel web\x00" + cfg.SecretKeyBase))
+		d.CSRFKey = sum[:]
+	}
+	return d
 }
 
 // endStreamsOnShutdown ends Server-Sent Events streams (requests that
