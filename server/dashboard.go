@@ -115,8 +115,32 @@ func (s *Server) dashHome(c *gin.Context) {
 }
 
 type busyView struct {
+	Summary   busySummary
 	Processes []sidekiq.Process
 	Work      []workView
+}
+
+// busySummary is the Busy page's header, counted as Sidekiq's Web UI does
+// (busy.erb): Busy is WorkSet#size, the sum of each live process's "busy"
+// field in its heartbeat hash, not the entries of <identity>:work (those
+// lag a heartbeat behind and miss processes that do not write them).
+type busySummary struct {
+	Processes, Threads, Busy, Utilization int
+	RSSKB                                 int64
+}
+
+func summarize(ps []sidekiq.Process) busySummary {
+	var s busySummary
+	for _, p := range ps {
+		s.Processes++
+		s.Threads += p.Concurrency
+		s.Busy += p.Busy
+		s.RSSKB += p.RSSKB
+	}
+	if s.Threads > 0 {
+		s.Utilization = int(float64(s.Busy)*100/float64(s.Threads) + 0.5)
+	}
+	return s
 }
 
 type workView struct {
@@ -136,11 +160,11 @@ func (s *Server) dashBusy(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	v := busyView{Processes: ps}
+	v := busyView{Processes: ps, Summary: summarize(ps)}
 	for _, w := range ws {
 		wv := workView{Process: w.Identity, TID: w.TID, Queue: w.Queue, RunAt: w.RunAt}
 		if w.Job != nil {
-			wv.JID, wv.Class, wv.Args = w.Job.JID, w.Job.DisplayClass(), displayArgs(w.Job)
+			wv.JID, wv.Class, wv.Args = w.Job.JID, w.Job.DisplayClass(), s.displayArgs(w.Job)
 		}
 		v.Work = append(v.Work, wv)
 	}
@@ -190,7 +214,7 @@ type entryView struct {
 	Bad                               bool // not a readable job
 }
 
-func makeEntry(e sidekiq.Entry, scored bool) entryView {
+func (s *Server) makeEntry(e sidekiq.Entry, scored bool) entryView {
 	v := entryView{Key: e.Key(), Raw: string(e.Raw)}
 	if scored {
 		v.At = time.Unix(0, int64(e.Score*1e9)).UTC()
@@ -198,17 +222,31 @@ func makeEntry(e sidekiq.Entry, scored bool) entryView {
 	if e.Job == nil {
 		v.Bad, v.Class = true, "(unreadable)"
 		v.Args = truncate(string(e.Raw), 200)
+		if s.d.MaskJobArgs {
+			v.Args, v.Raw = maskedArgs, ""
+		}
 		return v
 	}
 	j := e.Job
-	v.JID, v.Class, v.Queue, v.Args = j.JID, j.DisplayClass(), j.Queue, displayArgs(j)
+	v.JID, v.Class, v.Queue, v.Args = j.JID, j.DisplayClass(), j.Queue, s.displayArgs(j)
+	if s.d.MaskJobArgs {
+		v.Raw = "" // the payload holds the arguments too
+	}
 	v.ErrorClass, v.ErrorMessage = j.StringField("error_class"), truncate(j.StringField("error_message"), 300)
 	_, _ = j.Field("retry_count", &v.RetryCount)
 	return v
 }
 
-// displayArgs shows the handler's arguments (ActiveJob's envelope undone).
-func displayArgs(j *sidekiq.Job) string {
+// maskedArgs replaces job arguments on the dashboard with
+// Deps.MaskJobArgs: row jobs carry customers' names and addresses.
+const maskedArgs = "[masked]"
+
+// displayArgs shows the handler's arguments (ActiveJob's envelope undone),
+// or maskedArgs.
+func (s *Server) displayArgs(j *sidekiq.Job) string {
+	if s.d.MaskJobArgs {
+		return maskedArgs
+	}
 	args, err := j.Arguments()
 	if err != nil {
 		args = j.Args
@@ -241,6 +279,7 @@ type listView struct {
 	Entries    []entryView
 	Scored     bool // a sorted set: entries have a time and per-entry actions
 	CanKill    bool
+	Masked     bool // arguments hidden: queue deletes go by JID, not payload
 }
 
 func (v *listView) paginate(page int) {
@@ -272,10 +311,10 @@ func (s *Server) dashQueue(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	v := listView{Name: name, Title: name, Size: size}
+	v := listView{Name: name, Title: name, Size: size, Masked: s.d.MaskJobArgs}
 	v.paginate(page)
 	for _, e := range es {
-		v.Entries = append(v.Entries, makeEntry(e, false))
+		v.Entries = append(v.Entries, s.makeEntry(e, false))
 	}
 	s.dashPage(c, "queues", "dash_queue.html", v)
 }
@@ -300,6 +339,15 @@ func (s *Server) dashClearQueue(c *gin.Context) {
 func (s *Server) dashDeleteQueueJob(c *gin.Context) {
 	name := c.Param("name")
 	raw := c.PostForm("key_val")
+	if raw == "" && c.PostForm("jid") != "" {
+		// Masked pages do not carry the payload: find it by JID.
+		found, err := s.queueJobByJID(c, name, c.PostForm("jid"))
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		raw = found
+	}
 	if raw == "" {
 		s.fail(c, userErr(http.StatusBadRequest, "err_bad_request", "key_val"))
 		return
@@ -336,7 +384,7 @@ func (s *Server) dashSet(path string) gin.HandlerFunc {
 		v := listView{Name: path, Title: setTitles[path], Size: size, Scored: true, CanKill: set != sidekiq.DeadSet}
 		v.paginate(page)
 		for _, e := range es {
-			v.Entries = append(v.Entries, makeEntry(e, true))
+			v.Entries = append(v.Entries, s.makeEntry(e, true))
 		}
 		s.dashPage(c, path, "dash_set.html", v)
 	}
@@ -442,4 +490,25 @@ func (s *Server) eachEntry(c *gin.Context, set sidekiq.SetName, f func(sidekiq.E
 			}
 		}
 	}
+}
+
+// queueJobByJID returns the exact payload of the job jid in queue name,
+// looking through the first 10,000 jobs (a page delete acts on what the
+// page showed).
+func (s *Server) queueJobByJID(c *gin.Context, name, jid string) (string, error) {
+	for start := 0; start < 10_000; start += 500 {
+		es, err := s.d.API.QueueJobs(c.Request.Context(), name, start, 500)
+		if err != nil {
+			return "", err
+		}
+		for _, e := range es {
+			if e.Job != nil && e.Job.JID == jid {
+				return string(e.Raw), nil
+			}
+		}
+		if len(es) < 500 {
+			break
+		}
+	}
+	return "", sidekiq.ErrNotFound
 }

@@ -20,9 +20,15 @@ func TestDownload(t *testing.T) {
 	resp, body := b.get(t, "/csv_processing/nope/download")
 	wantStatus(t, resp, body, http.StatusBadRequest)
 
-	token, rep := newRun(t, b, true)
-	resp, body = b.get(t, "/csv_processing/"+token+"/download")
+	// An unknown token is 404; a run not ready yet is 409 with its state.
+	resp, body = b.get(t, "/csv_processing/00000000-0000-4000-8000-000000000000/download")
 	wantStatus(t, resp, body, http.StatusNotFound)
+	token, rep := newRun(t, b, true)
+	resp, body = b.get(t, "/csv_processing/"+token+"/download", "Accept", "application/json")
+	wantStatus(t, resp, body, http.StatusConflict)
+	if !strings.Contains(body, `"state":"processing"`) || !strings.Contains(body, "not ready") {
+		t.Errorf("409 body = %s", body)
+	}
 
 	zip := "PK\x03\x04 a fake zip \x00\x01\x02"
 	if err := b.store.Put(ctx, jobs.ResultKey(token), strings.NewReader(zip)); err != nil {
@@ -57,7 +63,7 @@ func TestDownloadPresigned(t *testing.T) {
 	b := setup(t, func(d *Deps) { d.Store = st })
 	token, _ := newRun(t, b, true)
 	resp, body := b.get(t, "/csv_processing/"+token+"/download")
-	wantStatus(t, resp, body, http.StatusNotFound)
+	wantStatus(t, resp, body, http.StatusConflict)
 	if err := st.Put(ctx, jobs.ResultKey(token), strings.NewReader("PK\x03\x04zip")); err != nil {
 		t.Fatal(err)
 	}

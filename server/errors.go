@@ -21,6 +21,7 @@ type httpError struct {
 	key    string
 	detail string
 	err    error
+	extra  gin.H // more fields for a JSON answer (e.g. the run's state)
 }
 
 func (e *httpError) Error() string {
@@ -88,7 +89,14 @@ func (s *Server) fail(c *gin.Context, err error) {
 		s.challenge(c)
 	}
 	if wantsJSON(c) {
-		c.AbortWithStatusJSON(status, gin.H{"error": msg, "status": status})
+		body := gin.H{"error": msg, "status": status}
+		var he *httpError
+		if errors.As(err, &he) {
+			for k, v := range he.extra {
+				body[k] = v
+			}
+		}
+		c.AbortWithStatusJSON(status, body)
 		return
 	}
 	c.Abort()

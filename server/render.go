@@ -53,6 +53,13 @@ var templateFuncs = template.FuncMap{
 		return time.Unix(int64(f), 0).UTC().Format("2006-01-02 15:04:05 UTC")
 	},
 	"join": strings.Join,
+	// dur shows seconds as 1h02m03s, 2m05s or 7s.
+	"dur": func(secs *float64) string {
+		if secs == nil {
+			return ""
+		}
+		return (time.Duration(*secs) * time.Second).String()
+	},
 	"f1":   func(f float64) string { return fmt.Sprintf("%.1f", f) },
 	"add":  func(a, b int) int { return a + b },
 	"sub":  func(a, b int) int { return a - b },

@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -47,6 +46,8 @@ type runView struct {
 	CreatedAt       time.Time  `json:"created_at"`
 	UpdatedAt       time.Time  `json:"updated_at"`
 	DownloadURL     string     `json:"download_url,omitempty"`
+	// Expired: retention deleted the run's files (runs_list.go).
+	Expired bool `json:"expired,omitempty"`
 }
 
 // Finished reports whether the run will not change any more.
@@ -60,7 +61,7 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	if rep != nil {
 		v.ReportID, v.ReportType = rep.ID, reportTypeName(rep.ReportType)
 		v.CreatedAt, v.UpdatedAt = rep.CreatedAt, rep.UpdatedAt
-		v.LastError = rep.ErrorMessage
+		v.LastError = cleanError(rep.ErrorMessage)
 		v.TotalCount = rep.Count
 		v.DoneCount = rep.Count
 	}
@@ -69,7 +70,7 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 		v.QueueName, v.WorkerTaskArn = st.QueueName, st.WorkerTaskArn
 		v.WorkerStartedAt, v.FinalizedAt, v.ForceShutdownAt = st.WorkerStartedAt, st.FinalizedAt, st.ForceShutdownAt
 		if st.LastError != "" {
-			v.LastError = st.LastError
+			v.LastError = cleanError(st.LastError)
 		}
 		v.CreatedAt, v.UpdatedAt = st.CreatedAt, st.UpdatedAt
 		v.State = stateProcessing
@@ -78,15 +79,21 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 		v.QueueName, _ = s.d.Router.For(token)
 	}
 	if rep != nil {
+		v.Expired = rep.ExpiredAt != nil
 		switch rep.Status {
 		case models.ReportCompleted:
 			v.State = stateCompleted
-			v.DownloadURL = "/csv_processing/" + token + "/download"
+			if !v.Expired {
+				v.DownloadURL = "/csv_processing/" + token + "/download"
+			}
 		case models.ReportFailed:
 			v.State = stateFailed
 		case models.ReportProcessing:
 			v.State = stateProcessing
 		}
+	}
+	if v.State == stateCompleted && v.FailedCount == 0 {
+		v.LastError = "" // an error a retry got past: the run succeeded
 	}
 	switch {
 	case v.State == stateCompleted:
@@ -197,33 +204,6 @@ func sortByCreated(vs []runView) {
 	sort.SliceStable(vs, func(i, k int) bool { return vs[i].CreatedAt.After(vs[k].CreatedAt) })
 }
 
-// statusList is GET /csv_processing/status.
-func (s *Server) statusList(c *gin.Context) {
-	limit := 10
-	if q := c.Query("limit"); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 1 || n > 100 {
-			s.fail(c, userErr(http.StatusBadRequest, "err_bad_limit", q))
-			return
-		}
-		limit = n
-	}
-	runs, err := s.recentRuns(c.Request.Context(), limit)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	if runs == nil {
-		runs = []runView{}
-	}
-	if wantsJSON(c) {
-		c.JSON(http.StatusOK, gin.H{"runs": runs})
-		return
-	}
-	l := lang(c)
-	s.render(c, http.StatusOK, "status_list.html", pageData{Lang: l, Title: l.T("status_list"), Data: runs})
-}
-
 // statusOne is GET /csv_processing/:token.
 func (s *Server) statusOne(c *gin.Context) {
 	v, err := s.loadRun(c.Request.Context(), c.Param("token"))
@@ -295,7 +275,7 @@ func (s *Server) download(c *gin.Context) {
 	key := jobs.ResultKey(token)
 	info, err := s.d.Store.Stat(ctx, key)
 	if err != nil {
-		s.fail(c, err)
+		s.fail(c, s.whyNoDownload(ctx, token, err)) // 409 not ready, 410 expired
 		return
 	}
 	if u, err := s.d.Store.URL(ctx, key, 5*time.Minute); err == nil && u != "" {

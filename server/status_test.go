@@ -134,7 +134,7 @@ func TestStatusList(t *testing.T) {
 	b := setup(t, nil)
 	resp, body := b.get(t, "/csv_processing/status", "Accept", "application/json")
 	wantStatus(t, resp, body, http.StatusOK)
-	if strings.TrimSpace(body) != `{"runs":[]}` {
+	if !strings.HasPrefix(strings.TrimSpace(body), `{"runs":[],`) {
 		t.Errorf("empty list = %s", body)
 	}
 	var tokens []string
