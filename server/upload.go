@@ -113,6 +113,10 @@ func (s *Server) upload(c *gin.Context) {
 		return
 	}
 	f, err := s.readUpload(ctx, c, mr, token, needToken)
+	if rr, isRate := c.Request.Body.(*rateReader); isRate && rr.timedOut {
+		// The multipart parser may report the cut as a malformed header.
+		err = userErr(http.StatusRequestTimeout, "err_too_slow", "")
+	}
 	if err != nil {
 		s.discard(ctx, f.stored)
 		s.fail(c, err)

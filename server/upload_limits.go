@@ -42,6 +42,8 @@ type rateReader struct {
 	got    int64 // bytes in the current window
 	start  time.Time
 	max    time.Duration // the whole request's ReadTimeout
+	// timedOut is set once the deadline cut the body.
+	timedOut bool
 }
 
 // extend moves the read deadline one window ahead, never past ReadTimeout.
@@ -61,6 +63,7 @@ func (r *rateReader) Read(p []byte) (int, error) {
 		_ = r.extend()
 	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		r.timedOut = true
 		return n, userErr(http.StatusRequestTimeout, "err_too_slow", "")
 	}
 	return n, err
