@@ -1,7 +1,7 @@
 // Command pallarel submits a CSV to a Pallarel server, shows a progress bar
 // while its rows are made into reports, and downloads the ZIP:
 //
-//	pallarel [-server http://localhost:8080] [-type xlsx|pdf|text|csv] [-encoding auto]
+//	pallarel [-server http://localhost:8080] [-type xlsx|pdf|text] [-encoding auto]
 //	         [-template t.xlsx] [-o report.zip] [-token AUTH_TOKEN] file.csv
 package main
 
@@ -49,13 +49,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.server, "server", envOr("PALLAREL_SERVER", "http://localhost:8080"), "server URL (env PALLAREL_SERVER)")
-	fs.StringVar(&o.typ, "type", "xlsx", "report type: xlsx, pdf, text or csv")
+	fs.StringVar(&o.typ, "type", "xlsx", "report type: xlsx, pdf or text")
 	fs.StringVar(&o.encoding, "encoding", "auto", "CSV encoding: auto, utf-8 or shift_jis")
 	fs.StringVar(&o.template, "template", "", "XLSX template whose {{column}} cells are filled per row")
 	fs.StringVar(&o.out, "o", "", "where to write the ZIP (default report-<token>.zip)")
 	fs.StringVar(&o.token, "token", os.Getenv("AUTH_TOKEN"), "bearer token when the server has AUTH_TOKEN set")
 	fs.DurationVar(&o.poll, "poll", 500*time.Millisecond, "how often to ask for progress")
+	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage was asked for, and printed
+		}
 		return usageError{err}
 	}
 	if fs.NArg() != 1 {
@@ -68,6 +72,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "submitted %s as %s (queue %s)\n", fs.Arg(0), sub.Token, sub.Queue)
 	st, err := c.follow(ctx, sub.Token, o.poll, stderr)
+	if err != nil && ctx.Err() != nil {
+		// Ctrl-C stops following, not the run.
+		return fmt.Errorf("stopped following; run %s goes on on the server.\n"+
+			"  progress: %s/csv_processing/%s\n  download: %s/csv_processing/%s/download (once completed)",
+			sub.Token, c.base, sub.Token, c.base, sub.Token)
+	}
 	if err != nil {
 		return err
 	}
@@ -84,6 +94,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %d bytes, %d rows done, %d failed\n", out, n, st.DoneCount, st.FailedCount)
 	return nil
+}
+
+// usage is -h: what the command does, its argument and its flags.
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprint(w, `Usage: pallarel [flags] FILE.csv
+
+Uploads FILE.csv to a Pallarel server, shows the progress while each row
+becomes a report file, and downloads the ZIP of them.
+
+Examples:
+  pallarel list.csv                                  # xlsx reports, server at localhost:8080
+  pallarel -type pdf -o reports.zip list.csv
+  pallarel -server https://reports.example.com -token "$AUTH_TOKEN" list.csv
+
+Ctrl-C stops following; the run goes on on the server and the command
+prints where to fetch it.
+
+Flags:
+`)
+	fs.PrintDefaults()
 }
 
 func envOr(k, def string) string {
@@ -125,7 +156,12 @@ func (c *client) do(req *http.Request) (*http.Response, error) {
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, strings.TrimSpace(string(body)))
+		msg := strings.TrimSpace(string(body))
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			msg = e.Error // the server's message, not its JSON
+		}
+		return nil, fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, msg)
 	}
 	return resp, nil
 }

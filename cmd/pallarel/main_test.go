@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -82,8 +83,9 @@ func TestRunReportsServerErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("run succeeded on a PNG")
 	}
-	// 415 with the server's (Japanese, by default) message.
-	if msg := err.Error(); !strings.Contains(msg, "415") || !strings.Contains(msg, "CSVファイルではないようです") {
+	// 415 with the server's message, in English (the CLI asks for no
+	// language) and without the JSON around it.
+	if msg := err.Error(); !strings.Contains(msg, "415") || !strings.Contains(msg, ": This does not look like a CSV file.") || strings.Contains(msg, "{") {
 		t.Errorf("error %q does not carry the server's message", msg)
 	}
 	var u usageError
@@ -120,4 +122,62 @@ func TestRunUsage(t *testing.T) {
 			t.Errorf("run %q: %v, want a usageError", args, err)
 		}
 	}
+}
+
+// TestHelp: -h exits 0 and documents the file argument, the types the
+// server takes (no csv) and what Ctrl-C does.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), []string{"-h"}, &stdout, &stderr); err != nil {
+		t.Fatalf("-h: %v", err)
+	}
+	help := stderr.String()
+	for _, want := range []string{"Usage: pallarel [flags] FILE.csv", "-type", "xlsx, pdf or text", "-server", "-token", "Ctrl-C"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %q:\n%s", want, help)
+		}
+	}
+	if strings.Contains(help, "text or csv") || strings.Contains(help, "text, csv") {
+		t.Errorf("help offers -type csv, which the server refuses:\n%s", help)
+	}
+}
+
+// TestInterruptSaysRunGoesOn: Ctrl-C while following tells the run goes
+// on and where to fetch it.
+func TestInterruptSaysRunGoesOn(t *testing.T) {
+	t.Parallel()
+	srv := startServerNoWorkers(t)
+	in := filepath.Join(t.TempDir(), "a.csv")
+	if err := os.WriteFile(in, e2etest.CSV(3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var stdout, stderr bytes.Buffer
+	w := &cancelOnWrite{w: &stderr, marker: "submitted ", cancel: cancel}
+	err := run(ctx, []string{"-server", srv.URL, "-poll", "50ms", in}, &stdout, w)
+	if err == nil || !strings.Contains(err.Error(), "goes on on the server") || !strings.Contains(err.Error(), "/download") {
+		t.Fatalf("interrupted run: %v", err)
+	}
+}
+
+// startServerNoWorkers runs a server whose runs never start (no workers).
+func startServerNoWorkers(t *testing.T) *e2etest.Server {
+	t.Helper()
+	db := redistest.New(t)
+	return e2etest.Start(t, servercmd.Run, map[string]string{"REDIS_URL": db.URL(), "DATA_DIR": t.TempDir(), "LAUNCHER": "none"})
+}
+
+// cancelOnWrite cancels once marker is written (the submission line).
+type cancelOnWrite struct {
+	w      *bytes.Buffer
+	marker string
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnWrite) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), c.marker) {
+		c.cancel()
+	}
+	return c.w.Write(p)
 }
