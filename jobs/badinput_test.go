@@ -103,7 +103,8 @@ func TestMalformedRows(t *testing.T) {
 		}
 	}
 	for n, reason := range map[int]string{2: "wrong number of fields", 3: "bare", 5: "quote"} {
-		if m[n][1] != "failed" || m[n][0] != "" || !strings.Contains(m[n][2], reason) || !strings.HasPrefix(m[n][2], fmt.Sprintf("line %d:", n+1)) {
+		if m[n][1] != "failed" || m[n][0] != "" || !strings.Contains(m[n][2], reason) || !strings.HasPrefix(m[n][2], fmt.Sprintf("line %d (row %d)", n+1, n)) {
+			// Once "line N (row M)", not "line N: line N (row M)".
 			t.Errorf("row %d: %q, want failed with %q", n, m[n], reason)
 		}
 	}

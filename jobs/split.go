@@ -153,7 +153,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		last = row.Number
 		if row.Err != nil {
 			isNew, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
-				Error: fmt.Sprintf("line %d: %v", row.Line, row.Err)})
+				Error: rowErrorText(row.Line, row.Err)})
 			if err != nil {
 				return err
 			}
@@ -228,4 +228,14 @@ func (p *Pipeline) launchWorkers(ctx context.Context, token, queue string, log i
 		log.Error("record worker", "err", err)
 	}
 	log.Info("worker launched", "task", task.ID)
+}
+
+// rowErrorText is a malformed row's manifest error. A csvrows.RecordError
+// already starts with "line N (row M)": it is not prefixed again.
+func rowErrorText(line int, err error) string {
+	var re *csvrows.RecordError
+	if errors.As(err, &re) {
+		return err.Error()
+	}
+	return fmt.Sprintf("line %d: %v", line, err)
 }
