@@ -79,7 +79,7 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 		v.QueueName, _ = s.d.Router.For(token)
 	}
 	if rep != nil {
-		v.Expired = rep.ExpiredAt != nil
+		v.Expired = rep.ExpiredAt != nil || rep.DeletedAt != nil
 		switch rep.Status {
 		case models.ReportCompleted:
 			v.State = stateCompleted

@@ -21,6 +21,7 @@ import (
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/retention"
 	"github.com/pallarel/pallarel/server"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -88,6 +89,15 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		// the deferred Close above releases those.
 		defer func() { stop(); <-monitorsDone }()
 	}
+	sweeper, err := retention.New(a.Models, a.Store, retention.Config{Uploads: cfg.RetainUploads, Results: cfg.RetainResults, Runs: cfg.RetainRuns}, log, nil)
+	if err != nil {
+		log.Error("start retention", "err", err)
+		return 1
+	}
+	sweeping, stopSweeping := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() { defer close(sweepDone); sweeper.Start(sweeping) }()
+	defer func() { stopSweeping(); <-sweepDone }() // before the database closes
 	web, err := server.New(webDeps(cfg, a, log))
 	if err != nil {
 		log.Error("start web server", "err", err)

@@ -1,0 +1,128 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/server"
+	"github.com/pallarel/pallarel/storage"
+)
+
+// TestKeysMatchServer: the sweeper deletes the keys the server writes.
+func TestKeysMatchServer(t *testing.T) {
+	tok := router.NewToken()
+	if uploadKey(tok) != server.UploadKey(tok) || templateKey(tok) != server.TemplateKey(tok) {
+		t.Fatalf("keys differ: %s %s vs %s %s", uploadKey(tok), templateKey(tok), server.UploadKey(tok), server.TemplateKey(tok))
+	}
+}
+
+// TestSweep ages runs past each limit on a real SQLite file and a real
+// local store: uploads go first, then results (expired_at set), then the
+// run (soft-deleted, status row gone); a run still going is never touched.
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	gdb, err := models.Open(ctx, models.DBConfig{URL: "sqlite://" + filepath.Join(t.TempDir(), "t.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { models.Close(gdb) })
+	if err := models.Migrate(ctx, gdb); err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	db := models.NewStore(gdb)
+	db.Now = func() time.Time { return clock }
+	sw, err := New(db, st, Config{Uploads: 24 * time.Hour, Results: 48 * time.Hour, Runs: 96 * time.Hour},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string) {
+		if err := st.Put(ctx, key, strings.NewReader("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(key string) bool {
+		_, err := st.Stat(ctx, key)
+		if err != nil && !errors.Is(err, storage.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	mkRun := func(done bool) (string, int64) {
+		tok := router.NewToken()
+		rep := models.ClientReport{Status: models.ReportProcessing, Token: tok, SourceKey: uploadKey(tok), SourceName: "顧客.csv"}
+		if err := db.CreateReport(ctx, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.CreateStatus(ctx, tok, "q", 1); err != nil {
+			t.Fatal(err)
+		}
+		put(uploadKey(tok))
+		put(templateKey(tok))
+		put(jobs.RowKeyPrefix(tok) + "seg-1")
+		if done {
+			put(jobs.ResultKey(tok))
+			if err := db.MarkReportCompleted(ctx, rep.ID, jobs.ResultKey(tok), 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return tok, rep.ID
+	}
+	done, doneID := mkRun(true)
+	running, _ := mkRun(false)
+
+	sweep := func(age time.Duration) Result {
+		clock = time.Now().Add(age)
+		res, err := sw.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := sweep(time.Hour); res != (Result{}) {
+		t.Fatalf("young runs swept: %+v", res)
+	}
+	if res := sweep(25 * time.Hour); res != (Result{Uploads: 1}) || exists(uploadKey(done)) || exists(templateKey(done)) || !exists(jobs.ResultKey(done)) {
+		t.Fatalf("after a day: %+v", res)
+	}
+	if res := sweep(49 * time.Hour); res != (Result{Results: 1}) || exists(jobs.ResultKey(done)) || exists(jobs.RowKeyPrefix(done)+"seg-1") {
+		t.Fatalf("after two days: %+v", res)
+	}
+	rep, err := db.ReportByID(ctx, doneID)
+	if err != nil || rep.ExpiredAt == nil || rep.SourceKey != "" {
+		t.Fatalf("report after results expired: %+v %v", rep, err)
+	}
+	if res := sweep(97 * time.Hour); res != (Result{Runs: 1}) {
+		t.Fatalf("after four days: %+v", res)
+	}
+	rep, _ = db.ReportByID(ctx, doneID)
+	if rep.DeletedAt == nil || rep.SourceName != "" {
+		t.Fatalf("old run not soft-deleted: %+v", rep)
+	}
+	if _, err := db.StatusByToken(ctx, done); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("status row of an old run: %v", err)
+	}
+	if res := sweep(1000 * time.Hour); res != (Result{}) {
+		t.Fatalf("second pass: %+v", res)
+	}
+	// The unfinished run kept everything.
+	for _, k := range []string{uploadKey(running), templateKey(running), jobs.RowKeyPrefix(running) + "seg-1"} {
+		if !exists(k) {
+			t.Errorf("%s of a running run was deleted", k)
+		}
+	}
+}
