@@ -9,8 +9,13 @@ export CGO_ENABLED := 0
 
 # All-in-one local mode: embedded Redis-protocol server, SQLite, local storage,
 # in-process workers. Open the URL it prints.
+# The first build compiles every dependency (minutes on a slow machine):
+# say so, and list packages as they compile (-v) instead of sitting silent.
 run:
-	$(GO) run ./cmd/server
+	@echo "Compiling the server (the first build takes a few minutes; later ones seconds)..."
+	$(GO) build -v -o bin/ ./cmd/server
+	@echo "Starting bin/server"
+	./bin/server
 
 build:
 	$(GO) build -o bin/ ./cmd/...

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,11 @@ func TestBrowserUploadProgressDownload(t *testing.T) {
 		t.Fatalf("finished page: %+v", v)
 	}
 	browse(t, tab, "download link", chromedp.WaitVisible(chromedp.CSS(`#download`)))
+	// Times the stream filled in read as the server renders them.
+	fin := browseValue(t, tab, "finalized_at", chromedp.Evaluate[string](`document.getElementById("finalized_at").textContent`))
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$`).MatchString(fin) {
+		t.Errorf("finalized_at from the stream reads %q, want the page's 2006-01-02 15:04:05 UTC", fin)
+	}
 	savePNG(t, "status.png", browseValue(t, tab, "screenshot", chromedp.CaptureScreenshot()))
 
 	// The link the page shows serves the ZIP.

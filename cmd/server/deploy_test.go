@@ -83,3 +83,19 @@ func TestContainersBindExplicitly(t *testing.T) {
 		}
 	}
 }
+
+// TestMakeRunSaysItCompiles: the first `make run` compiles for minutes;
+// it must say so before it starts, not print nothing.
+func TestMakeRunSaysItCompiles(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command("make", "-n", "run")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n run: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 2 || !strings.Contains(lines[0], "Compiling") || !strings.Contains(string(out), "go build -v") {
+		t.Errorf("make run does not announce the build first:\n%s", out)
+	}
+}
