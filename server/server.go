@@ -7,11 +7,12 @@
 //
 //	GET  /, /csv_processing/new        upload form (Japanese unless the browser prefers English)
 //	POST /csv_processing               upload a CSV, enqueue SplitCsvJob; 303 (browser) or 201 JSON (API)
-//	GET  /csv_processing/status        latest runs (?limit=, default 10)
+//	GET  /csv_processing/status        latest runs (?state=, ?page=, ?limit= default 10)
 //	GET  /csv_processing/:token        one run, HTML or JSON by Accept
 //	GET  /csv_processing/:token/events Server-Sent Events with the run's status every second
 //	GET  /csv_processing/:token/download the report ZIP (stream, or 302 to a presigned URL)
-//	GET  /up, /healthz, /readyz, /metrics
+//	GET  /up, /healthz, /readyz, /metrics (behind auth, or on its own listener)
+//	GET, POST /login; POST /logout     browser session when auth is configured
 //	/sidekiq/...                       dashboard: Dashboard, Busy, Queues, Retries, Scheduled, Dead
 //
 // Nothing here is global: each Server has its own gin engine, templates,
