@@ -226,9 +226,12 @@ func TestStreamsShareOnePoll(t *testing.T) {
 	token, _ := newRun(t, b, true)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	open := func() *http.Response {
+	open := func(header ...string) *http.Response {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.ts.URL+"/csv_processing/"+token+"/events", nil)
 		req.Header.Set("Accept", "text/event-stream")
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -250,7 +253,12 @@ func TestStreamsShareOnePoll(t *testing.T) {
 	if n, polls := b.srv.streams.open(); n != 5 || polls != 1 {
 		t.Errorf("open streams %d, polls %d; want 5 and 1", n, polls)
 	}
-	resp := open()
+	// A forwarded header does not make a new client.
+	resp := open("X-Forwarded-For", "203.0.113.9", "X-Real-IP", "203.0.113.9")
+	if resp.StatusCode != http.StatusTooManyRequests {
+		resp.Body.Close() // a stream: do not wait for its end
+		t.Fatalf("sixth stream from one client: %d, want 429", resp.StatusCode)
+	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	wantStatus(t, resp, string(body), http.StatusTooManyRequests)

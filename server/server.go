@@ -206,6 +206,9 @@ func (s *Server) db() *gorm.DB { return s.d.DB.DB }
 func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
+	// Client addresses (stream caps, logs) come from the connection: a
+	// forwarded header would let anyone pick their own.
+	_ = e.SetTrustedProxies(nil)
 	// Headers first, so even a 413 or a panic carries them; bodies are
 	// capped before anything reads them; cross-site writes stop here.
 	e.Use(s.recoverer(), s.securityHeaders(), s.metrics.middleware(), s.accessLog(),
