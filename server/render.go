@@ -60,9 +60,9 @@ var templateFuncs = template.FuncMap{
 		}
 		return (time.Duration(*secs) * time.Second).String()
 	},
-	"f1":   func(f float64) string { return fmt.Sprintf("%.1f", f) },
-	"add":  func(a, b int) int { return a + b },
-	"sub":  func(a, b int) int { return a - b },
+	"f1":  func(f float64) string { return fmt.Sprintf("%.1f", f) },
+	"add": func(a, b int) int { return a + b },
+	"sub": func(a, b int) int { return a - b },
 }
 
 // parsePages parses each page template together with the layout.

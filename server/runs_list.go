@@ -216,4 +216,3 @@ func cleanError(msg string) string {
 	out.WriteString(msg[last:])
 	return out.String()
 }
-
