@@ -23,20 +23,24 @@ func env(kv map[string]string) func(string) (string, bool) {
 // defaults is what an empty environment gives.
 func defaults() Config {
 	return Config{
-		AppEnv:            "development",
-		Port:              8080,
-		DataDir:           "./data",
-		DB:                models.DBConfig{URL: "sqlite://data/pallarel.sqlite3"},
-		LocalSave:         true,
-		StorageDir:        "data/storage",
-		Region:            "ap-northeast-1",
-		S3Client:          storage.S3ClientConfig{Region: "ap-northeast-1"},
-		Launcher:          "local",
-		ECS:               launcher.ECSConfig{ContainerName: "sidekiqContainer", Env: "development"},
-		QueueHexLen:       16,
-		MaxUploadBytes:    1 << 30,
-		SidekiqDialect:    8,
-		WorkerIdleTimeout: 5 * time.Minute,
+		AppEnv:              "development",
+		Port:                8080,
+		DataDir:             "./data",
+		DB:                  models.DBConfig{URL: "sqlite://data/pallarel.sqlite3"},
+		LocalSave:           true,
+		StorageDir:          "data/storage",
+		Region:              "ap-northeast-1",
+		S3Client:            storage.S3ClientConfig{Region: "ap-northeast-1"},
+		Launcher:            "local",
+		ECS:                 launcher.ECSConfig{ContainerName: "sidekiqContainer", Env: "development"},
+		QueueHexLen:         16,
+		MaxUploadBytes:      1 << 30,
+		SidekiqDialect:      8,
+		WorkerIdleTimeout:   5 * time.Minute,
+		SplitWindow:         4000,
+		SuperviseInterval:   5 * time.Second,
+		WorkerLaunchGrace:   45 * time.Second,
+		WorkerMaxRelaunches: 5,
 	}
 }
 
