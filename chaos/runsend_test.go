@@ -202,4 +202,3 @@ func TestWorkerThatNeverStartsFailsTheRun(t *testing.T) {
 		t.Fatalf("run: %+v (want failed with the relaunch reason)", s)
 	}
 }
-
