@@ -125,6 +125,24 @@ type Config struct {
 	// WorkerIdleTimeout is WORKER_IDLE_TIMEOUT: how long a token worker
 	// waits on an empty queue before it exits. Defaults to 5m.
 	WorkerIdleTimeout time.Duration
+	// SplitWindow is SPLIT_WINDOW: how many row jobs of one run wait in
+	// Redis at most. Defaults to 4000.
+	SplitWindow int
+	// SuperviseInterval is SUPERVISE_INTERVAL: how often the run
+	// supervisor reconciles unfinished runs. Defaults to 5s.
+	SuperviseInterval time.Duration
+	// WorkerLaunchGrace is WORKER_LAUNCH_GRACE: how long a run's queue may
+	// hold work with no live worker before the worker is launched again.
+	// Defaults to 45s.
+	WorkerLaunchGrace time.Duration
+	// LocalWorkerCommand is LOCAL_WORKER_COMMAND: the command line (split
+	// on spaces, {queue} and {token} substituted) the local launcher runs
+	// per token. Defaults to the worker binary beside this one with
+	// "-q {queue} -c 10 --idle-timeout WORKER_IDLE_TIMEOUT".
+	LocalWorkerCommand []string
+	// WorkerMaxRelaunches is WORKER_MAX_RELAUNCHES: relaunches of one
+	// run's worker before the run fails. Defaults to 5.
+	WorkerMaxRelaunches int
 }
 
 // loader reads variables and collects problems.
@@ -337,6 +355,13 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.RetainUploads = l.duration("RETAIN_UPLOADS", DefaultRetainUploads)
 	c.RetainResults = l.duration("RETAIN_RESULTS", DefaultRetainResults)
 	c.RetainRuns = l.duration("RETAIN_RUNS", DefaultRetainRuns)
+	c.SplitWindow = int(l.integer("SPLIT_WINDOW", 4000, 10, 1_000_000))
+	c.SuperviseInterval = l.duration("SUPERVISE_INTERVAL", 5*time.Second)
+	c.WorkerLaunchGrace = l.duration("WORKER_LAUNCH_GRACE", 45*time.Second)
+	if cmd := strings.Fields(l.str("LOCAL_WORKER_COMMAND", "")); len(cmd) > 0 {
+		c.LocalWorkerCommand = cmd
+	}
+	c.WorkerMaxRelaunches = int(l.integer("WORKER_MAX_RELAUNCHES", 5, 0, 100))
 
 	if err := errors.Join(l.errs...); err != nil {
 		return c, fmt.Errorf("config: %w", err)

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -263,4 +264,69 @@ func (l Ledger) Expire(ctx context.Context, token string, ttl time.Duration) err
 	_ = c.Send("EXPIRE", totalKey(token), int(ttl.Seconds()))
 	_, err = c.Do("EXPIRE", splitKey(token), int(ttl.Seconds()))
 	return err
+}
+
+// Recorded reports, for each row number, whether the ledger holds its
+// result.
+func (l Ledger) Recorded(ctx context.Context, token string, rows []int) ([]bool, error) {
+	out := make([]bool, len(rows))
+	if len(rows) == 0 {
+		return out, nil
+	}
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	args := make([]any, 0, len(rows)+1)
+	args = append(args, rowsKey(token))
+	for _, n := range rows {
+		args = append(args, RowKey(n, ""))
+	}
+	vals, err := redis.Values(c.Do("HMGET", args...))
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", token, err)
+	}
+	for i, v := range vals {
+		out[i] = v != nil
+	}
+	return out, nil
+}
+
+// Unrecorded lists the rows from..to that have no result, reading the
+// ledger in chunks; it stops after limit rows.
+func (l Ledger) Unrecorded(ctx context.Context, token string, from, to, limit int) ([]int, error) {
+	var out []int
+	for lo := from; lo <= to && len(out) < limit; lo += ledgerChunk {
+		hi := min(lo+ledgerChunk-1, to)
+		nums := make([]int, 0, hi-lo+1)
+		for n := lo; n <= hi; n++ {
+			nums = append(nums, n)
+		}
+		have, err := l.Recorded(ctx, token, nums)
+		if err != nil {
+			return nil, err
+		}
+		for i, ok := range have {
+			if !ok && len(out) < limit {
+				out = append(out, nums[i])
+			}
+		}
+	}
+	return out, nil
+}
+
+// HasTotal reports whether the split recorded the run's total in Redis:
+// false while it splits, and after Redis lost its data.
+func (l Ledger) HasTotal(ctx context.Context, token string) (int, bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	defer c.Close()
+	n, err := redis.Int(c.Do("GET", totalKey(token)))
+	if errors.Is(err, redis.ErrNil) {
+		return 0, false, nil
+	}
+	return n, err == nil, err
 }

@@ -15,6 +15,9 @@ const MonitorInterval = time.Minute
 // cron (DeadLetterMonitorJob, ForceShutdownMonitorJob, IdleEcsTaskMonitorJob),
 // until ctx ends.
 func (p *Pipeline) RunMonitors(ctx context.Context, every time.Duration) {
+	supervised := make(chan struct{})
+	go func() { defer close(supervised); p.RunSupervisor(ctx) }()
+	defer func() { <-supervised }()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -56,6 +56,11 @@ type Deps struct {
 	MaxWait          time.Duration
 	// BatchSize is how many row jobs go in one pipelined push.
 	BatchSize int
+	// SplitWindow is how many row jobs of one run may wait in Redis at
+	// once. Defaults to DefaultSplitWindow.
+	SplitWindow int
+	// Supervise tunes the run supervisor; zero fields take defaults.
+	Supervise SuperviseConfig
 }
 
 // Pipeline runs the jobs with their dependencies.
@@ -66,6 +71,11 @@ type Pipeline struct {
 	templates templateCache
 	progress  progress
 	packer    *rowPacker
+	feeds     feeders
+	super     supervisor
+	// base outlives jobs: the feeders run under it until Close.
+	base       context.Context
+	cancelBase context.CancelFunc
 }
 
 // New checks deps and fills defaults.
@@ -104,9 +114,20 @@ func New(d Deps) (*Pipeline, error) {
 	if d.BatchSize <= 0 {
 		d.BatchSize = 1000
 	}
+	if d.SplitWindow <= 0 {
+		d.SplitWindow = DefaultSplitWindow
+	}
+	d.Supervise = d.Supervise.withDefaults()
 	ledger := Ledger{Pool: d.Pool}
-	return &Pipeline{d: d, ledger: ledger, log: d.Logger, packer: &rowPacker{store: d.Store, ledger: ledger}}, nil
+	base, cancel := context.WithCancel(context.Background())
+	p := &Pipeline{d: d, ledger: ledger, log: d.Logger, packer: &rowPacker{store: d.Store, ledger: ledger},
+		base: base, cancelBase: cancel}
+	p.feeds.owner = router.NewToken()
+	return p, nil
 }
+
+// Close stops the pipeline's feeders.
+func (p *Pipeline) Close() { p.cancelBase() }
 
 // Register binds the four jobs to reg under the Rails names and, so Go
 // callers may use them too, the names without the Report:: prefix.

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
@@ -88,120 +88,65 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		return fmt.Errorf("split: %w", err)
 	}
 
-	var in io.Reader
-	if ref.SourceKey != "" {
-		rc, err := p.d.Store.Open(ctx, ref.SourceKey)
-		if errors.Is(err, storage.ErrNotExist) {
-			msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
-			_ = p.d.DB.SetLastError(ctx, token, msg)
-			return fail(errors.New(msg))
+	// The upload in storage is the run's source of truth: a Rails-style
+	// split (the CSV inline in the job) stores it first, so the run can be
+	// rebuilt from storage if Redis loses its jobs.
+	if ref.SourceKey == "" {
+		ref.SourceKey = UploadKey(token)
+		if err := p.d.Store.Put(ctx, ref.SourceKey, strings.NewReader(inline)); err != nil {
+			return fmt.Errorf("split %s: store the inline CSV: %w", token, err)
 		}
-		if err != nil {
-			return fmt.Errorf("split: open %s: %w", ref.SourceKey, err)
+		if err := p.d.DB.SetReportSource(ctx, reportID, ref.SourceKey); err != nil {
+			return fmt.Errorf("split %s: %w", token, err)
 		}
-		defer rc.Close()
-		in = rc
-	} else {
-		in = strings.NewReader(inline)
 	}
-	rows, err := csvrows.NewReader(in, csvrows.Options{Encoding: ref.Encoding})
+	rc, err := p.d.Store.Open(ctx, ref.SourceKey)
+	if errors.Is(err, storage.ErrNotExist) {
+		msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
+		_ = p.d.DB.SetLastError(ctx, token, msg)
+		_, _ = p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
+		return fail(errors.New(msg))
+	}
+	if err != nil {
+		return fmt.Errorf("split: open %s: %w", ref.SourceKey, err)
+	}
+	_, err = csvrows.NewReader(rc, csvrows.Options{Encoding: ref.Encoding})
+	rc.Close()
 	if err != nil {
 		msg := fmt.Sprintf("CSV cannot be read: %v", err)
 		_ = p.d.DB.MarkReportFailed(ctx, reportID, msg)
 		_ = p.d.DB.SetLastError(ctx, token, msg)
+		_, _ = p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
 		log.Error("split: unreadable CSV", "err", err)
 		return sidekiq.Kill(errors.New(msg))
+	}
+	spec, err := json.Marshal(runSpec{SourceKey: ref.SourceKey, Encoding: ref.Encoding, TemplateKey: ref.TemplateKey, Type: typ, ReportID: reportID})
+	if err != nil {
+		return err
+	}
+	if err := p.d.DB.SetSourceSpec(ctx, token, string(spec)); err != nil {
+		return fmt.Errorf("split %s: %w", token, err)
+	}
+	st, err := p.d.DB.StatusByToken(ctx, token)
+	if err != nil {
+		return fmt.Errorf("split %s: %w", token, err)
+	}
+	if st.State == "" {
+		_ = p.d.DB.SetState(ctx, token, models.RunSplitting, "")
 	}
 
 	p.launchWorkers(ctx, token, queue, log)
 
-	done, err := p.ledger.SplitProgress(ctx, token)
-	if err != nil {
-		return err
-	}
-	path := "/tmp/reports/" + token
-	batch := make([]*sidekiq.Job, 0, p.d.BatchSize)
-	last, failed := done, 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		// A worker shutting down has given this job back: stop pushing,
-		// the next run resumes from the recorded progress.
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("split %s: %w", token, err)
-		}
-		if _, err := p.d.Client.PushBulk(ctx, batch); err != nil {
-			return fmt.Errorf("split %s: push rows: %w", token, err)
-		}
-		batch = batch[:0]
-		return p.ledger.SetSplitProgress(ctx, token, last)
-	}
-	for {
-		row, err := rows.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			msg := fmt.Sprintf("CSV read stopped after row %d: %v", last, err)
-			_ = p.d.DB.SetLastError(ctx, token, msg)
-			return fmt.Errorf("split %s: %s", token, msg)
-		}
-		if row.Number <= done {
-			continue
-		}
-		last = row.Number
-		if row.Err != nil {
-			isNew, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
-				Error: rowErrorText(row.Line, row.Err)})
-			if err != nil {
-				return err
-			}
-			if isNew {
-				failed++
-				_ = p.d.DB.IncrementFailed(ctx, token, 1)
-			}
-			continue
-		}
-		hash, err := encodeOrdered(rows.Headers(), row.Fields)
-		if err != nil {
-			return err
-		}
-		j, err := sidekiq.NewJob(RowClass, hash, typ, reportID, path, token)
-		if err != nil {
-			return err
-		}
-		j.Queue, j.Retry = queue, json.RawMessage("3")
-		_ = j.SetField(fieldRow, row.Number)
-		if ref.TemplateKey != "" {
-			_ = j.SetField(fieldTemplate, ref.TemplateKey)
-		}
-		batch = append(batch, j)
-		if len(batch) >= p.d.BatchSize {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return err
-	}
-	if err := p.d.DB.SetTotal(ctx, token, last); err != nil {
-		return fmt.Errorf("split %s: %w", token, err)
-	}
-	if err := p.ledger.SetTotal(ctx, token, last); err != nil {
-		return fmt.Errorf("split %s: %w", token, err)
-	}
-	fin, err := p.newFinalizeJob(queue, typ, reportID, token)
-	if err != nil {
-		return err
-	}
-	if _, err := p.d.Client.Push(ctx, fin); err != nil {
-		return fmt.Errorf("split %s: push finalize: %w", token, err)
-	}
-	log.Info("split done", "rows", last, "bad_rows", failed, "headers", len(rows.Headers()))
+	// The rows are pushed by a feeder outside the worker's processors, a
+	// window at a time as rows end; the run supervisor resumes it
+	// wherever it stopped.
+	p.ensureFeeding(token)
+	log.Info("split started", "source", ref.SourceKey)
 	return nil
 }
+
+// UploadKey is where an upload's CSV is stored.
+func UploadKey(token string) string { return "uploads/" + token + ".csv" }
 
 // launchWorkers starts the token's worker once per token: the DB claim
 // (worker_started_at) is the lock, the launcher itself reuses a live task.

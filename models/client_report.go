@@ -189,3 +189,15 @@ func (s *Store) MarkReportFailed(ctx context.Context, id int64, msg string) erro
 func (s *Store) SetReportSource(ctx context.Context, id int64, key string) error {
 	return s.updateReport(ctx, id, map[string]any{"source_key": key})
 }
+
+// PendingReports returns up to limit reports still pending (their split
+// never started) that were created before olderThan, oldest first.
+func (s *Store) PendingReports(ctx context.Context, olderThan time.Time, limit int) ([]ClientReport, error) {
+	var rows []ClientReport
+	err := s.DB.WithContext(ctx).Where("status = ? AND created_at < ? AND deleted_at IS NULL", ReportPending, olderThan.UTC()).
+		Order("id").Limit(limit).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("pending reports: %w", err)
+	}
+	return rows, nil
+}

@@ -37,9 +37,13 @@ type CsvProcessingStatus struct {
 	EndedAt *time.Time `gorm:"column:ended_at;serializer:pallarel_time"`
 	// LaunchAttempts is ours: how many times the run supervisor launched a
 	// worker again for this run after the first launch.
-	LaunchAttempts int       `gorm:"column:launch_attempts"`
-	CreatedAt      time.Time `gorm:"column:created_at;serializer:pallarel_time"`
-	UpdatedAt      time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
+	LaunchAttempts int `gorm:"column:launch_attempts"`
+	// SourceSpec is ours: how to read the run's rows again from storage
+	// (JSON written by the split), so a run outlives the Redis that held
+	// its jobs.
+	SourceSpec string    `gorm:"column:source_spec"`
+	CreatedAt  time.Time `gorm:"column:created_at;serializer:pallarel_time"`
+	UpdatedAt  time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
 }
 
 // Run states (csv_processing_statuses.state). A run has ended exactly when
@@ -253,4 +257,9 @@ func (s *Store) NoteLaunchAttempt(ctx context.Context, token string) (int, error
 	}
 	st, err := s.StatusByToken(ctx, token)
 	return st.LaunchAttempts, err
+}
+
+// SetSourceSpec records how to re-read the run's rows from storage.
+func (s *Store) SetSourceSpec(ctx context.Context, token, spec string) error {
+	return s.mustUpdateStatus(ctx, token, map[string]any{"source_spec": spec})
 }

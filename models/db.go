@@ -280,6 +280,7 @@ var extraColumns = map[string][]column{
 		{"state_reason", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
 		{"ended_at", map[string]string{"sqlite": "datetime(6)", "mysql": "datetime(6)", "postgres": "timestamp(6)"}},
 		{"launch_attempts", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
+		{"source_spec", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
 	},
 }
 

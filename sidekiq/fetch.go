@@ -84,10 +84,85 @@ type reliableFetch struct {
 	closed  bool
 	acks    chan *UnitOfWork
 	ackDone chan struct{}
+
+	// held counts the payloads this process fetched and has not settled
+	// yet; an entry of our own in-flight list that is not held by two
+	// checks in a row is given back (recoverUnheld): a settle that never
+	// reached Redis must not leave a job parked until a restart.
+	heldMu  sync.Mutex
+	held    map[string]int
+	suspect map[string]int // unheld entries seen at the previous check
 }
 
 func newReliableFetch(pool *redis.Pool, identity string, order *queueOrder, log interface{ Error(string, ...any) }) *reliableFetch {
-	return &reliableFetch{pool: pool, identity: identity, order: order, log: log}
+	return &reliableFetch{pool: pool, identity: identity, order: order, log: log, held: map[string]int{}}
+}
+
+// hold and release track fetched payloads until they are settled.
+func (f *reliableFetch) hold(us []*UnitOfWork) {
+	f.heldMu.Lock()
+	for _, u := range us {
+		f.held[heldKey(u.Queue, u.Raw)]++
+	}
+	f.heldMu.Unlock()
+}
+
+func (f *reliableFetch) release(queue string, raw []byte) {
+	k := heldKey(queue, raw)
+	f.heldMu.Lock()
+	if f.held[k] <= 1 {
+		delete(f.held, k)
+	} else {
+		f.held[k]--
+	}
+	f.heldMu.Unlock()
+}
+
+func heldKey(queue string, raw []byte) string { return queue + "\x00" + string(raw) }
+
+// recoverUnheld gives back to their queues the entries of this process's
+// own in-flight lists that no processor holds, once they were seen unheld
+// at two checks in a row (a fetch in progress is held within moments). It
+// returns how many it gave back.
+func (f *reliableFetch) recoverUnheld(ctx context.Context) (int, error) {
+	c, err := f.pool.GetContext(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	unheld := map[string]int{}
+	lists := map[string][][]byte{}
+	for _, q := range f.order.unique {
+		entries, err := rdb.InflightEntries(c, f.identity, q)
+		if err != nil {
+			return 0, err
+		}
+		lists[q] = entries
+	}
+	f.heldMu.Lock()
+	seen := map[string]int{}
+	var giveBack []*UnitOfWork
+	for q, entries := range lists {
+		for _, raw := range entries {
+			k := heldKey(q, raw)
+			seen[k]++
+			if seen[k] <= f.held[k] {
+				continue
+			}
+			unheld[k]++
+			if unheld[k] <= f.suspect[k] {
+				giveBack = append(giveBack, &UnitOfWork{Queue: q, Raw: raw})
+			}
+		}
+	}
+	f.suspect = unheld
+	f.heldMu.Unlock()
+	for _, u := range giveBack {
+		if err := rdb.Requeue(c, f.identity, u.Queue, u.Raw, true); err != nil {
+			return 0, err
+		}
+	}
+	return len(giveBack), nil
 }
 
 // Fetch takes one job (the Fetcher interface).
@@ -120,6 +195,7 @@ func (f *reliableFetch) FetchMany(ctx context.Context, n int) ([]*UnitOfWork, er
 		for i, g := range got {
 			out[i] = &UnitOfWork{Queue: f.order.unique[g.Index], Raw: g.Job}
 		}
+		f.hold(out)
 		return out, nil
 	}
 	// Everything was empty: block on the first queue of this round. With
@@ -134,7 +210,9 @@ func (f *reliableFetch) FetchMany(ctx context.Context, n int) ([]*UnitOfWork, er
 	if err != nil || raw == nil {
 		return nil, err
 	}
-	return []*UnitOfWork{{Queue: q, Raw: raw}}, nil
+	out := []*UnitOfWork{{Queue: q, Raw: raw}}
+	f.hold(out)
+	return out, nil
 }
 
 // startAcker starts the goroutine that acknowledges finished jobs in
@@ -164,10 +242,11 @@ func (f *reliableFetch) startAcker(buffer int) {
 	}()
 }
 
-// ackBatch retries a failed batch a few times: an unacknowledged job
-// would run again after a restart.
+// ackBatch retries a failed batch until Redis answers (an unacknowledged
+// job would run again), and only a few times once the server is stopping.
 func (f *reliableFetch) ackBatch(batch []rdb.AckedJob) {
 	delay := 50 * time.Millisecond
+	logged := false
 	for attempt := 1; ; attempt++ {
 		err := func() error {
 			c, err := f.pool.Get(), error(nil)
@@ -178,11 +257,21 @@ func (f *reliableFetch) ackBatch(batch []rdb.AckedJob) {
 			return rdb.AckMany(c, f.identity, batch)
 		}()
 		if err == nil {
+			for _, a := range batch {
+				f.release(a.Queue, a.Raw)
+			}
 			return
 		}
-		if attempt == 8 {
-			f.log.Error("ack: jobs stay in flight and may run again after a restart", "jobs", len(batch), "err", err)
+		f.mu.RLock()
+		closing := f.closed
+		f.mu.RUnlock()
+		if closing && attempt >= 8 {
+			f.log.Error("ack: jobs stay in flight and run again once recovered", "jobs", len(batch), "err", err)
 			return
+		}
+		if !logged {
+			f.log.Error("ack: redis unavailable, retrying until it answers", "jobs", len(batch), "err", err)
+			logged = true
 		}
 		time.Sleep(delay)
 		delay = min(2*delay, 2*time.Second)
@@ -216,7 +305,11 @@ func (f *reliableFetch) Ack(ctx context.Context, u *UnitOfWork) error {
 		return err
 	}
 	defer c.Close()
-	return rdb.Ack(c, f.identity, u.Queue, u.Raw)
+	if err := rdb.Ack(c, f.identity, u.Queue, u.Raw); err != nil {
+		return err
+	}
+	f.release(u.Queue, u.Raw)
+	return nil
 }
 
 func (f *reliableFetch) Requeue(ctx context.Context, u *UnitOfWork) error {
@@ -225,7 +318,11 @@ func (f *reliableFetch) Requeue(ctx context.Context, u *UnitOfWork) error {
 		return err
 	}
 	defer c.Close()
-	return rdb.Requeue(c, f.identity, u.Queue, u.Raw, true)
+	if err := rdb.Requeue(c, f.identity, u.Queue, u.Raw, true); err != nil {
+		return err
+	}
+	f.release(u.Queue, u.Raw)
+	return nil
 }
 
 func (f *reliableFetch) Reliable() bool { return true }

@@ -98,6 +98,14 @@ func (s *Server) beat(ctx context.Context) error {
 	ttl := s.processTTL()
 	var sig string
 	err = s.do(ctx, func(c redis.Conn) error {
+		if s.fetcher.Reliable() {
+			// Re-asserted on every beat: a Redis that restarted empty
+			// forgot it, and the lists written since must stay findable
+			// by recoverOrphans if this process then dies.
+			if err := rdb.RegisterInflight(c, s.identity, s.order.unique); err != nil {
+				return fmt.Errorf("in-flight registration: %w", err)
+			}
+		}
 		if err := rdb.WriteWork(c, s.identity, work, s.opts.Dialect == Dialect6, ttl); err != nil {
 			return fmt.Errorf("work hash: %w", err)
 		}

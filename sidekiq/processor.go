@@ -187,11 +187,28 @@ func (s *Server) execute(ctx context.Context, job *Job) (err error) {
 	return chainServer(s.opts.ServerMiddleware, final, job)(ctx)
 }
 
+// settleErr writes a failed job's fate (retry set, dead set, ack) and
+// retries until Redis answers: a settle dropped during an outage would
+// leave the job parked on the in-flight list. It gives up only once Run has
+// returned; the job then stays in flight and comes back when recovered.
 func (s *Server) settleErr(ctx context.Context, u *UnitOfWork, f func(redis.Conn) error) {
-	if err := s.do(ctx, f); err != nil {
-		// The job stays on the in-flight list (reliable fetch) and comes
-		// back after a restart; with basic fetch it is lost, as in Sidekiq.
-		s.log.Error("settle failed job", "queue", u.Queue, "err", err)
+	b := newBackoff()
+	for {
+		err := s.do(ctx, f)
+		if err == nil {
+			b.ok(s.log)
+			if rf, ok := s.fetcher.(*reliableFetch); ok {
+				rf.release(u.Queue, u.Raw)
+			}
+			return
+		}
+		b.fail(s.log, "settle failed job", err)
+		select {
+		case <-s.gone:
+			s.log.Error("settle failed job: giving up at exit; the job stays in flight", "queue", u.Queue, "err", err)
+			return
+		case <-time.After(b.delay):
+		}
 	}
 }
 

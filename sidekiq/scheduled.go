@@ -155,6 +155,15 @@ func (s *Server) recoverLoop(ctx context.Context) {
 		if _, err := s.recoverOrphans(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("recover orphaned jobs", "err", err)
 		}
+		if rf, ok := s.fetcher.(*reliableFetch); ok {
+			n, err := rf.recoverUnheld(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("recover own unsettled jobs", "err", err)
+			}
+			if n > 0 {
+				s.log.Warn("gave back in-flight jobs no processor held", "jobs", n)
+			}
+		}
 		wait = min(RecoverInterval, s.opts.HeartbeatInterval*3)
 	}
 }

@@ -37,6 +37,7 @@ type Server struct {
 	quietOnce sync.Once
 	stopCh    chan struct{}
 	stopOnce  sync.Once
+	gone      chan struct{} // closed when Run returns
 
 	metrics   execMetrics
 	processed atomic.Int64 // since the last flush
@@ -72,6 +73,7 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 		order:    newQueueOrder(opts.Queues),
 		quietCh:  make(chan struct{}),
 		stopCh:   make(chan struct{}),
+		gone:     make(chan struct{}),
 		inflight: map[string]*running{},
 	}
 	s.log = opts.Logger.With("identity", s.identity)
@@ -112,6 +114,7 @@ func (s *Server) Stopping() <-chan struct{} { return s.stopCh }
 // waits up to Options.Timeout for running jobs, gives back the ones still
 // running, and clears the heartbeat.
 func (s *Server) Run(ctx context.Context) error {
+	defer close(s.gone)
 	s.lastWork.Store(s.opts.Now().UnixNano())
 	if s.fetcher.Reliable() {
 		if err := s.do(ctx, func(c redis.Conn) error {

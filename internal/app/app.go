@@ -102,10 +102,14 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 	a.Pipeline, err = jobs.New(jobs.Deps{
 		Pool: a.Pool, Client: a.Client, API: a.API, Store: a.Store, DB: a.Models,
 		Launcher: a.Launcher, Router: a.Router, Renderers: a.Renderers, Logger: log,
+		SplitWindow: cfg.SplitWindow,
+		Supervise: jobs.SuperviseConfig{Interval: cfg.SuperviseInterval, LaunchGrace: cfg.WorkerLaunchGrace,
+			MaxRelaunches: cfg.WorkerMaxRelaunches},
 	})
 	if err != nil {
 		return nil, err
 	}
+	a.closers = append(a.closers, func() error { a.Pipeline.Close(); return nil })
 	// Pushes from this process obey the pipeline's queue isolation too.
 	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect,
 		Middleware: []sidekiq.ClientMiddleware{a.Pipeline.IsolationClient}})
@@ -218,6 +222,9 @@ func (a *App) openLauncher(ctx context.Context, opts Options) error {
 		a.Launcher = l
 	case config.LauncherLocal:
 		cmd := opts.WorkerCommand
+		if len(cmd) == 0 {
+			cmd = a.Config.LocalWorkerCommand
+		}
 		if len(cmd) == 0 {
 			exe, err := os.Executable()
 			if err != nil {

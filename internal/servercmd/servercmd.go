@@ -89,6 +89,15 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		// the deferred Close above releases those.
 		defer func() { stop(); <-monitorsDone }()
 	}
+	if procs == nil {
+		// Without in-process workers the web server still supervises runs
+		// (one supervisor acts at a time), so a run ends even while no
+		// report worker is alive.
+		supervise, stop := context.WithCancel(ctx)
+		superviseDone := make(chan struct{})
+		go func() { defer close(superviseDone); a.Pipeline.RunSupervisor(supervise) }()
+		defer func() { stop(); <-superviseDone }()
+	}
 	sweeper, err := retention.New(a.Models, a.Store, retention.Config{Uploads: cfg.RetainUploads, Results: cfg.RetainResults, Runs: cfg.RetainRuns}, log, nil)
 	if err != nil {
 		log.Error("start retention", "err", err)

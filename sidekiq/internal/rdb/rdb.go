@@ -128,6 +128,11 @@ func RegisterInflight(c redis.Conn, identity string, queues []string) error {
 	return err
 }
 
+// InflightEntries lists the jobs on identity's in-flight list for queue.
+func InflightEntries(c redis.Conn, identity, queue string) ([][]byte, error) {
+	return redis.ByteSlices(c.Do("LRANGE", Inflight(identity, queue), 0, -1))
+}
+
 // Ack removes a finished job from its in-flight list.
 func Ack(c redis.Conn, identity, queue string, job []byte) error {
 	_, err := c.Do("LREM", Inflight(identity, queue), 1, job)

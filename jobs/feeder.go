@@ -1,0 +1,393 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/csvrows"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// runSpec is how to read a run's rows again from storage: the split writes
+// it to the status row (source_spec) before it pushes any row, so the
+// upload in storage and the run in the database are enough to rebuild the
+// run's work when Redis lost it.
+type runSpec struct {
+	SourceKey   string `json:"source_key"`
+	Encoding    string `json:"encoding,omitempty"`
+	TemplateKey string `json:"template_key,omitempty"`
+	Type        string `json:"type"`
+	ReportID    int64  `json:"report_id"`
+}
+
+func parseSpec(s string) (runSpec, bool) {
+	var r runSpec
+	if s == "" || json.Unmarshal([]byte(s), &r) != nil || r.SourceKey == "" {
+		return runSpec{}, false
+	}
+	return r, true
+}
+
+// DefaultSplitWindow is how many row jobs of one run wait in Redis at most
+// (queued, running or retrying); the feeder pushes more as rows end.
+const DefaultSplitWindow = 4000
+
+// feedLease is how long a feeder's claim on a run lasts without renewal:
+// another process takes over a run whose feeder died after this long.
+const feedLease = 15 * time.Second
+
+func feederKey(token string) string { return "pallarel:feeder:" + token }
+
+// feeders runs at most one feeder goroutine per run in this process; the
+// lease in Redis keeps it to one across processes.
+type feeders struct {
+	mu      sync.Mutex
+	running map[string]bool
+	owner   string // this process's lease value
+}
+
+// ensureFeeding starts feeding token's rows unless this process already
+// does. It returns at once; the feeder runs until the split has pushed
+// every row, the run ended, or another process holds the lease.
+func (p *Pipeline) ensureFeeding(token string) {
+	f := &p.feeds
+	f.mu.Lock()
+	if f.running == nil {
+		f.running = map[string]bool{}
+	}
+	if f.running[token] {
+		f.mu.Unlock()
+		return
+	}
+	f.running[token] = true
+	f.mu.Unlock()
+	go func() {
+		defer func() {
+			f.mu.Lock()
+			delete(f.running, token)
+			f.mu.Unlock()
+		}()
+		if err := p.feed(p.base, token); err != nil && p.base.Err() == nil {
+			p.log.Warn("split feeder stopped; the run supervisor resumes it", "token", token, "err", err)
+		}
+	}()
+}
+
+// feeding reports whether this process feeds token now.
+func (p *Pipeline) feeding(token string) bool {
+	p.feeds.mu.Lock()
+	defer p.feeds.mu.Unlock()
+	return p.feeds.running[token]
+}
+
+// errLeaseLost stops a feeder whose lease another process took.
+var errLeaseLost = errors.New("feeder lease lost")
+
+// feed pushes a run's rows in a window: at most SplitWindow of them wait in
+// Redis, more are pushed as rows end. Rows already recorded in the ledger
+// are skipped, so feeding again after a crash, or after Redis lost its
+// data, pushes exactly the rows that still have to run. When the last row
+// is pushed it records the total and pushes the finalizer.
+func (p *Pipeline) feed(ctx context.Context, token string) error {
+	ok, err := p.lease(ctx, token, "NX")
+	if err != nil || !ok {
+		return err
+	}
+	defer p.releaseLease(context.WithoutCancel(ctx), token)
+
+	st, err := p.d.DB.StatusByToken(ctx, token)
+	if err != nil {
+		return err
+	}
+	if st.Ended() {
+		return nil
+	}
+	spec, ok := parseSpec(st.SourceSpec)
+	if !ok {
+		return fmt.Errorf("feed %s: no source spec recorded", token)
+	}
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return err
+	}
+	log := p.log.With("token", token, "queue", queue, "report_id", spec.ReportID)
+	pushed, err := p.ledger.SplitProgress(ctx, token)
+	if err != nil {
+		return err
+	}
+	recorded, err := p.ledger.Count(ctx, token)
+	if err != nil {
+		return err
+	}
+	if pushed == 0 && recorded == 0 && st.DoneCount+st.FailedCount > 0 {
+		// The database saw rows end that Redis no longer knows: Redis lost
+		// its data. The counts start again with the rows that run again.
+		log.Warn("rebuilding the run from storage: Redis lost its jobs and row results",
+			"done_count", st.DoneCount, "failed_count", st.FailedCount)
+		if err := p.d.DB.SetCounts(ctx, token, 0, 0); err != nil {
+			return err
+		}
+	}
+
+	rc, err := p.d.Store.Open(ctx, spec.SourceKey)
+	if err != nil {
+		return fmt.Errorf("feed %s: open %s: %w", token, spec.SourceKey, err)
+	}
+	defer rc.Close()
+	var size int64
+	if info, err := p.d.Store.Stat(ctx, spec.SourceKey); err == nil {
+		size = info.Size
+	}
+	counted := &countingReader{r: rc}
+	rows, err := csvrows.NewReader(counted, csvrows.Options{Encoding: spec.Encoding})
+	if err != nil {
+		return fmt.Errorf("feed %s: %w", token, err)
+	}
+	path := "/tmp/reports/" + token
+	window := p.d.SplitWindow
+	var (
+		batch      []*sidekiq.Job
+		batchRows  []int
+		last       = 0
+		lastRenew  = time.Now()
+		lastCheck  time.Time
+		lastTotal  time.Time
+		listed     = true
+		badRows    = 0
+		idle       = 10 * time.Millisecond
+		eof        = false
+		pushedRows = pushed
+	)
+	for !eof {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Since(lastRenew) > feedLease/3 {
+			ok, err := p.lease(ctx, token, "XX")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errLeaseLost
+			}
+			lastRenew = time.Now()
+		}
+		if time.Since(lastCheck) > time.Second {
+			lastCheck = time.Now()
+			st, err := p.d.DB.StatusByToken(ctx, token)
+			if err != nil {
+				return err
+			}
+			if st.Ended() {
+				log.Info("split stopped: the run has ended", "state", st.RunState())
+				return nil
+			}
+			if pushedRows > 0 {
+				if listed, err = p.queueListed(ctx, queue); err != nil {
+					return err
+				}
+			}
+		}
+		recorded, err := p.ledger.Count(ctx, token)
+		if err != nil {
+			return err
+		}
+		if !listed && recorded < pushedRows {
+			// Sidekiq's "Delete queue" removes the queue from "queues";
+			// our own pushes always add it. The user threw the run's work
+			// away: end the run rather than wait for rows that will not come.
+			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
+		}
+		room := window - (pushedRows - recorded)
+		if room <= 0 {
+			time.Sleep(idle)
+			idle = min(2*idle, 200*time.Millisecond)
+			continue
+		}
+		idle = 10 * time.Millisecond
+		batch, batchRows = batch[:0], batchRows[:0]
+		for len(batch) < min(room, p.d.BatchSize) {
+			row, err := rows.Next()
+			if errors.Is(err, io.EOF) {
+				eof = true
+				break
+			}
+			if err != nil {
+				msg := fmt.Sprintf("CSV read stopped after row %d: %v", last, err)
+				_ = p.d.DB.SetLastError(ctx, token, msg)
+				return fmt.Errorf("feed %s: %s", token, msg)
+			}
+			last = row.Number
+			if row.Number <= pushed {
+				continue // pushed before this feeder started
+			}
+			if row.Err != nil {
+				isNew, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+					Error: rowErrorText(row.Line, row.Err)})
+				if err != nil {
+					return err
+				}
+				if isNew {
+					badRows++
+					p.countRow(ctx, token, 0, 1)
+				}
+				pushedRows = row.Number
+				continue
+			}
+			j, err := p.rowJob(queue, path, token, spec, rows.Headers(), row)
+			if err != nil {
+				return err
+			}
+			batch = append(batch, j)
+			batchRows = append(batchRows, row.Number)
+		}
+		if err := p.pushRows(ctx, token, batch, batchRows); err != nil {
+			return err
+		}
+		pushedRows = last
+		if err := p.ledger.SetSplitProgress(ctx, token, last); err != nil {
+			return err
+		}
+		if !eof && size > 0 && counted.n > 0 && time.Since(lastTotal) > time.Second {
+			// The total from the first seconds: rows so far scaled by the
+			// bytes still to read.
+			lastTotal = time.Now()
+			est := int(float64(last) * float64(size) / float64(counted.n))
+			_ = p.d.DB.SetTotal(ctx, token, max(est, last))
+		}
+	}
+	if err := p.d.DB.SetTotal(ctx, token, last); err != nil {
+		return fmt.Errorf("feed %s: %w", token, err)
+	}
+	if err := p.ledger.SetTotal(ctx, token, last); err != nil {
+		return fmt.Errorf("feed %s: %w", token, err)
+	}
+	_ = p.d.DB.SetState(ctx, token, models.RunProcessing, "")
+	fin, err := p.newFinalizeJob(queue, spec.Type, spec.ReportID, token)
+	if err != nil {
+		return err
+	}
+	if _, err := p.d.Client.Push(ctx, fin); err != nil {
+		return fmt.Errorf("feed %s: push finalize: %w", token, err)
+	}
+	log.Info("split done", "rows", last, "bad_rows", badRows, "headers", len(rows.Headers()))
+	return nil
+}
+
+// rowJob builds the row job of one CSV row.
+func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []string, row csvrows.Row) (*sidekiq.Job, error) {
+	hash, err := encodeOrdered(headers, row.Fields)
+	if err != nil {
+		return nil, err
+	}
+	j, err := sidekiq.NewJob(RowClass, hash, spec.Type, spec.ReportID, path, token)
+	if err != nil {
+		return nil, err
+	}
+	j.Queue, j.Retry = queue, json.RawMessage("3")
+	_ = j.SetField(fieldRow, row.Number)
+	if spec.TemplateKey != "" {
+		_ = j.SetField(fieldTemplate, spec.TemplateKey)
+	}
+	return j, nil
+}
+
+// pushRows pushes row jobs, leaving out the rows the ledger already holds
+// (a run fed again after a crash or a rebuild).
+func (p *Pipeline) pushRows(ctx context.Context, token string, jobs []*sidekiq.Job, nums []int) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	have, err := p.ledger.Recorded(ctx, token, nums)
+	if err != nil {
+		return err
+	}
+	keep := jobs[:0]
+	for i, j := range jobs {
+		if !have[i] {
+			keep = append(keep, j)
+		}
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	if _, err := p.d.Client.PushBulk(ctx, keep); err != nil {
+		return fmt.Errorf("split %s: push rows: %w", token, err)
+	}
+	return nil
+}
+
+// queueListed reports whether queue is in Sidekiq's "queues" set.
+func (p *Pipeline) queueListed(ctx context.Context, queue string) (bool, error) {
+	c, err := p.d.Pool.GetContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	return redis.Bool(c.Do("SISMEMBER", "queues", queue))
+}
+
+// leaseScript renews a feeder lease only for its owner.
+// KEYS: lease key; ARGV: owner, ttl ms. Returns 1 if renewed.
+var leaseScript = redis.NewScript(1, `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0`)
+
+// lease takes ("NX") or renews ("XX") this process's claim to feed token.
+func (p *Pipeline) lease(ctx context.Context, token, mode string) (bool, error) {
+	return p.leaseKey(ctx, feederKey(token), mode, feedLease)
+}
+
+// leaseKey takes ("NX") or renews ("XX") this process's lease on key.
+func (p *Pipeline) leaseKey(ctx context.Context, key, mode string, ttl time.Duration) (bool, error) {
+	c, err := p.d.Pool.GetContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	if mode == "NX" {
+		r, err := redis.String(c.Do("SET", key, p.feeds.owner, "NX", "PX", ttl.Milliseconds()))
+		if errors.Is(err, redis.ErrNil) {
+			return false, nil
+		}
+		return r == "OK", err
+	}
+	n, err := redis.Int(leaseScript.Do(c, key, p.feeds.owner, ttl.Milliseconds()))
+	return n == 1, err
+}
+
+// releaseScript deletes a lease only for its owner.
+var releaseScript = redis.NewScript(1, `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+func (p *Pipeline) releaseLease(ctx context.Context, token string) {
+	c, err := p.d.Pool.GetContext(ctx)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = releaseScript.Do(c, feederKey(token), p.feeds.owner)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}

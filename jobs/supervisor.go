@@ -1,0 +1,484 @@
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pallarel/pallarel/csvrows"
+	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// SuperviseConfig tunes the run supervisor.
+type SuperviseConfig struct {
+	// Interval is how often every unfinished run is reconciled. Defaults
+	// to 5s.
+	Interval time.Duration
+	// LaunchGrace is how long a run's queue may hold work with no live
+	// worker before the worker is launched again; each further relaunch
+	// waits twice as long. Defaults to 45s (an ECS task takes about a
+	// minute to start).
+	LaunchGrace time.Duration
+	// MaxRelaunches bounds the relaunches of one run's worker; then the
+	// run fails with the reason. Defaults to 5.
+	MaxRelaunches int
+	// StallAfter is how long a run may go without a row ending before its
+	// page says it is stalled, and why. Defaults to 2m.
+	StallAfter time.Duration
+}
+
+func (c SuperviseConfig) withDefaults() SuperviseConfig {
+	c.Interval = cmp.Or(c.Interval, 5*time.Second)
+	c.LaunchGrace = cmp.Or(c.LaunchGrace, 45*time.Second)
+	c.MaxRelaunches = cmp.Or(c.MaxRelaunches, 5)
+	c.StallAfter = cmp.Or(c.StallAfter, 2*time.Minute)
+	return c
+}
+
+// supervisor is what the run supervisor remembers between passes, per run.
+// It is only memory: a restarted supervisor starts afresh and is merely
+// slower to act.
+type supervisor struct {
+	mu   sync.Mutex
+	runs map[string]*runWatch
+}
+
+type runWatch struct {
+	seen            time.Time
+	noConsumerSince time.Time
+	lastLaunch      time.Time
+	lastCount       int
+	lastProgress    time.Time
+	low             int          // rows below it are all recorded
+	suspect         map[int]bool // rows found neither recorded nor held at the last pass
+	finMissing      int          // passes in a row without a finalizer in Redis
+}
+
+func (s *supervisor) watch(token string, now time.Time) *runWatch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runs == nil {
+		s.runs = map[string]*runWatch{}
+	}
+	w := s.runs[token]
+	if w == nil {
+		w = &runWatch{lastProgress: now, low: 1, lastCount: -1}
+		s.runs[token] = w
+	}
+	w.seen = now
+	return w
+}
+
+// forgetOthers drops the memory of runs not seen in this pass.
+func (s *supervisor) forget(before time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, w := range s.runs {
+		if w.seen.Before(before) {
+			delete(s.runs, t)
+		}
+	}
+}
+
+// RunSupervisor reconciles every unfinished run with what Redis holds, at
+// once and then every Supervise.Interval, until ctx ends. It runs in the
+// `report` worker and in the all-in-one server; several may run at once.
+func (p *Pipeline) RunSupervisor(ctx context.Context) {
+	for {
+		if err := p.Supervise(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("run supervisor", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(p.d.Supervise.Interval):
+		}
+	}
+}
+
+// Supervise makes one pass over the unfinished runs. The upload in storage
+// and the run in the database are the truth; Redis holds work that can be
+// rebuilt:
+//   - a run whose split has not pushed every row gets a feeder (the split
+//     resumes, or starts again from storage when Redis lost its state);
+//   - rows neither recorded nor queued, running, scheduled or retrying are
+//     pushed again, once two passes agree they are gone;
+//   - a split run without a finalizer in Redis gets one;
+//   - a queue deleted from the dashboard cancels its run;
+//   - a queue with work and no live worker gets its worker launched again,
+//     a bounded number of times, then the run fails with the reason;
+//   - a run without progress says why it is stalled.
+func (p *Pipeline) Supervise(ctx context.Context) error {
+	start := p.d.Now()
+	// One supervisor acts at a time (the report workers and web servers
+	// all run one): the others stand by until its lease lapses.
+	leader, err := p.leadSupervision(ctx)
+	if err != nil || !leader {
+		return err
+	}
+	if err := p.resubmitLostSplits(ctx); err != nil {
+		p.log.Warn("run supervisor: lost splits", "err", err)
+	}
+	runs, err := p.d.DB.UnfinishedStatuses(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, st := range runs {
+		if err := p.superviseRun(ctx, st); err != nil {
+			errs = append(errs, fmt.Errorf("run %s: %w", st.Token, err))
+		}
+	}
+	p.super.forget(start)
+	return errors.Join(errs...)
+}
+
+// supervisorKey holds the acting supervisor's lease.
+const supervisorKey = "pallarel:supervisor"
+
+// leadSupervision takes or renews the supervisor lease for three intervals.
+func (p *Pipeline) leadSupervision(ctx context.Context) (bool, error) {
+	ttl := 3 * p.d.Supervise.Interval
+	ok, err := p.leaseKey(ctx, supervisorKey, "XX", ttl)
+	if err != nil || ok {
+		return ok, err
+	}
+	return p.leaseKey(ctx, supervisorKey, "NX", ttl)
+}
+
+func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStatus) error {
+	now := p.d.Now()
+	token := st.Token
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return err
+	}
+	w := p.super.watch(token, now)
+	spec, hasSpec := parseSpec(st.SourceSpec)
+	total, splitDone, err := p.ledger.HasTotal(ctx, token)
+	if err != nil {
+		return err
+	}
+	if hasSpec && !splitDone {
+		p.ensureFeeding(token)
+	}
+	qw, err := p.d.API.QueueWork(ctx, queue)
+	if err != nil {
+		return err
+	}
+	recorded, err := p.ledger.Count(ctx, token)
+	if err != nil {
+		return err
+	}
+	if recorded != w.lastCount {
+		w.lastCount, w.lastProgress = recorded, now
+		if st.StateReason != "" && w.lastCount >= 0 {
+			_ = p.d.DB.SetState(ctx, token, st.RunState(), "")
+			st.StateReason = ""
+		}
+	}
+
+	if hasSpec && splitDone && st.FinalizedAt == nil {
+		if !qw.Listed && recorded < total {
+			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
+		}
+		held, finPresent := heldRows(qw)
+		if recorded < total {
+			if err := p.repairGaps(ctx, token, spec, w, total, held); err != nil {
+				return err
+			}
+		}
+		if finPresent {
+			w.finMissing = 0
+		} else if w.finMissing++; w.finMissing >= 2 {
+			// The finalizer re-enqueues itself until the run ends; none
+			// left in Redis means it was lost (or deleted): push another.
+			fin, err := p.newFinalizeJob(queue, spec.Type, spec.ReportID, token)
+			if err != nil {
+				return err
+			}
+			if _, err := p.d.Client.Push(ctx, fin); err != nil {
+				return fmt.Errorf("push finalizer: %w", err)
+			}
+			p.log.Warn("run supervisor: finalizer was missing, pushed again", "token", token)
+			w.finMissing = 0
+		}
+	}
+
+	stalled := ""
+	if qw.HasWork() && len(qw.Consumers) == 0 {
+		if w.noConsumerSince.IsZero() {
+			w.noConsumerSince = now
+		}
+		stalled = "no live worker on queue " + queue
+		if err := p.maybeRelaunch(ctx, st, queue, w, now); err != nil {
+			return err
+		}
+	} else {
+		w.noConsumerSince = time.Time{}
+	}
+	if now.Sub(w.lastProgress) >= p.d.Supervise.StallAfter && st.FinalizedAt == nil {
+		reason := fmt.Sprintf("stalled: no row ended for %s", now.Sub(w.lastProgress).Round(time.Second))
+		if stalled != "" {
+			reason += "; " + stalled
+		}
+		if reason != st.StateReason {
+			_ = p.d.DB.SetState(ctx, token, st.RunState(), reason)
+		}
+	}
+	return nil
+}
+
+// heldRows lists the row numbers of the row jobs Redis holds for the
+// queue, and whether a finalizer is among them.
+func heldRows(qw sidekiq.QueueWork) (map[int]bool, bool) {
+	held := map[int]bool{}
+	fin := false
+	qw.Jobs(func(raw []byte) {
+		j, err := sidekiq.ParseJob(raw)
+		if err != nil {
+			return
+		}
+		switch j.HandlerClass() {
+		case RowClass, "ProcessCsvRowJob":
+			var n int
+			if ok, _ := j.Field(fieldRow, &n); ok && n > 0 {
+				held[n] = true
+			}
+		case FinalizeClass, "FinalizeReportJob":
+			fin = true
+		}
+	})
+	return held, fin
+}
+
+// gapScan bounds how many unrecorded rows one pass looks at.
+const gapScan = 20000
+
+// repairGaps pushes again the rows that are neither recorded nor held in
+// Redis, once two passes in a row found the same rows gone (a row between
+// its queue and the ledger is held by an in-flight list, so two passes
+// agreeing is not a race).
+func (p *Pipeline) repairGaps(ctx context.Context, token string, spec runSpec, w *runWatch, total int, held map[int]bool) error {
+	missing, err := p.ledger.Unrecorded(ctx, token, w.low, total, gapScan)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		w.low = missing[0]
+	} else {
+		w.low = total + 1
+	}
+	gone := map[int]bool{}
+	var confirmed []int
+	for _, n := range missing {
+		if held[n] {
+			continue
+		}
+		gone[n] = true
+		if w.suspect[n] {
+			confirmed = append(confirmed, n)
+		}
+	}
+	w.suspect = gone
+	if len(confirmed) == 0 {
+		return nil
+	}
+	p.log.Warn("run supervisor: rows neither recorded nor in Redis, pushing them again",
+		"token", token, "rows", len(confirmed), "first", confirmed[0])
+	if err := p.repushRows(ctx, token, spec, confirmed); err != nil {
+		return err
+	}
+	for _, n := range confirmed {
+		delete(w.suspect, n)
+	}
+	return nil
+}
+
+// repushRows reads the upload again and pushes the given rows.
+func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, nums []int) error {
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return err
+	}
+	want := map[int]bool{}
+	for _, n := range nums {
+		want[n] = true
+	}
+	rc, err := p.d.Store.Open(ctx, spec.SourceKey)
+	if err != nil {
+		return fmt.Errorf("re-read %s: %w", spec.SourceKey, err)
+	}
+	defer rc.Close()
+	rows, err := csvrows.NewReader(rc, csvrows.Options{Encoding: spec.Encoding})
+	if err != nil {
+		return fmt.Errorf("re-read %s: %w", spec.SourceKey, err)
+	}
+	maxRow := slices.Max(nums)
+	var batch []*sidekiq.Job
+	var batchRows []int
+	for {
+		row, err := rows.Next()
+		if errors.Is(err, io.EOF) || (err == nil && row.Number > maxRow) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("re-read %s: %w", spec.SourceKey, err)
+		}
+		if !want[row.Number] {
+			continue
+		}
+		if row.Err != nil {
+			if _, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+				Error: rowErrorText(row.Line, row.Err)}); err != nil {
+				return err
+			}
+			continue
+		}
+		j, err := p.rowJob(queue, "/tmp/reports/"+token, token, spec, rows.Headers(), row)
+		if err != nil {
+			return err
+		}
+		batch = append(batch, j)
+		batchRows = append(batchRows, row.Number)
+	}
+	return p.pushRows(ctx, token, batch, batchRows)
+}
+
+// maybeRelaunch launches the run's worker again when its queue has had
+// work and no live consumer for LaunchGrace (doubling per relaunch), and
+// fails the run once MaxRelaunches are spent.
+func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingStatus, queue string, w *runWatch, now time.Time) error {
+	if _, none := p.d.Launcher.(launcher.Noop); none {
+		return nil // LAUNCHER=none: an operator runs the workers; the page says it is stalled
+	}
+	cfg := p.d.Supervise
+	last := w.lastLaunch
+	if st.WorkerStartedAt != nil && st.WorkerStartedAt.After(last) {
+		last = *st.WorkerStartedAt
+	}
+	wait := cfg.LaunchGrace << min(st.LaunchAttempts, 6)
+	if now.Sub(w.noConsumerSince) < cfg.LaunchGrace || now.Sub(last) < wait {
+		return nil
+	}
+	reason := "no live worker on queue " + queue
+	if wt, ok := p.d.Launcher.(launcher.Watcher); ok && st.WorkerTaskArn != "" {
+		if ts, err := wt.TaskState(ctx, launcher.Task{ID: st.WorkerTaskArn}); err == nil && !ts.Running && ts.Reason != "" {
+			reason = "worker " + st.WorkerTaskArn + " stopped: " + ts.Reason
+		}
+	}
+	attempts, err := p.d.DB.NoteLaunchAttempt(ctx, st.Token)
+	if err != nil {
+		return err
+	}
+	if attempts > cfg.MaxRelaunches {
+		return p.endRun(ctx, st.Token, models.RunFailed,
+			fmt.Sprintf("the worker could not be kept running (%d relaunches): %s", cfg.MaxRelaunches, reason))
+	}
+	w.lastLaunch = now
+	p.log.Warn("run supervisor: launching the worker again", "token", st.Token, "attempt", attempts,
+		"max", cfg.MaxRelaunches, "reason", reason)
+	task, err := p.d.Launcher.Launch(ctx, launcher.Request{Token: st.Token, Queue: queue})
+	if err != nil {
+		_ = p.d.DB.SetState(ctx, st.Token, st.RunState(), fmt.Sprintf("worker relaunch %d/%d failed: %v", attempts, cfg.MaxRelaunches, err))
+		return nil
+	}
+	if task.ID != "" {
+		if err := p.d.DB.RecordWorker(ctx, st.Token, task.ID, now); err != nil {
+			return err
+		}
+	}
+	_ = p.d.DB.SetState(ctx, st.Token, st.RunState(), fmt.Sprintf("worker relaunched (%d/%d): %s", attempts, cfg.MaxRelaunches, reason))
+	return nil
+}
+
+// endRun ends an unfinished run as failed or cancelled, once: the report
+// says why, the run's jobs leave Redis, its row files go and its worker
+// stops. It is a no-op for a run that already ended.
+func (p *Pipeline) endRun(ctx context.Context, token, state, reason string) error {
+	won, err := p.d.DB.EndRun(ctx, token, state, reason)
+	if err != nil || !won {
+		return err
+	}
+	log := p.log.With("token", token, "state", state)
+	log.Warn("run ended", "reason", reason)
+	st, err := p.d.DB.StatusByToken(ctx, token)
+	if err != nil {
+		return err
+	}
+	msg := reason
+	if state == models.RunCancelled {
+		msg = "cancelled: " + reason
+	}
+	_ = p.d.DB.SetLastError(ctx, token, msg)
+	if rep, err := p.d.DB.ReportByToken(ctx, token); err == nil {
+		if err := p.d.DB.MarkReportFailed(ctx, rep.ID, msg); err != nil {
+			log.Warn("mark report failed", "err", err)
+		}
+	}
+	queue, err := p.tokenQueue(token)
+	if err == nil {
+		if _, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
+			log.Warn("clean token queue", "err", err)
+		}
+	}
+	p.packer.release(token)
+	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
+		log.Warn("delete row files", "err", err)
+	}
+	_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
+	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" "+state)
+	return nil
+}
+
+// resubmitLostSplits pushes again the SplitCsvJob of uploads whose split
+// never started (the job was lost with Redis before a worker took it): a
+// report still pending a minute after its upload, with its CSV in storage,
+// no run row and no SplitCsvJob for it in Redis.
+func (p *Pipeline) resubmitLostSplits(ctx context.Context) error {
+	reports, err := p.d.DB.PendingReports(ctx, p.d.Now().Add(-time.Minute), 100)
+	if err != nil || len(reports) == 0 {
+		return err
+	}
+	qw, err := p.d.API.QueueWork(ctx, TriggerQueue)
+	if err != nil {
+		return err
+	}
+	queued := map[int64]bool{}
+	qw.Jobs(func(raw []byte) {
+		j, err := sidekiq.ParseJob(raw)
+		if err != nil || j.HandlerClass() != SplitClass {
+			return
+		}
+		var src any
+		var typ string
+		var id int64
+		if j.ScanArgs(&src, &typ, &id) == nil {
+			queued[id] = true
+		}
+	})
+	for _, r := range reports {
+		if queued[r.ID] || r.Token == "" || r.SourceKey == "" {
+			continue
+		}
+		if _, err := p.d.DB.StatusByToken(ctx, r.Token); err == nil {
+			continue // the split started: the run supervisor has it
+		}
+		job, err := NewSplitJob(p.d.Client.Dialect(), SourceRef{SourceKey: r.SourceKey, Token: r.Token}, r.ReportType.String(), r.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := p.d.Client.Push(ctx, job); err != nil {
+			return err
+		}
+		p.log.Warn("run supervisor: the upload's SplitCsvJob was lost, pushed again", "report_id", r.ID, "token", r.Token)
+	}
+	return nil
+}

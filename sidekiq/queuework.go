@@ -1,0 +1,114 @@
+package sidekiq
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
+)
+
+// QueueWork is everything Redis holds for one queue: what a supervisor
+// needs to tell a queue that is being worked from one whose jobs or
+// workers were lost.
+type QueueWork struct {
+	// Listed says the queue is in the "queues" set. Sidekiq's "Delete
+	// queue" removes it from there; pushing adds it back.
+	Listed bool
+	// Enqueued, Scheduled, Retrying and InFlight are the raw payloads of
+	// the queue's jobs in its list, the schedule and retry sets, and the
+	// reliable-fetch in-flight lists of every process.
+	Enqueued, Scheduled, Retrying, InFlight [][]byte
+	// OrphanedInFlight counts in-flight jobs whose process is dead: they go
+	// back to the queue once a live reliable-fetch process recovers them.
+	OrphanedInFlight int
+	// Consumers are the live processes that fetch from the queue and are
+	// not quiet.
+	Consumers []string
+	// Busy counts jobs of the queue that live processes report running in
+	// their work hashes (basic fetch shows running jobs only there).
+	Busy int
+}
+
+// Jobs calls fn for every payload the queue holds, wherever it is.
+func (w QueueWork) Jobs(fn func(raw []byte)) {
+	for _, l := range [][][]byte{w.Enqueued, w.Scheduled, w.Retrying, w.InFlight} {
+		for _, raw := range l {
+			fn(raw)
+		}
+	}
+}
+
+// HasWork says the queue holds jobs that a worker must run.
+func (w QueueWork) HasWork() bool {
+	return len(w.Enqueued)+len(w.Scheduled)+len(w.Retrying)+w.OrphanedInFlight > 0
+}
+
+// QueueWork reads everything Redis holds for queue. It reads the whole
+// list, so it is meant for queues kept short (a windowed split).
+func (a *API) QueueWork(ctx context.Context, queue string) (QueueWork, error) {
+	var w QueueWork
+	err := a.do(ctx, func(c redis.Conn) error {
+		var err error
+		if w.Listed, err = redis.Bool(c.Do("SISMEMBER", rdb.KeyQueues, queue)); err != nil {
+			return err
+		}
+		if w.Enqueued, err = redis.ByteSlices(c.Do("LRANGE", rdb.Queue(queue), 0, -1)); err != nil {
+			return err
+		}
+		if w.Scheduled, err = membersInSet(c, rdb.KeySchedule, queue); err != nil {
+			return err
+		}
+		if w.Retrying, err = membersInSet(c, rdb.KeyRetry, queue); err != nil {
+			return err
+		}
+		owners, err := rdb.InflightOwners(c)
+		if err != nil {
+			return err
+		}
+		for _, o := range owners {
+			if o.Queue != queue {
+				continue
+			}
+			entries, err := rdb.InflightEntries(c, o.Identity, o.Queue)
+			if err != nil {
+				return err
+			}
+			w.InFlight = append(w.InFlight, entries...)
+			if len(entries) > 0 {
+				alive, err := rdb.Alive(c, o.Identity)
+				if err != nil {
+					return err
+				}
+				if !alive {
+					w.OrphanedInFlight += len(entries)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return w, fmt.Errorf("queue work %s: %w", queue, err)
+	}
+	ps, err := a.Processes(ctx)
+	if err != nil {
+		return w, fmt.Errorf("queue work %s: %w", queue, err)
+	}
+	for _, p := range ps {
+		if !p.Quiet && slices.Contains(p.Queues, queue) {
+			w.Consumers = append(w.Consumers, p.Identity)
+		}
+	}
+	ws, err := a.Workers(ctx)
+	if err != nil {
+		return w, fmt.Errorf("queue work %s: %w", queue, err)
+	}
+	for _, x := range ws {
+		if x.Queue == queue {
+			w.Busy++
+		}
+	}
+	return w, nil
+}
