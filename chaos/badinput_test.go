@@ -61,7 +61,7 @@ func TestBadCSVs(t *testing.T) {
 		state    string // else: the run's final state
 		done     int
 	}{
-		{name: "empty", data: "", rejectAt: 400},
+		{name: "empty", data: "", rejectAt: 422}, // "The file is empty", not "Choose a CSV file"
 		{name: "NUL bytes", data: "a,b\n1,\x002\n", rejectAt: 415},
 		{name: "header only", data: "個別識別番号,保険者名,年度\n", state: "completed"},
 		{name: "only BOM", data: "\xef\xbb\xbf", state: "failed"},

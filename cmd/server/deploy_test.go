@@ -88,7 +88,7 @@ func TestContainersBindExplicitly(t *testing.T) {
 // it must say so before it starts, not print nothing.
 func TestMakeRunSaysItCompiles(t *testing.T) {
 	t.Parallel()
-	cmd := exec.Command("make", "-n", "run")
+	cmd := exec.Command("make", "--no-print-directory", "-n", "run")
 	cmd.Dir = filepath.Join("..", "..")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
