@@ -370,6 +370,8 @@ func TestBadInputAtTheDoor(t *testing.T) {
 		{"pdf unavailable", []part{{name: "csv_type", value: "pdf"}, {name: "csv_file", file: "a.csv", value: sampleCSV}}, "", 422, "not available"},
 		{"csv unknown", []part{{name: "csv_type", value: "csv"}, {name: "csv_file", file: "a.csv", value: sampleCSV}}, "", 422, "xlsx, pdf or text"},
 		{"no file", []part{{name: "csv_type", value: "xlsx"}}, "", 400, "Choose a CSV file"},
+		{"oversize template", []part{{name: "csv_file", file: "a.csv", value: sampleCSV},
+			{name: "template", file: "t.xlsx", value: "PK\x03\x04" + strings.Repeat("x", int(MaxTemplateBytes))}}, "", 413, "template is too large"},
 	}
 	for _, tt := range tests {
 		body, ctype := multipartBody(t, tt.parts...)
@@ -378,8 +380,10 @@ func TestBadInputAtTheDoor(t *testing.T) {
 			t.Errorf("%s: %d %s; want %d with %q", tt.name, resp.StatusCode, out, tt.want, tt.msg)
 		}
 	}
-	if infos, err := b.store.List(ctx, "uploads/"); err != nil || len(infos) != 0 {
-		t.Errorf("refused uploads left files: %v %v", infos, err)
+	for _, prefix := range []string{"uploads/", "templates/"} {
+		if infos, err := b.store.List(ctx, prefix); err != nil || len(infos) != 0 {
+			t.Errorf("refused uploads left files: %v %v", infos, err)
+		}
 	}
 }
 

@@ -230,7 +230,7 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			if part.FileName() == "" {
 				break
 			}
-			n, err := s.storePart(ctx, part, TemplateKey(token), sniffXLSX, false)
+			n, err := s.storePart(ctx, &capReader{r: part, left: MaxTemplateBytes}, TemplateKey(token), sniffXLSX, false)
 			if n > 0 {
 				f.stored = append(f.stored, TemplateKey(token))
 				f.template = true
@@ -274,7 +274,7 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 // storePart checks the first KiB of part with sniff, then streams the whole
 // part to key, refusing a NUL byte anywhere when noNUL. n is the bytes read into storage, 0 when the part was empty
 // or refused (nothing stored).
-func (s *Server) storePart(ctx context.Context, part *multipart.Part, key string, sniff func([]byte) error, noNUL bool) (int64, error) {
+func (s *Server) storePart(ctx context.Context, part io.Reader, key string, sniff func([]byte) error, noNUL bool) (int64, error) {
 	br := bufio.NewReaderSize(part, 4096)
 	head, err := br.Peek(sniffSize)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {

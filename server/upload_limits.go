@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -145,4 +146,22 @@ func (s *Server) idemDo(ctx context.Context, cmd string, args ...any) {
 func hashKey(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// MaxTemplateBytes caps an uploaded XLSX template: a real one is a few
+// hundred KiB, and every row of the run opens it.
+const MaxTemplateBytes int64 = 10 << 20
+
+// capReader fails with 413 once more than left bytes were read.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.left -= int64(n); c.left < 0 {
+		return 0, userErr(http.StatusRequestEntityTooLarge, "err_template_too_large", fmt.Sprintf("over %d MiB", MaxTemplateBytes>>20))
+	}
+	return n, err
 }
