@@ -286,7 +286,7 @@ func (c *cluster) waitProgress(token string, n, total int, d time.Duration) int 
 	c.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		ended, _ := redis.Int(c.redisDo("HLEN", "pallarel:rows:"+token))
+		ended, _ := redis.Int(c.redisDo("GET", "pallarel:count:"+token))
 		if ended >= total {
 			c.t.Fatalf("run %s ended (%d rows) before the fault: make it bigger", token, ended)
 		}
