@@ -116,6 +116,9 @@ func (c *cluster) start(name, bin string, args ...string) *proc {
 	p := &proc{name: name, cmd: cmd, log: &e2etest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// A worker the process launched may hold its output pipe after it
+	// died: the process has ended when it exits, not when the pipe closes.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
