@@ -13,6 +13,11 @@
 // off one directory; a redis-server left behind by a previous server of
 // that directory (its pid file names a live redis-server working there) is
 // stopped before a new one starts.
+//
+// miniredis, the fallback, is kept in a snapshot file in the same directory
+// (written every 2 s when it changed, and at Close; read back at start), and
+// its TTLs are made to run on the wall clock. It stays the second choice: a
+// kill loses up to the last interval, and its lists are slices.
 package embeddedredis
 
 import (
@@ -59,7 +64,10 @@ type Config struct {
 	Grace time.Duration
 	// StartTimeout bounds the start (loading a big AOF included). Defaults to 5 min.
 	StartTimeout time.Duration
-	Log          *slog.Logger
+	// SnapshotEvery is how often miniredis is written to Dir when it
+	// changed. Defaults to 2 s.
+	SnapshotEvery time.Duration
+	Log           *slog.Logger
 }
 
 // Server is a running embedded Redis.
@@ -78,7 +86,10 @@ type Server struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the child has been reaped
 	lock   *os.File
-	mini   *miniredis.Miniredis
+
+	mini     *miniredis.Miniredis
+	stopMini context.CancelFunc
+	miniDone chan struct{}
 }
 
 // Start starts the embedded Redis and returns once it answers PING.
@@ -86,6 +97,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.Addr = cmp.Or(cfg.Addr, "127.0.0.1:6390")
 	cfg.Grace = cmp.Or(cfg.Grace, 10*time.Second)
 	cfg.StartTimeout = cmp.Or(cfg.StartTimeout, 5*time.Minute)
+	cfg.SnapshotEvery = cmp.Or(cfg.SnapshotEvery, 2*time.Second)
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -109,22 +121,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-func (s *Server) startMiniredis() error {
-	m := miniredis.NewMiniRedis()
-	if err := m.StartAddr(s.cfg.Addr); err != nil {
-		s.log.Warn("embedded redis: address busy, using a free port", "addr", s.cfg.Addr, "err", err)
-		if err := m.StartAddr(hostOf(s.cfg.Addr) + ":0"); err != nil {
-			return fmt.Errorf("start miniredis: %w", err)
-		}
-	}
-	s.mini, s.Kind, s.Addr = m, KindMiniredis, m.Addr()
-	s.URL = "redis://" + s.Addr + "/0"
-	s.log.Warn("NO redis-server INSTALLED: the embedded Redis is miniredis, IN MEMORY ONLY. "+
-		"Queued work is lost when this server stops, and big runs are slow. Install redis-server (Debian: apt-get install redis-server) for a durable, fast embedded Redis.",
-		"redis_url", s.URL)
-	return nil
 }
 
 func hostOf(addr string) string {
@@ -293,9 +289,18 @@ func waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
 // SIGKILL if it has not exited within the grace period.
 func (s *Server) Close() error {
 	if s.mini != nil {
+		s.stopMini()
+		<-s.miniDone
+		var err error
+		if s.cfg.Dir != "" {
+			if err = s.snapshot(); err != nil {
+				err = fmt.Errorf("embedded redis: final snapshot: %w", err)
+			}
+		}
 		s.mini.Close()
 		s.mini = nil
-		return nil
+		s.lock.Close()
+		return err
 	}
 	if s.cmd == nil {
 		return nil

@@ -22,7 +22,8 @@ import (
 // prints its pid and waits to be killed.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("EMBEDDEDREDIS_HELPER_DIR"); dir != "" {
-		s, err := Start(context.Background(), Config{Dir: dir, Addr: "127.0.0.1:0"})
+		s, err := Start(context.Background(), Config{Dir: dir, Addr: "127.0.0.1:0",
+			Binary: os.Getenv("EMBEDDEDREDIS_HELPER_BIN"), SnapshotEvery: time.Second})
 		if err != nil {
 			fmt.Println("error:", err)
 			os.Exit(1)
@@ -234,12 +235,97 @@ func TestChildDiesWithParent(t *testing.T) {
 	}
 }
 
-// TestMiniredisFallback: without redis-server, miniredis in memory.
+// TestMiniredisFallback: without redis-server, miniredis, whose TTLs run
+// and whose data survives a restart (every type, with its TTL).
 func TestMiniredisFallback(t *testing.T) {
 	t.Parallel()
-	s := start(t, Config{Dir: t.TempDir(), Binary: KindMiniredis})
+	dir := t.TempDir()
+	s := start(t, Config{Dir: dir, Binary: KindMiniredis})
 	if s.Kind != KindMiniredis || s.Pid != 0 {
 		t.Fatalf("kind %s pid %d", s.Kind, s.Pid)
 	}
-	do(t, s.Addr, "SET", "k", "v")
+	do(t, s.Addr, "SET", "str", "v\x00binary\xff")
+	do(t, s.Addr, "RPUSH", "queue:report", "a", "b", "c")
+	do(t, s.Addr, "HSET", "h", "f1", "1", "f2", "2")
+	do(t, s.Addr, "SADD", "queues", "report", "default")
+	do(t, s.Addr, "ZADD", "schedule", "1764500000.123456", "job1", "1764500001.5", "job2")
+	do(t, s.Addr, "SET", "beat", "x", "EX", "3600")
+	do(t, s.Addr, "SET", "short", "x", "PX", "500")
+	// TTLs run on the wall clock (miniredis's own clock stands still).
+	deadline := time.Now().Add(15 * time.Second)
+	for do(t, s.Addr, "GET", "short") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a 500 ms key did not expire in 15 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := start(t, Config{Dir: dir, Binary: KindMiniredis})
+	if v, _ := redis.String(do(t, s2.Addr, "GET", "str"), nil); v != "v\x00binary\xff" {
+		t.Errorf("str = %q", v)
+	}
+	if v, _ := redis.Strings(do(t, s2.Addr, "LRANGE", "queue:report", 0, -1), nil); strings.Join(v, ",") != "a,b,c" {
+		t.Errorf("list = %q", v)
+	}
+	if v, _ := redis.StringMap(do(t, s2.Addr, "HGETALL", "h"), nil); v["f1"] != "1" || v["f2"] != "2" || len(v) != 2 {
+		t.Errorf("hash = %v", v)
+	}
+	if n, _ := redis.Int(do(t, s2.Addr, "SCARD", "queues"), nil); n != 2 {
+		t.Errorf("set has %d members", n)
+	}
+	if v, _ := redis.Strings(do(t, s2.Addr, "ZRANGE", "schedule", 0, -1, "WITHSCORES"), nil); strings.Join(v, ",") != "job1,1764500000.123456,job2,1764500001.5" {
+		t.Errorf("zset = %q", v)
+	}
+	if ttl, _ := redis.Int(do(t, s2.Addr, "TTL", "beat"), nil); ttl <= 3000 || ttl > 3600 {
+		t.Errorf("TTL beat = %d after restart", ttl)
+	}
+}
+
+// TestMiniredisSurvivesKill: a killed server's miniredis loses at most the
+// writes after its last snapshot.
+func TestMiniredisSurvivesKill(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "EMBEDDEDREDIS_HELPER_DIR="+dir, "EMBEDDEDREDIS_HELPER_BIN="+KindMiniredis)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	var addr string
+	if _, err := fmt.Sscanf(line, "pid %d addr %s", &pid, &addr); err != nil {
+		t.Fatalf("helper said %q: %v", line, err)
+	}
+	do(t, addr, "RPUSH", "queue:report", "a", "b", "c")
+	snap := filepath.Join(dir, snapshotFile)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(snap); err == nil && strings.Contains(string(b), "queue:report") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot with the list within 20 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	s := start(t, Config{Dir: dir, Binary: KindMiniredis})
+	if n, _ := redis.Int(do(t, s.Addr, "LLEN", "queue:report"), nil); n != 3 {
+		t.Errorf("LLEN queue:report = %d after the kill, want 3", n)
+	}
 }
