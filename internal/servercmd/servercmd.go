@@ -38,7 +38,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	addr := fs.String("addr", "", "listen address (default :$PORT)")
 	workers := fs.Bool("workers", false, "run the report worker and token workers in this process (default: only without REDIS_URL)")
 	redisAddr := fs.String("embedded-redis", "127.0.0.1:6390", "address of the embedded Redis (all-in-one mode); port 0 or a busy port: a free port")
-	redisBin := fs.String("redis-server", "", `redis-server binary for the embedded Redis (default: redis-server in PATH; "miniredis": in memory)`)
+	redisBin := fs.String("redis-server", "", `redis-server binary for the embedded Redis (default: redis-server in PATH; "miniredis": in this process, snapshotted to DATA_DIR)`)
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

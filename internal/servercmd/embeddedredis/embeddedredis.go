@@ -215,11 +215,11 @@ func (s *Server) run(ctx context.Context, bin, addr string) error {
 	s.cmd, s.exited, s.Pid = start.cmd, start.exited, start.cmd.Process.Pid
 	s.Addr, s.Kind = addr, KindRedisServer
 	s.URL = "redis://" + addr + "/0"
-	if err := waitReady(ctx, addr, s.exited); err != nil {
+	if err := waitReady(ctx, addr, s.Pid, s.exited); err != nil {
 		s.kill()
 		tailLog := tailFile(logPath, 1500)
-		if strings.Contains(tailLog, "Address already in use") {
-			err = errAddrInUse
+		if strings.Contains(tailLog, "Address already in use") && !errors.Is(err, errAddrInUse) {
+			err = fmt.Errorf("%w: %w", errAddrInUse, err)
 		}
 		return fmt.Errorf("embedded redis-server on %s: %w\n%s", addr, err, tailLog)
 	}
@@ -260,8 +260,9 @@ func startLocked(bin string, args []string) (started, error) {
 	return started{cmd: cmd, exited: exited}, nil
 }
 
-// waitReady waits until addr answers PING with PONG (not LOADING).
-func waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
+// waitReady waits until addr answers PING with PONG (not LOADING) and,
+// when pid is set, is the redis-server with that pid.
+func waitReady(ctx context.Context, addr string, pid int, exited <-chan struct{}) error {
 	var last error
 	for {
 		select {
@@ -277,11 +278,21 @@ func waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
 			continue
 		}
 		_, err = c.Do("PING")
-		c.Close()
-		if err == nil {
-			return nil
+		var info string
+		if err == nil && pid > 0 {
+			info, err = redis.String(c.Do("INFO", "server"))
 		}
-		last = err // LOADING while the AOF is read back
+		c.Close()
+		if err != nil {
+			last = err // LOADING while the AOF is read back
+			continue
+		}
+		// Another Redis may have taken the port after our probe: only
+		// our own child will do.
+		if pid > 0 && !strings.Contains(info, "process_id:"+strconv.Itoa(pid)+"\r\n") {
+			return fmt.Errorf("%s answers, but it is not our redis-server %d: %w", addr, pid, errAddrInUse)
+		}
+		return nil
 	}
 }
 

@@ -147,7 +147,7 @@ func TestLeftoverIsStopped(t *testing.T) {
 	go orphan.Wait() // reap it, as init would
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := waitReady(ctx, addr, make(chan struct{})); err != nil {
+	if err := waitReady(ctx, addr, 0, make(chan struct{})); err != nil {
 		t.Fatal(err)
 	}
 	do(t, addr, "SET", "left", "behind")
