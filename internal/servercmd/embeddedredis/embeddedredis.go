@@ -421,7 +421,13 @@ func isRedisIn(pid int, dir string) bool {
 		return false
 	}
 	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
-	return err == nil && cwd == dir && alive(pid)
+	if err != nil {
+		return false
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real // the kernel shows the resolved path
+	}
+	return cwd == dir && alive(pid)
 }
 
 // alive reports whether pid runs (a zombie does not: it only waits to be

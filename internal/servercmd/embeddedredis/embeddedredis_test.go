@@ -155,7 +155,13 @@ func TestLeftoverIsStopped(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	s, err := Start(context.Background(), Config{Dir: dir, Addr: addr, Log: testLog(t)})
+	// Through a symbolic link: the kernel reports the left-over's working
+	// directory resolved.
+	link := filepath.Join(t.TempDir(), "data-link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(context.Background(), Config{Dir: link, Addr: addr, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
