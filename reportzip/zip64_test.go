@@ -146,7 +146,8 @@ func allZero(b []byte) bool {
 
 // TestZip64Large stores an entry bigger than 4 GiB, so its sizes and the
 // offset of the entry after it need Zip64 fields, and checks the archive
-// with archive/zip (which verifies the CRC) and with `unzip -t`.
+// with archive/zip (directory, sizes, the entry after it) and with
+// `unzip -t` (every entry's data and CRC).
 func TestZip64Large(t *testing.T) {
 	t.Parallel()
 	const big = 1<<32 + 4096 + 7
@@ -193,14 +194,8 @@ func TestZip64Large(t *testing.T) {
 	if bf.Name != "big.bin" || bf.UncompressedSize64 != big || bf.CompressedSize64 != big || bf.CRC32 != wantCRC {
 		t.Errorf("big.bin: name %q size %d/%d crc %08x, want %d and %08x", bf.Name, bf.UncompressedSize64, bf.CompressedSize64, bf.CRC32, big, wantCRC)
 	}
-	rc, err := bf.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := io.Copy(io.Discard, rc); err != nil || n != big { // archive/zip checks the CRC at EOF
-		t.Errorf("read big.bin = %d, %v", n, err)
-	}
-	rc.Close()
+	// big.bin's data and CRC are checked by unzip -t below (reading its
+	// 4 GiB twice would double this test's time).
 	if got := readEntry(t, zr.File[2]); got != "after 4 GiB\n" {
 		t.Errorf("after.txt = %q", got)
 	}
