@@ -146,6 +146,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 	go func() {
 		defer close(written)
 		zw := reportzip.NewWriter(pw)
+		defer zw.Close() // a no-op after the Close below; on errors it releases the spooled directory
 		manifest := reportzip.NewManifest(spool)
 		packs := newPackReader(p.d.Store, token)
 		defer packs.close()

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/gomodule/redigo/redis"
 	"gorm.io/gorm"
 
@@ -29,12 +28,6 @@ import (
 
 // Options are what the binaries decide beyond the environment.
 type Options struct {
-	// EmbeddedRedis starts an in-process Redis-protocol server when
-	// REDIS_URL is empty (the all-in-one mode) on EmbeddedRedisAddr
-	// (default 127.0.0.1:6390), so other workers and Ruby's Web UI can
-	// connect to it.
-	EmbeddedRedis     bool
-	EmbeddedRedisAddr string
 	// Pool, when set, is used instead of opening one from REDIS_URL.
 	Pool *redis.Pool
 	// PoolSize is the idle connections kept; default 20.
@@ -139,19 +132,6 @@ func (a *App) openRedis(opts Options) error {
 		return nil
 	}
 	url := a.Config.RedisURL
-	if url == "" && opts.EmbeddedRedis {
-		m := miniredis.NewMiniRedis()
-		addr := opts.EmbeddedRedisAddr
-		if addr == "" {
-			addr = "127.0.0.1:6390"
-		}
-		if err := m.StartAddr(addr); err != nil {
-			return fmt.Errorf("start embedded redis on %s: %w", addr, err)
-		}
-		a.closers = append(a.closers, func() error { m.Close(); return nil })
-		url = "redis://" + m.Addr() + "/0"
-		a.Log.Info("embedded Redis-protocol server started (all-in-one mode)", "redis_url", url)
-	}
 	if url == "" {
 		url = "redis://127.0.0.1:6379/0"
 	}
