@@ -207,7 +207,7 @@ func (a *App) openStore(ctx context.Context) error {
 func (a *App) openLauncher(ctx context.Context, opts Options) error {
 	switch a.Config.Launcher {
 	case config.LauncherECS:
-		client, err := launcher.NewECSClient(ctx, a.Config.Region, a.Config.ECSEndpoint)
+		client, err := launcher.NewECSClient(ctx, a.Config.Region, a.Config.ECSEndpoint, a.Config.ECS.MaxAttempts)
 		if err != nil {
 			return err
 		}
