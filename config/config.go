@@ -248,9 +248,6 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.ECS.PropagateTags, _ = l.boolean("ECS_PROPAGATE_TAGS")
 	if v, ok := l.get("ECS_CAPACITY_PROVIDERS"); ok {
 		cps, err := launcher.ParseCapacityProviders(v)
-		if err == nil {
-			err = (launcher.ECSConfig{Cluster: "c", TaskDefinition: "t", Subnets: []string{"s"}, CapacityProviders: cps}).Validate()
-		}
 		if err != nil {
 			l.fail("ECS_CAPACITY_PROVIDERS", "%v", err)
 		}

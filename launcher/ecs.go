@@ -141,8 +141,17 @@ func (c ECSConfig) Validate() error {
 		// "/app/worker /app/worker -q …" and the worker exits 2.
 		errs = append(errs, fmt.Errorf("ecs: command %q starts with a path; it holds only the arguments appended to the task definition's entryPoint", c.Command[0]))
 	}
+	if err := validateCapacityProviders(c.CapacityProviders); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// validateCapacityProviders applies RunTask's rules to a strategy.
+func validateCapacityProviders(cps []CapacityProvider) error {
+	var errs []error
 	bases := 0
-	for _, p := range c.CapacityProviders {
+	for _, p := range cps {
 		if p.Name == "" || p.Weight < 0 || p.Weight > 1000 || p.Base < 0 || p.Base > 100000 {
 			errs = append(errs, fmt.Errorf("ecs: capacity provider %+v: want a name, weight 0..1000, base 0..100000", p))
 		}
@@ -153,11 +162,14 @@ func (c ECSConfig) Validate() error {
 	if bases > 1 {
 		errs = append(errs, errors.New("ecs: only one capacity provider may have a base"))
 	}
+	if len(cps) > 20 {
+		errs = append(errs, errors.New("ecs: at most 20 capacity providers"))
+	}
 	return errors.Join(errs...)
 }
 
 // ParseCapacityProviders reads "FARGATE_SPOT:3,FARGATE:1:1" (name[:weight[:base]],
-// weight defaulting to 1).
+// weight defaulting to 1) and checks it as RunTask would.
 func ParseCapacityProviders(s string) ([]CapacityProvider, error) {
 	var out []CapacityProvider
 	for _, item := range strings.Split(s, ",") {
@@ -181,7 +193,7 @@ func ParseCapacityProviders(s string) ([]CapacityProvider, error) {
 		}
 		out = append(out, p)
 	}
-	return out, nil
+	return out, validateCapacityProviders(out)
 }
 
 // ECS launches one Fargate task per token.

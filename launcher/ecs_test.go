@@ -534,7 +534,7 @@ func TestECSConfigValidation(t *testing.T) {
 	if cps, err := ParseCapacityProviders("FARGATE_SPOT"); err != nil || fmt.Sprint(cps) != "[{FARGATE_SPOT 1 0}]" {
 		t.Errorf("parse default weight = %v, %v", cps, err)
 	}
-	for _, bad := range []string{"A:x", ":1", "A:1:2:3", "A:-1"} {
+	for _, bad := range []string{"A:x", ":1", "A:1:2:3", "A:-1", "A:1:1,B:1:1", "A:1001"} {
 		if _, err := ParseCapacityProviders(bad); err == nil {
 			t.Errorf("ParseCapacityProviders(%q) accepted", bad)
 		}

@@ -316,7 +316,8 @@ func (s *Server) listTasks(body map[string]any) (any, *apiError) {
 	if str(body, "startedBy") != "" {
 		for _, f := range []string{"containerInstance", "family", "serviceName", "desiredStatus", "launchType", "daemonName"} {
 			if _, set := body[f]; set {
-				return nil, invalid("When you specify startedBy as the filter, it must be the only filter that you use (got %s too)", f)
+				// The answer ECS gives (aws/aws-sdk-go-v2#1893).
+				return nil, invalid("cannot specify startedBy with other arguments (%s)", f)
 			}
 		}
 	}
