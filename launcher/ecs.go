@@ -619,7 +619,9 @@ func (e *ECS) describe(ctx context.Context, task Task) (TaskState, string, error
 		if len(out.Failures) > 0 {
 			reason += " (" + (&FailuresError{Failures: out.Failures}).Error() + ")"
 		}
-		e.markStopped(task.ID)
+		if e.markStopped(task.ID) {
+			e.log.WarnContext(ctx, "ecs task gone", "task", task.ID, "reason", reason)
+		}
 		return TaskState{Reason: reason}, "MISSING", nil
 	}
 	t := out.Tasks[0]
@@ -627,16 +629,22 @@ func (e *ECS) describe(ctx context.Context, task Task) (TaskState, string, error
 	if !stoppedStatus(last) {
 		return TaskState{Running: true}, last, nil
 	}
-	e.markStopped(task.ID)
-	return TaskState{Reason: StopReason(t)}, last, nil
+	reason := StopReason(t)
+	if e.markStopped(task.ID) {
+		e.log.WarnContext(ctx, "ecs task stopped", "task", task.ID, "reason", reason)
+	}
+	return TaskState{Reason: reason}, last, nil
 }
 
-func (e *ECS) markStopped(arn string) {
+// markStopped remembers that arn stopped; true the first time.
+func (e *ECS) markStopped(arn string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, ok := e.stopped[arn]; !ok {
-		e.stopped[arn] = e.now()
+	if _, ok := e.stopped[arn]; ok {
+		return false
 	}
+	e.stopped[arn] = e.now()
+	return true
 }
 
 // StopReason says why an ECS task stopped: "stopCode: stoppedReason", then
