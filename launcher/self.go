@@ -67,13 +67,20 @@ func SelfID(ctx context.Context, env SelfEnv, client *http.Client) (string, erro
 // Stop of selfID calls stopSelf (nil: SIGTERM to this process, as StopTask
 // does: the worker finishes its jobs and exits 0, which ends the ECS
 // task); any other task goes to inner. The result is a Watcher when inner
-// is one.
+// is one, and a Noop stays a Noop (callers tell LAUNCHER=none by its type).
 func SelfStopping(inner Launcher, selfID string, stopSelf func(reason string), log *slog.Logger) Launcher {
 	if selfID == "" {
 		return inner
 	}
 	if stopSelf == nil {
 		stopSelf = func(string) { _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) }
+	}
+	if n, ok := inner.(Noop); ok {
+		n.SelfID, n.StopSelf = selfID, stopSelf
+		if n.Logger == nil {
+			n.Logger = log
+		}
+		return n
 	}
 	s := selfStopping{inner: inner, id: selfID, stop: stopSelf, log: cmp.Or(log, slog.Default())}
 	if w, ok := inner.(Watcher); ok {

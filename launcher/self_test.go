@@ -73,8 +73,20 @@ func TestSelfStopping(t *testing.T) {
 	if fmt.Sprint(inner.calls) != "[stop arn:other x launch t state arn:other]" {
 		t.Fatalf("inner calls = %v", inner.calls)
 	}
-	if _, ok := SelfStopping(Noop{}, "arn:self", nil, nil).(Watcher); ok {
+	if _, ok := SelfStopping(Func{LaunchFunc: inner.Launch}, "arn:self", nil, nil).(Watcher); ok {
 		t.Fatal("a non-Watcher's wrapper claims to be a Watcher")
+	}
+	// LAUNCHER=none stays a Noop that callers can recognise, and stops itself.
+	stopped = nil
+	n, ok := SelfStopping(Noop{}, "arn:self", func(reason string) { stopped = append(stopped, reason) }, nil).(Noop)
+	if !ok {
+		t.Fatal("a Noop's wrapper is not a Noop")
+	}
+	if err := n.Stop(ctx, Task{ID: "arn:self"}, "idle"); err != nil || fmt.Sprint(stopped) != "[idle]" {
+		t.Fatalf("noop self stop: %v, %v", err, stopped)
+	}
+	if err := n.Stop(ctx, Task{ID: "arn:other"}, "x"); err != nil || len(stopped) != 1 {
+		t.Fatalf("noop stop of another task: %v, %v", err, stopped)
 	}
 	if SelfStopping(inner, "", nil, nil) != Launcher(inner) {
 		t.Fatal("no self ID: the launcher is not returned as is")
