@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -89,6 +90,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 		a.Launcher = opts.Launcher
 	} else if err := a.openLauncher(ctx, opts); err != nil {
 		return nil, err
+	}
+	// In a launched worker (ECS token task, local worker), stopping its
+	// own task (the finalizer does) ends this process.
+	if self, err := launcher.SelfID(ctx, cfg.Self, nil); err != nil {
+		log.Warn("cannot tell which task this worker runs in; stopping it will wait for its idle timeout", "err", err)
+	} else if self != "" {
+		a.Launcher = launcher.SelfStopping(a.Launcher, self, nil, log)
 	}
 	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect})
 	a.API = sidekiq.NewAPI(a.Pool, a.Dialect)
@@ -180,7 +188,15 @@ func (a *App) openStore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := storage.NewS3(a.Config.S3, client)
+	s3cfg := a.Config.S3
+	// A presigned download names the ZIP as the server's local download does.
+	s3cfg.DownloadName = func(key string) string {
+		if name, ok := strings.CutPrefix(key, "reports/"); ok && strings.HasSuffix(name, ".zip") {
+			return "report-" + name
+		}
+		return ""
+	}
+	st, err := storage.NewS3(s3cfg, client)
 	if err != nil {
 		return err
 	}
@@ -191,7 +207,7 @@ func (a *App) openStore(ctx context.Context) error {
 func (a *App) openLauncher(ctx context.Context, opts Options) error {
 	switch a.Config.Launcher {
 	case config.LauncherECS:
-		client, err := launcher.NewECSClient(ctx, a.Config.Region, a.Config.ECSEndpoint)
+		client, err := launcher.NewECSClient(ctx, a.Config.Region, a.Config.ECSEndpoint, a.Config.ECS.MaxAttempts)
 		if err != nil {
 			return err
 		}
@@ -213,7 +229,8 @@ func (a *App) openLauncher(ctx context.Context, opts Options) error {
 			cmd = []string{filepath.Join(filepath.Dir(exe), "worker"), "-q", "{queue}", "-c", "10",
 				"--idle-timeout", a.Config.WorkerIdleTimeout.String()}
 		}
-		l, err := launcher.NewLocal(launcher.LocalConfig{Command: cmd, Env: []string{"REDIS_URL=" + a.RedisURL}, Logger: a.Log})
+		l, err := launcher.NewLocal(launcher.LocalConfig{Command: cmd, Env: []string{"REDIS_URL=" + a.RedisURL}, Logger: a.Log,
+			Detach: a.Config.LocalDetach})
 		if err != nil {
 			return err
 		}
