@@ -321,7 +321,12 @@ type Options struct {
 	Hostname string // default os.Hostname (or $DYNO, as Sidekiq)
 	Logger   *slog.Logger
 	Now      func() time.Time
-	Version  string // shown by the Web UI; default "pallarel-<Sidekiq dialect>"
+	// Version is the process's Sidekiq version for the Web UI, whose /busy
+	// page flags any process whose version differs from its own
+	// Sidekiq::VERSION. Default: the version the dialect mirrors, 8.0.6,
+	// 7.3.2 or 6.4.1; set it to the Rails app's exact Sidekiq version.
+	// Go processes are told apart by their "pallarel" label.
+	Version string
 }
 
 func (o *Options) withDefaults() error {
@@ -384,10 +389,10 @@ func (o *Options) withDefaults() error {
 		o.Now = time.Now
 	}
 	if o.Labels == nil {
-		o.Labels = []string{}
+		o.Labels = []string{"pallarel"}
 	}
 	if o.Version == "" {
-		o.Version = fmt.Sprintf("pallarel (sidekiq %d)", o.Dialect)
+		o.Version = o.Dialect.SidekiqVersion()
 	}
 	return nil
 }
