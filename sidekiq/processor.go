@@ -77,6 +77,12 @@ func (s *Server) startDispatch(jobCtx context.Context, f *reliableFetch, procs *
 			case <-s.quietCh:
 				return
 			}
+			// select picks at random when both are ready: without this a
+			// quiet dispatcher could go on fetching (and block) for rounds,
+			// outliving Run.
+			if s.quiet.Load() {
+				return
+			}
 			n := 1
 		more:
 			for n < s.opts.Concurrency {
