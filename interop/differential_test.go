@@ -443,3 +443,60 @@ func (st redisState) equal(t *testing.T, key, want string) {
 		t.Errorf("%s = %v after the Ruby run, want %s", key, st[key], want)
 	}
 }
+
+// TestRubyStrictArgsMatchNewJob: the arguments Sidekiq 8.0.6's strict_args!
+// refuses, NewJob refuses (issue 9, difference 11).
+func TestRubyStrictArgsMatchNewJob(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	var ruby map[string]string
+	rubyResult(t, "8", "testdata/differential.rb", &ruby, "REDIS_URL="+db.URL(), "MODE=strict")
+	goArgs := map[string]any{
+		"time": time.Unix(0, 0), "int_keys": map[int]int{1: 2}, "symbol": nil, // Go has no symbols
+		"string_keys": map[string]int{"a": 1}, "nested": []any{1, map[string]any{"b": []any{nil, true, 1.5}}},
+	}
+	for name, arg := range goArgs {
+		if name == "symbol" {
+			if ruby[name] != "refused" {
+				t.Errorf("ruby accepted a symbol")
+			}
+			continue
+		}
+		_, err := sidekiq.NewJob("DiffOkJob", arg)
+		got := "accepted"
+		if err != nil {
+			got = "refused"
+		}
+		if got != ruby[name] {
+			t.Errorf("%s: Go %s (%v), Ruby %s", name, got, err, ruby[name])
+		}
+	}
+}
+
+// TestRubySeesGoVersionAsItsOwn: the Web UI's /busy flags a process whose
+// version differs from Sidekiq::VERSION; a Go server in each dialect
+// reports the version that dialect mirrors (issue 9, difference 10).
+func TestRubySeesGoVersionAsItsOwn(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		dialect sidekiq.Dialect
+	}{{"8", sidekiq.Dialect8}, {"7", sidekiq.Dialect7}} {
+		t.Run("sidekiq"+tc.version, func(t *testing.T) {
+			t.Parallel()
+			db := redistest.New(t)
+			startServer(t, db, sidekiq.NewRegistry(), sidekiq.Options{Dialect: tc.dialect})
+			var res struct {
+				Sidekiq   string
+				Processes []struct {
+					Version string
+					Labels  []string
+				}
+			}
+			rubyResult(t, tc.version, "testdata/differential.rb", &res, "REDIS_URL="+db.URL(), "MODE=version")
+			if len(res.Processes) != 1 || res.Processes[0].Version != res.Sidekiq ||
+				!slices.Contains(res.Processes[0].Labels, "pallarel") {
+				t.Fatalf("Sidekiq %s reads processes %+v", res.Sidekiq, res.Processes)
+			}
+		})
+	}
+}

@@ -5,7 +5,8 @@
 # the run left is copied to the case's own database for the Go test to read.
 #
 # DIFF_CASES is a JSON file: [{"name", "db", "queue", "payload", "schedule"}].
-# MODE=strict instead reports which arguments strict_args refuses.
+# MODE=strict instead reports which arguments strict_args refuses; MODE=version
+# the Sidekiq version and each process's version as the Web UI compares them.
 require_relative "common"
 require "sidekiq/processor"
 require "sidekiq/fetch"
@@ -42,6 +43,13 @@ if ENV["MODE"] == "strict"
     out[name] = "refused"
   end
   emit(out)
+  exit
+end
+
+if ENV["MODE"] == "version"
+  require "sidekiq/api"
+  emit({"sidekiq" => Sidekiq::VERSION,
+        "processes" => Sidekiq::ProcessSet.new.map { |p| {"version" => p["version"], "labels" => p["labels"]} }})
   exit
 end
 
