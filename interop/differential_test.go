@@ -60,7 +60,11 @@ func diffCases(d sidekiq.Dialect) []diffCase {
 				}
 			}},
 		{name: "unknown_class_retry_absent", payload: job("a00000000000000000000004", "DiffNopeJob", `,"args":[1]`),
-			check: func(t *testing.T, st redisState) { st.empty(t, retrySet); st.empty(t, deadSet); st.equal(t, "stat:failed", "1") }},
+			check: func(t *testing.T, st redisState) {
+				st.empty(t, retrySet)
+				st.empty(t, deadSet)
+				st.equal(t, "stat:failed", "1")
+			}},
 		{name: "missing_args_runs", payload: job("a00000000000000000000005", "DiffOkJob", `,"retry":true`),
 			check: func(t *testing.T, st redisState) { st.equal(t, "stat:processed", "1"); st.equal(t, "stat:failed", "0") }},
 		{name: "missing_args_fails", payload: job("a00000000000000000000006", "DiffFailJob", `,"retry":true`),
@@ -98,7 +102,7 @@ func diffCases(d sidekiq.Dialect) []diffCase {
 		{name: "scheduled_created_at", schedule: true,
 			payload: `{"class":"DiffOkJob","queue":"` + diffQueue + `","jid":"a00000000000000000000011","args":[1],"retry":true}`,
 			check: func(t *testing.T, st redisState) {
-				if m := st.onlyMember(t, "queue:" + diffQueue); m["created_at"] == nil || m["enqueued_at"] == nil {
+				if m := st.onlyMember(t, "queue:"+diffQueue); m["created_at"] == nil || m["enqueued_at"] == nil {
 					t.Errorf("enqueued without created_at or enqueued_at: %v", m)
 				}
 			}},
