@@ -112,14 +112,8 @@ type Failure struct {
 // :kill; else a retry. retries_exhausted keeps the job in the dead set
 // unless "dead" is false.
 func Decide(f Failure) Fate {
-	retry := strings.TrimSpace(string(f.Retry))
-	if retry == "" || retry == "null" {
-		if !f.Known {
-			return FateDropped // global: msg["retry"] is nil
-		}
-		retry = "true" // local: the class default
-	}
-	if retry == "false" {
+	retry, ok := effectiveRetry(f.Retry, f.Known)
+	if !ok {
 		return FateDropped
 	}
 	exhausted := func() Fate {
@@ -128,7 +122,7 @@ func Decide(f Failure) Fate {
 		}
 		return FateDead
 	}
-	if f.Count >= ParseRetry(json.RawMessage(retry), f.DefaultMax).Max {
+	if f.Count >= ParseRetry(retry, f.DefaultMax).Max {
 		return exhausted()
 	}
 	if f.HasRetryFor && f.FailedAt.Add(f.RetryFor).Before(f.Now) {
@@ -143,6 +137,23 @@ func Decide(f Failure) Fate {
 	return FateRetry
 }
 
+// effectiveRetry is the "retry" that process_retry sees, and false when it
+// is falsy so the job never gets there: the local retrier (a known class)
+// merges a null or absent "retry" with the class default, true; the global
+// one (an unknown class) reads it as nil.
+func effectiveRetry(raw json.RawMessage, known bool) (json.RawMessage, bool) {
+	switch strings.TrimSpace(string(raw)) {
+	case "", "null":
+		if !known {
+			return nil, false
+		}
+		return json.RawMessage("true"), true
+	case "false":
+		return nil, false
+	}
+	return raw, true
+}
+
 // retryOrKill records a failure on the job as Sidekiq does and schedules a
 // retry or moves it to the dead set, acknowledging the fetched original in
 // the same transaction. It returns what happened, for the log.
@@ -154,10 +165,15 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 		return nil
 	}
 	known := !errors.Is(jobErr, ErrUnknownClass)
-	j := job.Clone()
-	if r := strings.TrimSpace(string(j.Retry)); known && (r == "" || r == "null") {
-		j.Retry = json.RawMessage("true") // local merges the class default into the entry
+	retry, retried := effectiveRetry(job.Retry, known)
+	if !retried {
+		// process_retry is never reached: nothing is recorded.
+		s.settleErr(ctx, u, ack)
+		s.died(ctx, job, jobErr)
+		return "dropped (retry: " + cmp.Or(strings.TrimSpace(string(job.Retry)), "absent") + ")"
 	}
+	j := job.Clone()
+	j.Retry = retry // the class default merged in, as the local retrier writes it
 	if rq := job.StringField("retry_queue"); rq != "" {
 		j.Queue = rq
 	} else {
@@ -173,12 +189,6 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 	}
 	if dead, ok := j.Fields["dead"]; ok && strings.TrimSpace(string(dead)) == "false" {
 		f.DeadOff = true
-	}
-	// A falsy retry never reaches process_retry: nothing is recorded.
-	if r := strings.TrimSpace(string(job.Retry)); r == "false" || (!known && (r == "" || r == "null")) {
-		s.settleErr(ctx, u, ack)
-		s.died(ctx, job, jobErr)
-		return "dropped (retry: " + cmp.Or(r, "absent") + ")"
 	}
 	recordFailure(j, jobErr, trace, now, s.opts.Dialect)
 	_, _ = j.Field("retry_count", &f.Count)
