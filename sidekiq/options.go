@@ -127,7 +127,7 @@ type FileConfig struct {
 	Timeout     time.Duration
 	Queues      []QueueWeight
 	Tag         string
-	Labels      []string
+	Labels      []string // shown on /busy; default ["pallarel"]
 }
 
 // LoadFileConfig reads a Rails app's sidekiq.yml: top-level keys with or
@@ -291,8 +291,8 @@ type Options struct {
 	Concurrency int           // processors; default 5 as Sidekiq 7+
 	Timeout     time.Duration // shutdown grace for running jobs; default 25s
 	Tag         string
-	Labels      []string
-	Dialect     Dialect // job and heartbeat format; default Dialect8
+	Labels      []string // shown on /busy; default ["pallarel"]
+	Dialect     Dialect  // job and heartbeat format; default Dialect8
 
 	// BasicFetch selects Sidekiq's BRPOP fetch, which loses the jobs a
 	// killed process held. The default is Pallarel's reliable fetch.

@@ -14,7 +14,9 @@ import (
 // is given back to its queue.
 type Handler func(ctx context.Context, job *Job) error
 
-// ErrUnknownClass marks a job whose class has no registered handler.
+// ErrUnknownClass marks a job whose class has no registered handler. Such a
+// job fails with error_class NameError and is retried like any failure, as
+// Ruby's const_get error is (dropped when the job has no "retry").
 var ErrUnknownClass = errors.New("no handler registered for job class")
 
 // Registry maps job class names (as Ruby writes them) to Go handlers. It
