@@ -99,6 +99,17 @@ func diffCases(d sidekiq.Dialect) []diffCase {
 					st.equal(t, "h|DiffOkJob-<window>", "<1 runs>")
 				}
 			}},
+		// The rest of job_retry.rb's table (sidekiq.Decide).
+		{name: "retry_false_dropped", payload: job("a00000000000000000000012", "DiffFailJob", `,"args":[],"retry":false`),
+			check: func(t *testing.T, st redisState) {
+				st.empty(t, retrySet)
+				st.empty(t, deadSet)
+				st.equal(t, "stat:failed", "1")
+			}},
+		{name: "exhausted_dead_false", payload: job("a00000000000000000000013", "DiffFailJob", `,"args":[],"retry":1,"retry_count":0,"dead":false,"failed_at":`+ts(now.Add(-time.Minute))),
+			check: func(t *testing.T, st redisState) { st.empty(t, retrySet); st.empty(t, deadSet) }},
+		{name: "unknown_class_retry_0", payload: job("a00000000000000000000014", "DiffNopeJob", `,"args":[],"retry":0`),
+			check: func(t *testing.T, st redisState) { st.onlyMember(t, deadSet) }},
 		{name: "scheduled_created_at", schedule: true,
 			payload: `{"class":"DiffOkJob","queue":"` + diffQueue + `","jid":"a00000000000000000000011","args":[1],"retry":true}`,
 			check: func(t *testing.T, st redisState) {
