@@ -188,6 +188,6 @@ func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inp
 	}
 	if inproc {
 		fmt.Fprintf(w, "  Another worker:     REDIS_URL=%s go run ./cmd/worker -q report -q default\n", redisURL)
-		fmt.Fprintf(w, "  Ruby's Web UI:      REDIS_URL=%s rackup deploy/ruby-web/config.ru\n\n", redisURL)
+		fmt.Fprintf(w, "  Ruby's Web UI:      REDIS_URL=%s rackup -p 9292 deploy/ruby-web/config.ru\n\n", redisURL)
 	}
 }
