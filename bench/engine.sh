@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Engine benchmark: Pallarel's Go Sidekiq engine against Ruby Sidekiq 7.3.2 and
-# 6.4.1 and against the Redis ceiling, on one fresh redis-server that this
-# script starts on a free port and stops. See bench/RESULTS.md.
+# Engine benchmark: Pallarel's Go Sidekiq engine against Ruby Sidekiq 8.0.6
+# (what the Rails app runs), 7.3.2 and 6.4.1 and against the Redis ceiling,
+# on one fresh redis-server that this script starts on a free port and stops.
+# Both sides log at LOG_LEVEL (default warn: no per-job lines on either side;
+# LOG_LEVEL=info gives both Sidekiq's INFO line per job). Drain runs are
+# interleaved (run 1 of every worker, then run 2...), so load drifts hit all
+# alike; the report gives medians and the ratios to Ruby. See bench/RESULTS.md.
 #
 #   bash bench/engine.sh            (or: make bench-engine)
 #   N=20000 RUNS=1 bash bench/engine.sh   quick smoke run
@@ -15,6 +19,8 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 N=${N:-100000}
 RUNS=${RUNS:-3}
+LOG_LEVEL=${LOG_LEVEL:-warn}
+export BENCH_LOG_LEVEL=$LOG_LEVEL
 OUT=${OUT:-bench/out}
 PEERS=${SIDEKIQ_PEERS:-}
 if [ -z "$PEERS" ]; then
@@ -44,7 +50,7 @@ log() { echo "# $*" | tee -a "$RAW" >&2; }
 
 {
   echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "# command: N=$N RUNS=$RUNS bash bench/engine.sh"
+  echo "# command: N=$N RUNS=$RUNS LOG_LEVEL=$LOG_LEVEL bash bench/engine.sh"
   echo "# nproc: $(nproc); memory: $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
   echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -56,17 +62,21 @@ log() { echo "# $*" | tee -a "$RAW" >&2; }
 # 2. Bulk push.
 log "bulk push of $N jobs"
 "$tmp/enginebench" push -redis "$URL" -n "$N" -runs "$RUNS" | tee -a "$RAW"
+(cd bench/ruby && N=$N RUNS=$RUNS NAME=ruby8 REDIS_URL=$URL "$PEERS" ruby 8 pushbulk.rb) | tee -a "$RAW"
 (cd bench/ruby && N=$N RUNS=$RUNS NAME=ruby7 REDIS_URL=$URL "$PEERS" ruby 7 pushbulk.rb) | tee -a "$RAW"
 (cd bench/ruby && N=$N RUNS=$RUNS NAME=ruby6 REDIS_URL=$URL "$PEERS" ruby 6 pushbulk.rb) | tee -a "$RAW"
 
-# 1 and 4. Drain, with the worker's RSS.
-drain() { "$tmp/enginebench" drain -redis "$URL" -n "$N" -runs "$RUNS" "$@" | tee -a "$RAW"; }
-log "drain of $N no-op jobs"
-drain -name go-reliable-c10 -- "$tmp/benchworker" -q bench -c 10
-drain -name go-reliable-c50 -- "$tmp/benchworker" -q bench -c 50
-drain -name go-basic-c10 -- "$tmp/benchworker" -q bench -c 10 --fetch basic
-drain -name ruby7-c10 -dialect 7 -dir bench/ruby -- "$PEERS" sidekiq 7 -r ./jobs.rb -q bench -c 10
-drain -name ruby6-c10 -dialect 6 -dir bench/ruby -- "$PEERS" sidekiq 6 -r ./jobs.rb -q bench -c 10
+# 1 and 4. Drain, with the worker's RSS; one run of each worker per round.
+drain() { "$tmp/enginebench" drain -redis "$URL" -n "$N" -runs 1 -run "$run" "$@" | tee -a "$RAW"; }
+log "drain of $N no-op jobs, $RUNS interleaved rounds, logging at $LOG_LEVEL"
+for run in $(seq "$RUNS"); do
+  drain -name ruby8-c10 -dialect 8 -dir bench/ruby -- "$PEERS" sidekiq 8 -r ./jobs.rb -q bench -c 10
+  drain -name go-reliable-c10 -- "$tmp/benchworker" -q bench -c 10
+  drain -name go-reliable-c50 -- "$tmp/benchworker" -q bench -c 50
+  drain -name go-basic-c10 -- "$tmp/benchworker" -q bench -c 10 --fetch basic
+  drain -name ruby7-c10 -dialect 7 -dir bench/ruby -- "$PEERS" sidekiq 7 -r ./jobs.rb -q bench -c 10
+  drain -name ruby6-c10 -dialect 6 -dir bench/ruby -- "$PEERS" sidekiq 6 -r ./jobs.rb -q bench -c 10
+done
 
 # 3. Redis ceiling for the commands one job costs. 50 clients, as many
 # connections as a -c 50 worker; 200-byte values, about one job's JSON.

@@ -189,8 +189,9 @@ func (f *fakeECS) serve(w http.ResponseWriter, r *http.Request) {
 			m := e.(map[string]any)
 			env = append(env, fmt.Sprintf("%s=%s", m["name"], m["value"]))
 		}
-		// The task definition's image runs /app/worker: here, our build.
-		cmd := exec.Command(filepath.Join(binDir, filepath.Base(argv[0])), append(argv[1:], "--process-ttl", "3s")...)
+		// The task definition's entryPoint /app/worker (here, our build)
+		// gets the override's command as its arguments.
+		cmd := exec.Command(filepath.Join(binDir, "worker"), append(argv, "--process-ttl", "3s")...)
 		cmd.Env = env
 		cmd.Dir = f.c.dir
 		log := &e2etest.Buffer{}

@@ -160,10 +160,11 @@ func TestQueueGarbage(t *testing.T) {
 	tq := router.QueueName(token)
 	c.worker("token", 2, tq)
 	huge := strings.Repeat("x", 5<<20)
+	// An unknown class is retried as in Ruby (NameError); with retry 0 it dies at once.
 	garbage := map[string]string{
 		"not json":       "not json",
 		"no class":       `{"args":[1],"jid":"000000000000000000000001","queue":"report"}`,
-		"unknown class":  `{"class":"NoSuch::Job","args":[],"jid":"000000000000000000000002","queue":"report","retry":true}`,
+		"unknown class":  `{"class":"NoSuch::Job","args":[],"jid":"000000000000000000000002","queue":"report","retry":0}`,
 		"wrong arg type": `{"class":"Report::ProcessCsvRowJob","args":["not a hash",1,"x","/tmp","` + token + `"],"jid":"000000000000000000000003","queue":"` + tq + `","retry":3}`,
 		"huge":           `{"class":"Report::ProcessCsvRowJob","args":[{"a":"` + huge + `"}],"jid":"000000000000000000000004","queue":"` + tq + `","retry":3}`,
 		"wrong queue":    `{"class":"Report::ProcessCsvRowJob","args":[{"a":"1"},"text",1,"/tmp","` + token + `"],"jid":"000000000000000000000005","queue":"report","retry":3}`,

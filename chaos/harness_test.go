@@ -116,6 +116,9 @@ func (c *cluster) start(name, bin string, args ...string) *proc {
 	p := &proc{name: name, cmd: cmd, log: &e2etest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// A worker the process launched may hold its output pipe after it
+	// died: the process has ended when it exits, not when the pipe closes.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
@@ -286,7 +289,7 @@ func (c *cluster) waitProgress(token string, n, total int, d time.Duration) int 
 	c.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		ended, _ := redis.Int(c.redisDo("HLEN", "pallarel:rows:"+token))
+		ended, _ := redis.Int(c.redisDo("GET", "pallarel:count:"+token))
 		if ended >= total {
 			c.t.Fatalf("run %s ended (%d rows) before the fault: make it bigger", token, ended)
 		}

@@ -5,6 +5,7 @@ package config
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -77,6 +78,14 @@ type Config struct {
 	Launcher string
 	// ECS is the task to run per token (ECS_* variables).
 	ECS launcher.ECSConfig
+	// LocalDetach is LOCAL_WORKERS_DETACH: let the local launcher's
+	// workers outlive this process. Defaults to false (they get SIGTERM
+	// when it dies).
+	LocalDetach bool
+	// Self is how a worker finds the task it runs in
+	// (ECS_CONTAINER_METADATA_URI_V4, PALLAREL_LAUNCHED_BY), so the
+	// finalizer's stop of that task ends it.
+	Self launcher.SelfEnv
 	// QueueHexLen is QUEUE_HEX_LEN (1..40). Defaults to 16, as Rails.
 	QueueHexLen int
 	// MaxUploadBytes is MAX_UPLOAD_BYTES. Defaults to 1 GiB.
@@ -280,6 +289,12 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		Region:       c.Region,
 		Endpoint:     l.endpoint("AWS_ENDPOINT_URL_S3"),
 		UsePathStyle: pathStyle,
+		Checksums:    strings.ToLower(l.str("S3_CHECKSUMS", "")),
+	}
+	switch c.S3Client.Checksums {
+	case "", storage.ChecksumsWhenRequired, storage.ChecksumsWhenSupported:
+	default:
+		l.fail("S3_CHECKSUMS", "want %s or %s, got %q", storage.ChecksumsWhenRequired, storage.ChecksumsWhenSupported, c.S3Client.Checksums)
 	}
 	c.ECSEndpoint = l.endpoint("AWS_ENDPOINT_URL_ECS")
 
@@ -290,6 +305,28 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		SecurityGroups: l.list("ECS_SIDEKIQ_SECURITY_GROUP_IDS"),
 		ContainerName:  l.str("ECS_CONTAINER_NAME", launcher.DefaultContainerName),
 		Env:            c.AppEnv,
+	}
+	c.ECS.AssignPublicIP, _ = l.boolean("ECS_ASSIGN_PUBLIC_IP")
+	c.ECS.PlatformVersion = l.str("ECS_PLATFORM_VERSION", "")
+	c.ECS.PropagateTags, _ = l.boolean("ECS_PROPAGATE_TAGS")
+	if v, ok := l.get("ECS_CAPACITY_PROVIDERS"); ok {
+		cps, err := launcher.ParseCapacityProviders(v)
+		if err != nil {
+			l.fail("ECS_CAPACITY_PROVIDERS", "%v", err)
+		}
+		c.ECS.CapacityProviders = cps
+	}
+	if v, ok := l.get("ECS_SIDEKIQ_COMMAND"); ok {
+		// Only arguments: the task definition's entryPoint is the binary.
+		if err := json.Unmarshal([]byte(v), &c.ECS.Command); err != nil || len(c.ECS.Command) == 0 || strings.HasPrefix(c.ECS.Command[0], "/") {
+			l.fail("ECS_SIDEKIQ_COMMAND", `want a JSON array of the worker's arguments (the task definition's entryPoint is the binary) such as ["-q","{queue}","-c","{concurrency}"], got %q`, v)
+		}
+	}
+	c.ECS.Concurrency = int(l.integer("ECS_SIDEKIQ_CONCURRENCY", 0, 1, 1000))
+	c.LocalDetach, _ = l.boolean("LOCAL_WORKERS_DETACH")
+	c.Self = launcher.SelfEnv{
+		MetadataURI: l.str("ECS_CONTAINER_METADATA_URI_V4", ""),
+		LaunchedBy:  l.str(launcher.LaunchedByEnv, ""),
 	}
 	defLauncher := LauncherLocal
 	if c.ECS.Cluster != "" && !c.LocalSave {

@@ -146,6 +146,24 @@ func TestLoad(t *testing.T) {
 			c.MaxEventStreams, c.StreamsPerClient, c.MinUploadRate, c.MaskJobArgs = 50, 2, 0, true
 			c.RetainUploads, c.RetainResults, c.RetainRuns = 24*time.Hour, 48*time.Hour, 365*24*time.Hour
 		}},
+		{"ecs task settings", with(ecsEnv, "ECS_ASSIGN_PUBLIC_IP", "true", "ECS_PLATFORM_VERSION", "1.4.0", "ECS_PROPAGATE_TAGS", "yes",
+			"ECS_CAPACITY_PROVIDERS", "FARGATE_SPOT:3,FARGATE:1:1", "ECS_SIDEKIQ_COMMAND", `["-q","{queue}","-c","{concurrency}","--idle-timeout","2m"]`,
+			"ECS_SIDEKIQ_CONCURRENCY", "20"), func(c *Config) {
+			c.AppEnv = "production"
+			c.S3.Bucket = "reports-bucket"
+			c.LocalSave = false
+			c.Launcher = "ecs"
+			c.ECS = launcher.ECSConfig{Cluster: "report-cluster", TaskDefinition: "sidekiq:3", Subnets: []string{"subnet-a", "subnet-b"},
+				SecurityGroups: []string{"sg-1"}, ContainerName: "sidekiqContainer", Env: "production",
+				AssignPublicIP: true, PlatformVersion: "1.4.0", PropagateTags: true,
+				CapacityProviders: []launcher.CapacityProvider{{Name: "FARGATE_SPOT", Weight: 3}, {Name: "FARGATE", Weight: 1, Base: 1}},
+				Command:           []string{"-q", "{queue}", "-c", "{concurrency}", "--idle-timeout", "2m"}, Concurrency: 20}
+		}},
+		{"s3 checksums", with(nil, "S3_CHECKSUMS", "WHEN_SUPPORTED"), func(c *Config) { c.S3Client.Checksums = "when_supported" }},
+		{"local detach and self", with(nil, "LOCAL_WORKERS_DETACH", "true", "ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x", "PALLAREL_LAUNCHED_BY", "local"), func(c *Config) {
+			c.LocalDetach = true
+			c.Self = launcher.SelfEnv{MetadataURI: "http://169.254.170.2/v4/x", LaunchedBy: "local"}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,6 +222,13 @@ func TestLoadErrors(t *testing.T) {
 		{"retention", map[string]string{"RETAIN_RUNS": "forever"}, []string{"RETAIN_RUNS: want a duration"}},
 		{"db pool zero", map[string]string{"DB_POOL": "0"}, []string{"DB_POOL: want 1..1000"}},
 		{"idle timeout negative", map[string]string{"WORKER_IDLE_TIMEOUT": "-5m"}, []string{"WORKER_IDLE_TIMEOUT: want a positive duration"}},
+		{"ecs command with the binary", map[string]string{"ECS_SIDEKIQ_COMMAND": `["/app/worker","-q","{queue}"]`}, []string{"ECS_SIDEKIQ_COMMAND: want a JSON array of the worker's arguments"}},
+		{"ecs command not json", map[string]string{"ECS_SIDEKIQ_COMMAND": `-q {queue}`}, []string{"ECS_SIDEKIQ_COMMAND:"}},
+		{"ecs capacity providers", map[string]string{"ECS_CAPACITY_PROVIDERS": "FARGATE:1:1,FARGATE_SPOT:1:2"}, []string{"ECS_CAPACITY_PROVIDERS: ecs: only one capacity provider may have a base"}},
+		{"ecs capacity provider syntax", map[string]string{"ECS_CAPACITY_PROVIDERS": "FARGATE:x"}, []string{"ECS_CAPACITY_PROVIDERS:"}},
+		{"ecs public ip", map[string]string{"ECS_ASSIGN_PUBLIC_IP": "maybe"}, []string{"ECS_ASSIGN_PUBLIC_IP:"}},
+		{"ecs concurrency", map[string]string{"ECS_SIDEKIQ_CONCURRENCY": "0"}, []string{"ECS_SIDEKIQ_CONCURRENCY: want 1..1000"}},
+		{"s3 checksums", map[string]string{"S3_CHECKSUMS": "always"}, []string{`S3_CHECKSUMS: want when_required or when_supported, got "always"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package interop proves that Pallarel's Go Sidekiq layer is indistinguishable
-// from Ruby Sidekiq 6.4.1 and 7.3.2: Ruby clients feed the Go server, the Go
+// from Ruby Sidekiq 6.4.1, 7.3.2 and 8.0.6 (what the Rails app runs): Ruby clients feed the Go server, the Go
 // client feeds real Ruby `sidekiq` processes, and Ruby's API and Web UI read
 // and act on what the Go server writes. The Ruby peers come from
 // shared/tools/sidekiq-peers (beside the repository); a missing peer fails the tests.
@@ -30,17 +30,17 @@ import (
 // peers runs real Ruby Sidekiq (see the script's header).
 
 // versions are the Ruby Sidekiq majors every test runs against.
-var versions = []string{"6", "7"}
+var versions = []string{"6", "7", "8"}
 
 // rubyTimeout bounds every Ruby script, so a hang fails instead of blocking CI.
 const rubyTimeout = 90 * time.Second
 
-// runRuby runs testdata script with Ruby Sidekiq version ("6" or "7") and
+// runRuby runs testdata script with Ruby Sidekiq version ("6", "7" or "8") and
 // returns its stdout; a non-zero exit fails the test with stderr.
 func runRuby(t *testing.T, version, script string, env ...string) string {
 	t.Helper()
-	if version == "7" {
-		e2etest.RubyDir(t)
+	if version != "6" {
+		e2etest.RubyDir(t) // 7 and 8 run in the chroot, which must see the directory
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rubyTimeout)
 	defer cancel()
@@ -87,7 +87,7 @@ type rubySidekiq struct {
 // of the given version on db, and stops it with SIGTERM at cleanup.
 func startRubySidekiq(t *testing.T, version string, db *redistest.DB, queue string) *rubySidekiq {
 	t.Helper()
-	if version == "7" {
+	if version != "6" {
 		e2etest.RubyDir(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*rubyTimeout)

@@ -36,7 +36,7 @@ func TestRubyClientToGoServer(t *testing.T) {
 			}
 			rubyResult(t, v, "testdata/push.rb", &res, "REDIS_URL="+db.URL())
 			jids := append([]string{res.Push, res.Async, res.In}, res.Bulk...)
-			if v == "7" {
+			if v != "6" {
 				jids = append(jids, res.AJNow, res.AJLater)
 			}
 			for _, j := range jids {
@@ -99,10 +99,16 @@ func TestRubyClientToGoServer(t *testing.T) {
 				}
 			}
 
-			if v != "7" {
-				// ActiveJob (Rails) is installed only in the Sidekiq 7.3.2
-				// chroot; the host's 6.4.1 has no Rails to enqueue with.
+			if v == "6" {
+				// ActiveJob (Rails) is installed only in the chroot of
+				// 7.3.2 and 8.0.6; the host's 6.4.1 has no Rails.
 				return
+			}
+			// Rails 7.2's adapter on 7.3.2 writes the legacy wrapper;
+			// Sidekiq 8's own adapter writes Sidekiq::ActiveJob::Wrapper.
+			wrapper := sidekiq.ActiveJobLegacyWrapper
+			if v == "8" {
+				wrapper = sidekiq.ActiveJobWrapper
 			}
 			for i, tc := range []struct {
 				jid   string
@@ -110,8 +116,7 @@ func TestRubyClientToGoServer(t *testing.T) {
 				flag  bool
 			}{{res.AJNow, 3, true}, {res.AJLater, 4, false}} {
 				r := runs[tc.jid]
-				// Rails 7.2's adapter on Sidekiq 7.3.2 writes the legacy wrapper.
-				if r.Class != sidekiq.ActiveJobLegacyWrapper || r.HandlerClass != "InteropAjJob" ||
+				if r.Class != wrapper || r.HandlerClass != "InteropAjJob" ||
 					r.Job.StringField("wrapped") != "InteropAjJob" {
 					t.Errorf("perform_later %d: class %q wrapped %q handler %q", i, r.Class, r.Job.StringField("wrapped"), r.HandlerClass)
 				}

@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -138,17 +139,13 @@ func TestUnknownReportType(t *testing.T) {
 // rowJob builds a row job as handleSplit does.
 func rowJob(t *testing.T, queue, token string, reportID int64, row string) *sidekiq.Job {
 	t.Helper()
-	j, err := sidekiq.NewJob(jobs.RowClass, rawJSON(row), "text", reportID, "/tmp/reports/"+token, token)
+	j, err := sidekiq.NewJob(jobs.RowClass, json.RawMessage(row), "text", reportID, "/tmp/reports/"+token, token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	j.Queue = queue
 	return j
 }
-
-type rawJSON string
-
-func (r rawJSON) MarshalJSON() ([]byte, error) { return []byte(r), nil }
 
 // pushRaw writes a job straight into Redis, as a client without our
 // middleware (Ruby, redis-cli) would.

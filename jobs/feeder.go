@@ -190,10 +190,12 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 				log.Info("split stopped: the run has ended", "state", st.RunState())
 				return nil
 			}
-			if pushedRows > 0 {
-				if listed, err = p.queueListed(ctx, queue); err != nil {
-					return err
-				}
+		}
+		if pushedRows > 0 {
+			// Checked before every push, since the push lists the queue
+			// again and would hide the deletion.
+			if listed, err = p.queueListed(ctx, queue); err != nil {
+				return err
 			}
 		}
 		recorded, err := p.ledger.Count(ctx, token)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"time"
 
 	"github.com/pallarel/pallarel/launcher"
@@ -147,14 +146,14 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 	go func() {
 		defer close(written)
 		zw := reportzip.NewWriter(pw)
+		defer zw.Close() // a no-op after the Close below; on errors it releases the spooled directory
 		manifest := reportzip.NewManifest(spool)
 		packs := newPackReader(p.d.Store, token)
 		defer packs.close()
 		add := func(r RowResult) error {
 			e := reportzip.ManifestEntry{Row: r.Row, Status: r.Status, Error: r.Error}
-			if r.Status == "done" && r.File != "" {
-				name := path.Base(r.File)
-				rc, err := packs.open(ctx, r)
+			if r.Status == "done" && (r.File != "" || r.Pack != "") {
+				rc, name, err := packs.open(ctx, r)
 				if err != nil {
 					e.Status, e.Error = "failed", fmt.Sprintf("row file missing: %v", err)
 				} else {

@@ -132,6 +132,9 @@ func (p *Pipeline) Close() { p.cancelBase() }
 // Register binds the four jobs to reg under the Rails names and, so Go
 // callers may use them too, the names without the Report:: prefix.
 func (p *Pipeline) Register(reg *sidekiq.Registry) error {
+	// Row jobs run by the hundred thousand: per-job lines at DEBUG and a
+	// per-queue (per-run) summary at INFO; the others log Sidekiq's line.
+	reg.LogQuietly(RowClass, "ProcessCsvRowJob")
 	return errors.Join(
 		reg.Register(p.handleSplit, SplitClass),
 		reg.Register(p.handleRow, RowClass, "ProcessCsvRowJob"),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -166,8 +167,10 @@ func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packe
 	var buf bytes.Buffer
 	for _, r := range rows {
 		if r.data != nil {
-			r.res.Offset, r.res.Size = int64(buf.Len()), int64(len(r.data))
-			buf.Write(r.data)
+			start := buf.Len()
+			writeBlob(&buf, path.Base(r.res.File), r.data)
+			r.res.Offset, r.res.Size = int64(start), int64(buf.Len()-start)
+			r.res.NameInPack = true
 		}
 	}
 	if anyData(rows) {
@@ -196,6 +199,35 @@ func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packe
 		r.isNew, r.last = isNew[i], i == last
 	}
 	return nil
+}
+
+// A row in a pack is a blob: the file's name (uvarint length, bytes), then
+// the file. The name lives in the pack, not in Redis, so the ledger's
+// entry per row stays a fixed 16 bytes.
+func writeBlob(buf *bytes.Buffer, name string, data []byte) {
+	buf.Write(binary.AppendUvarint(nil, uint64(len(name))))
+	buf.WriteString(name)
+	buf.Write(data)
+}
+
+// maxNameBytes bounds a blob's name, so a corrupt header is caught.
+const maxNameBytes = 1024
+
+// splitBlob reads the name at the start of a blob of size bytes from r and
+// returns it and the file's bytes after it.
+func splitBlob(r io.ReaderAt, off, size int64) (string, *io.SectionReader, error) {
+	var hdr [binary.MaxVarintLen64 + maxNameBytes]byte
+	n, err := r.ReadAt(hdr[:min(int64(len(hdr)), size)], off)
+	if err != nil && err != io.EOF {
+		return "", nil, err
+	}
+	l, k := binary.Uvarint(hdr[:n])
+	if k <= 0 || l > maxNameBytes || int64(k)+int64(l) > size {
+		return "", nil, fmt.Errorf("row blob at %d: bad name header", off)
+	}
+	name := string(hdr[k : k+int(l)])
+	start := off + int64(k) + int64(l)
+	return name, io.NewSectionReader(r, start, off+size-start), nil
 }
 
 // write stores one pack of token's rows and returns the object it is in and
@@ -294,22 +326,32 @@ func newPackReader(store storage.Store, token string) *packReader {
 	return &packReader{store: store, token: token, packs: map[string]*openPack{}}
 }
 
-// open returns the row file r points at, from its pack or its own object.
-func (pr *packReader) open(ctx context.Context, r RowResult) (io.ReadCloser, error) {
+// open returns the row file r points at, from its pack or its own object,
+// and the file's name.
+func (pr *packReader) open(ctx context.Context, r RowResult) (io.ReadCloser, string, error) {
 	if r.Pack == "" {
-		return pr.store.Open(ctx, r.File)
+		rc, err := pr.store.Open(ctx, r.File)
+		return rc, path.Base(r.File), err
 	}
 	p, err := pr.load(ctx, RowKeyPrefix(pr.token)+r.Pack)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if r.Offset < 0 || r.Size < 0 || r.Offset+r.Size > p.size {
-		return nil, fmt.Errorf("row pack %s: bytes %d+%d past its end (%d)", r.Pack, r.Offset, r.Size, p.size)
+		return nil, "", fmt.Errorf("row pack %s: bytes %d+%d past its end (%d)", r.Pack, r.Offset, r.Size, p.size)
 	}
-	if p.at != nil {
-		return io.NopCloser(io.NewSectionReader(p.at, r.Offset, r.Size)), nil
+	var at io.ReaderAt = p.at
+	if at == nil {
+		at = bytes.NewReader(p.data)
 	}
-	return io.NopCloser(bytes.NewReader(p.data[r.Offset : r.Offset+r.Size])), nil
+	if !r.NameInPack {
+		return io.NopCloser(io.NewSectionReader(at, r.Offset, r.Size)), path.Base(r.File), nil
+	}
+	name, sec, err := splitBlob(at, r.Offset, r.Size)
+	if err != nil {
+		return nil, "", fmt.Errorf("row pack %s: %w", r.Pack, err)
+	}
+	return io.NopCloser(sec), name, nil
 }
 
 func (pr *packReader) load(ctx context.Context, key string) (*openPack, error) {

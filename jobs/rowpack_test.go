@@ -94,11 +94,14 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 		if missing || r.Row != seen || r.Pack == "" {
 			return fmt.Errorf("entry %d: %+v missing=%v", seen, r, missing)
 		}
-		rc, err := reader.open(ctx, r)
+		rc, name, err := reader.open(ctx, r)
 		if err != nil {
 			return err
 		}
 		defer rc.Close()
+		if want := fmt.Sprintf("row-%d.txt", r.Row); name != want {
+			return fmt.Errorf("row %d is named %q in its pack, want %q", r.Row, name, want)
+		}
 		b, err := io.ReadAll(rc)
 		if err != nil {
 			return err
@@ -133,7 +136,7 @@ func TestLedgerEach(t *testing.T) {
 	if _, _, err := ledger.RecordBatch(ctx, token, rs); err != nil {
 		t.Fatal(err)
 	}
-	db.Do(t, "HSET", rowsKey(token), RowKey(7, ""), "{not json")
+	db.Do(t, "SETRANGE", slotsKey(token), 6*slotSize, "\x09")
 
 	var order []int
 	var missing []int

@@ -370,7 +370,11 @@ func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingSta
 	}
 	reason := "no live worker on queue " + queue
 	if wt, ok := p.d.Launcher.(launcher.Watcher); ok && st.WorkerTaskArn != "" {
-		if ts, err := wt.TaskState(ctx, launcher.Task{ID: st.WorkerTaskArn}); err == nil && !ts.Running && ts.Reason != "" {
+		task := launcher.Task{ID: st.WorkerTaskArn}
+		if st.WorkerStartedAt != nil {
+			task.StartedAt = *st.WorkerStartedAt // a task just launched may not be visible yet
+		}
+		if ts, err := wt.TaskState(ctx, task); err == nil && !ts.Running && ts.Reason != "" {
 			reason = "worker " + st.WorkerTaskArn + " stopped: " + ts.Reason
 		}
 	}

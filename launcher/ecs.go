@@ -3,6 +3,7 @@ package launcher
 import (
 	"cmp"
 	"context"
+	crand "crypto/rand"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
@@ -10,8 +11,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -30,7 +33,19 @@ const (
 	DefaultPollInterval  = 5 * time.Second
 	DefaultBaseBackoff   = time.Second
 	DefaultMaxBackoff    = 30 * time.Second
+	// DefaultDescribeGrace is how long after a launch a task DescribeTasks
+	// does not know yet (MISSING) still counts as starting: ECS's API is
+	// eventually consistent.
+	DefaultDescribeGrace = 2 * time.Minute
 )
+
+// CapacityProvider is one item of a capacity provider strategy, such as
+// FARGATE_SPOT with weight 3 and FARGATE with base 1.
+type CapacityProvider struct {
+	Name   string
+	Weight int32
+	Base   int32
+}
 
 // ECSConfig says how to run the per-token worker task on ECS Fargate, as
 // the Rails app's SplitCsvJob does.
@@ -45,12 +60,23 @@ type ECSConfig struct {
 	SecurityGroups []string
 	// ContainerName is the container to override. Defaults to "sidekiqContainer".
 	ContainerName string
-	// AssignPublicIP turns on a public IP. Defaults to false (DISABLED).
+	// AssignPublicIP turns on a public IP (a public subnet without NAT
+	// needs it to pull the image). Defaults to false (DISABLED).
 	AssignPublicIP bool
+	// PlatformVersion is the Fargate platform version; empty means LATEST.
+	PlatformVersion string
+	// CapacityProviders, when set, replaces launch type FARGATE with this
+	// capacity provider strategy (e.g. FARGATE_SPOT). ECS refuses both.
+	CapacityProviders []CapacityProvider
+	// PropagateTags copies the task definition's tags to the task.
+	PropagateTags bool
 	// Env is the value of the task's Env tag (APP_ENV).
 	Env string
-	// Command runs the worker; "{queue}", "{token}" and "{concurrency}" are
-	// substituted. Defaults to ["/app/worker", "-q", "{queue}", "-c", "{concurrency}"].
+	// Command is the container override's command: the ARGUMENTS appended
+	// to the task definition's entryPoint, which owns the binary path
+	// (/app/worker), as ECS and Docker join them. "{queue}", "{token}" and
+	// "{concurrency}" are substituted. Defaults to
+	// ["-q", "{queue}", "-c", "{concurrency}"].
 	Command []string
 	// Concurrency fills "{concurrency}". Defaults to 10.
 	Concurrency int
@@ -59,19 +85,25 @@ type ECSConfig struct {
 	WaitRunning time.Duration
 	// PollInterval is the DescribeTasks interval while waiting. Defaults to 5s.
 	PollInterval time.Duration
-	// MaxAttempts caps RunTask/StopTask attempts on throttling and capacity
-	// failures. Defaults to 5.
+	// MaxAttempts caps RunTask attempts on capacity failures (failures[]
+	// in a 200 answer). API errors (throttling, 5xx) are retried by the
+	// SDK's retryer alone (NewECSClient gives it the same cap), never by
+	// both. Defaults to 5.
 	MaxAttempts int
-	// BaseBackoff is the first retry delay, doubled per attempt with jitter
-	// up to MaxBackoff. Default 1s and 30s.
+	// BaseBackoff is the first delay after a capacity failure, doubled per
+	// attempt with jitter up to MaxBackoff. Default 1s and 30s.
 	BaseBackoff time.Duration
 	MaxBackoff  time.Duration
+	// DescribeGrace is how long after its launch a task that DescribeTasks
+	// answers MISSING still counts as starting. Defaults to 2m.
+	DescribeGrace time.Duration
 }
 
-// DefaultCommand returns the worker command used when ECSConfig.Command is
-// empty: the worker on the token queue with {concurrency} (10) threads.
+// DefaultCommand returns the override command used when ECSConfig.Command
+// is empty: the worker's arguments for the token queue with {concurrency}
+// (10) threads. The binary comes from the task definition's entryPoint.
 func DefaultCommand() []string {
-	return []string{"/app/worker", "-q", "{queue}", "-c", "{concurrency}"}
+	return []string{"-q", "{queue}", "-c", "{concurrency}"}
 }
 
 // WithDefaults returns c with zero fields filled.
@@ -82,6 +114,7 @@ func (c ECSConfig) WithDefaults() ECSConfig {
 	c.MaxAttempts = cmp.Or(c.MaxAttempts, DefaultMaxAttempts)
 	c.BaseBackoff = cmp.Or(c.BaseBackoff, DefaultBaseBackoff)
 	c.MaxBackoff = cmp.Or(c.MaxBackoff, DefaultMaxBackoff)
+	c.DescribeGrace = cmp.Or(c.DescribeGrace, DefaultDescribeGrace)
 	if len(c.Command) == 0 {
 		c.Command = DefaultCommand()
 	}
@@ -100,10 +133,67 @@ func (c ECSConfig) Validate() error {
 	if len(c.Subnets) == 0 {
 		errs = append(errs, errors.New("ecs: at least one subnet is required"))
 	}
-	if c.Concurrency < 0 || c.MaxAttempts < 0 || c.WaitRunning < 0 || c.PollInterval < 0 {
-		errs = append(errs, errors.New("ecs: concurrency, max attempts, wait and poll interval must not be negative"))
+	if c.Concurrency < 0 || c.MaxAttempts < 0 || c.WaitRunning < 0 || c.PollInterval < 0 || c.DescribeGrace < 0 {
+		errs = append(errs, errors.New("ecs: concurrency, max attempts, wait, poll interval and describe grace must not be negative"))
+	}
+	if len(c.Command) > 0 && strings.HasPrefix(c.Command[0], "/") {
+		// ECS appends the override to the entryPoint: a path here runs
+		// "/app/worker /app/worker -q …" and the worker exits 2.
+		errs = append(errs, fmt.Errorf("ecs: command %q starts with a path; it holds only the arguments appended to the task definition's entryPoint", c.Command[0]))
+	}
+	if err := validateCapacityProviders(c.CapacityProviders); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateCapacityProviders applies RunTask's rules to a strategy.
+func validateCapacityProviders(cps []CapacityProvider) error {
+	var errs []error
+	bases := 0
+	for _, p := range cps {
+		if p.Name == "" || p.Weight < 0 || p.Weight > 1000 || p.Base < 0 || p.Base > 100000 {
+			errs = append(errs, fmt.Errorf("ecs: capacity provider %+v: want a name, weight 0..1000, base 0..100000", p))
+		}
+		if p.Base > 0 {
+			bases++
+		}
+	}
+	if bases > 1 {
+		errs = append(errs, errors.New("ecs: only one capacity provider may have a base"))
+	}
+	if len(cps) > 20 {
+		errs = append(errs, errors.New("ecs: at most 20 capacity providers"))
+	}
+	return errors.Join(errs...)
+}
+
+// ParseCapacityProviders reads "FARGATE_SPOT:3,FARGATE:1:1" (name[:weight[:base]],
+// weight defaulting to 1) and checks it as RunTask would.
+func ParseCapacityProviders(s string) ([]CapacityProvider, error) {
+	var out []CapacityProvider
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		parts := strings.Split(item, ":")
+		if len(parts) > 3 || parts[0] == "" {
+			return nil, fmt.Errorf("capacity provider %q: want name[:weight[:base]]", item)
+		}
+		p := CapacityProvider{Name: parts[0], Weight: 1}
+		for i, dst := range []*int32{&p.Weight, &p.Base} {
+			if len(parts) > i+1 {
+				n, err := strconv.ParseInt(parts[i+1], 10, 32)
+				if err != nil || n < 0 {
+					return nil, fmt.Errorf("capacity provider %q: bad number %q", item, parts[i+1])
+				}
+				*dst = int32(n)
+			}
+		}
+		out = append(out, p)
+	}
+	return out, validateCapacityProviders(out)
 }
 
 // ECS launches one Fargate task per token.
@@ -114,9 +204,16 @@ type ECS struct {
 	sleep  func(ctx context.Context, d time.Duration) error
 	jitter func(d time.Duration) time.Duration
 	log    *slog.Logger
+
+	mu       sync.Mutex
+	launched map[string]time.Time // task ARN → when this launcher started it
+	stopped  map[string]time.Time // task ARN → when it was seen stopped
 }
 
-var _ Launcher = (*ECS)(nil)
+var (
+	_ Launcher = (*ECS)(nil)
+	_ Watcher  = (*ECS)(nil)
+)
 
 // ECSOption changes an ECS launcher; for tests and logging.
 type ECSOption func(*ECS)
@@ -147,12 +244,14 @@ func NewECS(cfg ECSConfig, client *ecs.Client, opts ...ECSOption) (*ECS, error) 
 		return nil, errors.New("ecs: nil client")
 	}
 	e := &ECS{
-		cfg:    cfg,
-		client: client,
-		now:    time.Now,
-		sleep:  sleepCtx,
-		jitter: fullJitter,
-		log:    slog.Default(),
+		cfg:      cfg,
+		client:   client,
+		now:      time.Now,
+		sleep:    sleepCtx,
+		jitter:   fullJitter,
+		log:      slog.Default(),
+		launched: map[string]time.Time{},
+		stopped:  map[string]time.Time{},
 	}
 	for _, o := range opts {
 		o(e)
@@ -163,8 +262,10 @@ func NewECS(cfg ECSConfig, client *ecs.Client, opts ...ECSOption) (*ECS, error) 
 // NewECSClient builds an ECS client from the default AWS config chain
 // (environment, shared config, IAM role). region defaults to
 // ap-northeast-1; endpoint, when set, overrides the SDK's resolution
-// (which also honours AWS_ENDPOINT_URL_ECS).
-func NewECSClient(ctx context.Context, region, endpoint string) (*ecs.Client, error) {
+// (which also honours AWS_ENDPOINT_URL_ECS). maxAttempts (default 5) caps
+// the SDK's own retries of throttling and transient errors; the launcher
+// does not retry those again on top.
+func NewECSClient(ctx context.Context, region, endpoint string, maxAttempts int) (*ecs.Client, error) {
 	var opts []func(*config.LoadOptions) error
 	if region != "" {
 		opts = append(opts, config.WithRegion(region))
@@ -178,6 +279,8 @@ func NewECSClient(ctx context.Context, region, endpoint string) (*ecs.Client, er
 		if endpoint != "" {
 			o.BaseEndpoint = aws.String(endpoint)
 		}
+		o.RetryMaxAttempts = cmp.Or(maxAttempts, DefaultMaxAttempts)
+		o.RetryMode = aws.RetryModeStandard
 	}), nil
 }
 
@@ -222,15 +325,22 @@ func StartedBy(token string) string {
 	return "t-" + hex.EncodeToString(sum[:])[:34]
 }
 
-// ClientToken is the RunTask idempotency token for token (≤64 ASCII), so a
-// retried RunTask cannot start a second task.
-func ClientToken(token string) string {
+// NewClientToken returns a RunTask idempotency token for one logical
+// launch of token: a short hash of the token (to find it in CloudTrail)
+// and 128 random bits, 43 characters. ECS answers a repeated token with
+// the task it first started, for 24 hours even once that task stopped, so
+// a token is never reused for a relaunch. The SDK's transport retries of
+// one RunTask call resend the same input, hence the same token.
+func NewClientToken(token string) string {
 	sum := sha1.Sum([]byte(token))
-	return "pallarel-report-" + hex.EncodeToString(sum[:])
+	var r [16]byte
+	_, _ = crand.Read(r[:]) // never fails (crypto/rand)
+	return "p-" + hex.EncodeToString(sum[:4]) + "-" + hex.EncodeToString(r[:])
 }
 
 // Launch implements Launcher: reuse a live task for the token, else RunTask
-// (retried on throttling and capacity failures), then wait for RUNNING.
+// (again after capacity failures, each with a new clientToken), then wait
+// for RUNNING if configured.
 func (e *ECS) Launch(ctx context.Context, req Request) (Task, error) {
 	if err := req.validate(); err != nil {
 		return Task{}, err
@@ -249,36 +359,81 @@ func (e *ECS) Launch(ctx context.Context, req Request) (Task, error) {
 		e.log.InfoContext(ctx, "started ecs task", "token", req.Token, "queue", req.Queue, "task", arn)
 	}
 	task := Task{ID: arn, StartedAt: e.now()}
+	e.mu.Lock()
+	if _, ok := e.launched[arn]; !ok {
+		e.launched[arn] = task.StartedAt
+	}
+	e.pruneLocked()
+	e.mu.Unlock()
 	if e.cfg.WaitRunning > 0 {
-		if err := e.waitRunning(ctx, arn); err != nil {
+		if err := e.waitRunning(ctx, task); err != nil {
 			return task, err
 		}
 	}
 	return task, nil
 }
 
-// findLive returns the ARN of a PENDING or RUNNING task started for token.
+// pruneLocked forgets tasks older than a day (ECS forgets stopped tasks
+// after about an hour anyway).
+func (e *ECS) pruneLocked() {
+	cutoff := e.now().Add(-24 * time.Hour)
+	for arn, at := range e.launched {
+		if at.Before(cutoff) {
+			delete(e.launched, arn)
+		}
+	}
+	for arn, at := range e.stopped {
+		if at.Before(cutoff) {
+			delete(e.stopped, arn)
+		}
+	}
+}
+
+// findLive returns the ARN of a task started for token that is starting
+// or running. ListTasks takes startedBy as its only filter (ECS refuses it
+// with desiredStatus) and so lists desired-RUNNING tasks; DescribeTasks then
+// drops, client-side, the ones already stopping or stopped (ListTasks is
+// eventually consistent) and those this launcher saw die.
 func (e *ECS) findLive(ctx context.Context, token string) (string, error) {
-	for _, status := range []types.DesiredStatus{types.DesiredStatusRunning, types.DesiredStatusPending} {
-		var out *ecs.ListTasksOutput
-		err := e.retry(ctx, "list tasks", func() error {
-			var err error
-			out, err = e.client.ListTasks(ctx, &ecs.ListTasksInput{
-				Cluster:       aws.String(e.cfg.Cluster),
-				StartedBy:     aws.String(StartedBy(token)),
-				DesiredStatus: status,
-			})
-			return err
-		})
+	var arns []string
+	p := ecs.NewListTasksPaginator(e.client, &ecs.ListTasksInput{
+		Cluster:   aws.String(e.cfg.Cluster),
+		StartedBy: aws.String(StartedBy(token)),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
 		if err != nil {
 			return "", fmt.Errorf("ecs list tasks for %s: %w", token, err)
 		}
-		if len(out.TaskArns) > 0 {
-			return out.TaskArns[0], nil
+		arns = append(arns, page.TaskArns...)
+	}
+	e.mu.Lock()
+	arns = slices.DeleteFunc(arns, func(a string) bool { _, dead := e.stopped[a]; return dead })
+	e.mu.Unlock()
+	for len(arns) > 0 {
+		batch := arns[:min(len(arns), 100)] // DescribeTasks' limit
+		arns = arns[len(batch):]
+		out, err := e.client.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(e.cfg.Cluster), Tasks: batch})
+		if err != nil {
+			return "", fmt.Errorf("ecs describe tasks for %s: %w", token, err)
+		}
+		for _, t := range out.Tasks {
+			if aws.ToString(t.DesiredStatus) == "RUNNING" && !stoppedStatus(aws.ToString(t.LastStatus)) {
+				return aws.ToString(t.TaskArn), nil
+			}
+		}
+		// A listed task DescribeTasks does not know yet has just started.
+		for _, f := range out.Failures {
+			if aws.ToString(f.Reason) == "MISSING" {
+				return aws.ToString(f.Arn), nil
+			}
 		}
 	}
 	return "", nil
 }
+
+// stoppedStatus reports whether lastStatus means the containers are gone.
+func stoppedStatus(last string) bool { return last == "STOPPED" || last == "DEPROVISIONING" }
 
 // FailuresError is returned when RunTask keeps answering failures[].
 type FailuresError struct {
@@ -311,7 +466,9 @@ func (f *FailuresError) retryable() bool {
 	return true
 }
 
-func (e *ECS) runTask(ctx context.Context, req Request) (string, error) {
+// RunTaskInput is the request Launch sends for req, with clientToken.
+// Exported so the deploy test can build the container's argv from it.
+func (e *ECS) RunTaskInput(req Request, clientToken string) *ecs.RunTaskInput {
 	publicIP := types.AssignPublicIpDisabled
 	if e.cfg.AssignPublicIP {
 		publicIP = types.AssignPublicIpEnabled
@@ -323,11 +480,10 @@ func (e *ECS) runTask(ctx context.Context, req Request) (string, error) {
 	in := &ecs.RunTaskInput{
 		Cluster:              aws.String(e.cfg.Cluster),
 		TaskDefinition:       aws.String(e.cfg.TaskDefinition),
-		LaunchType:           types.LaunchTypeFargate,
 		Count:                aws.Int32(1),
 		EnableECSManagedTags: true,
 		StartedBy:            aws.String(StartedBy(req.Token)),
-		ClientToken:          aws.String(ClientToken(req.Token)),
+		ClientToken:          aws.String(clientToken),
 		NetworkConfiguration: &types.NetworkConfiguration{AwsvpcConfiguration: &types.AwsVpcConfiguration{
 			Subnets:        e.cfg.Subnets,
 			SecurityGroups: e.cfg.SecurityGroups,
@@ -347,56 +503,50 @@ func (e *ECS) runTask(ctx context.Context, req Request) (string, error) {
 			{Key: aws.String("Env"), Value: aws.String(e.cfg.Env)},
 		},
 	}
-	var arn string
-	err := e.retry(ctx, "run task", func() error {
-		out, err := e.client.RunTask(ctx, in)
-		if err != nil {
-			return err
-		}
-		if len(out.Failures) > 0 {
-			return &FailuresError{Failures: out.Failures}
-		}
-		if len(out.Tasks) == 0 || aws.ToString(out.Tasks[0].TaskArn) == "" {
-			return &FailuresError{Failures: []types.Failure{{Reason: aws.String("no task returned")}}}
-		}
-		arn = aws.ToString(out.Tasks[0].TaskArn)
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("ecs run task for %s: %w", req.Token, err)
+	if e.cfg.PlatformVersion != "" {
+		in.PlatformVersion = aws.String(e.cfg.PlatformVersion)
 	}
-	return arn, nil
-}
-
-// throttleCodes are the error codes AWS uses for rate limiting.
-var throttleCodes = map[string]bool{
-	"ThrottlingException": true, "Throttling": true, "TooManyRequestsException": true,
-	"RequestLimitExceeded": true, "ServerException": true, "ServiceUnavailable": true,
-}
-
-func isRetryable(err error) bool {
-	var fe *FailuresError
-	if errors.As(err, &fe) {
-		return fe.retryable()
+	if e.cfg.PropagateTags {
+		in.PropagateTags = types.PropagateTagsTaskDefinition
 	}
-	var ae smithy.APIError
-	return errors.As(err, &ae) && throttleCodes[ae.ErrorCode()]
+	if len(e.cfg.CapacityProviders) == 0 {
+		in.LaunchType = types.LaunchTypeFargate
+	}
+	for _, p := range e.cfg.CapacityProviders {
+		in.CapacityProviderStrategy = append(in.CapacityProviderStrategy, types.CapacityProviderStrategyItem{
+			CapacityProvider: aws.String(p.Name), Weight: p.Weight, Base: p.Base,
+		})
+	}
+	return in
 }
 
-// retry runs fn up to MaxAttempts times while it fails with a retryable error.
-func (e *ECS) retry(ctx context.Context, what string, fn func() error) error {
-	var err error
+func (e *ECS) runTask(ctx context.Context, req Request) (string, error) {
 	for attempt := 1; ; attempt++ {
-		if err = fn(); err == nil || !isRetryable(err) {
-			return err
+		// A new logical launch each time: after failures[] no task was
+		// started, and reusing the token could replay the failure.
+		out, err := e.client.RunTask(ctx, e.RunTaskInput(req, NewClientToken(req.Token)))
+		if err != nil {
+			return "", fmt.Errorf("ecs run task for %s: %w", req.Token, err)
+		}
+		switch {
+		case len(out.Failures) > 0:
+			err = &FailuresError{Failures: out.Failures}
+		case len(out.Tasks) == 0 || aws.ToString(out.Tasks[0].TaskArn) == "":
+			err = &FailuresError{Failures: []types.Failure{{Reason: aws.String("no task returned")}}}
+		default:
+			return aws.ToString(out.Tasks[0].TaskArn), nil
+		}
+		var fe *FailuresError
+		if errors.As(err, &fe) && !fe.retryable() {
+			return "", fmt.Errorf("ecs run task for %s: %w", req.Token, err)
 		}
 		if attempt >= e.cfg.MaxAttempts {
-			return fmt.Errorf("after %d attempts: %w", attempt, err)
+			return "", fmt.Errorf("ecs run task for %s: after %d attempts: %w", req.Token, attempt, err)
 		}
 		d := e.backoff(attempt)
-		e.log.WarnContext(ctx, "ecs call failed, retrying", "op", what, "attempt", attempt, "delay", d.Seconds(), "err", err)
+		e.log.WarnContext(ctx, "ecs run task failed, retrying", "token", req.Token, "attempt", attempt, "delay", d.Seconds(), "err", err)
 		if serr := e.sleep(ctx, d); serr != nil {
-			return fmt.Errorf("%w (last error: %w)", serr, err)
+			return "", fmt.Errorf("ecs run task for %s: %w (last error: %w)", req.Token, serr, err)
 		}
 	}
 }
@@ -410,45 +560,114 @@ func (s *StoppedError) Error() string {
 	return fmt.Sprintf("ecs task %s stopped: %s", s.TaskArn, s.StoppedReason)
 }
 
-// waitRunning polls DescribeTasks until lastStatus is RUNNING, the task
-// stopped, or WaitRunning passed.
-func (e *ECS) waitRunning(ctx context.Context, arn string) error {
+// waitRunning polls TaskState until the task is RUNNING, stopped, or
+// WaitRunning passed.
+func (e *ECS) waitRunning(ctx context.Context, task Task) error {
 	deadline := e.now().Add(e.cfg.WaitRunning)
-	last := "UNKNOWN"
 	for {
-		var out *ecs.DescribeTasksOutput
-		err := e.retry(ctx, "describe tasks", func() error {
-			var err error
-			out, err = e.client.DescribeTasks(ctx, &ecs.DescribeTasksInput{
-				Cluster: aws.String(e.cfg.Cluster),
-				Tasks:   []string{arn},
-			})
-			return err
-		})
+		st, last, err := e.describe(ctx, task)
 		if err != nil {
-			return fmt.Errorf("ecs describe task %s: %w", arn, err)
+			return err
 		}
-		if len(out.Tasks) > 0 {
-			t := out.Tasks[0]
-			last = aws.ToString(t.LastStatus)
-			switch last {
-			case "RUNNING":
-				return nil
-			case "STOPPED", "DEPROVISIONING", "STOPPING":
-				if last == "STOPPED" || aws.ToString(t.DesiredStatus) == "STOPPED" {
-					return &StoppedError{TaskArn: arn, StoppedReason: cmp.Or(aws.ToString(t.StoppedReason), string(t.StopCode), last)}
-				}
-			}
-		} else if len(out.Failures) > 0 {
-			return fmt.Errorf("ecs describe task %s: %w", arn, &FailuresError{Failures: out.Failures})
+		if !st.Running {
+			return &StoppedError{TaskArn: task.ID, StoppedReason: st.Reason}
+		}
+		if last == "RUNNING" {
+			return nil
 		}
 		if !e.now().Before(deadline) {
-			return fmt.Errorf("ecs task %s not running after %s (last status %s)", arn, e.cfg.WaitRunning, last)
+			return fmt.Errorf("ecs task %s not running after %s (last status %s)", task.ID, e.cfg.WaitRunning, last)
 		}
 		if err := e.sleep(ctx, min(e.cfg.PollInterval, deadline.Sub(e.now()))); err != nil {
 			return err
 		}
 	}
+}
+
+// TaskState implements Watcher with DescribeTasks. A stopped task's Reason
+// is "stopCode: stoppedReason" followed by each container's exit code and
+// reason. A task DescribeTasks does not know (MISSING) counts as starting
+// for DescribeGrace after its launch (eventual consistency), and as
+// stopped after that (ECS shows stopped tasks for at least an hour).
+func (e *ECS) TaskState(ctx context.Context, task Task) (TaskState, error) {
+	st, _, err := e.describe(ctx, task)
+	return st, err
+}
+
+func (e *ECS) describe(ctx context.Context, task Task) (TaskState, string, error) {
+	if task.ID == "" {
+		return TaskState{Reason: "no task was launched"}, "", nil
+	}
+	out, err := e.client.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+		Cluster: aws.String(e.cfg.Cluster),
+		Tasks:   []string{task.ID},
+	})
+	if err != nil {
+		return TaskState{}, "", fmt.Errorf("ecs describe task %s: %w", task.ID, err)
+	}
+	if len(out.Tasks) == 0 {
+		e.mu.Lock()
+		started := task.StartedAt
+		if at, ok := e.launched[task.ID]; ok && at.After(started) {
+			started = at
+		}
+		e.mu.Unlock()
+		if !started.IsZero() && e.now().Sub(started) < e.cfg.DescribeGrace {
+			return TaskState{Running: true}, "MISSING", nil
+		}
+		reason := "ecs no longer knows the task"
+		if len(out.Failures) > 0 {
+			reason += " (" + (&FailuresError{Failures: out.Failures}).Error() + ")"
+		}
+		if e.markStopped(task.ID) {
+			e.log.WarnContext(ctx, "ecs task gone", "task", task.ID, "reason", reason)
+		}
+		return TaskState{Reason: reason}, "MISSING", nil
+	}
+	t := out.Tasks[0]
+	last := aws.ToString(t.LastStatus)
+	if !stoppedStatus(last) {
+		return TaskState{Running: true}, last, nil
+	}
+	reason := StopReason(t)
+	if e.markStopped(task.ID) {
+		e.log.WarnContext(ctx, "ecs task stopped", "task", task.ID, "reason", reason)
+	}
+	return TaskState{Reason: reason}, last, nil
+}
+
+// markStopped remembers that arn stopped; true the first time.
+func (e *ECS) markStopped(arn string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.stopped[arn]; ok {
+		return false
+	}
+	e.stopped[arn] = e.now()
+	return true
+}
+
+// StopReason says why an ECS task stopped: "stopCode: stoppedReason", then
+// "; container NAME exit N: reason" for each container that has either.
+func StopReason(t types.Task) string {
+	var b strings.Builder
+	b.WriteString(cmp.Or(string(t.StopCode), "Stopped"))
+	if r := aws.ToString(t.StoppedReason); r != "" {
+		b.WriteString(": " + r)
+	}
+	for _, c := range t.Containers {
+		if c.ExitCode == nil && aws.ToString(c.Reason) == "" {
+			continue
+		}
+		b.WriteString("; container " + aws.ToString(c.Name))
+		if c.ExitCode != nil {
+			b.WriteString(" exit " + strconv.Itoa(int(*c.ExitCode)))
+		}
+		if r := aws.ToString(c.Reason); r != "" {
+			b.WriteString(": " + r)
+		}
+	}
+	return b.String()
 }
 
 // Stop implements Launcher with StopTask. A task ECS no longer knows is
@@ -460,13 +679,10 @@ func (e *ECS) Stop(ctx context.Context, task Task, reason string) error {
 	if len(reason) > 255 { // StopTask's limit
 		reason = reason[:255]
 	}
-	err := e.retry(ctx, "stop task", func() error {
-		_, err := e.client.StopTask(ctx, &ecs.StopTaskInput{
-			Cluster: aws.String(e.cfg.Cluster),
-			Task:    aws.String(task.ID),
-			Reason:  aws.String(reason),
-		})
-		return err
+	_, err := e.client.StopTask(ctx, &ecs.StopTaskInput{
+		Cluster: aws.String(e.cfg.Cluster),
+		Task:    aws.String(task.ID),
+		Reason:  aws.String(reason),
 	})
 	if err != nil {
 		var ae smithy.APIError
@@ -476,6 +692,7 @@ func (e *ECS) Stop(ctx context.Context, task Task, reason string) error {
 		}
 		return fmt.Errorf("ecs stop task %s: %w", task.ID, err)
 	}
+	e.markStopped(task.ID)
 	e.log.InfoContext(ctx, "stopped ecs task", "task", task.ID, "reason", reason)
 	return nil
 }

@@ -7,193 +7,61 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/pallarel/pallarel/launcher/ecstest"
 )
 
 const testToken = "0f8fad5b-d9cb-469f-a165-70867728950e"
 const testQueue = "report-a432dda8147b7660"
 
-// ecsCall is one request the fake received.
-type ecsCall struct {
-	Op   string
-	Body map[string]any
-}
-
-type fakeTask struct {
-	arn, startedBy, desired string
-}
-
-// fakeECS speaks enough of ECS's JSON 1.1 protocol for the launcher and
-// records every request.
-type fakeECS struct {
-	t  *testing.T
-	mu sync.Mutex
-
-	calls    []ecsCall
-	tasks    []*fakeTask
-	throttle map[string]int // op → how many calls to answer ThrottlingException
-	failures int            // RunTask calls to answer with failures[]
-	reason   string         // failure reason
-	statuses []string       // DescribeTasks lastStatus sequence; last repeats
-	stopped  string         // stoppedReason for STOPPED
-}
-
-func newFakeECS(t *testing.T) (*fakeECS, *ecs.Client) {
-	f := &fakeECS{t: t, throttle: map[string]int{}, reason: "RESOURCE:CPU", statuses: []string{"RUNNING"}}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	client := ecs.New(ecs.Options{
-		Region:       "ap-northeast-1",
-		BaseEndpoint: aws.String(srv.URL),
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
-		// The launcher's own retries are under test, not the SDK's.
-		Retryer: aws.NopRetryer{},
-	})
-	return f, client
-}
-
-func (f *fakeECS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	target := r.Header.Get("X-Amz-Target")
-	op, ok := strings.CutPrefix(target, "AmazonEC2ContainerServiceV20141113.")
-	if !ok || r.Header.Get("Content-Type") != "application/x-amz-json-1.1" || r.Method != http.MethodPost {
-		f.t.Errorf("unexpected request %s %s target=%q type=%q", r.Method, r.URL, target, r.Header.Get("Content-Type"))
-		http.Error(w, "bad", 400)
-		return
-	}
-	if !strings.Contains(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=AKIDTEST/") ||
-		!strings.Contains(r.Header.Get("Authorization"), "/ap-northeast-1/ecs/aws4_request") {
-		f.t.Errorf("request not signed for ecs in ap-northeast-1: %q", r.Header.Get("Authorization"))
-	}
-	raw, _ := io.ReadAll(r.Body)
-	var body map[string]any
-	if err := json.Unmarshal(raw, &body); err != nil {
-		f.t.Errorf("%s body %q: %v", op, raw, err)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, ecsCall{op, body})
-	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	if f.throttle[op] > 0 {
-		f.throttle[op]--
-		writeECSError(w, "ThrottlingException", "Rate exceeded")
-		return
-	}
-	switch op {
-	case "ListTasks":
-		var arns []string
-		for _, t := range f.tasks {
-			if t.startedBy == body["startedBy"] && t.desired == body["desiredStatus"] {
-				arns = append(arns, t.arn)
-			}
-		}
-		json.NewEncoder(w).Encode(map[string]any{"taskArns": arns})
-	case "RunTask":
-		if f.failures > 0 {
-			f.failures--
-			json.NewEncoder(w).Encode(map[string]any{"tasks": []any{}, "failures": []any{
-				map[string]any{"arn": "arn:aws:ecs:ap-northeast-1:123456789012:container-instance/x", "reason": f.reason, "detail": "no capacity"},
-			}})
-			return
-		}
-		arn := fmt.Sprintf("arn:aws:ecs:ap-northeast-1:123456789012:task/%s/task%d", body["cluster"], len(f.tasks)+1)
-		f.tasks = append(f.tasks, &fakeTask{arn: arn, startedBy: body["startedBy"].(string), desired: "RUNNING"})
-		json.NewEncoder(w).Encode(map[string]any{"tasks": []any{map[string]any{"taskArn": arn, "lastStatus": "PROVISIONING"}}, "failures": []any{}})
-	case "DescribeTasks":
-		status := f.statuses[0]
-		if len(f.statuses) > 1 {
-			f.statuses = f.statuses[1:]
-		}
-		arn := body["tasks"].([]any)[0].(string)
-		task := map[string]any{"taskArn": arn, "lastStatus": status, "desiredStatus": "RUNNING"}
-		if status == "STOPPED" {
-			task["desiredStatus"] = "STOPPED"
-			task["stoppedReason"] = f.stopped
-		}
-		json.NewEncoder(w).Encode(map[string]any{"tasks": []any{task}, "failures": []any{}})
-	case "StopTask":
-		for _, t := range f.tasks {
-			if t.arn == body["task"] {
-				t.desired = "STOPPED"
-				json.NewEncoder(w).Encode(map[string]any{"task": map[string]any{"taskArn": t.arn, "desiredStatus": "STOPPED", "stoppedReason": body["reason"]}})
-				return
-			}
-		}
-		writeECSError(w, "InvalidParameterException", "The referenced task was not found.")
-	default:
-		writeECSError(w, "UnknownOperationException", op)
-	}
-}
-
-func writeECSError(w http.ResponseWriter, code, msg string) {
-	w.Header().Set("X-Amzn-ErrorType", code)
-	w.WriteHeader(http.StatusBadRequest)
-	json.NewEncoder(w).Encode(map[string]any{"__type": code, "message": msg})
-}
-
-func (f *fakeECS) ops() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, c := range f.calls {
-		out = append(out, c.Op)
-	}
-	return out
-}
-
-func (f *fakeECS) lastCall(op string) map[string]any {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := len(f.calls) - 1; i >= 0; i-- {
-		if f.calls[i].Op == op {
-			return f.calls[i].Body
-		}
-	}
-	f.t.Fatalf("no %s call", op)
-	return nil
-}
-
 // fakeClock advances only when the launcher sleeps.
 type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	sleeps []time.Duration
+	mu      sync.Mutex
+	now     time.Time
+	sleeps  []time.Duration
+	onSleep func(n int) // called after the n-th sleep (1-based)
 }
 
 func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
 	c.sleeps = append(c.sleeps, d)
 	c.now = c.now.Add(d)
+	n, hook := len(c.sleeps), c.onSleep
+	c.mu.Unlock()
+	if hook != nil {
+		hook(n)
+	}
 	return ctx.Err()
 }
 
 func baseConfig() ECSConfig {
 	return ECSConfig{
 		Cluster:        "report-cluster",
-		TaskDefinition: "sidekiq-worker:7",
+		TaskDefinition: "pallarel-token-worker:7",
 		Subnets:        []string{"subnet-a", "subnet-b"},
 		SecurityGroups: []string{"sg-1"},
 		Env:            "production",
 	}
 }
 
-func newTestECS(t *testing.T, cfg ECSConfig) (*ECS, *fakeECS, *fakeClock) {
+func newTestECS(t *testing.T, cfg ECSConfig) (*ECS, *ecstest.Server, *fakeClock) {
 	t.Helper()
-	f, client := newFakeECS(t)
+	f := ecstest.New(t)
 	clk := &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-	e, err := NewECS(cfg, client, WithClock(clk.Now), WithSleep(clk.Sleep),
+	e, err := NewECS(cfg, f.Client(cfg.WithDefaults().MaxAttempts), WithClock(clk.Now), WithSleep(clk.Sleep),
 		WithJitter(func(d time.Duration) time.Duration { return d }),
 		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
@@ -210,9 +78,13 @@ func jsonOf(t *testing.T, v any) any {
 		t.Fatal(err)
 	}
 	var out any
-	json.Unmarshal(b, &out)
+	d := json.NewDecoder(strings.NewReader(string(b)))
+	d.UseNumber()
+	d.Decode(&out)
 	return out
 }
+
+var clientTokenRule = regexp.MustCompile(`^p-[0-9a-f]{8}-[0-9a-f]{32}$`)
 
 func TestECSLaunchRunTaskFields(t *testing.T) {
 	t.Parallel()
@@ -221,29 +93,29 @@ func TestECSLaunchRunTaskFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if task.ID != "arn:aws:ecs:ap-northeast-1:123456789012:task/report-cluster/task1" || !task.StartedAt.Equal(clk.Now()) {
+	if task.ID != f.Tasks()[0].ARN || !task.StartedAt.Equal(clk.Now()) {
 		t.Fatalf("task = %+v", task)
 	}
-	if got := fmt.Sprint(f.ops()); got != "[ListTasks ListTasks RunTask]" {
-		t.Fatalf("ops = %s (WaitRunning 0 must not describe)", got)
+	if got := fmt.Sprint(f.Ops()); got != "[ListTasks RunTask]" {
+		t.Fatalf("ops = %s (nothing listed: no DescribeTasks; WaitRunning 0: no wait)", got)
 	}
-	f.mu.Lock()
-	list1, list2 := f.calls[0].Body, f.calls[1].Body
-	f.mu.Unlock()
-	wantList := func(status string) any {
-		return jsonOf(t, map[string]any{"cluster": "report-cluster", "startedBy": testToken, "desiredStatus": status})
+	// startedBy is ListTasks' only filter: ECS refuses it with desiredStatus.
+	if got, want := any(f.Last("ListTasks")), jsonOf(t, map[string]any{"cluster": "report-cluster", "startedBy": testToken}); !reflect.DeepEqual(got, want) {
+		t.Fatalf("ListTasks body = %v", got)
 	}
-	if !reflect.DeepEqual(any(list1), wantList("RUNNING")) || !reflect.DeepEqual(any(list2), wantList("PENDING")) {
-		t.Fatalf("ListTasks bodies = %v, %v", list1, list2)
+	got := f.Last("RunTask")
+	token, _ := got["clientToken"].(string)
+	if !clientTokenRule.MatchString(token) {
+		t.Fatalf("clientToken = %q", token)
 	}
 	want := jsonOf(t, map[string]any{
 		"cluster":              "report-cluster",
-		"taskDefinition":       "sidekiq-worker:7",
+		"taskDefinition":       "pallarel-token-worker:7",
 		"launchType":           "FARGATE",
 		"count":                1,
 		"enableECSManagedTags": true,
 		"startedBy":            testToken,
-		"clientToken":          ClientToken(testToken),
+		"clientToken":          token,
 		"networkConfiguration": map[string]any{"awsvpcConfiguration": map[string]any{
 			"subnets":        []string{"subnet-a", "subnet-b"},
 			"securityGroups": []string{"sg-1"},
@@ -251,7 +123,7 @@ func TestECSLaunchRunTaskFields(t *testing.T) {
 		}},
 		"overrides": map[string]any{"containerOverrides": []any{map[string]any{
 			"name":    "sidekiqContainer",
-			"command": []string{"/app/worker", "-q", testQueue, "-c", "10"},
+			"command": []string{"-q", testQueue, "-c", "10"},
 			"environment": []any{
 				map[string]any{"name": "TOKEN", "value": testToken},
 				map[string]any{"name": "QUEUE", "value": testQueue},
@@ -263,23 +135,23 @@ func TestECSLaunchRunTaskFields(t *testing.T) {
 			map[string]any{"key": "Env", "value": "production"},
 		},
 	})
-	got := any(f.lastCall("RunTask"))
-	if !reflect.DeepEqual(got, want) {
+	if !reflect.DeepEqual(any(got), want) {
 		gb, _ := json.MarshalIndent(got, "", " ")
 		wb, _ := json.MarshalIndent(want, "", " ")
 		t.Fatalf("RunTask body\n got %s\nwant %s", gb, wb)
 	}
-	if len(ClientToken(testToken)) > 64 || len(StartedBy(testToken)) > 36 {
-		t.Fatal("token limits")
-	}
 
-	// A second Launch for the same token finds the running task.
+	// A second Launch finds the task. DescribeTasks does not know it yet
+	// (eventual consistency): a listed task it calls MISSING is reused.
 	again, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
 	if err != nil || again.ID != task.ID {
 		t.Fatalf("second launch = %+v, %v", again, err)
 	}
-	if got := fmt.Sprint(f.ops()); got != "[ListTasks ListTasks RunTask ListTasks]" {
+	if got := fmt.Sprint(f.Ops()); got != "[ListTasks RunTask ListTasks DescribeTasks]" {
 		t.Fatalf("ops = %s", got)
+	}
+	if n := len(f.Tasks()); n != 1 {
+		t.Fatalf("%d tasks, want 1", n)
 	}
 }
 
@@ -288,71 +160,216 @@ func TestECSCustomConfig(t *testing.T) {
 	cfg := baseConfig()
 	cfg.ContainerName = "worker"
 	cfg.AssignPublicIP = true
-	cfg.Command = []string{"/bin/w", "--queue={queue}", "--token", "{token}", "-c", "{concurrency}"}
+	cfg.PlatformVersion = "1.4.0"
+	cfg.PropagateTags = true
+	cfg.CapacityProviders = []CapacityProvider{{Name: "FARGATE_SPOT", Weight: 3}, {Name: "FARGATE", Weight: 1, Base: 1}}
+	cfg.Command = []string{"--queue={queue}", "--token", "{token}", "-c", "{concurrency}"}
 	cfg.Concurrency = 3
 	e, f, _ := newTestECS(t, cfg)
+	f.Register("pallarel-token-worker", "worker")
 	if _, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue}); err != nil {
 		t.Fatal(err)
 	}
-	body := f.lastCall("RunTask")
+	body := f.Last("RunTask")
 	co := body["overrides"].(map[string]any)["containerOverrides"].([]any)[0].(map[string]any)
-	if co["name"] != "worker" || fmt.Sprint(co["command"]) != fmt.Sprint([]any{"/bin/w", "--queue=" + testQueue, "--token", testToken, "-c", "3"}) {
+	if co["name"] != "worker" || fmt.Sprint(co["command"]) != fmt.Sprint([]any{"--queue=" + testQueue, "--token", testToken, "-c", "3"}) {
 		t.Fatalf("override = %v", co)
 	}
 	if ip := body["networkConfiguration"].(map[string]any)["awsvpcConfiguration"].(map[string]any)["assignPublicIp"]; ip != "ENABLED" {
 		t.Fatalf("assignPublicIp = %v", ip)
 	}
+	if _, set := body["launchType"]; set {
+		t.Fatal("launchType sent with a capacity provider strategy")
+	}
+	wantCPS := jsonOf(t, []any{
+		map[string]any{"capacityProvider": "FARGATE_SPOT", "weight": 3},
+		map[string]any{"capacityProvider": "FARGATE", "weight": 1, "base": 1},
+	})
+	if !reflect.DeepEqual(any(body["capacityProviderStrategy"]), wantCPS) || body["platformVersion"] != "1.4.0" || body["propagateTags"] != "TASK_DEFINITION" {
+		t.Fatalf("body = %v", body)
+	}
 }
 
-func TestECSReusesPendingTask(t *testing.T) {
+// The fake refuses what ECS refuses; the launcher must not send it.
+func TestECSFakeRefusesWhatECSRefuses(t *testing.T) {
 	t.Parallel()
 	e, f, _ := newTestECS(t, baseConfig())
-	f.tasks = append(f.tasks, &fakeTask{arn: "arn:existing", startedBy: testToken, desired: "PENDING"},
-		&fakeTask{arn: "arn:other", startedBy: "someone-else", desired: "RUNNING"})
-	task, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
-	if err != nil || task.ID != "arn:existing" {
-		t.Fatalf("launch = %+v, %v", task, err)
+	f.Register("pallarel-token-worker", "otherContainer") // override names a container the TD lacks
+	_, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	if err == nil || !strings.Contains(err.Error(), "not a container in the TaskDefinition") {
+		t.Fatalf("err = %v", err)
 	}
-	if got := fmt.Sprint(f.ops()); got != "[ListTasks ListTasks]" {
-		t.Fatalf("ops = %s, want no RunTask", got)
+	cfg := baseConfig()
+	cfg.TaskDefinition = "unknown-family"
+	e, _, _ = newTestECS(t, cfg)
+	if _, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue}); err == nil || !strings.Contains(err.Error(), "ClientException") {
+		t.Fatalf("err = %v", err)
 	}
 }
 
-func TestECSRetriesThrottling(t *testing.T) {
+func TestECSReusesOnlyLiveTasks(t *testing.T) {
 	t.Parallel()
-	e, f, clk := newTestECS(t, baseConfig())
-	f.throttle["ListTasks"] = 1
-	f.throttle["RunTask"] = 3
+	e, f, _ := newTestECS(t, baseConfig())
+	f.PageSize = 1
+	f.Add(ecstest.Task{ARN: "arn:stopping", Cluster: "report-cluster", StartedBy: testToken, DesiredStatus: "RUNNING", LastStatus: "DEPROVISIONING"})
+	f.Add(ecstest.Task{ARN: "arn:other-token", Cluster: "report-cluster", StartedBy: "someone-else", DesiredStatus: "RUNNING", LastStatus: "RUNNING"})
+	f.Add(ecstest.Task{ARN: "arn:live", Cluster: "report-cluster", StartedBy: testToken, DesiredStatus: "RUNNING", LastStatus: "PENDING"})
 	task, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
-	if err != nil || task.ID == "" {
+	if err != nil || task.ID != "arn:live" {
 		t.Fatalf("launch = %+v, %v", task, err)
 	}
-	if got := fmt.Sprint(f.ops()); got != "[ListTasks ListTasks ListTasks RunTask RunTask RunTask RunTask]" {
-		t.Fatalf("ops = %s", got)
+	if got := fmt.Sprint(f.Ops()); got != "[ListTasks ListTasks DescribeTasks]" {
+		t.Fatalf("ops = %s, want two ListTasks pages and no RunTask", got)
 	}
-	// Exponential backoff: 1s after the ListTasks throttle, then 1s, 2s, 4s.
-	if got := fmt.Sprint(clk.sleeps); got != "[1s 1s 2s 4s]" {
-		t.Fatalf("sleeps = %s", got)
+}
+
+// A task that died is reported with ECS's reason, and the next Launch
+// starts a new task with a new clientToken: ECS would answer the old token
+// with the dead task.
+func TestECSTaskDeathAndRelaunch(t *testing.T) {
+	t.Parallel()
+	e, f, clk := newTestECS(t, baseConfig())
+	ctx := context.Background()
+	first, err := e.Launch(ctx, Request{Token: testToken, Queue: testQueue})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Every RunTask attempt carries the same idempotency token.
-	f.mu.Lock()
-	for _, c := range f.calls {
-		if c.Op == "RunTask" && c.Body["clientToken"] != ClientToken(testToken) {
-			t.Errorf("clientToken = %v", c.Body["clientToken"])
+	// Just launched, DescribeTasks does not know it yet: still starting.
+	if st, err := e.TaskState(ctx, first); err != nil || !st.Running {
+		t.Fatalf("state right after launch = %+v, %v", st, err)
+	}
+	f.SetLastStatus(first.ID, "RUNNING")
+	if st, err := e.TaskState(ctx, first); err != nil || st != (TaskState{Running: true}) {
+		t.Fatalf("running state = %+v, %v", st, err)
+	}
+	f.Kill(first.ID, "EssentialContainerExited", "Essential container in task exited", 2, "")
+	st, err := e.TaskState(ctx, first)
+	if err != nil || st.Running || st.Reason != "EssentialContainerExited: Essential container in task exited; container sidekiqContainer exit 2" {
+		t.Fatalf("stopped state = %+v, %v", st, err)
+	}
+
+	clk.Advance(time.Minute)
+	second, err := e.Launch(ctx, Request{Token: testToken, Queue: testQueue})
+	if err != nil || second.ID == first.ID || second.ID == "" {
+		t.Fatalf("relaunch = %+v, %v (first %s)", second, err, first.ID)
+	}
+	tasks := f.Tasks()
+	if len(tasks) != 2 || tasks[0].ClientToken == tasks[1].ClientToken {
+		t.Fatalf("tasks = %+v", tasks)
+	}
+
+	// A task that never ran: no exit code, the container's reason.
+	if st, _ := e.TaskState(ctx, second); !st.Running { // MISSING: not yet consistent
+		t.Fatalf("new task state = %+v", st)
+	}
+	f.Kill(second.ID, "TaskFailedToStart", "ResourceInitializationError: unable to pull secrets", -1, "CannotPullContainerError: pull access denied")
+	f.SetLastStatus(second.ID, "STOPPED")
+	st, _ = e.TaskState(ctx, second)
+	if st.Running || !strings.Contains(st.Reason, "TaskFailedToStart: ResourceInitializationError") ||
+		!strings.Contains(st.Reason, "container sidekiqContainer: CannotPullContainerError") {
+		t.Fatalf("state = %+v", st)
+	}
+}
+
+// MISSING counts as starting only within DescribeGrace of the launch.
+func TestECSTaskStateMissing(t *testing.T) {
+	t.Parallel()
+	e, f, clk := newTestECS(t, baseConfig())
+	f.DescribeLag = 1000
+	ctx := context.Background()
+	task, err := e.Launch(ctx, Request{Token: testToken, Queue: testQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := e.TaskState(ctx, task); !st.Running {
+		t.Fatalf("state within grace = %+v", st)
+	}
+	clk.Advance(DefaultDescribeGrace)
+	st, err := e.TaskState(ctx, task)
+	if err != nil || st.Running || !strings.Contains(st.Reason, "no longer knows") || !strings.Contains(st.Reason, "MISSING") {
+		t.Fatalf("state after grace = %+v, %v", st, err)
+	}
+	// A task this launcher never started and the caller gives no start
+	// time for: MISSING means gone.
+	st, _ = e.TaskState(ctx, Task{ID: "arn:aws:ecs:ap-northeast-1:123456789012:task/report-cluster/gone"})
+	if st.Running {
+		t.Fatalf("unknown task = %+v", st)
+	}
+}
+
+// A lost RunTask response is retried by the SDK with the same clientToken,
+// and ECS answers it with the task it already started: one task.
+func TestECSTransportRetryKeepsClientToken(t *testing.T) {
+	t.Parallel()
+	e, f, clk := newTestECS(t, baseConfig())
+	f.LoseResponse["RunTask"] = 1
+	task, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := f.Tasks()
+	if len(tasks) != 1 || tasks[0].ARN != task.ID {
+		t.Fatalf("tasks = %+v, launched %s", tasks, task.ID)
+	}
+	var tokens []any
+	for _, c := range f.Calls() {
+		if c.Op == "RunTask" {
+			tokens = append(tokens, c.Body["clientToken"])
 		}
 	}
-	f.mu.Unlock()
+	if len(tokens) != 2 || tokens[0] != tokens[1] {
+		t.Fatalf("RunTask tokens = %v, want the same token twice", tokens)
+	}
+	if len(clk.sleeps) != 0 {
+		t.Fatalf("launcher slept %v: the SDK retries API errors, not the launcher", clk.sleeps)
+	}
+}
+
+// Throttling is retried by the SDK alone: MaxAttempts requests, not
+// MaxAttempts × the SDK's attempts.
+func TestECSRetriesAreNotStacked(t *testing.T) {
+	t.Parallel()
+	cfg := baseConfig()
+	cfg.MaxAttempts = 3
+	e, f, clk := newTestECS(t, cfg)
+	f.Throttle["RunTask"] = 100
+	_, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	if err == nil || !strings.Contains(err.Error(), "ThrottlingException") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := strings.Count(fmt.Sprint(f.Ops()), "RunTask"); n != 3 {
+		t.Fatalf("%d RunTask requests, want 3", n)
+	}
+	if len(clk.sleeps) != 0 {
+		t.Fatalf("launcher slept %v on throttling", clk.sleeps)
+	}
+
+	// A throttle that clears within the SDK's attempts is invisible.
+	e, f, _ = newTestECS(t, cfg)
+	f.Throttle["ListTasks"] = 2
+	if _, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestECSRetriesCapacityFailures(t *testing.T) {
 	t.Parallel()
 	e, f, clk := newTestECS(t, baseConfig())
-	f.failures = 2
+	f.Failures = 2
 	if _, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue}); err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(clk.sleeps); got != "[1s 2s]" {
 		t.Fatalf("sleeps = %s", got)
+	}
+	seen := map[any]bool{}
+	for _, c := range f.Calls() {
+		if c.Op == "RunTask" {
+			seen[c.Body["clientToken"]] = true
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("%d distinct clientTokens over 3 RunTask attempts, want 3", len(seen))
 	}
 }
 
@@ -362,33 +379,25 @@ func TestECSGivesUpAfterMaxAttempts(t *testing.T) {
 	cfg.MaxAttempts = 3
 	cfg.MaxBackoff = 1500 * time.Millisecond
 	e, f, clk := newTestECS(t, cfg)
-	f.failures = 100
+	f.Failures = 100
 	_, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
 	var fe *FailuresError
 	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "RESOURCE:CPU") || !strings.Contains(err.Error(), "after 3 attempts") {
 		t.Fatalf("err = %v", err)
 	}
-	if n := strings.Count(fmt.Sprint(f.ops()), "RunTask"); n != 3 {
+	if n := strings.Count(fmt.Sprint(f.Ops()), "RunTask"); n != 3 {
 		t.Fatalf("%d RunTask calls, want 3", n)
 	}
 	if got := fmt.Sprint(clk.sleeps); got != "[1s 1.5s]" { // capped by MaxBackoff
 		t.Fatalf("sleeps = %s", got)
-	}
-
-	// Throttling that never ends also gives up, naming the error.
-	e2, f2, _ := newTestECS(t, cfg)
-	f2.throttle["RunTask"] = 100
-	_, err = e2.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
-	if err == nil || !strings.Contains(err.Error(), "ThrottlingException") {
-		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestECSMissingTaskDefinitionNotRetried(t *testing.T) {
 	t.Parallel()
 	e, f, clk := newTestECS(t, baseConfig())
-	f.failures = 100
-	f.reason = "MISSING"
+	f.Failures = 100
+	f.FailureReason = "MISSING"
 	_, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
 	if err == nil || !strings.Contains(err.Error(), "MISSING") {
 		t.Fatalf("err = %v", err)
@@ -404,35 +413,39 @@ func TestECSWaitRunning(t *testing.T) {
 	cfg.WaitRunning = time.Minute
 	cfg.PollInterval = 10 * time.Second
 
+	// MISSING (not yet consistent), PENDING, RUNNING.
 	e, f, clk := newTestECS(t, cfg)
-	f.statuses = []string{"PROVISIONING", "PENDING", "RUNNING"}
+	clk.onSleep = func(n int) {
+		arn := f.Tasks()[0].ARN
+		f.SetLastStatus(arn, map[int]string{1: "PENDING", 2: "RUNNING"}[n])
+	}
 	if _, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue}); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(fmt.Sprint(f.ops()), "DescribeTasks"); n != 3 {
+	if n := strings.Count(fmt.Sprint(f.Ops()), "DescribeTasks"); n != 3 {
 		t.Fatalf("%d DescribeTasks, want 3", n)
 	}
 	if got := fmt.Sprint(clk.sleeps); got != "[10s 10s]" {
 		t.Fatalf("sleeps = %s", got)
 	}
-	d := f.lastCall("DescribeTasks")
-	if d["cluster"] != "report-cluster" || fmt.Sprint(d["tasks"]) != "[arn:aws:ecs:ap-northeast-1:123456789012:task/report-cluster/task1]" {
+	if d := f.Last("DescribeTasks"); d["cluster"] != "report-cluster" || fmt.Sprint(d["tasks"]) != "["+f.Tasks()[0].ARN+"]" {
 		t.Fatalf("describe body = %v", d)
 	}
 
 	// STOPPED before RUNNING names the reason.
-	e, f, _ = newTestECS(t, cfg)
-	f.statuses = []string{"PENDING", "STOPPED"}
-	f.stopped = "CannotPullContainerError: image not found"
+	e, f, clk = newTestECS(t, cfg)
+	clk.onSleep = func(int) {
+		f.Kill(f.Tasks()[0].ARN, "TaskFailedToStart", "CannotPullContainerError: image not found", -1, "")
+	}
 	_, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
 	var se *StoppedError
-	if !errors.As(err, &se) || !strings.Contains(err.Error(), "CannotPullContainerError") {
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "TaskFailedToStart: CannotPullContainerError") {
 		t.Fatalf("err = %v", err)
 	}
 
 	// Never RUNNING: times out after WaitRunning.
 	e, f, clk = newTestECS(t, cfg)
-	f.statuses = []string{"PENDING"}
+	clk.onSleep = func(int) { f.SetLastStatus(f.Tasks()[0].ARN, "PENDING") }
 	start := clk.Now()
 	_, err = e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
 	if err == nil || !strings.Contains(err.Error(), "not running after 1m0s") || !strings.Contains(err.Error(), "PENDING") {
@@ -445,51 +458,46 @@ func TestECSWaitRunning(t *testing.T) {
 
 func TestECSStop(t *testing.T) {
 	t.Parallel()
-	e, f, clk := newTestECS(t, baseConfig())
-	task, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	e, f, _ := newTestECS(t, baseConfig())
+	ctx := context.Background()
+	task, err := e.Launch(ctx, Request{Token: testToken, Queue: testQueue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.throttle["StopTask"] = 1
-	if err := e.Stop(context.Background(), task, "report finalized"); err != nil {
+	f.Throttle["StopTask"] = 1 // the SDK retries it
+	if err := e.Stop(ctx, task, "report finalized"); err != nil {
 		t.Fatal(err)
 	}
-	body := f.lastCall("StopTask")
 	want := jsonOf(t, map[string]any{"cluster": "report-cluster", "task": task.ID, "reason": "report finalized"})
-	if !reflect.DeepEqual(any(body), want) {
+	if body := f.Last("StopTask"); !reflect.DeepEqual(any(body), want) {
 		t.Fatalf("StopTask body = %v", body)
 	}
-	if len(clk.sleeps) != 1 {
-		t.Fatalf("sleeps = %v, want one retry", clk.sleeps)
-	}
-	// Stopped now: Launch would start a new one, and ListTasks RUNNING is empty.
-	f.mu.Lock()
-	desired := f.tasks[0].desired
-	f.mu.Unlock()
-	if desired != "STOPPED" {
-		t.Fatalf("task desired = %s", desired)
+	if st := f.Tasks()[0]; st.DesiredStatus != "STOPPED" || st.StoppedReason != "report finalized" {
+		t.Fatalf("task = %+v", st)
 	}
 	// Unknown task is not an error; an empty task is a no-op.
-	if err := e.Stop(context.Background(), Task{ID: "arn:gone"}, "x"); err != nil {
+	if err := e.Stop(ctx, Task{ID: "arn:gone"}, "x"); err != nil {
 		t.Fatalf("stop unknown = %v", err)
 	}
-	n := len(f.ops())
-	if err := e.Stop(context.Background(), Task{}, "x"); err != nil || len(f.ops()) != n {
-		t.Fatalf("stop empty = %v, calls %d→%d", err, n, len(f.ops()))
+	n := len(f.Ops())
+	if err := e.Stop(ctx, Task{}, "x"); err != nil || len(f.Ops()) != n {
+		t.Fatalf("stop empty = %v, calls %d→%d", err, n, len(f.Ops()))
 	}
-	// Long reasons are cut to ECS's 255 characters.
-	if err := e.Stop(context.Background(), task, strings.Repeat("r", 300)); err != nil {
+	// Long reasons are cut to ECS's 255 characters (the fake refuses more).
+	if err := e.Stop(ctx, task, strings.Repeat("r", 300)); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.lastCall("StopTask")["reason"].(string); len(r) != 255 {
-		t.Fatalf("reason len %d", len(r))
+	// After a stop, Launch starts a new task.
+	next, err := e.Launch(ctx, Request{Token: testToken, Queue: testQueue})
+	if err != nil || next.ID == task.ID {
+		t.Fatalf("launch after stop = %+v, %v", next, err)
 	}
 }
 
 func TestECSCancelledWhileBackingOff(t *testing.T) {
 	t.Parallel()
 	e, f, _ := newTestECS(t, baseConfig())
-	f.throttle["ListTasks"] = 100
+	f.Failures = 100
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := e.Launch(ctx, Request{Token: testToken, Queue: testQueue})
@@ -500,9 +508,9 @@ func TestECSCancelledWhileBackingOff(t *testing.T) {
 
 func TestECSConfigValidation(t *testing.T) {
 	t.Parallel()
-	_, client := newFakeECS(t)
-	_, err := NewECS(ECSConfig{}, client)
-	for _, want := range []string{"cluster", "task definition", "subnet"} {
+	client := ecstest.New(t).Client(1)
+	_, err := NewECS(ECSConfig{Command: []string{"/app/worker", "-q", "{queue}"}, CapacityProviders: []CapacityProvider{{Name: "A", Base: 1}, {Name: "B", Base: 1}}}, client)
+	for _, want := range []string{"cluster", "task definition", "subnet", "starts with a path", "only one capacity provider may have a base"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("err %v does not name %s", err, want)
 		}
@@ -516,8 +524,20 @@ func TestECSConfigValidation(t *testing.T) {
 	}
 	d := ECSConfig{}.WithDefaults()
 	if d.ContainerName != "sidekiqContainer" || d.Concurrency != 10 || d.MaxAttempts != 5 || d.WaitRunning != 0 ||
-		fmt.Sprint(d.Command) != "[/app/worker -q {queue} -c {concurrency}]" {
+		d.DescribeGrace != 2*time.Minute || fmt.Sprint(d.Command) != "[-q {queue} -c {concurrency}]" {
 		t.Errorf("defaults = %+v", d)
+	}
+	cps, err := ParseCapacityProviders(" FARGATE_SPOT:3, FARGATE:1:1 ,")
+	if err != nil || fmt.Sprint(cps) != "[{FARGATE_SPOT 3 0} {FARGATE 1 1}]" {
+		t.Errorf("parse = %v, %v", cps, err)
+	}
+	if cps, err := ParseCapacityProviders("FARGATE_SPOT"); err != nil || fmt.Sprint(cps) != "[{FARGATE_SPOT 1 0}]" {
+		t.Errorf("parse default weight = %v, %v", cps, err)
+	}
+	for _, bad := range []string{"A:x", ":1", "A:1:2:3", "A:-1", "A:1:1,B:1:1", "A:1001"} {
+		if _, err := ParseCapacityProviders(bad); err == nil {
+			t.Errorf("ParseCapacityProviders(%q) accepted", bad)
+		}
 	}
 }
 
@@ -525,31 +545,30 @@ func TestStartedByAndClientToken(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("x", 100)
 	for _, tok := range []string{testToken, "short", long, "has space/and:colon", strings.ToUpper(testToken)} {
-		sb, ct := StartedBy(tok), ClientToken(tok)
-		if len(sb) > 36 || startedByInvalid.MatchString(sb) {
+		sb, ct := StartedBy(tok), NewClientToken(tok)
+		if len(sb) > 36 || startedByInvalid.MatchString(sb) || StartedBy(tok) != sb {
 			t.Errorf("StartedBy(%q) = %q", tok, sb)
 		}
-		if len(ct) > 64 {
-			t.Errorf("ClientToken(%q) = %q", tok, ct)
+		if !clientTokenRule.MatchString(ct) || len(ct) > 64 {
+			t.Errorf("NewClientToken(%q) = %q", tok, ct)
 		}
-		if StartedBy(tok) != sb || ClientToken(tok) != ct {
-			t.Errorf("not deterministic for %q", tok)
+		if NewClientToken(tok) == ct {
+			t.Errorf("NewClientToken(%q) repeated a token", tok)
 		}
 	}
 	if StartedBy(testToken) != testToken {
 		t.Errorf("UUID startedBy = %q, want the token", StartedBy(testToken))
 	}
-	if StartedBy(long) == StartedBy(long+"y") || ClientToken("a") == ClientToken("b") {
+	if StartedBy(long) == StartedBy(long+"y") {
 		t.Error("collision")
 	}
 }
 
 // TestNewECSClient uses the default chain with credentials from the
-// environment and an explicit endpoint.
+// environment and an explicit endpoint; the SDK's retryer takes the
+// attempts cap.
 func TestNewECSClient(t *testing.T) {
-	f, _ := newFakeECS(t)
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
+	f := ecstest.New(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
@@ -558,26 +577,28 @@ func TestNewECSClient(t *testing.T) {
 	t.Setenv("AWS_DEFAULT_REGION", "")
 	t.Setenv("AWS_ENDPOINT_URL_ECS", "")
 	t.Setenv("AWS_ENDPOINT_URL", "")
+	t.Setenv("AWS_MAX_ATTEMPTS", "")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	client, err := NewECSClient(context.Background(), "", srv.URL)
+	client, err := NewECSClient(context.Background(), "", f.URL, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if client.Options().Region != "ap-northeast-1" {
-		t.Fatalf("region = %q", client.Options().Region)
+	if o := client.Options(); o.Region != "ap-northeast-1" || o.Retryer.MaxAttempts() != 2 {
+		t.Fatalf("region = %q, attempts %d", o.Region, o.Retryer.MaxAttempts())
 	}
 	e, err := NewECS(baseConfig(), client)
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Throttle["ListTasks"] = 1 // one SDK retry
 	if _, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(fmt.Sprint(f.ops()), "RunTask") {
-		t.Fatalf("ops = %v", f.ops())
+	if got := fmt.Sprint(f.Ops()); got != "[ListTasks ListTasks RunTask]" {
+		t.Fatalf("ops = %v", got)
 	}
-	client, err = NewECSClient(context.Background(), "us-east-1", "")
-	if err != nil || client.Options().Region != "us-east-1" || client.Options().BaseEndpoint != nil {
+	client, err = NewECSClient(context.Background(), "us-east-1", "", 0)
+	if err != nil || client.Options().Region != "us-east-1" || client.Options().BaseEndpoint != nil || client.Options().Retryer.MaxAttempts() != 5 {
 		t.Fatalf("client = %v, %v", client.Options().Region, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,7 +33,16 @@ type LocalConfig struct {
 	StopGrace time.Duration
 	// Stdout and Stderr receive the worker's output. Default os.Stderr.
 	Stdout, Stderr io.Writer
+	// Detach lets workers outlive this process. By default (false) each
+	// worker gets SIGTERM when this process dies, even by SIGKILL (Linux
+	// parent-death signal), so no worker is left behind by a crashed or
+	// killed server; Stop and Close reach the whole process group anyway.
+	Detach bool
 }
+
+// LaunchedByEnv is set to "local" in the environment of the workers Local
+// starts, so a worker knows its own task ID is "local-<its pid>" (see Self).
+const LaunchedByEnv = "PALLAREL_LAUNCHED_BY"
 
 // Local runs one worker process per token on this machine, each in its
 // own process group so Stop reaches its children too.
@@ -49,9 +59,15 @@ type localProc struct {
 	cmd   *exec.Cmd
 	done  chan struct{} // closed when Wait returned
 	task  Task
+	// exit is the process's exit status, set before done is closed.
+	exit   string
+	exitAt time.Time
 }
 
-var _ Launcher = (*Local)(nil)
+var (
+	_ Launcher = (*Local)(nil)
+	_ Watcher  = (*Local)(nil)
+)
 
 // NewLocal returns a Local launcher.
 func NewLocal(cfg LocalConfig) (*Local, error) {
@@ -75,17 +91,28 @@ func (l *Local) Launch(ctx context.Context, req Request) (Task, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, p := range l.procs {
-		if p.token == req.Token && !p.exited() {
-			return p.task, nil
+	for id, p := range l.procs {
+		if !p.exited() {
+			if p.token == req.Token {
+				return p.task, nil
+			}
+			continue
+		}
+		// An exited worker is kept for TaskState until its token is
+		// launched again, or for an hour.
+		if p.token == req.Token || time.Since(p.exitAt) > time.Hour {
+			delete(l.procs, id)
 		}
 	}
 	args := expand(l.cfg.Command, req)
 	// Not CommandContext: the worker outlives the request that launched it.
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(append(os.Environ(), l.cfg.Env...), "TOKEN="+req.Token, "QUEUE="+req.Queue)
+	cmd.Env = append(append(os.Environ(), l.cfg.Env...), "TOKEN="+req.Token, "QUEUE="+req.Queue, LaunchedByEnv+"=local")
 	cmd.Stdout, cmd.Stderr = l.cfg.Stdout, l.cfg.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !l.cfg.Detach {
+		setParentDeathSignal(cmd.SysProcAttr)
+	}
 	if err := cmd.Start(); err != nil {
 		return Task{}, fmt.Errorf("local launch %s: %w", args[0], err)
 	}
@@ -97,7 +124,8 @@ func (l *Local) Launch(ctx context.Context, req Request) (Task, error) {
 	}
 	go func() {
 		err := cmd.Wait() // reaps the child: no zombies
-		l.log.Info("local worker exited", "token", p.token, "task", p.task.ID, "err", err)
+		p.exit, p.exitAt = exitStatus(cmd, err), time.Now()
+		l.log.Info("local worker exited", "token", p.token, "task", p.task.ID, "status", p.exit)
 		close(p.done)
 	}()
 	l.procs[p.task.ID] = p
@@ -114,12 +142,43 @@ func (p *localProc) exited() bool {
 	}
 }
 
+// exitStatus says how a worker ended: "exit status 2", "signal: killed".
+func exitStatus(cmd *exec.Cmd, err error) string {
+	if cmd.ProcessState != nil {
+		return cmd.ProcessState.String()
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "exited"
+}
+
+// TaskState implements Watcher: a worker this launcher started is running
+// until its process exits, then stopped with its exit status. An unknown
+// task ID (another launcher's, or one forgotten) is stopped unless Detach
+// is set and a process with its pid still exists.
+func (l *Local) TaskState(ctx context.Context, task Task) (TaskState, error) {
+	l.mu.Lock()
+	p := l.procs[task.ID]
+	l.mu.Unlock()
+	if p != nil {
+		if p.exited() {
+			return TaskState{Reason: "worker " + p.exit}, nil
+		}
+		return TaskState{Running: true}, nil
+	}
+	pid, err := strconv.Atoi(strings.TrimPrefix(task.ID, "local-"))
+	if l.cfg.Detach && err == nil && strings.HasPrefix(task.ID, "local-") && pid > 0 && syscall.Kill(pid, 0) == nil {
+		return TaskState{Running: true}, nil
+	}
+	return TaskState{Reason: "no such local worker " + task.ID}, nil
+}
+
 // Stop implements Launcher: SIGTERM to the process group, SIGKILL after
 // StopGrace, then wait for the exit. Unknown or exited tasks are fine.
 func (l *Local) Stop(ctx context.Context, task Task, reason string) error {
 	l.mu.Lock()
 	p := l.procs[task.ID]
-	delete(l.procs, task.ID)
 	l.mu.Unlock()
 	if p == nil {
 		return nil

@@ -30,6 +30,16 @@ func TestMain(m *testing.M) {
 }
 
 func runHelper(mode string) {
+	switch mode {
+	case "parent":
+		runParentHelper()
+		return
+	case "self-stop":
+		runSelfStopHelper()
+		return
+	case "exit-3":
+		os.Exit(3)
+	}
 	if mode == "ignore-term" {
 		signal.Ignore(syscall.SIGTERM)
 	}
@@ -47,6 +57,50 @@ func runHelper(mode string) {
 	signal.Notify(sig, syscall.SIGINT)
 	<-sig
 	os.Exit(0)
+}
+
+// runParentHelper is a launcher's process: it starts one "normal" worker
+// (Detach from PARENT_DETACH), writes its pid to PARENT_OUT and waits to be
+// killed.
+func runParentHelper() {
+	l, err := NewLocal(LocalConfig{
+		Command: []string{os.Args[0]},
+		Env:     []string{"LAUNCHER_HELPER=normal", "HELPER_OUT=" + os.Getenv("PARENT_OUT") + ".worker"},
+		Detach:  os.Getenv("PARENT_DETACH") == "true",
+	})
+	if err != nil {
+		os.Exit(3)
+	}
+	task, err := l.Launch(context.Background(), Request{Token: "t", Queue: "q"})
+	if err != nil {
+		os.Exit(4)
+	}
+	tmp := os.Getenv("PARENT_OUT") + ".tmp"
+	os.WriteFile(tmp, []byte("worker="+strings.TrimPrefix(task.ID, "local-")+"\n"), 0o644)
+	os.Rename(tmp, os.Getenv("PARENT_OUT"))
+	select {}
+}
+
+// runSelfStopHelper is a worker that stops its own task through
+// SelfStopping, as the finalizer does in a token task, and exits 0 on the
+// SIGTERM that this sends it.
+func runSelfStopHelper() {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	id, err := SelfID(context.Background(), SelfEnv{LaunchedBy: os.Getenv(LaunchedByEnv)}, nil)
+	if err != nil || id != "local-"+strconv.Itoa(os.Getpid()) {
+		os.Exit(5)
+	}
+	l := SelfStopping(Noop{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, id, nil, nil)
+	if err := l.Stop(context.Background(), Task{ID: id}, "report finished"); err != nil {
+		os.Exit(6)
+	}
+	select {
+	case <-term:
+		os.Exit(0)
+	case <-time.After(20 * time.Second):
+		os.Exit(7)
+	}
 }
 
 // waitFile polls for path with a deadline.
@@ -303,5 +357,121 @@ func TestFuncAndNoop(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "token=tok") || !strings.Contains(buf.String(), "reason=why") {
 		t.Fatalf("noop log = %s", buf.String())
+	}
+}
+
+// waitStopped polls TaskState until the worker is seen stopped.
+func waitStopped(t *testing.T, w Watcher, task Task) TaskState {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := w.TaskState(context.Background(), task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.Running {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s still running", task.ID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLocalTaskState(t *testing.T) {
+	t.Parallel()
+	l, err := NewLocal(LocalConfig{
+		Command: []string{os.Args[0]},
+		Env:     []string{"LAUNCHER_HELPER=exit-3"},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	task, err := l.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := waitStopped(t, l, task); st.Reason != "worker exit status 3" {
+		t.Fatalf("state = %+v", st)
+	}
+	// Seen stopped: Launch starts a new worker, not the dead one.
+	next, err := l.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	if err != nil || next.ID == task.ID {
+		t.Fatalf("relaunch = %+v, %v", next, err)
+	}
+	waitStopped(t, l, next)
+	// A task this launcher does not know is stopped.
+	if st, _ := l.TaskState(context.Background(), Task{ID: "local-999999999"}); st.Running || !strings.Contains(st.Reason, "no such local worker") {
+		t.Fatalf("unknown = %+v", st)
+	}
+
+	// A worker stopped by Stop reports its signal.
+	l2, out := newTestLocal(t, "normal", 10*time.Second)
+	task, err = l2.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, out)
+	if st, _ := l2.TaskState(context.Background(), task); !st.Running {
+		t.Fatalf("live worker = %+v", st)
+	}
+	if err := l2.Stop(context.Background(), task, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitStopped(t, l2, task); st.Reason != "worker signal: terminated" {
+		t.Fatalf("stopped worker = %+v", st)
+	}
+}
+
+// A worker dies with the process that launched it, even one killed by
+// SIGKILL, unless Detach is set.
+func TestLocalWorkersDieWithTheirParent(t *testing.T) {
+	t.Parallel()
+	for _, detach := range []bool{false, true} {
+		out := filepath.Join(t.TempDir(), "parent.out")
+		parent := exec.Command(os.Args[0])
+		parent.Env = append(os.Environ(), "LAUNCHER_HELPER=parent", "PARENT_OUT="+out, fmt.Sprintf("PARENT_DETACH=%t", detach))
+		if err := parent.Start(); err != nil {
+			t.Fatal(err)
+		}
+		kv := waitFile(t, out)
+		worker, _ := strconv.Atoi(kv["worker"])
+		waitFile(t, out+".worker") // the worker is up
+		t.Cleanup(func() { syscall.Kill(-worker, syscall.SIGKILL) })
+		parent.Process.Kill()
+		parent.Wait()
+		if !detach {
+			waitGone(t, worker)
+			continue
+		}
+		time.Sleep(200 * time.Millisecond) // a parent-death signal would have arrived by now
+		if !alive(worker) {
+			t.Fatal("detached worker died with its parent")
+		}
+	}
+}
+
+// The finalizer's Stop of the task it runs in ends that task: a Local
+// worker stops itself and exits 0.
+func TestSelfStoppingLocalWorker(t *testing.T) {
+	t.Parallel()
+	l, err := NewLocal(LocalConfig{
+		Command: []string{os.Args[0]},
+		Env:     []string{"LAUNCHER_HELPER=self-stop"},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	task, err := l.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := waitStopped(t, l, task); st.Reason != "worker exit status 0" {
+		t.Fatalf("state = %+v", st)
 	}
 }

@@ -14,6 +14,10 @@ type Noop struct {
 	Logger *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// SelfID and StopSelf are set by SelfStopping: Stop of the task this
+	// process runs in calls StopSelf.
+	SelfID   string
+	StopSelf func(reason string)
 }
 
 var _ Launcher = Noop{}
@@ -33,6 +37,11 @@ func (n Noop) Launch(ctx context.Context, req Request) (Task, error) {
 
 // Stop implements Launcher.
 func (n Noop) Stop(ctx context.Context, task Task, reason string) error {
+	if n.SelfID != "" && task.ID == n.SelfID && n.StopSelf != nil {
+		cmp.Or(n.Logger, slog.Default()).InfoContext(ctx, "stopping the task this worker runs in", "task", task.ID, "reason", reason)
+		n.StopSelf(reason)
+		return nil
+	}
 	cmp.Or(n.Logger, slog.Default()).InfoContext(ctx, "launcher none: not stopping a worker", "task", task.ID, "reason", reason)
 	return nil
 }

@@ -2,20 +2,27 @@
 // ZIP archive with a manifest.csv, as FinalizeReportJob delivers them.
 //
 // Entries are compressed (Deflate; stored when under 512 bytes) and written
-// straight through to the destination: memory does not depend on the archive
-// or entry sizes, only on the number of entries (archive/zip keeps each
-// header for the central directory, and names are remembered to reject
-// duplicates: about 250 bytes an entry).
+// straight through to the destination. Memory does not depend on the archive
+// or entry sizes, and barely on the number of entries: the central directory
+// is spooled to an unlinked temporary file as entries end (archive/zip keeps
+// every header in memory: 489 MB at 1,000,000 rows), and duplicate names
+// are caught with an 8-byte hash per name (about 16 MB at 1,000,000
+// entries), a hash hit being confirmed against the spooled names. Zip64
+// records are written when an entry, an offset or the entry count outgrows
+// the classic format.
 package reportzip
 
 import (
-	"archive/zip"
 	"bufio"
 	"compress/flate"
+	"encoding/binary"
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"hash/maphash"
 	"io"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -48,25 +55,53 @@ type ManifestEntry struct {
 	Error  string // why the row failed
 }
 
+// Zip methods.
+const (
+	methodStore   = 0
+	methodDeflate = 8
+)
+
 // Writer writes a ZIP archive entry by entry. It is not safe for concurrent use.
 // After any error the archive is unusable and every later call returns that error:
 // a half-written entry cannot be taken back out of a stream.
 type Writer struct {
-	zw     *zip.Writer
-	names  map[string]bool
-	count  int
-	newest time.Time // latest entry time, reused for the manifest so output does not depend on a clock
-	peek   *bufio.Reader
-	err    error
-	done   bool
+	out     *countWriter
+	bw      *bufio.Writer // over out
+	dir     *dirSpool
+	seed    maphash.Seed
+	hashes  map[uint64]struct{} // of every name used, see nameUsed
+	count   int
+	newest  time.Time // latest entry time, reused for the manifest so output does not depend on a clock
+	peek    *bufio.Reader
+	scratch []byte
+	err     error
+	done    bool
 }
 
-// NewWriter returns a Writer that streams the archive to w. Close does not close w.
+// NewWriter returns a Writer that streams the archive to w. Close does not
+// close w. The central directory is spooled to a file in os.TempDir(),
+// removed as soon as it is created; call Close even after an error to
+// release it.
 func NewWriter(w io.Writer) *Writer {
-	zw := zip.NewWriter(w)
-	zw.RegisterCompressor(zip.Deflate, newFastDeflate)
-	return &Writer{zw: zw, names: make(map[string]bool)}
+	cw := &countWriter{w: w}
+	return &Writer{out: cw, bw: bufio.NewWriterSize(cw, 64<<10), seed: maphash.MakeSeed(), hashes: make(map[uint64]struct{})}
 }
+
+// countWriter counts the bytes written through it: the offsets of the
+// local headers and of the central directory.
+type countWriter struct {
+	w io.Writer
+	n uint64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += uint64(n)
+	return n, err
+}
+
+// offset is where the next byte written through w.bw lands.
+func (w *Writer) offset() uint64 { return w.out.n + uint64(w.bw.Buffered()) }
 
 // Entries are compressed at flate.BestSpeed with pooled compressors: a
 // report holds many small files, and resetting a default-level compressor
@@ -74,36 +109,12 @@ func NewWriter(w io.Writer) *Writer {
 // a small file; the archive comes out a little larger.
 var fastDeflaters sync.Pool
 
-func newFastDeflate(w io.Writer) (io.WriteCloser, error) {
-	fw, ok := fastDeflaters.Get().(*flate.Writer)
-	if ok {
+func getDeflater(w io.Writer) (*flate.Writer, error) {
+	if fw, ok := fastDeflaters.Get().(*flate.Writer); ok {
 		fw.Reset(w)
-	} else {
-		var err error
-		if fw, err = flate.NewWriter(w, flate.BestSpeed); err != nil {
-			return nil, err
-		}
+		return fw, nil
 	}
-	return &pooledDeflater{fw: fw}, nil
-}
-
-type pooledDeflater struct{ fw *flate.Writer }
-
-func (p *pooledDeflater) Write(b []byte) (int, error) {
-	if p.fw == nil {
-		return 0, errors.New("zip entry: write after close")
-	}
-	return p.fw.Write(b)
-}
-
-func (p *pooledDeflater) Close() error {
-	if p.fw == nil {
-		return nil
-	}
-	err := p.fw.Close()
-	fastDeflaters.Put(p.fw)
-	p.fw = nil
-	return err
+	return flate.NewWriter(w, flate.BestSpeed)
 }
 
 // Count returns how many entries Add wrote (the manifest excluded).
@@ -115,67 +126,133 @@ func (w *Writer) Count() int { return w.count }
 // used. Non-ASCII names get the ZIP UTF-8 flag so Windows and macOS show them
 // correctly. A zero modTime is stored as the ZIP epoch (1980-01-01).
 func (w *Writer) Add(name string, r io.Reader, modTime time.Time) (int64, error) {
-	n, err := w.add(name, r, modTime)
+	// A file that fits in storeBelow is stored, not compressed: deflating
+	// a tiny file costs more than it saves.
+	if w.peek == nil {
+		w.peek = bufio.NewReaderSize(nil, storeBelow)
+	}
+	w.peek.Reset(r)
+	method := uint16(methodDeflate)
+	if b, err := w.peek.Peek(storeBelow); err == io.EOF && len(b) < storeBelow {
+		method = methodStore
+	}
+	n, err := w.write(name, modTime, method, w.peek)
+	w.peek.Reset(nil)
 	if err == nil {
 		w.count++
 		if modTime.After(w.newest) {
 			w.newest = modTime
 		}
 	}
-	return n, err
-}
-
-func (w *Writer) add(name string, r io.Reader, modTime time.Time) (int64, error) {
-	// A file that fits in storeBelow is stored, not compressed: deflating
-	// a tiny file costs more than it saves.
-	method := zip.Deflate
-	if w.peek == nil {
-		w.peek = bufio.NewReaderSize(nil, storeBelow)
-	}
-	w.peek.Reset(r)
-	if b, err := w.peek.Peek(storeBelow); err == io.EOF && len(b) < storeBelow {
-		method = zip.Store
-	}
-	fw, err := w.createMethod(name, modTime, method)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(fw, w.peek)
-	if err != nil {
-		w.err = fmt.Errorf("zip add %q: %w", name, err)
-		return n, w.err
-	}
-	return n, nil
+	return int64(n), err
 }
 
 // storeBelow is the size under which an entry is stored uncompressed.
 const storeBelow = 512
 
-// create checks name and starts its entry, compressed.
-func (w *Writer) create(name string, modTime time.Time) (io.Writer, error) {
-	return w.createMethod(name, modTime, zip.Deflate)
-}
-
-func (w *Writer) createMethod(name string, modTime time.Time, method uint16) (io.Writer, error) {
+// write checks name, then writes a whole entry: local header, data from r,
+// data descriptor, and its central directory header to the spool. A bad or
+// duplicate name leaves the writer usable; any other error is sticky.
+func (w *Writer) write(name string, modTime time.Time, method uint16, r io.Reader) (uint64, error) {
 	if w.err != nil {
-		return nil, w.err
+		return 0, w.err
 	}
 	if w.done {
-		return nil, errors.New("zip add: writer closed")
+		return 0, errors.New("zip add: writer closed")
 	}
 	if err := ValidName(name); err != nil {
-		return nil, fmt.Errorf("zip add: %w", err)
+		return 0, fmt.Errorf("zip add: %w", err)
 	}
-	if w.names[name] {
-		return nil, fmt.Errorf("zip add: %w: %q", ErrDuplicateName, name)
+	h := maphash.String(w.seed, name)
+	if used, err := w.nameUsed(h, name); err != nil {
+		return 0, w.fail(fmt.Errorf("zip add %q: %w", name, err))
+	} else if used {
+		return 0, fmt.Errorf("zip add: %w: %q", ErrDuplicateName, name)
 	}
-	w.names[name] = true
-	fw, err := w.zw.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: modTime})
-	if err != nil {
-		w.err = fmt.Errorf("zip add %q: %w", name, err)
-		return nil, w.err
+	e := newEntry(name, method, modTime)
+	e.offset = w.offset()
+	w.scratch = e.appendLocalHeader(w.scratch[:0])
+	if _, err := w.bw.Write(w.scratch); err != nil {
+		return 0, w.fail(fmt.Errorf("zip add %q: %w", name, err))
 	}
-	return fw, nil
+	// The name is taken from here on: a failure below is sticky anyway.
+	w.hashes[h] = struct{}{}
+	start := w.offset()
+	cr := &crcReader{r: r}
+	if method == methodStore {
+		if _, err := io.Copy(w.bw, cr); err != nil {
+			return cr.n, w.fail(fmt.Errorf("zip add %q: %w", name, err))
+		}
+	} else {
+		fw, err := getDeflater(w.bw)
+		if err == nil {
+			_, err = io.Copy(fw, cr)
+			if cerr := fw.Close(); err == nil {
+				err = cerr
+			}
+			fastDeflaters.Put(fw)
+		}
+		if err != nil {
+			return cr.n, w.fail(fmt.Errorf("zip add %q: %w", name, err))
+		}
+	}
+	e.crc, e.uncompressed, e.compressed = cr.crc, cr.n, w.offset()-start
+	w.scratch = e.appendDataDescriptor(w.scratch[:0])
+	if _, err := w.bw.Write(w.scratch); err != nil {
+		return cr.n, w.fail(fmt.Errorf("zip add %q: %w", name, err))
+	}
+	if err := w.spool(&e); err != nil {
+		return cr.n, w.fail(fmt.Errorf("zip add %q: central directory spool: %w", name, err))
+	}
+	return cr.n, nil
+}
+
+// fail makes err sticky and releases the spool.
+func (w *Writer) fail(err error) error {
+	w.err = err
+	w.dir.close()
+	w.dir = nil
+	return err
+}
+
+// crcReader counts and checksums what is read through it.
+type crcReader struct {
+	r   io.Reader
+	crc uint32
+	n   uint64
+}
+
+func (c *crcReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.crc = crc32.Update(c.crc, crc32.IEEETable, b[:n])
+	c.n += uint64(n)
+	return n, err
+}
+
+// spool appends e's central directory header to the spool file.
+func (w *Writer) spool(e *entry) error {
+	if w.dir == nil {
+		d, err := newDirSpool()
+		if err != nil {
+			return err
+		}
+		w.dir = d
+	}
+	w.scratch = e.appendCentralHeader(w.scratch[:0])
+	return w.dir.write(w.scratch)
+}
+
+// nameUsed reports whether name was used. Only a hash of each name is kept
+// in memory; a hash hit, a true duplicate or a 1-in-2^64 collision, is
+// confirmed by reading the spooled names.
+func (w *Writer) nameUsed(h uint64, name string) (bool, error) {
+	if _, ok := w.hashes[h]; !ok {
+		return false, nil
+	}
+	if w.dir == nil {
+		return true, nil // only the name of a failed entry is not spooled, and failures are sticky
+	}
+	return w.dir.hasName(name)
 }
 
 // ValidName reports why name cannot be a ZIP entry name, or nil.
@@ -216,15 +293,11 @@ func (w *Writer) AddManifest(entries []ManifestEntry) error {
 			return fmt.Errorf("zip manifest line %d: unknown status %q", i+1, e.Status)
 		}
 	}
-	fw, err := w.create(ManifestName, w.newest)
-	if err != nil {
-		return err
-	}
-	if err := writeManifest(fw, entries); err != nil {
-		w.err = fmt.Errorf("zip add %s: %w", ManifestName, err)
-		return w.err
-	}
-	return nil
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeManifest(pw, entries)) }()
+	_, err := w.write(ManifestName, w.newest, methodDeflate, pr)
+	pr.CloseWithError(errors.New("zip manifest: not read")) // ends the goroutine if write stopped early
+	return err
 }
 
 func (e ManifestEntry) status() string {
@@ -287,29 +360,117 @@ func (m *Manifest) Flush() error {
 // AddManifestFrom writes manifest.csv with the content of r, a manifest
 // written by a Manifest. Its time is that of the newest entry.
 func (w *Writer) AddManifestFrom(r io.Reader) error {
-	fw, err := w.create(ManifestName, w.newest)
-	if err != nil {
-		return err
+	_, err := w.write(ManifestName, w.newest, methodDeflate, r)
+	return err
+}
+
+// Close writes the central directory from its spool and the end records,
+// and releases the spool. It does not close the underlying writer.
+func (w *Writer) Close() error {
+	if w.done && w.err == nil {
+		return nil
 	}
-	if _, err := io.Copy(fw, r); err != nil {
-		w.err = fmt.Errorf("zip add %s: %w", ManifestName, err)
+	if w.err != nil {
+		w.dir.close()
+		w.dir = nil
+		return w.err
+	}
+	w.done = true
+	dirOffset := w.offset()
+	var dirSize, records uint64
+	if w.dir != nil {
+		records = w.dir.records
+		n, err := w.dir.copyTo(w.bw)
+		w.dir.close()
+		w.dir = nil
+		if err != nil {
+			w.err = fmt.Errorf("zip close: central directory: %w", err)
+			return w.err
+		}
+		dirSize = uint64(n)
+	}
+	w.scratch = appendEnd(w.scratch[:0], records, dirSize, dirOffset, w.offset())
+	if _, err := w.bw.Write(w.scratch); err != nil {
+		w.err = fmt.Errorf("zip close: %w", err)
+		return w.err
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.err = fmt.Errorf("zip close: %w", err)
 		return w.err
 	}
 	return nil
 }
 
-// Close writes the ZIP central directory. It does not close the underlying writer.
-func (w *Writer) Close() error {
-	if w.err != nil {
-		return w.err
+// dirSpool is the central directory being written, in an unlinked
+// temporary file.
+type dirSpool struct {
+	f       *os.File
+	bw      *bufio.Writer
+	records uint64
+}
+
+func newDirSpool() (*dirSpool, error) {
+	f, err := os.CreateTemp("", "pallarel-zipdir-*")
+	if err != nil {
+		return nil, err
 	}
-	if w.done {
-		return nil
+	// Unlinked at once: nothing is left behind whatever happens to us.
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
 	}
-	w.done = true
-	if err := w.zw.Close(); err != nil {
-		w.err = fmt.Errorf("zip close: %w", err)
-		return w.err
+	return &dirSpool{f: f, bw: bufio.NewWriterSize(f, 64<<10)}, nil
+}
+
+func (d *dirSpool) write(rec []byte) error {
+	d.records++
+	_, err := d.bw.Write(rec)
+	return err
+}
+
+// copyTo writes the whole directory to w.
+func (d *dirSpool) copyTo(w io.Writer) (int64, error) {
+	if err := d.bw.Flush(); err != nil {
+		return 0, err
 	}
-	return nil
+	if _, err := d.f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return io.Copy(w, bufio.NewReaderSize(d.f, 64<<10))
+}
+
+// hasName reports whether a spooled header has name, reading them all.
+func (d *dirSpool) hasName(name string) (bool, error) {
+	if err := d.bw.Flush(); err != nil {
+		return false, err
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(d.f, 0, 1<<62), 64<<10)
+	var fixed [centralHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(r, fixed[:]); err == io.EOF {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+		nameLen := int(binary.LittleEndian.Uint16(fixed[28:]))
+		rest := int(binary.LittleEndian.Uint16(fixed[30:])) + int(binary.LittleEndian.Uint16(fixed[32:]))
+		if nameLen == len(name) {
+			b, err := r.Peek(nameLen)
+			if err != nil {
+				return false, err
+			}
+			if string(b) == name {
+				return true, nil
+			}
+		}
+		if _, err := r.Discard(nameLen + rest); err != nil {
+			return false, err
+		}
+	}
+}
+
+func (d *dirSpool) close() {
+	if d != nil {
+		d.f.Close()
+	}
 }

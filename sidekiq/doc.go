@@ -12,7 +12,10 @@
 //	launcher.rb                   server.go     Server: Run, Quiet, Stop; shutdown order
 //	manager.rb, processor.rb      processor.go  processors, dispatch loop, settle (ack, retry, dead)
 //	fetch.rb                      fetch.go      BasicFetch (BRPOP) and reliable fetch (LMOVE, batched)
-//	job_retry.rb                  retry.go      retry policy, backoff, failure fields, dead set, backtraces
+//	job_retry.rb                  retry.go      Decide (a failed job's fate), backoff, failure fields, dead set
+//	(exception backtraces)        backtrace.go  error_backtrace lines from the handler's location and callers
+//	job_logger.rb                 joblog.go     one INFO line per job; quiet classes: DEBUG + per-queue summary
+//	metrics/tracking.rb           metrics.go    j|… execution counts, h|… run-time histograms (shared.rb)
 //	scheduled.rb                  scheduled.go  poller, interval, orphan recovery for reliable fetch
 //	launcher.rb (❤)               heartbeat.go  processes, <identity> hash, :work/:workers, signals, stats flush
 //	api.rb                        api.go        Stats, queues, sorted sets, processes, workers, signals

@@ -2,6 +2,7 @@ package sidekiq
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -13,8 +14,12 @@ import (
 // writes them where Sidekiq 7 and 8 keep them (lib/sidekiq/metrics/
 // tracking.rb), so the Web UI's Metrics tab shows Go jobs: per-minute hashes
 // j|<bucket> with fields <Class>|p (processed, failures included),
-// <Class>|f (failed) and <Class>|ms (milliseconds of successful runs).
-// Sidekiq 6.4 has no metrics and gets none.
+// <Class>|f (failed) and <Class>|ms (milliseconds of successful runs,
+// written as soon as one run succeeded, even when 0), and the per-class
+// histogram of successful run times (metrics/shared.rb) that the job's
+// Metrics page charts. Sidekiq 6.4 has no metrics and gets none. Only jobs
+// whose class has a handler count: Ruby's tracking is server middleware,
+// which an unknown class never reaches.
 type execMetrics struct {
 	mu  sync.Mutex
 	buf map[metricKey]*metricCounts
@@ -25,7 +30,34 @@ type metricKey struct {
 	minute int64 // unix minute, UTC
 }
 
-type metricCounts struct{ p, f, ms int64 }
+type metricCounts struct {
+	p, f, ms int64
+	ok       bool // a run succeeded: |ms and the histogram are written
+	hist     [len(histogramBuckets)]uint16
+}
+
+// histogramBuckets are the upper bounds in ms of Sidekiq's histogram
+// buckets (metrics/shared.rb BUCKET_INTERVALS); the last catches the rest.
+var histogramBuckets = [...]int64{
+	20, 30, 45, 65, 100,
+	150, 225, 335, 500, 750,
+	1100, 1700, 2500, 3800, 5750,
+	8500, 13000, 20000, 30000, 45000,
+	65000, 100000, 150000, 225000, 335000,
+	math.MaxInt64,
+}
+
+// histogramTTL is HISTOGRAM_TTL: 8 hours.
+const histogramTTL = 8 * 3600
+
+func histogramBucket(ms int64) int {
+	for i, b := range histogramBuckets {
+		if ms < b {
+			return i
+		}
+	}
+	return len(histogramBuckets) - 1
+}
 
 func (m *execMetrics) record(class string, at time.Time, elapsed time.Duration, failed bool) {
 	m.mu.Lock()
@@ -43,7 +75,12 @@ func (m *execMetrics) record(class string, at time.Time, elapsed time.Duration, 
 	if failed {
 		c.f++
 	} else {
-		c.ms += elapsed.Milliseconds()
+		ms := elapsed.Milliseconds()
+		c.ms += ms
+		c.ok = true
+		if b := histogramBucket(ms); c.hist[b] < math.MaxUint16 {
+			c.hist[b]++
+		}
 	}
 }
 
@@ -83,6 +120,16 @@ func metricBuckets(d Dialect, minute int64) []struct {
 	}
 }
 
+// histogramKey is the key of one class's histogram for one minute: Sidekiq
+// 8 writes h|<Class>-<d>-<H>:<M> (no padding), 7.x <Class>-<dd>-<HH>:<M>.
+func histogramKey(d Dialect, class string, minute int64) string {
+	t := time.Unix(minute*60, 0).UTC()
+	if d == Dialect7 {
+		return class + "-" + t.Format("02-15") + ":" + strconv.Itoa(t.Minute())
+	}
+	return "h|" + class + "-" + strconv.Itoa(t.Day()) + "-" + strconv.Itoa(t.Hour()) + ":" + strconv.Itoa(t.Minute())
+}
+
 // flushMetrics writes the buffered counts; on error they are dropped (the
 // metrics are advisory and must never hold the heartbeat up).
 func (s *Server) flushMetrics(ctx context.Context) {
@@ -90,9 +137,24 @@ func (s *Server) flushMetrics(ctx context.Context) {
 	if len(buf) == 0 {
 		return
 	}
+	if s.opts.Dialect == Dialect6 {
+		return
+	}
 	_ = s.do(ctx, func(c redis.Conn) error {
 		n := 0
 		for k, v := range buf {
+			if v.ok {
+				// BITFIELD OVERFLOW SAT INCRBY u16 #i n, as Histogram#persist.
+				args := []any{histogramKey(s.opts.Dialect, k.class, k.minute), "OVERFLOW", "SAT"}
+				for i, cnt := range v.hist {
+					if cnt > 0 {
+						args = append(args, "INCRBY", "u16", "#"+strconv.Itoa(i), cnt)
+					}
+				}
+				_ = c.Send("BITFIELD", args...)
+				_ = c.Send("EXPIRE", args[0], histogramTTL)
+				n += 2
+			}
 			for _, b := range metricBuckets(s.opts.Dialect, k.minute) {
 				_ = c.Send("HINCRBY", b.key, k.class+"|p", v.p)
 				n++
@@ -100,7 +162,7 @@ func (s *Server) flushMetrics(ctx context.Context) {
 					_ = c.Send("HINCRBY", b.key, k.class+"|f", v.f)
 					n++
 				}
-				if v.ms > 0 {
+				if v.ok {
 					_ = c.Send("HINCRBY", b.key, k.class+"|ms", v.ms)
 					n++
 				}

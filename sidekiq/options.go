@@ -127,7 +127,7 @@ type FileConfig struct {
 	Timeout     time.Duration
 	Queues      []QueueWeight
 	Tag         string
-	Labels      []string
+	Labels      []string // shown on /busy; default ["pallarel"]
 }
 
 // LoadFileConfig reads a Rails app's sidekiq.yml: top-level keys with or
@@ -291,8 +291,8 @@ type Options struct {
 	Concurrency int           // processors; default 5 as Sidekiq 7+
 	Timeout     time.Duration // shutdown grace for running jobs; default 25s
 	Tag         string
-	Labels      []string
-	Dialect     Dialect // job and heartbeat format; default Dialect8
+	Labels      []string // shown on /busy; default ["pallarel"]
+	Dialect     Dialect  // job and heartbeat format; default Dialect8
 
 	// BasicFetch selects Sidekiq's BRPOP fetch, which loses the jobs a
 	// killed process held. The default is Pallarel's reliable fetch.
@@ -321,7 +321,12 @@ type Options struct {
 	Hostname string // default os.Hostname (or $DYNO, as Sidekiq)
 	Logger   *slog.Logger
 	Now      func() time.Time
-	Version  string // shown by the Web UI; default "pallarel-<Sidekiq dialect>"
+	// Version is the process's Sidekiq version for the Web UI, whose /busy
+	// page flags any process whose version differs from its own
+	// Sidekiq::VERSION. Default: the version the dialect mirrors, 8.0.6,
+	// 7.3.2 or 6.4.1; set it to the Rails app's exact Sidekiq version.
+	// Go processes are told apart by their "pallarel" label.
+	Version string
 }
 
 func (o *Options) withDefaults() error {
@@ -384,10 +389,10 @@ func (o *Options) withDefaults() error {
 		o.Now = time.Now
 	}
 	if o.Labels == nil {
-		o.Labels = []string{}
+		o.Labels = []string{"pallarel"}
 	}
 	if o.Version == "" {
-		o.Version = fmt.Sprintf("pallarel (sidekiq %d)", o.Dialect)
+		o.Version = o.Dialect.SidekiqVersion()
 	}
 	return nil
 }

@@ -2,11 +2,13 @@ package sidekiq
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"time"
@@ -16,7 +18,8 @@ import (
 )
 
 // ErrBadPayload marks a queue entry that is not a Sidekiq job: not JSON, not
-// an object, no class, args not an array. Such entries go to the dead set
+// an object, no class, args neither an array nor null. (A job without args
+// runs with none, as in Ruby.) Such entries go to the dead set
 // as they were read.
 var ErrBadPayload = errors.New("bad job payload")
 
@@ -42,11 +45,27 @@ type Job struct {
 	Fields map[string]json.RawMessage
 
 	raw []byte // the bytes read from Redis, for removals by value
+
+	// argsWire is how "args" was read when Args is nil: absent or null.
+	// Ruby runs such a job as perform() and writes the key back as it was.
+	argsWire argsForm
 }
 
+// argsForm remembers an "args" that was not an array.
+type argsForm uint8
+
+const (
+	argsArray  argsForm = iota // an array, or a job built in Go
+	argsAbsent                 // no "args" key
+	argsNull                   // "args": null
+)
+
 // NewJob makes a job for class with args, each marshalled to JSON. Args that
-// are not JSON-native (channels, funcs, NaN, maps with non-string keys) are
-// refused, as Sidekiq's strict_args! does.
+// are not JSON-native are refused, as Sidekiq's strict_args! does: channels,
+// funcs, NaN, maps with non-string keys, time.Time and any other type with
+// its own JSON or text encoding (json.RawMessage and json.Number excepted),
+// and []byte, all of which Ruby would read back as something else. Structs
+// are allowed: they travel as JSON objects with string keys.
 func NewJob(class string, args ...any) (*Job, error) {
 	j := &Job{Class: class}
 	if err := j.SetArgs(args...); err != nil {
@@ -90,11 +109,90 @@ func marshalArg(a any) (json.RawMessage, error) {
 			return nil, fmt.Errorf("%w: %v is not valid JSON", ErrBadArgs, v)
 		}
 	}
+	if err := jsonNative(reflect.ValueOf(a), 0); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadArgs, err)
+	}
 	b, err := encodeJSON(a)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadArgs, err)
 	}
 	return b, nil
+}
+
+var (
+	rawMessageType = reflect.TypeFor[json.RawMessage]()
+	numberType     = reflect.TypeFor[json.Number]()
+	marshalerType  = reflect.TypeFor[json.Marshaler]()
+	textType       = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+// jsonNative reports the first value under v that Sidekiq's strict_args
+// would refuse (job_util.rb RECURSIVE_JSON_UNSAFE): only nil, booleans,
+// numbers, strings, arrays and string-keyed objects are native. depth
+// stops cyclic pointers.
+func jsonNative(v reflect.Value, depth int) error {
+	if depth > 100 {
+		return errors.New("arguments nested too deep")
+	}
+	if !v.IsValid() {
+		return nil
+	}
+	t := v.Type()
+	if t == rawMessageType || t == numberType {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Interface, reflect.Pointer:
+		if v.IsNil() {
+			return nil
+		}
+		if t.Kind() == reflect.Pointer && (t.Implements(marshalerType) || t.Implements(textType)) {
+			return fmt.Errorf("%s is not a native JSON type", t)
+		}
+		return jsonNative(v.Elem(), depth+1)
+	}
+	if t.Implements(marshalerType) || t.Implements(textType) {
+		return fmt.Errorf("%s is not a native JSON type", t)
+	}
+	switch t.Kind() {
+	case reflect.Bool, reflect.String,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return nil
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return fmt.Errorf("%s is not a native JSON type (it would travel as base64)", t)
+		}
+		for i := range v.Len() {
+			if err := jsonNative(v.Index(i), depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Map:
+		if t.Key().Kind() != reflect.String {
+			return fmt.Errorf("%s has non-string keys", t)
+		}
+		it := v.MapRange()
+		for it.Next() {
+			if err := jsonNative(it.Value(), depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if !t.Field(i).IsExported() {
+				continue
+			}
+			if err := jsonNative(v.Field(i), depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is not a native JSON type", t)
 }
 
 // encodeJSON marshals v like Ruby's JSON.generate: no HTML escaping, UTF-8
@@ -157,6 +255,7 @@ func ParseJob(data []byte) (*Job, error) {
 			err = rawString(v, k, &j.JID)
 		case "args":
 			hasArgs = true
+			j.argsWire = argsNull
 			if v.Kind() != 'n' {
 				err = fmt.Errorf("%w: args is not an array", ErrBadPayload)
 			}
@@ -179,7 +278,11 @@ func ParseJob(data []byte) (*Job, error) {
 		return nil, fmt.Errorf("%w: no class", ErrBadPayload)
 	}
 	if !hasArgs {
-		return nil, fmt.Errorf("%w: no args", ErrBadPayload)
+		// Ruby runs it as perform() (processor.rb execute_job: *nil).
+		j.argsWire = argsAbsent
+	}
+	if j.Args != nil {
+		j.argsWire = argsArray
 	}
 	j.Fields = fields
 	return j, nil
@@ -246,17 +349,24 @@ func (j *Job) Encode() ([]byte, error) {
 	b = appendJSONString(b, j.Queue)
 	b = append(b, `,"jid":`...)
 	b = appendJSONString(b, j.JID)
-	b = append(b, `,"args":[`...)
-	for i, a := range j.Args {
-		if i > 0 {
-			b = append(b, ',')
+	switch {
+	case j.Args == nil && j.argsWire == argsAbsent:
+	case j.Args == nil && j.argsWire == argsNull:
+		b = append(b, `,"args":null`...)
+	default:
+		b = append(b, `,"args":[`...)
+		for i, a := range j.Args {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if len(a) == 0 {
+				return nil, fmt.Errorf("%s: empty argument %d", j.Class, i)
+			}
+			b = append(b, a...)
 		}
-		if len(a) == 0 {
-			return nil, fmt.Errorf("%s: empty argument %d", j.Class, i)
-		}
-		b = append(b, a...)
+		b = append(b, ']')
 	}
-	b = append(b, `],"retry":`...)
+	b = append(b, `,"retry":`...)
 	if j.Retry != nil {
 		b = append(b, j.Retry...)
 	} else {
@@ -451,6 +561,17 @@ func ParseDialect(s string) (Dialect, error) {
 		return Dialect6, nil
 	}
 	return 0, fmt.Errorf("sidekiq dialect %q: want 6, 7 or 8", s)
+}
+
+// SidekiqVersion is the Ruby Sidekiq release the dialect mirrors.
+func (d Dialect) SidekiqVersion() string {
+	switch d {
+	case Dialect6:
+		return "6.4.1"
+	case Dialect7:
+		return "7.3.2"
+	}
+	return "8.0.6"
 }
 
 // Timestamp formats t for job fields: integer epoch milliseconds for

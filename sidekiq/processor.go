@@ -3,7 +3,6 @@ package sidekiq
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -78,6 +77,12 @@ func (s *Server) startDispatch(jobCtx context.Context, f *reliableFetch, procs *
 			case <-s.quietCh:
 				return
 			}
+			// select picks at random when both are ready: without this a
+			// quiet dispatcher could go on fetching (and block) for rounds,
+			// outliving Run.
+			if s.quiet.Load() {
+				return
+			}
 			n := 1
 		more:
 			for n < s.opts.Concurrency {
@@ -123,11 +128,13 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 	s.inflight[tid] = r
 	s.mu.Unlock()
 
-	var err error
-	if perr != nil {
-		err = perr
-	} else {
-		err = s.execute(ctx, job)
+	var (
+		err   error
+		trace []string
+		ran   bool // the handler was found (Ruby: past const_get, inside the metrics middleware)
+	)
+	if perr == nil {
+		trace, ran, err = s.execute(ctx, job)
 	}
 	cancel()
 
@@ -140,21 +147,10 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 	if requeued {
 		return // hard shutdown gave it back; this run does not count
 	}
-	s.processed.Add(1)
-	if job != nil {
-		s.metrics.record(job.DisplayClass(), end, end.Sub(start), err != nil)
-	}
-	elapsed := strconv.FormatFloat(end.Sub(start).Seconds(), 'f', 3, 64)
 	settle := context.WithoutCancel(jobCtx)
-	if err == nil {
-		if aerr := s.fetcher.Ack(settle, u); aerr != nil {
-			s.log.Error("ack", "queue", u.Queue, "jid", job.JID, "err", aerr)
-		}
-		s.log.Info("done", "jid", job.JID, "class", job.DisplayClass(), "queue", u.Queue, "elapsed", elapsed)
-		return
-	}
-	s.failed.Add(1)
 	if perr != nil {
+		// Ruby's processor.rb moves unparsable JSON to the dead set before
+		// any stats or metrics are counted; so does Go.
 		s.log.Error("bad payload: moved to the dead set", "queue", u.Queue, "err", perr,
 			"payload", truncate(string(u.Raw), 200))
 		s.settleErr(settle, u, func(c redis.Conn) error {
@@ -162,9 +158,21 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 		})
 		return
 	}
-	outcome := s.retryOrKill(settle, u, job, err, end)
-	s.log.Warn("fail", "jid", job.JID, "class", job.DisplayClass(), "queue", u.Queue,
-		"elapsed", elapsed, "err", err, "outcome", outcome)
+	s.processed.Add(1)
+	if ran {
+		s.metrics.record(job.DisplayClass(), end, end.Sub(start), err != nil)
+	}
+	elapsed := strconv.FormatFloat(end.Sub(start).Seconds(), 'f', 3, 64)
+	if err == nil {
+		if aerr := s.fetcher.Ack(settle, u); aerr != nil {
+			s.log.Error("ack", "queue", u.Queue, "jid", job.JID, "err", aerr)
+		}
+		s.jobLog.done(job, u.Queue, elapsed, end.Sub(start))
+		return
+	}
+	s.failed.Add(1)
+	outcome := s.retryOrKill(settle, u, job, err, trace, end)
+	s.jobLog.fail(job, u.Queue, elapsed, end.Sub(start), err, outcome)
 	var p *PanicError
 	if errors.As(err, &p) {
 		s.log.Error("handler panicked", "jid", job.JID, "class", job.DisplayClass(), "stack", string(p.Stack))
@@ -172,19 +180,31 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 }
 
 // execute dispatches a job to its handler through the server middleware.
-// A panic becomes a *PanicError; the processor lives on.
-func (s *Server) execute(ctx context.Context, job *Job) (err error) {
+// A panic becomes a *PanicError; the processor lives on. ran is false when
+// no handler is registered for the class. trace is where a failure
+// surfaced, for error_backtrace.
+func (s *Server) execute(ctx context.Context, job *Job) (trace []string, ran bool, err error) {
 	h, ok := s.reg.Lookup(job.HandlerClass())
 	if !ok {
-		return fmt.Errorf("%w: %s", ErrUnknownClass, job.HandlerClass())
+		return nil, false, unknownClassError{class: job.HandlerClass()}
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			err = &PanicError{Value: v, Stack: debug.Stack()}
+			err = &PanicError{Value: v, Stack: debug.Stack(), pcs: panicCallers()}
+		}
+		if err != nil && trace == nil {
+			trace = handlerTrace(h, 2)
 		}
 	}()
-	final := func(ctx context.Context) error { return h(ctx, job) }
-	return chainServer(s.opts.ServerMiddleware, final, job)(ctx)
+	final := func(ctx context.Context) error {
+		err := h(ctx, job)
+		if err != nil {
+			trace = handlerTrace(h, 2)
+		}
+		return err
+	}
+	err = chainServer(s.opts.ServerMiddleware, final, job)(ctx)
+	return trace, true, err
 }
 
 // settleErr writes a failed job's fate (retry set, dead set, ack) and

@@ -14,7 +14,9 @@ import (
 // is given back to its queue.
 type Handler func(ctx context.Context, job *Job) error
 
-// ErrUnknownClass marks a job whose class has no registered handler.
+// ErrUnknownClass marks a job whose class has no registered handler. Such a
+// job fails with error_class NameError and is retried like any failure, as
+// Ruby's const_get error is (dropped when the job has no "retry").
 var ErrUnknownClass = errors.New("no handler registered for job class")
 
 // Registry maps job class names (as Ruby writes them) to Go handlers. It
@@ -22,10 +24,33 @@ var ErrUnknownClass = errors.New("no handler registered for job class")
 type Registry struct {
 	mu       sync.RWMutex
 	handlers map[string]Handler
+	quiet    map[string]bool
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{handlers: map[string]Handler{}} }
+func NewRegistry() *Registry {
+	return &Registry{handlers: map[string]Handler{}, quiet: map[string]bool{}}
+}
+
+// LogQuietly makes the server log each job of these classes at DEBUG
+// rather than Sidekiq's INFO line per job, with one INFO summary per
+// queue every SummaryInterval and at stop. For classes that run by the
+// hundred thousand (a CSV's row jobs), whose per-job lines would drown
+// every other line.
+func (r *Registry) LogQuietly(classes ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range classes {
+		r.quiet[c] = true
+	}
+}
+
+// Quiet reports whether class was named in LogQuietly.
+func (r *Registry) Quiet(class string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.quiet[class]
+}
 
 // Register binds class (and any alias names) to h. Registering a name twice
 // is an error, so two packages cannot silently fight over a class.

@@ -2,6 +2,7 @@ package sidekiq
 
 import (
 	"bytes"
+	"cmp"
 	"compress/zlib"
 	"context"
 	"encoding/base64"
@@ -11,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gomodule/redigo/redis"
 
@@ -55,48 +55,155 @@ func RetryDelay(count int, d Dialect, r func(n int) int) time.Duration {
 	return time.Duration(base+jitter) * time.Second
 }
 
-// maxErrorMessage is how much of an error message Sidekiq keeps.
+// maxErrorMessage is how many characters of an error message Sidekiq keeps
+// (job_retry.rb exception_message: message[0, 10_000]).
 const maxErrorMessage = 10000
+
+// Fate is what happens to a failed job.
+type Fate int
+
+// The fates, as job_retry.rb decides them.
+const (
+	FateRetry   Fate = iota // scheduled in the retry set
+	FateDead                // added to the dead set; death handlers run
+	FateDropped             // neither retried nor kept (retry or dead false); death handlers run
+	FateDiscard             // dropped silently: Discard (sidekiq_retry_in returning :discard)
+)
+
+func (f Fate) String() string {
+	switch f {
+	case FateRetry:
+		return "retry"
+	case FateDead:
+		return "dead"
+	case FateDropped:
+		return "dropped"
+	case FateDiscard:
+		return "discarded"
+	}
+	return "Fate(" + strconv.Itoa(int(f)) + ")"
+}
+
+// Failure is what decides a failed job's fate. Count is the retry_count
+// after this failure was recorded (0 on the first failure).
+type Failure struct {
+	// Known: the class resolved to a handler, so the failure passed
+	// through Ruby's local retrier, which merges a null "retry" with the
+	// class default (true). An unknown class fails in the global retrier,
+	// where an absent or null "retry" drops the job.
+	Known      bool
+	Retry      json.RawMessage // the job's raw "retry"
+	DefaultMax int             // max_retries for retry: true
+	Count      int
+	// RetryFor is the job's "retry_for" in seconds when HasRetryFor; the
+	// job is exhausted once FailedAt + RetryFor is before Now.
+	HasRetryFor bool
+	RetryFor    time.Duration
+	FailedAt    time.Time
+	Now         time.Time
+	Kill        bool // Kill or ErrBadArgs: sidekiq_retry_in returning :kill
+	Discard     bool // Discard: sidekiq_retry_in returning :discard
+	DeadOff     bool // the job's "dead" is false
+}
+
+// Decide mirrors job_retry.rb (8.0.6) global/local and process_retry: a
+// falsy retry drops the job (death handlers run); then an exhausted count
+// or an expired retry_for goes to retries_exhausted; then :discard and
+// :kill; else a retry. retries_exhausted keeps the job in the dead set
+// unless "dead" is false.
+func Decide(f Failure) Fate {
+	retry, ok := effectiveRetry(f.Retry, f.Known)
+	if !ok {
+		return FateDropped
+	}
+	exhausted := func() Fate {
+		if f.DeadOff {
+			return FateDropped
+		}
+		return FateDead
+	}
+	if f.Count >= ParseRetry(retry, f.DefaultMax).Max {
+		return exhausted()
+	}
+	if f.HasRetryFor && f.FailedAt.Add(f.RetryFor).Before(f.Now) {
+		return exhausted()
+	}
+	if f.Discard {
+		return FateDiscard
+	}
+	if f.Kill {
+		return exhausted()
+	}
+	return FateRetry
+}
+
+// effectiveRetry is the "retry" that process_retry sees, and false when it
+// is falsy so the job never gets there: the local retrier (a known class)
+// merges a null or absent "retry" with the class default, true; the global
+// one (an unknown class) reads it as nil.
+func effectiveRetry(raw json.RawMessage, known bool) (json.RawMessage, bool) {
+	switch strings.TrimSpace(string(raw)) {
+	case "", "null":
+		if !known {
+			return nil, false
+		}
+		return json.RawMessage("true"), true
+	case "false":
+		return nil, false
+	}
+	return raw, true
+}
 
 // retryOrKill records a failure on the job as Sidekiq does and schedules a
 // retry or moves it to the dead set, acknowledging the fetched original in
 // the same transaction. It returns what happened, for the log.
-func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobErr error, now time.Time) string {
-	policy := ParseRetry(job.Retry, s.opts.MaxRetries)
+func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobErr error, trace []string, now time.Time) string {
 	ack := func(c redis.Conn) error {
 		if id := s.ackIdentity(); id != "" {
 			return rdb.Ack(c, id, u.Queue, u.Raw)
 		}
 		return nil
 	}
-	if errors.Is(jobErr, ErrDiscard) {
-		s.settleErr(ctx, u, ack)
-		return "discarded"
-	}
-	kill := errors.Is(jobErr, ErrKill) || errors.Is(jobErr, ErrBadArgs) || errors.Is(jobErr, ErrUnknownClass)
-	if !policy.Enabled && !kill {
+	known := !errors.Is(jobErr, ErrUnknownClass)
+	retry, retried := effectiveRetry(job.Retry, known)
+	if !retried {
+		// process_retry is never reached: nothing is recorded.
 		s.settleErr(ctx, u, ack)
 		s.died(ctx, job, jobErr)
-		return "dropped (retry: false)"
+		return "dropped (retry: " + cmp.Or(strings.TrimSpace(string(job.Retry)), "absent") + ")"
 	}
 	j := job.Clone()
+	j.Retry = retry // the class default merged in, as the local retrier writes it
 	if rq := job.StringField("retry_queue"); rq != "" {
 		j.Queue = rq
 	} else {
 		j.Queue = u.Queue
 	}
-	recordFailure(j, jobErr, now, s.opts.Dialect)
-	var count int
-	_, _ = j.Field("retry_count", &count)
+	f := Failure{
+		Known:      known,
+		Retry:      job.Retry,
+		DefaultMax: s.opts.MaxRetries,
+		Now:        now,
+		Kill:       errors.Is(jobErr, ErrKill) || errors.Is(jobErr, ErrBadArgs),
+		Discard:    errors.Is(jobErr, ErrDiscard),
+	}
+	if dead, ok := j.Fields["dead"]; ok && strings.TrimSpace(string(dead)) == "false" {
+		f.DeadOff = true
+	}
+	recordFailure(j, jobErr, trace, now, s.opts.Dialect)
+	_, _ = j.Field("retry_count", &f.Count)
+	f.FailedAt, _ = j.Time("failed_at")
+	f.RetryFor, f.HasRetryFor = retryFor(j)
 
-	if kill || count >= policy.Max {
-		var dead bool = true
-		_, _ = j.Field("dead", &dead)
-		if !dead {
-			s.settleErr(ctx, u, ack)
-			s.died(ctx, j, jobErr)
-			return "dropped (dead: false)"
-		}
+	switch Decide(f) {
+	case FateDiscard:
+		s.settleErr(ctx, u, ack)
+		return "discarded"
+	case FateDropped:
+		s.settleErr(ctx, u, ack)
+		s.died(ctx, j, jobErr)
+		return "dropped (dead: false)"
+	case FateDead:
 		data, err := j.Encode()
 		if err != nil {
 			data = u.Raw
@@ -107,7 +214,7 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 		s.died(ctx, j, jobErr)
 		return "dead"
 	}
-	at := now.Add(RetryDelay(count, s.opts.Dialect, rand.IntN))
+	at := now.Add(RetryDelay(f.Count, s.opts.Dialect, rand.IntN))
 	data, err := j.Encode()
 	if err != nil {
 		data = u.Raw
@@ -118,19 +225,26 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 	return "retry at " + at.UTC().Format(time.RFC3339)
 }
 
+// retryFor reads "retry_for" (seconds; the client writes an integer) as
+// Ruby does: any number counts, anything else is absent.
+func retryFor(j *Job) (time.Duration, bool) {
+	raw, ok := j.Fields["retry_for"]
+	if !ok {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(string(raw)), 64)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(f * float64(time.Second)), true
+}
+
 // recordFailure sets the fields Sidekiq's job_retry.rb adds on failure:
 // error_message, error_class, failed_at and retry_count 0 the first time,
 // retried_at and retry_count+1 after, and error_backtrace when the job
 // asks for it.
-func recordFailure(j *Job, jobErr error, now time.Time, d Dialect) {
-	msg := strings.ToValidUTF8(jobErr.Error(), "\uFFFD")
-	if len(msg) > maxErrorMessage {
-		msg = msg[:maxErrorMessage]
-		for !utf8.ValidString(msg) {
-			msg = msg[:len(msg)-1]
-		}
-	}
-	_ = j.SetField("error_message", msg)
+func recordFailure(j *Job, jobErr error, trace []string, now time.Time, d Dialect) {
+	_ = j.SetField("error_message", errorMessage(jobErr))
 	_ = j.SetField("error_class", errorClass(jobErr))
 	var count int
 	if ok, err := j.Field("retry_count", &count); ok && err == nil {
@@ -140,16 +254,35 @@ func recordFailure(j *Job, jobErr error, now time.Time, d Dialect) {
 		j.SetTime("failed_at", now, d)
 		_ = j.SetField("retry_count", 0)
 	}
-	if lines := backtraceLines(j, jobErr); lines != nil {
+	if lines := backtraceLines(j, jobErr, trace); lines != nil {
 		if enc, err := EncodeBacktrace(lines); err == nil {
 			_ = j.SetField("error_backtrace", enc)
 		}
 	}
 }
 
+// errorMessage is the error's text cut to its first 10,000 characters,
+// invalid UTF-8 replaced (Ruby's message[0, 10_000] then scrub!).
+func errorMessage(err error) string {
+	msg := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	if len(msg) <= maxErrorMessage {
+		return msg // fewer bytes than the limit: fewer characters too
+	}
+	n := 0
+	for i := range msg {
+		if n == maxErrorMessage {
+			return msg[:i]
+		}
+		n++
+	}
+	return msg
+}
+
 // backtraceLines returns the lines to store when the job's "backtrace"
-// option is true or a line count, else nil.
-func backtraceLines(j *Job, jobErr error) []string {
+// option is true or a line count, else nil. Ruby stores the exception's
+// backtrace; Go has the handler's location, then the frames of the call
+// that ran it (see failureStack), or an error's own Backtrace().
+func backtraceLines(j *Job, jobErr error, trace []string) []string {
 	raw, ok := j.Fields["backtrace"]
 	if !ok {
 		return nil
@@ -157,26 +290,25 @@ func backtraceLines(j *Job, jobErr error) []string {
 	limit := -1
 	switch s := strings.TrimSpace(string(raw)); s {
 	case "true":
-	case "false", "null", "0":
+	case "false", "null":
 		return nil
 	default:
 		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
-			return nil
+		if err != nil {
+			// Ruby: any other truthy value, .to_i (a string "3" is 3, "x" 0).
+			var str string
+			if json.Unmarshal(raw, &str) == nil {
+				n, _ = strconv.Atoi(strings.TrimSpace(str))
+			}
 		}
-		limit = n
+		limit = max(n, 0)
 	}
-	var lines []string
-	var p *PanicError
-	if errors.As(jobErr, &p) {
-		for _, l := range strings.Split(strings.TrimSpace(string(p.Stack)), "\n") {
-			lines = append(lines, strings.TrimSpace(l))
-		}
-	} else {
-		lines = []string{jobErr.Error()}
-	}
+	lines := errorBacktrace(jobErr, trace)
 	if limit >= 0 && len(lines) > limit {
 		lines = lines[:limit]
+	}
+	if lines == nil {
+		lines = []string{}
 	}
 	return lines
 }

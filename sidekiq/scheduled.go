@@ -68,8 +68,17 @@ func (s *Server) promote(c redis.Conn, set string, member []byte, now time.Time)
 		}
 		return false, rdb.Kill(c, now, s.deadLimits(), member)
 	}
+	// Ruby's poller pushes through Sidekiq::Client (scheduled.rb), whose
+	// normalize_item fills a missing queue, jid and created_at before
+	// atomic_push sets enqueued_at.
 	if job.Queue == "" {
 		job.Queue = "default"
+	}
+	if job.JID == "" {
+		job.JID = NewJID()
+	}
+	if _, ok := job.Fields["created_at"]; !ok {
+		job.SetTime("created_at", now, s.opts.Dialect)
 	}
 	job.SetTime("enqueued_at", now, s.opts.Dialect)
 	data, err := job.Encode()

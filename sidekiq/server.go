@@ -40,6 +40,7 @@ type Server struct {
 	gone      chan struct{} // closed when Run returns
 
 	metrics   execMetrics
+	jobLog    *jobLog
 	processed atomic.Int64 // since the last flush
 	failed    atomic.Int64
 	lastWork  atomic.Int64 // unix nanos of the last fetched or finished job
@@ -77,6 +78,7 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 		inflight: map[string]*running{},
 	}
 	s.log = opts.Logger.With("identity", s.identity)
+	s.jobLog = &jobLog{log: s.log, quiet: reg.Quiet, now: opts.Now}
 	s.client = NewClient(pool, ClientOptions{Dialect: opts.Dialect, Middleware: opts.ClientMiddleware, Now: opts.Now})
 	if opts.BasicFetch {
 		s.fetcher = &basicFetch{pool: pool, order: s.order}
@@ -168,6 +170,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	s.flushStats(cleanup)
 	s.flushMetrics(cleanup)
+	s.jobLog.flush()
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.closeAcker() // acknowledge finished jobs before giving back the rest
 	}
@@ -323,10 +326,20 @@ func errorClass(err error) string {
 	return "Pallarel::JobError"
 }
 
+// unknownClassError is Ruby's NameError from Object.const_get: the job
+// fails and is retried like any other (processor.rb dispatch, inside the
+// global retrier), so a Go worker deployed before a handler loses nothing.
+type unknownClassError struct{ class string }
+
+func (e unknownClassError) Error() string        { return "uninitialized constant " + e.class }
+func (e unknownClassError) ErrorClass() string   { return "NameError" }
+func (e unknownClassError) Is(target error) bool { return target == ErrUnknownClass }
+
 // PanicError is a handler panic turned into a job failure.
 type PanicError struct {
 	Value any
 	Stack []byte
+	pcs   []uintptr // for error_backtrace
 }
 
 func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v", p.Value) }

@@ -125,7 +125,7 @@ func TestFailuresRetryThenDieWithSidekiqFields(t *testing.T) {
 	j2, _ := NewJob("Panics")
 	j2.Queue, j2.Retry = "q1", json.RawMessage("0")
 	j3, _ := NewJob("Unknown::Job")
-	j3.Queue = "q1"
+	j3.Queue, j3.Retry = "q1", json.RawMessage("0") // an unknown class retries as in Ruby; 0 retries: dead
 	if _, err := c.PushBulk(context.Background(), []*Job{j1, j2, j3}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"path"
 	"sort"
 	"strings"
 	"time"
@@ -35,6 +37,44 @@ type S3Config struct {
 	// PartSize is the multipart upload part size in bytes. Bodies larger
 	// than one part go up as multipart. Defaults to 5 MiB (S3's minimum).
 	PartSize int64
+	// DownloadName names the file a browser saves for key, stored as the
+	// object's Content-Disposition and asked for in its presigned URLs.
+	// Empty (or nil DownloadName) leaves the object inline. Defaults to
+	// the key's base name for .zip keys.
+	DownloadName func(key string) string
+}
+
+// AbortTimeout bounds the AbortMultipartUpload of a failed upload. It runs
+// on a context that outlives the caller's, so a shutdown that cancelled
+// the upload still removes its parts (S3 bills them until aborted).
+const AbortTimeout = 30 * time.Second
+
+// contentTypes are the Content-Types of the objects Pallarel writes, by
+// extension; the image has no /etc/mime.types.
+var contentTypes = map[string]string{
+	".zip":  "application/zip",
+	".csv":  "text/csv; charset=utf-8",
+	".txt":  "text/plain; charset=utf-8",
+	".pdf":  "application/pdf",
+	".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+// ContentType is the Content-Type S3 stores key with ("" for unknown).
+func ContentType(key string) string { return contentTypes[strings.ToLower(path.Ext(key))] }
+
+func defaultDownloadName(key string) string {
+	if strings.EqualFold(path.Ext(key), ".zip") {
+		return path.Base(key)
+	}
+	return ""
+}
+
+// contentDisposition is an attachment header for name ("" when name is).
+func contentDisposition(name string) string {
+	if name == "" {
+		return ""
+	}
+	return mime.FormatMediaType("attachment", map[string]string{"filename": name})
 }
 
 // S3 stores objects in an S3 bucket.
@@ -65,12 +105,22 @@ func NewS3(cfg S3Config, client *s3.Client) (*S3, error) {
 		}
 		cfg.Prefix += "/"
 	}
+	if cfg.DownloadName == nil {
+		cfg.DownloadName = defaultDownloadName
+	}
 	return &S3{
 		cfg:    cfg,
 		client: client,
 		uploader: manager.NewUploader(client, func(u *manager.Uploader) {
 			u.PartSize = cfg.PartSize
-			u.LeavePartsOnError = false // abort multipart: no partial object
+			// Put aborts a failed multipart upload itself, on a context
+			// that survives the caller's cancellation.
+			u.LeavePartsOnError = true
+			// The uploader computes checksums for multipart whatever the
+			// client says unless told; follow the client.
+			if c := client.Options().RequestChecksumCalculation; c != aws.RequestChecksumCalculationUnset {
+				u.RequestChecksumCalculation = c
+			}
 		}),
 		presign: s3.NewPresignClient(client),
 	}, nil
@@ -87,7 +137,25 @@ type S3ClientConfig struct {
 	// UsePathStyle addresses buckets as host/bucket/key (needed by most
 	// S3-compatible servers).
 	UsePathStyle bool
+	// Checksums is when request checksums are computed and response
+	// checksums validated: ChecksumsWhenSupported (AWS's default: CRC32
+	// on every upload, sent over HTTPS as an aws-chunked trailer) or
+	// ChecksumsWhenRequired (only where the API requires one). Empty
+	// keeps AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION
+	// when set, else means when_required with a custom endpoint (several
+	// S3-compatible stores reject aws-chunked trailers with
+	// XAmzContentSHA256Mismatch) and when_supported on AWS.
+	Checksums string
+	// HTTPClient replaces the SDK's HTTP client (tests; a private CA can
+	// also be given with AWS_CA_BUNDLE).
+	HTTPClient *http.Client
 }
+
+// Checksum settings (S3ClientConfig.Checksums).
+const (
+	ChecksumsWhenSupported = "when_supported"
+	ChecksumsWhenRequired  = "when_required"
+)
 
 // NewS3Client builds an S3 client from the default AWS config chain
 // (environment, shared config files, IAM role), so it runs unchanged on AWS.
@@ -101,31 +169,86 @@ func NewS3Client(ctx context.Context, cfg S3ClientConfig) (*s3.Client, error) {
 		return nil, fmt.Errorf("load aws config: %w", err)
 	}
 	awsCfg.Region = cmp.Or(awsCfg.Region, DefaultRegion)
-	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+	if cfg.HTTPClient != nil {
+		awsCfg.HTTPClient = cfg.HTTPClient
+	}
+	// LoadDefaultConfig fills in when_supported when nothing says
+	// otherwise; only the environment tells whether someone chose it.
+	env, err := config.NewEnvConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load aws config: %w", err)
+	}
+	var checksumErr error
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = o.UsePathStyle || cfg.UsePathStyle
-	}), nil
+		mode := cfg.Checksums
+		if mode == "" && o.BaseEndpoint != nil { // AWS_ENDPOINT_URL_S3 is resolved by now
+			mode = ChecksumsWhenRequired
+		}
+		switch mode {
+		case "":
+		case ChecksumsWhenRequired:
+			if cfg.Checksums != "" || env.RequestChecksumCalculation == aws.RequestChecksumCalculationUnset {
+				o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+			}
+			if cfg.Checksums != "" || env.ResponseChecksumValidation == aws.ResponseChecksumValidationUnset {
+				o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+			}
+		case ChecksumsWhenSupported:
+			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenSupported
+			o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenSupported
+		default:
+			checksumErr = fmt.Errorf("s3 checksums %q: want %s or %s", mode, ChecksumsWhenSupported, ChecksumsWhenRequired)
+		}
+	})
+	if checksumErr != nil {
+		return nil, checksumErr
+	}
+	return client, nil
 }
 
 func (s *S3) objectKey(key string) string { return s.cfg.Prefix + key }
 
 // Put implements Store. Bodies above PartSize go up as a multipart upload,
-// which the uploader aborts on failure, so no partial object is left.
+// aborted on failure (even when ctx was cancelled), so no partial object
+// and no billed parts are left. The object gets its Content-Type and, for
+// downloads, a Content-Disposition.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader) error {
 	if err := ValidKey(key); err != nil {
 		return err
 	}
-	_, err := s.uploader.Upload(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket: aws.String(s.cfg.Bucket),
 		Key:    aws.String(s.objectKey(key)),
 		Body:   r,
-	})
-	if err != nil {
-		return fmt.Errorf("put s3://%s/%s: %w", s.cfg.Bucket, s.objectKey(key), err)
 	}
-	return nil
+	if ct := ContentType(key); ct != "" {
+		in.ContentType = aws.String(ct)
+	}
+	if cd := contentDisposition(s.cfg.DownloadName(key)); cd != "" {
+		in.ContentDisposition = aws.String(cd)
+	}
+	_, err := s.uploader.Upload(ctx, in)
+	if err == nil {
+		return nil
+	}
+	var mf manager.MultiUploadFailure
+	if errors.As(err, &mf) && mf.UploadID() != "" {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), AbortTimeout)
+		defer cancel()
+		_, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket:   in.Bucket,
+			Key:      in.Key,
+			UploadId: aws.String(mf.UploadID()),
+		})
+		if aerr != nil {
+			err = fmt.Errorf("%w (and abort of upload %s failed, parts remain: %w)", err, mf.UploadID(), aerr)
+		}
+	}
+	return fmt.Errorf("put s3://%s/%s: %w", s.cfg.Bucket, s.objectKey(key), err)
 }
 
 // Open implements Store.
@@ -255,10 +378,19 @@ func (s *S3) URL(ctx context.Context, key string, ttl time.Duration) (string, er
 	if err := ValidKey(key); err != nil {
 		return "", err
 	}
-	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
+	in := &s3.GetObjectInput{
 		Bucket: aws.String(s.cfg.Bucket),
 		Key:    aws.String(s.objectKey(key)),
-	}, s3.WithPresignExpires(cmp.Or(ttl, DefaultURLTTL)))
+	}
+	// Asked for in the URL too, so objects stored before the metadata
+	// was set download under the same name as from local storage.
+	if ct := ContentType(key); ct != "" {
+		in.ResponseContentType = aws.String(ct)
+	}
+	if cd := contentDisposition(s.cfg.DownloadName(key)); cd != "" {
+		in.ResponseContentDisposition = aws.String(cd)
+	}
+	req, err := s.presign.PresignGetObject(ctx, in, s3.WithPresignExpires(cmp.Or(ttl, DefaultURLTTL)))
 	if err != nil {
 		return "", fmt.Errorf("presign s3://%s/%s: %w", s.cfg.Bucket, s.objectKey(key), err)
 	}

@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 # Job classes of the engine benchmark (bench/engine.sh), for Ruby Sidekiq
-# 6.4 and 7.x. Pallarel::NoopJob does nothing, as the Go benchworker's. A
+# 6.4, 7.x and 8.0. Pallarel::NoopJob does nothing, as the Go benchworker's. A
 # server middleware counts finished jobs in memory and a thread publishes the
 # count to the Redis key "bench:done" every 5 ms, exactly as the Go
 # benchworker does, so both are timed to the same "jobs done" signal.
@@ -27,6 +27,12 @@ module Bench
       LOCK.synchronize { DONE[0] += 1 }
     end
   end
+end
+
+# BENCH_LOG_LEVEL=warn (bench/engine.sh's default) drops Sidekiq's INFO
+# line per job, as the Go benchworker does at the same setting.
+if (level = ENV["BENCH_LOG_LEVEL"])
+  Sidekiq.logger.level = Logger.const_get(level.upcase)
 end
 
 Sidekiq.configure_server do |config|

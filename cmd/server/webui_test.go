@@ -132,7 +132,13 @@ func TestDashboardMatchesRubyWebUI(t *testing.T) {
 		push("E2E::FailJob", "e2e", time.Time{}, map[string]any{"retry_count": 5, "error_message": "before"})
 	}
 	push("E2E::KillJob", "e2e", time.Time{}, nil)
-	push("E2E::NoSuchJob", "e2e", time.Time{}, nil)
+	// An unknown class is retried as in Ruby (NameError); retry 0 sends it
+	// to the dead set at once.
+	nosuch, err := sidekiq.NewJob("E2E::NoSuchJob", "引数", 1)
+	must(t, err)
+	nosuch.Queue, nosuch.Retry = "e2e", json.RawMessage("0")
+	_, err = client.Push(t.Context(), nosuch)
+	must(t, err)
 	waitFor(t, 30*time.Second, "2 retries and 2 dead jobs", func() bool {
 		r, _ := redis.Int(db.Do(t, "ZCARD", "retry"), nil)
 		d, _ := redis.Int(db.Do(t, "ZCARD", "dead"), nil)

@@ -11,9 +11,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/gomodule/redigo/redis"
 	"gorm.io/gorm"
 
@@ -29,12 +29,6 @@ import (
 
 // Options are what the binaries decide beyond the environment.
 type Options struct {
-	// EmbeddedRedis starts an in-process Redis-protocol server when
-	// REDIS_URL is empty (the all-in-one mode) on EmbeddedRedisAddr
-	// (default 127.0.0.1:6390), so other workers and Ruby's Web UI can
-	// connect to it.
-	EmbeddedRedis     bool
-	EmbeddedRedisAddr string
 	// Pool, when set, is used instead of opening one from REDIS_URL.
 	Pool *redis.Pool
 	// PoolSize is the idle connections kept; default 20.
@@ -97,6 +91,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 	} else if err := a.openLauncher(ctx, opts); err != nil {
 		return nil, err
 	}
+	// In a launched worker (ECS token task, local worker), stopping its
+	// own task (the finalizer does) ends this process.
+	if self, err := launcher.SelfID(ctx, cfg.Self, nil); err != nil {
+		log.Warn("cannot tell which task this worker runs in; stopping it will wait for its idle timeout", "err", err)
+	} else if self != "" {
+		a.Launcher = launcher.SelfStopping(a.Launcher, self, nil, log)
+	}
 	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect})
 	a.API = sidekiq.NewAPI(a.Pool, a.Dialect)
 	a.Pipeline, err = jobs.New(jobs.Deps{
@@ -139,19 +140,6 @@ func (a *App) openRedis(opts Options) error {
 		return nil
 	}
 	url := a.Config.RedisURL
-	if url == "" && opts.EmbeddedRedis {
-		m := miniredis.NewMiniRedis()
-		addr := opts.EmbeddedRedisAddr
-		if addr == "" {
-			addr = "127.0.0.1:6390"
-		}
-		if err := m.StartAddr(addr); err != nil {
-			return fmt.Errorf("start embedded redis on %s: %w", addr, err)
-		}
-		a.closers = append(a.closers, func() error { m.Close(); return nil })
-		url = "redis://" + m.Addr() + "/0"
-		a.Log.Info("embedded Redis-protocol server started (all-in-one mode)", "redis_url", url)
-	}
 	if url == "" {
 		url = "redis://127.0.0.1:6379/0"
 	}
@@ -200,7 +188,15 @@ func (a *App) openStore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := storage.NewS3(a.Config.S3, client)
+	s3cfg := a.Config.S3
+	// A presigned download names the ZIP as the server's local download does.
+	s3cfg.DownloadName = func(key string) string {
+		if name, ok := strings.CutPrefix(key, "reports/"); ok && strings.HasSuffix(name, ".zip") {
+			return "report-" + name
+		}
+		return ""
+	}
+	st, err := storage.NewS3(s3cfg, client)
 	if err != nil {
 		return err
 	}
@@ -211,7 +207,7 @@ func (a *App) openStore(ctx context.Context) error {
 func (a *App) openLauncher(ctx context.Context, opts Options) error {
 	switch a.Config.Launcher {
 	case config.LauncherECS:
-		client, err := launcher.NewECSClient(ctx, a.Config.Region, a.Config.ECSEndpoint)
+		client, err := launcher.NewECSClient(ctx, a.Config.Region, a.Config.ECSEndpoint, a.Config.ECS.MaxAttempts)
 		if err != nil {
 			return err
 		}
@@ -233,7 +229,8 @@ func (a *App) openLauncher(ctx context.Context, opts Options) error {
 			cmd = []string{filepath.Join(filepath.Dir(exe), "worker"), "-q", "{queue}", "-c", "10",
 				"--idle-timeout", a.Config.WorkerIdleTimeout.String()}
 		}
-		l, err := launcher.NewLocal(launcher.LocalConfig{Command: cmd, Env: []string{"REDIS_URL=" + a.RedisURL}, Logger: a.Log})
+		l, err := launcher.NewLocal(launcher.LocalConfig{Command: cmd, Env: []string{"REDIS_URL=" + a.RedisURL}, Logger: a.Log,
+			Detach: a.Config.LocalDetach})
 		if err != nil {
 			return err
 		}

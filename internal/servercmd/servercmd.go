@@ -1,7 +1,8 @@
 // Package servercmd is the body of cmd/server: flags, configuration, the
 // all-in-one mode (embedded Redis, in-process workers), the web server and
 // its lifetime. It lives apart from package main so end-to-end tests of
-// other binaries (cmd/pallarel) can start a real server in-process.
+// other binaries (cmd/pallarel) can start a real server in-process. The
+// all-in-one mode's Redis is package embeddedredis.
 package servercmd
 
 import (
@@ -14,12 +15,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/internal/app"
+	"github.com/pallarel/pallarel/internal/servercmd/embeddedredis"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/retention"
 	"github.com/pallarel/pallarel/server"
@@ -36,7 +39,8 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "", "listen address (default :$PORT)")
 	workers := fs.Bool("workers", false, "run the report worker and token workers in this process (default: only without REDIS_URL)")
-	redisAddr := fs.String("embedded-redis", "127.0.0.1:6390", "address of the embedded Redis-protocol server (all-in-one mode)")
+	redisAddr := fs.String("embedded-redis", "127.0.0.1:6390", "address of the embedded Redis (all-in-one mode); port 0 or a busy port: a free port")
+	redisBin := fs.String("redis-server", "", `redis-server binary for the embedded Redis (default: redis-server in PATH; "miniredis": in this process, snapshotted to DATA_DIR)`)
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -56,7 +60,20 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	allInOne := cfg.RedisURL == ""
 	inproc := allInOne || *workers
-	opts := app.Options{EmbeddedRedis: allInOne, EmbeddedRedisAddr: *redisAddr}
+	if allInOne {
+		// The embedded Redis starts first and stops last (deferred first):
+		// the workers' shutdown still writes to it.
+		emb, err := embeddedredis.Start(ctx, embeddedredis.Config{
+			Dir: filepath.Join(cfg.DataDir, "redis"), Addr: *redisAddr, Binary: *redisBin, Log: log,
+		})
+		if err != nil {
+			log.Error("start embedded redis", "err", err)
+			return 1
+		}
+		defer emb.Close()
+		cfg.RedisURL = emb.URL
+	}
+	var opts app.Options
 	var procs *app.InProcess
 	if inproc {
 		d, _ := sidekiq.ParseDialect(strconv.Itoa(cfg.SidekiqDialect))
@@ -213,6 +230,6 @@ func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inp
 	}
 	if inproc {
 		fmt.Fprintf(w, "  Another worker:     REDIS_URL=%s go run ./cmd/worker -q report -q default\n", redisURL)
-		fmt.Fprintf(w, "  Ruby's Web UI:      REDIS_URL=%s rackup deploy/ruby-web/config.ru\n\n", redisURL)
+		fmt.Fprintf(w, "  Ruby's Web UI:      REDIS_URL=%s rackup -p 9292 deploy/ruby-web/config.ru\n\n", redisURL)
 	}
 }

@@ -3,11 +3,17 @@
 require_relative "common"
 require "sidekiq/api"
 
+# seconds reads a failure timestamp: float seconds up to 7.x, integer
+# milliseconds from 8.0 (job_retry.rb time_for).
+def seconds(v)
+  v.is_a?(Integer) ? v / 1000.0 : v
+end
+
 def record(e)
   {
     "jid" => e.jid, "klass" => e.klass, "display_class" => e.display_class, "queue" => e.queue,
     "args" => e.args, "error_message" => e["error_message"], "error_class" => e["error_class"],
-    "retry_count" => e["retry_count"], "failed_at" => e["failed_at"], "retried_at" => e["retried_at"],
+    "retry_count" => e["retry_count"], "failed_at" => seconds(e["failed_at"]), "retried_at" => seconds(e["retried_at"]),
     "created_at" => e.created_at.to_f, "enqueued_at" => e.enqueued_at&.to_f,
     "error_backtrace" => e["error_backtrace"] && e.error_backtrace
   }

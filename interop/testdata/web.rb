@@ -42,6 +42,7 @@ when "pages"
   paths = %w[/ /busy /queues /queues/waiting /queues/waiting8 /retries /scheduled /morgue /stats /stats/queues]
   paths += retry_keys.map { |k| "/retries/#{k}" } + dead_keys.map { |k| "/morgue/#{k}" }
   paths << "/metrics" if Sidekiq::VERSION >= "7"
+  paths << "/metrics/Interop::OkJob" if Sidekiq::VERSION >= "8"
   out["pages"] = paths.to_h { |path| [path, get(path)] }
   out["retry_keys"] = retry_keys
   out["dead_keys"] = dead_keys

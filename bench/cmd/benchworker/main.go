@@ -5,12 +5,14 @@
 // goroutine publishes the count to the Redis key "bench:done" every 5 ms,
 // so the benchmark can stop its timer when jobs are done, not merely popped.
 // bench/ruby/jobs.rb does exactly the same for Ruby Sidekiq.
-// BENCH_CPUPROFILE=FILE writes a CPU profile of the whole run.
+// BENCH_CPUPROFILE=FILE writes a CPU profile of the whole run;
+// BENCH_LOG_LEVEL=warn|info|debug sets the engine's log level.
 package main
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime/pprof"
 	"sync/atomic"
@@ -25,6 +27,15 @@ func main() {
 }
 
 func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
+	// BENCH_LOG_LEVEL=warn (bench/engine.sh's default) drops the INFO line
+	// per job, as bench/ruby/jobs.rb does for Ruby at the same setting.
+	if l, ok := env.Lookup("BENCH_LOG_LEVEL"); ok && l != "" {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(l)); err != nil {
+			return nil, fmt.Errorf("BENCH_LOG_LEVEL: %w", err)
+		}
+		env.Options.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
 	var done atomic.Int64
 	env.Options.ServerMiddleware = append(env.Options.ServerMiddleware,
 		func(ctx context.Context, j *sidekiq.Job, next func(context.Context) error) error {

@@ -2,7 +2,7 @@
 //
 //	enginebench push  -redis URL [-n 100000] [-runs 3]
 //	    Go sidekiq.Client.PushBulk of n no-op jobs; one RESULT line per run.
-//	enginebench drain -redis URL -name NAME [-n 100000] [-runs 3] [-dialect 8] [-dir DIR] -- WORKER ARGS...
+//	enginebench drain -redis URL -name NAME [-n 100000] [-runs 3] [-run 1] [-dialect 8] [-dir DIR] -- WORKER ARGS...
 //	    Per run: FLUSHDB, bulk-push n Pallarel::NoopJob on queue "bench" and
 //	    park them aside, start the worker (it must publish its finished-job
 //	    count to "bench:done", as bench/cmd/benchworker and
@@ -124,6 +124,7 @@ func runDrain(args []string) error {
 	name := fs.String("name", "", "label of this worker configuration")
 	n := fs.Int("n", 100000, "jobs per run")
 	runs := fs.Int("runs", 3, "runs")
+	first := fs.Int("run", 1, "number of the first run (for interleaved rounds)")
 	dialect := fs.Int("dialect", 8, "Sidekiq format to push (6, 7 or 8)")
 	dir := fs.String("dir", "", "working directory of the worker")
 	deadline := fs.Duration("deadline", 3*time.Minute, "give up on a run after this long")
@@ -139,7 +140,7 @@ func runDrain(args []string) error {
 	}
 	defer pool.Close()
 	client := sidekiq.NewClient(pool, sidekiq.ClientOptions{Dialect: sidekiq.Dialect(*dialect)})
-	for run := 1; run <= *runs; run++ {
+	for run := *first; run < *first+*runs; run++ {
 		if err := drainOnce(pool, client, *url, *name, run, *n, *dir, *deadline, fs.Args()); err != nil {
 			return fmt.Errorf("%s run %d: %w", *name, run, err)
 		}
@@ -356,12 +357,13 @@ func report(in io.Reader, out io.Writer) error {
 	}
 	fmt.Fprintln(out, "| ratio | value |")
 	fmt.Fprintln(out, "|---|---:|")
-	r7, r6 := med("drain/ruby7-c10", "rate"), med("drain/ruby6-c10", "rate")
+	r8, r7, r6 := med("drain/ruby8-c10", "rate"), med("drain/ruby7-c10", "rate"), med("drain/ruby6-c10", "rate")
 	for _, g := range []string{"go-reliable-c10", "go-reliable-c50", "go-basic-c10"} {
 		gr := med("drain/"+g, "rate")
 		if gr == 0 {
 			continue
 		}
+		fmt.Fprintf(out, "| %s / ruby8-c10 | %s |\n", g, ratio(gr, r8))
 		fmt.Fprintf(out, "| %s / ruby7-c10 | %s |\n", g, ratio(gr, r7))
 		fmt.Fprintf(out, "| %s / ruby6-c10 | %s |\n", g, ratio(gr, r6))
 		for i, c := range ceilings[:3] {

@@ -29,7 +29,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: pipelinebench gencsv|e2e|floor|split|report|freeport [flags]")
+		fmt.Fprintln(os.Stderr, "usage: pipelinebench gencsv|e2e|floor|split|runs|report|freeport [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -43,6 +43,8 @@ func main() {
 		err = runFloor(args)
 	case "split":
 		err = runSplit(args)
+	case "runs":
+		err = runRuns(args)
 	case "report":
 		err = report(os.Stdin, os.Stdout)
 	case "freeport":

@@ -10,14 +10,15 @@ import (
 // FlushStats adds processed and failed to the lifetime and daily counters,
 // as Sidekiq's launcher flushes them at each heartbeat.
 func FlushStats(c redis.Conn, now time.Time, processed, failed int64) error {
+	if processed == 0 && failed == 0 {
+		return nil
+	}
+	// Both counters, even at 0, as launcher.rb flush_stats writes them.
 	n := 0
 	for _, s := range []struct {
 		kind string
 		v    int64
 	}{{"processed", processed}, {"failed", failed}} {
-		if s.v == 0 {
-			continue
-		}
 		day := StatDaily(s.kind, now)
 		if err := c.Send("INCRBY", "stat:"+s.kind, s.v); err != nil {
 			return err

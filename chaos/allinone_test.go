@@ -1,0 +1,62 @@
+package chaos
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The all-in-one server (`make run`: embedded Redis, SQLite, workers in
+// process) SIGKILLed mid-run and started again on its data directory: the
+// run ends, every row in the ZIP once.
+func TestAllInOneKilledAndRestarted(t *testing.T) {
+	c := &cluster{t: t, dir: t.TempDir(), procs: map[string]*proc{}}
+	t.Cleanup(c.stopAll)
+	c.env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + c.dir,
+		"DATA_DIR=" + c.dir,
+		"GIN_MODE=release",
+		"SUPERVISE_INTERVAL=1s",
+		"WORKER_LAUNCH_GRACE=3s",
+	}
+	port := freePort(t)
+	redisPort := freePort(t)
+	c.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	start := func(name string) {
+		c.start(name, "server", "-addr", fmt.Sprintf("127.0.0.1:%d", port),
+			"-embedded-redis", fmt.Sprintf("127.0.0.1:%d", redisPort))
+		c.waitHTTP("/up", 60*time.Second)
+	}
+	start("allinone-1")
+	n := faultRows()
+	u := c.upload(makeCSV("A", n), "xlsx")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		s := c.status(u.Token)
+		if s.DoneCount >= n/10 {
+			if s.State == "completed" {
+				t.Fatal("the run ended before the fault: make it bigger")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress: %+v", s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.signal("allinone-1", syscall.SIGKILL)
+	_ = c.wait(c.procs["allinone-1"], 30*time.Second)
+	fault := time.Now()
+	start("allinone-2")
+	if s := c.endsWithin(u.Token, fault, 4*time.Minute); s.State != "completed" {
+		t.Fatalf("run: %+v", s)
+	}
+	expectIntact(t, c.verify(u.Token, "A", n), 0)
+	if _, err := os.Stat(filepath.Join(c.dir, "pallarel.sqlite3")); err != nil {
+		t.Logf("note: %v", err)
+	}
+}

@@ -1,0 +1,104 @@
+package jobs_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// splitWithoutWorker runs a split whose token worker is not started, and
+// waits until every row and the finalizer are queued.
+func splitWithoutWorker(t *testing.T, rows int) (*env, int64, string) {
+	t.Helper()
+	e := newEnvWith(t, envOptions{launch: func(context.Context, launcher.Request) error { return nil }})
+	var b strings.Builder
+	b.WriteString("id,name\n")
+	for i := 1; i <= rows; i++ {
+		fmt.Fprintf(&b, "S-%04d,n%d\n", i, i)
+	}
+	id := e.newReport(models.ReportTypeXLSX)
+	e.split(b.String(), "text", id)
+	var token string
+	waitFor(t, 20*time.Second, "split done", func() bool {
+		rep, err := e.models.ReportByID(context.Background(), id)
+		if err != nil || rep.Token == "" {
+			return false
+		}
+		token = rep.Token
+		n, _ := redis.Int(e.db.Do(t, "LLEN", "queue:"+e.queue(token)), nil)
+		return n == rows+1
+	})
+	return e, id, token
+}
+
+// Rows and a finalizer that vanished from Redis (deleted one by one, lost
+// in a partial restore) are pushed again after two supervisor passes, and
+// the run completes with every row once.
+func TestSupervisorPushesLostRowsAndFinalizerAgain(t *testing.T) {
+	const rows = 60
+	e, id, token := splitWithoutWorker(t, rows)
+	queue := e.queue(token)
+	ctx := context.Background()
+	raw, _ := redis.ByteSlices(e.db.Do(t, "LRANGE", "queue:"+queue, 0, -1), nil)
+	lost := 0
+	for _, r := range raw {
+		j, err := sidekiq.ParseJob(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		_, _ = j.Field("pallarel_row", &n)
+		if n%7 == 0 || n == 0 { // every 7th row, and the finalizer
+			e.db.Do(t, "LREM", "queue:"+queue, 1, r)
+			lost++
+		}
+	}
+	for pass := range 2 {
+		if err := e.pipeline.Supervise(ctx); err != nil {
+			t.Fatalf("pass %d: %v", pass, err)
+		}
+	}
+	if n, _ := redis.Int(e.db.Do(t, "LLEN", "queue:"+queue), nil); n != rows+1 {
+		t.Fatalf("queue holds %d jobs after the supervisor, want %d rows and a finalizer (%d were lost)", n, rows+1, lost)
+	}
+	e.runWorker(queue, []sidekiq.QueueWeight{{Name: queue}}, 4)
+	rep := e.completed(id, 30*time.Second)
+	files := e.readZip(rep.File)
+	got := manifestRows(t, files)
+	if len(got) != rows {
+		t.Fatalf("manifest has %d rows, want %d", len(got), rows)
+	}
+	for n := 1; n <= rows; n++ {
+		if got[n][1] != "done" {
+			t.Errorf("row %d: %v", n, got[n])
+		}
+	}
+}
+
+// "Delete queue" on a dashboard ends the run as cancelled, with the reason,
+// instead of leaving it processing for ever.
+func TestSupervisorCancelsARunWhoseQueueWasDeleted(t *testing.T) {
+	e, id, token := splitWithoutWorker(t, 20)
+	queue := e.queue(token)
+	e.db.Do(t, "UNLINK", "queue:"+queue)
+	e.db.Do(t, "SREM", "queues", queue)
+	if err := e.pipeline.Supervise(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := e.status(token)
+	if st.RunState() != models.RunCancelled || !strings.Contains(st.StateReason, "deleted") || !st.Ended() {
+		t.Fatalf("status = %+v, want cancelled because the queue was deleted", st)
+	}
+	rep, err := e.models.ReportByID(context.Background(), id)
+	if err != nil || rep.Status != models.ReportFailed || !strings.Contains(rep.ErrorMessage, "cancelled") {
+		t.Fatalf("report = %+v, %v", rep, err)
+	}
+}
