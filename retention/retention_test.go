@@ -2,6 +2,8 @@ package retention
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
@@ -29,12 +33,58 @@ func TestKeysMatchServer(t *testing.T) {
 // local store: uploads go first, then results (expired_at set), then the
 // run (soft-deleted, status row gone); a run still going is never touched.
 func TestSweep(t *testing.T) {
+	for _, dbKind := range []string{"sqlite", "mariadb", "postgres"} {
+		t.Run(dbKind, func(t *testing.T) {
+			t.Parallel()
+			testSweep(t, openDB(t, dbKind))
+		})
+	}
+}
+
+// openDB opens a fresh database of kind (a temporary one on the local
+// MariaDB or PostgreSQL, dropped at cleanup), with a small pool.
+func openDB(t *testing.T, kind string) *gorm.DB {
+	t.Helper()
 	ctx := context.Background()
-	gdb, err := models.Open(ctx, models.DBConfig{URL: "sqlite://" + filepath.Join(t.TempDir(), "t.db")})
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := "pallarel_retention_" + hex.EncodeToString(b)
+	var admin, url, create, drop string
+	switch kind {
+	case "sqlite":
+		url = "sqlite://" + filepath.Join(t.TempDir(), "t.db")
+	case "mariadb":
+		admin, url = "mysql://root@127.0.0.1:3306/test", "mysql://root@127.0.0.1:3306/"+name
+		create, drop = "CREATE DATABASE `"+name+"` CHARACTER SET utf8mb4", "DROP DATABASE `"+name+"`"
+	case "postgres":
+		admin, url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "postgres://postgres@127.0.0.1:5432/"+name+"?sslmode=disable"
+		create, drop = `CREATE DATABASE "`+name+`"`, `DROP DATABASE "`+name+`" WITH (FORCE)`
+	}
+	if admin != "" {
+		adb, err := models.Open(ctx, models.DBConfig{URL: admin, MaxOpenConns: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { models.Close(adb) })
+		if err := adb.Exec(create).Error; err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := adb.Exec(drop).Error; err != nil {
+				t.Errorf("drop %s: %v", name, err)
+			}
+		})
+	}
+	gdb, err := models.Open(ctx, models.DBConfig{URL: url, MaxOpenConns: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { models.Close(gdb) })
+	return gdb
+}
+
+func testSweep(t *testing.T, gdb *gorm.DB) {
+	ctx := context.Background()
 	if err := models.Migrate(ctx, gdb); err != nil {
 		t.Fatal(err)
 	}
