@@ -114,9 +114,11 @@ type ClientReport struct {
 	// ErrorMessage is ours: why the report failed.
 	ErrorMessage string `gorm:"column:error_message"`
 	// SourceKey is ours: the storage key of the uploaded CSV.
-	SourceKey string    `gorm:"column:source_key"`
-	CreatedAt time.Time `gorm:"column:created_at;serializer:pallarel_time"`
-	UpdatedAt time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
+	SourceKey string `gorm:"column:source_key"`
+	// WebhookURL is ours: called once when the run ends (see jobs/webhook.go).
+	WebhookURL string    `gorm:"column:webhook_url"`
+	CreatedAt  time.Time `gorm:"column:created_at;serializer:pallarel_time"`
+	UpdatedAt  time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
 }
 
 // TableName is the Rails table.
