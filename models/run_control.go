@@ -17,13 +17,14 @@ func (s *Store) SetSplitProgress(ctx context.Context, token string, bytesRead, b
 }
 
 // ReopenRun reopens a completed run so that some of its rows can run again
-// (retry of failed rows): it clears finalized_at and ended_at, sets state
-// processing with reason, the counts to done and failed, and forgets the
-// worker so a new one can be launched. Only a run that ended completed is
-// reopened; it reports whether this caller reopened it.
-func (s *Store) ReopenRun(ctx context.Context, token string, done, failed int, reason string) (bool, error) {
+// (retry of failed rows): it clears finalized_at, ended_at, the state (read
+// as processing until the run ends again) and its reason, sets the counts
+// to done and failed, and forgets the worker so a new one can be launched.
+// Only a run that ended completed is reopened; it reports whether this
+// caller reopened it.
+func (s *Store) ReopenRun(ctx context.Context, token string, done, failed int) (bool, error) {
 	n, err := s.updateStatus(ctx, token, "finalized_at IS NOT NULL AND (state = '"+RunCompleted+"' OR state IS NULL OR state = '')", map[string]any{
-		"finalized_at": nil, "ended_at": nil, "state": RunProcessing, "state_reason": reason,
+		"finalized_at": nil, "ended_at": nil, "state": "", "state_reason": "",
 		"done_count": done, "failed_count": failed, "last_error": "",
 		"worker_started_at": nil, "worker_task_arn": "", "force_shutdown_at": nil,
 	})

@@ -23,7 +23,7 @@ func TestRunControl(t *testing.T) {
 			t.Fatalf("split progress = %d/%d rows %d, %v", st.SplitBytesRead, st.SplitBytesTotal, st.SplitRows, err)
 		}
 		// A running run is not reopened; a completed one is, once.
-		if ok, err := s.ReopenRun(ctx, tok, 8, 0, "retry"); ok || err != nil {
+		if ok, err := s.ReopenRun(ctx, tok, 8, 0); ok || err != nil {
 			t.Fatalf("reopen of a running run = %v, %v", ok, err)
 		}
 		if err := s.RecordWorker(ctx, tok, "task-1", s.now()); err != nil {
@@ -35,15 +35,15 @@ func TestRunControl(t *testing.T) {
 		if err := s.MarkEnded(ctx, tok, RunCompleted, ""); err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := s.ReopenRun(ctx, tok, 8, 1, "retrying 2 failed rows"); !ok || err != nil {
+		if ok, err := s.ReopenRun(ctx, tok, 8, 1); !ok || err != nil {
 			t.Fatalf("reopen = %v, %v", ok, err)
 		}
-		if ok, _ := s.ReopenRun(ctx, tok, 8, 1, "again"); ok {
+		if ok, _ := s.ReopenRun(ctx, tok, 8, 1); ok {
 			t.Fatal("reopened twice")
 		}
 		st, _ = s.StatusByToken(ctx, tok)
 		if st.Ended() || st.EndedAt != nil || st.RunState() != RunProcessing || st.DoneCount != 8 || st.FailedCount != 1 ||
-			st.WorkerStartedAt != nil || st.WorkerTaskArn != "" || st.StateReason != "retrying 2 failed rows" {
+			st.WorkerStartedAt != nil || st.WorkerTaskArn != "" || st.StateReason != "" {
 			t.Fatalf("reopened status = %+v", st)
 		}
 		if ok, _ := s.ClaimWorkerLaunch(ctx, tok); !ok {
@@ -53,7 +53,7 @@ func TestRunControl(t *testing.T) {
 		if ok, _ := s.EndRun(ctx, tok, RunCancelled, "cancelled by user"); !ok {
 			t.Fatal("EndRun")
 		}
-		if ok, _ := s.ReopenRun(ctx, tok, 0, 0, "x"); ok {
+		if ok, _ := s.ReopenRun(ctx, tok, 0, 0); ok {
 			t.Fatal("a cancelled run was reopened")
 		}
 

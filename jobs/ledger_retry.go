@@ -1,0 +1,172 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// The ledger's part in a retry of failed rows and in the failed-row list of
+// the status page. A retry rebuilds the ledger from the run's ZIP (whose
+// manifest is the truth once a run has ended): Reset, then Overwrite with
+// the rows it keeps, leaving out the failed rows so they can be recorded
+// again.
+
+func retryLockKey(token string) string { return "pallarel:retry:" + token }
+
+// Reset forgets every row result of token and keeps the split and total
+// records (undoing Expire), for a retry that rebuilds the ledger.
+func (l Ledger) Reset(ctx context.Context, token string) error {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("DEL", rowsKey(token))
+	_ = c.Send("PERSIST", totalKey(token))
+	_ = c.Send("PERSIST", splitKey(token))
+	if _, err := c.Do("EXEC"); err != nil {
+		return fmt.Errorf("ledger %s: reset: %w", token, err)
+	}
+	return nil
+}
+
+// Overwrite records rs whatever the ledger held for those rows.
+func (l Ledger) Overwrite(ctx context.Context, token string, rs []RowResult) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	args := make([]any, 0, 1+2*len(rs))
+	args = append(args, rowsKey(token))
+	for _, r := range rs {
+		b, err := encodeResult(r)
+		if err != nil {
+			return err
+		}
+		args = append(args, r.Key, b)
+	}
+	if _, err := c.Do("HSET", args...); err != nil {
+		return fmt.Errorf("ledger %s: overwrite %d rows: %w", token, len(rs), err)
+	}
+	return nil
+}
+
+// Forget removes the results of the rows with these keys.
+func (l Ledger) Forget(ctx context.Context, token string, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	args := make([]any, 0, 1+len(keys))
+	args = append(args, rowsKey(token))
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	if _, err := c.Do("HDEL", args...); err != nil {
+		return fmt.Errorf("ledger %s: forget %d rows: %w", token, len(keys), err)
+	}
+	return nil
+}
+
+// lockRetry takes token's retry lock for ttl; false when another retry
+// holds it.
+func (l Ledger) lockRetry(ctx context.Context, token string, ttl time.Duration) (bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	_, err = redis.String(c.Do("SET", retryLockKey(token), "1", "NX", "PX", ttl.Milliseconds()))
+	if errors.Is(err, redis.ErrNil) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (l Ledger) unlockRetry(ctx context.Context, token string) {
+	if c, err := l.Pool.GetContext(ctx); err == nil {
+		_, _ = c.Do("DEL", retryLockKey(token))
+		c.Close()
+	}
+}
+
+// failedScan picks the failed entries out of one HSCAN step on the Redis
+// side, so a list of a few failed rows among a million does not move the
+// million over the network.
+//
+// KEYS[1] ledger hash; ARGV[1] cursor, ARGV[2] count.
+// Returns {next cursor, {field, value, ...}} of the failed entries.
+var failedScan = redis.NewScript(1, `
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out = {}
+local kv = r[2]
+for i = 1, #kv, 2 do
+  if string.find(kv[i+1], '"status":"failed"', 1, true) then
+    out[#out+1] = kv[i]
+    out[#out+1] = kv[i+1]
+  end
+end
+return {r[1], out}
+`)
+
+// maxFailedListed bounds the failed rows one listing holds in memory.
+const maxFailedListed = 200000
+
+// Failed returns the failed rows of token ordered by row number (rows
+// known only by jid last), at most maxFailedListed of them, and whether
+// there were more.
+func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	var out []RowResult
+	cursor := "0"
+	for {
+		vals, err := redis.Values(failedScan.Do(c, rowsKey(token), cursor, ledgerChunk))
+		if err != nil || len(vals) != 2 {
+			return nil, false, fmt.Errorf("ledger %s: failed rows: %v", token, err)
+		}
+		cursor, _ = redis.String(vals[0], nil)
+		kv, _ := redis.ByteSlices(vals[1], nil)
+		for i := 0; i+1 < len(kv); i += 2 {
+			if len(out) >= maxFailedListed {
+				sortRows(out)
+				return out, true, nil
+			}
+			out = append(out, decodeResult(string(kv[i]), kv[i+1]))
+		}
+		if cursor == "0" {
+			sortRows(out)
+			return out, false, nil
+		}
+	}
+}
+
+func sortRows(rs []RowResult) {
+	sort.Slice(rs, func(i, k int) bool {
+		a, b := rs[i].Row, rs[k].Row
+		if (a == 0) != (b == 0) {
+			return b == 0
+		}
+		if a != b {
+			return a < b
+		}
+		return rs[i].Key < rs[k].Key
+	})
+}
