@@ -132,6 +132,9 @@ func TestLoad(t *testing.T) {
 		{"sidekiq 7", with(nil, "SIDEKIQ_DIALECT", "7"), func(c *Config) { c.SidekiqDialect = 7 }},
 		{"idle timeout duration", with(nil, "WORKER_IDLE_TIMEOUT", "90s"), func(c *Config) { c.WorkerIdleTimeout = 90 * time.Second }},
 		{"idle timeout seconds", with(nil, "WORKER_IDLE_TIMEOUT", "600"), func(c *Config) { c.WorkerIdleTimeout = 10 * time.Minute }},
+		{"webhook", with(nil, "WEBHOOK_URL", "https://rails.example/hooks/pallarel", "WEBHOOK_SECRET", "k"), func(c *Config) {
+			c.WebhookURL, c.WebhookSecret = "https://rails.example/hooks/pallarel", "k"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,6 +187,7 @@ func TestLoadErrors(t *testing.T) {
 		{"basic auth other half", map[string]string{"BASIC_AUTH_PASSWORD": "pw"}, []string{"must be set together"}},
 		{"dialect", map[string]string{"SIDEKIQ_DIALECT": "5"}, []string{`SIDEKIQ_DIALECT: want 8, 7 or 6, got "5"`}},
 		{"idle timeout", map[string]string{"WORKER_IDLE_TIMEOUT": "soon"}, []string{"WORKER_IDLE_TIMEOUT: want a duration"}},
+		{"webhook scheme", map[string]string{"WEBHOOK_URL": "ftp://x/y"}, []string{"WEBHOOK_URL: want an http or https URL"}},
 		{"idle timeout negative", map[string]string{"WORKER_IDLE_TIMEOUT": "-5m"}, []string{"WORKER_IDLE_TIMEOUT: want a positive duration"}},
 	}
 	for _, tt := range tests {

@@ -267,3 +267,24 @@ func TestProgressFigures(t *testing.T) {
 		t.Error("the page does not show the duration")
 	}
 }
+
+func TestUploadWebhookURL(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	body, ctype := multipartBody(t, part{name: "webhook_url", value: "https://rails.example/hooks/pallarel?k=1"},
+		part{name: "csv_file", file: "a.csv", value: sampleCSV})
+	resp, out := b.do(t, http.MethodPost, "/csv_processing", body, "Content-Type", ctype, "Accept", "application/json")
+	wantStatus(t, resp, out, http.StatusCreated)
+	var res struct{ Token string }
+	decode(t, out, &res)
+	rep, err := b.db.ReportByToken(ctx, res.Token)
+	if err != nil || rep.WebhookURL != "https://rails.example/hooks/pallarel?k=1" {
+		t.Fatalf("report %+v, %v", rep, err)
+	}
+	for _, bad := range []string{"javascript:alert(1)", "ftp://x/y", "not a url", "http://user:pw@h/"} {
+		body, ctype = multipartBody(t, part{name: "webhook_url", value: bad}, part{name: "csv_file", file: "a.csv", value: sampleCSV})
+		resp, out = b.do(t, http.MethodPost, "/csv_processing", body, "Content-Type", ctype, "Accept", "application/json")
+		wantStatus(t, resp, out, http.StatusUnprocessableEntity)
+	}
+}

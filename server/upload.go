@@ -92,6 +92,7 @@ func (s *Server) upload(c *gin.Context) {
 		ReportType: reportTypes[f.typ],
 		Token:      token,
 		SourceKey:  UploadKey(token),
+		WebhookURL: f.webhookURL,
 	}
 	if err := s.d.DB.CreateReport(ctx, &report); err != nil {
 		s.discard(ctx, f.stored)
@@ -129,6 +130,7 @@ func (s *Server) upload(c *gin.Context) {
 // uploadForm is what readUpload collected.
 type uploadForm struct {
 	typ, encoding string
+	webhookURL    string // called when the run ends (jobs/webhook.go)
 	template      bool
 	size          int64
 	stored        []string // keys written, removed again when the request fails
@@ -179,6 +181,10 @@ func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token str
 			if _, ok := reportTypes[f.typ]; !ok {
 				return f, userErr(http.StatusUnprocessableEntity, "err_bad_type", f.typ)
 			}
+		case "webhook_url":
+			if f.webhookURL, err = webhookField(part); err != nil {
+				return f, err
+			}
 		case "encoding":
 			if f.encoding, err = smallField(part); err != nil {
 				return f, err
@@ -194,6 +200,22 @@ func (s *Server) readUpload(ctx context.Context, mr *multipart.Reader, token str
 		return f, userErr(http.StatusBadRequest, "err_no_file", "")
 	}
 	return f, nil
+}
+
+// webhookField reads an optional webhook_url: an http or https URL.
+func webhookField(p *multipart.Part) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(p, 2049))
+	if err != nil {
+		return "", badBody(err)
+	}
+	u := strings.TrimSpace(string(b))
+	if u == "" {
+		return "", nil
+	}
+	if err := jobs.ValidWebhookURL(u); err != nil {
+		return "", userErr(http.StatusUnprocessableEntity, "err_bad_webhook", "")
+	}
+	return u, nil
 }
 
 // storePart checks the first KiB of part with sniff, then streams the whole

@@ -115,7 +115,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	web, err := server.New(server.Deps{
 		Pool: a.Pool, Client: a.Client, API: a.API, DB: a.Models, Store: a.Store, Router: a.Router,
-		Logger: log, Dialect: a.Dialect, MaxUploadBytes: cfg.MaxUploadBytes,
+		Runs: a.Pipeline, Logger: log, Dialect: a.Dialect, MaxUploadBytes: cfg.MaxUploadBytes,
 		AuthToken: cfg.AuthToken, BasicUser: cfg.BasicAuthUser, BasicPassword: cfg.BasicAuthPassword,
 	})
 	if err != nil {
