@@ -97,6 +97,12 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 			start = st.CreatedAt
 		}
 		v.State, v.StateReason = st.RunState(), st.StateReason
+		if st.State == "" && rep != nil {
+			// No recorded state (a run of an older Pallarel, or a
+			// finalizer that holds its claim but is still writing the
+			// ZIP): the report says where it is.
+			v.State = stateProcessing
+		}
 	}
 	if v.QueueName == "" {
 		v.QueueName, _ = s.d.Router.For(token)

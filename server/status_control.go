@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -233,6 +234,9 @@ func (p statusPage) DurationText() string {
 }
 
 func humanDuration(sec float64) string {
+	if sec < 10 {
+		return strconv.FormatFloat(math.Round(sec*10)/10, 'f', -1, 64) + "s"
+	}
 	n := int(sec + 0.5)
 	h, m, s := n/3600, n%3600/60, n%60
 	var b strings.Builder

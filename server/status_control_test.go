@@ -93,10 +93,10 @@ func TestCancelForm(t *testing.T) {
 	resp, page := b.get(t, "/csv_processing/"+token, "Accept", "text/html", "Accept-Language", "en")
 	wantStatus(t, resp, page, http.StatusOK)
 	m := runFormRE.FindStringSubmatch(page)
-	if m == nil || strings.Contains(page, `id="cancel-form" class="inline" method="post" action="/csv_processing/`+token+`/cancel" hidden`) {
+	if m == nil || strings.Contains(page, `id="cancel-form" method="post" action="/csv_processing/`+token+`/cancel" hidden`) {
 		t.Fatalf("no visible cancel form on a pending run's page:\n%s", page)
 	}
-	if !strings.Contains(page, `id="retry-form" class="inline" method="post" action="/csv_processing/`+token+`/retry" hidden`) {
+	if !strings.Contains(page, `id="retry-form" method="post" action="/csv_processing/`+token+`/retry" hidden`) {
 		t.Error("the retry form of a pending run is not hidden")
 	}
 	path := "/csv_processing/" + token + "/cancel"
