@@ -2,11 +2,11 @@ package server
 
 import (
 	"context"
-	"math"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
