@@ -82,6 +82,19 @@ func (l Ledger) Forget(ctx context.Context, token string, keys []string) error {
 	return nil
 }
 
+// cleanedUp reports whether the finalizer has finished its cleanup of
+// token: Expire is its last step (after the row files are deleted), so the
+// ledger's keys have a TTL or are gone.
+func (l Ledger) cleanedUp(ctx context.Context, token string) (bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	ttl, err := redis.Int(c.Do("PTTL", totalKey(token)))
+	return ttl != -1, err
+}
+
 // lockRetry takes token's retry lock for ttl; false when another retry
 // holds it.
 func (l Ledger) lockRetry(ctx context.Context, token string, ttl time.Duration) (bool, error) {

@@ -69,6 +69,9 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	}
 	defer p.ledger.unlockRetry(context.WithoutCancel(ctx), token)
 	log := p.log.With("token", token, "queue", queue, "report_id", rep.ID)
+	if err := p.waitFinalizerCleanup(ctx, token, st); err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
 
 	// While the run is still ended nothing else touches its rows: rebuild
 	// them from the ZIP, then reopen.
@@ -117,6 +120,34 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	}
 	log.Info("retrying failed rows", "rows", pushed)
 	return pushed, nil
+}
+
+// finalizerCleanupWait bounds how long a retry waits for the finalizer of
+// the run's previous end to delete the row files: it marks the run ended
+// before, and must not delete the files a retry restores.
+const finalizerCleanupWait = 15 * time.Second
+
+func (p *Pipeline) waitFinalizerCleanup(ctx context.Context, token string, st models.CsvProcessingStatus) error {
+	deadline := time.Now().Add(finalizerCleanupWait)
+	for {
+		done, err := p.ledger.cleanedUp(ctx, token)
+		if err != nil {
+			return err
+		}
+		// An end long ago whose ledger never got its TTL (Redis failed
+		// then) is finished too.
+		if done || (st.FinalizedAt != nil && p.d.Now().Sub(*st.FinalizedAt) > 2*time.Minute) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: the run is still finishing", ErrRetryBusy)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // reportTypeName is the SplitCsvJob type of a report type; text is our
