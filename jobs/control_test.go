@@ -96,6 +96,16 @@ func verify(t *testing.T, d hookDelivery, secret string) jobs.WebhookPayload {
 	return p
 }
 
+// ledgerCount is how many rows of token the ledger has recorded.
+func (e *env) ledgerCount(token string) int {
+	e.t.Helper()
+	n, err := jobs.Ledger{Pool: e.db.Pool}.Count(context.Background(), token)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
 // dueNow makes every entry of set due now, as time passing would.
 func (e *env) dueNow(set sidekiq.SetName) {
 	e.t.Helper()
@@ -153,7 +163,7 @@ func TestCancelMidRun(t *testing.T) {
 		if token = rep.Token; token == "" {
 			return false
 		}
-		return e.redisInt("HLEN", "pallarel:rows:"+token) >= 2 && e.redisInt("LLEN", "queue:"+e.queue(token)) > 0
+		return e.ledgerCount(token) >= 2 && e.redisInt("LLEN", "queue:"+e.queue(token)) > 0
 	})
 	if err := e.pipeline.Cancel(ctx, token); err != nil {
 		t.Fatal(err)
@@ -186,7 +196,7 @@ func TestCancelMidRun(t *testing.T) {
 	before := e.status(token)
 	close(gate.open)
 	waitFor(t, 20*time.Second, "the running rows to end", func() bool {
-		return e.redisInt("HLEN", "pallarel:rows:"+token) >= 5
+		return e.ledgerCount(token) >= 5
 	})
 	e.stopWorker(e.queue(token)) // its shutdown gives nothing back: the queue was purged
 	after := e.status(token)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -12,14 +13,17 @@ import (
 
 // The ledger's part in a retry of failed rows and in the failed-row list of
 // the status page. A retry rebuilds the ledger from the run's ZIP (whose
-// manifest is the truth once a run has ended): Reset, then Overwrite with
-// the rows it keeps, leaving out the failed rows so they can be recorded
-// again.
+// manifest is the truth once a run has ended): Reset, then RecordBatch with
+// the rows it keeps (their files back in packs without a name header, so
+// their names go to the names hash), leaving out the failed rows so they
+// can be recorded again.
 
 func retryLockKey(token string) string { return "pallarel:retry:" + token }
 
-// Reset forgets every row result of token and keeps the split and total
-// records (undoing Expire), for a retry that rebuilds the ledger.
+// Reset forgets every row result of token (slots, pack names, errors,
+// names, count and the rows known by jid) and keeps the split and total
+// records (undoing Expire), for a retry that rebuilds the ledger with
+// RecordBatch.
 func (l Ledger) Reset(ctx context.Context, token string) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
@@ -27,57 +31,11 @@ func (l Ledger) Reset(ctx context.Context, token string) error {
 	}
 	defer c.Close()
 	_ = c.Send("MULTI")
-	_ = c.Send("DEL", rowsKey(token))
+	_ = c.Send("DEL", slotsKey(token), packsKey(token), errorsKey(token), namesKey(token), countKey(token), rowsKey(token))
 	_ = c.Send("PERSIST", totalKey(token))
 	_ = c.Send("PERSIST", splitKey(token))
 	if _, err := c.Do("EXEC"); err != nil {
 		return fmt.Errorf("ledger %s: reset: %w", token, err)
-	}
-	return nil
-}
-
-// Overwrite records rs whatever the ledger held for those rows.
-func (l Ledger) Overwrite(ctx context.Context, token string, rs []RowResult) error {
-	if len(rs) == 0 {
-		return nil
-	}
-	c, err := l.Pool.GetContext(ctx)
-	if err != nil {
-		return fmt.Errorf("ledger %s: %w", token, err)
-	}
-	defer c.Close()
-	args := make([]any, 0, 1+2*len(rs))
-	args = append(args, rowsKey(token))
-	for _, r := range rs {
-		b, err := encodeResult(r)
-		if err != nil {
-			return err
-		}
-		args = append(args, r.Key, b)
-	}
-	if _, err := c.Do("HSET", args...); err != nil {
-		return fmt.Errorf("ledger %s: overwrite %d rows: %w", token, len(rs), err)
-	}
-	return nil
-}
-
-// Forget removes the results of the rows with these keys.
-func (l Ledger) Forget(ctx context.Context, token string, keys []string) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	c, err := l.Pool.GetContext(ctx)
-	if err != nil {
-		return fmt.Errorf("ledger %s: %w", token, err)
-	}
-	defer c.Close()
-	args := make([]any, 0, 1+len(keys))
-	args = append(args, rowsKey(token))
-	for _, k := range keys {
-		args = append(args, k)
-	}
-	if _, err := c.Do("HDEL", args...); err != nil {
-		return fmt.Errorf("ledger %s: forget %d rows: %w", token, len(keys), err)
 	}
 	return nil
 }
@@ -117,13 +75,12 @@ func (l Ledger) unlockRetry(ctx context.Context, token string) {
 	}
 }
 
-// failedScan picks the failed entries out of one HSCAN step on the Redis
-// side, so a list of a few failed rows among a million does not move the
-// million over the network.
+// failedJidScan picks the failed entries out of one HSCAN step of the
+// rows known by jid, on the Redis side.
 //
-// KEYS[1] ledger hash; ARGV[1] cursor, ARGV[2] count.
+// KEYS[1] the jid hash; ARGV[1] cursor, ARGV[2] count.
 // Returns {next cursor, {field, value, ...}} of the failed entries.
-var failedScan = redis.NewScript(1, `
+var failedJidScan = redis.NewScript(1, `
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local out = {}
 local kv = r[2]
@@ -141,7 +98,8 @@ const maxFailedListed = 200000
 
 // Failed returns the failed rows of token ordered by row number (rows
 // known only by jid last), at most maxFailedListed of them, and whether
-// there were more.
+// there were more. The numbered ones are the entries of the errors hash,
+// which holds failed rows only.
 func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, bool, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
@@ -149,26 +107,44 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, bool, er
 	}
 	defer c.Close()
 	var out []RowResult
-	cursor := "0"
-	for {
-		vals, err := redis.Values(failedScan.Do(c, rowsKey(token), cursor, ledgerChunk))
-		if err != nil || len(vals) != 2 {
-			return nil, false, fmt.Errorf("ledger %s: failed rows: %v", token, err)
-		}
-		cursor, _ = redis.String(vals[0], nil)
-		kv, _ := redis.ByteSlices(vals[1], nil)
-		for i := 0; i+1 < len(kv); i += 2 {
-			if len(out) >= maxFailedListed {
-				sortRows(out)
-				return out, true, nil
+	scan := func(key string, step func(cursor string) ([]any, error), add func(k string, v []byte)) (bool, error) {
+		cursor := "0"
+		for {
+			vals, err := step(cursor)
+			if err != nil || len(vals) != 2 {
+				return false, fmt.Errorf("ledger %s: failed rows: %v", token, err)
 			}
-			out = append(out, decodeResult(string(kv[i]), kv[i+1]))
-		}
-		if cursor == "0" {
-			sortRows(out)
-			return out, false, nil
+			cursor, _ = redis.String(vals[0], nil)
+			kv, _ := redis.ByteSlices(vals[1], nil)
+			for i := 0; i+1 < len(kv); i += 2 {
+				if len(out) >= maxFailedListed {
+					return true, nil
+				}
+				add(string(kv[i]), kv[i+1])
+			}
+			if cursor == "0" {
+				return false, nil
+			}
 		}
 	}
+	more, err := scan(errorsKey(token), func(cursor string) ([]any, error) {
+		return redis.Values(c.Do("HSCAN", errorsKey(token), cursor, "COUNT", ledgerChunk))
+	}, func(k string, v []byte) {
+		n, _ := strconv.Atoi(k)
+		out = append(out, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: string(v)})
+	})
+	if err == nil && !more {
+		more, err = scan(rowsKey(token), func(cursor string) ([]any, error) {
+			return redis.Values(failedJidScan.Do(c, rowsKey(token), cursor, ledgerChunk))
+		}, func(k string, v []byte) {
+			out = append(out, decodeResult(k, v))
+		})
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	sortRows(out)
+	return out, more, nil
 }
 
 func sortRows(rs []RowResult) {

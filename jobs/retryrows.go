@@ -47,15 +47,17 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
-	if !st.Ended() || st.RunState() != models.RunCompleted {
-		return 0, fmt.Errorf("retry %s: %w: it is %s, not completed", token, ErrNotRetryable, st.RunState())
-	}
-	if st.FailedCount == 0 {
-		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
-	}
 	rep, err := p.d.DB.ReportByToken(ctx, token)
 	if err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+	// Completed: ended, with its report completed (a finalizer may leave
+	// the state it found rather than record "completed").
+	if state := st.RunState(); !st.Ended() || state == models.RunFailed || state == models.RunCancelled || rep.Status != models.ReportCompleted {
+		return 0, fmt.Errorf("retry %s: %w: it has not completed", token, ErrNotRetryable)
+	}
+	if st.FailedCount == 0 {
+		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
 	}
 	if rep.SourceKey == "" {
 		return 0, fmt.Errorf("retry %s: %w: its CSV was not stored (sent inline)", token, ErrNotRetryable)
@@ -107,7 +109,7 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	}
 	p.launchWorkers(ctx, token, queue, log)
 	typ := reportTypeName(rep.ReportType)
-	pushed, err := p.pushRows(ctx, token, queue, typ, rep, kept.failedRows)
+	pushed, err := p.pushRetryRows(ctx, token, queue, typ, rep, kept.failedRows)
 	if err != nil {
 		return pushed, fmt.Errorf("retry %s: %w", token, err)
 	}
@@ -204,7 +206,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 				pending[i].Pack, pending[i].Offset = path.Base(key), pending[i].Offset+base
 			}
 		}
-		if err := p.ledger.Overwrite(ctx, token, append(ready, pending...)); err != nil {
+		if _, _, err := p.ledger.RecordBatch(ctx, token, append(ready, pending...)); err != nil {
 			return err
 		}
 		buf.Reset()
@@ -267,10 +269,10 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	return out, err
 }
 
-// pushRows reads the upload again and pushes the rows whose numbers are in
+// pushRetryRows reads the upload again and pushes the rows whose numbers are in
 // want, as the split pushed them; a row the CSV cannot parse is recorded
 // failed again at once.
-func (p *Pipeline) pushRows(ctx context.Context, token, queue, typ string, rep models.ClientReport, want map[int]string) (int, error) {
+func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, rep models.ClientReport, want map[int]string) (int, error) {
 	rc, err := p.d.Store.Open(ctx, rep.SourceKey)
 	if err != nil {
 		return 0, fmt.Errorf("open %s: %w", rep.SourceKey, err)

@@ -23,7 +23,9 @@ func (s *Store) SetSplitProgress(ctx context.Context, token string, bytesRead, b
 // Only a run that ended completed is reopened; it reports whether this
 // caller reopened it.
 func (s *Store) ReopenRun(ctx context.Context, token string, done, failed int) (bool, error) {
-	n, err := s.updateStatus(ctx, token, "finalized_at IS NOT NULL AND (state = '"+RunCompleted+"' OR state IS NULL OR state = '')", map[string]any{
+	// A finalizer that did not record "completed" leaves the running state
+	// it found: any ended run that did not fail and was not cancelled.
+	n, err := s.updateStatus(ctx, token, "finalized_at IS NOT NULL AND (state IS NULL OR state NOT IN ('"+RunFailed+"', '"+RunCancelled+"'))", map[string]any{
 		"finalized_at": nil, "ended_at": nil, "state": "", "state_reason": "",
 		"done_count": done, "failed_count": failed, "last_error": "",
 		"worker_started_at": nil, "worker_task_arn": "", "force_shutdown_at": nil,
