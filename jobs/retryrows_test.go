@@ -133,11 +133,19 @@ func TestRetryFailedRows(t *testing.T) {
 
 func TestRetryRefused(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	hook := newHookReceiver(t)
+	e := newEnvWith(t, envOptions{deps: func(d *jobs.Deps) { d.WebhookURL, d.WebhookSecret = hook.URL, "k" }})
 	ctx := context.Background()
 	id := e.newReport(models.ReportTypeXLSX)
 	e.split("id,v\na,1\n", "text", id)
 	rep := e.completed(id, 30*time.Second)
+	// The finalizer's end, as the webhook tells it.
+	e.pipeline.RunEndedForTest(ctx, rep.Token)
+	waitFor(t, 20*time.Second, "the webhook", func() bool { return len(hook.deliveries()) == 1 })
+	if p := verify(t, hook.deliveries()[0], "k"); p.State != "completed" || p.DoneCount != 1 || p.TotalCount != 1 ||
+		p.DownloadPath != "/csv_processing/"+rep.Token+"/download" {
+		t.Errorf("payload %+v", p)
+	}
 	if _, err := e.pipeline.RetryFailed(ctx, rep.Token); !errors.Is(err, jobs.ErrNotRetryable) {
 		t.Errorf("retry of a run without failed rows: %v", err)
 	}

@@ -123,7 +123,7 @@ func (p *Pipeline) enqueueWebhook(ctx context.Context, token string) error {
 		return err
 	}
 	body := WebhookPayload{
-		Event: webhookEvent, Token: token, ReportID: rep.ID, State: st.RunState(), Reason: st.StateReason,
+		Event: webhookEvent, Token: token, ReportID: rep.ID, State: endState(st, rep), Reason: st.StateReason,
 		TotalCount: st.TotalCount, DoneCount: st.DoneCount, FailedCount: st.FailedCount, EndedAt: ended,
 		StatusPath: "/csv_processing/" + token,
 	}
@@ -145,6 +145,19 @@ func (p *Pipeline) enqueueWebhook(ctx context.Context, token string) error {
 	return nil
 }
 
+// endState is how an ended run ended: its recorded state, or, when its
+// finalizer left the running state it found, what its report says.
+func endState(st models.CsvProcessingStatus, rep models.ClientReport) string {
+	switch s := st.RunState(); s {
+	case models.RunCompleted, models.RunFailed, models.RunCancelled:
+		return s
+	}
+	if rep.Status == models.ReportFailed {
+		return models.RunFailed
+	}
+	return models.RunCompleted
+}
+
 // markOnce sets key to value unless it holds value already, and reports
 // whether it did (kept 30 days).
 func (p *Pipeline) markOnce(ctx context.Context, key, value string) (bool, error) {
@@ -153,7 +166,15 @@ func (p *Pipeline) markOnce(ctx context.Context, key, value string) (bool, error
 		return false, err
 	}
 	defer c.Close()
-	old, err := redis.String(c.Do("SET", key, value, "GET", "EX", 30*24*3600))
+	// GETSET rather than SET ... GET: the embedded fallback speaks it too.
+	_ = c.Send("MULTI")
+	_ = c.Send("GETSET", key, value)
+	_ = c.Send("EXPIRE", key, 30*24*3600)
+	vals, err := redis.Values(c.Do("EXEC"))
+	if err != nil || len(vals) != 2 {
+		return false, fmt.Errorf("mark %s: %v", key, err)
+	}
+	old, err := redis.String(vals[0], nil)
 	if err != nil && !errors.Is(err, redis.ErrNil) {
 		return false, fmt.Errorf("mark %s: %w", key, err)
 	}
