@@ -308,7 +308,7 @@ func (c *cluster) waitFinished(token string, d time.Duration) runStatus {
 	deadline := time.Now().Add(d)
 	for {
 		s := c.status(token)
-		if s.State == "completed" || s.State == "failed" {
+		if s.State == "completed" || s.State == "failed" || s.State == "cancelled" {
 			return s
 		}
 		if time.Now().After(deadline) {

@@ -175,8 +175,8 @@ func TestDeleteQueueMidRunCancels(t *testing.T) {
 	}
 	fault := time.Now()
 	s := c.endsWithin(u.Token, fault, 2*time.Minute)
-	if s.State != "failed" || !strings.Contains(s.LastError, "deleted") {
-		t.Fatalf("run after its queue was deleted: %+v (want failed: cancelled, queue deleted)", s)
+	if s.State != "cancelled" || !strings.Contains(s.LastError, "deleted") {
+		t.Fatalf("run after its queue was deleted: %+v (want cancelled, queue deleted)", s)
 	}
 	// Nothing of the run is left in Redis to run.
 	time.Sleep(2 * time.Second)

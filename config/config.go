@@ -152,6 +152,12 @@ type Config struct {
 	// WorkerMaxRelaunches is WORKER_MAX_RELAUNCHES: relaunches of one
 	// run's worker before the run fails. Defaults to 5.
 	WorkerMaxRelaunches int
+	// WebhookURL is WEBHOOK_URL: an http(s) URL called once when a run
+	// ends, unless the upload gave its own (optional).
+	WebhookURL string
+	// WebhookSecret is WEBHOOK_SECRET: the key of the deliveries'
+	// HMAC-SHA256 signature (optional; unsigned without it).
+	WebhookSecret string
 }
 
 // loader reads variables and collects problems.
@@ -399,6 +405,13 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		c.LocalWorkerCommand = cmd
 	}
 	c.WorkerMaxRelaunches = int(l.integer("WORKER_MAX_RELAUNCHES", 5, 0, 100))
+	c.WebhookURL = l.str("WEBHOOK_URL", "")
+	if c.WebhookURL != "" {
+		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			l.fail("WEBHOOK_URL", "want an http or https URL with a host")
+		}
+	}
+	c.WebhookSecret = l.str("WEBHOOK_SECRET", "")
 
 	if err := errors.Join(l.errs...); err != nil {
 		return c, fmt.Errorf("config: %w", err)

@@ -164,6 +164,9 @@ func TestLoad(t *testing.T) {
 			c.LocalDetach = true
 			c.Self = launcher.SelfEnv{MetadataURI: "http://169.254.170.2/v4/x", LaunchedBy: "local"}
 		}},
+		{"webhook", with(nil, "WEBHOOK_URL", "https://rails.example/hooks/pallarel", "WEBHOOK_SECRET", "k"), func(c *Config) {
+			c.WebhookURL, c.WebhookSecret = "https://rails.example/hooks/pallarel", "k"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,6 +224,7 @@ func TestLoadErrors(t *testing.T) {
 		{"short secret", map[string]string{"SECRET_KEY_BASE": "abc"}, []string{"SECRET_KEY_BASE: want at least 32"}},
 		{"retention", map[string]string{"RETAIN_RUNS": "forever"}, []string{"RETAIN_RUNS: want a duration"}},
 		{"db pool zero", map[string]string{"DB_POOL": "0"}, []string{"DB_POOL: want 1..1000"}},
+		{"webhook scheme", map[string]string{"WEBHOOK_URL": "ftp://x/y"}, []string{"WEBHOOK_URL: want an http or https URL"}},
 		{"idle timeout negative", map[string]string{"WORKER_IDLE_TIMEOUT": "-5m"}, []string{"WORKER_IDLE_TIMEOUT: want a positive duration"}},
 		{"ecs command with the binary", map[string]string{"ECS_SIDEKIQ_COMMAND": `["/app/worker","-q","{queue}"]`}, []string{"ECS_SIDEKIQ_COMMAND: want a JSON array of the worker's arguments"}},
 		{"ecs command not json", map[string]string{"ECS_SIDEKIQ_COMMAND": `-q {queue}`}, []string{"ECS_SIDEKIQ_COMMAND:"}},

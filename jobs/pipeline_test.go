@@ -61,6 +61,8 @@ type envOptions struct {
 	// launch replaces the in-process token worker (e.g. a Ruby sidekiq);
 	// nil runs a Go token worker.
 	launch func(ctx context.Context, req launcher.Request) error
+	// deps adjusts the pipeline's dependencies (webhook settings...).
+	deps func(*jobs.Deps)
 }
 
 func newEnv(t *testing.T, store storage.Store) *env {
@@ -106,12 +108,16 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		}
 	}
 	e.api = sidekiq.NewAPI(e.db.Pool, sidekiq.Dialect8)
-	e.pipeline, err = jobs.New(jobs.Deps{
+	deps := jobs.Deps{
 		Pool: e.db.Pool, Client: e.client, API: e.api,
 		Store: o.store, DB: e.models, Router: rt, Renderers: regs, Logger: quiet(),
 		Launcher:         &launcher.Func{LaunchFunc: e.launch, StopFunc: e.stop},
 		FinalizeInterval: 200 * time.Millisecond, BatchSize: o.batchSize,
-	})
+	}
+	if o.deps != nil {
+		o.deps(&deps)
+	}
+	e.pipeline, err = jobs.New(deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,11 @@ type Deps struct {
 	SplitWindow int
 	// Supervise tunes the run supervisor; zero fields take defaults.
 	Supervise SuperviseConfig
+	// WebhookURL (WEBHOOK_URL) is called when a run ends, unless the upload
+	// gave its own; WebhookSecret (WEBHOOK_SECRET) signs the deliveries.
+	// Both optional (webhook.go).
+	WebhookURL    string
+	WebhookSecret string
 }
 
 // Pipeline runs the jobs with their dependencies.
@@ -140,6 +145,8 @@ func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 		reg.Register(p.handleRow, RowClass, "ProcessCsvRowJob"),
 		reg.Register(p.handleFinalize, FinalizeClass, "FinalizeReportJob"),
 		reg.Register(p.handleIdle, IdleClass),
+		reg.Register(p.handleWebhook, WebhookClass),
+		reg.Register(p.handleCancelCleanup, CancelCleanupClass),
 	)
 }
 

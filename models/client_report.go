@@ -121,8 +121,10 @@ type ClientReport struct {
 	// ExpiredAt is ours: when retention deleted the run's files; the
 	// status pages say so instead of offering a dead download.
 	ExpiredAt *time.Time `gorm:"column:expired_at;serializer:pallarel_time"`
-	CreatedAt time.Time  `gorm:"column:created_at;serializer:pallarel_time"`
-	UpdatedAt time.Time  `gorm:"column:updated_at;serializer:pallarel_time"`
+	// WebhookURL is ours: called once when the run ends (see jobs/webhook.go).
+	WebhookURL string    `gorm:"column:webhook_url"`
+	CreatedAt  time.Time `gorm:"column:created_at;serializer:pallarel_time"`
+	UpdatedAt  time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
 }
 
 // TableName is the Rails table.

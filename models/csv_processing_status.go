@@ -41,9 +41,15 @@ type CsvProcessingStatus struct {
 	// SourceSpec is ours: how to read the run's rows again from storage
 	// (JSON written by the split), so a run outlives the Redis that held
 	// its jobs.
-	SourceSpec string    `gorm:"column:source_spec"`
-	CreatedAt  time.Time `gorm:"column:created_at;serializer:pallarel_time"`
-	UpdatedAt  time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
+	SourceSpec string `gorm:"column:source_spec"`
+	// SplitBytesRead, SplitBytesTotal and SplitRows are ours: how far the
+	// split has read the upload, so the status page can estimate the total
+	// and an ETA before the split has counted every row.
+	SplitBytesRead  int64     `gorm:"column:split_bytes_read"`
+	SplitBytesTotal int64     `gorm:"column:split_bytes_total"`
+	SplitRows       int       `gorm:"column:split_rows"`
+	CreatedAt       time.Time `gorm:"column:created_at;serializer:pallarel_time"`
+	UpdatedAt       time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
 }
 
 // Run states (csv_processing_statuses.state). A run has ended exactly when

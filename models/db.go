@@ -272,6 +272,7 @@ var extraColumns = map[string][]column{
 		{"source_key", map[string]string{"sqlite": "varchar", "mysql": "varchar(255)", "postgres": "character varying"}},
 		{"source_name", map[string]string{"sqlite": "varchar", "mysql": "varchar(255)", "postgres": "character varying"}},
 		{"expired_at", map[string]string{"sqlite": "datetime(6)", "mysql": "datetime(6)", "postgres": "timestamp(6)"}},
+		{"webhook_url", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
 	},
 	"csv_processing_statuses": {
 		{"failed_count", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
@@ -281,6 +282,9 @@ var extraColumns = map[string][]column{
 		{"ended_at", map[string]string{"sqlite": "datetime(6)", "mysql": "datetime(6)", "postgres": "timestamp(6)"}},
 		{"launch_attempts", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
 		{"source_spec", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
+		{"split_bytes_read", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "bigint DEFAULT 0", "postgres": "bigint DEFAULT 0"}},
+		{"split_bytes_total", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "bigint DEFAULT 0", "postgres": "bigint DEFAULT 0"}},
+		{"split_rows", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
 	},
 }
 

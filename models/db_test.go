@@ -279,8 +279,8 @@ func TestMigrateKeepsRailsSchema(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			wantReports := append(beforeReports, "error_message", "source_key", "source_name", "expired_at")
-			wantStatuses := append(beforeStatuses, "failed_count", "last_error", "state", "state_reason", "ended_at", "launch_attempts", "source_spec")
+			wantReports := append(beforeReports, "error_message", "source_key", "source_name", "expired_at", "webhook_url")
+			wantStatuses := append(beforeStatuses, "failed_count", "last_error", "state", "state_reason", "ended_at", "launch_attempts", "source_spec", "split_bytes_read", "split_bytes_total", "split_rows")
 			if got := columnNames(t, db, "client_reports"); fmt.Sprint(got) != fmt.Sprint(wantReports) {
 				t.Errorf("client_reports columns = %v, want %v", got, wantReports)
 			}
@@ -344,8 +344,8 @@ func TestMigrateFresh(t *testing.T) {
 			}
 		}
 		want := map[string][]string{
-			"client_reports":          {"id", "security_hash", "deleted_at", "report_type", "count", "file", "status", "token", "created_at", "updated_at", "error_message", "source_key", "source_name", "expired_at"},
-			"csv_processing_statuses": {"id", "token", "total_count", "done_count", "queue_name", "worker_task_arn", "worker_started_at", "finalized_at", "force_shutdown_at", "created_at", "updated_at", "failed_count", "last_error", "state", "state_reason", "ended_at", "launch_attempts", "source_spec"},
+			"client_reports":          {"id", "security_hash", "deleted_at", "report_type", "count", "file", "status", "token", "created_at", "updated_at", "error_message", "source_key", "source_name", "expired_at", "webhook_url"},
+			"csv_processing_statuses": {"id", "token", "total_count", "done_count", "queue_name", "worker_task_arn", "worker_started_at", "finalized_at", "force_shutdown_at", "created_at", "updated_at", "failed_count", "last_error", "state", "state_reason", "ended_at", "launch_attempts", "source_spec", "split_bytes_read", "split_bytes_total", "split_rows"},
 		}
 		for table, cols := range want {
 			if got := columnNames(t, db, table); fmt.Sprint(got) != fmt.Sprint(cols) {

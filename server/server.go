@@ -11,6 +11,8 @@
 //	GET  /csv_processing/:token        one run, HTML or JSON by Accept
 //	GET  /csv_processing/:token/events Server-Sent Events with the run's status every second
 //	GET  /csv_processing/:token/download the report ZIP (stream, or 302 to a presigned URL)
+//	GET  /csv_processing/:token/failed failed rows with their reasons (?page=)
+//	POST /csv_processing/:token/cancel cancel the run; POST .../retry run its failed rows again
 //	GET  /up, /healthz, /readyz, /metrics (behind auth, or on its own listener)
 //	GET, POST /login; POST /logout     browser session when auth is configured
 //	/sidekiq/...                       dashboard: Dashboard, Busy, Queues, Retries, Scheduled, Dead
@@ -76,6 +78,10 @@ type Deps struct {
 	BasicUser     string
 	BasicPassword string
 
+	// Runs cancels runs, retries their failed rows and lists those
+	// (jobs.Pipeline). Without it the run pages have no such buttons.
+	Runs RunControl
+
 	// CSRFKey signs the forms' CSRF tokens and browser sessions. Defaults
 	// to random bytes per Server; set the same key on every replica behind
 	// one load balancer (SECRET_KEY_BASE).
@@ -115,6 +121,7 @@ type Server struct {
 	metrics *httpMetrics
 	reg     *prometheus.Registry
 	streams *streamHub
+	rates   rateMeter // recent rates of the runs being watched
 }
 
 // New checks deps, fills defaults and builds the routes.
@@ -236,6 +243,7 @@ func (s *Server) routes() *gin.Engine {
 	app.GET("/csv_processing/:token", s.statusOne)
 	app.GET("/csv_processing/:token/events", s.streamSlot(), s.events)
 	app.GET("/csv_processing/:token/download", s.download)
+	s.runControlRoutes(app)
 
 	s.dashboardRoutes(e.Group("/sidekiq", s.requireAuth(), s.csrfIssue(), s.csrf()))
 	return e

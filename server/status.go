@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math"
@@ -15,30 +16,42 @@ import (
 	"github.com/pallarel/pallarel/router"
 )
 
-// The states a run is shown in.
+// The states a run is shown in: pending (uploaded, not split yet), then
+// the run's own states (models.RunSplitting ... models.RunCancelled).
 const (
 	statePending    = "pending"
-	stateProcessing = "processing"
-	stateCompleted  = "completed"
-	stateFailed     = "failed"
+	stateSplitting  = models.RunSplitting
+	stateProcessing = models.RunProcessing
+	stateCompleted  = models.RunCompleted
+	stateFailed     = models.RunFailed
+	stateCancelled  = models.RunCancelled
 )
 
 // runView is one run as the status pages, the events stream and the JSON
 // API show it: the Rails columns of csv_processing_statuses, plus state,
 // failed_count, report_id and the derived progress figures.
 type runView struct {
-	Token           string     `json:"token"`
-	State           string     `json:"state"`
-	TotalCount      int        `json:"total_count"`
-	DoneCount       int        `json:"done_count"`
-	FailedCount     int        `json:"failed_count"`
-	Percentage      float64    `json:"percentage"`
-	Rate            float64    `json:"rate"`        // rows per second since the worker started
-	ETASeconds      *float64   `json:"eta_seconds"` // null when unknown
+	Token       string `json:"token"`
+	State       string `json:"state"`
+	StateReason string `json:"state_reason"` // why it failed, was cancelled, or is stalled
+	Stalled     bool   `json:"stalled"`      // still running, but stalled: see state_reason
+	TotalCount  int    `json:"total_count"`
+	// EstimatedTotal is the total estimated from the bytes the split has
+	// read, while it splits; null otherwise.
+	EstimatedTotal *int    `json:"estimated_total"`
+	DoneCount      int     `json:"done_count"`
+	FailedCount    int     `json:"failed_count"`
+	Percentage     float64 `json:"percentage"`
+	// Rate is rows per second over the last half minute or so (the first
+	// seconds of a run: since it started); 0 when unknown.
+	Rate            float64    `json:"rate"`
+	ETASeconds      *float64   `json:"eta_seconds"`      // null when unknown, stalled or ended
+	DurationSeconds *float64   `json:"duration_seconds"` // upload to end, once ended
 	QueueName       string     `json:"queue_name"`
 	WorkerTaskArn   string     `json:"worker_task_arn"`
 	WorkerStartedAt *time.Time `json:"worker_started_at"`
 	FinalizedAt     *time.Time `json:"finalized_at"`
+	EndedAt         *time.Time `json:"ended_at"`
 	ForceShutdownAt *time.Time `json:"force_shutdown_at"`
 	LastError       string     `json:"last_error"`
 	ReportID        int64      `json:"report_id"`
@@ -47,70 +60,122 @@ type runView struct {
 	UpdatedAt       time.Time  `json:"updated_at"`
 	DownloadURL     string     `json:"download_url,omitempty"`
 	// Expired: retention deleted the run's files (runs_list.go).
-	Expired bool `json:"expired,omitempty"`
+	Expired   bool `json:"expired,omitempty"`
+	CanCancel bool `json:"can_cancel"`
+	CanRetry  bool `json:"can_retry"` // completed with failed rows: they can run again
 }
 
-// Finished reports whether the run will not change any more.
-func (v runView) Finished() bool { return v.State == stateCompleted || v.State == stateFailed }
+// Finished reports whether the run will not change any more (unless a
+// retry of its failed rows reopens it).
+func (v runView) Finished() bool {
+	return v.State == stateCompleted || v.State == stateFailed || v.State == stateCancelled
+}
 
 // makeView joins a run's report and status row; either may be missing (the
-// status row appears when SplitCsvJob starts and is deleted when the report
-// is finalized, as in the Rails app).
+// status row appears when SplitCsvJob starts; the Rails app deletes it
+// when the report is finalized).
 func (s *Server) makeView(token string, rep *models.ClientReport, st *models.CsvProcessingStatus) runView {
 	v := runView{Token: token, State: statePending}
+	start := time.Time{}
 	if rep != nil {
 		v.ReportID, v.ReportType = rep.ID, reportTypeName(rep.ReportType)
 		v.CreatedAt, v.UpdatedAt = rep.CreatedAt, rep.UpdatedAt
 		v.LastError = cleanError(rep.ErrorMessage)
 		v.TotalCount = rep.Count
 		v.DoneCount = rep.Count
+		start = rep.CreatedAt
 	}
 	if st != nil {
 		v.TotalCount, v.DoneCount, v.FailedCount = st.TotalCount, st.DoneCount, st.FailedCount
 		v.QueueName, v.WorkerTaskArn = st.QueueName, st.WorkerTaskArn
 		v.WorkerStartedAt, v.FinalizedAt, v.ForceShutdownAt = st.WorkerStartedAt, st.FinalizedAt, st.ForceShutdownAt
+		v.EndedAt = cmp.Or(st.EndedAt, st.FinalizedAt)
 		if st.LastError != "" {
 			v.LastError = cleanError(st.LastError)
 		}
 		v.CreatedAt, v.UpdatedAt = st.CreatedAt, st.UpdatedAt
-		v.State = stateProcessing
+		if start.IsZero() {
+			start = st.CreatedAt
+		}
+		v.State, v.StateReason = st.RunState(), st.StateReason
+		if st.State == "" && rep != nil {
+			// No recorded state (a run of an older Pallarel, or a
+			// finalizer that holds its claim but is still writing the
+			// ZIP): the report says where it is.
+			v.State = stateProcessing
+		}
 	}
 	if v.QueueName == "" {
 		v.QueueName, _ = s.d.Router.For(token)
 	}
 	if rep != nil {
 		v.Expired = rep.ExpiredAt != nil || rep.DeletedAt != nil
+		// The report has the last word unless the run records why it
+		// ended otherwise (a cancel marks the report failed).
 		switch rep.Status {
 		case models.ReportCompleted:
-			v.State = stateCompleted
-			if !v.Expired {
-				v.DownloadURL = "/csv_processing/" + token + "/download"
+			if v.State != stateFailed && v.State != stateCancelled {
+				v.State = stateCompleted
 			}
 		case models.ReportFailed:
-			v.State = stateFailed
+			if v.State != stateCancelled {
+				v.State = stateFailed
+			}
 		case models.ReportProcessing:
-			v.State = stateProcessing
+			if st == nil {
+				v.State = stateProcessing
+			}
 		}
 	}
 	if v.State == stateCompleted && v.FailedCount == 0 {
 		v.LastError = "" // an error a retry got past: the run succeeded
 	}
+	if v.State == stateCompleted && !v.Expired {
+		v.DownloadURL = "/csv_processing/" + token + "/download"
+	}
+	ended := v.DoneCount + v.FailedCount
+	total := v.TotalCount
+	if st != nil && !v.Finished() && (v.State == stateSplitting || st.TotalCount == 0) &&
+		st.SplitBytesRead > 0 && st.SplitBytesTotal > 0 && st.SplitBytesRead < st.SplitBytesTotal {
+		est := max(int(math.Round(float64(st.SplitRows)*float64(st.SplitBytesTotal)/float64(st.SplitBytesRead))), st.SplitRows, total)
+		v.EstimatedTotal, total = &est, est
+	}
 	switch {
 	case v.State == stateCompleted:
 		v.Percentage = 100
-	case v.TotalCount > 0:
-		v.Percentage = math.Round(float64(v.DoneCount+v.FailedCount)*1000/float64(v.TotalCount)) / 10
+	case total > 0:
+		v.Percentage = math.Round(float64(ended)*1000/float64(total)) / 10
 		v.Percentage = min(v.Percentage, 100)
 	}
-	if v.State == stateProcessing && v.WorkerStartedAt != nil {
-		if el := s.d.Now().Sub(*v.WorkerStartedAt).Seconds(); el > 0 {
-			ended := v.DoneCount + v.FailedCount
-			v.Rate = math.Round(float64(ended)/el*100) / 100
-			if left := v.TotalCount - ended; v.Rate > 0 && left >= 0 {
-				eta := math.Round(float64(left) / (float64(ended) / el))
-				v.ETASeconds = &eta
-			}
+	now := s.d.Now()
+	if v.Finished() {
+		v.CanRetry = v.State == stateCompleted && v.FailedCount > 0 && s.d.Runs != nil
+		s.rates.forget(token)
+		if v.EndedAt != nil && !start.IsZero() {
+			d := math.Round(v.EndedAt.Sub(start).Seconds()*10) / 10
+			v.DurationSeconds = &d
 		}
+		return v
+	}
+	v.CanCancel = s.d.Runs != nil
+	v.Stalled = v.StateReason != ""
+	if st == nil {
+		return v
+	}
+	rate, ok := s.rates.observe(token, now, ended)
+	if since := cmp.Or(v.WorkerStartedAt, &st.CreatedAt); !ok && now.Sub(*since) < rateWindow {
+		// The first seconds: no window yet, and the average since the
+		// start is as recent as it gets.
+		if el := now.Sub(*since).Seconds(); el > 0 {
+			rate, ok = float64(ended)/el, true
+		}
+	}
+	if ok {
+		v.Rate = math.Round(rate*100) / 100
+	}
+	if left := total - ended; ok && rate > 0 && left >= 0 && total > 0 && !v.Stalled {
+		eta := math.Round(float64(left) / rate)
+		v.ETASeconds = &eta
 	}
 	return v
 }
@@ -215,8 +280,23 @@ func (s *Server) statusOne(c *gin.Context) {
 		c.JSON(http.StatusOK, v)
 		return
 	}
+	page, err := failedPageParam(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	data := statusPage{runView: v, Failed: failedView{Page: 1, Pages: 1}}
+	if s.d.Runs != nil {
+		data.CancelToken, data.RetryToken = s.runFormToken("cancel", v.Token), s.runFormToken("retry", v.Token)
+		if v.FailedCount > 0 || page > 1 {
+			if data.Failed, err = s.loadFailed(c.Request.Context(), v.Token, page); err != nil {
+				s.fail(c, err)
+				return
+			}
+		}
+	}
 	l := lang(c)
-	s.render(c, http.StatusOK, "status.html", pageData{Lang: l, Title: l.T("status_title"), Data: v})
+	s.render(c, http.StatusOK, "status.html", pageData{Lang: l, Title: l.T("status_title"), Data: data})
 }
 
 // events is GET /csv_processing/:token/events: Server-Sent Events, one

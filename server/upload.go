@@ -128,6 +128,7 @@ func (s *Server) upload(c *gin.Context) {
 		Token:      token,
 		SourceKey:  UploadKey(token),
 		SourceName: f.name,
+		WebhookURL: f.webhookURL,
 	}
 	if err := s.d.DB.CreateReport(ctx, &report); err != nil {
 		s.discard(ctx, f.stored)
@@ -180,6 +181,7 @@ func (s *Server) answerUpload(c *gin.Context, token string, status int) {
 type uploadForm struct {
 	typ, encoding string
 	name          string // the CSV's file name as sent
+	webhookURL    string // called when the run ends (jobs/webhook.go)
 	template      bool
 	size          int64
 	stored        []string // keys written, removed again when the request fails
@@ -248,6 +250,10 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			if !s.typeAvailable(f.typ) {
 				return f, userErr(http.StatusUnprocessableEntity, "err_type_unavailable", f.typ)
 			}
+		case "webhook_url":
+			if f.webhookURL, err = webhookField(part); err != nil {
+				return f, err
+			}
 		case "encoding":
 			if f.encoding, err = smallField(part); err != nil {
 				return f, err
@@ -269,6 +275,22 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 		return f, userErr(http.StatusBadRequest, "err_no_file", "")
 	}
 	return f, nil
+}
+
+// webhookField reads an optional webhook_url: an http or https URL.
+func webhookField(p *multipart.Part) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(p, 2049))
+	if err != nil {
+		return "", badBody(err)
+	}
+	u := strings.TrimSpace(string(b))
+	if u == "" {
+		return "", nil
+	}
+	if err := jobs.ValidWebhookURL(u); err != nil {
+		return "", userErr(http.StatusUnprocessableEntity, "err_bad_webhook", "")
+	}
+	return u, nil
 }
 
 // storePart checks the first KiB of part with sniff, then streams the whole

@@ -2,10 +2,19 @@
 // while its rows are made into reports, and downloads the ZIP:
 //
 //	pallarel [-server http://localhost:8080] [-type xlsx|pdf|text] [-encoding auto]
-//	         [-template t.xlsx] [-o report.zip] [-token AUTH_TOKEN] file.csv
+//	         [-template t.xlsx] [-webhook URL] [-o report.zip] [-token AUTH_TOKEN] file.csv
+//
+// and controls a run by its token (flags go before the command):
+//
+//	pallarel [flags] status TOKEN   its state, counts, rate and ETA
+//	pallarel [flags] cancel TOKEN   cancel it
+//	pallarel [flags] retry TOKEN    run its failed rows again, follow it and download the new ZIP
+//	pallarel [flags] failed TOKEN   list its failed rows with their reasons (-page N)
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,9 +50,13 @@ func main() {
 type usageError struct{ error }
 
 type options struct {
-	server, typ, encoding, template, out, token string
-	poll                                        time.Duration
+	server, typ, encoding, template, webhook, out, token string
+	poll                                                 time.Duration
+	page                                                 int
 }
+
+// commands take a run's token instead of a CSV file.
+var commands = map[string]bool{"status": true, "cancel": true, "retry": true, "failed": true}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pallarel", flag.ContinueOnError)
@@ -56,39 +70,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.token, "token", os.Getenv("AUTH_TOKEN"), "bearer token when the server has AUTH_TOKEN set")
 	fs.DurationVar(&o.poll, "poll", 500*time.Millisecond, "how often to ask for progress")
 	fs.Usage = func() { usage(fs) }
+	fs.StringVar(&o.webhook, "webhook", "", "URL the server calls when the run ends (http or https)")
+	fs.IntVar(&o.page, "page", 1, "page of failed rows to list (failed)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the usage was asked for, and printed
 		}
 		return usageError{err}
 	}
-	if fs.NArg() != 1 {
-		return usageError{errors.New("give exactly one CSV file")}
-	}
 	c := &client{base: strings.TrimRight(o.server, "/"), token: o.token, http: &http.Client{}}
+	if fs.NArg() == 2 && commands[fs.Arg(0)] {
+		return c.command(ctx, fs.Arg(0), fs.Arg(1), o, stdout, stderr)
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("give exactly one CSV file, or a command (status, cancel, retry, failed) and a token")}
+	}
 	sub, err := c.submit(ctx, fs.Arg(0), o)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "submitted %s as %s (queue %s)\n", fs.Arg(0), sub.Token, sub.Queue)
-	st, err := c.follow(ctx, sub.Token, o.poll, stderr)
+	return c.followAndDownload(ctx, sub.Token, o, stdout, stderr)
+}
+
+// followAndDownload follows the run to its end and downloads its ZIP.
+func (c *client) followAndDownload(ctx context.Context, token string, o options, stdout, stderr io.Writer) error {
+	st, err := c.follow(ctx, token, o.poll, stderr)
 	if err != nil && ctx.Err() != nil {
 		// Ctrl-C stops following, not the run.
 		return fmt.Errorf("stopped following; run %s goes on on the server.\n"+
 			"  progress: %s/csv_processing/%s\n  download: %s/csv_processing/%s/download (once completed)",
-			sub.Token, c.base, sub.Token, c.base, sub.Token)
+			token, c.base, token, c.base, token)
 	}
 	if err != nil {
 		return err
 	}
 	if st.State != "completed" {
-		return fmt.Errorf("run %s %s: %s", sub.Token, st.State, st.LastError)
+		return fmt.Errorf("run %s %s: %s", token, st.State, cmp.Or(st.StateReason, st.LastError))
 	}
 	out := o.out
 	if out == "" {
-		out = "report-" + sub.Token + ".zip"
+		out = "report-" + token + ".zip"
 	}
-	n, err := c.download(ctx, sub.Token, out)
+	n, err := c.download(ctx, token, out)
 	if err != nil {
 		return err
 	}
@@ -137,11 +161,22 @@ type submission struct {
 }
 
 type status struct {
-	State       string `json:"state"`
-	TotalCount  int    `json:"total_count"`
-	DoneCount   int    `json:"done_count"`
-	FailedCount int    `json:"failed_count"`
-	LastError   string `json:"last_error"`
+	State           string   `json:"state"`
+	StateReason     string   `json:"state_reason"`
+	Stalled         bool     `json:"stalled"`
+	TotalCount      int      `json:"total_count"`
+	EstimatedTotal  *int     `json:"estimated_total"`
+	DoneCount       int      `json:"done_count"`
+	FailedCount     int      `json:"failed_count"`
+	Rate            float64  `json:"rate"`
+	ETASeconds      *float64 `json:"eta_seconds"`
+	DurationSeconds *float64 `json:"duration_seconds"`
+	LastError       string   `json:"last_error"`
+}
+
+// ended reports whether the run reached a final state.
+func (s status) ended() bool {
+	return s.State == "completed" || s.State == "failed" || s.State == "cancelled"
 }
 
 func (c *client) do(req *http.Request) (*http.Response, error) {
@@ -177,7 +212,7 @@ func (c *client) submit(ctx context.Context, path string, o options) (submission
 	mw := multipart.NewWriter(pw)
 	go func() {
 		err := func() error {
-			for k, v := range map[string]string{"csv_type": o.typ, "encoding": o.encoding} {
+			for k, v := range map[string]string{"csv_type": o.typ, "encoding": o.encoding, "webhook_url": o.webhook} {
 				if err := mw.WriteField(k, v); err != nil {
 					return err
 				}
@@ -255,12 +290,20 @@ func (c *client) follow(ctx context.Context, token string, every time.Duration, 
 		if err != nil {
 			return st, err
 		}
-		if st.TotalCount > 0 {
-			bar.ChangeMax(st.TotalCount)
-			bar.Describe(fmt.Sprintf("%s (%d failed)", st.State, st.FailedCount))
+		total := st.TotalCount
+		if st.EstimatedTotal != nil {
+			total = *st.EstimatedTotal
 		}
+		if total > 0 {
+			bar.ChangeMax(total)
+		}
+		desc := fmt.Sprintf("%s (%d failed)", st.State, st.FailedCount)
+		if st.Stalled {
+			desc = fmt.Sprintf("stalled: %s (%d failed)", st.StateReason, st.FailedCount)
+		}
+		bar.Describe(desc)
 		_ = bar.Set(st.DoneCount + st.FailedCount)
-		if st.State == "completed" || st.State == "failed" {
+		if st.ended() {
 			_ = bar.Finish()
 			return st, nil
 		}
@@ -296,4 +339,104 @@ func (c *client) download(ctx context.Context, token, out string) (int64, error)
 		return 0, fmt.Errorf("download: %w", err)
 	}
 	return n, os.Rename(tmp, out)
+}
+
+// command runs status, cancel, retry or failed on the run token.
+func (c *client) command(ctx context.Context, cmd, token string, o options, stdout, stderr io.Writer) error {
+	switch cmd {
+	case "status":
+		st, err := c.status(ctx, token)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %s", token, st.State)
+		if st.StateReason != "" {
+			fmt.Fprintf(stdout, " (%s)", st.StateReason)
+		}
+		total := strconv.Itoa(st.TotalCount)
+		if st.EstimatedTotal != nil {
+			total = "~" + strconv.Itoa(*st.EstimatedTotal)
+		}
+		fmt.Fprintf(stdout, ", %d done, %d failed of %s", st.DoneCount, st.FailedCount, total)
+		switch {
+		case st.Stalled:
+			fmt.Fprint(stdout, ", stalled")
+		case st.ETASeconds != nil:
+			fmt.Fprintf(stdout, ", %.1f rows/s, ETA %s", st.Rate, time.Duration(*st.ETASeconds)*time.Second)
+		case st.DurationSeconds != nil:
+			fmt.Fprintf(stdout, ", took %s", time.Duration(*st.DurationSeconds*float64(time.Second)).Round(100*time.Millisecond))
+		}
+		fmt.Fprintln(stdout)
+		return nil
+	case "cancel":
+		if err := c.post(ctx, token, "cancel", nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: cancelled\n", token)
+		return nil
+	case "retry":
+		var res struct {
+			Rows int `json:"rows"`
+		}
+		if err := c.post(ctx, token, "retry", &res); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "retrying %d failed rows of %s\n", res.Rows, token)
+		return c.followAndDownload(ctx, token, o, stdout, stderr)
+	case "failed":
+		if o.page < 1 {
+			return usageError{errors.New("-page must be 1 or more")}
+		}
+		var page struct {
+			Rows []struct {
+				Row   int    `json:"row"`
+				Error string `json:"error"`
+			} `json:"rows"`
+			Total int `json:"total"`
+			Page  int `json:"page"`
+			Pages int `json:"pages"`
+		}
+		if err := c.get(ctx, "/csv_processing/"+url.PathEscape(token)+"/failed?page="+strconv.Itoa(o.page), &page); err != nil {
+			return err
+		}
+		for _, r := range page.Rows {
+			fmt.Fprintf(stdout, "%d\t%s\n", r.Row, r.Error)
+		}
+		fmt.Fprintf(stderr, "%d failed rows; page %d of %d\n", page.Total, page.Page, page.Pages)
+		return nil
+	}
+	return usageError{fmt.Errorf("unknown command %q", cmd)}
+}
+
+// post sends POST /csv_processing/<token>/<action> as JSON and decodes the
+// answer into res when not nil.
+func (c *client) post(ctx context.Context, token, action string, res any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/csv_processing/"+url.PathEscape(token)+"/"+action, bytes.NewReader([]byte("{}")))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	defer resp.Body.Close()
+	if res == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(res)
+}
+
+// get fetches path as JSON into res.
+func (c *client) get(ctx context.Context, path string, res any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(res)
 }

@@ -106,6 +106,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 		SplitWindow: cfg.SplitWindow,
 		Supervise: jobs.SuperviseConfig{Interval: cfg.SuperviseInterval, LaunchGrace: cfg.WorkerLaunchGrace,
 			MaxRelaunches: cfg.WorkerMaxRelaunches},
+		WebhookURL: cfg.WebhookURL, WebhookSecret: cfg.WebhookSecret,
 	})
 	if err != nil {
 		return nil, err

@@ -64,8 +64,14 @@ func (p *InProcess) Start(id string, queues []sidekiq.QueueWeight, idle time.Dur
 	if p.servers == nil {
 		p.servers = map[string]*inprocServer{}
 	}
-	if _, ok := p.servers[id]; ok {
-		return nil
+	if old, ok := p.servers[id]; ok {
+		select {
+		case <-old.srv.Stopping():
+			// It is shutting down (its run ended, or idle): a new run on
+			// the same queue (a retry of failed rows) needs a new one.
+		default:
+			return nil
+		}
 	}
 	reg := sidekiq.NewRegistry()
 	if err := p.pipeline.Register(reg); err != nil {

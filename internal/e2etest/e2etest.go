@@ -267,7 +267,7 @@ func WaitEnded(tb testing.TB, base, token string, timeout time.Duration) Status 
 	var s Status
 	for {
 		s = GetStatus(tb, base, token)
-		if s.State == "completed" || s.State == "failed" {
+		if s.State == "completed" || s.State == "failed" || s.State == "cancelled" {
 			return s
 		}
 		if time.Now().After(deadline) {

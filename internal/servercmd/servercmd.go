@@ -183,7 +183,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 func webDeps(cfg config.Config, a *app.App, log *slog.Logger) server.Deps {
 	d := server.Deps{
 		Pool: a.Pool, Client: a.Client, API: a.API, DB: a.Models, Store: a.Store, Router: a.Router,
-		Logger: log, Dialect: a.Dialect, MaxUploadBytes: cfg.MaxUploadBytes,
+		Runs: a.Pipeline, Logger: log, Dialect: a.Dialect, MaxUploadBytes: cfg.MaxUploadBytes,
 		AuthToken: cfg.AuthToken, BasicUser: cfg.BasicAuthUser, BasicPassword: cfg.BasicAuthPassword,
 		MinUploadRate: cfg.MinUploadRate, MaxEventStreams: cfg.MaxEventStreams, StreamsPerClient: cfg.StreamsPerClient,
 		MetricsOnOwnListener: cfg.MetricsAddr != "", MaskJobArgs: cfg.MaskJobArgs,

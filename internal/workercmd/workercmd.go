@@ -103,7 +103,22 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 			}
 		}
 	}()
-	if err := srv.Run(ctx); err != nil {
+	// With an idle timeout, a worker also exits when Redis has been
+	// unreachable for longer than that (redis_watch.go).
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	redisLost := make(chan struct{})
+	if idle := cli.Options.IdleTimeout; idle > 0 {
+		go newRedisWatch(pool, idle, log).run(runCtx, func() { close(redisLost); stopRun() })
+	}
+	err = srv.Run(runCtx)
+	select {
+	case <-redisLost:
+		log.Error("worker exits: Redis unreachable", "idle_timeout", cli.Options.IdleTimeout)
+		return 1
+	default:
+	}
+	if err != nil {
 		log.Error("worker stopped with error", "err", err)
 		return 1
 	}

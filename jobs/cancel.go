@@ -1,0 +1,181 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// CancelReason is the reason and the report's error_message of a run the
+// user cancelled.
+const CancelReason = "cancelled by user"
+
+// ErrRunEnded is returned by Cancel for a run that has already ended.
+var ErrRunEnded = errors.New("the run has already ended")
+
+// CancelCleanupClass cleans up after a cancelled run once more, a while
+// after the cancel: rows that were running when it was cancelled may have
+// stored their files, or a stopping worker may have given its jobs back to
+// the token's queue, after the first cleanup. Args: [token].
+const CancelCleanupClass = "Pallarel::CancelCleanupJob"
+
+// CancelCleanupDelay is how long after a cancel the second cleanup runs:
+// longer than a worker's shutdown grace (25 s by default).
+const CancelCleanupDelay = 60 * time.Second
+
+// tokenJobScan bounds how many entries of the shared queues and sets a
+// cancel looks through for the token's other jobs (its SplitCsvJob, an
+// IdleShutdownJob): they are near the head, and these lists are short.
+const tokenJobScan = 20000
+
+// Cancel ends token's run as cancelled, once: the run's status (the claim
+// on finalized_at decides a race with the finalizer or another cancel), the
+// report failed with "cancelled by user", the token's queue and its
+// scheduled and retrying jobs gone, its worker stopped and its row files
+// deleted, then the webhook. Rows still running finish their job, but the
+// ledger's finalized_at guard keeps them from moving the counts or
+// finalizing. A run whose split has not started yet is cancelled too: its
+// SplitCsvJob is removed, and a split that starts anyway finds it ended.
+// It returns ErrRunEnded (wrapped) when the run had already ended, and
+// models.ErrNotFound when nothing knows the token.
+func (p *Pipeline) Cancel(ctx context.Context, token string) error {
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return err
+	}
+	rep, repErr := p.d.DB.ReportByToken(ctx, token)
+	if repErr != nil && !errors.Is(repErr, models.ErrNotFound) {
+		return fmt.Errorf("cancel %s: %w", token, repErr)
+	}
+	st, err := p.d.DB.StatusByToken(ctx, token)
+	switch {
+	case errors.Is(err, models.ErrNotFound) && repErr == nil:
+		// Not split yet: make the status row, so the end is recorded
+		// where every part of the pipeline looks.
+		if st, err = p.d.DB.CreateStatus(ctx, token, queue, 0); err != nil {
+			return fmt.Errorf("cancel %s: %w", token, err)
+		}
+	case err != nil:
+		return fmt.Errorf("cancel %s: %w", token, err)
+	}
+	won, err := p.d.DB.EndRun(ctx, token, models.RunCancelled, CancelReason)
+	if err != nil {
+		return fmt.Errorf("cancel %s: %w", token, err)
+	}
+	if !won {
+		return fmt.Errorf("cancel %s: %w", token, ErrRunEnded)
+	}
+	log := p.log.With("token", token, "queue", queue)
+	// The rest is cleanup: the run has ended whatever fails below, so it
+	// goes on with a context the caller's cancellation does not cut short.
+	ctx = context.WithoutCancel(ctx)
+	if repErr == nil {
+		if err := p.d.DB.MarkReportFailed(ctx, rep.ID, CancelReason); err != nil {
+			log.Error("cancel: mark report failed", "err", err)
+		}
+	}
+	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" cancelled")
+	p.cleanupCancelled(ctx, token, queue)
+	if j, err := sidekiq.NewJob(CancelCleanupClass, token); err == nil {
+		j.Queue, j.At = TriggerQueue, p.d.Now().Add(CancelCleanupDelay)
+		if _, err := p.d.Client.Push(ctx, j); err != nil {
+			log.Warn("cancel: schedule the second cleanup", "err", err)
+		}
+	}
+	log.Info("run cancelled")
+	p.runEnded(ctx, token)
+	return nil
+}
+
+// handleCancelCleanup is CancelCleanupClass: [token].
+func (p *Pipeline) handleCancelCleanup(ctx context.Context, job *sidekiq.Job) error {
+	var token string
+	if err := job.ScanArgs(&token); err != nil {
+		return err
+	}
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return err
+	}
+	st, err := p.d.DB.StatusByToken(ctx, token)
+	if err != nil {
+		return fmt.Errorf("cancel cleanup %s: %w", token, err)
+	}
+	if st.RunState() == models.RunCancelled {
+		p.cleanupCancelled(ctx, token, queue)
+	}
+	return nil
+}
+
+// cleanupCancelled removes what a cancelled run left in Redis and storage.
+func (p *Pipeline) cleanupCancelled(ctx context.Context, token, queue string) {
+	log := p.log.With("token", token, "queue", queue)
+	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
+		log.Error("cancel: purge token queue", "err", err)
+	} else {
+		log.Info("cancel: token queue purged", "jobs", n)
+	}
+	if n, err := p.removeTokenJobs(ctx, token); err != nil {
+		log.Error("cancel: remove the token's other jobs", "err", err)
+	} else if n > 0 {
+		log.Info("cancel: removed the token's other jobs", "jobs", n)
+	}
+	p.packer.release(token)
+	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
+		log.Warn("cancel: delete row files", "err", err)
+	}
+	_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
+}
+
+// removeTokenJobs removes token's jobs that are not on its own queue: its
+// SplitCsvJob on the report queue, an IdleShutdownJob on default, and those
+// of them waiting in the schedule or retry set. A webhook delivery is kept.
+func (p *Pipeline) removeTokenJobs(ctx context.Context, token string) (int, error) {
+	mine := func(raw []byte) bool {
+		return bytes.Contains(raw, []byte(token)) &&
+			!bytes.Contains(raw, []byte(WebhookClass)) && !bytes.Contains(raw, []byte(CancelCleanupClass))
+	}
+	n := 0
+	for _, q := range []string{TriggerQueue, "default"} {
+		entries, err := p.d.API.QueueJobs(ctx, q, 0, tokenJobScan)
+		if err != nil {
+			return n, err
+		}
+		for _, e := range entries {
+			if !mine(e.Raw) {
+				continue
+			}
+			ok, err := p.d.API.DeleteQueueJob(ctx, q, e.Raw)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n++
+			}
+		}
+	}
+	for _, set := range []sidekiq.SetName{sidekiq.ScheduledSet, sidekiq.RetrySet} {
+		entries, err := p.d.API.SetEntries(ctx, set, 0, tokenJobScan)
+		if err != nil {
+			return n, err
+		}
+		for _, e := range entries {
+			if !mine(e.Raw) {
+				continue
+			}
+			ok, err := p.d.API.Delete(ctx, set, e)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,161 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// The ledger's part in a retry of failed rows and in the failed-row list of
+// the status page. A retry rebuilds the ledger from the run's ZIP (whose
+// manifest is the truth once a run has ended): Reset, then RecordBatch with
+// the rows it keeps (their files back in packs without a name header, so
+// their names go to the names hash), leaving out the failed rows so they
+// can be recorded again.
+
+func retryLockKey(token string) string { return "pallarel:retry:" + token }
+
+// Reset forgets every row result of token (slots, pack names, errors,
+// names, count and the rows known by jid) and keeps the split and total
+// records (undoing Expire), for a retry that rebuilds the ledger with
+// RecordBatch.
+func (l Ledger) Reset(ctx context.Context, token string) error {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("DEL", slotsKey(token), packsKey(token), errorsKey(token), namesKey(token), countKey(token), rowsKey(token))
+	_ = c.Send("PERSIST", totalKey(token))
+	_ = c.Send("PERSIST", splitKey(token))
+	if _, err := c.Do("EXEC"); err != nil {
+		return fmt.Errorf("ledger %s: reset: %w", token, err)
+	}
+	return nil
+}
+
+// cleanedUp reports whether the finalizer has finished its cleanup of
+// token: Expire is its last step (after the row files are deleted), so the
+// ledger's keys have a TTL or are gone.
+func (l Ledger) cleanedUp(ctx context.Context, token string) (bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	ttl, err := redis.Int(c.Do("PTTL", totalKey(token)))
+	return ttl != -1, err
+}
+
+// lockRetry takes token's retry lock for ttl; false when another retry
+// holds it.
+func (l Ledger) lockRetry(ctx context.Context, token string, ttl time.Duration) (bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	_, err = redis.String(c.Do("SET", retryLockKey(token), "1", "NX", "PX", ttl.Milliseconds()))
+	if errors.Is(err, redis.ErrNil) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (l Ledger) unlockRetry(ctx context.Context, token string) {
+	if c, err := l.Pool.GetContext(ctx); err == nil {
+		_, _ = c.Do("DEL", retryLockKey(token))
+		c.Close()
+	}
+}
+
+// failedJidScan picks the failed entries out of one HSCAN step of the
+// rows known by jid, on the Redis side.
+//
+// KEYS[1] the jid hash; ARGV[1] cursor, ARGV[2] count.
+// Returns {next cursor, {field, value, ...}} of the failed entries.
+var failedJidScan = redis.NewScript(1, `
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out = {}
+local kv = r[2]
+for i = 1, #kv, 2 do
+  if string.find(kv[i+1], '"status":"failed"', 1, true) then
+    out[#out+1] = kv[i]
+    out[#out+1] = kv[i+1]
+  end
+end
+return {r[1], out}
+`)
+
+// maxFailedListed bounds the failed rows one listing holds in memory.
+const maxFailedListed = 200000
+
+// Failed returns the failed rows of token ordered by row number (rows
+// known only by jid last), at most maxFailedListed of them, and whether
+// there were more. The numbered ones are the entries of the errors hash,
+// which holds failed rows only.
+func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	var out []RowResult
+	scan := func(key string, step func(cursor string) ([]any, error), add func(k string, v []byte)) (bool, error) {
+		cursor := "0"
+		for {
+			vals, err := step(cursor)
+			if err != nil || len(vals) != 2 {
+				return false, fmt.Errorf("ledger %s: failed rows: %v", token, err)
+			}
+			cursor, _ = redis.String(vals[0], nil)
+			kv, _ := redis.ByteSlices(vals[1], nil)
+			for i := 0; i+1 < len(kv); i += 2 {
+				if len(out) >= maxFailedListed {
+					return true, nil
+				}
+				add(string(kv[i]), kv[i+1])
+			}
+			if cursor == "0" {
+				return false, nil
+			}
+		}
+	}
+	more, err := scan(errorsKey(token), func(cursor string) ([]any, error) {
+		return redis.Values(c.Do("HSCAN", errorsKey(token), cursor, "COUNT", ledgerChunk))
+	}, func(k string, v []byte) {
+		n, _ := strconv.Atoi(k)
+		out = append(out, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: string(v)})
+	})
+	if err == nil && !more {
+		more, err = scan(rowsKey(token), func(cursor string) ([]any, error) {
+			return redis.Values(failedJidScan.Do(c, rowsKey(token), cursor, ledgerChunk))
+		}, func(k string, v []byte) {
+			out = append(out, decodeResult(k, v))
+		})
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	sortRows(out)
+	return out, more, nil
+}
+
+func sortRows(rs []RowResult) {
+	sort.Slice(rs, func(i, k int) bool {
+		a, b := rs[i].Row, rs[k].Row
+		if (a == 0) != (b == 0) {
+			return b == 0
+		}
+		if a != b {
+			return a < b
+		}
+		return rs[i].Key < rs[k].Key
+	})
+}

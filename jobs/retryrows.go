@@ -1,0 +1,368 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"time"
+
+	"github.com/pallarel/pallarel/csvrows"
+	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// Errors of RetryFailed, wrapped.
+var (
+	// ErrNotRetryable: the run is not a completed run with failed rows
+	// and a stored upload.
+	ErrNotRetryable = errors.New("the run cannot be retried")
+	// ErrRetryBusy: another retry of the run is under way.
+	ErrRetryBusy = errors.New("a retry of this run is under way")
+)
+
+// retryLockTTL bounds how long a crashed retry keeps others out.
+const retryLockTTL = 10 * time.Minute
+
+// RetryFailed runs the failed rows of a completed run again, and only
+// those, and returns how many it pushed. It rebuilds the run's row state
+// from its ZIP: the rows that were done are put back in row storage and in
+// the ledger as they were, the failed rows (known by number) are read
+// again from the stored upload (client_reports.source_key) and pushed, and
+// the run is reopened (processing, finalized_at cleared) with a new worker
+// and a finalizer, which writes a new ZIP over the old one when they end.
+// Rows without a number (pushed by Ruby) and rows the CSV cannot parse stay
+// failed. It returns ErrNotRetryable or ErrRetryBusy (wrapped) when it
+// cannot start.
+func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.d.DB.StatusByToken(ctx, token)
+	if err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+	rep, err := p.d.DB.ReportByToken(ctx, token)
+	if err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+	// Completed: ended, with its report completed (a finalizer may leave
+	// the state it found rather than record "completed").
+	if state := st.RunState(); !st.Ended() || state == models.RunFailed || state == models.RunCancelled || rep.Status != models.ReportCompleted {
+		return 0, fmt.Errorf("retry %s: %w: it has not completed", token, ErrNotRetryable)
+	}
+	if st.FailedCount == 0 {
+		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
+	}
+	if rep.SourceKey == "" {
+		return 0, fmt.Errorf("retry %s: %w: its CSV was not stored (sent inline)", token, ErrNotRetryable)
+	}
+	got, err := p.ledger.lockRetry(ctx, token, retryLockTTL)
+	if err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+	if !got {
+		return 0, fmt.Errorf("retry %s: %w", token, ErrRetryBusy)
+	}
+	defer p.ledger.unlockRetry(context.WithoutCancel(ctx), token)
+	log := p.log.With("token", token, "queue", queue, "report_id", rep.ID)
+	if err := p.waitFinalizerCleanup(ctx, token, st); err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+
+	// While the run is still ended nothing else touches its rows: rebuild
+	// them from the ZIP, then reopen.
+	kept, err := p.restoreFromZip(ctx, token)
+	if err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+	if len(kept.failedRows) == 0 {
+		p.packer.release(token)
+		_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token))
+		_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
+		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
+	}
+	total := max(st.TotalCount, kept.maxRow)
+	if err := p.ledger.SetTotal(ctx, token, total); err != nil {
+		return 0, err
+	}
+	if err := p.ledger.SetSplitProgress(ctx, token, total); err != nil {
+		return 0, err
+	}
+	reopened, err := p.d.DB.ReopenRun(ctx, token, kept.done, kept.failed-len(kept.failedRows))
+	if err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+	if !reopened {
+		return 0, fmt.Errorf("retry %s: %w: it changed meanwhile", token, ErrNotRetryable)
+	}
+	// From here on the run is open: if anything below fails, the run
+	// supervisor pushes what is missing and the finalizer ends it.
+	ctx = context.WithoutCancel(ctx)
+	if err := p.d.DB.MarkReportProcessing(ctx, rep.ID, token); err != nil {
+		return 0, fmt.Errorf("retry %s: %w", token, err)
+	}
+	p.launchWorkers(ctx, token, queue, log)
+	typ := reportTypeName(rep.ReportType)
+	pushed, err := p.pushRetryRows(ctx, token, queue, typ, rep, kept.failedRows)
+	if err != nil {
+		return pushed, fmt.Errorf("retry %s: %w", token, err)
+	}
+	fin, err := p.newFinalizeJob(queue, typ, rep.ID, token)
+	if err == nil {
+		_, err = p.d.Client.Push(ctx, fin)
+	}
+	if err != nil {
+		return pushed, fmt.Errorf("retry %s: push finalize: %w", token, err)
+	}
+	log.Info("retrying failed rows", "rows", pushed)
+	return pushed, nil
+}
+
+// finalizerCleanupWait bounds how long a retry waits for the finalizer of
+// the run's previous end to delete the row files: it marks the run ended
+// before, and must not delete the files a retry restores.
+const finalizerCleanupWait = 15 * time.Second
+
+func (p *Pipeline) waitFinalizerCleanup(ctx context.Context, token string, st models.CsvProcessingStatus) error {
+	deadline := time.Now().Add(finalizerCleanupWait)
+	for {
+		done, err := p.ledger.cleanedUp(ctx, token)
+		if err != nil {
+			return err
+		}
+		// An end long ago whose ledger never got its TTL (Redis failed
+		// then) is finished too.
+		if done || (st.FinalizedAt != nil && p.d.Now().Sub(*st.FinalizedAt) > 2*time.Minute) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: the run is still finishing", ErrRetryBusy)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// reportTypeName is the SplitCsvJob type of a report type; text is our
+// extension (2) beyond Rails' enum.
+func reportTypeName(t models.ReportType) string {
+	switch t {
+	case models.ReportTypePDF:
+		return "pdf"
+	case 2:
+		return "text"
+	}
+	return "xlsx"
+}
+
+// restored is what restoreFromZip put back.
+type restored struct {
+	done, failed int
+	failedRows   map[int]string // row number → the error it failed with
+	maxRow       int
+}
+
+// restoreFromZip rebuilds token's ledger from its ZIP: done rows are
+// written back to row storage in packs, as the row jobs write them, and
+// recorded; failed rows without a number are recorded failed again;
+// numbered failed rows are left out and returned.
+func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, error) {
+	out := restored{failedRows: map[int]string{}}
+	z, err := p.openResultZip(ctx, token)
+	if err != nil {
+		return out, err
+	}
+	defer z.close()
+	files := make(map[string]int, len(z.File))
+	for i, f := range z.File {
+		files[f.Name] = i
+	}
+	if err := p.ledger.Reset(ctx, token); err != nil {
+		return out, err
+	}
+	_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)) // leftovers of the first run
+	var (
+		buf     bytes.Buffer
+		pending []RowResult // rows whose bytes are in buf
+		ready   []RowResult // rows to record that have no bytes in buf
+		unnamed int
+	)
+	flush := func() error {
+		if buf.Len() > 0 {
+			key, base, err := p.packer.write(ctx, token, buf.Bytes())
+			if err != nil {
+				return err
+			}
+			for i := range pending {
+				pending[i].Pack, pending[i].Offset = path.Base(key), pending[i].Offset+base
+			}
+		}
+		if _, _, err := p.ledger.RecordBatch(ctx, token, append(ready, pending...)); err != nil {
+			return err
+		}
+		buf.Reset()
+		pending, ready = pending[:0], ready[:0]
+		return nil
+	}
+	err = z.eachManifest(func(m manifestLine) error {
+		out.maxRow = max(out.maxRow, m.Row)
+		key := RowKey(m.Row, "")
+		if m.Row <= 0 {
+			unnamed++
+			key = fmt.Sprintf("jid-restored-%d", unnamed)
+		}
+		if m.Status != "done" {
+			out.failed++
+			if m.Row > 0 {
+				out.failedRows[m.Row] = m.Error
+				return nil
+			}
+			ready = append(ready, RowResult{Row: m.Row, Key: key, Status: "failed", Error: m.Error})
+			return nil
+		}
+		out.done++
+		r := RowResult{Row: m.Row, Key: key, Status: "done"}
+		i, ok := files[m.File]
+		if m.File == "" || !ok {
+			ready = append(ready, r)
+			return nil
+		}
+		zf := z.File[i]
+		rc, err := zf.Open()
+		if err != nil {
+			return fmt.Errorf("zip %s: %w", m.File, err)
+		}
+		defer rc.Close()
+		if zf.UncompressedSize64 >= packSoloBytes {
+			r.File = RowKeyPrefix(token) + m.File
+			if err := p.d.Store.Put(ctx, r.File, rc); err != nil {
+				return err
+			}
+			ready = append(ready, r)
+		} else {
+			r.File, r.Offset = m.File, int64(buf.Len())
+			n, err := io.Copy(&buf, rc)
+			if err != nil {
+				return fmt.Errorf("zip %s: %w", m.File, err)
+			}
+			r.Size = n
+			pending = append(pending, r)
+		}
+		if buf.Len() >= packMaxBytes || len(pending)+len(ready) >= packMaxRows {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	p.packer.release(token)
+	return out, err
+}
+
+// pushRetryRows reads the upload again and pushes the rows whose numbers are in
+// want, as the split pushed them; a row the CSV cannot parse is recorded
+// failed again at once.
+func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, rep models.ClientReport, want map[int]string) (int, error) {
+	rc, err := p.d.Store.Open(ctx, rep.SourceKey)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", rep.SourceKey, err)
+	}
+	defer rc.Close()
+	rows, err := csvrows.NewReader(rc, csvrows.Options{})
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", rep.SourceKey, err)
+	}
+	template := ""
+	if key := "templates/" + token + ".xlsx"; typ == "xlsx" {
+		if _, err := p.d.Store.Stat(ctx, key); err == nil {
+			template = key
+		}
+	}
+	left := make([]int, 0, len(want))
+	for n := range want {
+		left = append(left, n)
+	}
+	sort.Ints(left)
+	last := left[len(left)-1]
+	path := "/tmp/reports/" + token
+	batch := make([]*sidekiq.Job, 0, p.d.BatchSize)
+	pushed := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if _, err := p.d.Client.PushBulk(ctx, batch); err != nil {
+			return fmt.Errorf("push rows: %w", err)
+		}
+		pushed += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	for {
+		row, err := rows.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return pushed, fmt.Errorf("read %s: %w", rep.SourceKey, err)
+		}
+		if row.Number > last {
+			break
+		}
+		if _, ok := want[row.Number]; !ok {
+			continue
+		}
+		delete(want, row.Number)
+		if row.Err != nil {
+			isNew, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+				Error: fmt.Sprintf("line %d: %v", row.Line, row.Err)})
+			if err != nil {
+				return pushed, err
+			}
+			if isNew {
+				_ = p.d.DB.IncrementFailed(ctx, token, 1)
+			}
+			continue
+		}
+		hash, err := encodeOrdered(rows.Headers(), row.Fields)
+		if err != nil {
+			return pushed, err
+		}
+		j, err := sidekiq.NewJob(RowClass, hash, typ, rep.ID, path, token)
+		if err != nil {
+			return pushed, err
+		}
+		j.Queue, j.Retry = queue, json.RawMessage("3")
+		_ = j.SetField(fieldRow, row.Number)
+		if template != "" {
+			_ = j.SetField(fieldTemplate, template)
+		}
+		batch = append(batch, j)
+		if len(batch) >= p.d.BatchSize {
+			if err := flush(); err != nil {
+				return pushed, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return pushed, err
+	}
+	// Rows the upload no longer has (it changed?) stay failed, as before.
+	for n, msg := range want {
+		if _, _, err := p.ledger.Record(ctx, token, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
+			return pushed, err
+		}
+		_ = p.d.DB.IncrementFailed(ctx, token, 1)
+	}
+	return pushed, nil
+}
