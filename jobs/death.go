@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -32,16 +33,24 @@ func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	if err := p.d.DB.MarkReportFailed(ctx, reportID, jobErr.Error()); err != nil {
 		p.log.Error("mark report failed", "report_id", reportID, "err", err)
 	}
-	if tokenPos < 0 || len(args) <= tokenPos {
-		return
-	}
 	var token string
-	if json.Unmarshal(args[tokenPos], &token) != nil {
-		return
+	if tokenPos >= 0 && len(args) > tokenPos {
+		if json.Unmarshal(args[tokenPos], &token) != nil {
+			return
+		}
+	} else if rep, err := p.d.DB.ReportByID(ctx, reportID); err == nil {
+		token = rep.Token // a split that got as far as giving the run a token
 	}
 	if _, err := p.tokenQueue(token); err != nil {
 		return
 	}
 	_ = p.d.DB.SetLastError(ctx, token, jobErr.Error())
-	_ = p.d.Store.Delete(ctx, ResultKey(token))
+	if tokenPos >= 0 {
+		_ = p.d.Store.Delete(ctx, ResultKey(token))
+	}
+	// The run has ended too: otherwise the supervisor would see a run
+	// without a finalizer and push another.
+	if won, _ := p.d.DB.EndRun(ctx, token, models.RunFailed, jobErr.Error()); won {
+		p.runEnded(ctx, token)
+	}
 }

@@ -258,14 +258,14 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		if err := p.ledger.SetSplitProgress(ctx, token, last); err != nil {
 			return err
 		}
-		if !eof && size > 0 && counted.n > 0 && time.Since(lastTotal) > time.Second {
-			// The total from the first seconds: rows so far scaled by the
-			// bytes still to read.
+		if !eof && time.Since(lastTotal) > time.Second {
+			// The pages estimate the total from the first seconds: rows so
+			// far scaled by the bytes still to read.
 			lastTotal = time.Now()
-			est := int(float64(last) * float64(size) / float64(counted.n))
-			_ = p.d.DB.SetTotal(ctx, token, max(est, last))
+			_ = p.d.DB.SetSplitProgress(ctx, token, counted.n, size, last)
 		}
 	}
+	_ = p.d.DB.SetSplitProgress(ctx, token, counted.n, max(size, counted.n), last)
 	if err := p.d.DB.SetTotal(ctx, token, last); err != nil {
 		return fmt.Errorf("feed %s: %w", token, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/reportzip"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -110,6 +111,9 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		_ = p.d.DB.ReleaseFinalize(ctx, token)
 		return fmt.Errorf("finalize %s: %w", token, err)
 	}
+	if err := p.d.DB.MarkEnded(ctx, token, models.RunCompleted, ""); err != nil {
+		log.Warn("record the run's end", "err", err)
+	}
 	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
 		log.Warn("clean token queue", "err", err)
 	} else if n > 0 {
@@ -121,6 +125,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	}
 	_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
 	p.stopWorker(ctx, token, status.WorkerTaskArn, "report "+token+" finished")
+	p.runEnded(ctx, token)
 	log.Info("report finished", "files", count, "result", ResultKey(token))
 	return nil
 }

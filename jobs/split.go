@@ -104,7 +104,9 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	if errors.Is(err, storage.ErrNotExist) {
 		msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
 		_ = p.d.DB.SetLastError(ctx, token, msg)
-		_, _ = p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
+		if won, _ := p.d.DB.EndRun(ctx, token, models.RunFailed, msg); won {
+			p.runEnded(ctx, token)
+		}
 		return fail(errors.New(msg))
 	}
 	if err != nil {
@@ -116,7 +118,9 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		msg := fmt.Sprintf("CSV cannot be read: %v", err)
 		_ = p.d.DB.MarkReportFailed(ctx, reportID, msg)
 		_ = p.d.DB.SetLastError(ctx, token, msg)
-		_, _ = p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
+		if won, _ := p.d.DB.EndRun(ctx, token, models.RunFailed, msg); won {
+			p.runEnded(ctx, token)
+		}
 		log.Error("split: unreadable CSV", "err", err)
 		return sidekiq.Kill(errors.New(msg))
 	}

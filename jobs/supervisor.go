@@ -439,6 +439,7 @@ func (p *Pipeline) endRun(ctx context.Context, token, state, reason string) erro
 	}
 	_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
 	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" "+state)
+	p.runEnded(ctx, token)
 	return nil
 }
 
