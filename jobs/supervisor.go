@@ -59,6 +59,7 @@ type runWatch struct {
 	low             int          // rows below it are all recorded
 	suspect         map[int]bool // rows found neither recorded nor held at the last pass
 	finMissing      int          // passes in a row without a finalizer in Redis
+	queued          []int        // rows waiting in the queue list at the last pass
 }
 
 func (s *supervisor) watch(token string, now time.Time) *runWatch {
@@ -190,6 +191,13 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 		}
 		held, finPresent := heldRows(qw)
+		queued := queuedRows(qw)
+		if deleted, err := p.queueEmptiedByHand(ctx, token, w, held); err != nil {
+			return err
+		} else if deleted {
+			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
+		}
+		w.queued = queued
 		if recorded < total {
 			if err := p.repairGaps(ctx, token, spec, w, total, held); err != nil {
 				return err
@@ -257,6 +265,51 @@ func heldRows(qw sidekiq.QueueWork) (map[int]bool, bool) {
 		}
 	})
 	return held, fin
+}
+
+// queuedRows lists the row numbers waiting in the queue's list.
+func queuedRows(qw sidekiq.QueueWork) []int {
+	var out []int
+	for _, raw := range qw.Enqueued {
+		j, err := sidekiq.ParseJob(raw)
+		if err != nil {
+			continue
+		}
+		var n int
+		if ok, _ := j.Field(fieldRow, &n); ok && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// queueEmptiedByHand reports whether every row that waited in the queue at
+// the last pass has since vanished: not recorded, not in Redis anywhere. A
+// job leaves a queue only by being fetched (then it is in flight, retrying,
+// dead or recorded) or by being deleted, and "Delete queue" is the one act
+// that takes them all at once. It catches the deletion even after a later
+// push listed the queue again.
+func (p *Pipeline) queueEmptiedByHand(ctx context.Context, token string, w *runWatch, held map[int]bool) (bool, error) {
+	if len(w.queued) < 2 {
+		return false, nil
+	}
+	var still []int
+	for _, n := range w.queued {
+		if held[n] {
+			return false, nil
+		}
+		still = append(still, n)
+	}
+	have, err := p.ledger.Recorded(ctx, token, still)
+	if err != nil {
+		return false, err
+	}
+	for _, ok := range have {
+		if ok {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // gapScan bounds how many unrecorded rows one pass looks at.

@@ -102,3 +102,26 @@ func TestSupervisorCancelsARunWhoseQueueWasDeleted(t *testing.T) {
 		t.Fatalf("report = %+v, %v", rep, err)
 	}
 }
+
+// A deleted queue listed again by a later push (the finalizer's scheduled
+// copy, promoted by the poller) is still seen as deleted: every row that
+// waited in it vanished at once.
+func TestSupervisorCancelsADeletedQueueListedAgain(t *testing.T) {
+	e, _, token := splitWithoutWorker(t, 20)
+	queue := e.queue(token)
+	ctx := context.Background()
+	if err := e.pipeline.Supervise(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.db.Do(t, "UNLINK", "queue:"+queue)
+	e.db.Do(t, "SREM", "queues", queue)
+	// Something pushes to the queue again before the next pass.
+	e.db.Do(t, "SADD", "queues", queue)
+	e.db.Do(t, "LPUSH", "queue:"+queue, `{"class":"Report::FinalizeReportJob","queue":"`+queue+`","jid":"f1","args":["/tmp/x","text",1,"`+token+`",10,43200,0]}`)
+	if err := e.pipeline.Supervise(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(token); st.RunState() != models.RunCancelled {
+		t.Fatalf("status = %+v, want cancelled", st)
+	}
+}
