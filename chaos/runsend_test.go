@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -200,5 +202,43 @@ func TestWorkerThatNeverStartsFailsTheRun(t *testing.T) {
 	s := c.endsWithin(u.Token, time.Now(), 2*time.Minute)
 	if s.State != "failed" || !strings.Contains(s.LastError, "relaunch") {
 		t.Fatalf("run: %+v (want failed with the relaunch reason)", s)
+	}
+}
+
+// Cancel mid-run through the API: the run ends cancelled at once, its
+// queue is emptied and stays so, and its worker stops.
+func TestCancelMidRun(t *testing.T) {
+	c := supervisedCluster(t)
+	n := faultRows()
+	u := c.upload(makeCSV("C", n), "xlsx")
+	c.waitProgress(u.Token, n/10, n, 120*time.Second)
+	pid := pidOf(t, c, u.Queue)
+	req, _ := http.NewRequest(http.MethodPost, c.base+"/csv_processing/"+u.Token+"/cancel", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("cancel: %s: %s", resp.Status, body)
+	}
+	fault := time.Now()
+	if s := c.endsWithin(u.Token, fault, 30*time.Second); s.State != "cancelled" {
+		t.Fatalf("run after cancel: %+v", s)
+	}
+	// Rows still running at the cancel may push nothing back that runs.
+	time.Sleep(3 * time.Second)
+	if l, _ := redis.Int(c.redisDo("LLEN", "queue:"+u.Queue)); l != 0 {
+		t.Fatalf("%d jobs left on the cancelled run's queue", l)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cancelled run's worker (pid %d) is still running", pid)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -237,6 +237,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 // with IdleShutdownJob, and if even that cannot be pushed, it marks the run
 // for the force-shutdown monitor.
 func (p *Pipeline) stopWorker(ctx context.Context, token, taskID, reason string) {
+	p.signalTokenWorkers(ctx, token)
 	if taskID == "" {
 		return
 	}
@@ -252,5 +253,29 @@ func (p *Pipeline) stopWorker(ctx context.Context, token, taskID, reason string)
 	}
 	if err != nil {
 		_ = p.d.DB.SetForceShutdown(ctx, token)
+	}
+}
+
+// signalTokenWorkers sends Sidekiq's TERM (the Web UI's Stop button) to the
+// live processes that serve only token's queue: a worker launched by
+// another process (whose launcher this one cannot reach) or by hand stops
+// too, and finishes what it runs first.
+func (p *Pipeline) signalTokenWorkers(ctx context.Context, token string) {
+	queue, err := p.tokenQueue(token)
+	if err != nil {
+		return
+	}
+	ps, err := p.d.API.Processes(ctx)
+	if err != nil {
+		p.log.Warn("stop token workers", "token", token, "err", err)
+		return
+	}
+	for _, pr := range ps {
+		if len(pr.Queues) != 1 || pr.Queues[0] != queue {
+			continue
+		}
+		if err := p.d.API.Signal(ctx, pr.Identity, "TERM"); err != nil {
+			p.log.Warn("stop token worker", "token", token, "identity", pr.Identity, "err", err)
+		}
 	}
 }
