@@ -22,28 +22,15 @@ func expectIntact(t *testing.T, r result, wantFailed int) {
 	}
 }
 
-// Case 1: a token worker killed with SIGKILL mid-run, another started.
-func TestTokenWorkerKilledMidRun(t *testing.T) {
-	c := newCluster(t)
-	c.worker("report", 2, "report", "default")
-	n := sized(20000, 100000)
-	u := c.upload(makeCSV("K", n), "text")
-	c.worker("token-a", 3, u.Queue)
-	ended := c.waitProgress(u.Token, n/10, n, 60*time.Second)
-	c.signal("token-a", syscall.SIGKILL)
-	t.Logf("killed token-a at %d/%d rows ended", ended, n)
-	c.worker("token-b", 5, u.Queue)
-	if s := c.waitFinished(u.Token, 120*time.Second); s.State != "completed" {
-		t.Fatalf("run: %+v", s)
-	}
-	expectIntact(t, c.verify(u.Token, "K", n), 0)
-}
+// Case 1, the token worker SIGKILLed mid-run, is now unattended:
+// TestTokenWorkerKilledNotRestarted (runsend_test.go) starts no other.
 
-// Case 2: the report worker killed while it splits; another resumes the
-// split without pushing a row twice into the result.
+// Case 2: the report worker killed while it splits, and none started
+// again: the web server's run supervisor resumes the split without pushing
+// a row twice into the result, and relaunches the token worker that died
+// with its parent.
 func TestReportWorkerKilledDuringSplit(t *testing.T) {
-	c := newCluster(t)
-	c.worker("report-a", 2, "report", "default")
+	c := supervisedCluster(t)
 	n := sized(8000, 100000)
 	u := c.upload(makeCSV("S", n), "text")
 	// Kill as soon as the first rows are in the token queue.
@@ -53,9 +40,9 @@ func TestReportWorkerKilledDuringSplit(t *testing.T) {
 		l, _ := redis.Int(c.redisDo("LLEN", "queue:"+u.Queue))
 		if l > 0 {
 			pushed, _ := redis.Int(c.redisDo("GET", "pallarel:split:"+u.Token))
-			c.signal("report-a", syscall.SIGKILL)
+			c.signal("report", syscall.SIGKILL)
 			hit = pushed < n
-			t.Logf("killed report-a with %d rows queued, %d recorded pushed of %d", l, pushed, n)
+			t.Logf("killed the report worker with %d rows queued, %d recorded pushed of %d", l, pushed, n)
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -63,9 +50,7 @@ func TestReportWorkerKilledDuringSplit(t *testing.T) {
 	if !hit {
 		t.Logf("the split finished before the kill landed; the case still checks the restart")
 	}
-	c.worker("report-b", 2, "report", "default")
-	c.worker("token", 5, u.Queue)
-	if s := c.waitFinished(u.Token, 180*time.Second); s.State != "completed" {
+	if s := c.waitFinished(u.Token, 4*time.Minute); s.State != "completed" {
 		t.Fatalf("run: %+v", s)
 	}
 	expectIntact(t, c.verify(u.Token, "S", n), 0)
@@ -106,28 +91,29 @@ func TestRedisCutAndRestart(t *testing.T) {
 	}
 }
 
-// Case 7: a worker quieted then stopped from the Web UI mid-run finishes or
-// gives back its jobs; another worker completes the run.
+// Case 7: the token worker quieted then stopped from the Web UI mid-run
+// finishes or gives back its jobs and exits 0; nobody starts another: the
+// run supervisor launches one, which completes the run.
 func TestQuietAndStopFromWebUI(t *testing.T) {
-	c := newCluster(t)
-	c.worker("report", 2, "report", "default")
+	c := supervisedCluster(t)
 	n := sized(20000, 100000)
 	u := c.upload(makeCSV("Q", n), "text")
-	a := c.worker("token-a", 3, u.Queue)
 	c.waitProgress(u.Token, n/10, n, 60*time.Second)
+	pid := pidOf(t, c, u.Queue)
 	id := identityFor(t, c, u.Queue)
 	for _, sig := range []string{"TSTP", "TERM"} {
 		if _, err := c.redisDo("LPUSH", id+"-signals", sig); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := c.wait(a, 30*time.Second); err != nil {
-		t.Fatalf("token-a exit: %v", err)
+	for deadline := time.Now().Add(30 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the token worker (pid %d) did not exit after TERM", pid)
+		}
 	}
 	s := c.status(u.Token)
-	t.Logf("token-a stopped from Redis signals at %d/%d rows", s.DoneCount, n)
-	c.worker("token-b", 5, u.Queue)
-	if s := c.waitFinished(u.Token, 120*time.Second); s.State != "completed" {
+	t.Logf("the token worker stopped from Redis signals at %d/%d rows", s.DoneCount, n)
+	if s := c.waitFinished(u.Token, 4*time.Minute); s.State != "completed" {
 		t.Fatalf("run: %+v", s)
 	}
 	expectIntact(t, c.verify(u.Token, "Q", n), 0)
