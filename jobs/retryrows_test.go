@@ -120,9 +120,9 @@ func TestRetryFailedRows(t *testing.T) {
 	if st.RunState() != models.RunCompleted || st.DoneCount != rows || st.FailedCount != 1 {
 		t.Errorf("status after retry: state %s done %d failed %d", st.RunState(), st.DoneCount, st.FailedCount)
 	}
-	if left := e.rowFiles(token); len(left) != 0 {
-		t.Errorf("row files left: %v", left)
-	}
+	// The report is marked completed before the finalizer deletes the row
+	// files: wait for that cleanup.
+	waitFor(t, 10*time.Second, "row files deleted after the retry", func() bool { return len(e.rowFiles(token)) == 0 })
 	if page, _ = e.pipeline.FailedRows(ctx, token, 0, 10); page.Total != 1 || page.Rows[0].Row != rows+1 {
 		t.Errorf("failed rows after retry: %+v", page)
 	}
