@@ -66,6 +66,8 @@ type Deps struct {
 	// Both optional (webhook.go).
 	WebhookURL    string
 	WebhookSecret string
+	// TemplateLimits bound an XLSX template a run names (zero fields: render's defaults).
+	TemplateLimits render.TemplateLimits
 }
 
 // Pipeline runs the jobs with their dependencies.

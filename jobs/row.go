@@ -127,6 +127,8 @@ func (p *Pipeline) renderer(ctx context.Context, typ, templateKey string) (rende
 	return r, nil
 }
 
+// templateCache keeps each template prepared once per process: a run's
+// rows all use the same one.
 type templateCache struct {
 	mu sync.Mutex
 	m  map[string]render.Renderer
@@ -143,15 +145,17 @@ func (p *Pipeline) templateRenderer(ctx context.Context, key string) (render.Ren
 		return nil, fmt.Errorf("open template %s: %w", key, err)
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, 64<<20))
+	limits := p.d.TemplateLimits.WithDefaults()
+	// One byte past the limit is enough for the check to refuse it.
+	data, err := io.ReadAll(io.LimitReader(rc, limits.MaxBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read template %s: %w", key, err)
 	}
-	r, err := render.NewXLSXTemplate(data)
+	r, err := render.NewXLSXTemplate(data, limits)
 	if err != nil {
 		return nil, sidekiq.Kill(fmt.Errorf("template %s: %w", key, err))
 	}
-	if p.templates.m == nil || len(p.templates.m) > 64 {
+	if p.templates.m == nil || len(p.templates.m) >= 4 {
 		p.templates.m = map[string]render.Renderer{}
 	}
 	p.templates.m[key] = r

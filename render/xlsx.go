@@ -1,33 +1,31 @@
 package render
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"regexp"
-	"slices"
-	"strings"
-
-	"github.com/xuri/excelize/v2"
+	"strconv"
+	"time"
 )
 
-// XLSX renders a row as an Excel workbook. Values are written as text cells,
-// so identifiers such as "000123" keep their leading zeros.
+// XLSX renders a row as an Excel workbook with typed cells (see Classify for
+// the rule and ColumnKind for the per-column override).
 //
 // Without a template (NewXLSX) the workbook has one sheet, "Report", with the
 // column name in A (bold) and its value in B, one line per column in header
-// order. With a template (NewXLSXTemplate) every cell of every sheet whose text
-// contains {{column}} placeholders gets them replaced by the row's values;
-// a placeholder naming no column becomes "" (use Placeholders to check a
-// template against the CSV header up front). Everything else in the template
-// (styles, merged cells, other cells, sheets) is kept; a rich-text cell that
-// holds a placeholder becomes plain text with the cell's own style.
-// excelize truncates values past Excel's 32,767-character cell limit.
-// The workbook is built in memory (excelize has no streaming writer for
-// arbitrary templates) and then written to w; one row is small.
+// order. With a template (NewXLSXTemplate) every cell whose text holds
+// {{column}} placeholders gets them replaced by the row's values; see
+// NewXLSXTemplate.
+//
+// The workbook is prepared once, when the renderer is made: every part that
+// does not depend on the row is deflated then and copied as it is into each
+// file; a row costs only its sheet's XML. Cell text is cut at Excel's
+// 32,767-character limit. Every zip entry is dated with the time of the render.
 type XLSX struct {
-	template []byte // nil for the default layout
+	book         *book
+	placeholders []string
+	now          func() time.Time
 }
 
 var _ Renderer = (*XLSX)(nil)
@@ -35,20 +33,104 @@ var _ Renderer = (*XLSX)(nil)
 // DefaultSheet is the sheet name of the default layout.
 const DefaultSheet = "Report"
 
-// placeholderRE matches {{name}}, allowing spaces inside the braces.
-var placeholderRE = regexp.MustCompile(`\{\{\s*([^{}]+?)\s*\}\}`)
+// Styles of the default layout (indexes into cellXfs of defaultStyles).
+const (
+	styleHeader   = 1
+	styleText     = 2
+	styleDate     = 3
+	styleDateTime = 4
+	styleNumber   = 5
+)
+
+// Number formats every prepared workbook uses for dates: one that reads the
+// same in every locale and sorts as text would.
+const (
+	dateFormat     = "yyyy/mm/dd"
+	dateTimeFormat = "yyyy/mm/dd hh:mm:ss"
+)
+
+const xmlHeader = `<?xml version="1.0" encoding="UTF-8" standalone="yes"?>` + "\n"
+
+const defaultStyles = xmlHeader + `<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">` +
+	`<numFmts count="2"><numFmt numFmtId="164" formatCode="` + dateFormat + `"/><numFmt numFmtId="165" formatCode="` + dateTimeFormat + `"/></numFmts>` +
+	`<fonts count="2"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font><font><b/><sz val="11"/><name val="Calibri"/><family val="2"/></font></fonts>` +
+	`<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>` +
+	`<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>` +
+	`<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>` +
+	`<cellXfs count="6">` +
+	`<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>` +
+	`<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1" applyAlignment="1"><alignment vertical="top"/></xf>` +
+	`<xf numFmtId="49" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1" applyAlignment="1"><alignment vertical="top" wrapText="1"/></xf>` +
+	`<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1" applyAlignment="1"><alignment horizontal="left" vertical="top"/></xf>` +
+	`<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1" applyAlignment="1"><alignment horizontal="left" vertical="top"/></xf>` +
+	`<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" applyAlignment="1"><alignment horizontal="left" vertical="top"/></xf>` +
+	`</cellXfs><cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles></styleSheet>`
 
 // NewXLSX returns the default two-column XLSX renderer.
-func NewXLSX() *XLSX { return &XLSX{} }
-
-// NewXLSXTemplate returns an XLSX renderer that fills template, an .xlsx file's bytes.
-func NewXLSXTemplate(template []byte) (*XLSX, error) {
-	f, err := excelize.OpenReader(bytes.NewReader(template))
-	if err != nil {
-		return nil, fmt.Errorf("open xlsx template: %w", err)
+func NewXLSX() *XLSX {
+	b := &book{}
+	static := []struct{ name, data string }{
+		{"[Content_Types].xml", xmlHeader + `<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">` +
+			`<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>` +
+			`<Default Extension="xml" ContentType="application/xml"/>` +
+			`<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>` +
+			`<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>` +
+			`<Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>` +
+			`<Override PartName="/docProps/app.xml" ContentType="application/vnd.openxmlformats-officedocument.extended-properties+xml"/>` +
+			`</Types>`},
+		{"_rels/.rels", xmlHeader + `<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">` +
+			`<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>` +
+			`<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/extended-properties" Target="docProps/app.xml"/>` +
+			`</Relationships>`},
+		{"docProps/app.xml", xmlHeader + `<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties"><Application>pallarel</Application></Properties>`},
+		{"xl/workbook.xml", xmlHeader + `<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">` +
+			`<bookViews><workbookView/></bookViews><sheets><sheet name="` + DefaultSheet + `" sheetId="1" r:id="rId1"/></sheets></workbook>`},
+		{"xl/_rels/workbook.xml.rels", xmlHeader + `<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">` +
+			`<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>` +
+			`<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/>` +
+			`</Relationships>`},
+		{"xl/styles.xml", defaultStyles},
 	}
-	f.Close()
-	return &XLSX{template: bytes.Clone(template)}, nil
+	for _, s := range static {
+		if err := b.addStatic(s.name, []byte(s.data)); err != nil {
+			panic(fmt.Sprintf("render: prepare default workbook: %v", err)) // deflating constants cannot fail
+		}
+	}
+	b.addStamped("xl/worksheets/sheet1.xml", stampDefaultSheet)
+	return &XLSX{book: b, now: time.Now}
+}
+
+// stampDefaultSheet writes the default layout's sheet for row.
+func stampDefaultSheet(w *bufio.Writer, row Row) error {
+	cols := row.Columns()
+	widest := 10.0
+	for _, c := range cols {
+		name, _ := ColumnKind(c)
+		// East Asian characters are about two columns wide.
+		widest = max(widest, float64(len([]rune(name))*2+2))
+	}
+	w.WriteString(xmlHeader)
+	w.WriteString(`<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">`)
+	w.WriteString(`<dimension ref="A1`)
+	if len(cols) > 0 {
+		w.WriteString(":B")
+		w.WriteString(strconv.Itoa(len(cols)))
+	}
+	w.WriteString(`"/><sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/><cols><col min="1" max="1" width="`)
+	w.WriteString(strconv.FormatFloat(min(widest, 60), 'f', -1, 64))
+	w.WriteString(`" customWidth="1"/><col min="2" max="2" width="60" customWidth="1"/></cols><sheetData>`)
+	for i, c := range cols {
+		r := strconv.Itoa(i + 1)
+		name, kind := ColumnKind(c)
+		w.WriteString(`<row r="`)
+		w.WriteString(r)
+		w.WriteString(`">`)
+		writeCell(w, "", "A"+r, styleHeader, Cell{Kind: KindText, Text: name}, 0, 0, 0)
+		writeCell(w, "", "B"+r, styleText, Classify(row.Fields[c], kind), styleNumber, styleDate, styleDateTime)
+		w.WriteString(`</row>`)
+	}
+	w.WriteString(`</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>`)
+	return nil
 }
 
 // Name returns "xlsx".
@@ -59,146 +141,15 @@ func (*XLSX) Ext() string { return ".xlsx" }
 
 // Placeholders returns the distinct column names the template refers to, in
 // sheet then cell order (nil for the default layout).
-func (x *XLSX) Placeholders() ([]string, error) {
-	if x.template == nil {
-		return nil, nil
-	}
-	f, err := excelize.OpenReader(bytes.NewReader(x.template))
-	if err != nil {
-		return nil, fmt.Errorf("open xlsx template: %w", err)
-	}
-	defer f.Close()
-	var names []string
-	err = eachTemplateCell(f, func(_, _, text string) error {
-		for _, m := range placeholderRE.FindAllStringSubmatch(text, -1) {
-			if !slices.Contains(names, m[1]) {
-				names = append(names, m[1])
-			}
-		}
-		return nil
-	})
-	return names, err
-}
+func (x *XLSX) Placeholders() []string { return x.placeholders }
 
 // Render writes the workbook for row to w.
 func (x *XLSX) Render(ctx context.Context, w io.Writer, row Row) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var f *excelize.File
-	var err error
-	if x.template == nil {
-		f, err = defaultWorkbook(row)
-	} else {
-		f, err = fillTemplate(x.template, row)
-	}
-	if err != nil {
+	if err := x.book.write(w, row, x.now()); err != nil {
 		return fmt.Errorf("render xlsx row %d: %w", row.Number, err)
-	}
-	defer f.Close()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if _, err := f.WriteTo(w); err != nil {
-		return fmt.Errorf("write xlsx row %d: %w", row.Number, err)
-	}
-	return nil
-}
-
-func defaultWorkbook(row Row) (*excelize.File, error) {
-	f := excelize.NewFile()
-	if err := f.SetSheetName("Sheet1", DefaultSheet); err != nil {
-		f.Close()
-		return nil, err
-	}
-	bold, err := f.NewStyle(&excelize.Style{
-		Font:      &excelize.Font{Bold: true},
-		Alignment: &excelize.Alignment{Vertical: "top"},
-	})
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	wrap, err := f.NewStyle(&excelize.Style{Alignment: &excelize.Alignment{WrapText: true, Vertical: "top"}})
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	cols := row.Columns()
-	widest := 10.0
-	for i, c := range cols {
-		a, _ := excelize.CoordinatesToCellName(1, i+1)
-		b, _ := excelize.CoordinatesToCellName(2, i+1)
-		if err := f.SetCellStr(DefaultSheet, a, c); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("column %q: %w", c, err)
-		}
-		if err := f.SetCellStr(DefaultSheet, b, row.Fields[c]); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("column %q: %w", c, err)
-		}
-		// East Asian characters are about two columns wide.
-		widest = max(widest, float64(len([]rune(c))*2+2))
-	}
-	if len(cols) > 0 {
-		last, _ := excelize.CoordinatesToCellName(1, len(cols))
-		f.SetCellStyle(DefaultSheet, "A1", last, bold)
-		last, _ = excelize.CoordinatesToCellName(2, len(cols))
-		f.SetCellStyle(DefaultSheet, "B1", last, wrap)
-	}
-	f.SetColWidth(DefaultSheet, "A", "A", min(widest, 60))
-	f.SetColWidth(DefaultSheet, "B", "B", 60)
-	return f, nil
-}
-
-func fillTemplate(template []byte, row Row) (*excelize.File, error) {
-	f, err := excelize.OpenReader(bytes.NewReader(template))
-	if err != nil {
-		return nil, fmt.Errorf("open xlsx template: %w", err)
-	}
-	err = eachTemplateCell(f, func(sheet, cell, text string) error {
-		if !strings.Contains(text, "{{") {
-			return nil
-		}
-		filled := placeholderRE.ReplaceAllStringFunc(text, func(m string) string {
-			return row.Fields[placeholderRE.FindStringSubmatch(m)[1]]
-		})
-		if filled == text {
-			return nil
-		}
-		if err := f.SetCellStr(sheet, cell, filled); err != nil {
-			return fmt.Errorf("fill %s!%s: %w", sheet, cell, err)
-		}
-		return nil
-	})
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// eachTemplateCell calls fn with the raw text of every non-empty cell.
-func eachTemplateCell(f *excelize.File, fn func(sheet, cell, text string) error) error {
-	for _, sheet := range f.GetSheetList() {
-		rows, err := f.GetRows(sheet, excelize.Options{RawCellValue: true})
-		if err != nil {
-			return fmt.Errorf("read sheet %q: %w", sheet, err)
-		}
-		for r, cells := range rows {
-			for c, text := range cells {
-				if text == "" {
-					continue
-				}
-				name, err := excelize.CoordinatesToCellName(c+1, r+1)
-				if err != nil {
-					return err
-				}
-				if err := fn(sheet, name, text); err != nil {
-					return err
-				}
-			}
-		}
 	}
 	return nil
 }
