@@ -245,11 +245,11 @@ func buildTemplate(t *testing.T) []byte {
 	f.SetCellStr("Sheet1", "B3", "{{ 年度 }}年度 / {{保険者名}}")
 	f.SetCellStr("Sheet1", "B4", "{{存在しない列}}")
 	f.SetCellStr("Sheet1", "B5", "{{年度}}")
-	f.SetCellStr("Sheet1", "B6", "{{年度}}")     // Text format: stays text
-	f.SetCellStr("Sheet1", "B7", "{{受付日}}")    // General: gets a date style
-	f.SetCellStr("Sheet1", "B8", "{{受付日}}")    // its own date format
-	f.SetCellStr("Sheet1", "B9", "{{郵便番号}}")   // the column is [text]
-	f.SetCellStr("Sheet1", "B10", "{{金額}}")    // number format 0: leading zeros read as a number
+	f.SetCellStr("Sheet1", "B6", "{{年度}}")   // Text format: stays text
+	f.SetCellStr("Sheet1", "B7", "{{受付日}}")  // General: gets a date style
+	f.SetCellStr("Sheet1", "B8", "{{受付日}}")  // its own date format
+	f.SetCellStr("Sheet1", "B9", "{{郵便番号}}") // the column is [text]
+	f.SetCellStr("Sheet1", "B10", "{{金額}}")  // number format 0: leading zeros read as a number
 	f.SetCellFormula("Sheet1", "C2", "B5*2") // formulas are kept
 	f.SetCellInt("Sheet1", "C1", 99)
 	italic, err := f.NewStyle(&excelize.Style{Font: &excelize.Font{Italic: true}})
