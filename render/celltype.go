@@ -67,7 +67,6 @@ const maxAutoDigits = 11
 const maxDigits = 15
 
 var (
-	numberRE = regexp.MustCompile(`^-?([0-9]+)(\.[0-9]+)?$`)
 	dateRE   = regexp.MustCompile(`^([0-9]{4})[-/]([0-9]{1,2})[-/]([0-9]{1,2})(?:[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?)?$`)
 	jpDateRE = regexp.MustCompile(`^([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日$`)
 )
@@ -108,12 +107,38 @@ func Classify(v string, kind CellKind) Cell {
 	return text
 }
 
+// splitNumber splits "-12.50" into "12" and ".50", or says it is no plain
+// decimal number (-?[0-9]+(\.[0-9]+)?, without a regexp: this runs for
+// every value).
+func splitNumber(v string) (intPart, frac string, ok bool) {
+	s := strings.TrimPrefix(v, "-")
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return "", "", false
+	}
+	intPart, frac = s[:i], s[i:]
+	if frac == "" {
+		return intPart, "", true
+	}
+	if frac[0] != '.' || len(frac) == 1 {
+		return "", "", false
+	}
+	for j := 1; j < len(frac); j++ {
+		if frac[j] < '0' || frac[j] > '9' {
+			return "", "", false
+		}
+	}
+	return intPart, frac, true
+}
+
 func parseNumber(v string, lenient bool) (float64, bool) {
-	m := numberRE.FindStringSubmatch(v)
-	if m == nil {
+	intPart, frac, ok := splitNumber(v)
+	if !ok {
 		return 0, false
 	}
-	intPart, frac := m[1], m[2]
 	if !lenient {
 		if len(intPart) > 1 && intPart[0] == '0' {
 			return 0, false
@@ -147,6 +172,10 @@ var excelEpoch = time.Date(1899, 12, 30, 0, 0, 0, 0, time.UTC)
 var firstSerialDate = time.Date(1900, 3, 1, 0, 0, 0, 0, time.UTC)
 
 func parseDate(v string) (serial float64, hasTime bool, ok bool) {
+	// Every date form starts with a 4-digit year: most values stop here.
+	if len(v) < 8 || !isDigits(v[:4]) {
+		return 0, false, false
+	}
 	var parts []string
 	if m := dateRE.FindStringSubmatch(v); m != nil {
 		parts = m[1:]
@@ -171,4 +200,13 @@ func parseDate(v string) (serial float64, hasTime bool, ok bool) {
 	}
 	days := t.Sub(excelEpoch).Seconds() / 86400
 	return days, parts[3] != "", true
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -389,3 +389,16 @@ func TestXLSXTemplateInvalid(t *testing.T) {
 		t.Error("canceled render succeeded")
 	}
 }
+
+func BenchmarkXLSXDefault(b *testing.B) {
+	x := NewXLSX()
+	row := typedTestRow()
+	var buf bytes.Buffer
+	for b.Loop() {
+		buf.Reset()
+		if err := x.Render(context.Background(), &buf, row); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(buf.Len()))
+}

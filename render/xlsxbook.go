@@ -62,6 +62,13 @@ var flateWriters = sync.Pool{New: func() any {
 	return fw
 }}
 
+// storeBelow is the size under which a row's part is stored, not deflated:
+// building Huffman tables for a few KB costs more CPU than the bytes it
+// saves, and the report ZIP deflates the whole file again anyway.
+const storeBelow = 16 << 10
+
+var partBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 var bufWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(io.Discard, 32<<10) }}
 
 type pooledFlate struct{ *flate.Writer }
@@ -96,18 +103,28 @@ func (b *book) write(w io.Writer, row Row, now time.Time) error {
 			}
 			continue
 		}
-		pw, err := zw.CreateHeader(hdr)
-		if err != nil {
-			return fmt.Errorf("zip %s: %w", p.name, err)
-		}
+		buf := partBufs.Get().(*bytes.Buffer)
+		buf.Reset()
 		bw := bufWriters.Get().(*bufio.Writer)
-		bw.Reset(pw)
-		err = p.stamp(bw, row)
+		bw.Reset(buf)
+		err := p.stamp(bw, row)
 		if err == nil {
 			err = bw.Flush()
 		}
 		bw.Reset(io.Discard)
 		bufWriters.Put(bw)
+		if err == nil {
+			if buf.Len() < storeBelow {
+				hdr.Method = zip.Store
+			}
+			var pw io.Writer
+			if pw, err = zw.CreateHeader(hdr); err == nil {
+				_, err = pw.Write(buf.Bytes())
+			}
+		}
+		if buf.Cap() <= 1<<20 {
+			partBufs.Put(buf)
+		}
 		if err != nil {
 			return fmt.Errorf("zip %s: %w", p.name, err)
 		}
