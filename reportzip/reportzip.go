@@ -1,7 +1,8 @@
 // Package reportzip streams the per-row report files of one upload into a
 // ZIP archive with a manifest.csv, as FinalizeReportJob delivers them.
 //
-// Entries are compressed (Deflate; stored when under 512 bytes) and written
+// Entries are compressed (Deflate; stored when under 512 bytes or of a
+// format that is compressed already, such as .xlsx and .pdf) and written
 // straight through to the destination. Memory does not depend on the archive
 // or entry sizes, and barely on the number of entries: the central directory
 // is spooled to an unlinked temporary file as entries end (archive/zip keeps
@@ -127,13 +128,15 @@ func (w *Writer) Count() int { return w.count }
 // correctly. A zero modTime is stored as the ZIP epoch (1980-01-01).
 func (w *Writer) Add(name string, r io.Reader, modTime time.Time) (int64, error) {
 	// A file that fits in storeBelow is stored, not compressed: deflating
-	// a tiny file costs more than it saves.
+	// a tiny file costs more than it saves. So is a file of a format that
+	// is compressed already (XLSX, PDF…): deflating it again costs the
+	// finalizer's CPU, one file after another, and saves little.
 	if w.peek == nil {
 		w.peek = bufio.NewReaderSize(nil, storeBelow)
 	}
 	w.peek.Reset(r)
 	method := uint16(methodDeflate)
-	if b, err := w.peek.Peek(storeBelow); err == io.EOF && len(b) < storeBelow {
+	if b, err := w.peek.Peek(storeBelow); err == io.EOF && len(b) < storeBelow || compressedExt[strings.ToLower(path.Ext(name))] {
 		method = methodStore
 	}
 	n, err := w.write(name, modTime, method, w.peek)
@@ -149,6 +152,10 @@ func (w *Writer) Add(name string, r io.Reader, modTime time.Time) (int64, error)
 
 // storeBelow is the size under which an entry is stored uncompressed.
 const storeBelow = 512
+
+// compressedExt are the extensions of formats that are compressed already;
+// such entries are stored as they are.
+var compressedExt = map[string]bool{".xlsx": true, ".docx": true, ".pdf": true, ".zip": true, ".gz": true, ".png": true, ".jpg": true, ".jpeg": true}
 
 // write checks name, then writes a whole entry: local header, data from r,
 // data descriptor, and its central directory header to the spool. A bad or
