@@ -37,6 +37,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
@@ -63,6 +64,9 @@ type Deps struct {
 
 	// MaxUploadBytes caps a whole upload request. Defaults to 1 GiB.
 	MaxUploadBytes int64
+	// TemplateLimits bound an uploaded XLSX template (render's defaults for
+	// zero fields); one past them is refused at upload.
+	TemplateLimits render.TemplateLimits
 	// ReadTimeout bounds reading one request, body included, so it must fit
 	// the largest upload on the slowest link. Defaults to 30 minutes.
 	ReadTimeout time.Duration

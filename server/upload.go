@@ -17,6 +17,7 @@ import (
 
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -50,7 +51,10 @@ const sniffSize = 1024
 
 func (s *Server) newForm(c *gin.Context) {
 	l := lang(c)
-	s.render(c, http.StatusOK, "new.html", pageData{Lang: l, Title: l.T("upload_title"), Data: struct{ MaxBytes int64 }{s.d.MaxUploadBytes}})
+	s.render(c, http.StatusOK, "new.html", pageData{Lang: l, Title: l.T("upload_title"), Data: struct {
+		MaxBytes int64
+		PDF      bool
+	}{s.d.MaxUploadBytes, s.typeAvailable("pdf")}})
 }
 
 // uploadResult is the 201 answer to an API client.
@@ -232,7 +236,7 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			if part.FileName() == "" {
 				break
 			}
-			n, err := s.storePart(ctx, &capReader{r: part, left: MaxTemplateBytes}, TemplateKey(token), sniffXLSX, false)
+			n, err := s.storeTemplate(ctx, part, TemplateKey(token))
 			if n > 0 {
 				f.stored = append(f.stored, TemplateKey(token))
 				f.template = true
@@ -318,6 +322,44 @@ func (s *Server) storePart(ctx context.Context, part io.Reader, key string, snif
 		return cr.n, fmt.Errorf("store %s: %w", key, err)
 	}
 	return cr.n, nil
+}
+
+// storeTemplate reads an XLSX template (it is small: at most
+// TemplateLimits.MaxBytes), checks it as the row jobs will read it, and
+// stores it. A template too big in any way is refused with 413, one that is
+// not an XLSX workbook with 422, before anything is stored.
+func (s *Server) storeTemplate(ctx context.Context, part *multipart.Part, key string) (int64, error) {
+	limits := s.d.TemplateLimits.WithDefaults()
+	data, err := io.ReadAll(io.LimitReader(part, limits.MaxBytes+1))
+	if err != nil {
+		return 0, badBody(err)
+	}
+	if len(data) == 0 {
+		return 0, nil
+	}
+	if err := sniffXLSX(data); err != nil {
+		return 0, err
+	}
+	if _, err := render.CheckTemplate(data, limits); err != nil {
+		status, key := http.StatusUnprocessableEntity, "err_bad_template"
+		if errors.Is(err, render.ErrTemplateTooBig) {
+			status, key = http.StatusRequestEntityTooLarge, "err_template_too_large"
+		}
+		return 0, &httpError{status: status, key: key, detail: templateDetail(err)}
+	}
+	if err := s.d.Store.Put(ctx, key, bytes.NewReader(data)); err != nil {
+		return 0, fmt.Errorf("store %s: %w", key, err)
+	}
+	return int64(len(data)), nil
+}
+
+// templateDetail is the part of a template error a user can act on.
+func templateDetail(err error) string {
+	msg := err.Error()
+	for _, sentinel := range []error{render.ErrTemplateTooBig, render.ErrBadTemplate} {
+		msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+	}
+	return msg
 }
 
 // badBody classifies an error reading the request body: too large (413)

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/render"
 )
 
 // minRate wraps an upload body so that each UploadRateWindow must bring
@@ -148,20 +149,7 @@ func hashKey(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// MaxTemplateBytes caps an uploaded XLSX template: a real one is a few
-// hundred KiB, and every row of the run opens it.
-const MaxTemplateBytes int64 = 10 << 20
-
-// capReader fails with 413 once more than left bytes were read.
-type capReader struct {
-	r    io.Reader
-	left int64
-}
-
-func (c *capReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.left -= int64(n); c.left < 0 {
-		return 0, userErr(http.StatusRequestEntityTooLarge, "err_template_too_large", fmt.Sprintf("over %d MiB", MaxTemplateBytes>>20))
-	}
-	return n, err
-}
+// MaxTemplateBytes caps an uploaded XLSX template by default (a real one is
+// a few hundred KiB); Deps.TemplateLimits (TEMPLATE_MAX_BYTES) changes it,
+// and storeTemplate checks the rest of the template's limits.
+const MaxTemplateBytes int64 = render.DefaultTemplateMaxBytes

@@ -114,7 +114,7 @@ func TestUploadAPICreated(t *testing.T) {
 	ctx := context.Background()
 	// The file comes before the fields, and a template rides along.
 	body, ctype := multipartBody(t, part{name: "csv_file", file: "a.csv", value: sampleCSV},
-		part{name: "template", file: "t.xlsx", value: "PK\x03\x04rest-of-a-zip"}, part{name: "csv_type", value: "text"})
+		part{name: "template", file: "t.xlsx", value: string(xlsxTemplate(t, 3))}, part{name: "csv_type", value: "text"})
 	resp, out := b.do(t, http.MethodPost, "/csv_processing", body, "Content-Type", ctype, "Accept", "application/json")
 	wantStatus(t, resp, out, http.StatusCreated)
 	var res map[string]any
