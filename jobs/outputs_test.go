@@ -79,7 +79,7 @@ func TestPipelinePDF(t *testing.T) {
 	for i, data := range doneFiles(t, files, len(outputRows)) {
 		text := strings.Join(strings.Fields(pdftest.Text(t, data)), "")
 		for _, h := range outputHeaders {
-			want := h + ":" + strings.Join(strings.Fields(outputRows[i][h]), "")
+			want := h + strings.Join(strings.Fields(outputRows[i][h]), "") // name cell, then value cell
 			if !strings.Contains(text, want) {
 				t.Errorf("row %d: PDF text lacks %q:\n%s", i+1, want, text)
 			}

@@ -36,10 +36,17 @@ type PDFOptions struct {
 	FontSize float64
 }
 
-// PDF renders a row as an A4 PDF: the title "Report row N", then one
-// "header: value" paragraph per column, wrapped at the right margin (at any
-// character, as Japanese text needs) and continued on new pages as needed.
-// The font is embedded as a subset. Characters the font lacks print as "?".
+// PDF renders a row as an A4 page (more when the row is long): the title
+// "Report row N", then a two-column table with one line per column, the
+// column name on grey in the left column and its value in the right one.
+// Text wraps at any character, as Japanese needs; a table row that does not
+// fit the rest of a page starts on the next one, and one longer than a page
+// goes on over pages (its name repeated). Pages are numbered "i / n" at the
+// bottom when there are more than one.
+//
+// The font file is read and parsed once, when the renderer is made, and
+// every file embeds only the subset of glyphs it uses (each row is a file of
+// its own, so each carries its subset). Characters the font lacks print as "?".
 type PDF struct {
 	fonts    *gopdf.FontContainer // parsed once, shared by every render
 	fontPath string
@@ -50,9 +57,11 @@ var _ Renderer = (*PDF)(nil)
 
 const (
 	pdfFamily   = "cjk"
-	pdfMargin   = 50.0
+	pdfMargin   = 40.0
 	titleSize   = 16.0
 	lineSpacing = 1.4
+	cellPad     = 4.0
+	footerSize  = 9.0
 )
 
 // NewPDF loads and parses the font. A missing font is an error naming every path tried.
@@ -132,6 +141,16 @@ func (e *errWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// pdfLayout draws one row's pages.
+type pdfLayout struct {
+	doc            *gopdf.GoPdf
+	page           gopdf.Rect
+	size, lh       float64
+	labelW, valueW float64
+	y              float64
+	pages          int
+}
+
 func (p *PDF) build(ctx context.Context, row Row) (*gopdf.GoPdf, error) {
 	doc := &gopdf.GoPdf{}
 	page := *gopdf.PageSizeA4
@@ -140,58 +159,168 @@ func (p *PDF) build(ctx context.Context, row Row) (*gopdf.GoPdf, error) {
 	if err := doc.AddTTFFontFromFontContainer(pdfFamily, p.fonts); err != nil {
 		return nil, fmt.Errorf("add font: %w", err)
 	}
-	doc.AddPage()
 	width := page.W - 2*pdfMargin
-	y := pdfMargin
-
-	// line prints one already-wrapped line, starting a new page when the bottom margin is reached.
-	line := func(text string, size float64) error {
-		if y+size*lineSpacing > page.H-pdfMargin {
-			doc.AddPage()
-			y = pdfMargin
-		}
-		doc.SetXY(pdfMargin, y)
-		if err := doc.Text(text); err != nil {
-			return err
-		}
-		y += size * lineSpacing
-		return nil
-	}
-	// paragraph wraps text at the margin, keeping the value's own line breaks.
-	paragraph := func(text string, size float64) error {
-		if err := doc.SetFont(pdfFamily, "", size); err != nil {
-			return err
-		}
-		for _, src := range strings.Split(cleanPDFText(text), "\n") {
-			parts := []string{""}
-			if src != "" {
-				var err error
-				if parts, err = doc.SplitText(src, width); err != nil {
-					return fmt.Errorf("wrap text: %w", err)
-				}
-			}
-			for _, part := range parts {
-				if err := line(part, size); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-
-	if err := paragraph("Report row "+strconv.Itoa(row.Number), titleSize); err != nil {
+	l := &pdfLayout{doc: doc, page: page, size: p.size, lh: p.size * lineSpacing}
+	// The name column is as wide as the widest name, within a quarter to
+	// two fifths of the width.
+	if err := doc.SetFont(pdfFamily, "", p.size); err != nil {
 		return nil, err
 	}
-	y += p.size
-	for _, col := range row.Columns() {
+	cols := row.Columns()
+	names := make([]string, len(cols))
+	widest := 0.0
+	for i, c := range cols {
+		names[i], _ = ColumnKind(c)
+		names[i] = cleanPDFText(names[i])
+		if w, err := doc.MeasureTextWidth(names[i]); err == nil {
+			widest = max(widest, w)
+		}
+	}
+	l.labelW = min(max(widest+2*cellPad+1, width/4), width*2/5)
+	l.valueW = width - l.labelW
+
+	l.newPage()
+	if err := doc.SetFont(pdfFamily, "", titleSize); err != nil {
+		return nil, err
+	}
+	title, err := doc.SplitText("Report row "+strconv.Itoa(row.Number), width)
+	if err != nil {
+		return nil, fmt.Errorf("wrap title: %w", err)
+	}
+	for _, t := range title {
+		doc.SetXY(pdfMargin, l.y)
+		if err := doc.Cell(nil, t); err != nil {
+			return nil, err
+		}
+		l.y += titleSize * lineSpacing
+	}
+	l.y += l.size / 2
+	if err := doc.SetFont(pdfFamily, "", p.size); err != nil {
+		return nil, err
+	}
+	for i, col := range cols {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := paragraph(col+": "+row.Fields[col], p.size); err != nil {
+		if err := l.tableRow(names[i], row.Fields[col]); err != nil {
 			return nil, fmt.Errorf("column %q: %w", col, err)
 		}
 	}
+	if l.pages > 1 {
+		if err := l.pageNumbers(); err != nil {
+			return nil, err
+		}
+	}
 	return doc, nil
+}
+
+func (l *pdfLayout) newPage() {
+	l.doc.AddPage()
+	l.pages++
+	l.y = pdfMargin
+}
+
+// bottom is the lowest y the table may reach (room is kept for the page number).
+func (l *pdfLayout) bottom() float64 { return l.page.H - pdfMargin - footerSize*2 }
+
+// wrap splits text into lines that fit width, keeping its own line breaks.
+func (l *pdfLayout) wrap(text string, width float64) ([]string, error) {
+	var out []string
+	for _, src := range strings.Split(cleanPDFText(text), "\n") {
+		if src == "" {
+			out = append(out, "")
+			continue
+		}
+		parts, err := l.doc.SplitText(src, width-2*cellPad)
+		if err != nil {
+			return nil, fmt.Errorf("wrap text: %w", err)
+		}
+		out = append(out, parts...)
+	}
+	return out, nil
+}
+
+// tableRow draws one column's name and value, over pages when it must.
+func (l *pdfLayout) tableRow(name, value string) error {
+	labels, err := l.wrap(name, l.labelW)
+	if err != nil {
+		return err
+	}
+	values, err := l.wrap(value, l.valueW)
+	if err != nil {
+		return err
+	}
+	lines := max(len(labels), len(values))
+	perPage := int((l.bottom() - pdfMargin - 2*cellPad) / l.lh)
+	fits := func() int { return int((l.bottom() - l.y - 2*cellPad) / l.lh) }
+	// A row that would fit a page of its own is not split.
+	if lines <= perPage && fits() < lines || fits() < 1 {
+		l.newPage()
+	}
+	for done := 0; done < lines; {
+		n := min(lines-done, fits())
+		if n < 1 {
+			l.newPage()
+			continue
+		}
+		h := float64(n)*l.lh + 2*cellPad
+		x := pdfMargin
+		l.doc.SetLineWidth(0.5)
+		l.doc.SetStrokeColor(160, 160, 160)
+		l.doc.SetFillColor(235, 235, 235)
+		l.doc.RectFromUpperLeftWithStyle(x, l.y, l.labelW, h, "FD")
+		l.doc.RectFromUpperLeftWithStyle(x+l.labelW, l.y, l.valueW, h, "D")
+		// gopdf fills text with the fill colour: back to black for the text.
+		l.doc.SetFillColor(0, 0, 0)
+		l.doc.SetTextColor(0, 0, 0)
+		// The name is drawn on the first part and again on each page the value goes on to.
+		part := labels
+		if done > 0 {
+			part = labels[:min(1, len(labels))]
+		}
+		for i := 0; i < n && i < len(part); i++ {
+			l.doc.SetXY(x+cellPad, l.y+cellPad+float64(i)*l.lh+(l.lh-l.size)/2)
+			if err := l.doc.Cell(nil, part[i]); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < n && done+i < len(values); i++ {
+			l.doc.SetXY(x+l.labelW+cellPad, l.y+cellPad+float64(i)*l.lh+(l.lh-l.size)/2)
+			if err := l.doc.Cell(nil, values[done+i]); err != nil {
+				return err
+			}
+		}
+		done += n
+		l.y += h
+		if done < lines {
+			l.newPage()
+		}
+	}
+	return nil
+}
+
+// pageNumbers writes "i / n" at the foot of every page.
+func (l *pdfLayout) pageNumbers() error {
+	if err := l.doc.SetFont(pdfFamily, "", footerSize); err != nil {
+		return err
+	}
+	for i := 1; i <= l.pages; i++ {
+		if err := l.doc.SetPage(i); err != nil {
+			return err
+		}
+		l.doc.SetFillColor(0, 0, 0)
+		l.doc.SetTextColor(0, 0, 0)
+		text := strconv.Itoa(i) + " / " + strconv.Itoa(l.pages)
+		w, err := l.doc.MeasureTextWidth(text)
+		if err != nil {
+			return err
+		}
+		l.doc.SetXY((l.page.W-w)/2, l.page.H-pdfMargin-footerSize)
+		if err := l.doc.Cell(nil, text); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cleanPDFText normalises line breaks and turns other control characters into spaces.
