@@ -10,7 +10,8 @@
 #   N=5000 N_XLSX=1000 N_BIG=0 SPLIT_BYTES=50000000 WEB_SECS=5 bash bench/pipeline.sh   smoke run
 #
 # N        text rows end to end and for the web figures (default 100,000)
-# N_XLSX   xlsx rows end to end (default 20,000: XLSX rendering is slow on 2 cores)
+# N_XLSX   xlsx rows end to end (default 20,000)
+# N_PDF    pdf rows for the floor and end to end (default 2,000: a PDF row embeds its font subset; 0 skips it)
 # N_BIG    text rows of the big run, one token worker (default 1,000,000; 0 skips it)
 # SPLIT_BYTES  size of the CSV uploaded for the split RSS figure (default 1e9; 0 skips it)
 # WEB_SECS, WEB_CONNS  wrk load on GET /csv_processing/<token> (default 20 s, 50)
@@ -22,6 +23,7 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 N=${N:-100000}
 N_XLSX=${N_XLSX:-20000}
+N_PDF=${N_PDF:-2000}
 N_BIG=${N_BIG:-1000000}
 SPLIT_BYTES=${SPLIT_BYTES:-1000000000}
 WEB_SECS=${WEB_SECS:-20}
@@ -46,7 +48,7 @@ t_start=$(date +%s)
 
 {
   echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "# command: N=$N N_XLSX=$N_XLSX N_BIG=$N_BIG SPLIT_BYTES=$SPLIT_BYTES WEB_SECS=$WEB_SECS WEB_CONNS=$WEB_CONNS bash bench/pipeline.sh"
+  echo "# command: N=$N N_XLSX=$N_XLSX N_PDF=$N_PDF N_BIG=$N_BIG SPLIT_BYTES=$SPLIT_BYTES WEB_SECS=$WEB_SECS WEB_CONNS=$WEB_CONNS bash bench/pipeline.sh"
   echo "# nproc: $(nproc); memory: $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
   echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "# disk: $(df -h "$tmp" | awk 'NR==2 {print $1 " " $2}')"
@@ -58,6 +60,7 @@ t_start=$(date +%s)
 
 "$pb" gencsv -rows "$N" -out "$tmp/text.csv" | tee -a "$RAW"
 "$pb" gencsv -rows "$N_XLSX" -out "$tmp/xlsx.csv" | tee -a "$RAW"
+[ "$N_PDF" -gt 0 ] && "$pb" gencsv -rows "$N_PDF" -out "$tmp/pdf.csv" | tee -a "$RAW"
 
 # 1. Redis ceiling for the commands a row costs (see the e2e `cmd` lines),
 # on a redis-server of its own; 50 clients, as engine.sh.
@@ -99,13 +102,15 @@ log "floor"
 "$pb" floor -csv "$tmp/text.csv" -type text -name text-floor | tee -a "$RAW"
 "$pb" floor -csv "$tmp/text.csv" -type text -name text-floor-store -store | tee -a "$RAW"
 "$pb" floor -csv "$tmp/xlsx.csv" -type xlsx -name xlsx-floor | tee -a "$RAW"
+[ "$N_PDF" -gt 0 ] && "$pb" floor -csv "$tmp/pdf.csv" -type pdf -name pdf-floor | tee -a "$RAW"
 log "end to end"
 e2e() { "$pb" e2e -bin "$tmp" "$@" | tee -a "$RAW"; }
 e2e -csv "$tmp/text.csv" -rows "$N" -type text -workers 1 -name text-w1 -load "${WEB_SECS}s" -conns "$WEB_CONNS"
 e2e -csv "$tmp/text.csv" -rows "$N" -type text -workers 2 -name text-w2
 e2e -csv "$tmp/xlsx.csv" -rows "$N_XLSX" -type xlsx -workers 1 -name xlsx-w1
 e2e -csv "$tmp/xlsx.csv" -rows "$N_XLSX" -type xlsx -workers 2 -name xlsx-w2
-rm -f "$tmp/text.csv" "$tmp/xlsx.csv"
+[ "$N_PDF" -gt 0 ] && e2e -csv "$tmp/pdf.csv" -rows "$N_PDF" -type pdf -workers 1 -name pdf-w1
+rm -f "$tmp/text.csv" "$tmp/xlsx.csv" "$tmp/pdf.csv"
 
 # 3. The big run.
 if [ "$N_BIG" -gt 0 ]; then

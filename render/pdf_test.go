@@ -197,3 +197,21 @@ func TestPDFFontErrors(t *testing.T) {
 		t.Errorf("canceled render: %v", err)
 	}
 }
+
+func BenchmarkPDF(b *testing.B) {
+	p, err := NewPDF(PDFOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	row := Row{Number: 1, Headers: []string{"個別識別番号", "保険者名", "年度", "氏名", "生年月日", "請求金額", "備考"}, Fields: map[string]string{
+		"個別識別番号": "ID-00000001", "保険者名": "保険者1", "年度": "2001", "氏名": "山田 太郎1", "生年月日": "1941-02-02", "請求金額": "1007", "備考": "特記事項なし",
+	}}
+	var buf bytes.Buffer
+	for b.Loop() {
+		buf.Reset()
+		if err := p.Render(context.Background(), &buf, row); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Len()), "bytes/file")
+}

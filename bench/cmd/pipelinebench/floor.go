@@ -34,7 +34,7 @@ type rendered struct {
 func runFloor(args []string) error {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	file := fs.String("csv", "", "CSV to read")
-	typ := fs.String("type", "text", "report type: text or xlsx")
+	typ := fs.String("type", "text", "report type: text, xlsx or pdf")
 	name := fs.String("name", "", "label")
 	par := fs.Int("par", runtime.NumCPU(), "rendering goroutines")
 	viaStore := fs.Bool("store", false, "also write each row file through storage.Local as a file of its own, fsynced (the Rails app's design, and the worker's before row packs), and read it back for the ZIP")
@@ -47,6 +47,12 @@ func runFloor(args []string) error {
 		r = render.Text{}
 	case "xlsx":
 		r = render.NewXLSX()
+	case "pdf":
+		p, err := render.NewPDF(render.PDFOptions{})
+		if err != nil {
+			return err
+		}
+		r = p
 	default:
 		return fmt.Errorf("floor: type %q not supported", *typ)
 	}

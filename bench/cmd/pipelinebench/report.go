@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	"github.com/pallarel/pallarel/bench/internal/results"
 )
@@ -108,6 +109,15 @@ func report(in io.Reader, w io.Writer) error {
 			fmt.Fprintf(w, "| %s / Redis ceiling for its commands, each its own round trip (%.0f rows/s) | %.2f |\n", n, c, rate[n]/c)
 			fmt.Fprintf(w, "| %s / Redis ceiling for its commands, pipelined P100 (%.0f rows/s) | %.3f |\n", n, ceiling(n, "P100"), rate[n]/ceiling(n, "P100"))
 		}
+		// An XLSX or PDF run against the text run with the same workers.
+		if typ != "text" {
+			if text := "text" + strings.TrimPrefix(n, typ); rate[text] > 0 {
+				fmt.Fprintf(w, "| %s / %s rows/s (same run) | %.2f |\n", n, text, rate[n]/rate[text])
+			}
+		}
+	}
+	if floor["xlsx"] > 0 && floor["text"] > 0 {
+		fmt.Fprintf(w, "| xlsx floor / text floor | %.3f |\n", floor["xlsx"]/floor["text"])
 	}
 	fmt.Fprintln(w)
 
