@@ -17,6 +17,7 @@ import (
 
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -98,6 +99,10 @@ type Config struct {
 	// SidekiqDialect is SIDEKIQ_DIALECT: the Sidekiq major version whose
 	// Redis format we write (8, 7 or 6). Defaults to 8.
 	SidekiqDialect int
+	// Templates bound an uploaded XLSX template: TEMPLATE_MAX_BYTES (10 MiB),
+	// TEMPLATE_MAX_UNCOMPRESSED_BYTES (64 MiB), TEMPLATE_MAX_CELLS (200,000)
+	// and TEMPLATE_MAX_PLACEHOLDERS (1,000).
+	Templates render.TemplateLimits
 	// PDFFontPath is PDF_FONT_PATH, a CJK TrueType font for PDF reports.
 	// Empty tries Debian's IPA Gothic and other known paths.
 	PDFFontPath string
@@ -361,6 +366,12 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 
 	c.QueueHexLen = int(l.integer("QUEUE_HEX_LEN", DefaultQueueHexLen, 1, 40))
 	c.MaxUploadBytes = l.integer("MAX_UPLOAD_BYTES", DefaultMaxUploadBytes, 1, 1<<62)
+	c.Templates = render.TemplateLimits{
+		MaxBytes:             l.integer("TEMPLATE_MAX_BYTES", render.DefaultTemplateMaxBytes, 1, 1<<31),
+		MaxUncompressedBytes: l.integer("TEMPLATE_MAX_UNCOMPRESSED_BYTES", render.DefaultTemplateMaxUncompressedBytes, 1, 1<<34),
+		MaxCells:             int(l.integer("TEMPLATE_MAX_CELLS", render.DefaultTemplateMaxCells, 1, 1<<31)),
+		MaxPlaceholders:      int(l.integer("TEMPLATE_MAX_PLACEHOLDERS", render.DefaultTemplateMaxPlaceholders, 1, 1<<20)),
+	}
 	c.AuthToken = l.str("AUTH_TOKEN", "")
 	c.BasicAuthUser = l.str("BASIC_AUTH_USER", "")
 	c.BasicAuthPassword = l.str("BASIC_AUTH_PASSWORD", "")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -35,6 +36,7 @@ func defaults() Config {
 		ECS:                 launcher.ECSConfig{ContainerName: "sidekiqContainer", Env: "development"},
 		QueueHexLen:         16,
 		MaxUploadBytes:      1 << 30,
+		Templates:           render.TemplateLimits{}.WithDefaults(),
 		SidekiqDialect:      8,
 		WorkerIdleTimeout:   5 * time.Minute,
 		MaxEventStreams:     1000,
@@ -128,8 +130,8 @@ func TestLoad(t *testing.T) {
 			c.ECS = launcher.ECSConfig{Cluster: "report-cluster", TaskDefinition: "sidekiq:3", Subnets: []string{"subnet-a", "subnet-b"},
 				SecurityGroups: []string{"sg-1"}, ContainerName: "w", Env: "production"}
 		}},
-		{"numbers", with(nil, "QUEUE_HEX_LEN", "40", "PORT", "3000", "MAX_UPLOAD_BYTES", "1048576"), func(c *Config) {
-			c.QueueHexLen, c.Port, c.MaxUploadBytes = 40, 3000, 1<<20
+		{"numbers", with(nil, "QUEUE_HEX_LEN", "40", "PORT", "3000", "MAX_UPLOAD_BYTES", "1048576", "TEMPLATE_MAX_CELLS", "500"), func(c *Config) {
+			c.QueueHexLen, c.Port, c.MaxUploadBytes, c.Templates.MaxCells = 40, 3000, 1<<20, 500
 		}},
 		{"auth", with(nil, "AUTH_TOKEN", "t0k", "BASIC_AUTH_USER", "admin", "BASIC_AUTH_PASSWORD", "pw"), func(c *Config) {
 			c.AuthToken, c.BasicAuthUser, c.BasicAuthPassword = "t0k", "admin", "pw"
@@ -261,6 +263,7 @@ func TestLoadAllErrorsAtOnce(t *testing.T) {
 		"QUEUE_HEX_LEN":       "99",
 		"PORT":                "x",
 		"MAX_UPLOAD_BYTES":    "-1",
+		"TEMPLATE_MAX_BYTES":  "0",
 		"BASIC_AUTH_USER":     "u",
 		"SIDEKIQ_DIALECT":     "9",
 		"WORKER_IDLE_TIMEOUT": "never",
@@ -270,7 +273,7 @@ func TestLoadAllErrorsAtOnce(t *testing.T) {
 		t.Fatal("want error")
 	}
 	vars := []string{"REDIS_URL", "DB_NAME", "REPORT_S3_BUCKET_NAME", "ECS_CLUSTER", "ECS_SIDEKIQ_TASK_DEFINITION",
-		"ECS_SIDEKIQ_SUBNET_IDS", "ECS_SIDEKIQ_SECURITY_GROUP_IDS", "QUEUE_HEX_LEN", "PORT", "MAX_UPLOAD_BYTES",
+		"ECS_SIDEKIQ_SUBNET_IDS", "ECS_SIDEKIQ_SECURITY_GROUP_IDS", "QUEUE_HEX_LEN", "PORT", "MAX_UPLOAD_BYTES", "TEMPLATE_MAX_BYTES",
 		"BASIC_AUTH_USER", "SIDEKIQ_DIALECT", "WORKER_IDLE_TIMEOUT", "AWS_ENDPOINT_URL_S3"}
 	for _, v := range vars {
 		if !strings.Contains(err.Error(), v+":") {

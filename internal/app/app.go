@@ -107,6 +107,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 		Supervise: jobs.SuperviseConfig{Interval: cfg.SuperviseInterval, LaunchGrace: cfg.WorkerLaunchGrace,
 			MaxRelaunches: cfg.WorkerMaxRelaunches},
 		WebhookURL: cfg.WebhookURL, WebhookSecret: cfg.WebhookSecret,
+		TemplateLimits: cfg.Templates,
 	})
 	if err != nil {
 		return nil, err
