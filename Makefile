@@ -36,6 +36,8 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseJob$$' -fuzztime $(FUZZTIME) ./sidekiq/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./csvrows/
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./render/
+	$(GO) test -run '^$$' -fuzz '^FuzzXLSXTemplate$$' -fuzztime $(FUZZTIME) ./render/
 
 bench-engine:
 	bash bench/engine.sh

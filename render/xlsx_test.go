@@ -234,7 +234,7 @@ func TestXLSXLongAndHostileText(t *testing.T) {
 	}
 }
 
-func buildTemplate(t *testing.T) []byte {
+func buildTemplate(t testing.TB) []byte {
 	t.Helper()
 	f := excelize.NewFile()
 	defer f.Close()
