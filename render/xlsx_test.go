@@ -402,3 +402,44 @@ func BenchmarkXLSXDefault(b *testing.B) {
 	}
 	b.SetBytes(int64(buf.Len()))
 }
+
+// TestXLSXTemplatePrefixed fills a template written with an "x:" namespace
+// prefix and no styles part (as the Open XML SDK writes them).
+func TestXLSXTemplatePrefixed(t *testing.T) {
+	t.Parallel()
+	const ns = `xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main"`
+	parts := []struct{ name, body string }{
+		{"[Content_Types].xml", `<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/><Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>`},
+		{"_rels/.rels", `<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>`},
+		{"xl/workbook.xml", `<?xml version="1.0" encoding="UTF-8"?><x:workbook ` + ns + ` xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><x:sheets><x:sheet name="S" sheetId="1" r:id="rId1"/></x:sheets></x:workbook>`},
+		{"xl/_rels/workbook.xml.rels", `<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/></Relationships>`},
+		{"xl/sharedStrings.xml", `<?xml version="1.0" encoding="UTF-8"?><x:sst ` + ns + ` count="2" uniqueCount="2"><x:si><x:t>金額</x:t></x:si><x:si><x:r><x:t>{{</x:t></x:r><x:r><x:t>金額}}</x:t></x:r><x:rPh sb="0" eb="1"><x:t>キンガク</x:t></x:rPh></x:si></x:sst>`},
+		{"xl/worksheets/sheet1.xml", `<?xml version="1.0" encoding="UTF-8"?><x:worksheet ` + ns + `><x:sheetData><x:row r="1"><x:c r="A1" t="s"><x:v>0</x:v></x:c><x:c r="B1" t="s"><x:v>1</x:v></x:c><x:c r="C1" t="inlineStr"><x:is><x:t>{{日付}}</x:t></x:is></x:c></x:row></x:sheetData></x:worksheet>`},
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, p := range parts {
+		w, _ := zw.Create(p.name)
+		w.Write([]byte(p.body))
+	}
+	zw.Close()
+	x, err := NewXLSXTemplate(buf.Bytes(), TemplateLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := renderXLSX(t, x, Row{Number: 1, Fields: map[string]string{"金額": "-1500", "日付": "2024-04-01"}})
+	f := openXLSX(t, data)
+	for cell, want := range map[string]struct {
+		v   string
+		typ excelize.CellType
+	}{"A1": {"金額", excelize.CellTypeSharedString}, "B1": {"-1500", excelize.CellTypeNumber}, "C1": {"2024-04-01", excelize.CellTypeInlineString}} {
+		got, _ := f.GetCellValue("S", cell)
+		typ, _ := f.GetCellType("S", cell)
+		if got != want.v || typ != want.typ {
+			t.Errorf("%s = %q (%v), want %q (%v)", cell, got, typ, want.v, want.typ)
+		}
+	}
+	if body := zipParts(t, data, time.Now())["xl/sharedStrings.xml"]; strings.Contains(body, "{{") || !strings.Contains(body, "<x:si><x:t></x:t></x:si>") {
+		t.Errorf("shared strings not cleaned: %s", body)
+	}
+}

@@ -152,11 +152,13 @@ func parseTemplate(data []byte, lim TemplateLimits) (*parsedTemplate, error) {
 		return nil, fmt.Errorf("%w: no %s", ErrBadTemplate, partWorkbook)
 	}
 	var sst []sharedString
+	var sstRaw []byte
 	if f := files[partSharedStrings]; f != nil {
 		raw, err := readPart(f)
 		if err != nil {
 			return nil, err
 		}
+		sstRaw = raw
 		if sst, err = parseSharedStrings(raw); err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrBadTemplate, f.Name, err)
 		}
@@ -208,9 +210,11 @@ func parseTemplate(data []byte, lim TemplateLimits) (*parsedTemplate, error) {
 	}
 	var newStyles []byte
 	if styles != nil {
-		for _, sh := range sheets {
-			for i := range sh.holes {
-				styles.assign(&sh.holes[i])
+		for _, f := range zr.File { // in part order, so the added styles are the same every time
+			if sh := sheets[f.Name]; sh != nil {
+				for i := range sh.holes {
+					styles.assign(&sh.holes[i])
+				}
 			}
 		}
 		newStyles = styles.rewrite()
@@ -221,7 +225,7 @@ func parseTemplate(data []byte, lim TemplateLimits) (*parsedTemplate, error) {
 			sh := sheets[f.Name]
 			t.book.addStamped(f.Name, sh.stamp)
 		case f.Name == partSharedStrings && len(sheets) > 0:
-			if err := t.book.addStatic(f.Name, cleanSharedStrings(mustRead(f), sst)); err != nil {
+			if err := t.book.addStatic(f.Name, cleanSharedStrings(sstRaw, sst)); err != nil {
 				return nil, err
 			}
 		case f.Name == partStyles && newStyles != nil:
@@ -256,12 +260,6 @@ func readPart(f *zip.File) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadTemplate, f.Name, err)
 	}
 	return b, nil
-}
-
-// mustRead reads a part already read once without error.
-func mustRead(f *zip.File) []byte {
-	b, _ := readPart(f)
-	return b
 }
 
 // addTemplatePart copies f into the book still compressed; a stored part
