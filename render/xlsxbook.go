@@ -103,10 +103,10 @@ func (b *book) write(w io.Writer, row Row, now time.Time) error {
 			}
 			continue
 		}
-		buf := partBufs.Get().(*bytes.Buffer)
-		buf.Reset()
+		sp := &spillPart{zw: zw, hdr: hdr, buf: partBufs.Get().(*bytes.Buffer)}
+		sp.buf.Reset()
 		bw := bufWriters.Get().(*bufio.Writer)
-		bw.Reset(buf)
+		bw.Reset(sp)
 		err := p.stamp(bw, row)
 		if err == nil {
 			err = bw.Flush()
@@ -114,16 +114,10 @@ func (b *book) write(w io.Writer, row Row, now time.Time) error {
 		bw.Reset(io.Discard)
 		bufWriters.Put(bw)
 		if err == nil {
-			if buf.Len() < storeBelow {
-				hdr.Method = zip.Store
-			}
-			var pw io.Writer
-			if pw, err = zw.CreateHeader(hdr); err == nil {
-				_, err = pw.Write(buf.Bytes())
-			}
+			err = sp.close()
 		}
-		if buf.Cap() <= 1<<20 {
-			partBufs.Put(buf)
+		if sp.buf.Cap() <= 4*storeBelow {
+			partBufs.Put(sp.buf)
 		}
 		if err != nil {
 			return fmt.Errorf("zip %s: %w", p.name, err)
@@ -274,6 +268,47 @@ func cellRef(col, r int) string {
 		b[i] = byte('A' + (c-1)%26)
 	}
 	return string(b[i:])
+}
+
+// spillPart writes a stamped part: held in memory while it is under
+// storeBelow (then stored), deflated as it comes once it is bigger, so a
+// big sheet is never held whole.
+type spillPart struct {
+	zw  *zip.Writer
+	hdr *zip.FileHeader
+	buf *bytes.Buffer
+	w   io.Writer // the deflating entry, once spilled
+}
+
+func (s *spillPart) Write(p []byte) (int, error) {
+	if s.w != nil {
+		return s.w.Write(p)
+	}
+	if s.buf.Len()+len(p) < storeBelow {
+		return s.buf.Write(p)
+	}
+	w, err := s.zw.CreateHeader(s.hdr) // Deflate
+	if err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(s.buf.Bytes()); err != nil {
+		return 0, err
+	}
+	s.w = w
+	return w.Write(p)
+}
+
+func (s *spillPart) close() error {
+	if s.w != nil {
+		return nil // archive/zip closes the entry with the next one
+	}
+	s.hdr.Method = zip.Store
+	w, err := s.zw.CreateHeader(s.hdr)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(s.buf.Bytes())
+	return err
 }
 
 // msDosTime is a zip entry's MS-DOS date and time for t (two-second steps,

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/flate"
+	"context"
 	"errors"
 	"hash/crc32"
 	"io"
@@ -134,5 +135,44 @@ func TestTemplateLimits(t *testing.T) {
 	}
 	if names, err := CheckTemplate(buf.Bytes(), TemplateLimits{MaxCells: 100, MaxPlaceholders: 50}); err != nil || len(names) != 1 {
 		t.Errorf("at the limits: %q, %v", names, err)
+	}
+}
+
+// TestXLSXBigRowStreams renders a row whose sheet inflates to megabytes: the
+// sheet is deflated as it is written, never held whole.
+func TestXLSXBigRowStreams(t *testing.T) {
+	tpl := excelize.NewFile()
+	for i := range 200 {
+		tpl.SetCellStr("Sheet1", cellRef(1, i+1), "{{a}}")
+	}
+	var buf bytes.Buffer
+	tpl.WriteTo(&buf)
+	tpl.Close()
+	x, err := NewXLSXTemplate(buf.Bytes(), TemplateLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := Row{Number: 1, Fields: map[string]string{"a": strings.Repeat("長い値", maxCellChars/3)}}
+	var out bytes.Buffer
+	n := allocated(func() {
+		if err := x.Render(context.Background(), &out, row); err != nil {
+			t.Fatal(err)
+		}
+	})
+	zr, err := zip.NewReader(bytes.NewReader(out.Bytes()), int64(out.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range zr.File {
+		if f.Name == "xl/worksheets/sheet1.xml" && (f.Method != zip.Deflate || f.UncompressedSize64 < 200*maxCellChars) {
+			t.Errorf("sheet: method %d, %d bytes", f.Method, f.UncompressedSize64)
+		}
+	}
+	if n > 4<<20 {
+		t.Errorf("a %d MB sheet allocated %d MB to render", 200*maxCellChars*3>>20, n>>20)
+	}
+	f := openXLSX(t, out.Bytes())
+	if got, _ := f.GetCellValue("Sheet1", "A200"); got != row.Fields["a"] {
+		t.Errorf("A200 holds %d characters", len([]rune(got)))
 	}
 }
