@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/pallarel/pallarel/csvrows"
@@ -164,8 +165,12 @@ func runFloor(args []string) error {
 		return err
 	}
 	rss, _ := statusKiB(os.Getpid(), "VmHWM:")
-	fmt.Printf("RESULT floor name=%s type=%s store=%t rows=%d failed=%d par=%d secs=%.3f rate=%.0f zip_mb=%.1f vmhwm_mb=%.1f\n",
-		*name, *typ, *viaStore, n, failed, *par, secs, float64(n)/secs, float64(info.Size())/(1<<20), float64(rss)/1024)
+	// CPU time is what a row costs whatever else the machine is doing.
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	fmt.Printf("RESULT floor name=%s type=%s store=%t rows=%d failed=%d par=%d secs=%.3f rate=%.0f zip_mb=%.1f vmhwm_mb=%.1f cpu_s=%.3f cpu_us_row=%.0f\n",
+		*name, *typ, *viaStore, n, failed, *par, secs, float64(n)/secs, float64(info.Size())/(1<<20), float64(rss)/1024, cpu, cpu*1e6/float64(n))
 	if failed > 0 {
 		return fmt.Errorf("floor %s: %d rows failed", *name, failed)
 	}
