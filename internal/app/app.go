@@ -120,7 +120,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 }
 
 // Renderers registers the built-in renderers: xlsx, text, csv, and pdf when
-// a CJK font is found (otherwise pdf jobs fail with a message naming the
+// a CJK font is found (otherwise the upload form offers no PDF, the API
+// refuses it, and pdf jobs enqueued by Rails fail with a message naming the
 // font paths tried).
 func Renderers(fontPath string, log *slog.Logger) *render.Registry {
 	reg := render.NewRegistry()
