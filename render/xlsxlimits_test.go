@@ -123,7 +123,7 @@ func TestTemplateLimits(t *testing.T) {
 		limits TemplateLimits
 		want   string
 	}{
-		{"file size", tpl, TemplateLimits{MaxBytes: 1000}, "bytes (limit 1000)"},
+		{"file size", tpl, TemplateLimits{MaxBytes: 1000}, "bytes (limit 1000 bytes)"},
 		{"uncompressed", tpl, TemplateLimits{MaxUncompressedBytes: 5000}, "uncompressed"},
 		{"cells", buf.Bytes(), TemplateLimits{MaxCells: 99}, "more than 99 cells"},
 		{"placeholders", buf.Bytes(), TemplateLimits{MaxPlaceholders: 49}, "more than 49 cells with placeholders"},

@@ -130,7 +130,7 @@ type templateSheet struct {
 
 func parseTemplate(data []byte, lim TemplateLimits) (*parsedTemplate, error) {
 	if int64(len(data)) > lim.MaxBytes {
-		return nil, fmt.Errorf("%w: %d bytes (limit %d)", ErrTemplateTooBig, len(data), lim.MaxBytes)
+		return nil, fmt.Errorf("%w: %d bytes (limit %s)", ErrTemplateTooBig, len(data), sizeText(lim.MaxBytes))
 	}
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
@@ -141,7 +141,7 @@ func parseTemplate(data []byte, lim TemplateLimits) (*parsedTemplate, error) {
 	for _, f := range zr.File {
 		total += f.UncompressedSize64
 		if total > uint64(lim.MaxUncompressedBytes) {
-			return nil, fmt.Errorf("%w: more than %d bytes uncompressed", ErrTemplateTooBig, lim.MaxUncompressedBytes)
+			return nil, fmt.Errorf("%w: more than %s uncompressed", ErrTemplateTooBig, sizeText(lim.MaxUncompressedBytes))
 		}
 		if _, dup := files[f.Name]; dup {
 			return nil, fmt.Errorf("%w: part %s twice", ErrBadTemplate, f.Name)
@@ -239,6 +239,17 @@ func parseTemplate(data []byte, lim TemplateLimits) (*parsedTemplate, error) {
 		}
 	}
 	return t, nil
+}
+
+// sizeText says n bytes the way a person reads a limit: "64 MiB", "1000 bytes".
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 // isWorksheet reports whether name is a worksheet part.

@@ -39,6 +39,22 @@ func TestUploadTemplateChecked(t *testing.T) {
 	w, _ := zw.Create("word/document.xml")
 	w.Write([]byte("<doc/>"))
 	zw.Close()
+	// A sheet declaring 300 MB inflated (a template bomb): refused from the
+	// zip's directory, before anything is inflated.
+	var bomb bytes.Buffer
+	zw = zip.NewWriter(&bomb)
+	for _, name := range []string{"xl/workbook.xml", "xl/worksheets/sheet1.xml"} {
+		size := uint64(10)
+		if name == "xl/worksheets/sheet1.xml" {
+			size = 300 << 20
+		}
+		w, err := zw.CreateRaw(&zip.FileHeader{Name: name, Method: zip.Store, CompressedSize64: 10, UncompressedSize64: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("<x></x>   "))
+	}
+	zw.Close()
 	tests := []struct {
 		name     string
 		template []byte
@@ -47,6 +63,7 @@ func TestUploadTemplateChecked(t *testing.T) {
 	}{
 		{"fine", xlsxTemplate(t, 10), http.StatusCreated, ""},
 		{"too many placeholders", xlsxTemplate(t, 11), http.StatusRequestEntityTooLarge, "The template is too large. (more than 10 cells with placeholders)"},
+		{"bomb", bomb.Bytes(), http.StatusRequestEntityTooLarge, "The template is too large. (more than 64 MiB uncompressed)"},
 		{"zip but not xlsx", notBook.Bytes(), http.StatusUnprocessableEntity, "The template must be an XLSX file. (no xl/workbook.xml)"},
 		{"too many bytes", append(xlsxTemplate(t, 1), make([]byte, render.DefaultTemplateMaxBytes)...), http.StatusRequestEntityTooLarge, "The template is too large."},
 	}
