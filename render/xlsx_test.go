@@ -443,3 +443,37 @@ func TestXLSXTemplatePrefixed(t *testing.T) {
 		t.Errorf("shared strings not cleaned: %s", body)
 	}
 }
+
+func BenchmarkXLSXTemplate(b *testing.B) {
+	x, err := NewXLSXTemplate(buildTemplate(b), TemplateLimits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for b.Loop() {
+		buf.Reset()
+		if err := x.Render(context.Background(), &buf, templateRow); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Len()), "bytes/file")
+}
+
+// BenchmarkXLSXExcelize is the way rows were rendered before (a workbook
+// built with excelize per row), kept to compare against.
+func BenchmarkXLSXExcelize(b *testing.B) {
+	row := typedTestRow()
+	var buf bytes.Buffer
+	for b.Loop() {
+		buf.Reset()
+		f := excelize.NewFile()
+		for i, c := range row.Columns() {
+			f.SetCellStr("Sheet1", cellRef(1, i+1), c)
+			f.SetCellStr("Sheet1", cellRef(2, i+1), row.Fields[c])
+		}
+		if _, err := f.WriteTo(&buf); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+}
