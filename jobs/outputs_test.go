@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"strings"
@@ -163,6 +164,35 @@ func checkOutputXLSX(t *testing.T, files map[string][]byte) {
 			if len(got[k]) != 2 || got[k][0] != want[0] || got[k][1] != want[1] {
 				t.Errorf("row %d line %d: %q, want %q", i+1, k+1, got[k], want)
 			}
+		}
+	}
+}
+
+// TestPipelineXLSXTemplateRefused: a template that reaches the row jobs
+// without the upload's check (Rails stored it) and is no workbook fails
+// every row with the reason, and the report still completes.
+func TestPipelineXLSXTemplateRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("word/document.xml")
+	w.Write([]byte("<doc/>"))
+	zw.Close()
+	if err := e.store.Put(ctx, "templates/bad.xlsx", &buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Put(ctx, "uploads/bad.csv", strings.NewReader(outputCSV)); err != nil {
+		t.Fatal(err)
+	}
+	id := e.newReport(models.ReportTypeXLSX)
+	e.split(jobs.SourceRef{SourceKey: "uploads/bad.csv", TemplateKey: "templates/bad.xlsx"}, "xlsx", id)
+	rep := e.completed(id, 30*time.Second)
+	m := manifestRows(t, e.readZip(rep.File))
+	for n := 1; n <= len(outputRows); n++ {
+		if m[n][1] != "failed" || !strings.Contains(m[n][2], "not an xlsx template: no xl/workbook.xml") {
+			t.Errorf("row %d: %q, want failed naming the bad template", n, m[n])
 		}
 	}
 }
