@@ -111,26 +111,65 @@ func stampDefaultSheet(w *bufio.Writer, row Row) error {
 	}
 	w.WriteString(xmlHeader)
 	w.WriteString(`<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">`)
-	w.WriteString(`<dimension ref="A1`)
+	// Printed, the two columns fit one page wide.
+	w.WriteString(`<sheetPr><pageSetUpPr fitToPage="1"/></sheetPr><dimension ref="A1`)
 	if len(cols) > 0 {
 		w.WriteString(":B")
 		w.WriteString(strconv.Itoa(len(cols)))
 	}
 	w.WriteString(`"/><sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/><cols><col min="1" max="1" width="`)
 	w.WriteString(strconv.FormatFloat(min(widest, 60), 'f', -1, 64))
-	w.WriteString(`" customWidth="1"/><col min="2" max="2" width="60" customWidth="1"/></cols><sheetData>`)
+	w.WriteString(`" customWidth="1"/><col min="2" max="2" width="`)
+	w.WriteString(strconv.Itoa(valueWidth))
+	w.WriteString(`" customWidth="1"/></cols><sheetData>`)
 	for i, c := range cols {
 		r := strconv.Itoa(i + 1)
 		name, kind := ColumnKind(c)
 		w.WriteString(`<row r="`)
 		w.WriteString(r)
-		w.WriteString(`">`)
+		w.WriteByte('"')
+		// Spreadsheet programs do not grow a row for wrapped text when
+		// they open a file, so a value on several lines gets its height.
+		if lines := max(textLines(name, int(min(widest, 60))), textLines(row.Fields[c], valueWidth)); lines > 1 {
+			w.WriteString(` ht="`)
+			w.WriteString(strconv.Itoa(min(lines*15, 409)))
+			w.WriteString(`" customHeight="1"`)
+		}
+		w.WriteString(`>`)
 		writeCell(w, "", "A"+r, styleHeader, Cell{Kind: KindText, Text: name}, 0, 0, 0)
 		writeCell(w, "", "B"+r, styleText, Classify(row.Fields[c], kind), styleNumber, styleDate, styleDateTime)
 		w.WriteString(`</row>`)
 	}
-	w.WriteString(`</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>`)
+	w.WriteString(`</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>`)
+	w.WriteString(`<pageSetup paperSize="9" fitToWidth="1" fitToHeight="0"/></worksheet>`)
 	return nil
+}
+
+// valueWidth is the value column's width in characters.
+const valueWidth = 60
+
+// textLines estimates the lines text takes in a column width characters
+// wide: its own line breaks, and wrapping where East Asian characters count
+// two. Only a row's height depends on it.
+func textLines(text string, width int) int {
+	lines, col := 1, 0
+	for _, r := range text {
+		switch {
+		case r == '\n':
+			lines, col = lines+1, 0
+			continue
+		case r == '\r':
+			continue
+		case r >= 0x1100:
+			col += 2
+		default:
+			col++
+		}
+		if col > width {
+			lines, col = lines+1, 2
+		}
+	}
+	return lines
 }
 
 // Name returns "xlsx".

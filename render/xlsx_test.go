@@ -138,6 +138,13 @@ func TestXLSXDefaultTyped(t *testing.T) {
 			t.Errorf("%s is not bold", a)
 		}
 	}
+	// The value on two lines gets a row two lines high; one-line rows keep the default.
+	if h, err := f.GetRowHeight(DefaultSheet, 2); err != nil || h != 30 {
+		t.Errorf("row 2 (two lines) height = %v (%v), want 30", h, err)
+	}
+	if h, _ := f.GetRowHeight(DefaultSheet, 3); h != 15 {
+		t.Errorf("row 3 height = %v, want 15", h)
+	}
 	if got, _ := f.GetCellValue(DefaultSheet, cellRef(1, wantRows)); got != "extra" {
 		t.Errorf("last label = %q", got)
 	}
