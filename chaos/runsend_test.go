@@ -21,15 +21,15 @@ import (
 
 // supervisedCluster is a cluster whose token workers the pipeline launches
 // and relaunches itself; the supervisor acts every second.
-func supervisedCluster(t *testing.T) *cluster {
+func supervisedCluster(t *testing.T, env ...string) *cluster {
 	t.Helper()
-	c := newCluster(t,
+	c := newCluster(t, append([]string{
 		"LAUNCHER=local",
-		"LOCAL_WORKER_COMMAND="+filepath.Join(binDir, "worker")+" -q {queue} -c 5 --process-ttl 3s -t 5 --idle-timeout 1m",
+		"LOCAL_WORKER_COMMAND=" + filepath.Join(binDir, "worker") + " -q {queue} -c 5 --process-ttl 3s -t 5 --idle-timeout 1m",
 		"SUPERVISE_INTERVAL=1s",
 		"WORKER_LAUNCH_GRACE=3s",
 		"SPLIT_WINDOW=500",
-	)
+	}, env...)...)
 	c.worker("report", 2, "report", "default")
 	return c
 }
@@ -162,7 +162,10 @@ func TestRedisRestartedThenReportWorkerKilledMidSplit(t *testing.T) {
 // UI's button does: UNLINK the list, SREM it from "queues"): the run ends
 // as cancelled, it does not hang.
 func TestDeleteQueueMidRunCancels(t *testing.T) {
-	c := supervisedCluster(t)
+	// The whole run is queued before the button is pressed: XLSX rows render
+	// in tens of µs, so with a small window the worker keeps the queue
+	// near empty and there is little to delete.
+	c := supervisedCluster(t, "SPLIT_WINDOW=100000")
 	n := faultRows()
 	u := c.upload(makeCSV("X", n), "xlsx")
 	c.waitProgress(u.Token, n/10, n, 120*time.Second)
