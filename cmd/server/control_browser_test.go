@@ -91,9 +91,17 @@ func TestBrowserCancelAndRetry(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // the page is navigating or the run still runs
 	}
-	row = browseValue(t, tab, "failed row after retry", chromedp.Text(chromedp.CSS(`#failed-table tbody tr`)))
-	if !strings.HasPrefix(row, "21") {
-		t.Errorf("failed row after retry: %q", row)
+	// The page's script refills the failed-rows table as it polls: read
+	// the row in one evaluation, not a query then a read that can race it.
+	const firstFailed = `(function(){ var r = document.querySelector("#failed-table tbody tr"); return r ? r.textContent : ""; })()`
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		row, err := chromedp.Run(tab, chromedp.Evaluate[string](firstFailed))
+		if err == nil && strings.HasPrefix(row, "21") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("failed row after retry: %q, %v", row, err)
+		}
 	}
 	if code := workers.Stop(t); code != 0 {
 		t.Errorf("workers Run returned %d", code)
