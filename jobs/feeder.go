@@ -211,7 +211,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		room := window - (pushedRows - recorded)
 		if room <= 0 {
 			time.Sleep(idle)
-			idle = min(2*idle, 200*time.Millisecond)
+			idle = min(2*idle, 50*time.Millisecond)
 			continue
 		}
 		idle = 10 * time.Millisecond
