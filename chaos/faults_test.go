@@ -82,6 +82,12 @@ func TestRedisCutAndRestart(t *testing.T) {
 	for name, p := range c.procs {
 		select {
 		case <-p.done:
+			// A token worker is stopped (Sidekiq's TERM) once its run has
+			// finished, and its last cleanup may meet the outage; the
+			// server and the report worker must live through it.
+			if strings.HasPrefix(name, "token-") {
+				continue
+			}
 			t.Fatalf("%s exited during the outage: %v\n%s", name, p.err, tail(p.log.String(), 2000))
 		default:
 		}
