@@ -80,7 +80,7 @@ func (p *Pipeline) Cancel(ctx context.Context, token string) error {
 		}
 	}
 	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" cancelled")
-	p.cleanupCancelled(ctx, token, queue)
+	p.cleanupEnded(ctx, token, queue)
 	if j, err := sidekiq.NewJob(CancelCleanupClass, token); err == nil {
 		j.Queue, j.At = TriggerQueue, p.d.Now().Add(CancelCleanupDelay)
 		if _, err := p.d.Client.Push(ctx, j); err != nil {
@@ -107,29 +107,30 @@ func (p *Pipeline) handleCancelCleanup(ctx context.Context, job *sidekiq.Job) er
 		return fmt.Errorf("cancel cleanup %s: %w", token, err)
 	}
 	if st.RunState() == models.RunCancelled {
-		p.cleanupCancelled(ctx, token, queue)
+		p.cleanupEnded(ctx, token, queue)
 	}
 	return nil
 }
 
-// cleanupCancelled removes what a cancelled run left in Redis and storage.
-func (p *Pipeline) cleanupCancelled(ctx context.Context, token, queue string) {
+// cleanupEnded removes what a run that ended before its finalizer
+// (cancelled, or failed by the supervisor) left in Redis and storage.
+func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 	log := p.log.With("token", token, "queue", queue)
 	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
-		log.Error("cancel: purge token queue", "err", err)
+		log.Error("ended run: purge token queue", "err", err)
 	} else {
-		log.Info("cancel: token queue purged", "jobs", n)
+		log.Info("ended run: token queue purged", "jobs", n)
 	}
 	if n, err := p.removeTokenJobs(ctx, token); err != nil {
-		log.Error("cancel: remove the token's other jobs", "err", err)
+		log.Error("ended run: remove the token's other jobs", "err", err)
 	} else if n > 0 {
-		log.Info("cancel: removed the token's other jobs", "jobs", n)
+		log.Info("ended run: removed the token's other jobs", "jobs", n)
 	}
 	p.packer.release(token)
 	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
-		log.Warn("cancel: delete row files", "err", err)
+		log.Warn("ended run: delete row files", "err", err)
 	}
-	_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
+	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
 }
 
 // removeTokenJobs removes token's jobs that are not on its own queue: its

@@ -44,13 +44,15 @@ func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	if _, err := p.tokenQueue(token); err != nil {
 		return
 	}
-	_ = p.d.DB.SetLastError(ctx, token, jobErr.Error())
+	p.warnIf(p.d.DB.SetLastError(ctx, token, jobErr.Error()), "SetLastError")
 	if tokenPos >= 0 {
 		_ = p.d.Store.Delete(ctx, ResultKey(token))
 	}
 	// The run has ended too: otherwise the supervisor would see a run
 	// without a finalizer and push another.
-	if won, _ := p.d.DB.EndRun(ctx, token, models.RunFailed, jobErr.Error()); won {
+	won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, jobErr.Error())
+	p.warnIf(err, "EndRun")
+	if won {
 		p.runEnded(ctx, token)
 	}
 }

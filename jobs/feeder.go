@@ -224,7 +224,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			}
 			if err != nil {
 				msg := fmt.Sprintf("CSV read stopped after row %d: %v", last, err)
-				_ = p.d.DB.SetLastError(ctx, token, msg)
+				p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
 				return fmt.Errorf("feed %s: %s", token, msg)
 			}
 			last = row.Number
@@ -262,17 +262,17 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			// The pages estimate the total from the first seconds: rows so
 			// far scaled by the bytes still to read.
 			lastTotal = time.Now()
-			_ = p.d.DB.SetSplitProgress(ctx, token, counted.n, size, last)
+			p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, size, last), "SetSplitProgress")
 		}
 	}
-	_ = p.d.DB.SetSplitProgress(ctx, token, counted.n, max(size, counted.n), last)
+	p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, max(size, counted.n), last), "SetSplitProgress")
 	if err := p.d.DB.SetTotal(ctx, token, last); err != nil {
 		return fmt.Errorf("feed %s: %w", token, err)
 	}
 	if err := p.ledger.SetTotal(ctx, token, last); err != nil {
 		return fmt.Errorf("feed %s: %w", token, err)
 	}
-	_ = p.d.DB.SetState(ctx, token, models.RunProcessing, "")
+	p.warnIf(p.d.DB.SetState(ctx, token, models.RunProcessing, ""), "SetState")
 	fin, err := p.newFinalizeJob(queue, spec.Type, spec.ReportID, token)
 	if err != nil {
 		return err

@@ -103,12 +103,12 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		// it failed when they are spent.
 		log.Error("finalize failed", "err", err)
 		_ = p.d.Store.Delete(context.WithoutCancel(ctx), ResultKey(token))
-		_ = p.d.DB.SetLastError(ctx, token, err.Error())
-		_ = p.d.DB.ReleaseFinalize(ctx, token)
+		p.warnIf(p.d.DB.SetLastError(ctx, token, err.Error()), "SetLastError")
+		p.warnIf(p.d.DB.ReleaseFinalize(ctx, token), "ReleaseFinalize")
 		return err
 	}
 	if err := p.d.DB.MarkReportCompleted(ctx, reportID, ResultKey(token), count); err != nil {
-		_ = p.d.DB.ReleaseFinalize(ctx, token)
+		p.warnIf(p.d.DB.ReleaseFinalize(ctx, token), "ReleaseFinalize")
 		return fmt.Errorf("finalize %s: %w", token, err)
 	}
 	if err := p.d.DB.MarkEnded(ctx, token, models.RunCompleted, ""); err != nil {
@@ -123,7 +123,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
 		log.Warn("delete row files", "err", err)
 	}
-	_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
+	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
 	p.stopWorker(ctx, token, status.WorkerTaskArn, "report "+token+" finished")
 	p.runEnded(ctx, token)
 	log.Info("report finished", "files", count, "result", ResultKey(token))
@@ -252,7 +252,7 @@ func (p *Pipeline) stopWorker(ctx context.Context, token, taskID, reason string)
 		_, err = p.d.Client.Push(ctx, idle)
 	}
 	if err != nil {
-		_ = p.d.DB.SetForceShutdown(ctx, token)
+		p.warnIf(p.d.DB.SetForceShutdown(ctx, token), "SetForceShutdown")
 	}
 }
 

@@ -215,3 +215,12 @@ func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
 	}
 	return nil
 }
+
+// warnIf logs a failed write of a run's bookkeeping that the caller does
+// not stop for: the run goes on, and the supervisor's next pass mends what
+// Redis or the database missed.
+func (p *Pipeline) warnIf(err error, what string) {
+	if err != nil {
+		p.log.Warn("run bookkeeping: "+what+" failed", "err", err)
+	}
+}

@@ -47,7 +47,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	// fail ends a run that can never succeed: the report says why (instead
 	// of staying pending for ever) and the job goes to the dead set.
 	fail := func(err error) error {
-		_ = p.d.DB.MarkReportFailed(ctx, reportID, err.Error())
+		p.warnIf(p.d.DB.MarkReportFailed(ctx, reportID, err.Error()), "MarkReportFailed")
 		return sidekiq.Kill(err)
 	}
 	var ref SourceRef
@@ -103,8 +103,10 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	rc, err := p.d.Store.Open(ctx, ref.SourceKey)
 	if errors.Is(err, storage.ErrNotExist) {
 		msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
-		_ = p.d.DB.SetLastError(ctx, token, msg)
-		if won, _ := p.d.DB.EndRun(ctx, token, models.RunFailed, msg); won {
+		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
+		won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
+		p.warnIf(err, "EndRun")
+		if won {
 			p.runEnded(ctx, token)
 		}
 		return fail(errors.New(msg))
@@ -116,9 +118,11 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	rc.Close()
 	if err != nil {
 		msg := fmt.Sprintf("CSV cannot be read: %v", err)
-		_ = p.d.DB.MarkReportFailed(ctx, reportID, msg)
-		_ = p.d.DB.SetLastError(ctx, token, msg)
-		if won, _ := p.d.DB.EndRun(ctx, token, models.RunFailed, msg); won {
+		p.warnIf(p.d.DB.MarkReportFailed(ctx, reportID, msg), "MarkReportFailed")
+		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
+		won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
+		p.warnIf(err, "EndRun")
+		if won {
 			p.runEnded(ctx, token)
 		}
 		log.Error("split: unreadable CSV", "err", err)
@@ -136,7 +140,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		return fmt.Errorf("split %s: %w", token, err)
 	}
 	if st.State == "" {
-		_ = p.d.DB.SetState(ctx, token, models.RunSplitting, "")
+		p.warnIf(p.d.DB.SetState(ctx, token, models.RunSplitting, ""), "SetState")
 	}
 
 	p.launchWorkers(ctx, token, queue, log)
@@ -169,8 +173,8 @@ func (p *Pipeline) launchWorkers(ctx context.Context, token, queue string, log i
 	task, err := p.d.Launcher.Launch(ctx, launcher.Request{Token: token, Queue: queue})
 	if err != nil {
 		log.Error("launch worker", "err", err)
-		_ = p.d.DB.SetLastError(ctx, token, "worker launch failed: "+err.Error())
-		_ = p.d.DB.ReleaseWorkerLaunch(ctx, token)
+		p.warnIf(p.d.DB.SetLastError(ctx, token, "worker launch failed: "+err.Error()), "SetLastError")
+		p.warnIf(p.d.DB.ReleaseWorkerLaunch(ctx, token), "ReleaseWorkerLaunch")
 		return
 	}
 	if err := p.d.DB.RecordWorker(ctx, token, task.ID, task.StartedAt); err != nil {

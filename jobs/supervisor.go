@@ -181,7 +181,7 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 	if recorded != w.lastCount {
 		w.lastCount, w.lastProgress = recorded, now
 		if st.StateReason != "" && w.lastCount >= 0 {
-			_ = p.d.DB.SetState(ctx, token, st.RunState(), "")
+			p.warnIf(p.d.DB.SetState(ctx, token, st.RunState(), ""), "SetState")
 			st.StateReason = ""
 		}
 	}
@@ -190,8 +190,7 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 		if !qw.Listed && recorded < total {
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 		}
-		held, finPresent := heldRows(qw)
-		queued := queuedRows(qw)
+		held, queued, finPresent := heldRows(qw)
 		if deleted, err := p.queueEmptiedByHand(ctx, token, w, held); err != nil {
 			return err
 		} else if deleted {
@@ -238,18 +237,18 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 			reason += "; " + stalled
 		}
 		if reason != st.StateReason {
-			_ = p.d.DB.SetState(ctx, token, st.RunState(), reason)
+			p.warnIf(p.d.DB.SetState(ctx, token, st.RunState(), reason), "SetState")
 		}
 	}
 	return nil
 }
 
-// heldRows lists the row numbers of the row jobs Redis holds for the
-// queue, and whether a finalizer is among them.
-func heldRows(qw sidekiq.QueueWork) (map[int]bool, bool) {
-	held := map[int]bool{}
-	fin := false
-	qw.Jobs(func(raw []byte) {
+// heldRows reads, in one pass over the queue's jobs, the row numbers of
+// the row jobs Redis holds for it (anywhere), those of them waiting in the
+// queue's list, and whether a finalizer is among them.
+func heldRows(qw sidekiq.QueueWork) (held map[int]bool, queued []int, fin bool) {
+	held = map[int]bool{}
+	note := func(raw []byte, inList bool) {
 		j, err := sidekiq.ParseJob(raw)
 		if err != nil {
 			return
@@ -259,28 +258,23 @@ func heldRows(qw sidekiq.QueueWork) (map[int]bool, bool) {
 			var n int
 			if ok, _ := j.Field(fieldRow, &n); ok && n > 0 {
 				held[n] = true
+				if inList {
+					queued = append(queued, n)
+				}
 			}
 		case FinalizeClass, "FinalizeReportJob":
 			fin = true
 		}
-	})
-	return held, fin
-}
-
-// queuedRows lists the row numbers waiting in the queue's list.
-func queuedRows(qw sidekiq.QueueWork) []int {
-	var out []int
+	}
 	for _, raw := range qw.Enqueued {
-		j, err := sidekiq.ParseJob(raw)
-		if err != nil {
-			continue
-		}
-		var n int
-		if ok, _ := j.Field(fieldRow, &n); ok && n > 0 {
-			out = append(out, n)
+		note(raw, true)
+	}
+	for _, l := range [][][]byte{qw.Scheduled, qw.Retrying, qw.InFlight} {
+		for _, raw := range l {
+			note(raw, false)
 		}
 	}
-	return out
+	return held, queued, fin
 }
 
 // queueEmptiedByHand reports whether every row that waited in the queue at
@@ -444,7 +438,7 @@ func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingSta
 		"max", cfg.MaxRelaunches, "reason", reason)
 	task, err := p.d.Launcher.Launch(ctx, launcher.Request{Token: st.Token, Queue: queue})
 	if err != nil {
-		_ = p.d.DB.SetState(ctx, st.Token, st.RunState(), fmt.Sprintf("worker relaunch %d/%d failed: %v", attempts, cfg.MaxRelaunches, err))
+		p.warnIf(p.d.DB.SetState(ctx, st.Token, st.RunState(), fmt.Sprintf("worker relaunch %d/%d failed: %v", attempts, cfg.MaxRelaunches, err)), "SetState")
 		return nil
 	}
 	if task.ID != "" {
@@ -452,7 +446,7 @@ func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingSta
 			return err
 		}
 	}
-	_ = p.d.DB.SetState(ctx, st.Token, st.RunState(), fmt.Sprintf("worker relaunched (%d/%d): %s", attempts, cfg.MaxRelaunches, reason))
+	p.warnIf(p.d.DB.SetState(ctx, st.Token, st.RunState(), fmt.Sprintf("worker relaunched (%d/%d): %s", attempts, cfg.MaxRelaunches, reason)), "SetState")
 	return nil
 }
 
@@ -474,23 +468,15 @@ func (p *Pipeline) endRun(ctx context.Context, token, state, reason string) erro
 	if state == models.RunCancelled {
 		msg = "cancelled: " + reason
 	}
-	_ = p.d.DB.SetLastError(ctx, token, msg)
+	p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
 	if rep, err := p.d.DB.ReportByToken(ctx, token); err == nil {
 		if err := p.d.DB.MarkReportFailed(ctx, rep.ID, msg); err != nil {
 			log.Warn("mark report failed", "err", err)
 		}
 	}
-	queue, err := p.tokenQueue(token)
-	if err == nil {
-		if _, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
-			log.Warn("clean token queue", "err", err)
-		}
+	if queue, err := p.tokenQueue(token); err == nil {
+		p.cleanupEnded(ctx, token, queue)
 	}
-	p.packer.release(token)
-	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
-		log.Warn("delete row files", "err", err)
-	}
-	_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
 	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" "+state)
 	p.runEnded(ctx, token)
 	return nil
