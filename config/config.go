@@ -142,6 +142,10 @@ type Config struct {
 	// SplitWindow is SPLIT_WINDOW: how many row jobs of one run wait in
 	// Redis at most. Defaults to 4000.
 	SplitWindow int
+	// RowJobRetry is ROW_JOB_RETRY: the row job's Sidekiq `retry`, how
+	// many times a failed row is retried before it is recorded as failed.
+	// Defaults to 3, as the Rails job.
+	RowJobRetry int
 	// SuperviseInterval is SUPERVISE_INTERVAL: how often the run
 	// supervisor reconciles unfinished runs. Defaults to 5s.
 	SuperviseInterval time.Duration
@@ -410,6 +414,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.RetainResults = l.duration("RETAIN_RESULTS", DefaultRetainResults)
 	c.RetainRuns = l.duration("RETAIN_RUNS", DefaultRetainRuns)
 	c.SplitWindow = int(l.integer("SPLIT_WINDOW", 4000, 10, 1_000_000))
+	c.RowJobRetry = int(l.integer("ROW_JOB_RETRY", 3, 0, 25))
 	c.SuperviseInterval = l.duration("SUPERVISE_INTERVAL", 5*time.Second)
 	c.WorkerLaunchGrace = l.duration("WORKER_LAUNCH_GRACE", 45*time.Second)
 	if cmd := strings.Fields(l.str("LOCAL_WORKER_COMMAND", "")); len(cmd) > 0 {

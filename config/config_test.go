@@ -46,6 +46,7 @@ func defaults() Config {
 		RetainResults:       30 * 24 * time.Hour,
 		RetainRuns:          90 * 24 * time.Hour,
 		SplitWindow:         4000,
+		RowJobRetry:         3,
 		SuperviseInterval:   5 * time.Second,
 		WorkerLaunchGrace:   45 * time.Second,
 		WorkerMaxRelaunches: 5,

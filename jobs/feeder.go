@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -294,12 +295,20 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 	if err != nil {
 		return nil, err
 	}
-	j.Queue, j.Retry = queue, json.RawMessage("3")
+	j.Queue, j.Retry = queue, p.rowRetry()
 	_ = j.SetField(fieldRow, row.Number)
 	if spec.TemplateKey != "" {
 		_ = j.SetField(fieldTemplate, spec.TemplateKey)
 	}
 	return j, nil
+}
+
+// rowRetry is the `retry` of a row job.
+func (p *Pipeline) rowRetry() json.RawMessage {
+	if p.d.RowRetries == nil {
+		return json.RawMessage("3")
+	}
+	return json.RawMessage(strconv.Itoa(*p.d.RowRetries))
 }
 
 // pushRows pushes row jobs, leaving out the rows the ledger already holds

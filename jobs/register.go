@@ -59,6 +59,10 @@ type Deps struct {
 	// SplitWindow is how many row jobs of one run may wait in Redis at
 	// once. Defaults to DefaultSplitWindow.
 	SplitWindow int
+	// RowRetries is the row job's `retry` (ROW_JOB_RETRY): how many times
+	// Sidekiq retries a failed row before it is dead and recorded as a
+	// failed row. Nil means 3, the Rails job's sidekiq_options.
+	RowRetries *int
 	// Supervise tunes the run supervisor; zero fields take defaults.
 	Supervise SuperviseConfig
 	// WebhookURL (WEBHOOK_URL) is called when a run ends, unless the upload

@@ -103,7 +103,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 	a.Pipeline, err = jobs.New(jobs.Deps{
 		Pool: a.Pool, Client: a.Client, API: a.API, Store: a.Store, DB: a.Models,
 		Launcher: a.Launcher, Router: a.Router, Renderers: a.Renderers, Logger: log,
-		SplitWindow: cfg.SplitWindow,
+		SplitWindow: cfg.SplitWindow, RowRetries: &cfg.RowJobRetry,
 		Supervise: jobs.SuperviseConfig{Interval: cfg.SuperviseInterval, LaunchGrace: cfg.WorkerLaunchGrace,
 			MaxRelaunches: cfg.WorkerMaxRelaunches},
 		WebhookURL: cfg.WebhookURL, WebhookSecret: cfg.WebhookSecret,
