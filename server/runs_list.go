@@ -16,17 +16,9 @@ import (
 	"github.com/pallarel/pallarel/storage"
 )
 
-// listRow is one run in the runs list: the run plus what the list shows
-// beside it.
-type listRow struct {
-	runView
-	FileName        string   `json:"file_name"`
-	DurationSeconds *float64 `json:"duration_seconds"` // creation to end, or to now while running
-}
-
 // listView is the runs list page: rows, the filter and the pager.
 type runsListView struct {
-	Runs   []listRow `json:"runs"`
+	Runs   []runView `json:"runs"`
 	State  string    `json:"state,omitempty"`
 	Page   int       `json:"page"`
 	Limit  int       `json:"limit"`
@@ -84,15 +76,13 @@ func (s *Server) statusList(c *gin.Context) {
 	if len(runs) > v.Limit {
 		v.More, runs = true, runs[:v.Limit]
 	}
-	names, err := s.fileNames(ctx, runs)
-	if err != nil {
-		s.fail(c, err)
-		return
+	for i := range runs {
+		// The list shows how long a running run has taken so far too.
+		if runs[i].DurationSeconds == nil {
+			runs[i].DurationSeconds = s.duration(runs[i])
+		}
 	}
-	v.Runs = make([]listRow, 0, len(runs))
-	for _, r := range runs {
-		v.Runs = append(v.Runs, listRow{runView: r, FileName: names[r.Token], DurationSeconds: s.duration(r)})
-	}
+	v.Runs = runs
 	if wantsJSON(c) {
 		c.JSON(http.StatusOK, v)
 		return
@@ -112,45 +102,7 @@ func (s *Server) pagedRuns(ctx context.Context, status *models.ReportStatus, pag
 	if err := q.Order("id DESC").Offset((page - 1) * (limit - 1)).Limit(limit).Find(&reps).Error; err != nil {
 		return nil, err
 	}
-	tokens := make([]string, 0, len(reps))
-	for _, r := range reps {
-		tokens = append(tokens, r.Token)
-	}
-	byToken := map[string]*models.CsvProcessingStatus{}
-	if len(tokens) > 0 {
-		var joined []models.CsvProcessingStatus
-		if err := s.db().WithContext(ctx).Where("token IN ?", tokens).Find(&joined).Error; err != nil {
-			return nil, err
-		}
-		for i := range joined {
-			byToken[joined[i].Token] = &joined[i]
-		}
-	}
-	out := make([]runView, 0, len(reps))
-	for i := range reps {
-		out = append(out, s.makeView(reps[i].Token, &reps[i], byToken[reps[i].Token]))
-	}
-	return out, nil
-}
-
-// fileNames reads the uploaded file names of runs.
-func (s *Server) fileNames(ctx context.Context, runs []runView) (map[string]string, error) {
-	out := map[string]string{}
-	var tokens []string
-	for _, r := range runs {
-		tokens = append(tokens, r.Token)
-	}
-	if len(tokens) == 0 {
-		return out, nil
-	}
-	var reps []models.ClientReport
-	if err := s.db().WithContext(ctx).Select("token", "source_name").Where("token IN ?", tokens).Find(&reps).Error; err != nil {
-		return nil, err
-	}
-	for _, r := range reps {
-		out[r.Token] = r.SourceName
-	}
-	return out, nil
+	return s.reportViews(ctx, reps)
 }
 
 // duration is a run's time from creation to its end (finalized), or to now

@@ -56,6 +56,7 @@ type runView struct {
 	LastError       string     `json:"last_error"`
 	ReportID        int64      `json:"report_id"`
 	ReportType      string     `json:"report_type"`
+	FileName        string     `json:"file_name"` // the uploaded file's name, when known
 	CreatedAt       time.Time  `json:"created_at"`
 	UpdatedAt       time.Time  `json:"updated_at"`
 	DownloadURL     string     `json:"download_url,omitempty"`
@@ -78,7 +79,7 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	v := runView{Token: token, State: statePending}
 	start := time.Time{}
 	if rep != nil {
-		v.ReportID, v.ReportType = rep.ID, reportTypeName(rep.ReportType)
+		v.ReportID, v.ReportType, v.FileName = rep.ID, reportTypeName(rep.ReportType), rep.SourceName
 		v.CreatedAt, v.UpdatedAt = rep.CreatedAt, rep.UpdatedAt
 		v.LastError = cleanError(rep.ErrorMessage)
 		v.TotalCount = rep.Count
@@ -228,6 +229,31 @@ func (s *Server) recentRuns(ctx context.Context, limit int) ([]runView, error) {
 	if err != nil {
 		return nil, err
 	}
+	out, err := s.reportViews(ctx, reps)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, v := range out {
+		seen[v.Token] = true
+	}
+	for i := range sts {
+		if !seen[sts[i].Token] {
+			seen[sts[i].Token] = true
+			out = append(out, s.makeView(sts[i].Token, nil, &sts[i]))
+		}
+	}
+	// Newest first across both sources, then cut to limit.
+	sortByCreated(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// reportViews joins reports with their status rows (one query) and builds
+// their views in the reports' order, one per token.
+func (s *Server) reportViews(ctx context.Context, reps []models.ClientReport) ([]runView, error) {
 	tokens := make([]string, 0, len(reps))
 	for _, r := range reps {
 		tokens = append(tokens, r.Token)
@@ -243,24 +269,13 @@ func (s *Server) recentRuns(ctx context.Context, limit int) ([]runView, error) {
 		}
 	}
 	seen := map[string]bool{}
-	var out []runView
+	out := make([]runView, 0, len(reps))
 	for i := range reps {
 		if seen[reps[i].Token] {
 			continue
 		}
 		seen[reps[i].Token] = true
 		out = append(out, s.makeView(reps[i].Token, &reps[i], byToken[reps[i].Token]))
-	}
-	for i := range sts {
-		if !seen[sts[i].Token] {
-			seen[sts[i].Token] = true
-			out = append(out, s.makeView(sts[i].Token, nil, &sts[i]))
-		}
-	}
-	// Newest first across both sources, then cut to limit.
-	sortByCreated(out)
-	if len(out) > limit {
-		out = out[:limit]
 	}
 	return out, nil
 }
