@@ -76,8 +76,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	var opts app.Options
 	var procs *app.InProcess
 	if inproc {
-		d, _ := sidekiq.ParseDialect(strconv.Itoa(cfg.SidekiqDialect))
-		procs = &app.InProcess{Concurrency: 10, Dialect: d, IdleTimeout: cfg.WorkerIdleTimeout, Log: log}
+		procs = &app.InProcess{Concurrency: 10, IdleTimeout: cfg.WorkerIdleTimeout, Log: log}
 		if cfg.Launcher != config.LauncherECS {
 			opts.Launcher = procs.Launcher()
 		}
@@ -89,7 +88,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	defer a.Close()
 	if procs != nil {
-		procs.Pool = a.Pool
+		procs.Pool, procs.Dialect = a.Pool, a.Dialect
 		procs.SetPipeline(a.Pipeline)
 		if err := procs.Start("report", []sidekiq.QueueWeight{{Name: jobs.TriggerQueue}, {Name: "default"}}, 0); err != nil {
 			log.Error("start report worker", "err", err)
