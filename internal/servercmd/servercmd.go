@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -223,6 +224,10 @@ func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inp
 		host = "localhost"
 	}
 	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(addr.Port)))
+	// Logs keep what stdout shows: a production REDIS_URL's password stays out.
+	if u, err := url.Parse(redisURL); err == nil {
+		redisURL = u.Redacted()
+	}
 	fmt.Fprintf(w, "\nPallarel is running.\n  Upload a CSV:       %s/\n  Runs:               %s/csv_processing/status\n  Sidekiq dashboard:  %s/sidekiq\n", base, base, base)
 	if allInOne {
 		fmt.Fprintf(w, "  All-in-one mode: embedded Redis at %s, SQLite and files in DATA_DIR, workers in this process.\n", redisURL)

@@ -3,6 +3,7 @@ package servercmd
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
 
@@ -40,5 +41,16 @@ func TestRunStartFailureExits(t *testing.T) {
 				t.Errorf("stderr = %q, want %q named, no password, no panic", out, tc.want)
 			}
 		})
+	}
+}
+
+// The welcome text shows the Redis URL for another worker without its
+// password (with -workers, REDIS_URL is production's).
+func TestWelcomeHidesRedisPassword(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	printWelcome(&out, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}, "redis://:hunter2@redis.internal:6379/0", false, true)
+	if s := out.String(); strings.Contains(s, "hunter2") || !strings.Contains(s, "redis.internal:6379/0") {
+		t.Errorf("welcome text:\n%s", s)
 	}
 }
