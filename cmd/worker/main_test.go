@@ -36,7 +36,7 @@ func TestWorkerStartFailureExits(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit %d, want 1; stderr:\n%s", code, out)
 	}
-	if !strings.Contains(out, "127.0.0.1:1") || strings.Contains(out, "hunter2") || strings.Contains(out, "panic") {
+	if !strings.Contains(out, "worker cannot start") || !strings.Contains(out, "127.0.0.1:1") || strings.Contains(out, "hunter2") || strings.Contains(out, "panic") {
 		t.Errorf("stderr = %q, want the database named, no password, no panic", out)
 	}
 }

@@ -84,7 +84,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	a, err := app.Open(ctx, cfg, log, opts)
 	if err != nil {
-		log.Error("start", "err", err)
+		log.Error("server cannot start", "err", err)
 		return 1
 	}
 	defer a.Close()

@@ -92,7 +92,7 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 	defer stop()
 	cleanup, err := setup(ctx, env)
 	if err != nil {
-		log.Error("setup", "err", err)
+		log.Error("worker cannot start", "err", err)
 		return 1
 	}
 	if cleanup != nil {
