@@ -142,7 +142,10 @@ func sqlitePath(raw string) (string, error) {
 // sqliteDSN turns on WAL (readers do not block the writer), a busy timeout
 // (writers queue instead of failing with SQLITE_BUSY) and immediate
 // transactions (a read-then-write transaction cannot deadlock on upgrade),
-// so several goroutines and processes can share the file.
+// so several goroutines and processes can share the file. Beware:
+// glebarez/go-sqlite v1.21 drops _txlock when _time_format is set, so
+// db.Transaction begins DEFERRED; a transaction that must write begins
+// IMMEDIATE itself (withMigrationLock).
 func sqliteDSN(path string) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
