@@ -85,13 +85,33 @@ func (c DBConfig) Validate() error {
 	return err
 }
 
-// redact hides a password in a URL for error messages.
+// redact hides a password in a URL for error messages, even in one that
+// does not parse (the text between "user:" and the last "@").
 func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + 3
+	}
+	at := strings.LastIndex(raw[start:], "@")
+	if at < 0 {
 		return raw
 	}
-	return u.Redacted()
+	user, _, hasPassword := strings.Cut(raw[start:start+at], ":")
+	if !hasPassword {
+		return raw
+	}
+	return raw[:start] + user + ":xxxxx" + raw[start+at:]
+}
+
+// urlErr drops the URL (and its password) from a url.Parse error.
+func urlErr(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
 }
 
 // sqliteBusyTimeout is how long a SQLite writer waits for another's lock.
@@ -118,7 +138,7 @@ func (c DBConfig) dialector() (gorm.Dialector, error) {
 		return gormmysql.Open(dsn), nil
 	default:
 		if _, err := url.Parse(c.URL); err != nil {
-			return nil, fmt.Errorf("database url %q: %w", redact(c.URL), err)
+			return nil, fmt.Errorf("database url %q: %w", redact(c.URL), urlErr(err))
 		}
 		return postgres.Open(c.URL), nil
 	}
@@ -165,7 +185,7 @@ func sqliteDSN(path string) string {
 func mysqlDSN(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("database url %q: %w", redact(raw), err)
+		return "", fmt.Errorf("database url %q: %w", redact(raw), urlErr(err))
 	}
 	if u.Host == "" {
 		return "", fmt.Errorf("database url %q: missing host", redact(raw))
