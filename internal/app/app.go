@@ -172,15 +172,7 @@ func (a *App) openRedis(opts Options) error {
 }
 
 func (a *App) openDB(ctx context.Context) error {
-	if u := a.Config.DB.URL; len(u) > 9 && u[:9] == "sqlite://" {
-		// The default SQLite file lives in DATA_DIR: make sure it exists.
-		if p := u[9:]; p != "" && p[0] != ':' {
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return fmt.Errorf("database directory: %w", err)
-			}
-		}
-	}
-	db, err := models.Open(ctx, a.Config.DB)
+	db, err := models.Open(ctx, a.Config.DB) // makes a SQLite file's directory
 	if err != nil {
 		return err
 	}

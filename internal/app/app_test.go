@@ -132,3 +132,13 @@ func TestOpenClientMiddlewareSeesEveryPush(t *testing.T) {
 		t.Error("a row job for another queue was pushed")
 	}
 }
+
+// An in-process worker asked to start before the app is wired says so
+// instead of dereferencing a nil pipeline.
+func TestInProcessStartBeforeWiring(t *testing.T) {
+	t.Parallel()
+	p := &InProcess{Log: slog.New(slog.DiscardHandler)}
+	if err := p.Start("report", []sidekiq.QueueWeight{{Name: "report"}}, 0); err == nil {
+		t.Error("Start without a pipeline succeeded")
+	}
+}
