@@ -3,18 +3,33 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/internal/redistest"
+	"github.com/pallarel/pallarel/internal/servercmd"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 )
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode) // the servers some tests start
+	os.Exit(m.Run())
+}
 
 func lookup(vars map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
@@ -105,4 +120,118 @@ func TestWorkerClientMiddlewareSeesJobPushes(t *testing.T) {
 	if len(seen) != 1 || seen[0] != jobs.IdleClass {
 		t.Errorf("middleware saw %v, want the job's push of %s", seen, jobs.IdleClass)
 	}
+}
+
+// freshPostgres creates an empty database on the test PostgreSQL
+// (127.0.0.1:5432, trust) and returns its DATABASE_URL; dropped at cleanup.
+func freshPostgres(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "pallarel_start_" + hex.EncodeToString(b)
+	admin, err := models.Open(context.Background(), models.DBConfig{URL: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", MaxOpenConns: 1})
+	if err != nil {
+		t.Fatalf("PostgreSQL at 127.0.0.1:5432 is required: %v", err)
+	}
+	if err := admin.Exec(`CREATE DATABASE "` + name + `"`).Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := admin.Exec(`DROP DATABASE "` + name + `" WITH (FORCE)`).Error; err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+		models.Close(admin)
+	})
+	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
+}
+
+// Two web servers and two workers started at the same moment on a fresh
+// PostgreSQL database all come up and stop cleanly (4 of 4 used to panic:
+// they raced to create the tables, and the failed start panicked).
+func TestServersAndWorkersStartTogether(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	vars := map[string]string{"REDIS_URL": db.URL(), "DATABASE_URL": freshPostgres(t), "DB_POOL": "3",
+		"DATA_DIR": t.TempDir(), "LAUNCHER": "none"}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	type result struct {
+		name string
+		code int
+		out  string
+	}
+	results := make(chan result, 4)
+	ready := make(chan string, 2)
+	start := make(chan struct{})
+	for i := range 2 {
+		go func() {
+			var out syncBuffer
+			<-start
+			code := servercmd.Run(ctx, []string{"-addr", "127.0.0.1:0"}, lookup(vars), &out, &out, ready)
+			results <- result{fmt.Sprint("server ", i), code, out.String()}
+		}()
+		go func() {
+			var out syncBuffer
+			<-start
+			code := workercmd.Main(ctx, "test", []string{"-q", "report", "-c", "2"}, lookup(vars), &out, setup)
+			results <- result{fmt.Sprint("worker ", i), code, out.String()}
+		}()
+	}
+	close(start)
+	finished := 0
+	fail := func(r result) {
+		t.Errorf("%s exited with %d before it was stopped:\n%s", r.name, r.code, r.out)
+	}
+	// Both servers listen...
+	for range 2 {
+		select {
+		case <-ready:
+		case r := <-results:
+			finished++
+			fail(r)
+		case <-time.After(time.Minute):
+			t.Fatal("servers not ready after a minute")
+		}
+	}
+	// ...and both workers beat.
+	deadline := time.Now().Add(time.Minute)
+	for finished == 0 {
+		n, _ := redis.Int(db.Do(t, "SCARD", "processes"), nil)
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 2 workers registered after a minute", n)
+		}
+		select {
+		case r := <-results:
+			finished++
+			fail(r)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	stop()
+	for ; finished < 4; finished++ {
+		if r := <-results; r.code != 0 {
+			t.Errorf("%s exited with %d:\n%s", r.name, r.code, r.out)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer that several goroutines may write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
