@@ -278,7 +278,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.RedisURL = l.str("REDIS_URL", "")
 	if c.RedisURL != "" {
 		if err := ValidRedisURL(c.RedisURL); err != nil {
-			l.fail("REDIS_URL", "%v", err)
+			l.fail("REDIS_URL", "%v, in %q", err, maskURL(c.RedisURL))
 		}
 	}
 	c.DataDir = l.str("DATA_DIR", DefaultDataDir)
@@ -512,6 +512,27 @@ func ValidRedisURL(raw string) error {
 		}
 	}
 	return nil
+}
+
+// maskURL shows a URL with its password replaced by "xxxxx", even one that
+// does not parse (the text between "user:" and the last "@").
+func maskURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + 3
+	}
+	at := strings.LastIndex(raw[start:], "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, hasPassword := strings.Cut(raw[start:start+at], ":")
+	if !hasPassword {
+		return raw
+	}
+	return raw[:start] + user + ":xxxxx" + raw[start+at:]
 }
 
 // redactErr keeps a URL parse error from echoing a password.

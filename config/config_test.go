@@ -303,6 +303,30 @@ func TestSecretsNotEchoed(t *testing.T) {
 	}
 }
 
+// A bad URL's error shows the URL, so a deploy sees which one is wrong,
+// with the password masked, whether or not the URL parses.
+func TestBadURLsShownMasked(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, value, want string }{
+		{"REDIS_URL", "redis://:supersecret@[::1", `"redis://:xxxxx@[::1"`},
+		{"REDIS_URL", "http://user:supersecret@host:6379/0", `"http://user:xxxxx@host:6379/0"`},
+		{"REDIS_URL", "redis://:supersecret@host:99999/0", `"redis://:xxxxx@host:99999/0"`},
+		{"REDIS_URL", "redis://u:super@secret@host/x", `"redis://u:xxxxx@host/x"`},
+		{"DATABASE_URL", "mysql://u:supersecret@h/", `"mysql://u:xxxxx@h/"`},
+		{"DATABASE_URL", "postgres://u:supersecret@[::1/db", `"postgres://u:xxxxx@[::1/db"`},
+		{"DATABASE_URL", "mysql://u:supersecret@[::1/db", `"mysql://u:xxxxx@[::1/db"`},
+	} {
+		_, err := Load(env(map[string]string{tt.name: tt.value}))
+		if err == nil {
+			t.Errorf("%s=%s accepted", tt.name, tt.value)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "secret") || !strings.Contains(msg, tt.want) {
+			t.Errorf("%s=%s: error %q, want %s and no password", tt.name, tt.value, msg, tt.want)
+		}
+	}
+}
+
 func TestValidRedisURL(t *testing.T) {
 	t.Parallel()
 	for url, ok := range map[string]bool{

@@ -85,13 +85,33 @@ func (c DBConfig) Validate() error {
 	return err
 }
 
-// redact hides a password in a URL for error messages.
+// redact hides a password in a URL for error messages, even in one that
+// does not parse (the text between "user:" and the last "@").
 func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + 3
+	}
+	at := strings.LastIndex(raw[start:], "@")
+	if at < 0 {
 		return raw
 	}
-	return u.Redacted()
+	user, _, hasPassword := strings.Cut(raw[start:start+at], ":")
+	if !hasPassword {
+		return raw
+	}
+	return raw[:start] + user + ":xxxxx" + raw[start+at:]
+}
+
+// urlErr drops the URL (and its password) from a url.Parse error.
+func urlErr(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
 }
 
 // sqliteBusyTimeout is how long a SQLite writer waits for another's lock.
@@ -118,7 +138,7 @@ func (c DBConfig) dialector() (gorm.Dialector, error) {
 		return gormmysql.Open(dsn), nil
 	default:
 		if _, err := url.Parse(c.URL); err != nil {
-			return nil, fmt.Errorf("database url %q: %w", redact(c.URL), err)
+			return nil, fmt.Errorf("database url %q: %w", redact(c.URL), urlErr(err))
 		}
 		return postgres.Open(c.URL), nil
 	}
@@ -142,7 +162,10 @@ func sqlitePath(raw string) (string, error) {
 // sqliteDSN turns on WAL (readers do not block the writer), a busy timeout
 // (writers queue instead of failing with SQLITE_BUSY) and immediate
 // transactions (a read-then-write transaction cannot deadlock on upgrade),
-// so several goroutines and processes can share the file.
+// so several goroutines and processes can share the file. Beware:
+// glebarez/go-sqlite v1.21 drops _txlock when _time_format is set, so
+// db.Transaction begins DEFERRED; a transaction that must write begins
+// IMMEDIATE itself (withMigrationLock).
 func sqliteDSN(path string) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
@@ -162,7 +185,7 @@ func sqliteDSN(path string) string {
 func mysqlDSN(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("database url %q: %w", redact(raw), err)
+		return "", fmt.Errorf("database url %q: %w", redact(raw), urlErr(err))
 	}
 	if u.Host == "" {
 		return "", fmt.Errorf("database url %q: missing host", redact(raw))
@@ -326,8 +349,10 @@ var tableOrder = []string{"client_reports", "csv_processing_statuses"}
 
 // Migrate creates both tables with the Rails schema when absent, then adds
 // our extra columns that are missing (a table Rails made, or one an older
-// Pallarel made) and leaves the rest alone. Safe to run from several
-// processes at once.
+// Pallarel made) and leaves the rest alone. Processes that start together
+// (a server and its workers on a fresh database) take turns: the whole
+// migration runs under a database-wide lock (withMigrationLock), so the
+// second one finds the schema made and does nothing.
 func Migrate(ctx context.Context, db *gorm.DB) error {
 	db = db.WithContext(ctx)
 	dialect := db.Dialector.Name()
@@ -335,6 +360,85 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 	if !ok {
 		return fmt.Errorf("migrate: unsupported dialect %q", dialect)
 	}
+	return withMigrationLock(db, dialect, func(db *gorm.DB) error {
+		return migrate(db, dialect, ddl)
+	})
+}
+
+// migrationLockKey names the lock Migrate holds: a PostgreSQL advisory
+// lock key (any fixed bigint; "pallarel" in ASCII) and a MySQL lock name.
+const (
+	migrationLockKey  int64 = 0x70616c6c6172656c
+	migrationLockName       = "pallarel.migrate"
+	// migrationLockWait bounds the wait for another process's migration
+	// (MySQL's GET_LOCK needs a timeout; PostgreSQL waits on ctx).
+	migrationLockWait = 5 * time.Minute
+)
+
+// withMigrationLock runs fn while no other process migrates the same
+// database:
+//   - PostgreSQL: one transaction holding pg_advisory_xact_lock (DDL is
+//     transactional there, so a failed migration also leaves nothing half made);
+//   - MySQL/MariaDB: GET_LOCK on one connection, released after (DDL
+//     commits implicitly, so a transaction would not help);
+//   - SQLite: BEGIN IMMEDIATE on one connection, so the transaction holds
+//     the file's write lock from its start and others wait for it through
+//     busy_timeout. (Spelled out: the driver, glebarez/go-sqlite v1.21,
+//     ignores the DSN's _txlock when _time_format is set, so db.Transaction
+//     would begin DEFERRED and a second migrator's upgrade to writer fails
+//     at once with SQLITE_BUSY_SNAPSHOT.)
+func withMigrationLock(db *gorm.DB, dialect string, fn func(*gorm.DB) error) error {
+	switch dialect {
+	case "postgres":
+		return db.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", migrationLockKey).Error; err != nil {
+				return fmt.Errorf("migrate: lock: %w", err)
+			}
+			return fn(tx)
+		})
+	case "mysql":
+		return db.Connection(func(conn *gorm.DB) (err error) {
+			var got *int
+			// MySQL's lock names are server-wide: one per database.
+			name := migrationLockName
+			if err := conn.Raw("SELECT CONCAT(?, DATABASE())", name+".").Scan(&name).Error; err != nil {
+				return fmt.Errorf("migrate: lock: %w", err)
+			}
+			name = name[:min(len(name), 64)] // GET_LOCK's limit
+			if err := conn.Raw("SELECT GET_LOCK(?, ?)", name, int(migrationLockWait.Seconds())).Scan(&got).Error; err != nil {
+				return fmt.Errorf("migrate: lock: %w", err)
+			}
+			if got == nil || *got != 1 {
+				return fmt.Errorf("migrate: lock %s: another process held it for %v", name, migrationLockWait)
+			}
+			defer func() {
+				// A new context: the lock must go even when ctx ended.
+				if rerr := conn.WithContext(context.Background()).Exec("SELECT RELEASE_LOCK(?)", name).Error; rerr != nil && err == nil {
+					err = fmt.Errorf("migrate: unlock: %w", rerr)
+				}
+			}()
+			return fn(conn)
+		})
+	default:
+		return db.Connection(func(conn *gorm.DB) error {
+			if err := conn.Exec("BEGIN IMMEDIATE").Error; err != nil {
+				return fmt.Errorf("migrate: lock: %w", err)
+			}
+			if err := fn(conn); err != nil {
+				_ = conn.WithContext(context.Background()).Exec("ROLLBACK").Error
+				return err
+			}
+			if err := conn.Exec("COMMIT").Error; err != nil {
+				_ = conn.WithContext(context.Background()).Exec("ROLLBACK").Error
+				return fmt.Errorf("migrate: commit: %w", err)
+			}
+			return nil
+		})
+	}
+}
+
+// migrate makes what is missing; the caller holds the migration lock.
+func migrate(db *gorm.DB, dialect string, ddl map[string][]string) error {
 	m := db.Migrator()
 	for _, table := range tableOrder {
 		if !m.HasTable(table) {
@@ -350,10 +454,6 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 			}
 			stmt := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", quote(dialect, table), quote(dialect, col.name), col.ddl[dialect])
 			if err := db.Exec(stmt).Error; err != nil {
-				// Another process may have added it meanwhile.
-				if m.HasColumn(table, col.name) {
-					continue
-				}
 				return fmt.Errorf("migrate: add %s.%s: %w", table, col.name, err)
 			}
 		}

@@ -67,7 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.encoding, "encoding", "auto", "CSV encoding: auto, utf-8 or shift_jis")
 	fs.StringVar(&o.template, "template", "", "XLSX template whose {{column}} cells are filled per row")
 	fs.StringVar(&o.out, "o", "", "where to write the ZIP (default report-<token>.zip)")
-	fs.StringVar(&o.token, "token", os.Getenv("AUTH_TOKEN"), "bearer token when the server has AUTH_TOKEN set")
+	// Not the flag's default: -h prints defaults, and this one is a secret.
+	fs.StringVar(&o.token, "token", "", "bearer token when the server has AUTH_TOKEN set (default: env AUTH_TOKEN)")
 	fs.DurationVar(&o.poll, "poll", 500*time.Millisecond, "how often to ask for progress")
 	fs.Usage = func() { usage(fs) }
 	fs.StringVar(&o.webhook, "webhook", "", "URL the server calls when the run ends (http or https)")
@@ -77,6 +78,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil // -h: the usage was asked for, and printed
 		}
 		return usageError{err}
+	}
+	if o.token == "" {
+		o.token = os.Getenv("AUTH_TOKEN")
 	}
 	c := &client{base: strings.TrimRight(o.server, "/"), token: o.token, http: &http.Client{}}
 	if fs.NArg() == 2 && commands[fs.Arg(0)] {

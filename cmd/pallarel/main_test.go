@@ -181,3 +181,16 @@ func (c *cancelOnWrite) Write(p []byte) (int, error) {
 	}
 	return c.w.Write(p)
 }
+
+// TestHelpHidesToken: -h does not print AUTH_TOKEN as the -token default.
+// (Not parallel: it sets the environment.)
+func TestHelpHidesToken(t *testing.T) {
+	t.Setenv("AUTH_TOKEN", "s3cret-bearer")
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), []string{"-h"}, &stdout, &stderr); err != nil {
+		t.Fatalf("-h: %v", err)
+	}
+	if help := stderr.String(); strings.Contains(help, "s3cret-bearer") || !strings.Contains(help, "env AUTH_TOKEN") {
+		t.Errorf("help:\n%s", help)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"runtime/pprof"
 	"slices"
 
-	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
@@ -44,11 +43,11 @@ func cpuProfile(prefix string) (stop func()) {
 }
 
 func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
-	cfg, err := config.Load(env.Lookup)
-	if err != nil {
-		return nil, fmt.Errorf("configuration:\n%w", err)
-	}
-	a, err := app.Open(ctx, cfg, env.Logger, app.Options{Pool: env.Pool})
+	cfg := env.Config
+	// The jobs push through one client that runs the middleware a Setup
+	// put in env.Options first; ServerOptions below adds the isolation
+	// check for the server's own re-pushes.
+	a, err := app.Open(ctx, cfg, env.Logger, app.Options{Pool: env.Pool, ClientMiddleware: env.Options.ClientMiddleware})
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +69,13 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 		env.Options.IdleTimeout = cfg.WorkerIdleTimeout
 	}
 	monitors, stop := context.WithCancel(ctx)
+	monitorsDone := make(chan struct{})
 	if slices.Contains(names, jobs.TriggerQueue) {
-		go a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval)
+		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval) }()
+	} else {
+		close(monitorsDone)
 	}
-	return func() { stop(); a.Close() }, nil
+	// The monitors use Redis and the database: they end before Close
+	// releases those.
+	return func() { stop(); <-monitorsDone; a.Close() }, nil
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +40,10 @@ type Options struct {
 	// WorkerCommand is the command the local launcher runs for a token;
 	// default: the worker binary next to this one.
 	WorkerCommand []string
+	// ClientMiddleware runs on every job this process pushes (the web
+	// server's uploads, the pipeline's own jobs), before the pipeline's
+	// queue isolation check, as Sidekiq's client_middleware does.
+	ClientMiddleware []sidekiq.ClientMiddleware
 }
 
 // App holds the wired parts; Close releases them.
@@ -61,35 +66,41 @@ type App struct {
 	closers []func() error
 }
 
-// Open wires everything from cfg; on error nothing is left open.
-func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) (a *App, err error) {
-	a = &App{Config: cfg, Log: log}
-	defer func() {
-		if err != nil {
-			a.Close()
-			a = nil
+// Open wires everything from cfg; on error it returns the error and leaves
+// nothing open.
+func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) (*App, error) {
+	a := &App{Config: cfg, Log: log}
+	if err := a.open(ctx, opts); err != nil {
+		if cerr := a.Close(); cerr != nil {
+			log.Warn("release what a failed start opened", "err", cerr)
 		}
-	}()
-	if a.Dialect, err = sidekiq.ParseDialect(fmt.Sprint(cfg.SidekiqDialect)); err != nil {
 		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) open(ctx context.Context, opts Options) (err error) {
+	cfg, log := a.Config, a.Log
+	if a.Dialect, err = sidekiq.ParseDialect(fmt.Sprint(cfg.SidekiqDialect)); err != nil {
+		return fmt.Errorf("SIDEKIQ_DIALECT: %w", err)
 	}
 	if err := a.openRedis(opts); err != nil {
-		return nil, err
+		return err
 	}
 	if err := a.openDB(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if err := a.openStore(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if a.Router, err = router.New(cfg.QueueHexLen); err != nil {
-		return nil, fmt.Errorf("QUEUE_HEX_LEN: %w", err)
+		return fmt.Errorf("QUEUE_HEX_LEN: %w", err)
 	}
 	a.Renderers = Renderers(cfg.PDFFontPath, log)
 	if opts.Launcher != nil {
 		a.Launcher = opts.Launcher
 	} else if err := a.openLauncher(ctx, opts); err != nil {
-		return nil, err
+		return err
 	}
 	// In a launched worker (ECS token task, local worker), stopping its
 	// own task (the finalizer does) ends this process.
@@ -98,9 +109,16 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 	} else if self != "" {
 		a.Launcher = launcher.SelfStopping(a.Launcher, self, nil, log)
 	}
-	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect})
+	// One client for every push from this process. Its last middleware is
+	// the pipeline's queue isolation, and the pipeline needs the client:
+	// the check reaches the pipeline through p, set before anything can
+	// push (jobs.New starts nothing).
+	var p *jobs.Pipeline
+	isolation := func(ctx context.Context, job *sidekiq.Job) error { return p.IsolationClient(ctx, job) }
+	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect,
+		Middleware: append(slices.Clip(opts.ClientMiddleware), isolation)})
 	a.API = sidekiq.NewAPI(a.Pool, a.Dialect)
-	a.Pipeline, err = jobs.New(jobs.Deps{
+	p, err = jobs.New(jobs.Deps{
 		Pool: a.Pool, Client: a.Client, API: a.API, Store: a.Store, DB: a.Models,
 		Launcher: a.Launcher, Router: a.Router, Renderers: a.Renderers, Logger: log,
 		SplitWindow: cfg.SplitWindow, RowRetries: &cfg.RowJobRetry,
@@ -110,13 +128,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options
 		TemplateLimits: cfg.Templates,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	a.closers = append(a.closers, func() error { a.Pipeline.Close(); return nil })
-	// Pushes from this process obey the pipeline's queue isolation too.
-	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect,
-		Middleware: []sidekiq.ClientMiddleware{a.Pipeline.IsolationClient}})
-	return a, nil
+	a.Pipeline = p
+	a.closers = append(a.closers, func() error { p.Close(); return nil })
+	return nil
 }
 
 // Renderers registers the built-in renderers: xlsx, text, csv, and pdf when
@@ -156,15 +172,7 @@ func (a *App) openRedis(opts Options) error {
 }
 
 func (a *App) openDB(ctx context.Context) error {
-	if u := a.Config.DB.URL; len(u) > 9 && u[:9] == "sqlite://" {
-		// The default SQLite file lives in DATA_DIR: make sure it exists.
-		if p := u[9:]; p != "" && p[0] != ':' {
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return fmt.Errorf("database directory: %w", err)
-			}
-		}
-	}
-	db, err := models.Open(ctx, a.Config.DB)
+	db, err := models.Open(ctx, a.Config.DB) // makes a SQLite file's directory
 	if err != nil {
 		return err
 	}
@@ -247,6 +255,9 @@ func (a *App) openLauncher(ctx context.Context, opts Options) error {
 
 // Close releases everything Open opened, last first.
 func (a *App) Close() error {
+	if a == nil {
+		return nil
+	}
 	var errs []error
 	for i := len(a.closers) - 1; i >= 0; i-- {
 		errs = append(errs, a.closers[i]())

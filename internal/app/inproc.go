@@ -61,6 +61,9 @@ func (p *InProcess) Start(id string, queues []sidekiq.QueueWeight, idle time.Dur
 	if p.closed {
 		return fmt.Errorf("start %s: shutting down", id)
 	}
+	if p.pipeline == nil || p.Pool == nil {
+		return fmt.Errorf("start %s: no pipeline or Redis pool yet (SetPipeline and Pool come first)", id)
+	}
 	if p.servers == nil {
 		p.servers = map[string]*inprocServer{}
 	}

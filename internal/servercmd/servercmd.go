@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -76,20 +77,19 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	var opts app.Options
 	var procs *app.InProcess
 	if inproc {
-		d, _ := sidekiq.ParseDialect(strconv.Itoa(cfg.SidekiqDialect))
-		procs = &app.InProcess{Concurrency: 10, Dialect: d, IdleTimeout: cfg.WorkerIdleTimeout, Log: log}
+		procs = &app.InProcess{Concurrency: 10, IdleTimeout: cfg.WorkerIdleTimeout, Log: log}
 		if cfg.Launcher != config.LauncherECS {
 			opts.Launcher = procs.Launcher()
 		}
 	}
 	a, err := app.Open(ctx, cfg, log, opts)
 	if err != nil {
-		log.Error("start", "err", err)
+		log.Error("server cannot start", "err", err)
 		return 1
 	}
 	defer a.Close()
 	if procs != nil {
-		procs.Pool = a.Pool
+		procs.Pool, procs.Dialect = a.Pool, a.Dialect
 		procs.SetPipeline(a.Pipeline)
 		if err := procs.Start("report", []sidekiq.QueueWeight{{Name: jobs.TriggerQueue}, {Name: "default"}}, 0); err != nil {
 			log.Error("start report worker", "err", err)
@@ -224,6 +224,10 @@ func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inp
 		host = "localhost"
 	}
 	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(addr.Port)))
+	// Logs keep what stdout shows: a production REDIS_URL's password stays out.
+	if u, err := url.Parse(redisURL); err == nil {
+		redisURL = u.Redacted()
+	}
 	fmt.Fprintf(w, "\nPallarel is running.\n  Upload a CSV:       %s/\n  Runs:               %s/csv_processing/status\n  Sidekiq dashboard:  %s/sidekiq\n", base, base, base)
 	if allInOne {
 		fmt.Fprintf(w, "  All-in-one mode: embedded Redis at %s, SQLite and files in DATA_DIR, workers in this process.\n", redisURL)

@@ -16,17 +16,27 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
 // Env is what a Setup gets to wire its handlers.
 type Env struct {
-	Pool     *redis.Pool
-	Client   *sidekiq.Client
+	// Config is the environment, read and validated once by Main, with the
+	// command line's --dialect in SidekiqDialect (flags override the
+	// environment, as Sidekiq's cli.rb), so the server and the jobs' pushes
+	// write one format.
+	Config   config.Config
+	Pool     *redis.Pool // on Config.RedisURL
 	Registry *sidekiq.Registry
-	Options  *sidekiq.Options // may be changed (middleware) before the server starts
-	Logger   *slog.Logger
-	Lookup   func(string) (string, bool)
+	// Options may be changed (middleware) before the server starts. A Setup
+	// that pushes jobs builds its client with Options.ClientMiddleware
+	// (app.Options.ClientMiddleware), so they run on its pushes too.
+	Options *sidekiq.Options
+	Logger  *slog.Logger
+	// Lookup reads the binary's own variables (the benchmark's); the
+	// application's are in Config.
+	Lookup func(string) (string, bool)
 }
 
 // Setup registers handlers and middleware; the returned func releases what
@@ -56,16 +66,23 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cli.Options.Logger = log
-	url, _ := lookup("REDIS_URL")
-	pool, err := sidekiq.NewPool(url, max(cli.Options.Concurrency, 5)+5)
+	// The environment is read and checked here, once; its errors never
+	// print a password (config masks URLs).
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: configuration:\n%v\n", err)
+		return 2
+	}
+	cfg.SidekiqDialect = int(cli.Options.Dialect)
+	pool, err := sidekiq.NewPool(cfg.RedisURL, max(cli.Options.Concurrency, 5)+5)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: REDIS_URL: %v\n", err)
 		return 2
 	}
 	defer pool.Close()
 	env := &Env{
+		Config:   cfg,
 		Pool:     pool,
-		Client:   sidekiq.NewClient(pool, sidekiq.ClientOptions{Dialect: cli.Options.Dialect}),
 		Registry: sidekiq.NewRegistry(),
 		Options:  &cli.Options,
 		Logger:   log,
@@ -75,7 +92,7 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 	defer stop()
 	cleanup, err := setup(ctx, env)
 	if err != nil {
-		log.Error("setup", "err", err)
+		log.Error("worker cannot start", "err", err)
 		return 1
 	}
 	if cleanup != nil {

@@ -1,0 +1,56 @@
+package servercmd
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/pallarel/pallarel/internal/redistest"
+)
+
+// A server that cannot start (its database is unreachable) exits with
+// status 1 and says why, without the password; a bad configuration exits
+// with status 2 and masks the password too.
+func TestRunStartFailureExits(t *testing.T) {
+	t.Parallel()
+	redisURL := redistest.New(t).URL()
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		code int
+		want string
+	}{
+		{"database unreachable", map[string]string{"REDIS_URL": redisURL, "DATABASE_URL": "mysql://root:hunter2@127.0.0.1:1/x?timeout=1s"}, 1, "server cannot start"},
+		{"bad REDIS_URL", map[string]string{"REDIS_URL": "redis://:hunter2@[::1"}, 2, "REDIS_URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vars := map[string]string{"DATA_DIR": t.TempDir(), "LAUNCHER": "none"}
+			for k, v := range tc.vars {
+				vars[k] = v
+			}
+			var stdout, stderr bytes.Buffer
+			code := Run(context.Background(), []string{"-addr", "127.0.0.1:0"}, func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+				&stdout, &stderr, nil)
+			out := stderr.String()
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, out)
+			}
+			if !strings.Contains(out, tc.want) || strings.Contains(out, "hunter2") || strings.Contains(out, "panic") {
+				t.Errorf("stderr = %q, want %q named, no password, no panic", out, tc.want)
+			}
+		})
+	}
+}
+
+// The welcome text shows the Redis URL for another worker without its
+// password (with -workers, REDIS_URL is production's).
+func TestWelcomeHidesRedisPassword(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	printWelcome(&out, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}, "redis://:hunter2@redis.internal:6379/0", false, true)
+	if s := out.String(); strings.Contains(s, "hunter2") || !strings.Contains(s, "redis.internal:6379/0") {
+		t.Errorf("welcome text:\n%s", s)
+	}
+}
