@@ -4,7 +4,8 @@
 package config
 
 import (
-	"cmp"
+	"github.com/pallarel/pallarel/sidekiq"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -277,8 +278,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.Port = int(l.integer("PORT", DefaultPort, 1, 65535))
 	c.RedisURL = l.str("REDIS_URL", "")
 	if c.RedisURL != "" {
-		if err := ValidRedisURL(c.RedisURL); err != nil {
-			l.fail("REDIS_URL", "%v, in %q", err, maskURL(c.RedisURL))
+		if err := sidekiq.ValidRedisURL(c.RedisURL); err != nil {
+			l.fail("REDIS_URL", "%v", err)
 		}
 	}
 	c.DataDir = l.str("DATA_DIR", DefaultDataDir)
@@ -484,62 +485,4 @@ func (l *loader) endpoint(name string) string {
 		return ""
 	}
 	return v
-}
-
-// ValidRedisURL checks a URL the way Sidekiq (redis-client) reads it:
-// redis://[[user]:password@]host[:port][/db] or rediss:// for TLS.
-func ValidRedisURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("not a URL: %v", redactErr(err))
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return fmt.Errorf("scheme must be redis or rediss, got %q", u.Scheme)
-	}
-	if u.Hostname() == "" {
-		return errors.New("missing host")
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("bad port %q", p)
-		}
-	}
-	if db := strings.Trim(u.Path, "/"); db != "" {
-		n, err := strconv.Atoi(db)
-		if err != nil || n < 0 {
-			return fmt.Errorf("database must be a number, got %q", db)
-		}
-	}
-	return nil
-}
-
-// maskURL shows a URL with its password replaced by "xxxxx", even one that
-// does not parse (the text between "user:" and the last "@").
-func maskURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
-	}
-	start := 0
-	if i := strings.Index(raw, "://"); i >= 0 {
-		start = i + 3
-	}
-	at := strings.LastIndex(raw[start:], "@")
-	if at < 0 {
-		return raw
-	}
-	user, _, hasPassword := strings.Cut(raw[start:start+at], ":")
-	if !hasPassword {
-		return raw
-	}
-	return raw[:start] + user + ":xxxxx" + raw[start+at:]
-}
-
-// redactErr keeps a URL parse error from echoing a password.
-func redactErr(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return cmp.Or(ue.Err.Error(), "invalid")
-	}
-	return err.Error()
 }

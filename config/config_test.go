@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/pallarel/pallarel/sidekiq"
 	"reflect"
 	"strings"
 	"testing"
@@ -194,11 +195,11 @@ func TestLoadErrors(t *testing.T) {
 		env  map[string]string
 		want []string // substrings, each must appear
 	}{
-		{"redis scheme", map[string]string{"REDIS_URL": "http://x"}, []string{"REDIS_URL: scheme must be redis or rediss"}},
-		{"redis no host", map[string]string{"REDIS_URL": "redis://"}, []string{"REDIS_URL: missing host"}},
-		{"redis bad db", map[string]string{"REDIS_URL": "redis://h/abc"}, []string{"REDIS_URL: database must be a number"}},
-		{"redis bad port", map[string]string{"REDIS_URL": "redis://h:99999/0"}, []string{"REDIS_URL: bad port"}},
-		{"redis garbage", map[string]string{"REDIS_URL": "redis://:pw@[::1"}, []string{"REDIS_URL: not a URL"}},
+		{"redis scheme", map[string]string{"REDIS_URL": "http://x"}, []string{"scheme must be redis:// or rediss://"}},
+		{"redis no host", map[string]string{"REDIS_URL": "redis://"}, []string{"no host"}},
+		{"redis bad db", map[string]string{"REDIS_URL": "redis://h/abc"}, []string{"database \"abc\" is not a number"}},
+		{"redis bad port", map[string]string{"REDIS_URL": "redis://h:99999/0"}, []string{"bad port \"99999\""}},
+		{"redis garbage", map[string]string{"REDIS_URL": "redis://:pw@[::1"}, []string{"REDIS_URL: redis url \"redis://:xxxxx@[::1\": missing ']' in host"}},
 		{"database url", map[string]string{"DATABASE_URL": "oracle://x"}, []string{"DATABASE_URL:"}},
 		{"db host without name", map[string]string{"DB_HOST": "h"}, []string{"DB_NAME: required when DB_HOST is set"}},
 		{"db name without host", map[string]string{"DB_NAME": "n"}, []string{"DB_HOST: required when DB_NAME is set"}},
@@ -345,7 +346,7 @@ func TestValidRedisURL(t *testing.T) {
 		"redis://h/1/2":              false,
 		fmt.Sprint("redis://h:", 80): true,
 	} {
-		if err := ValidRedisURL(url); (err == nil) != ok {
+		if err := sidekiq.ValidRedisURL(url); (err == nil) != ok {
 			t.Errorf("ValidRedisURL(%q) = %v, want ok=%v", url, err, ok)
 		}
 	}

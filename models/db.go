@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pallarel/pallarel/internal/secreturl"
 	"net"
 	"net/url"
 	"os"
@@ -76,41 +77,12 @@ func (c DBConfig) Dialect() (string, error) {
 	case strings.HasPrefix(c.URL, "postgres://"), strings.HasPrefix(c.URL, "postgresql://"):
 		return "postgres", nil
 	}
-	return "", fmt.Errorf("database url %q: want sqlite:, mysql:// or postgres://", redact(c.URL))
+	return "", fmt.Errorf("database url %q: want sqlite:, mysql:// or postgres://", secreturl.Redact(c.URL))
 }
 
 // Validate checks the URL without connecting.
 func (c DBConfig) Validate() error {
 	_, err := c.dialector()
-	return err
-}
-
-// redact hides a password in a URL for error messages, even in one that
-// does not parse (the text between "user:" and the last "@").
-func redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
-	}
-	start := 0
-	if i := strings.Index(raw, "://"); i >= 0 {
-		start = i + 3
-	}
-	at := strings.LastIndex(raw[start:], "@")
-	if at < 0 {
-		return raw
-	}
-	user, _, hasPassword := strings.Cut(raw[start:start+at], ":")
-	if !hasPassword {
-		return raw
-	}
-	return raw[:start] + user + ":xxxxx" + raw[start+at:]
-}
-
-// urlErr drops the URL (and its password) from a url.Parse error.
-func urlErr(err error) error {
-	if ue, ok := errors.AsType[*url.Error](err); ok {
-		return ue.Err
-	}
 	return err
 }
 
@@ -138,7 +110,7 @@ func (c DBConfig) dialector() (gorm.Dialector, error) {
 		return gormmysql.Open(dsn), nil
 	default:
 		if _, err := url.Parse(c.URL); err != nil {
-			return nil, fmt.Errorf("database url %q: %w", redact(c.URL), urlErr(err))
+			return nil, fmt.Errorf("database url %q: %w", secreturl.Redact(c.URL), secreturl.ParseError(err))
 		}
 		return postgres.Open(c.URL), nil
 	}
@@ -185,14 +157,14 @@ func sqliteDSN(path string) string {
 func mysqlDSN(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("database url %q: %w", redact(raw), urlErr(err))
+		return "", fmt.Errorf("database url %q: %w", secreturl.Redact(raw), secreturl.ParseError(err))
 	}
 	if u.Host == "" {
-		return "", fmt.Errorf("database url %q: missing host", redact(raw))
+		return "", fmt.Errorf("database url %q: missing host", secreturl.Redact(raw))
 	}
 	name := strings.TrimPrefix(u.Path, "/")
 	if name == "" || strings.Contains(name, "/") {
-		return "", fmt.Errorf("database url %q: want one database name in the path", redact(raw))
+		return "", fmt.Errorf("database url %q: want one database name in the path", secreturl.Redact(raw))
 	}
 	cfg := mysql.NewConfig()
 	cfg.User = u.User.Username()
@@ -218,7 +190,7 @@ func mysqlDSN(raw string) (string, error) {
 	// e.g. ?tls=true or ?timeout=5s take effect.
 	dsn := cfg.FormatDSN()
 	if _, err := mysql.ParseDSN(dsn); err != nil {
-		return "", fmt.Errorf("database url %q: %w", redact(raw), err)
+		return "", fmt.Errorf("database url %q: %w", secreturl.Redact(raw), err)
 	}
 	return dsn, nil
 }
@@ -239,11 +211,11 @@ func Open(ctx context.Context, cfg DBConfig) (*gorm.DB, error) {
 		NowFunc: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)
+		return nil, fmt.Errorf("open database %s: %w", secreturl.Redact(cfg.URL), err)
 	}
 	sqlDB, err := db.DB()
 	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)
+		return nil, fmt.Errorf("open database %s: %w", secreturl.Redact(cfg.URL), err)
 	}
 	maxOpen := cfg.MaxOpenConns
 	if maxOpen <= 0 {
@@ -266,7 +238,7 @@ func Open(ctx context.Context, cfg DBConfig) (*gorm.DB, error) {
 	sqlDB.SetConnMaxLifetime(lifetime)
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
-		return nil, fmt.Errorf("open database %s: %w", redact(cfg.URL), err)
+		return nil, fmt.Errorf("open database %s: %w", secreturl.Redact(cfg.URL), err)
 	}
 	return db, nil
 }

@@ -176,3 +176,12 @@ func TestMetricBucketsMatchSidekiq(t *testing.T) {
 		t.Fatal("6.4 has no metrics")
 	}
 }
+
+// A URL that does not parse is named with its password masked: url.Parse's
+// own error quotes the whole URL.
+func TestValidRedisURLHidesPassword(t *testing.T) {
+	err := ValidRedisURL("redis://u:s3cret%zz@h:6379/0")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("ValidRedisURL = %v: want an error without the password", err)
+	}
+}
