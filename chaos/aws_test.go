@@ -56,14 +56,15 @@ func newFlakyS3(t *testing.T, failZip int) *flakyS3 {
 	return f
 }
 
-func s3Env(f *flakyS3) []string {
+// s3Env points the pipeline at the S3-compatible server at url.
+func s3Env(url string) []string {
 	return []string{
 		"LOCAL_SAVE=false",
 		"REPORT_S3_BUCKET_NAME=reports",
 		"AWS_REGION=ap-northeast-1",
 		"AWS_ACCESS_KEY_ID=test",
 		"AWS_SECRET_ACCESS_KEY=test",
-		"AWS_ENDPOINT_URL_S3=" + f.srv.URL,
+		"AWS_ENDPOINT_URL_S3=" + url,
 		"S3_FORCE_PATH_STYLE=true",
 		"AWS_EC2_METADATA_DISABLED=true",
 	}
@@ -73,7 +74,7 @@ func s3Env(f *flakyS3) []string {
 // retried and succeeds; no partial object is left; every row is there.
 func TestS3ErrorsDuringZipUpload(t *testing.T) {
 	s3 := newFlakyS3(t, 6)
-	c := newCluster(t, append(s3Env(s3), "LAUNCHER=local")...)
+	c := newCluster(t, append(s3Env(s3.srv.URL), "LAUNCHER=local")...)
 	// The report worker launches each token's worker as a local process.
 	c.worker("report", 2, "report", "default")
 	n := 300

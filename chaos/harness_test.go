@@ -259,6 +259,25 @@ func (c *cluster) upload(csvData []byte, typ string) uploaded {
 	return u
 }
 
+// postJSON posts an empty JSON object to path, as the pages' buttons and
+// API clients do, and returns the body of the 200 answer.
+func (c *cluster) postJSON(path string) []byte {
+	c.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, c.base+path, strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("POST %s: %s: %s", path, resp.Status, body)
+	}
+	return body
+}
+
 type runStatus struct {
 	State       string `json:"state"`
 	TotalCount  int    `json:"total_count"`

@@ -51,19 +51,6 @@ func newRowRefusingS3(t *testing.T) *rowRefusingS3 {
 	return f
 }
 
-func (f *rowRefusingS3) env() []string {
-	return []string{
-		"LOCAL_SAVE=false",
-		"REPORT_S3_BUCKET_NAME=reports",
-		"AWS_REGION=ap-northeast-1",
-		"AWS_ACCESS_KEY_ID=test",
-		"AWS_SECRET_ACCESS_KEY=test",
-		"AWS_ENDPOINT_URL_S3=" + f.srv.URL,
-		"S3_FORCE_PATH_STYLE=true",
-		"AWS_EC2_METADATA_DISABLED=true",
-	}
-}
-
 // Retry of failed rows: S3 refuses the row files' writes for a while mid-run
 // and the row jobs have no retries left (ROW_JOB_RETRY=0), so the rows that
 // ran then end failed, with S3's reason, and the run completes with them in
@@ -73,7 +60,7 @@ func (f *rowRefusingS3) env() []string {
 // all done.
 func TestRetryFailedRowsAfterStorageOutage(t *testing.T) {
 	s3 := newRowRefusingS3(t)
-	c := supervisedCluster(t, append(s3.env(), "ROW_JOB_RETRY=0")...)
+	c := supervisedCluster(t, append(s3Env(s3.srv.URL), "ROW_JOB_RETRY=0")...)
 	n := sized(4000, 20000)
 	u := c.upload(makeCSV("R", n), "xlsx")
 	c.waitProgress(u.Token, n/10, n, 120*time.Second)
@@ -99,18 +86,7 @@ func TestRetryFailedRowsAfterStorageOutage(t *testing.T) {
 		}
 	}
 
-	req, _ := http.NewRequest(http.MethodPost, c.base+"/csv_processing/"+u.Token+"/retry", strings.NewReader("{}"))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("retry: %s: %s", resp.Status, body)
-	}
+	body := c.postJSON("/csv_processing/" + u.Token + "/retry")
 	var pushed struct {
 		Rows int `json:"rows"`
 	}

@@ -2,8 +2,6 @@ package chaos
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -216,18 +214,7 @@ func TestCancelMidRun(t *testing.T) {
 	u := c.upload(makeCSV("C", n), "xlsx")
 	c.waitProgress(u.Token, n/10, n, 120*time.Second)
 	pid := pidOf(t, c, u.Queue)
-	req, _ := http.NewRequest(http.MethodPost, c.base+"/csv_processing/"+u.Token+"/cancel", strings.NewReader("{}"))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("cancel: %s: %s", resp.Status, body)
-	}
+	c.postJSON("/csv_processing/" + u.Token + "/cancel")
 	fault := time.Now()
 	if s := c.endsWithin(u.Token, fault, 30*time.Second); s.State != "cancelled" {
 		t.Fatalf("run after cancel: %+v", s)
