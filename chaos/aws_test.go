@@ -31,6 +31,15 @@ type flakyS3 struct {
 	backend *s3mem.Backend
 }
 
+// refuseS3 answers a write with an S3 error document, after reading the
+// body so the client sees the store's error rather than a reset.
+func refuseS3(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message></Error>`, code, msg)
+}
+
 func newFlakyS3(t *testing.T, failZip int) *flakyS3 {
 	f := &flakyS3{backend: s3mem.New()}
 	f.failZip.Store(int64(failZip))
@@ -43,10 +52,7 @@ func newFlakyS3(t *testing.T, failZip int) *flakyS3 {
 			f.zipPuts.Add(1)
 			if f.failZip.Add(-1) >= 0 {
 				f.failed.Add(1)
-				io.Copy(io.Discard, r.Body)
-				w.Header().Set("Content-Type", "application/xml")
-				w.WriteHeader(http.StatusInternalServerError)
-				fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected fault</Message></Error>`)
+				refuseS3(w, r, http.StatusInternalServerError, "InternalError", "injected fault")
 				return
 			}
 		}

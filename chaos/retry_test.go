@@ -2,8 +2,6 @@ package chaos
 
 import (
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -38,10 +36,7 @@ func newRowRefusingS3(t *testing.T) *rowRefusingS3 {
 			f.rowPuts.Add(1)
 			if f.refusing.Load() {
 				f.refused.Add(1)
-				io.Copy(io.Discard, r.Body)
-				w.Header().Set("Content-Type", "application/xml")
-				w.WriteHeader(http.StatusServiceUnavailable)
-				fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>injected outage</Message></Error>`)
+				refuseS3(w, r, http.StatusServiceUnavailable, "SlowDown", "injected outage")
 				return
 			}
 		}
