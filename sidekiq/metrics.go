@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
 )
 
 // execMetrics buffers per-class execution counts between heartbeats and
@@ -134,50 +136,31 @@ func histogramKey(d Dialect, class string, minute int64) string {
 // metrics are advisory and must never hold the heartbeat up).
 func (s *Server) flushMetrics(ctx context.Context) {
 	buf := s.metrics.take()
-	if len(buf) == 0 {
+	if len(buf) == 0 || s.opts.Dialect == Dialect6 {
 		return
 	}
-	if s.opts.Dialect == Dialect6 {
-		return
+	writes := metricsWrites(s.opts.Dialect, buf)
+	_ = s.do(ctx, func(c redis.Conn) error { return rdb.WriteMetrics(c, writes) })
+}
+
+// metricsWrites turns buffered counts into what rdb.WriteMetrics writes.
+func metricsWrites(d Dialect, buf map[metricKey]*metricCounts) []rdb.ClassMetrics {
+	out := make([]rdb.ClassMetrics, 0, len(buf))
+	for k, v := range buf {
+		m := rdb.ClassMetrics{
+			Class:        k.class,
+			Processed:    v.p,
+			Failed:       v.f,
+			MS:           v.ms,
+			Succeeded:    v.ok,
+			HistogramKey: histogramKey(d, k.class, k.minute),
+			Histogram:    v.hist[:],
+			HistogramTTL: histogramTTL,
+		}
+		for _, b := range metricBuckets(d, k.minute) {
+			m.Buckets = append(m.Buckets, rdb.MetricsBucket{Key: b.key, TTL: b.ttl})
+		}
+		out = append(out, m)
 	}
-	_ = s.do(ctx, func(c redis.Conn) error {
-		n := 0
-		for k, v := range buf {
-			if v.ok {
-				// BITFIELD OVERFLOW SAT INCRBY u16 #i n, as Histogram#persist.
-				args := []any{histogramKey(s.opts.Dialect, k.class, k.minute), "OVERFLOW", "SAT"}
-				for i, cnt := range v.hist {
-					if cnt > 0 {
-						args = append(args, "INCRBY", "u16", "#"+strconv.Itoa(i), cnt)
-					}
-				}
-				_ = c.Send("BITFIELD", args...)
-				_ = c.Send("EXPIRE", args[0], histogramTTL)
-				n += 2
-			}
-			for _, b := range metricBuckets(s.opts.Dialect, k.minute) {
-				_ = c.Send("HINCRBY", b.key, k.class+"|p", v.p)
-				n++
-				if v.f > 0 {
-					_ = c.Send("HINCRBY", b.key, k.class+"|f", v.f)
-					n++
-				}
-				if v.ok {
-					_ = c.Send("HINCRBY", b.key, k.class+"|ms", v.ms)
-					n++
-				}
-				_ = c.Send("EXPIRE", b.key, b.ttl)
-				n++
-			}
-		}
-		if err := c.Flush(); err != nil {
-			return err
-		}
-		for range n {
-			if _, err := c.Receive(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return out
 }

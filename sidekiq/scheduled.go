@@ -61,12 +61,11 @@ func (s *Server) enqueueDue(ctx context.Context) (int, error) {
 func (s *Server) promote(c redis.Conn, set string, member []byte, now time.Time) (bool, error) {
 	job, err := ParseJob(member)
 	if err != nil {
-		// Not a job: it cannot run, so it goes to the dead set as it is.
+		// Not a job: it cannot run, so it goes to the dead set as it is,
+		// in one step (only the poller whose ZREM wins moves it).
 		s.log.Error("bad payload in "+set+": moved to the dead set", "err", err)
-		if _, err := c.Do("ZREM", set, member); err != nil {
-			return false, err
-		}
-		return false, rdb.Kill(c, now, s.deadLimits(), member)
+		_, err := rdb.MoveToDead(c, set, member, now, s.deadLimits())
+		return false, err
 	}
 	// Ruby's poller pushes through Sidekiq::Client (scheduled.rb), whose
 	// normalize_item fills a missing queue, jid and created_at before
