@@ -12,8 +12,16 @@ import (
 )
 
 // killScript moves one member of a set to the dead set, trimmed as
-// Sidekiq's DeadSet#kill does. KEYS: set, dead; ARGV: member, now score,
-// cutoff score, max jobs. returns 1 if moved.
+// Sidekiq's DeadSet#kill does (by age, then to max_jobs-1 entries), in one
+// step: the poller's bad entries and the Web UI's "Kill" button.
+//
+//	KEYS[1] the sorted set the member is in
+//	KEYS[2] dead
+//	ARGV[1] the member, exact bytes
+//	ARGV[2] now, as a score
+//	ARGV[3] the oldest score kept (now - dead_timeout_in_seconds)
+//	ARGV[4] dead_max_jobs
+//	returns 1 if moved, 0 if the member was gone
 var killScript = redis.NewScript(2, `
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
