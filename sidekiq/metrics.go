@@ -132,15 +132,53 @@ func histogramKey(d Dialect, class string, minute int64) string {
 	return "h|" + class + "-" + strconv.Itoa(t.Day()) + "-" + strconv.Itoa(t.Hour()) + ":" + strconv.Itoa(t.Minute())
 }
 
-// flushMetrics writes the buffered counts; on error they are dropped (the
-// metrics are advisory and must never hold the heartbeat up).
-func (s *Server) flushMetrics(ctx context.Context) {
-	buf := s.metrics.take()
-	if len(buf) == 0 || s.opts.Dialect == Dialect6 {
-		return
+// metricsFlusher writes the execution metrics the processors buffer, every
+// interval (Sidekiq flushes them at each heartbeat, metrics/tracking.rb) and
+// once more when the server stops.
+type metricsFlusher struct {
+	metricsFlusherParams
+}
+
+type metricsFlusherParams struct {
+	pool     *redis.Pool
+	dialect  Dialect // Dialect6 writes none: Sidekiq 6.4 has no metrics
+	interval time.Duration
+	buf      *execMetrics
+}
+
+func newMetricsFlusher(p metricsFlusherParams) *metricsFlusher {
+	return &metricsFlusher{metricsFlusherParams: p}
+}
+
+// run flushes every interval until ctx is done.
+func (m *metricsFlusher) run(ctx context.Context) {
+	t := time.NewTicker(m.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_ = m.runOnce(ctx)
 	}
-	writes := metricsWrites(s.opts.Dialect, buf)
-	_ = s.do(ctx, func(c redis.Conn) error { return rdb.WriteMetrics(c, writes) })
+}
+
+// runOnce writes the buffered counts. On error they are dropped: the
+// metrics are advisory, and keeping them would let an outage grow the
+// buffer without bound.
+func (m *metricsFlusher) runOnce(ctx context.Context) error {
+	buf := m.buf.take()
+	if len(buf) == 0 || m.dialect == Dialect6 {
+		return nil
+	}
+	writes := metricsWrites(m.dialect, buf)
+	c, err := m.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return rdb.WriteMetrics(c, writes)
 }
 
 // metricsWrites turns buffered counts into what rdb.WriteMetrics writes.

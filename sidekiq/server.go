@@ -39,6 +39,7 @@ type Server struct {
 	stopOnce  sync.Once
 	gone      chan struct{} // closed when Run returns
 
+	parts     *serverParts // heartbeat, poller, recoverer, metrics flusher
 	metrics   execMetrics
 	jobLog    *jobLog
 	processed atomic.Int64 // since the last flush
@@ -85,6 +86,7 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 	} else {
 		s.fetcher = newReliableFetch(pool, s.identity, s.order, s.log)
 	}
+	s.parts = newServerParts(s)
 	return s, nil
 }
 
@@ -125,7 +127,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("start %s: %w", s.identity, err)
 		}
 	}
-	if err := s.beat(ctx); err != nil {
+	if err := s.parts.heartbeat.runOnce(ctx); err != nil {
 		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
 	}
 	s.log.Info("started", "queues", s.order.unique, "mode", s.order.mode,
@@ -136,13 +138,9 @@ func (s *Server) Run(ctx context.Context) error {
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
 	bgCtx, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
-	var bg, procs sync.WaitGroup
+	var procs sync.WaitGroup
 
-	bg.Go(func() { s.heartbeatLoop(bgCtx) })
-	bg.Go(func() { s.pollLoop(bgCtx) })
-	if s.fetcher.Reliable() {
-		bg.Go(func() { s.recoverLoop(bgCtx) })
-	}
+	s.parts.start(bgCtx)
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.startAcker(4 * s.opts.Concurrency)
 		defer rf.closeAcker()
@@ -163,13 +161,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.Stop()
 	s.Quiet()
 	s.shutdown(&procs, cancelJobs)
-	cancelBG()
-	bg.Wait()
 
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	s.flushStats(cleanup)
-	s.flushMetrics(cleanup)
+	s.parts.stop(cleanup) // in the order parts.go gives, then the last stats and metrics
+	cancelBG()
 	s.jobLog.flush()
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.closeAcker() // acknowledge finished jobs before giving back the rest
