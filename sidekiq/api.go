@@ -472,11 +472,9 @@ func (a *API) PendingFor(ctx context.Context, queue string) (Pending, error) {
 func (a *API) PurgeQueue(ctx context.Context, queue string) (int, error) {
 	n := 0
 	err := a.do(ctx, func(c redis.Conn) error {
-		l, err := rdb.DeleteQueue(c, queue)
-		if err != nil {
-			return err
-		}
-		n += l
+		// The sets first: a job a poller promotes meanwhile (atomically,
+		// so either our ZREM or its push wins) is then in the list, which
+		// goes last.
 		for _, set := range []string{rdb.KeySchedule, rdb.KeyRetry} {
 			members, err := membersInSet(c, set, queue)
 			if err != nil {
@@ -488,7 +486,9 @@ func (a *API) PurgeQueue(ctx context.Context, queue string) (int, error) {
 			}
 			n += k
 		}
-		return nil
+		l, err := rdb.DeleteQueue(c, queue)
+		n += l
+		return err
 	})
 	if err != nil {
 		return n, fmt.Errorf("purge %s: %w", queue, err)

@@ -34,12 +34,19 @@ func TestPendingForQueueWithGlobCharacters(t *testing.T) {
 	if want := (Pending{Scheduled: 1, Retries: 1}); p != want {
 		t.Fatalf("pending = %+v, want %+v", p, want)
 	}
+	db.Do(t, "SADD", "queues", "q[1]", "q1")
+	db.Do(t, "LPUSH", "queue:q[1]", job("e1", "q[1]"), job("e2", "q[1]"))
 	n, err := api.PurgeQueue(context.Background(), "q[1]")
-	if err != nil || n != 2 {
-		t.Fatalf("purge = %d, %v; want 2", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("purge = %d, %v; want 4", n, err)
 	}
-	if left, _ := redis.Int(db.Do(t, "ZCARD", "schedule"), nil); left != 1 {
-		t.Fatalf("schedule holds %d, want q1's job only", left)
+	for _, set := range []string{"schedule", "retry"} {
+		if left, _ := redis.Strings(db.Do(t, "ZRANGE", set, 0, -1), nil); len(left) != 1 || !strings.Contains(left[0], `"q1"`) {
+			t.Fatalf("%s holds %q, want q1's job only", set, left)
+		}
+	}
+	if qs, _ := redis.Strings(db.Do(t, "SMEMBERS", "queues"), nil); !slices.Equal(qs, []string{"q1"}) {
+		t.Fatalf("queues = %q", qs)
 	}
 }
 
