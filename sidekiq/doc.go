@@ -16,8 +16,7 @@
 //	(exception backtraces)        backtrace.go  error_backtrace lines from the handler's location and callers
 //	job_logger.rb                 joblog.go     one INFO line per job; quiet classes: DEBUG + per-queue summary
 //	metrics/tracking.rb           metrics.go    j|… execution counts, h|… run-time histograms (shared.rb); flusher part
-//	scheduled.rb                  scheduled.go  poller part (Poller + Enq), poll interval
-//	(reliable fetch)              recoverer.go  recoverer part: dead processes' in-flight jobs back to their queues
+//	scheduled.rb                  scheduled.go  poller part (Poller + Enq), poll interval, orphan recovery for reliable fetch
 //	launcher.rb (❤)               heartbeat.go  heartbeat part: processes, <identity> hash, :work/:workers, signals, stats flush
 //	launcher.rb (run/stop)        parts.go      the background parts' start/stop order, with its reason
 //	api.rb                        api.go        Stats, queues, sorted sets, processes, workers, signals

@@ -11,15 +11,21 @@ type part interface {
 	run(ctx context.Context)
 }
 
-// serverParts are the background parts of one Server, built from its
-// options when the server is made.
+// partFunc makes a loop function a part.
+type partFunc func(ctx context.Context)
+
+func (f partFunc) run(ctx context.Context) { f(ctx) }
+
+// serverParts are the background parts of one Server run. Run starts them
+// after the first heartbeat and stops them once the processors have
+// finished or given their jobs back.
 type serverParts struct {
 	heartbeat *heartbeat
 	metrics   *metricsFlusher
-	recoverer *recoverer // nil with basic fetch: nothing is in flight
+	// recoverer gives back dead processes' in-flight jobs; it belongs to
+	// reliable fetch (nil with basic fetch: nothing is in flight).
+	recoverer part
 	poller    *poller
-
-	group partGroup
 }
 
 func newServerParts(s *Server) *serverParts {
@@ -59,16 +65,7 @@ func newServerParts(s *Server) *serverParts {
 	}
 	if s.fetcher.Reliable() {
 		p.heartbeat.inflightQueues = s.order.unique
-		rp := recovererParams{
-			pool:     s.pool,
-			log:      s.log,
-			identity: s.identity,
-			interval: min(RecoverInterval, s.opts.HeartbeatInterval*3),
-		}
-		if rf, ok := s.fetcher.(*reliableFetch); ok {
-			rp.ownUnheld = rf.recoverUnheld
-		}
-		p.recoverer = newRecoverer(rp)
+		p.recoverer = partFunc(s.recoverLoop)
 	}
 	return p
 }
@@ -90,14 +87,18 @@ func (p *serverParts) order() []part {
 	return append(ps, p.poller)
 }
 
-// start runs every part in its own goroutine, in order.
-func (p *serverParts) start(ctx context.Context) { p.group.start(ctx, p.order()) }
+// run starts the parts in order and, once ctx is done, stops them in
+// reverse order.
+func (p *serverParts) run(ctx context.Context) {
+	var g partGroup
+	g.start(context.WithoutCancel(ctx), p.order())
+	<-ctx.Done()
+	g.stop()
+}
 
-// stop stops the parts in reverse start order, then writes the stats and
-// metrics of the last jobs (the processors have stopped: nothing counts
-// after this). ctx bounds those last writes.
-func (p *serverParts) stop(ctx context.Context) {
-	p.group.stop()
+// flush writes the stats and metrics of the last jobs, once the processors
+// and the parts have stopped (nothing counts after this).
+func (p *serverParts) flush(ctx context.Context) {
 	p.heartbeat.flushStats(ctx)
 	_ = p.metrics.runOnce(ctx)
 }

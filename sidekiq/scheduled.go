@@ -51,29 +51,6 @@ func newPoller(p pollerParams) *poller {
 	return &poller{pollerParams: p}
 }
 
-// run polls at random intervals until ctx is done.
-func (p *poller) run(ctx context.Context) {
-	// Start after a random part of one interval so processes started
-	// together do not poll together.
-	wait := time.Duration(p.rand() * float64(5*time.Second))
-	b := newBackoff()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		if !p.quiet() {
-			if _, err := p.runOnce(ctx); err != nil && ctx.Err() == nil {
-				b.fail(p.log, "scheduled poller", err)
-			} else {
-				b.ok(p.log)
-			}
-		}
-		wait = PollInterval(p.average, p.processCount(ctx), p.rand)
-	}
-}
-
 func (p *poller) processCount(ctx context.Context) int {
 	c, err := p.pool.GetContext(ctx)
 	if err != nil {
@@ -149,4 +126,88 @@ func (p *poller) promote(c redis.Conn, set string, member []byte, now time.Time)
 		return false, err
 	}
 	return rdb.Promote(c, set, job.Queue, member, data)
+}
+
+// run polls at random intervals until ctx is done.
+func (p *poller) run(ctx context.Context) {
+	// Start after a random part of one interval so processes started
+	// together do not poll together.
+	wait := time.Duration(p.rand() * float64(5*time.Second))
+	b := newBackoff()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if !p.quiet() {
+			if _, err := p.runOnce(ctx); err != nil && ctx.Err() == nil {
+				b.fail(p.log, "scheduled poller", err)
+			} else {
+				b.ok(p.log)
+			}
+		}
+		wait = PollInterval(p.average, p.processCount(ctx), p.rand)
+	}
+}
+
+// recoverOrphans gives back the in-flight jobs of processes whose heartbeat
+// has expired (killed, OOM, lost host). It returns how many jobs it moved.
+func (s *Server) recoverOrphans(ctx context.Context) (int, error) {
+	moved := 0
+	err := s.do(ctx, func(c redis.Conn) error {
+		owners, err := rdb.InflightOwners(c)
+		if err != nil {
+			return err
+		}
+		for _, o := range owners {
+			if o.Identity == s.identity {
+				continue
+			}
+			alive, err := rdb.Alive(c, o.Identity)
+			if err != nil {
+				return err
+			}
+			if alive {
+				continue
+			}
+			n, err := rdb.RecoverInflight(c, o)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				s.log.Warn("recovered jobs of a dead process", "dead_identity", o.Identity, "queue", o.Queue, "jobs", n)
+			}
+			moved += n
+		}
+		return nil
+	})
+	return moved, err
+}
+
+// RecoverInterval is how often a server looks for dead processes' jobs.
+const RecoverInterval = 15 * time.Second
+
+func (s *Server) recoverLoop(ctx context.Context) {
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if _, err := s.recoverOrphans(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("recover orphaned jobs", "err", err)
+		}
+		if rf, ok := s.fetcher.(*reliableFetch); ok {
+			n, err := rf.recoverUnheld(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("recover own unsettled jobs", "err", err)
+			}
+			if n > 0 {
+				s.log.Warn("gave back in-flight jobs no processor held", "jobs", n)
+			}
+		}
+		wait = min(RecoverInterval, s.opts.HeartbeatInterval*3)
+	}
 }

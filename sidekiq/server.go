@@ -39,7 +39,6 @@ type Server struct {
 	stopOnce  sync.Once
 	gone      chan struct{} // closed when Run returns
 
-	parts     *serverParts // heartbeat, poller, recoverer, metrics flusher
 	metrics   execMetrics
 	jobLog    *jobLog
 	processed atomic.Int64 // since the last flush
@@ -86,7 +85,6 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 	} else {
 		s.fetcher = newReliableFetch(pool, s.identity, s.order, s.log)
 	}
-	s.parts = newServerParts(s)
 	return s, nil
 }
 
@@ -127,7 +125,8 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("start %s: %w", s.identity, err)
 		}
 	}
-	if err := s.parts.heartbeat.runOnce(ctx); err != nil {
+	parts := newServerParts(s) // heartbeat, metrics flusher, recoverer, poller
+	if err := parts.heartbeat.runOnce(ctx); err != nil {
 		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
 	}
 	s.log.Info("started", "queues", s.order.unique, "mode", s.order.mode,
@@ -138,9 +137,9 @@ func (s *Server) Run(ctx context.Context) error {
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
 	bgCtx, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
-	var procs sync.WaitGroup
+	var bg, procs sync.WaitGroup
 
-	s.parts.start(bgCtx)
+	bg.Go(func() { parts.run(bgCtx) }) // when bgCtx ends, stops them in the order parts.go gives
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.startAcker(4 * s.opts.Concurrency)
 		defer rf.closeAcker()
@@ -161,11 +160,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.Stop()
 	s.Quiet()
 	s.shutdown(&procs, cancelJobs)
+	cancelBG()
+	bg.Wait()
 
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	s.parts.stop(cleanup) // in the order parts.go gives, then the last stats and metrics
-	cancelBG()
+	parts.flush(cleanup) // the stats and metrics of the last jobs
 	s.jobLog.flush()
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.closeAcker() // acknowledge finished jobs before giving back the rest

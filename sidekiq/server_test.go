@@ -183,7 +183,7 @@ func TestRetryPromotedBySchedulerAndSecondFailure(t *testing.T) {
 	}
 	// A job that already failed once, due now.
 	db.Do(t, "ZADD", "retry", "1", `{"class":"Fails","args":[],"jid":"aaaaaaaaaaaaaaaaaaaaaaaa","queue":"q1","retry":2,"retry_count":0,"failed_at":1700000000123,"error_message":"x","error_class":"E","created_at":1700000000000}`)
-	moved, err := srv.parts.poller.runOnce(context.Background())
+	moved, err := newServerParts(srv).poller.runOnce(context.Background())
 	if err != nil || moved != 1 {
 		t.Fatalf("enqueueDue = %d, %v", moved, err)
 	}
@@ -246,7 +246,7 @@ func TestScheduledJobsMoveOnceAcrossPollers(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Go(func() {
-			n, err := srv.parts.poller.runOnce(context.Background())
+			n, err := newServerParts(srv).poller.runOnce(context.Background())
 			if err != nil {
 				t.Error(err)
 			}
@@ -366,7 +366,7 @@ func TestReliableFetchRecoversDeadProcessJobs(t *testing.T) {
 	db.Do(t, "HSET", "livehost:2:abcdefabcdef", "info", "{}")
 	db.Do(t, "LPUSH", "pallarel:inflight|livehost:2:abcdefabcdef|q", `{"class":"X","args":[3],"jid":"a3","queue":"q"}`)
 	srv, _ := NewServer(db.Pool, NewRegistry(), Options{Queues: []QueueWeight{{Name: "q"}}, Logger: quietLogger()})
-	n, err := srv.parts.recoverer.runOnce(context.Background())
+	n, err := srv.recoverOrphans(context.Background())
 	if err != nil || n != 2 {
 		t.Fatalf("recovered %d, %v", n, err)
 	}
