@@ -314,3 +314,33 @@ func TestInflightLenAndOwners(t *testing.T) {
 		t.Fatal("alive without a heartbeat hash")
 	}
 }
+
+func TestRangeAndAtScore(t *testing.T) {
+	t.Parallel()
+	db, c := setup(t)
+	db.Do(t, "ZADD", "dead", "1700000000.25", "a", "1700000001.5", "b", "1700000001.5", "c")
+	got, err := Range(c, "dead", 0, 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || string(got[0].Raw) != "c" || got[0].Score != 1700000001.5 || string(got[1].Raw) != "b" {
+		t.Fatalf("newest first: %+v", got)
+	}
+	at, err := AtScore(c, "dead", "1700000001.5")
+	if err != nil || !slices.Equal(asStrings(at), []string{"b", "c"}) {
+		t.Fatalf("at score = %q, %v", asStrings(at), err)
+	}
+}
+
+// Nothing to add writes nothing: an idle process does not touch the
+// counters' TTLs.
+func TestFlushStatsNothingWritesNothing(t *testing.T) {
+	t.Parallel()
+	db, c := setup(t)
+	if err := FlushStats(c, time.Now(), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := redis.Strings(db.Do(t, "KEYS", "*"), nil); len(keys) != 0 {
+		t.Fatalf("wrote %q", keys)
+	}
+}
