@@ -15,12 +15,12 @@
 //	job_retry.rb                  retry.go      Decide (a failed job's fate), backoff, failure fields, dead set
 //	(exception backtraces)        backtrace.go  error_backtrace lines from the handler's location and callers
 //	job_logger.rb                 joblog.go     one INFO line per job; quiet classes: DEBUG + per-queue summary
-//	metrics/tracking.rb           metrics.go    j|… execution counts, h|… run-time histograms (shared.rb); flusher part
-//	scheduled.rb                  scheduled.go  poller part (Poller + Enq), poll interval, orphan recovery for reliable fetch
-//	launcher.rb (❤)               heartbeat.go  heartbeat part: processes, <identity> hash, :work/:workers, signals, stats flush
-//	launcher.rb (run/stop)        parts.go      the background parts' start/stop order, with its reason
+//	metrics/tracking.rb           metrics.go    j|… execution counts, h|… run-time histograms (shared.rb)
+//	scheduled.rb                  scheduled.go  poller, interval, orphan recovery for reliable fetch
+//	launcher.rb (❤)               heartbeat.go  processes, <identity> hash, :work/:workers, signals, stats flush
 //	api.rb                        api.go        Stats, queues, sorted sets, processes, workers, signals
-//	api.rb (Queue, SortedSet)     queuework.go  one walk over a queue's jobs: QueueWork, PendingFor
+//	api.rb (Queue, SortedSet)     queuework.go  one walk over a queue's jobs for QueueWork and PendingFor
+//	launcher.rb (run, stop)       parts.go      the background parts (heartbeat, metrics flusher, recoverer, poller): start/stop order and why
 //	cli.rb                        cli.go        -q -c -t -C -e -g -v -V, REDIS_URL pool
 //	config.rb (sidekiq.yml)       options.go    Options, queue order modes, sidekiq.yml with ERB ENV
 //
