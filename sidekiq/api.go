@@ -55,24 +55,10 @@ type Stats struct {
 func (a *API) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
 	err := a.do(ctx, func(c redis.Conn) error {
-		vals, err := redis.Values(c.Do("MGET", rdb.KeyStatProcessed, rdb.KeyStatFailed))
-		if err != nil {
-			return err
-		}
-		s.Processed, _ = redis.Int64(vals[0], nil)
-		s.Failed, _ = redis.Int64(vals[1], nil)
-		for _, p := range []struct {
-			key string
-			dst *int64
-		}{{rdb.KeySchedule, &s.Scheduled}, {rdb.KeyRetry, &s.Retries}, {rdb.KeyDead, &s.Dead}} {
-			if *p.dst, err = redis.Int64(c.Do("ZCARD", p.key)); err != nil {
-				return err
-			}
-		}
-		if s.Processes, err = redis.Int64(c.Do("SCARD", rdb.KeyProcesses)); err != nil {
-			return err
-		}
-		return nil
+		t, err := rdb.ReadTotals(c)
+		s.Processed, s.Failed = t.Processed, t.Failed
+		s.Scheduled, s.Retries, s.Dead, s.Processes = t.Scheduled, t.Retries, t.Dead, t.Processes
+		return err
 	})
 	if err != nil {
 		return s, fmt.Errorf("stats: %w", err)
@@ -107,22 +93,17 @@ type DayStat struct {
 func (a *API) History(ctx context.Context, days int) ([]DayStat, error) {
 	now := a.now()
 	out := make([]DayStat, days)
-	keys := make([]any, 0, 2*days)
+	ds := make([]time.Time, days)
 	for i := range days {
-		d := now.AddDate(0, 0, -i)
-		out[i].Date = d.UTC().Format("2006-01-02")
-		keys = append(keys, rdb.StatDaily("processed", d), rdb.StatDaily("failed", d))
+		ds[i] = now.AddDate(0, 0, -i)
+		out[i].Date = ds[i].UTC().Format("2006-01-02")
 	}
 	err := a.do(ctx, func(c redis.Conn) error {
-		vals, err := redis.Values(c.Do("MGET", keys...))
-		if err != nil {
-			return err
+		counts, err := rdb.ReadDays(c, ds)
+		for i, n := range counts {
+			out[i].Processed, out[i].Failed = n.Processed, n.Failed
 		}
-		for i := range days {
-			out[i].Processed, _ = redis.Int64(vals[2*i], nil)
-			out[i].Failed, _ = redis.Int64(vals[2*i+1], nil)
-		}
-		return nil
+		return err
 	})
 	return out, err
 }
@@ -138,26 +119,13 @@ type QueueInfo struct {
 func (a *API) Queues(ctx context.Context) ([]QueueInfo, error) {
 	var out []QueueInfo
 	err := a.do(ctx, func(c redis.Conn) error {
-		names, err := redis.Strings(c.Do("SMEMBERS", rdb.KeyQueues))
+		heads, err := rdb.ReadQueueHeads(c)
 		if err != nil {
 			return err
 		}
-		sort.Strings(names)
-		for _, n := range names {
-			_ = c.Send("LLEN", rdb.Queue(n))
-			_ = c.Send("LINDEX", rdb.Queue(n), -1)
-		}
-		if err := c.Flush(); err != nil {
-			return err
-		}
 		now := a.now()
-		for _, n := range names {
-			size, err := redis.Int64(c.Receive())
-			if err != nil {
-				return err
-			}
-			oldest, _ := redis.Bytes(c.Receive())
-			out = append(out, QueueInfo{Name: n, Size: size, Latency: latency(oldest, now)})
+		for _, h := range heads {
+			out = append(out, QueueInfo{Name: h.Name, Size: h.Size, Latency: latency(h.Oldest, now)})
 		}
 		return nil
 	})
@@ -212,37 +180,30 @@ func newEntry(raw []byte, score float64) Entry {
 func (a *API) QueueJobs(ctx context.Context, queue string, start, count int) ([]Entry, error) {
 	var out []Entry
 	err := a.do(ctx, func(c redis.Conn) error {
-		// The next job is at the right end: read from the end.
-		raws, err := redis.ByteSlices(c.Do("LRANGE", rdb.Queue(queue), -(start + count), -(start + 1)))
-		if err != nil {
-			return err
+		raws, err := rdb.QueueRange(c, queue, start, count)
+		for _, raw := range raws {
+			out = append(out, newEntry(raw, 0))
 		}
-		for i := len(raws) - 1; i >= 0; i-- {
-			out = append(out, newEntry(raws[i], 0))
-		}
-		return nil
+		return err
 	})
 	return out, err
 }
 
 // DeleteQueueJob removes one job from a queue by its exact bytes.
 func (a *API) DeleteQueueJob(ctx context.Context, queue string, raw []byte) (bool, error) {
-	var n int
+	var ok bool
 	err := a.do(ctx, func(c redis.Conn) error {
 		var err error
-		n, err = redis.Int(c.Do("LREM", rdb.Queue(queue), 1, raw))
+		ok, err = rdb.RemoveFromQueue(c, queue, raw)
 		return err
 	})
-	return n > 0, err
+	return ok, err
 }
 
 // ClearQueue deletes a queue and its jobs, as the Web UI's "Delete" on a queue.
 func (a *API) ClearQueue(ctx context.Context, queue string) error {
 	return a.do(ctx, func(c redis.Conn) error {
-		_ = c.Send("MULTI")
-		_ = c.Send("UNLINK", rdb.Queue(queue))
-		_ = c.Send("SREM", rdb.KeyQueues, queue)
-		_, err := c.Do("EXEC")
+		_, err := rdb.DeleteQueue(c, queue)
 		return err
 	})
 }
@@ -262,7 +223,7 @@ func (a *API) SetSize(ctx context.Context, set SetName) (int64, error) {
 	var n int64
 	err := a.do(ctx, func(c redis.Conn) error {
 		var err error
-		n, err = redis.Int64(c.Do("ZCARD", string(set)))
+		n, err = rdb.SetSize(c, string(set))
 		return err
 	})
 	return n, err
@@ -327,7 +288,7 @@ func (a *API) Delete(ctx context.Context, set SetName, e Entry) (bool, error) {
 	var n int
 	err := a.do(ctx, func(c redis.Conn) error {
 		var err error
-		n, err = redis.Int(c.Do("ZREM", string(set), e.Raw))
+		n, err = rdb.RemoveMembers(c, string(set), e.Raw)
 		return err
 	})
 	return n > 0, err
@@ -375,7 +336,7 @@ func (a *API) Kill(ctx context.Context, set SetName, e Entry) error {
 
 // ClearSet deletes every entry of a set.
 func (a *API) ClearSet(ctx context.Context, set SetName) error {
-	return a.do(ctx, func(c redis.Conn) error { _, err := c.Do("UNLINK", string(set)); return err })
+	return a.do(ctx, func(c redis.Conn) error { return rdb.Unlink(c, string(set)) })
 }
 
 // Process is one live process as the Busy page shows it.
@@ -399,40 +360,29 @@ type Process struct {
 func (a *API) Processes(ctx context.Context) ([]Process, error) {
 	var out []Process
 	err := a.do(ctx, func(c redis.Conn) error {
-		ids, err := redis.Strings(c.Do("SMEMBERS", rdb.KeyProcesses))
+		hs, err := rdb.ReadProcesses(c)
 		if err != nil {
 			return err
 		}
-		sort.Strings(ids)
-		for _, id := range ids {
-			_ = c.Send("HMGET", id, "info", "busy", "beat", "quiet", "rss")
-		}
-		if err := c.Flush(); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			vals, err := redis.Strings(c.Receive())
-			if err != nil {
-				return err
-			}
-			if vals[0] == "" {
+		for _, h := range hs {
+			if h.Info == "" {
 				continue // expired: a dead process Ruby's API would prune
 			}
-			p := Process{Identity: id}
+			p := Process{Identity: h.Identity}
 			var info processInfo
-			if err := unmarshalNumber([]byte(vals[0]), &info); err == nil {
+			if err := unmarshalNumber([]byte(h.Info), &info); err == nil {
 				p.Hostname, p.PID, p.Tag, p.Concurrency = info.Hostname, info.PID, info.Tag, info.Concurrency
 				p.Queues, p.Labels, p.Version = info.Queues, info.Labels, info.Version
 				if t, ok := ParseTimestamp([]byte(info.StartedAt)); ok {
 					p.StartedAt = t
 				}
 			}
-			p.Busy, _ = strconv.Atoi(vals[1])
-			if f, err := strconv.ParseFloat(vals[2], 64); err == nil {
+			p.Busy, _ = strconv.Atoi(h.Busy)
+			if f, err := strconv.ParseFloat(h.Beat, 64); err == nil {
 				p.Beat = time.Unix(0, int64(f*1e9))
 			}
-			p.Quiet = vals[3] == "true"
-			p.RSSKB, _ = strconv.ParseInt(vals[4], 10, 64)
+			p.Quiet = h.Quiet == "true"
+			p.RSSKB, _ = strconv.ParseInt(h.RSS, 10, 64)
 			out = append(out, p)
 		}
 		return nil
@@ -453,10 +403,15 @@ func (a *API) Workers(ctx context.Context) ([]Work, error) {
 	if err != nil {
 		return nil, err
 	}
+	return a.workersOf(ctx, ps)
+}
+
+// workersOf lists the running jobs of the processes ps, oldest first.
+func (a *API) workersOf(ctx context.Context, ps []Process) ([]Work, error) {
 	var out []Work
-	err = a.do(ctx, func(c redis.Conn) error {
+	err := a.do(ctx, func(c redis.Conn) error {
 		for _, p := range ps {
-			m, err := redis.StringMap(c.Do("HGETALL", rdb.Work(p.Identity)))
+			m, err := rdb.ReadWork(c, p.Identity)
 			if err != nil {
 				return err
 			}
@@ -496,51 +451,18 @@ type Pending struct {
 // Total is all the work left.
 func (p Pending) Total() int { return p.Enqueued + p.Scheduled + p.Retries + p.Running }
 
-// PendingFor counts the work left for queue.
+// PendingFor counts the work left for queue. Running counts the queue's
+// reliable-fetch in-flight jobs or, when there are none, the jobs that
+// processes report in their work hashes (basic-fetch processes, Ruby or Go,
+// show running jobs only there).
 func (a *API) PendingFor(ctx context.Context, queue string) (Pending, error) {
-	var p Pending
-	err := a.do(ctx, func(c redis.Conn) error {
-		var err error
-		if p.Enqueued, err = redis.Int(c.Do("LLEN", rdb.Queue(queue))); err != nil {
-			return err
-		}
-		if p.Scheduled, err = countInSet(c, rdb.KeySchedule, queue); err != nil {
-			return err
-		}
-		if p.Retries, err = countInSet(c, rdb.KeyRetry, queue); err != nil {
-			return err
-		}
-		owners, err := rdb.InflightOwners(c)
-		if err != nil {
-			return err
-		}
-		for _, o := range owners {
-			if o.Queue != queue {
-				continue
-			}
-			n, err := redis.Int(c.Do("LLEN", rdb.Inflight(o.Identity, o.Queue)))
-			if err != nil {
-				return err
-			}
-			p.Running += n
-		}
-		return nil
-	})
+	w, err := a.walkQueue(ctx, queue, false)
 	if err != nil {
-		return p, fmt.Errorf("pending for %s: %w", queue, err)
+		return Pending{}, fmt.Errorf("pending for %s: %w", queue, err)
 	}
+	p := Pending{Enqueued: w.enqueued, Scheduled: len(w.Scheduled), Retries: len(w.Retrying), Running: w.inFlight}
 	if p.Running == 0 {
-		// Basic-fetch processes (Ruby or Go) show running jobs only in
-		// their work hashes.
-		ws, err := a.Workers(ctx)
-		if err != nil {
-			return p, err
-		}
-		for _, w := range ws {
-			if w.Queue == queue {
-				p.Running++
-			}
-		}
+		p.Running = w.Busy
 	}
 	return p, nil
 }
@@ -550,31 +472,23 @@ func (a *API) PendingFor(ctx context.Context, queue string) (Pending, error) {
 func (a *API) PurgeQueue(ctx context.Context, queue string) (int, error) {
 	n := 0
 	err := a.do(ctx, func(c redis.Conn) error {
-		l, err := redis.Int(c.Do("LLEN", rdb.Queue(queue)))
-		if err != nil {
-			return err
-		}
-		n += l
-		_ = c.Send("MULTI")
-		_ = c.Send("UNLINK", rdb.Queue(queue))
-		_ = c.Send("SREM", rdb.KeyQueues, queue)
-		if _, err := c.Do("EXEC"); err != nil {
-			return err
-		}
+		// The sets first: a job a poller promotes meanwhile (atomically,
+		// so either our ZREM or its push wins) is then in the list, which
+		// goes last.
 		for _, set := range []string{rdb.KeySchedule, rdb.KeyRetry} {
 			members, err := membersInSet(c, set, queue)
 			if err != nil {
 				return err
 			}
-			for _, m := range members {
-				k, err := redis.Int(c.Do("ZREM", set, m))
-				if err != nil {
-					return err
-				}
-				n += k
+			k, err := rdb.RemoveMembers(c, set, members...)
+			if err != nil {
+				return err
 			}
+			n += k
 		}
-		return nil
+		l, err := rdb.DeleteQueue(c, queue)
+		n += l
+		return err
 	})
 	if err != nil {
 		return n, fmt.Errorf("purge %s: %w", queue, err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
 )
 
 // CLI is what the worker command line says, parsed as Sidekiq's cli.rb
@@ -183,7 +185,7 @@ func NewPool(url string, size int) (*redis.Pool, error) {
 			if time.Since(t) < time.Second {
 				return nil
 			}
-			_, err := c.Do("PING")
+			_, err := rdb.Ping(c)
 			return err
 		},
 	}, nil

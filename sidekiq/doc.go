@@ -19,6 +19,8 @@
 //	scheduled.rb                  scheduled.go  poller, interval, orphan recovery for reliable fetch
 //	launcher.rb (❤)               heartbeat.go  processes, <identity> hash, :work/:workers, signals, stats flush
 //	api.rb                        api.go        Stats, queues, sorted sets, processes, workers, signals
+//	api.rb (Queue, SortedSet)     queuework.go  one walk over a queue's jobs for QueueWork and PendingFor
+//	launcher.rb (run, stop)       parts.go      the background parts (heartbeat, metrics flusher, recoverer, poller): start/stop order and why
 //	cli.rb                        cli.go        -q -c -t -C -e -g -v -V, REDIS_URL pool
 //	config.rb (sidekiq.yml)       options.go    Options, queue order modes, sidekiq.yml with ERB ENV
 //

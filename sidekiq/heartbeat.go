@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"runtime"
@@ -85,61 +86,114 @@ func (s *Server) workSnapshot() (map[string][]byte, int) {
 	return out, len(s.inflight)
 }
 
-// beat writes one heartbeat: stats, running jobs, the process hash; then
+// heartbeat is Sidekiq's launcher ❤ (launcher.rb): every interval it
+// flushes the stats, writes the process's running jobs and its hash, and
+// acts on a signal the Web UI left for it. While it beats, the Web UI shows
+// the process and other processes leave its in-flight jobs alone.
+type heartbeat struct {
+	heartbeatParams
+}
+
+type heartbeatParams struct {
+	pool        *redis.Pool
+	log         *slog.Logger
+	identity    string
+	interval    time.Duration
+	ttl         int // lifetime of the process and work hashes, whole seconds
+	concurrency int
+	// legacyWork also writes <identity>:workers, which Sidekiq 6.4.1 reads.
+	legacyWork bool
+	// inflightQueues are re-registered in the in-flight index at every
+	// beat (reliable fetch; nil for basic fetch): a Redis that restarted
+	// empty forgot them, and the lists written since must stay findable by
+	// other processes' recoverers if this one then dies.
+	inflightQueues []string
+	now            func() time.Time
+	info           func() ([]byte, error) // the hash's "info" JSON
+	running        func() (work map[string][]byte, busy int)
+	quiet          func() bool
+	// flushStats writes the processed/failed counts, before each beat as
+	// launcher.rb does, and once more when the server stops.
+	flushStats func(context.Context)
+	// onQuiet, onStop and onDump act on the Web UI's TSTP, TERM and TTIN.
+	onQuiet, onStop, onDump func()
+}
+
+func newHeartbeat(p heartbeatParams) *heartbeat { return &heartbeat{heartbeatParams: p} }
+
+// run beats every interval until ctx is done. The first beat is the
+// server's, before it starts its parts.
+func (h *heartbeat) run(ctx context.Context) {
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	b := newBackoff()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := h.runOnce(ctx); err != nil {
+			if ctx.Err() == nil {
+				b.fail(h.log, "heartbeat", err)
+			}
+			continue
+		}
+		b.ok(h.log)
+	}
+}
+
+// runOnce writes one heartbeat: stats, running jobs, the process hash; then
 // acts on a signal the Web UI sent (TSTP quiets, TERM stops, TTIN dumps).
-func (s *Server) beat(ctx context.Context) error {
-	s.flushStats(ctx)
-	s.flushMetrics(ctx)
-	info, err := s.info()
+func (h *heartbeat) runOnce(ctx context.Context) error {
+	h.flushStats(ctx)
+	info, err := h.info()
 	if err != nil {
 		return err
 	}
-	work, busy := s.workSnapshot()
-	ttl := s.processTTL()
-	var sig string
-	err = s.do(ctx, func(c redis.Conn) error {
-		if s.fetcher.Reliable() {
-			// Re-asserted on every beat: a Redis that restarted empty
-			// forgot it, and the lists written since must stay findable
-			// by recoverOrphans if this process then dies.
-			if err := rdb.RegisterInflight(c, s.identity, s.order.unique); err != nil {
-				return fmt.Errorf("in-flight registration: %w", err)
-			}
-		}
-		if err := rdb.WriteWork(c, s.identity, work, s.opts.Dialect == Dialect6, ttl); err != nil {
-			return fmt.Errorf("work hash: %w", err)
-		}
-		rtt, err := rdb.Ping(c)
-		if err != nil {
-			return err
-		}
-		fields := []any{
-			"info", info,
-			"concurrency", s.opts.Concurrency,
-			"busy", busy,
-			"beat", floatSeconds(s.opts.Now()),
-			"quiet", strconv.FormatBool(s.quiet.Load()),
-			"rss", rssKB(),
-			"rtt_us", rtt.Microseconds(),
-		}
-		sig, _, err = rdb.Beat(c, s.identity, fields, ttl)
+	work, busy := h.running()
+	c, err := h.pool.GetContext(ctx)
+	if err != nil {
 		return err
-	})
+	}
+	defer c.Close()
+	if h.inflightQueues != nil {
+		if err := rdb.RegisterInflight(c, h.identity, h.inflightQueues); err != nil {
+			return fmt.Errorf("in-flight registration: %w", err)
+		}
+	}
+	if err := rdb.WriteWork(c, h.identity, work, h.legacyWork, h.ttl); err != nil {
+		return fmt.Errorf("work hash: %w", err)
+	}
+	rtt, err := rdb.Ping(c)
+	if err != nil {
+		return err
+	}
+	fields := []any{
+		"info", info,
+		"concurrency", h.concurrency,
+		"busy", busy,
+		"beat", floatSeconds(h.now()),
+		"quiet", strconv.FormatBool(h.quiet()),
+		"rss", rssKB(),
+		"rtt_us", rtt.Microseconds(),
+	}
+	sig, _, err := rdb.Beat(c, h.identity, fields, h.ttl)
 	if err != nil {
 		return err
 	}
 	switch sig {
 	case "":
 	case "TSTP":
-		s.log.Info("signal from Redis", "signal", sig)
-		s.Quiet()
+		h.log.Info("signal from Redis", "signal", sig)
+		h.onQuiet()
 	case "TERM", "INT":
-		s.log.Info("signal from Redis", "signal", sig)
-		s.Stop()
+		h.log.Info("signal from Redis", "signal", sig)
+		h.onStop()
 	case "TTIN", "INFO":
-		s.DumpWork()
+		h.onDump()
 	default:
-		s.log.Warn("unknown signal from Redis ignored", "signal", sig)
+		h.log.Warn("unknown signal from Redis ignored", "signal", sig)
 	}
 	return nil
 }
@@ -159,26 +213,6 @@ func (s *Server) flushStats(ctx context.Context) {
 		// Keep the counts for the next beat.
 		s.processed.Add(p)
 		s.failed.Add(f)
-	}
-}
-
-func (s *Server) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(s.opts.HeartbeatInterval)
-	defer t.Stop()
-	b := newBackoff()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := s.beat(ctx); err != nil {
-			if ctx.Err() == nil {
-				b.fail(s.log, "heartbeat", err)
-			}
-			continue
-		}
-		b.ok(s.log)
 	}
 }
 

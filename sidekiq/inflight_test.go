@@ -18,11 +18,11 @@ func TestHeartbeatReassertsInflightRegistration(t *testing.T) {
 	db := redistest.New(t)
 	srv, _ := NewServer(db.Pool, NewRegistry(), Options{Queues: []QueueWeight{{Name: "a"}, {Name: "b"}}, Logger: quietLogger()})
 	ctx := context.Background()
-	if err := srv.beat(ctx); err != nil {
+	if err := newServerParts(srv).heartbeat.runOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	db.Do(t, "FLUSHDB")
-	if err := srv.beat(ctx); err != nil {
+	if err := newServerParts(srv).heartbeat.runOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, q := range []string{"a", "b"} {

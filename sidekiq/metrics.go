@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
 )
 
 // execMetrics buffers per-class execution counts between heartbeats and
@@ -130,54 +132,73 @@ func histogramKey(d Dialect, class string, minute int64) string {
 	return "h|" + class + "-" + strconv.Itoa(t.Day()) + "-" + strconv.Itoa(t.Hour()) + ":" + strconv.Itoa(t.Minute())
 }
 
-// flushMetrics writes the buffered counts; on error they are dropped (the
-// metrics are advisory and must never hold the heartbeat up).
-func (s *Server) flushMetrics(ctx context.Context) {
-	buf := s.metrics.take()
-	if len(buf) == 0 {
-		return
+// metricsFlusher writes the execution metrics the processors buffer, every
+// interval (Sidekiq flushes them at each heartbeat, metrics/tracking.rb) and
+// once more when the server stops.
+type metricsFlusher struct {
+	metricsFlusherParams
+}
+
+type metricsFlusherParams struct {
+	pool     *redis.Pool
+	dialect  Dialect // Dialect6 writes none: Sidekiq 6.4 has no metrics
+	interval time.Duration
+	buf      *execMetrics
+}
+
+func newMetricsFlusher(p metricsFlusherParams) *metricsFlusher {
+	return &metricsFlusher{metricsFlusherParams: p}
+}
+
+// run flushes every interval until ctx is done.
+func (m *metricsFlusher) run(ctx context.Context) {
+	t := time.NewTicker(m.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_ = m.runOnce(ctx)
 	}
-	if s.opts.Dialect == Dialect6 {
-		return
-	}
-	_ = s.do(ctx, func(c redis.Conn) error {
-		n := 0
-		for k, v := range buf {
-			if v.ok {
-				// BITFIELD OVERFLOW SAT INCRBY u16 #i n, as Histogram#persist.
-				args := []any{histogramKey(s.opts.Dialect, k.class, k.minute), "OVERFLOW", "SAT"}
-				for i, cnt := range v.hist {
-					if cnt > 0 {
-						args = append(args, "INCRBY", "u16", "#"+strconv.Itoa(i), cnt)
-					}
-				}
-				_ = c.Send("BITFIELD", args...)
-				_ = c.Send("EXPIRE", args[0], histogramTTL)
-				n += 2
-			}
-			for _, b := range metricBuckets(s.opts.Dialect, k.minute) {
-				_ = c.Send("HINCRBY", b.key, k.class+"|p", v.p)
-				n++
-				if v.f > 0 {
-					_ = c.Send("HINCRBY", b.key, k.class+"|f", v.f)
-					n++
-				}
-				if v.ok {
-					_ = c.Send("HINCRBY", b.key, k.class+"|ms", v.ms)
-					n++
-				}
-				_ = c.Send("EXPIRE", b.key, b.ttl)
-				n++
-			}
-		}
-		if err := c.Flush(); err != nil {
-			return err
-		}
-		for range n {
-			if _, err := c.Receive(); err != nil {
-				return err
-			}
-		}
+}
+
+// runOnce writes the buffered counts. On error they are dropped: the
+// metrics are advisory, and keeping them would let an outage grow the
+// buffer without bound.
+func (m *metricsFlusher) runOnce(ctx context.Context) error {
+	buf := m.buf.take()
+	if len(buf) == 0 || m.dialect == Dialect6 {
 		return nil
-	})
+	}
+	writes := metricsWrites(m.dialect, buf)
+	c, err := m.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return rdb.WriteMetrics(c, writes)
+}
+
+// metricsWrites turns buffered counts into what rdb.WriteMetrics writes.
+func metricsWrites(d Dialect, buf map[metricKey]*metricCounts) []rdb.ClassMetrics {
+	out := make([]rdb.ClassMetrics, 0, len(buf))
+	for k, v := range buf {
+		m := rdb.ClassMetrics{
+			Class:        k.class,
+			Processed:    v.p,
+			Failed:       v.f,
+			MS:           v.ms,
+			Succeeded:    v.ok,
+			HistogramKey: histogramKey(d, k.class, k.minute),
+			Histogram:    v.hist[:],
+			HistogramTTL: histogramTTL,
+		}
+		for _, b := range metricBuckets(d, k.minute) {
+			m.Buckets = append(m.Buckets, rdb.MetricsBucket{Key: b.key, TTL: b.ttl})
+		}
+		out = append(out, m)
+	}
+	return out
 }

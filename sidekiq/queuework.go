@@ -49,13 +49,38 @@ func (w QueueWork) HasWork() bool {
 // QueueWork reads everything Redis holds for queue. It reads the whole
 // list, so it is meant for queues kept short (a windowed split).
 func (a *API) QueueWork(ctx context.Context, queue string) (QueueWork, error) {
-	var w QueueWork
+	w, err := a.walkQueue(ctx, queue, true)
+	if err != nil {
+		return QueueWork{}, fmt.Errorf("queue work %s: %w", queue, err)
+	}
+	return w.QueueWork, nil
+}
+
+// queueWalk is one pass over a queue: QueueWork, plus the sizes of the
+// queue and in-flight lists, known also when their jobs were not read.
+type queueWalk struct {
+	QueueWork
+	enqueued, inFlight int
+}
+
+// walkQueue reads what Redis holds for queue, for QueueWork and PendingFor.
+// With payloads it reads the jobs of the queue and in-flight lists; without,
+// only their sizes (PendingFor's queue may be long). The sets are scanned
+// either way: their members must be parsed to be counted.
+func (a *API) walkQueue(ctx context.Context, queue string, payloads bool) (queueWalk, error) {
+	var w queueWalk
 	err := a.do(ctx, func(c redis.Conn) error {
 		var err error
-		if w.Listed, err = redis.Bool(c.Do("SISMEMBER", rdb.KeyQueues, queue)); err != nil {
+		if w.Listed, err = rdb.Listed(c, queue); err != nil {
 			return err
 		}
-		if w.Enqueued, err = redis.ByteSlices(c.Do("LRANGE", rdb.Queue(queue), 0, -1)); err != nil {
+		if payloads {
+			w.Enqueued, err = rdb.QueueAll(c, queue)
+			w.enqueued = len(w.Enqueued)
+		} else {
+			w.enqueued, err = rdb.QueueLen(c, queue)
+		}
+		if err != nil {
 			return err
 		}
 		if w.Scheduled, err = membersInSet(c, rdb.KeySchedule, queue); err != nil {
@@ -72,38 +97,45 @@ func (a *API) QueueWork(ctx context.Context, queue string) (QueueWork, error) {
 			if o.Queue != queue {
 				continue
 			}
-			entries, err := rdb.InflightEntries(c, o.Identity, o.Queue)
-			if err != nil {
+			var n int
+			if payloads {
+				entries, err := rdb.InflightEntries(c, o.Identity, o.Queue)
+				if err != nil {
+					return err
+				}
+				w.InFlight = append(w.InFlight, entries...)
+				n = len(entries)
+			} else if n, err = rdb.InflightLen(c, o.Identity, o.Queue); err != nil {
 				return err
 			}
-			w.InFlight = append(w.InFlight, entries...)
-			if len(entries) > 0 {
+			w.inFlight += n
+			if n > 0 {
 				alive, err := rdb.Alive(c, o.Identity)
 				if err != nil {
 					return err
 				}
 				if !alive {
-					w.OrphanedInFlight += len(entries)
+					w.OrphanedInFlight += n
 				}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return w, fmt.Errorf("queue work %s: %w", queue, err)
+		return w, err
 	}
 	ps, err := a.Processes(ctx)
 	if err != nil {
-		return w, fmt.Errorf("queue work %s: %w", queue, err)
+		return w, err
 	}
 	for _, p := range ps {
 		if !p.Quiet && slices.Contains(p.Queues, queue) {
 			w.Consumers = append(w.Consumers, p.Identity)
 		}
 	}
-	ws, err := a.Workers(ctx)
+	ws, err := a.workersOf(ctx, ps)
 	if err != nil {
-		return w, fmt.Errorf("queue work %s: %w", queue, err)
+		return w, err
 	}
 	for _, x := range ws {
 		if x.Queue == queue {

@@ -125,7 +125,8 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("start %s: %w", s.identity, err)
 		}
 	}
-	if err := s.beat(ctx); err != nil {
+	parts := newServerParts(s) // heartbeat, metrics flusher, recoverer, poller
+	if err := parts.heartbeat.runOnce(ctx); err != nil {
 		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
 	}
 	s.log.Info("started", "queues", s.order.unique, "mode", s.order.mode,
@@ -138,11 +139,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bgCtx, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bg, procs sync.WaitGroup
 
-	bg.Go(func() { s.heartbeatLoop(bgCtx) })
-	bg.Go(func() { s.pollLoop(bgCtx) })
-	if s.fetcher.Reliable() {
-		bg.Go(func() { s.recoverLoop(bgCtx) })
-	}
+	bg.Go(func() { parts.run(bgCtx) }) // when bgCtx ends, stops them in the order parts.go gives
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.startAcker(4 * s.opts.Concurrency)
 		defer rf.closeAcker()
@@ -168,8 +165,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	s.flushStats(cleanup)
-	s.flushMetrics(cleanup)
+	parts.flush(cleanup) // the stats and metrics of the last jobs
 	s.jobLog.flush()
 	if rf, ok := s.fetcher.(*reliableFetch); ok {
 		rf.closeAcker() // acknowledge finished jobs before giving back the rest

@@ -183,7 +183,7 @@ func TestRetryPromotedBySchedulerAndSecondFailure(t *testing.T) {
 	}
 	// A job that already failed once, due now.
 	db.Do(t, "ZADD", "retry", "1", `{"class":"Fails","args":[],"jid":"aaaaaaaaaaaaaaaaaaaaaaaa","queue":"q1","retry":2,"retry_count":0,"failed_at":1700000000123,"error_message":"x","error_class":"E","created_at":1700000000000}`)
-	moved, err := srv.enqueueDue(context.Background())
+	moved, err := newServerParts(srv).poller.runOnce(context.Background())
 	if err != nil || moved != 1 {
 		t.Fatalf("enqueueDue = %d, %v", moved, err)
 	}
@@ -246,7 +246,7 @@ func TestScheduledJobsMoveOnceAcrossPollers(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Go(func() {
-			n, err := srv.enqueueDue(context.Background())
+			n, err := newServerParts(srv).poller.runOnce(context.Background())
 			if err != nil {
 				t.Error(err)
 			}

@@ -1,9 +1,9 @@
 package sidekiq
 
 import (
-	"strconv"
-
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
 )
 
 // countInSet counts members of a sorted set whose queue is q.
@@ -12,25 +12,19 @@ func countInSet(c redis.Conn, set, q string) (int, error) {
 	return len(m), err
 }
 
-// membersInSet lists members of a sorted set whose queue is q.
+// membersInSet lists members of a sorted set whose queue is q. Redis finds
+// the members whose JSON mentions the queue; a member counts only when its
+// parsed queue is q (the bytes may sit in an argument).
 func membersInSet(c redis.Conn, set, q string) ([][]byte, error) {
-	cursor := "0"
-	pattern := `*"queue":` + strconv.Quote(q) + `*`
-	var out [][]byte
-	for {
-		vals, err := redis.Values(c.Do("ZSCAN", set, cursor, "MATCH", pattern, "COUNT", 1000))
-		if err != nil {
-			return nil, err
-		}
-		cursor, _ = redis.String(vals[0], nil)
-		items, _ := redis.ByteSlices(vals[1], nil)
-		for i := 0; i < len(items); i += 2 {
-			if j, err := ParseJob(items[i]); err == nil && j.Queue == q {
-				out = append(out, items[i])
-			}
-		}
-		if cursor == "0" {
-			return out, nil
+	cands, err := rdb.SetCandidatesForQueue(c, set, q)
+	if err != nil {
+		return nil, err
+	}
+	out := cands[:0]
+	for _, raw := range cands {
+		if j, err := ParseJob(raw); err == nil && j.Queue == q {
+			out = append(out, raw)
 		}
 	}
+	return out, nil
 }

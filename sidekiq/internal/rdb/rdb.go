@@ -201,30 +201,6 @@ func RecoverInflight(c redis.Conn, o Orphan) (int, error) {
 		KeyInflightIndex, KeyQueues, InflightMember(o.Identity, o.Queue), o.Queue))
 }
 
-// promoteScript moves one due member of a sorted set onto its queue, with the
-// JSON the caller rewrote (fresh enqueued_at). Only the caller whose ZREM
-// succeeds pushes, so many pollers never enqueue a job twice, and nothing is
-// lost between the removal and the push.
-// KEYS: zset, queue:<q>, queues; ARGV: member, new JSON, queue name. returns 1 if moved.
-var promoteScript = redis.NewScript(3, `
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-  redis.call('SADD', KEYS[3], ARGV[3])
-  return 1
-end
-return 0`)
-
-// Due returns up to limit members of set whose score is at most now.
-func Due(c redis.Conn, set string, now time.Time, limit int) ([][]byte, error) {
-	return redis.ByteSlices(c.Do("ZRANGE", set, "-inf", Score(now), "BYSCORE", "LIMIT", 0, limit))
-}
-
-// Promote moves member from set to queue as newJSON; false if another
-// process took it first.
-func Promote(c redis.Conn, set, queue string, member, newJSON []byte) (bool, error) {
-	return redis.Bool(promoteScript.Do(c, set, Queue(queue), KeyQueues, member, newJSON, queue))
-}
-
 // DeadLimits are Sidekiq's dead set trimming settings.
 type DeadLimits struct {
 	MaxJobs int           // dead_max_jobs, 10 000
