@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -320,44 +321,135 @@ for k = 1, #ARGV do
 end
 return out`)
 
-// Fetched is one job moved by FetchReliableMany: the index of its queue.
+// fetchBasicManyScript is fetchManyScript for BasicFetch: each job is
+// popped (RPOP) from the first non-empty queue of its order.
+// KEYS: queue:<q1>..queue:<qn>; ARGV and returns as fetchManyScript.
+var fetchBasicManyScript = redis.NewScript(-1, `
+local out = {}
+for k = 1, #ARGV do
+  local got = false
+  for i in string.gmatch(ARGV[k], '%d+') do
+    local q = tonumber(i)
+    local v = redis.call('RPOP', KEYS[q])
+    if v then
+      out[#out + 1] = q
+      out[#out + 1] = v
+      got = true
+      break
+    end
+  end
+  if not got then break end
+end
+return out`)
+
+// Fetched is one job moved by FetchMany: the index of its queue.
 type Fetched struct {
 	Index int
 	Job   []byte
 }
 
-// FetchReliableMany moves up to len(orders) jobs, each from the first
-// non-empty queue of its order (indexes into queues), in one round trip.
-func FetchReliableMany(c redis.Conn, identity string, queues []string, orders [][]int) ([]Fetched, error) {
-	args := make([]any, 0, 1+2*len(queues)+len(orders))
-	args = append(args, 2*len(queues))
+// FetchMany is one fetch round trip. It first acknowledges acked (removes
+// them from identity's in-flight lists), then moves up to len(orders) jobs,
+// each from the first non-empty queue of its order (indexes into queues),
+// onto identity's in-flight lists. identity "" is BasicFetch: jobs are
+// popped and acked must be empty. ackedOK reports that every
+// acknowledgement was written; got holds the jobs taken even when err
+// reports a failed acknowledgement.
+func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, acked []AckedJob) (got []Fetched, ackedOK bool, err error) {
+	script := fetchManyScript
+	nkeys := 2 * len(queues)
+	if identity == "" {
+		script, nkeys = fetchBasicManyScript, len(queues)
+	}
+	args := make([]any, 0, 1+nkeys+len(orders))
+	args = append(args, nkeys)
 	for _, q := range queues {
 		args = append(args, Queue(q))
 	}
-	for _, q := range queues {
-		args = append(args, Inflight(identity, q))
-	}
-	for _, o := range orders {
-		b := make([]byte, 0, 4*len(o))
-		for i, idx := range o {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, int64(idx+1), 10)
+	if identity != "" {
+		for _, q := range queues {
+			args = append(args, Inflight(identity, q))
 		}
-		args = append(args, b)
 	}
-	vals, err := redis.Values(fetchManyScript.Do(c, args...))
+	var prev []int
+	var enc []byte
+	for _, o := range orders {
+		if !sameOrder(o, prev) {
+			enc = make([]byte, 0, 4*len(o))
+			for i, idx := range o {
+				if i > 0 {
+					enc = append(enc, ',')
+				}
+				enc = strconv.AppendInt(enc, int64(idx+1), 10)
+			}
+			prev = o
+		}
+		args = append(args, enc)
+	}
+	for _, j := range acked {
+		if err := c.Send("LREM", Inflight(identity, j.Queue), 1, j.Raw); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := script.SendHash(c, args...); err != nil {
+		return nil, false, err
+	}
+	if err := c.Flush(); err != nil {
+		return nil, false, err
+	}
+	var ackErr error
+	for range acked {
+		if _, err := c.Receive(); err != nil && ackErr == nil {
+			ackErr = err
+		}
+	}
+	reply, err := c.Receive()
+	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT ") {
+		// The acknowledgements are done; only the script runs again.
+		reply, err = script.Do(c, args...)
+	}
+	vals, err := redis.Values(reply, err)
 	if err != nil {
-		return nil, err
+		if ackErr != nil {
+			err = errors.Join(err, ackErr)
+		}
+		// Every acknowledgement answered before the script did.
+		return nil, ackErr == nil, err
 	}
-	out := make([]Fetched, 0, len(vals)/2)
+	got = make([]Fetched, 0, len(vals)/2)
 	for i := 0; i+1 < len(vals); i += 2 {
 		idx, _ := redis.Int(vals[i], nil)
 		job, _ := redis.Bytes(vals[i+1], nil)
-		out = append(out, Fetched{Index: idx - 1, Job: job})
+		got = append(got, Fetched{Index: idx - 1, Job: job})
 	}
-	return out, nil
+	if ackErr != nil {
+		return got, false, fmt.Errorf("acknowledge: %w", ackErr)
+	}
+	return got, true, nil
+}
+
+func sameOrder(a, b []int) bool {
+	if len(a) != len(b) || b == nil {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// BlockingFetch waits up to timeout for one job: reliable fetch (identity
+// set) moves it from the first queue onto the in-flight list (BLMOVE);
+// BasicFetch pops from the queues in order (BRPOP). A nil job means the
+// wait timed out.
+func BlockingFetch(c redis.Conn, identity string, queues []string, timeout time.Duration) (string, []byte, error) {
+	if identity == "" {
+		return FetchBasic(c, queues, timeout)
+	}
+	job, err := BlockingFetchReliable(c, identity, queues[0], timeout)
+	return queues[0], job, err
 }
 
 // AckedJob is one finished job to remove from its in-flight list.
