@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
 )
 
 // RetryPolicy is a job's "retry" option decoded as Sidekiq's job_retry.rb
