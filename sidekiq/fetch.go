@@ -312,6 +312,12 @@ func (q *ackQueue) setWaiting(w bool) {
 	}
 }
 
+func (q *ackQueue) isWaiting() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiting
+}
+
 func (q *ackQueue) poke() {
 	select {
 	case q.wake <- struct{}{}:

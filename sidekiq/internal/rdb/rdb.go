@@ -3,6 +3,7 @@ package rdb
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -342,6 +343,55 @@ for k = 1, #ARGV do
 end
 return out`)
 
+// fetchBulkScript is fetchManyScript when every job has the same order
+// (strict ordering, or one queue): it takes as many jobs as each queue
+// holds, in that order, with three commands per queue instead of one per
+// job, and leaves the in-flight list as one LMOVE per job would.
+// KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
+// ARGV: count, order (comma-separated 1-based queue indexes)
+// returns: {index, job, index, job, ...}, oldest job first.
+var fetchBulkScript = redis.NewScript(-1, `
+local n = #KEYS / 2
+local want = tonumber(ARGV[1])
+local out = {}
+for i in string.gmatch(ARGV[2], '%d+') do
+  if want <= 0 then break end
+  local q = tonumber(i)
+  local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
+  local k = #jobs
+  if k > 0 then
+    redis.call('LTRIM', KEYS[q], 0, -k - 1)
+    local oldestFirst = {}
+    for x = k, 1, -1 do
+      oldestFirst[#oldestFirst + 1] = jobs[x]
+      out[#out + 1] = q
+      out[#out + 1] = jobs[x]
+    end
+    redis.call('LPUSH', KEYS[n + q], unpack(oldestFirst))
+    want = want - k
+  end
+end
+return out`)
+
+// fetchBasicBulkScript is fetchBulkScript for BasicFetch: RPOP with a count.
+// KEYS: queue:<q1>..queue:<qn>; ARGV and returns as fetchBulkScript.
+var fetchBasicBulkScript = redis.NewScript(-1, `
+local want = tonumber(ARGV[1])
+local out = {}
+for i in string.gmatch(ARGV[2], '%d+') do
+  if want <= 0 then break end
+  local q = tonumber(i)
+  local jobs = redis.call('RPOP', KEYS[q], want)
+  if jobs then
+    for _, v in ipairs(jobs) do
+      out[#out + 1] = q
+      out[#out + 1] = v
+    end
+    want = want - #jobs
+  end
+end
+return out`)
+
 // Fetched is one job moved by FetchMany: the index of its queue.
 type Fetched struct {
 	Index int
@@ -356,6 +406,9 @@ type Fetched struct {
 // acknowledgement was written; got holds the jobs taken even when err
 // reports a failed acknowledgement.
 func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, acked []AckedJob) (got []Fetched, ackedOK bool, err error) {
+	if len(orders) == 0 {
+		return nil, false, errors.New("fetch of no jobs")
+	}
 	script := fetchManyScript
 	nkeys := 2 * len(queues)
 	if identity == "" {
@@ -371,20 +424,18 @@ func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, a
 			args = append(args, Inflight(identity, q))
 		}
 	}
-	var prev []int
-	var enc []byte
-	for _, o := range orders {
-		if !sameOrder(o, prev) {
-			enc = make([]byte, 0, 4*len(o))
-			for i, idx := range o {
-				if i > 0 {
-					enc = append(enc, ',')
-				}
-				enc = strconv.AppendInt(enc, int64(idx+1), 10)
-			}
-			prev = o
+	if allSame(orders) {
+		// One order for every job: take them in bulk.
+		if identity == "" {
+			script = fetchBasicBulkScript
+		} else {
+			script = fetchBulkScript
 		}
-		args = append(args, enc)
+		args = append(args, len(orders), encodeOrder(orders[0]))
+	} else {
+		for _, o := range orders {
+			args = append(args, encodeOrder(o))
+		}
 	}
 	for _, j := range acked {
 		if err := c.Send("LREM", Inflight(identity, j.Queue), 1, j.Raw); err != nil {
@@ -428,16 +479,26 @@ func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, a
 	return got, true, nil
 }
 
-func sameOrder(a, b []int) bool {
-	if len(a) != len(b) || b == nil {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
+func allSame(orders [][]int) bool {
+	for _, o := range orders[1:] {
+		if !slices.Equal(o, orders[0]) {
 			return false
 		}
 	}
 	return true
+}
+
+// encodeOrder writes queue indexes as the scripts read them: 1-based,
+// comma-separated.
+func encodeOrder(o []int) []byte {
+	enc := make([]byte, 0, 4*len(o))
+	for i, idx := range o {
+		if i > 0 {
+			enc = append(enc, ',')
+		}
+		enc = strconv.AppendInt(enc, int64(idx+1), 10)
+	}
+	return enc
 }
 
 // BlockingFetch waits up to timeout for one job: reliable fetch (identity
