@@ -77,8 +77,13 @@ func (f *fetcher) fetch(ctx context.Context, n int) ([]*UnitOfWork, error) {
 	}
 	defer c.Close()
 	orders := make([][]int, n)
+	fixed := f.order.mode == Strict || len(f.order.unique) == 1
 	for i := range orders {
-		orders[i] = f.order.nextIndexes()
+		if fixed && i > 0 {
+			orders[i] = orders[0] // the same for every job
+		} else {
+			orders[i] = f.order.nextIndexes()
+		}
 	}
 	acked := f.acks.take()
 	got, ackedOK, err := rdb.FetchMany(c, f.identity, f.order.unique, orders, acked.jobs())
@@ -88,9 +93,6 @@ func (f *fetcher) fetch(ctx context.Context, n int) ([]*UnitOfWork, error) {
 		f.acks.putBack(acked)
 	}
 	if len(got) > 0 {
-		if err != nil {
-			f.log.Error("fetch: acknowledgements will be sent again", "jobs", len(acked), "err", err)
-		}
 		out := make([]*UnitOfWork, len(got))
 		for i, g := range got {
 			out[i] = &UnitOfWork{Queue: f.order.unique[g.Index], Raw: g.Job}

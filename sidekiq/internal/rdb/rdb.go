@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -297,16 +296,29 @@ func Kill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
 	return err
 }
 
-// fetchManyScript moves up to #ARGV jobs onto in-flight lists in one call.
-// Each ARGV entry is the order (comma-separated 1-based queue indexes) in
+// ackPrelude starts the reliable fetch scripts: it acknowledges finished
+// jobs (LREM from their in-flight lists) in the same call that fetches.
+// ARGV[1] is the number a of acknowledgements, then a pairs (1-based queue
+// index, job); the script's own ARGV start at ARGV[base].
+const ackPrelude = `
+local n = #KEYS / 2
+local a = tonumber(ARGV[1])
+for x = 0, a - 1 do
+  redis.call('LREM', KEYS[n + tonumber(ARGV[2 + 2 * x])], 1, ARGV[3 + 2 * x])
+end
+local base = 2 + 2 * a
+`
+
+// fetchManyScript moves up to one job per order onto in-flight lists in one
+// call. Each order (comma-separated 1-based queue indexes) is the order in
 // which that job's queues are tried, so weighted ordering is drawn per job.
 // KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
+// ARGV: the acknowledgements (ackPrelude), then one order per job.
 // returns: {index, job, index, job, ...}; stops at the first job for which
 // every queue is empty.
-var fetchManyScript = redis.NewScript(-1, `
-local n = #KEYS / 2
+var fetchManyScript = redis.NewScript(-1, ackPrelude+`
 local out = {}
-for k = 1, #ARGV do
+for k = base, #ARGV do
   local got = false
   for i in string.gmatch(ARGV[k], '%d+') do
     local q = tonumber(i)
@@ -324,7 +336,8 @@ return out`)
 
 // fetchBasicManyScript is fetchManyScript for BasicFetch: each job is
 // popped (RPOP) from the first non-empty queue of its order.
-// KEYS: queue:<q1>..queue:<qn>; ARGV and returns as fetchManyScript.
+// KEYS: queue:<q1>..queue:<qn>; ARGV: one order per job (no
+// acknowledgements); returns as fetchManyScript.
 var fetchBasicManyScript = redis.NewScript(-1, `
 local out = {}
 for k = 1, #ARGV do
@@ -348,13 +361,13 @@ return out`)
 // holds, in that order, with three commands per queue instead of one per
 // job, and leaves the in-flight list as one LMOVE per job would.
 // KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
-// ARGV: count, order (comma-separated 1-based queue indexes)
+// ARGV: the acknowledgements (ackPrelude), then count and order
+// (comma-separated 1-based queue indexes).
 // returns: {index, job, index, job, ...}, oldest job first.
-var fetchBulkScript = redis.NewScript(-1, `
-local n = #KEYS / 2
-local want = tonumber(ARGV[1])
+var fetchBulkScript = redis.NewScript(-1, ackPrelude+`
+local want = tonumber(ARGV[base])
 local out = {}
-for i in string.gmatch(ARGV[2], '%d+') do
+for i in string.gmatch(ARGV[base + 1], '%d+') do
   if want <= 0 then break end
   local q = tonumber(i)
   local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
@@ -374,7 +387,8 @@ end
 return out`)
 
 // fetchBasicBulkScript is fetchBulkScript for BasicFetch: RPOP with a count.
-// KEYS: queue:<q1>..queue:<qn>; ARGV and returns as fetchBulkScript.
+// KEYS: queue:<q1>..queue:<qn>; ARGV: count, order; returns as
+// fetchBulkScript.
 var fetchBasicBulkScript = redis.NewScript(-1, `
 local want = tonumber(ARGV[1])
 local out = {}
@@ -398,23 +412,36 @@ type Fetched struct {
 	Job   []byte
 }
 
-// FetchMany is one fetch round trip. It first acknowledges acked (removes
-// them from identity's in-flight lists), then moves up to len(orders) jobs,
-// each from the first non-empty queue of its order (indexes into queues),
-// onto identity's in-flight lists. identity "" is BasicFetch: jobs are
-// popped and acked must be empty. ackedOK reports that every
-// acknowledgement was written; got holds the jobs taken even when err
-// reports a failed acknowledgement.
+// FetchMany is one fetch round trip, one script call. It first
+// acknowledges acked (removes them from identity's in-flight lists), then
+// moves up to len(orders) jobs, each from the first non-empty queue of its
+// order (indexes into queues), onto identity's in-flight lists. identity ""
+// is BasicFetch: jobs are popped and acked must be empty. ackedOK reports
+// that the acknowledgements were written (the script ran).
 func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, acked []AckedJob) (got []Fetched, ackedOK bool, err error) {
 	if len(orders) == 0 {
 		return nil, false, errors.New("fetch of no jobs")
 	}
-	script := fetchManyScript
-	nkeys := 2 * len(queues)
-	if identity == "" {
-		script, nkeys = fetchBasicManyScript, len(queues)
+	if identity == "" && len(acked) > 0 {
+		return nil, false, errors.New("basic fetch has nothing to acknowledge")
 	}
-	args := make([]any, 0, 1+nkeys+len(orders))
+	bulk := allSame(orders) // one order for every job: take them in bulk
+	var script *redis.Script
+	switch {
+	case identity == "" && bulk:
+		script = fetchBasicBulkScript
+	case identity == "":
+		script = fetchBasicManyScript
+	case bulk:
+		script = fetchBulkScript
+	default:
+		script = fetchManyScript
+	}
+	nkeys := len(queues)
+	if identity != "" {
+		nkeys *= 2
+	}
+	args := make([]any, 0, 1+nkeys+2+2*len(acked)+len(orders))
 	args = append(args, nkeys)
 	for _, q := range queues {
 		args = append(args, Queue(q))
@@ -423,58 +450,32 @@ func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, a
 		for _, q := range queues {
 			args = append(args, Inflight(identity, q))
 		}
-	}
-	if allSame(orders) {
-		// One order for every job: take them in bulk.
-		if identity == "" {
-			script = fetchBasicBulkScript
-		} else {
-			script = fetchBulkScript
+		args = append(args, len(acked))
+		for _, j := range acked {
+			idx := slices.Index(queues, j.Queue)
+			if idx < 0 {
+				return nil, false, fmt.Errorf("acknowledge a job of queue %q, not fetched here", j.Queue)
+			}
+			args = append(args, idx+1, j.Raw)
 		}
+	}
+	if bulk {
 		args = append(args, len(orders), encodeOrder(orders[0]))
 	} else {
 		for _, o := range orders {
 			args = append(args, encodeOrder(o))
 		}
 	}
-	for _, j := range acked {
-		if err := c.Send("LREM", Inflight(identity, j.Queue), 1, j.Raw); err != nil {
-			return nil, false, err
-		}
-	}
-	if err := script.SendHash(c, args...); err != nil {
-		return nil, false, err
-	}
-	if err := c.Flush(); err != nil {
-		return nil, false, err
-	}
-	var ackErr error
-	for range acked {
-		if _, err := c.Receive(); err != nil && ackErr == nil {
-			ackErr = err
-		}
-	}
-	reply, err := c.Receive()
-	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT ") {
-		// The acknowledgements are done; only the script runs again.
-		reply, err = script.Do(c, args...)
-	}
-	vals, err := redis.Values(reply, err)
+	// Do sends EVALSHA, and the script itself if Redis does not know it.
+	vals, err := redis.Values(script.Do(c, args...))
 	if err != nil {
-		if ackErr != nil {
-			err = errors.Join(err, ackErr)
-		}
-		// Every acknowledgement answered before the script did.
-		return nil, ackErr == nil, err
+		return nil, false, err
 	}
 	got = make([]Fetched, 0, len(vals)/2)
 	for i := 0; i+1 < len(vals); i += 2 {
 		idx, _ := redis.Int(vals[i], nil)
 		job, _ := redis.Bytes(vals[i+1], nil)
 		got = append(got, Fetched{Index: idx - 1, Job: job})
-	}
-	if ackErr != nil {
-		return got, false, fmt.Errorf("acknowledge: %w", ackErr)
 	}
 	return got, true, nil
 }
