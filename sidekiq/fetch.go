@@ -65,6 +65,43 @@ func newFetcher(pool *redis.Pool, identity string, order *queueOrder, log *slog.
 // Reliable reports whether fetched jobs survive the process being killed.
 func (f *fetcher) Reliable() bool { return f.identity != "" }
 
+// register records, before the first fetch, that this process may keep
+// in-flight lists for its queues, so a live process finds them if this one
+// dies (reliable fetch; the heartbeat writes it again on every beat).
+func (f *fetcher) register(ctx context.Context) error {
+	if !f.Reliable() {
+		return nil
+	}
+	return f.do(ctx, func(c redis.Conn) error { return rdb.RegisterInflight(c, f.identity, f.order.unique) })
+}
+
+// recoverer is the part that gives back the jobs of dead processes and our
+// own unsettled ones, every interval; nil with basic fetch.
+func (f *fetcher) recoverer(interval time.Duration) *recoverer {
+	if !f.Reliable() {
+		return nil
+	}
+	return &recoverer{fetch: f, interval: interval, log: f.log}
+}
+
+// release ends fetching at shutdown: it writes the pending
+// acknowledgements, then gives every job still on this process's in-flight
+// lists back to its queue.
+func (f *fetcher) release(ctx context.Context) error {
+	f.stopAcker()
+	if !f.Reliable() {
+		return nil
+	}
+	return f.do(ctx, func(c redis.Conn) error {
+		for _, q := range f.order.unique {
+			if _, err := rdb.RecoverInflight(c, rdb.Orphan{Identity: f.identity, Queue: q}); err != nil {
+				return fmt.Errorf("give back in-flight jobs of %s: %w", q, err)
+			}
+		}
+		return nil
+	})
+}
+
 // fetch acknowledges the finished jobs and takes up to n jobs in one round
 // trip; when every queue is empty it waits up to fetchWait (500 ms with
 // several queues, so a job on another queue waits at most that long) for

@@ -119,12 +119,8 @@ func (s *Server) Stopping() <-chan struct{} { return s.stopCh }
 func (s *Server) Run(ctx context.Context) error {
 	defer close(s.gone)
 	s.lastWork.Store(s.opts.Now().UnixNano())
-	if s.fetcher.Reliable() {
-		if err := s.do(ctx, func(c redis.Conn) error {
-			return rdb.RegisterInflight(c, s.identity, s.order.unique)
-		}); err != nil {
-			return fmt.Errorf("start %s: %w", s.identity, err)
-		}
+	if err := s.fetcher.register(ctx); err != nil {
+		return fmt.Errorf("start %s: %w", s.identity, err)
 	}
 	if err := s.beat(ctx); err != nil {
 		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
@@ -141,8 +137,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	bg.Go(func() { s.heartbeatLoop(bgCtx) })
 	bg.Go(func() { s.pollLoop(bgCtx) })
-	if s.fetcher.Reliable() {
-		rec := &recoverer{fetch: s.fetcher, interval: min(RecoverInterval, s.opts.HeartbeatInterval*3), log: s.log}
+	if rec := s.fetcher.recoverer(min(RecoverInterval, s.opts.HeartbeatInterval*3)); rec != nil {
 		bg.Go(func() { rec.run(bgCtx) })
 	}
 	s.fetcher.startAcker()
@@ -168,18 +163,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.flushStats(cleanup)
 	s.flushMetrics(cleanup)
 	s.jobLog.flush()
-	s.fetcher.stopAcker() // acknowledge finished jobs before giving back the rest
-	err := s.do(cleanup, func(c redis.Conn) error {
-		if s.fetcher.Reliable() {
-			// Anything still on our in-flight lists goes back now.
-			for _, q := range s.order.unique {
-				if _, err := rdb.RecoverInflight(c, rdb.Orphan{Identity: s.identity, Queue: q}); err != nil {
-					return err
-				}
-			}
-		}
-		return rdb.ClearProcess(c, s.identity)
-	})
+	err := s.fetcher.release(cleanup)
+	if err == nil {
+		err = s.do(cleanup, func(c redis.Conn) error { return rdb.ClearProcess(c, s.identity) })
+	}
 	if err != nil {
 		return fmt.Errorf("shutdown %s: %w", s.identity, err)
 	}
