@@ -62,19 +62,7 @@ func (m *manager) loop(jobCtx context.Context, work chan<- *UnitOfWork, free cha
 		if m.isQuiet() {
 			return
 		}
-		// Let processors that are about to finish do so, so one round
-		// trip serves them all.
-		runtime.Gosched()
-		n := 1
-	more:
-		for n < m.concurrency {
-			select {
-			case <-free:
-				n++
-			default:
-				break more
-			}
-		}
+		n := 1 + m.collect(free)
 		us, err := m.fetch.fetch(jobCtx, n)
 		for range n - len(us) {
 			free <- struct{}{}
@@ -100,6 +88,31 @@ func (m *manager) loop(jobCtx context.Context, work chan<- *UnitOfWork, free cha
 			work <- u
 		}
 	}
+}
+
+// collect takes the free processors beyond the first: it yields to let
+// processors that are about to finish do so, as long as each yield frees
+// more (a few times at most), so one round trip serves them all.
+func (m *manager) collect(free <-chan struct{}) int {
+	n := 0
+	for range 4 {
+		runtime.Gosched()
+		got := 0
+	drain:
+		for n+got < m.concurrency-1 {
+			select {
+			case <-free:
+				got++
+			default:
+				break drain
+			}
+		}
+		n += got
+		if got == 0 || n == m.concurrency-1 {
+			break
+		}
+	}
+	return n
 }
 
 func (m *manager) isQuiet() bool {

@@ -318,6 +318,17 @@ var (
 	emptyReader = bytes.NewReader(nil)
 )
 
+// plainASCII reports whether a JSON string's contents need no unquoting:
+// ASCII without escapes.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
 // fieldName is an object name read as a raw JSON string. Sidekiq's own
 // keys come back as constants, so the names of a job cost no allocation.
 func fieldName(v jsontext.Value) string {
@@ -325,14 +336,7 @@ func fieldName(v jsontext.Value) string {
 	if len(b) >= 2 {
 		b = b[1 : len(b)-1]
 	}
-	plain := true
-	for _, c := range b {
-		if c == '\\' || c >= utf8.RuneSelf {
-			plain = false
-			break
-		}
-	}
-	if !plain {
+	if !plainASCII(b) {
 		u, _ := jsontext.AppendUnquote(nil, v)
 		return string(u)
 	}
@@ -384,6 +388,10 @@ func rawString(v jsontext.Value, key string, dst *string) error {
 		*dst = ""
 		return nil
 	case '"':
+		if b := v[1 : len(v)-1]; plainASCII(b) {
+			*dst = string(b) // nothing to unquote: one copy
+			return nil
+		}
 		// v is a valid string token, so the only error left is invalid
 		// UTF-8, replaced with U+FFFD as encoding/json does.
 		b, _ := jsontext.AppendUnquote(nil, v)
