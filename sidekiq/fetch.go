@@ -174,13 +174,14 @@ func (f *fetcher) startAcker() {
 	f.ackerStop, f.ackerDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(f.ackerDone)
+		stop := f.ackerStop
 		for {
 			select {
-			case <-f.ackerStop:
+			case <-stop:
 				return
 			case <-f.acks.wake:
 			}
-			f.flushAcks(false)
+			f.flushAcks(stop)
 		}
 	}()
 }
@@ -191,13 +192,14 @@ func (f *fetcher) stopAcker() {
 		<-f.ackerDone
 		f.ackerStop = nil
 	}
-	f.flushAcks(true)
+	f.flushAcks(nil)
 }
 
 // flushAcks writes the pending acknowledgements in one pipeline, retrying
 // until Redis answers (an unacknowledged job would run again), and only a
-// few times when final (the server is stopping).
-func (f *fetcher) flushAcks(final bool) {
+// few times once stop is closed or when stop is nil (the server is
+// stopping): what is not written then stays in flight and is given back.
+func (f *fetcher) flushAcks(stop <-chan struct{}) {
 	batch := f.acks.take()
 	if len(batch) == 0 {
 		return
@@ -210,16 +212,35 @@ func (f *fetcher) flushAcks(final bool) {
 			f.held.release(batch...)
 			return
 		}
-		if final && attempt >= 8 {
-			f.log.Error("ack: jobs stay in flight and run again once recovered", "jobs", len(batch), "err", err)
+		if stopping(stop) && attempt >= 8 {
+			if stop != nil {
+				f.acks.putBack(batch) // for the final flush
+				return
+			}
+			f.log.Error("ack: jobs stay in flight and go back to their queue", "jobs", len(batch), "err", err)
 			return
 		}
 		if !logged {
 			f.log.Error("ack: redis unavailable, retrying until it answers", "jobs", len(batch), "err", err)
 			logged = true
 		}
-		time.Sleep(delay)
+		select {
+		case <-time.After(delay):
+		case <-stop:
+		}
 		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+func stopping(stop <-chan struct{}) bool {
+	if stop == nil {
+		return true
+	}
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -141,3 +141,31 @@ func TestAcksGroupCommitted(t *testing.T) {
 		t.Fatalf("held after every ack: %v", f.held.held)
 	}
 }
+
+// While Redis refuses writes the acker keeps retrying; stopping it still
+// returns after a few more tries (the job stays in flight and goes back
+// with the rest at shutdown) instead of hanging the shutdown.
+func TestAckerStopsDuringOutage(t *testing.T) {
+	db := redistest.New(t)
+	f := testFetcher(t, db, "host:1:abcdefabcdef", QueueWeight{Name: "q"})
+	db.Do(t, "LPUSH", "queue:q", "j1")
+	us, err := f.fetch(context.Background(), 1)
+	if err != nil || len(us) != 1 {
+		t.Fatalf("fetch: %q %v", jobsOf(us), err)
+	}
+	db.Do(t, "CONFIG", "SET", "min-replicas-to-write", "1")
+	f.startAcker()
+	f.acks.setWaiting(true)
+	f.ack(us[0])
+	stopped := make(chan struct{})
+	go func() { f.stopAcker(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("stopAcker did not return while Redis refused writes")
+	}
+	db.Do(t, "CONFIG", "SET", "min-replicas-to-write", "0")
+	if n, _ := redis.Int(db.Do(t, "LLEN", "pallarel:inflight|host:1:abcdefabcdef|q"), nil); n != 1 {
+		t.Fatalf("in flight %d, want the unacknowledged job kept", n)
+	}
+}

@@ -64,7 +64,7 @@ func TestOwnUnheldInflightEntriesGivenBack(t *testing.T) {
 	}
 	// Once settled, the held job is no longer tracked.
 	rf.ack(us[0])
-	rf.flushAcks(true)
+	rf.flushAcks(nil)
 	if len(rf.held.held) != 0 {
 		t.Fatalf("held after ack: %v", rf.held.held)
 	}
