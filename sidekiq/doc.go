@@ -10,13 +10,15 @@
 //	active_job adapter            activejob.go  both wrapper names, envelope, argument decoding/encoding
 //	middleware/chain.rb           registry.go   Registry (class → Handler), ScanArgs, middleware, Kill/Discard
 //	launcher.rb                   server.go     Server: Run, Quiet, Stop; shutdown order
-//	manager.rb, processor.rb      processor.go  processors, dispatch loop, settle (ack, retry, dead)
-//	fetch.rb                      fetch.go      BasicFetch (BRPOP) and reliable fetch (LMOVE, batched)
-//	job_retry.rb                  retry.go      Decide (a failed job's fate), backoff, failure fields, dead set
+//	manager.rb                    manager.go    manager: the processors and the one fetch loop that feeds them
+//	processor.rb                  processor.go  one job: parse, middleware, handler, then settle through the fetcher
+//	fetch.rb                      fetch.go      fetcher: basic or reliable fetch, batched; every settle write (ack, requeue, retry, dead)
+//	(reliable fetch)              recoverer.go  dead processes' in-flight jobs and our own unsettled ones go back
+//	job_retry.rb                  retry.go      Decide (a failed job's fate) and judge, apart from the writes; backoff, failure fields
 //	(exception backtraces)        backtrace.go  error_backtrace lines from the handler's location and callers
 //	job_logger.rb                 joblog.go     one INFO line per job; quiet classes: DEBUG + per-queue summary
 //	metrics/tracking.rb           metrics.go    j|… execution counts, h|… run-time histograms (shared.rb)
-//	scheduled.rb                  scheduled.go  poller, interval, orphan recovery for reliable fetch
+//	scheduled.rb                  scheduled.go  poller, interval
 //	launcher.rb (❤)               heartbeat.go  processes, <identity> hash, :work/:workers, signals, stats flush
 //	api.rb                        api.go        Stats, queues, sorted sets, processes, workers, signals
 //	api.rb (Queue, SortedSet)     queuework.go  one walk over a queue's jobs for QueueWork and PendingFor
@@ -33,8 +35,10 @@
 //	pallarel:inflight                        SET of "<identity>|<queue>" pairs with in-flight lists
 //	pallarel:inflight|<identity>|<queue>     LIST of the jobs that process runs now
 //
-// A job is moved onto its process's list by LMOVE and removed when it
-// ends; a failure's retry or dead write and the removal share one MULTI. A
+// A job is moved onto its process's list by the fetch script and removed
+// when it ends, by the next fetch's script (acknowledgements ride the fetch
+// round trip) or at once while the fetch waits on empty queues; a
+// failure's retry or dead write and the removal share one MULTI. A
 // dead process's lists go back to their queues once its heartbeat hash has
 // expired. Sidekiq 8's format is written by default (integer-millisecond
 // timestamps); Dialect7 and Dialect6 write float seconds. Both are read.

@@ -38,10 +38,10 @@ func TestHeartbeatReassertsInflightRegistration(t *testing.T) {
 func TestOwnUnheldInflightEntriesGivenBack(t *testing.T) {
 	db := redistest.New(t)
 	srv, _ := NewServer(db.Pool, NewRegistry(), Options{Queues: []QueueWeight{{Name: "q"}}, Logger: quietLogger()})
-	rf := srv.fetcher.(*reliableFetch)
+	rf := srv.fetcher
 	ctx := context.Background()
 	db.Do(t, "LPUSH", "queue:q", `{"class":"X","args":[1],"jid":"held1","queue":"q"}`)
-	us, err := rf.FetchMany(ctx, 1)
+	us, err := rf.fetch(ctx, 1)
 	if err != nil || len(us) != 1 {
 		t.Fatalf("fetch: %v %v", us, err)
 	}
@@ -63,11 +63,10 @@ func TestOwnUnheldInflightEntriesGivenBack(t *testing.T) {
 		t.Fatalf("in flight = %q, want only the held job", left)
 	}
 	// Once settled, the held job is no longer tracked.
-	if err := rf.Ack(ctx, us[0]); err != nil {
-		t.Fatal(err)
-	}
-	if len(rf.held) != 0 {
-		t.Fatalf("held after ack: %v", rf.held)
+	rf.ack(us[0])
+	rf.flushAcks(nil)
+	if len(rf.held.held) != 0 {
+		t.Fatalf("held after ack: %v", rf.held.held)
 	}
 }
 
@@ -82,7 +81,7 @@ func TestSettleRetriedAcrossRedisOutage(t *testing.T) {
 	db.Do(t, "CONFIG", "SET", "min-replicas-to-write", "1")
 	done := make(chan struct{})
 	go func() {
-		srv.settleErr(context.Background(), u, func(c redis.Conn) error {
+		srv.fetcher.settle(context.Background(), u, func(c redis.Conn) error {
 			_, err := c.Do("ZADD", "retry", 1, u.Raw)
 			return err
 		})

@@ -1,7 +1,9 @@
 package sidekiq
 
 import (
+	"context"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -33,25 +35,33 @@ type jobSummary struct {
 	since                  time.Time     // start of the current period
 }
 
-func (l *jobLog) done(job *Job, queue, elapsed string, took time.Duration) {
+func (l *jobLog) done(job *Job, queue string, took time.Duration) {
 	class := job.DisplayClass()
-	if !l.quiet(job.HandlerClass()) {
-		l.log.Info("done", "jid", job.JID, "class", class, "queue", queue, "elapsed", elapsed)
-		return
+	level := slog.LevelInfo
+	if l.quiet(job.HandlerClass()) {
+		level = slog.LevelDebug
+		l.count(class, queue, took, false)
 	}
-	l.log.Debug("done", "jid", job.JID, "class", class, "queue", queue, "elapsed", elapsed)
-	l.count(class, queue, took, false)
+	// Checked first: building the line costs allocations on every job.
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, "done", "jid", job.JID, "class", class, "queue", queue, "elapsed", elapsedSeconds(took))
+	}
 }
 
-func (l *jobLog) fail(job *Job, queue, elapsed string, took time.Duration, err error, outcome string) {
+func (l *jobLog) fail(job *Job, queue string, took time.Duration, err error, outcome string) {
 	class := job.DisplayClass()
 	level := slog.LevelWarn
 	if l.quiet(job.HandlerClass()) {
 		level = slog.LevelDebug
 		l.count(class, queue, took, true)
 	}
-	l.log.Log(nil, level, "fail", "jid", job.JID, "class", class, "queue", queue,
-		"elapsed", elapsed, "err", err, "outcome", outcome)
+	l.log.Log(context.Background(), level, "fail", "jid", job.JID, "class", class, "queue", queue,
+		"elapsed", elapsedSeconds(took), "err", err, "outcome", outcome)
+}
+
+// elapsedSeconds is job_logger.rb's elapsed: seconds with 3 decimals.
+func elapsedSeconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
 }
 
 func (l *jobLog) count(class, queue string, took time.Duration, failed bool) {

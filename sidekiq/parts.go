@@ -11,11 +11,6 @@ type part interface {
 	run(ctx context.Context)
 }
 
-// partFunc makes a loop function a part.
-type partFunc func(ctx context.Context)
-
-func (f partFunc) run(ctx context.Context) { f(ctx) }
-
 // serverParts are the background parts of one Server run. Run starts them
 // after the first heartbeat and stops them once the processors have
 // finished or given their jobs back.
@@ -24,7 +19,7 @@ type serverParts struct {
 	metrics   *metricsFlusher
 	// recoverer gives back dead processes' in-flight jobs; it belongs to
 	// reliable fetch (nil with basic fetch: nothing is in flight).
-	recoverer part
+	recoverer *recoverer
 	poller    *poller
 }
 
@@ -65,7 +60,9 @@ func newServerParts(s *Server) *serverParts {
 	}
 	if s.fetcher.Reliable() {
 		p.heartbeat.inflightQueues = s.order.unique
-		p.recoverer = partFunc(s.recoverLoop)
+	}
+	if rec := s.fetcher.recoverer(min(RecoverInterval, s.opts.HeartbeatInterval*3)); rec != nil {
+		p.recoverer = rec
 	}
 	return p
 }

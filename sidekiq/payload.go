@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -211,14 +212,21 @@ func encodeJSON(v any) ([]byte, error) {
 // built in Go.
 func (j *Job) Raw() []byte { return j.raw }
 
-// ParseJob decodes a payload read from Redis, keeping its bytes.
+// ParseJob decodes a payload read from Redis, keeping its bytes: data
+// must not change afterwards (the job's raw values are slices of it).
 func ParseJob(data []byte) (*Job, error) {
 	// One pass with the json/v2 tokenizer: the payload is read once, each
 	// value kept as its raw bytes, the known keys decoded on the way. This
 	// is on every job's path; encoding/json into a map and then each field
-	// read the payload three times over.
+	// read the payload three times over. Values and keys are sliced from
+	// data rather than copied, and the decoder is reused.
+	p := parsers.Get().(*parser)
+	defer parsers.Put(p)
 	// A bytes.Buffer lets jsontext parse in place, without copying.
-	dec := jsontext.NewDecoder(bytes.NewBuffer(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	p.buf = bytes.NewBuffer(data)
+	p.dec.Reset(p.buf, parseOpts...)
+	defer p.dec.Reset(emptyReader) // drop the reference to data
+	dec := &p.dec
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
@@ -226,18 +234,27 @@ func ParseJob(data []byte) (*Job, error) {
 	if tok.Kind() != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrBadPayload)
 	}
+	// value is the raw bytes of what dec just read, sliced from data and
+	// capped so an append never writes into it.
+	value := func(v jsontext.Value) json.RawMessage {
+		end := int(dec.InputOffset())
+		if start := end - len(v); start >= 0 && bytes.Equal(data[start:end], v) {
+			return json.RawMessage(data[start:end:end])
+		}
+		return json.RawMessage(v.Clone())
+	}
 	j := &Job{raw: data}
-	fields := map[string]json.RawMessage{}
+	fields := make(map[string]json.RawMessage, 8)
 	hasArgs := false
 	for dec.PeekKind() != '}' {
-		kt, err := dec.ReadToken()
+		kv, err := dec.ReadValue() // the name, quoted
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 		}
-		k := kt.String() // before the next read, which voids kt
+		k := fieldName(kv)
 		if k == "args" && dec.PeekKind() == '[' {
 			hasArgs = true
-			if j.Args, err = readArray(dec); err != nil {
+			if j.Args, err = readArray(dec, value); err != nil {
 				return nil, err
 			}
 			continue
@@ -260,9 +277,9 @@ func ParseJob(data []byte) (*Job, error) {
 				err = fmt.Errorf("%w: args is not an array", ErrBadPayload)
 			}
 		case "retry":
-			j.Retry = json.RawMessage(v.Clone())
+			j.Retry = value(v)
 		default:
-			fields[k] = json.RawMessage(v.Clone())
+			fields[k] = value(v)
 		}
 		if err != nil {
 			return nil, err
@@ -288,6 +305,82 @@ func ParseJob(data []byte) (*Job, error) {
 	return j, nil
 }
 
+// parser is ParseJob's reusable state; parsers is a cache of them (a
+// sync.Pool holds no state a caller could see).
+type parser struct {
+	dec jsontext.Decoder
+	buf *bytes.Buffer
+}
+
+var (
+	parsers     = sync.Pool{New: func() any { return &parser{} }}
+	parseOpts   = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+	emptyReader = bytes.NewReader(nil)
+)
+
+// plainASCII reports whether a JSON string's contents need no unquoting:
+// ASCII without escapes.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// fieldName is an object name read as a raw JSON string. Sidekiq's own
+// keys come back as constants, so the names of a job cost no allocation.
+func fieldName(v jsontext.Value) string {
+	b := []byte(v)
+	if len(b) >= 2 {
+		b = b[1 : len(b)-1]
+	}
+	if !plainASCII(b) {
+		u, _ := jsontext.AppendUnquote(nil, v)
+		return string(u)
+	}
+	switch string(b) {
+	case "class":
+		return "class"
+	case "queue":
+		return "queue"
+	case "jid":
+		return "jid"
+	case "args":
+		return "args"
+	case "retry":
+		return "retry"
+	case "created_at":
+		return "created_at"
+	case "enqueued_at":
+		return "enqueued_at"
+	case "wrapped":
+		return "wrapped"
+	case "retry_count":
+		return "retry_count"
+	case "failed_at":
+		return "failed_at"
+	case "retried_at":
+		return "retried_at"
+	case "error_message":
+		return "error_message"
+	case "error_class":
+		return "error_class"
+	case "backtrace":
+		return "backtrace"
+	case "retry_for":
+		return "retry_for"
+	case "tags":
+		return "tags"
+	case "bid":
+		return "bid"
+	case "cattr":
+		return "cattr"
+	}
+	return string(b)
+}
+
 // rawString decodes a JSON string (null leaves dst empty, as encoding/json does).
 func rawString(v jsontext.Value, key string, dst *string) error {
 	switch v.Kind() {
@@ -295,6 +388,10 @@ func rawString(v jsontext.Value, key string, dst *string) error {
 		*dst = ""
 		return nil
 	case '"':
+		if b := v[1 : len(v)-1]; plainASCII(b) {
+			*dst = string(b) // nothing to unquote: one copy
+			return nil
+		}
 		// v is a valid string token, so the only error left is invalid
 		// UTF-8, replaced with U+FFFD as encoding/json does.
 		b, _ := jsontext.AppendUnquote(nil, v)
@@ -306,7 +403,7 @@ func rawString(v jsontext.Value, key string, dst *string) error {
 }
 
 // readArray reads the array dec is at into its elements' raw bytes.
-func readArray(dec *jsontext.Decoder) ([]json.RawMessage, error) {
+func readArray(dec *jsontext.Decoder, value func(jsontext.Value) json.RawMessage) ([]json.RawMessage, error) {
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
 	}
@@ -316,7 +413,7 @@ func readArray(dec *jsontext.Decoder) ([]json.RawMessage, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
 		}
-		args = append(args, json.RawMessage(a.Clone()))
+		args = append(args, value(a))
 	}
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)

@@ -306,3 +306,13 @@ func takeString(m map[string]json.RawMessage, key string, dst *string) error {
 	delete(m, key)
 	return nil
 }
+
+func BenchmarkParseJob(b *testing.B) {
+	raw := []byte(`{"retry":true,"queue":"bench","args":[1,"two"],"class":"Pallarel::NoopJob","jid":"0123456789abcdef01234567","created_at":1764500000123,"enqueued_at":1764500000456,"tags":["a"],"retry_for":3600}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseJob(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -12,10 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/gomodule/redigo/redis"
-
-	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
 )
 
 // RetryPolicy is a job's "retry" option decoded as Sidekiq's job_retry.rb
@@ -154,23 +150,25 @@ func effectiveRetry(raw json.RawMessage, known bool) (json.RawMessage, bool) {
 	return raw, true
 }
 
-// retryOrKill records a failure on the job as Sidekiq does and schedules a
-// retry or moves it to the dead set, acknowledging the fetched original in
-// the same transaction. It returns what happened, for the log.
-func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobErr error, trace []string, now time.Time) string {
-	ack := func(c redis.Conn) error {
-		if id := s.ackIdentity(); id != "" {
-			return rdb.Ack(c, id, u.Queue, u.Raw)
-		}
-		return nil
-	}
+// failure is a failed job's fate as decided, with what settling it
+// writes.
+type failure struct {
+	fate Fate
+	job  *Job      // with the failure recorded; the original when dropped before process_retry
+	data []byte    // the JSON for the retry or dead set
+	at   time.Time // FateRetry: when it runs again
+	note string    // for the log line
+}
+
+// judge records a failure on the job as Sidekiq does and decides its fate
+// (Decide); it writes nothing.
+func (s *Server) judge(u *UnitOfWork, job *Job, jobErr error, trace []string, now time.Time) failure {
 	known := !errors.Is(jobErr, ErrUnknownClass)
 	retry, retried := effectiveRetry(job.Retry, known)
 	if !retried {
 		// process_retry is never reached: nothing is recorded.
-		s.settleErr(ctx, u, ack)
-		s.died(ctx, job, jobErr)
-		return "dropped (retry: " + cmp.Or(strings.TrimSpace(string(job.Retry)), "absent") + ")"
+		return failure{fate: FateDropped, job: job,
+			note: "dropped (retry: " + cmp.Or(strings.TrimSpace(string(job.Retry)), "absent") + ")"}
 	}
 	j := job.Clone()
 	j.Retry = retry // the class default merged in, as the local retrier writes it
@@ -195,34 +193,43 @@ func (s *Server) retryOrKill(ctx context.Context, u *UnitOfWork, job *Job, jobEr
 	f.FailedAt, _ = j.Time("failed_at")
 	f.RetryFor, f.HasRetryFor = retryFor(j)
 
-	switch Decide(f) {
+	out := failure{fate: Decide(f), job: j}
+	switch out.fate {
 	case FateDiscard:
-		s.settleErr(ctx, u, ack)
-		return "discarded"
+		out.note = "discarded"
+		return out
 	case FateDropped:
-		s.settleErr(ctx, u, ack)
-		s.died(ctx, j, jobErr)
-		return "dropped (dead: false)"
+		out.note = "dropped (dead: false)"
+		return out
 	case FateDead:
-		data, err := j.Encode()
-		if err != nil {
-			data = u.Raw
-		}
-		s.settleErr(ctx, u, func(c redis.Conn) error {
-			return rdb.KillAndAck(c, now, s.deadLimits(), data, s.ackIdentity(), u.Queue, u.Raw)
-		})
-		s.died(ctx, j, jobErr)
-		return "dead"
+		out.note = "dead"
+	default:
+		out.at = now.Add(RetryDelay(f.Count, s.opts.Dialect, rand.IntN))
+		out.note = "retry at " + out.at.UTC().Format(time.RFC3339)
 	}
-	at := now.Add(RetryDelay(f.Count, s.opts.Dialect, rand.IntN))
 	data, err := j.Encode()
 	if err != nil {
 		data = u.Raw
 	}
-	s.settleErr(ctx, u, func(c redis.Conn) error {
-		return rdb.RetryAndAck(c, at, data, s.ackIdentity(), u.Queue, u.Raw)
-	})
-	return "retry at " + at.UTC().Format(time.RFC3339)
+	out.data = data
+	return out
+}
+
+// settleFailure has the fetcher write a failed job's fate, acknowledging
+// the fetched original in the same transaction, then runs the death
+// handlers for a job that died or was dropped (not for a discard).
+func (s *Server) settleFailure(ctx context.Context, u *UnitOfWork, f failure, jobErr error, now time.Time) {
+	switch f.fate {
+	case FateRetry:
+		s.fetcher.retry(ctx, u, f.at, f.data)
+	case FateDead:
+		s.fetcher.kill(ctx, u, now, f.data)
+	default:
+		s.fetcher.drop(ctx, u)
+	}
+	if f.fate == FateDead || f.fate == FateDropped {
+		s.died(ctx, f.job, jobErr)
+	}
 }
 
 // retryFor reads "retry_for" (seconds; the client writes an integer) as

@@ -28,7 +28,7 @@ type Server struct {
 	log      *slog.Logger
 	identity string
 	started  time.Time
-	fetcher  Fetcher
+	fetcher  *fetcher
 	client   *Client
 	order    *queueOrder
 
@@ -80,11 +80,12 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 	s.log = opts.Logger.With("identity", s.identity)
 	s.jobLog = &jobLog{log: s.log, quiet: reg.Quiet, now: opts.Now}
 	s.client = NewClient(pool, ClientOptions{Dialect: opts.Dialect, Middleware: opts.ClientMiddleware, Now: opts.Now})
+	inflightOwner := s.identity
 	if opts.BasicFetch {
-		s.fetcher = &basicFetch{pool: pool, order: s.order}
-	} else {
-		s.fetcher = newReliableFetch(pool, s.identity, s.order, s.log)
+		inflightOwner = "" // Sidekiq's BasicFetch: nothing in flight in Redis
 	}
+	s.fetcher = newFetcher(pool, inflightOwner, s.order, s.log,
+		rdb.DeadLimits{MaxJobs: opts.DeadMaxJobs, Timeout: opts.DeadTimeout}, s.gone)
 	return s, nil
 }
 
@@ -118,12 +119,8 @@ func (s *Server) Stopping() <-chan struct{} { return s.stopCh }
 func (s *Server) Run(ctx context.Context) error {
 	defer close(s.gone)
 	s.lastWork.Store(s.opts.Now().UnixNano())
-	if s.fetcher.Reliable() {
-		if err := s.do(ctx, func(c redis.Conn) error {
-			return rdb.RegisterInflight(c, s.identity, s.order.unique)
-		}); err != nil {
-			return fmt.Errorf("start %s: %w", s.identity, err)
-		}
+	if err := s.fetcher.register(ctx); err != nil {
+		return fmt.Errorf("start %s: %w", s.identity, err)
 	}
 	parts := newServerParts(s) // heartbeat, metrics flusher, recoverer, poller
 	if err := parts.heartbeat.runOnce(ctx); err != nil {
@@ -137,18 +134,13 @@ func (s *Server) Run(ctx context.Context) error {
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
 	bgCtx, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
-	var bg, procs sync.WaitGroup
+	var bg sync.WaitGroup
 
 	bg.Go(func() { parts.run(bgCtx) }) // when bgCtx ends, stops them in the order parts.go gives
-	if rf, ok := s.fetcher.(*reliableFetch); ok {
-		rf.startAcker(4 * s.opts.Concurrency)
-		defer rf.closeAcker()
-		s.startDispatch(jobCtx, rf, &procs)
-	} else {
-		for i := range s.opts.Concurrency {
-			procs.Go(func() { s.processLoop(jobCtx, i) })
-		}
-	}
+	s.fetcher.startAcker()
+	defer s.fetcher.stopAcker()
+	mgr := &manager{fetch: s.fetcher, concurrency: s.opts.Concurrency, run: s.process, quiet: s.quietCh, log: s.log}
+	mgr.start(jobCtx)
 	idle := s.idleWatch(bgCtx)
 
 	select {
@@ -159,7 +151,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.Stop()
 	s.Quiet()
-	s.shutdown(&procs, cancelJobs)
+	s.shutdown(mgr, cancelJobs)
 	cancelBG()
 	bg.Wait()
 
@@ -167,20 +159,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	parts.flush(cleanup) // the stats and metrics of the last jobs
 	s.jobLog.flush()
-	if rf, ok := s.fetcher.(*reliableFetch); ok {
-		rf.closeAcker() // acknowledge finished jobs before giving back the rest
+	err := s.fetcher.release(cleanup)
+	if err == nil {
+		err = s.do(cleanup, func(c redis.Conn) error { return rdb.ClearProcess(c, s.identity) })
 	}
-	err := s.do(cleanup, func(c redis.Conn) error {
-		if s.fetcher.Reliable() {
-			// Anything still on our in-flight lists goes back now.
-			for _, q := range s.order.unique {
-				if _, err := rdb.RecoverInflight(c, rdb.Orphan{Identity: s.identity, Queue: q}); err != nil {
-					return err
-				}
-			}
-		}
-		return rdb.ClearProcess(c, s.identity)
-	})
 	if err != nil {
 		return fmt.Errorf("shutdown %s: %w", s.identity, err)
 	}
@@ -191,9 +173,9 @@ func (s *Server) Run(ctx context.Context) error {
 // shutdown waits for processors to finish within the timeout, then gives
 // back what still runs and cancels it, as Sidekiq's manager hard_shutdown:
 // it is worse to lose a job than to run it twice.
-func (s *Server) shutdown(procs *sync.WaitGroup, cancelJobs context.CancelFunc) {
+func (s *Server) shutdown(mgr *manager, cancelJobs context.CancelFunc) {
 	done := make(chan struct{})
-	go func() { procs.Wait(); close(done) }()
+	go func() { mgr.wait(); close(done) }()
 	select {
 	case <-done:
 		return
@@ -209,7 +191,7 @@ func (s *Server) shutdown(procs *sync.WaitGroup, cancelJobs context.CancelFunc) 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, r := range left {
-		if err := s.fetcher.Requeue(ctx, r.uow); err != nil {
+		if err := s.fetcher.requeue(ctx, r.uow); err != nil {
 			s.log.Error("requeue at shutdown", "queue", r.uow.Queue, "err", err)
 			continue
 		}
@@ -223,6 +205,8 @@ func (s *Server) shutdown(procs *sync.WaitGroup, cancelJobs context.CancelFunc) 
 		s.log.Warn("processors did not return within 3s of cancellation")
 	}
 }
+
+func (s *Server) deadLimits() rdb.DeadLimits { return s.fetcher.dead }
 
 func jidOf(r *running) string {
 	if r.job != nil {

@@ -194,7 +194,7 @@ func TestRetryPromotedBySchedulerAndSecondFailure(t *testing.T) {
 	}
 	u := &UnitOfWork{Queue: "q1", Raw: raw}
 	db.Do(t, "RPOP", "queue:q1")
-	srv.fetcher = &basicFetch{pool: db.Pool, order: srv.order}
+	srv.fetcher.identity = "" // basic fetch: the job was popped
 	srv.process(context.Background(), "t1", u)
 	members, _ := redis.ByteSlices(db.Do(t, "ZRANGE", "retry", 0, -1, "WITHSCORES"), nil)
 	if len(members) != 2 {
@@ -366,7 +366,8 @@ func TestReliableFetchRecoversDeadProcessJobs(t *testing.T) {
 	db.Do(t, "HSET", "livehost:2:abcdefabcdef", "info", "{}")
 	db.Do(t, "LPUSH", "pallarel:inflight|livehost:2:abcdefabcdef|q", `{"class":"X","args":[3],"jid":"a3","queue":"q"}`)
 	srv, _ := NewServer(db.Pool, NewRegistry(), Options{Queues: []QueueWeight{{Name: "q"}}, Logger: quietLogger()})
-	n, err := srv.recoverOrphans(context.Background())
+	rec := &recoverer{fetch: srv.fetcher, log: srv.log}
+	n, err := rec.recoverOrphans(context.Background())
 	if err != nil || n != 2 {
 		t.Fatalf("recovered %d, %v", n, err)
 	}

@@ -3,6 +3,7 @@ package rdb
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -271,16 +272,29 @@ func Kill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
 	return err
 }
 
-// fetchManyScript moves up to #ARGV jobs onto in-flight lists in one call.
-// Each ARGV entry is the order (comma-separated 1-based queue indexes) in
+// ackPrelude starts the reliable fetch scripts: it acknowledges finished
+// jobs (LREM from their in-flight lists) in the same call that fetches.
+// ARGV[1] is the number a of acknowledgements, then a pairs (1-based queue
+// index, job); the script's own ARGV start at ARGV[base].
+const ackPrelude = `
+local n = #KEYS / 2
+local a = tonumber(ARGV[1])
+for x = 0, a - 1 do
+  redis.call('LREM', KEYS[n + tonumber(ARGV[2 + 2 * x])], 1, ARGV[3 + 2 * x])
+end
+local base = 2 + 2 * a
+`
+
+// fetchManyScript moves up to one job per order onto in-flight lists in one
+// call. Each order (comma-separated 1-based queue indexes) is the order in
 // which that job's queues are tried, so weighted ordering is drawn per job.
 // KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
+// ARGV: the acknowledgements (ackPrelude), then one order per job.
 // returns: {index, job, index, job, ...}; stops at the first job for which
 // every queue is empty.
-var fetchManyScript = redis.NewScript(-1, `
-local n = #KEYS / 2
+var fetchManyScript = redis.NewScript(-1, ackPrelude+`
 local out = {}
-for k = 1, #ARGV do
+for k = base, #ARGV do
   local got = false
   for i in string.gmatch(ARGV[k], '%d+') do
     local q = tonumber(i)
@@ -296,44 +310,184 @@ for k = 1, #ARGV do
 end
 return out`)
 
-// Fetched is one job moved by FetchReliableMany: the index of its queue.
+// fetchBasicManyScript is fetchManyScript for BasicFetch: each job is
+// popped (RPOP) from the first non-empty queue of its order.
+// KEYS: queue:<q1>..queue:<qn>; ARGV: one order per job (no
+// acknowledgements); returns as fetchManyScript.
+var fetchBasicManyScript = redis.NewScript(-1, `
+local out = {}
+for k = 1, #ARGV do
+  local got = false
+  for i in string.gmatch(ARGV[k], '%d+') do
+    local q = tonumber(i)
+    local v = redis.call('RPOP', KEYS[q])
+    if v then
+      out[#out + 1] = q
+      out[#out + 1] = v
+      got = true
+      break
+    end
+  end
+  if not got then break end
+end
+return out`)
+
+// fetchBulkScript is fetchManyScript when every job has the same order
+// (strict ordering, or one queue): it takes as many jobs as each queue
+// holds, in that order, with three commands per queue instead of one per
+// job, and leaves the in-flight list as one LMOVE per job would.
+// KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
+// ARGV: the acknowledgements (ackPrelude), then count and order
+// (comma-separated 1-based queue indexes).
+// returns: {index, job, index, job, ...}, oldest job first.
+var fetchBulkScript = redis.NewScript(-1, ackPrelude+`
+local want = tonumber(ARGV[base])
+local out = {}
+for i in string.gmatch(ARGV[base + 1], '%d+') do
+  if want <= 0 then break end
+  local q = tonumber(i)
+  local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
+  local k = #jobs
+  if k > 0 then
+    redis.call('LTRIM', KEYS[q], 0, -k - 1)
+    local oldestFirst = {}
+    for x = k, 1, -1 do
+      oldestFirst[#oldestFirst + 1] = jobs[x]
+      out[#out + 1] = q
+      out[#out + 1] = jobs[x]
+    end
+    redis.call('LPUSH', KEYS[n + q], unpack(oldestFirst))
+    want = want - k
+  end
+end
+return out`)
+
+// fetchBasicBulkScript is fetchBulkScript for BasicFetch: RPOP with a count.
+// KEYS: queue:<q1>..queue:<qn>; ARGV: count, order; returns as
+// fetchBulkScript.
+var fetchBasicBulkScript = redis.NewScript(-1, `
+local want = tonumber(ARGV[1])
+local out = {}
+for i in string.gmatch(ARGV[2], '%d+') do
+  if want <= 0 then break end
+  local q = tonumber(i)
+  local jobs = redis.call('RPOP', KEYS[q], want)
+  if jobs then
+    for _, v in ipairs(jobs) do
+      out[#out + 1] = q
+      out[#out + 1] = v
+    end
+    want = want - #jobs
+  end
+end
+return out`)
+
+// Fetched is one job moved by FetchMany: the index of its queue.
 type Fetched struct {
 	Index int
 	Job   []byte
 }
 
-// FetchReliableMany moves up to len(orders) jobs, each from the first
-// non-empty queue of its order (indexes into queues), in one round trip.
-func FetchReliableMany(c redis.Conn, identity string, queues []string, orders [][]int) ([]Fetched, error) {
-	args := make([]any, 0, 1+2*len(queues)+len(orders))
-	args = append(args, 2*len(queues))
+// FetchMany is one fetch round trip, one script call. It first
+// acknowledges acked (removes them from identity's in-flight lists), then
+// moves up to len(orders) jobs, each from the first non-empty queue of its
+// order (indexes into queues), onto identity's in-flight lists. identity ""
+// is BasicFetch: jobs are popped and acked must be empty. ackedOK reports
+// that the acknowledgements were written (the script ran).
+func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, acked []AckedJob) (got []Fetched, ackedOK bool, err error) {
+	if len(orders) == 0 {
+		return nil, false, errors.New("fetch of no jobs")
+	}
+	if identity == "" && len(acked) > 0 {
+		return nil, false, errors.New("basic fetch has nothing to acknowledge")
+	}
+	bulk := allSame(orders) // one order for every job: take them in bulk
+	var script *redis.Script
+	switch {
+	case identity == "" && bulk:
+		script = fetchBasicBulkScript
+	case identity == "":
+		script = fetchBasicManyScript
+	case bulk:
+		script = fetchBulkScript
+	default:
+		script = fetchManyScript
+	}
+	nkeys := len(queues)
+	if identity != "" {
+		nkeys *= 2
+	}
+	args := make([]any, 0, 1+nkeys+2+2*len(acked)+len(orders))
+	args = append(args, nkeys)
 	for _, q := range queues {
 		args = append(args, Queue(q))
 	}
-	for _, q := range queues {
-		args = append(args, Inflight(identity, q))
-	}
-	for _, o := range orders {
-		b := make([]byte, 0, 4*len(o))
-		for i, idx := range o {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, int64(idx+1), 10)
+	if identity != "" {
+		for _, q := range queues {
+			args = append(args, Inflight(identity, q))
 		}
-		args = append(args, b)
+		args = append(args, len(acked))
+		for _, j := range acked {
+			idx := slices.Index(queues, j.Queue)
+			if idx < 0 {
+				return nil, false, fmt.Errorf("acknowledge a job of queue %q, not fetched here", j.Queue)
+			}
+			args = append(args, idx+1, j.Raw)
+		}
 	}
-	vals, err := redis.Values(fetchManyScript.Do(c, args...))
+	if bulk {
+		args = append(args, len(orders), encodeOrder(orders[0]))
+	} else {
+		for _, o := range orders {
+			args = append(args, encodeOrder(o))
+		}
+	}
+	// Do sends EVALSHA, and the script itself if Redis does not know it.
+	vals, err := redis.Values(script.Do(c, args...))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	out := make([]Fetched, 0, len(vals)/2)
+	got = make([]Fetched, 0, len(vals)/2)
 	for i := 0; i+1 < len(vals); i += 2 {
 		idx, _ := redis.Int(vals[i], nil)
 		job, _ := redis.Bytes(vals[i+1], nil)
-		out = append(out, Fetched{Index: idx - 1, Job: job})
+		got = append(got, Fetched{Index: idx - 1, Job: job})
 	}
-	return out, nil
+	return got, true, nil
+}
+
+func allSame(orders [][]int) bool {
+	for _, o := range orders[1:] {
+		if !slices.Equal(o, orders[0]) {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeOrder writes queue indexes as the scripts read them: 1-based,
+// comma-separated.
+func encodeOrder(o []int) []byte {
+	enc := make([]byte, 0, 4*len(o))
+	for i, idx := range o {
+		if i > 0 {
+			enc = append(enc, ',')
+		}
+		enc = strconv.AppendInt(enc, int64(idx+1), 10)
+	}
+	return enc
+}
+
+// BlockingFetch waits up to timeout for one job: reliable fetch (identity
+// set) moves it from the first queue onto the in-flight list (BLMOVE);
+// BasicFetch pops from the queues in order (BRPOP). A nil job means the
+// wait timed out.
+func BlockingFetch(c redis.Conn, identity string, queues []string, timeout time.Duration) (string, []byte, error) {
+	if identity == "" {
+		return FetchBasic(c, queues, timeout)
+	}
+	job, err := BlockingFetchReliable(c, identity, queues[0], timeout)
+	return queues[0], job, err
 }
 
 // AckedJob is one finished job to remove from its in-flight list.

@@ -1,0 +1,86 @@
+package sidekiq
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
+)
+
+// RecoverInterval is how often a server looks for dead processes' jobs.
+const RecoverInterval = 15 * time.Second
+
+// recoverer is reliable fetch's janitor: it gives back the in-flight jobs
+// of processes whose heartbeat has expired (killed, OOM, lost host), and
+// this process's own in-flight entries that no processor holds (a settle
+// that never reached Redis).
+type recoverer struct {
+	fetch    *fetcher
+	interval time.Duration
+	log      *slog.Logger
+}
+
+// run recovers at once, then every interval, until ctx is done.
+func (r *recoverer) run(ctx context.Context) {
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		r.runOnce(ctx)
+		wait = r.interval
+	}
+}
+
+// runOnce is one pass of both recoveries.
+func (r *recoverer) runOnce(ctx context.Context) {
+	if _, err := r.recoverOrphans(ctx); err != nil && ctx.Err() == nil {
+		r.log.Error("recover orphaned jobs", "err", err)
+	}
+	n, err := r.fetch.recoverUnheld(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.log.Error("recover own unsettled jobs", "err", err)
+	}
+	if n > 0 {
+		r.log.Warn("gave back in-flight jobs no processor held", "jobs", n)
+	}
+}
+
+// recoverOrphans gives back the in-flight jobs of processes whose heartbeat
+// has expired. It returns how many jobs it moved.
+func (r *recoverer) recoverOrphans(ctx context.Context) (int, error) {
+	c, err := r.fetch.pool.GetContext(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	owners, err := rdb.InflightOwners(c)
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	for _, o := range owners {
+		if o.Identity == r.fetch.identity {
+			continue
+		}
+		alive, err := rdb.Alive(c, o.Identity)
+		if err != nil {
+			return moved, err
+		}
+		if alive {
+			continue
+		}
+		n, err := rdb.RecoverInflight(c, o)
+		if err != nil {
+			return moved, err
+		}
+		if n > 0 {
+			r.log.Warn("recovered jobs of a dead process", "dead_identity", o.Identity, "queue", o.Queue, "jobs", n)
+		}
+		moved += n
+	}
+	return moved, nil
+}
