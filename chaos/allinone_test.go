@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -52,8 +53,17 @@ func TestAllInOneKilledAndRestarted(t *testing.T) {
 	_ = c.wait(c.procs["allinone-1"], 30*time.Second)
 	fault := time.Now()
 	start("allinone-2")
+	// The dead server's in-flight jobs come back as soon as the new one
+	// sees its pid gone (its Redis is private), not after its 60 s
+	// heartbeat expires.
 	if s := c.endsWithin(u.Token, fault, 4*time.Minute); s.State != "completed" {
 		t.Fatalf("run: %+v", s)
+	}
+	if took := time.Since(fault); took > 50*time.Second {
+		t.Errorf("the run ended %s after the kill: the dead process's jobs waited for its heartbeat", took.Round(time.Second))
+	}
+	if log := c.procs["allinone-2"].log.String(); !strings.Contains(log, "a process of this host is gone") {
+		t.Errorf("the restarted server did not take the dead one's jobs back at once:\n%s", tail(log, 3000))
 	}
 	expectIntact(t, c.verify(u.Token, "A", n), 0)
 	if _, err := os.Stat(filepath.Join(c.dir, "pallarel.sqlite3")); err != nil {

@@ -307,6 +307,13 @@ type Options struct {
 	// default. A dead process's in-flight jobs are recovered once it
 	// expires, so tests and impatient deployments may shorten it.
 	ProcessTTL time.Duration
+	// PrivateRedis says that Redis serves this host only (the all-in-one
+	// server's embedded Redis, on loopback): then a process registered
+	// from this host whose pid is gone is dead at once, and its in-flight
+	// jobs come back without waiting ProcessTTL for its heartbeat to
+	// expire. Leave it off on a shared Redis, where another host may have
+	// the same name.
+	PrivateRedis bool
 	// IdleTimeout stops the server when all its queues have stayed empty and
 	// nothing ran for this long; 0 never stops.
 	IdleTimeout time.Duration

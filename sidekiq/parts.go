@@ -62,6 +62,9 @@ func newServerParts(s *Server) *serverParts {
 		p.heartbeat.inflightQueues = s.order.unique
 	}
 	if rec := s.fetcher.recoverer(min(RecoverInterval, s.opts.HeartbeatInterval*3)); rec != nil {
+		if s.opts.PrivateRedis {
+			rec.deadHere = goneFromHost(s.opts.Hostname)
+		}
 		p.recoverer = rec
 	}
 	return p

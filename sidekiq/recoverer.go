@@ -19,6 +19,9 @@ type recoverer struct {
 	fetch    *fetcher
 	interval time.Duration
 	log      *slog.Logger
+	// deadHere, when set (Options.PrivateRedis), tells a process of this
+	// host that is gone although its heartbeat has not expired yet.
+	deadHere func(identity string) bool
 }
 
 // run recovers at once, then every interval, until ctx is done.
@@ -71,7 +74,15 @@ func (r *recoverer) recoverOrphans(ctx context.Context) (int, error) {
 			return moved, err
 		}
 		if alive {
-			continue
+			if r.deadHere == nil || !r.deadHere(o.Identity) {
+				continue
+			}
+			// Gone from this host (killed, or the previous run of this
+			// server): take it off the Web UI's process list too.
+			if err := rdb.ClearProcess(c, o.Identity); err != nil {
+				return moved, err
+			}
+			r.log.Warn("a process of this host is gone: its jobs come back before its heartbeat expires", "dead_identity", o.Identity)
 		}
 		n, err := rdb.RecoverInflight(c, o)
 		if err != nil {

@@ -23,6 +23,10 @@ type InProcess struct {
 	Dialect     sidekiq.Dialect
 	IdleTimeout time.Duration
 	Log         *slog.Logger
+	// PrivateRedis: Redis is this process's own (all-in-one mode), so a
+	// worker of a previous run of it is known dead at once
+	// (sidekiq.Options.PrivateRedis).
+	PrivateRedis bool
 
 	pipeline *jobs.Pipeline
 	mu       sync.Mutex
@@ -80,7 +84,7 @@ func (p *InProcess) Start(id string, queues []sidekiq.QueueWeight, idle time.Dur
 	if err := p.pipeline.Register(reg); err != nil {
 		return err
 	}
-	opts := sidekiq.Options{Queues: queues, Concurrency: p.Concurrency, Dialect: p.Dialect, IdleTimeout: idle, Logger: p.Log}
+	opts := sidekiq.Options{Queues: queues, Concurrency: p.Concurrency, Dialect: p.Dialect, IdleTimeout: idle, Logger: p.Log, PrivateRedis: p.PrivateRedis}
 	p.pipeline.ServerOptions(&opts)
 	srv, err := sidekiq.NewServer(p.Pool, reg, opts)
 	if err != nil {

@@ -77,7 +77,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	var opts app.Options
 	var procs *app.InProcess
 	if inproc {
-		procs = &app.InProcess{Concurrency: 10, IdleTimeout: cfg.WorkerIdleTimeout, Log: log}
+		procs = &app.InProcess{Concurrency: 10, IdleTimeout: cfg.WorkerIdleTimeout, Log: log, PrivateRedis: allInOne}
 		if cfg.Launcher != config.LauncherECS {
 			opts.Launcher = procs.Launcher()
 		}
