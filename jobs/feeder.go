@@ -232,7 +232,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 				continue // pushed before this feeder started
 			}
 			if row.Err != nil {
-				isNew, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+				isNew, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
 					Error: rowErrorText(row.Line, row.Err)})
 				if err != nil {
 					return err

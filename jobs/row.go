@@ -247,6 +247,13 @@ func marshalNoEscape(v any) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
+// recordRow records one row's result that has no file (a failed row)
+// through the row packer, so its reason is kept in storage with the rest
+// of the run's rows.
+func (p *Pipeline) recordRow(ctx context.Context, token string, r RowResult) (isNew, last bool, err error) {
+	return p.packer.commit(ctx, &packedRow{token: token, res: r})
+}
+
 // rowDied records a row job that failed for good as a failed row, so the
 // report finishes with it in its manifest instead of waiting for it.
 func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) {
@@ -269,7 +276,7 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	var rowNum int
 	_, _ = job.Field(fieldRow, &rowNum)
-	isNew, last, err := p.ledger.Record(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
+	isNew, last, err := p.recordRow(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
 	if err != nil {
 		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)
 		return

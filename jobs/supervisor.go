@@ -383,7 +383,7 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 			continue
 		}
 		if row.Err != nil {
-			if _, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			if _, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
 				Error: rowErrorText(row.Line, row.Err)}); err != nil {
 				return err
 			}
