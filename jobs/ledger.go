@@ -328,15 +328,19 @@ func bitAt(b []byte, n int) bool {
 	return n >= 0 && n/8 < len(b) && b[n/8]&(0x80>>(n%8)) != 0
 }
 
-// rowLoc is where the finalizer found a row's entry: its commit and, for a
+// rowLoc is where the finalizer found a row's entry: its frame (1-based
+// index into the frames found; 0: none) and, for a
 // blob, its place in the commit's data.
 type rowLoc struct {
-	commit    uint32
+	frame     uint32
 	off, size uint32
 }
 
-// frameLoc is where a recorded commit's frame is.
+// frameLoc is where a recorded commit's frame is. Frames are not told
+// apart by commit id alone: Redis restored from an older state can hand
+// out an id again, and both frames then hold rows that count.
 type frameLoc struct {
+	id   uint32
 	key  string // the object, under rows/<token>/
 	off  int64  // the frame's start in it
 	data int64  // its data's start in it
@@ -365,9 +369,9 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 		return fmt.Errorf("ledger %s: %w", token, err)
 	}
 	locs := make([]rowLoc, total+1)
-	frames := map[uint32]frameLoc{}
+	var frames []frameLoc
 	if l.Store != nil && gen != "" {
-		if err := l.findEntries(ctx, token, gen, total, recorded, failed, commits, locs, frames); err != nil {
+		if frames, err = l.findEntries(ctx, token, gen, total, recorded, failed, commits, locs); err != nil {
 			return err
 		}
 	}
@@ -387,12 +391,12 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 		}
 		loc := locs[row]
 		switch {
-		case loc.commit != 0 && loc.size != 0:
+		case loc.frame != 0 && loc.size != 0:
 			// A blob: all the finalizer needs is where it is.
-			f := frames[loc.commit]
+			f := frames[loc.frame-1]
 			r.Pack, r.Offset, r.Size, r.NameInPack = path.Base(f.key), f.data+int64(loc.off), int64(loc.size), true
-		case loc.commit != 0:
-			e, err := idx.entry(ctx, loc.commit, row, r.Status == "failed")
+		case loc.frame != 0:
+			e, err := idx.entry(ctx, loc.frame, row, r.Status == "failed")
 			if err != nil {
 				return fmt.Errorf("ledger %s row %d: %w", token, row, err)
 			}
@@ -437,11 +441,12 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 // recorded row, the lowest recorded commit of generation gen that holds
 // it with its recorded status.
 func (l Ledger) findEntries(ctx context.Context, token, gen string, total int, recorded, failed, commits []byte,
-	locs []rowLoc, frames map[uint32]frameLoc) error {
+	locs []rowLoc) ([]frameLoc, error) {
 	objs, err := l.Store.List(ctx, RowKeyPrefix(token))
 	if err != nil {
-		return fmt.Errorf("ledger %s: list row packs: %w", token, err)
+		return nil, fmt.Errorf("ledger %s: list row packs: %w", token, err)
 	}
+	var frames []frameLoc
 	for _, o := range objs {
 		if !isPackObject(o.Key) {
 			continue
@@ -450,19 +455,17 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, total int, r
 			if h.gen != gen || !bitAt(commits, int(h.id)) {
 				return nil // never recorded, or of a lost ledger
 			}
-			if _, dup := frames[h.id]; dup {
-				return nil
-			}
-			frames[h.id] = frameLoc{key: o.Key, off: off, data: off + h.dataStart()}
+			frames = append(frames, frameLoc{id: h.id, key: o.Key, off: off, data: off + h.dataStart()})
+			fi := uint32(len(frames))
 			return decodeIndex(idx, func(e frameEntry) {
 				row := e.row
 				if row < 1 || row > total || !bitAt(recorded, row) || e.failed != bitAt(failed, row) {
 					return
 				}
-				if cur := locs[row].commit; cur != 0 && cur < h.id {
+				if cur := locs[row].frame; cur != 0 && frames[cur-1].id <= h.id {
 					return
 				}
-				loc := rowLoc{commit: h.id}
+				loc := rowLoc{frame: fi}
 				if e.kind == entryBlob && e.size > 0 && e.size <= math.MaxUint32 && e.off <= math.MaxUint32 {
 					loc.off, loc.size = uint32(e.off), uint32(e.size)
 				}
@@ -470,10 +473,10 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, total int, r
 			})
 		})
 		if err != nil {
-			return fmt.Errorf("ledger %s: read row pack %s: %w", token, o.Key, err)
+			return nil, fmt.Errorf("ledger %s: read row pack %s: %w", token, o.Key, err)
 		}
 	}
-	return nil
+	return frames, nil
 }
 
 // indexCache keeps the last few commit indexes read again by Each (for
@@ -481,9 +484,9 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, total int, r
 // stored on their own).
 type indexCache struct {
 	store  storage.Store
-	frames map[uint32]frameLoc
-	ids    []uint32
-	byID   map[uint32]map[entryKey]frameEntry
+	frames []frameLoc // as Each found them
+	order  []uint32   // frames held, most recent last
+	held   map[uint32]map[entryKey]frameEntry
 }
 
 // entryKey finds an entry of a commit: a commit may hold two copies of a
@@ -493,12 +496,12 @@ type entryKey struct {
 	failed bool
 }
 
-func (ic *indexCache) entry(ctx context.Context, id uint32, row int, failed bool) (frameEntry, error) {
+func (ic *indexCache) entry(ctx context.Context, frame uint32, row int, failed bool) (frameEntry, error) {
 	k := entryKey{row, failed}
-	if m, ok := ic.byID[id]; ok {
+	if m, ok := ic.held[frame]; ok {
 		return m[k], nil
 	}
-	f := ic.frames[id]
+	f := ic.frames[frame-1]
 	raw, err := readIndexAt(ctx, ic.store, f.key, f.off)
 	if err != nil {
 		return frameEntry{}, err
@@ -511,15 +514,15 @@ func (ic *indexCache) entry(ctx context.Context, id uint32, row int, failed bool
 	}); err != nil {
 		return frameEntry{}, err
 	}
-	if ic.byID == nil {
-		ic.byID = map[uint32]map[entryKey]frameEntry{}
+	if ic.held == nil {
+		ic.held = map[uint32]map[entryKey]frameEntry{}
 	}
-	if len(ic.ids) >= 16 {
-		delete(ic.byID, ic.ids[0])
-		ic.ids = ic.ids[1:]
+	if len(ic.order) >= 16 {
+		delete(ic.held, ic.order[0])
+		ic.order = ic.order[1:]
 	}
-	ic.ids = append(ic.ids, id)
-	ic.byID[id] = m
+	ic.order = append(ic.order, frame)
+	ic.held[frame] = m
 	return m[k], nil
 }
 

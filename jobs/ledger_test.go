@@ -159,6 +159,34 @@ func TestLedgerRebuiltAfterRedisLostIt(t *testing.T) {
 	}
 }
 
+// Redis restored from an older state (an AOF that lost its last second)
+// can hand a commit id out again: both frames holding it count.
+func TestLedgerCommitIDHandedOutTwice(t *testing.T) {
+	b := setupLedger(t)
+	ctx := context.Background()
+	gen, id, err := b.pk.nextID(ctx, b.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for row := 1; row <= 2; row++ {
+		var bb bytes.Buffer
+		writeBlob(&bb, fmt.Sprintf("row-%d.txt", row), []byte(fmt.Sprint("content ", row)))
+		f, err := encodeFrame(gen, id, []frameEntry{{row: row, kind: entryBlob, size: int64(bb.Len())}}, bb.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := b.pk.write(ctx, b.token, f); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := b.ledger.recordCommit(ctx, b.token, gen, id, []RowResult{{Row: row, Status: "done"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.read(t, 2); got[1] != "done:content 1" || got[2] != "done:content 2" {
+		t.Fatalf("rows = %v", got)
+	}
+}
+
 // Reset (a retry) forgets the rows so the later copy of a retried row is
 // the one kept.
 func TestLedgerResetLetsARetriedRowWin(t *testing.T) {

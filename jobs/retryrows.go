@@ -187,7 +187,10 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	if err := p.ledger.Reset(ctx, token); err != nil {
 		return out, err
 	}
-	_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)) // leftovers of the first run
+	// The packer's commit ids were of the ledger just reset; the row files
+	// left are of the first run.
+	p.packer.release(token)
+	_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token))
 	var (
 		batch   []RowResult
 		data    [][]byte // batch[i]'s file, or nil
