@@ -145,6 +145,7 @@ if gen ~= '' then
 end
 local n = tonumber(ARGV[3])
 local out = {}
+local added = 0
 for i = 0, n - 1 do
   local b = 4 + i * 3
   local row = tonumber(ARGV[b])
@@ -161,11 +162,17 @@ for i = 0, n - 1 do
         redis.call('HSET', KEYS[5], row, ARGV[b + 2])
       end
     end
-    redis.call('INCR', KEYS[6])
+    added = added + 1
     out[i + 1] = 1
   end
 end
-local count = tonumber(redis.call('GET', KEYS[6]) or '0') + redis.call('HLEN', KEYS[7])
+local count
+if added > 0 then
+  count = redis.call('INCRBY', KEYS[6], added)
+else
+  count = tonumber(redis.call('GET', KEYS[6]) or '0')
+end
+count = count + redis.call('HLEN', KEYS[7])
 out[n + 1] = count
 out[n + 2] = redis.call('GET', KEYS[8]) or ''
 return out`)
