@@ -48,7 +48,8 @@ import (
 // recorded (its process died, or Redis failed) is ignored, since its
 // commit bit stays clear. The finalizer walks the frames once to find,
 // for each row, a recorded commit holding it with the recorded status
-// (the lowest such commit id), and keeps 12 bytes per row while it zips.
+// (the lowest such commit id), and keeps 12 bytes a row and 24 a commit
+// while it zips.
 //
 // Redis losing the ledger starts a new generation: frames of the lost
 // one are ignored, a commit reserved in it is refused (the row job runs
@@ -346,19 +347,28 @@ type rowLoc struct {
 // frameLoc is where a recorded commit's frame is. Frames are not told
 // apart by commit id alone: Redis restored from an older state can hand
 // out an id again, and both frames then hold rows that count.
+// It is kept small (24 bytes): a million-row run has some 300,000 frames.
 type frameLoc struct {
 	id   uint32
-	key  string // the object, under rows/<token>/
-	off  int64  // the frame's start in it
-	data int64  // its data's start in it
+	obj  uint32 // its object: frameSet.objects[obj]
+	off  int64  // the frame's start in the object
+	head uint32 // its header and index bytes: the data starts at off+head
 }
+
+// frameSet is every recorded frame Each found, and their objects.
+type frameSet struct {
+	objects []string // names under rows/<token>/
+	frames  []frameLoc
+}
+
+func (fs *frameSet) at(n uint32) frameLoc { return fs.frames[n-1] }
 
 // Each calls fn for every recorded row without holding the row results in
 // memory: rows 1..total in order (a row with no result is passed as
 // missing, with only Row and Key set), then the rows known only by jid
 // (pushed by Ruby), in no particular order. It reads the bitmaps from
 // Redis, then walks the frames in storage once to find each row's entry
-// (12 bytes a row while it runs).
+// (12 bytes a row and 24 a commit while it runs).
 func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r RowResult, missing bool) error) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
@@ -368,21 +378,23 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 	recorded, err1 := bitmap(c, slotsKey(token))
 	failed, err2 := bitmap(c, failedKey(token))
 	commits, err3 := bitmap(c, commitsKey(token))
-	gen, err4 := redis.String(c.Do("HGET", packsKey(token), "gen"))
-	if errors.Is(err4, redis.ErrNil) {
-		err4 = nil
+	meta, err4 := redis.Strings(c.Do("HMGET", packsKey(token), "gen", "seq"))
+	gen, seq := "", 0
+	if err4 == nil && len(meta) == 2 {
+		gen = meta[0]
+		seq, _ = strconv.Atoi(meta[1])
 	}
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return fmt.Errorf("ledger %s: %w", token, err)
 	}
 	locs := make([]rowLoc, total+1)
-	var frames []frameLoc
+	frames := &frameSet{}
 	if l.Store != nil && gen != "" {
-		if frames, err = l.findEntries(ctx, token, gen, total, recorded, failed, commits, locs); err != nil {
+		if frames, err = l.findEntries(ctx, token, gen, min(seq, total+1024), total, recorded, failed, commits, locs); err != nil {
 			return err
 		}
 	}
-	idx := &indexCache{store: l.Store, frames: frames}
+	idx := &indexCache{store: l.Store, frames: frames, prefix: RowKeyPrefix(token)}
 	var reasons map[int]string // from Redis, for failed rows no frame holds
 	for row := 1; row <= total; row++ {
 		r := RowResult{Row: row, Key: RowKey(row, "")}
@@ -400,8 +412,9 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 		switch {
 		case loc.frame != 0 && loc.size != 0:
 			// A blob: all the finalizer needs is where it is.
-			f := frames[loc.frame-1]
-			r.Pack, r.Offset, r.Size, r.NameInPack = path.Base(f.key), f.data+int64(loc.off), int64(loc.size), true
+			f := frames.at(loc.frame)
+			r.Pack, r.Offset, r.Size = frames.objects[f.obj], f.off+int64(f.head)+int64(loc.off), int64(loc.size)
+			r.NameInPack = true
 		case loc.frame != 0:
 			e, err := idx.entry(ctx, loc.frame, row, r.Status == "failed")
 			if err != nil {
@@ -447,29 +460,34 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 // findEntries walks every frame of token's packs and notes, for each
 // recorded row, the lowest recorded commit of generation gen that holds
 // it with its recorded status.
-func (l Ledger) findEntries(ctx context.Context, token, gen string, total int, recorded, failed, commits []byte,
-	locs []rowLoc) ([]frameLoc, error) {
+func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, total int, recorded, failed, commits []byte,
+	locs []rowLoc) (*frameSet, error) {
 	objs, err := l.Store.List(ctx, RowKeyPrefix(token))
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: list row packs: %w", token, err)
 	}
-	var frames []frameLoc
-	for _, o := range objs {
+	// Sized once from the ids handed out (an upper bound on the frames),
+	// not grown by doubling.
+	fs := &frameSet{frames: make([]frameLoc, 0, max(commitIDs, 0))}
+	for i, o := range objs {
+		objs[i] = storage.Info{} // a run on S3 lists an object per commit: keep only names
 		if !isPackObject(o.Key) {
 			continue
 		}
+		obj := uint32(len(fs.objects))
+		fs.objects = append(fs.objects, strings.Clone(path.Base(o.Key)))
 		err := walkFrames(ctx, l.Store, o.Key, func(h frameHead, off int64, idx []byte) error {
 			if h.gen != gen || !bitAt(commits, int(h.id)) {
 				return nil // never recorded, or of a lost ledger
 			}
-			frames = append(frames, frameLoc{id: h.id, key: o.Key, off: off, data: off + h.dataStart()})
-			fi := uint32(len(frames))
+			fs.frames = append(fs.frames, frameLoc{id: h.id, obj: obj, off: off, head: uint32(h.dataStart())})
+			fi := uint32(len(fs.frames))
 			return decodeIndex(idx, func(e frameEntry) {
 				row := e.row
 				if row < 1 || row > total || !bitAt(recorded, row) || e.failed != bitAt(failed, row) {
 					return
 				}
-				if cur := locs[row].frame; cur != 0 && frames[cur-1].id <= h.id {
+				if cur := locs[row].frame; cur != 0 && fs.at(cur).id <= h.id {
 					return
 				}
 				loc := rowLoc{frame: fi}
@@ -483,7 +501,7 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, total int, r
 			return nil, fmt.Errorf("ledger %s: read row pack %s: %w", token, o.Key, err)
 		}
 	}
-	return frames, nil
+	return fs, nil
 }
 
 // indexCache keeps the last few commit indexes read again by Each (for
@@ -491,8 +509,9 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, total int, r
 // stored on their own).
 type indexCache struct {
 	store  storage.Store
-	frames []frameLoc // as Each found them
-	order  []uint32   // frames held, most recent last
+	frames *frameSet // as Each found them
+	prefix string    // rows/<token>/
+	order  []uint32  // frames held, most recent last
 	held   map[uint32]map[entryKey]frameEntry
 }
 
@@ -508,8 +527,8 @@ func (ic *indexCache) entry(ctx context.Context, frame uint32, row int, failed b
 	if m, ok := ic.held[frame]; ok {
 		return m[k], nil
 	}
-	f := ic.frames[frame-1]
-	raw, err := readIndexAt(ctx, ic.store, f.key, f.off)
+	f := ic.frames.at(frame)
+	raw, err := readIndexAt(ctx, ic.store, ic.prefix+ic.frames.objects[f.obj], f.off)
 	if err != nil {
 		return frameEntry{}, err
 	}
