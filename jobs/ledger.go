@@ -1,12 +1,14 @@
 package jobs
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"path"
 	"slices"
@@ -48,7 +50,7 @@ import (
 // recorded (its process died, or Redis failed) is ignored, since its
 // commit bit stays clear. The finalizer walks the frames once to find,
 // for each row, a recorded commit holding it with the recorded status
-// (the lowest such commit id), and keeps 12 bytes a row and 24 a commit
+// (the lowest such commit id), and keeps 4 bytes a row and 16 a commit
 // while it zips.
 //
 // Redis losing the ledger starts a new generation: frames of the lost
@@ -336,23 +338,14 @@ func bitAt(b []byte, n int) bool {
 	return n >= 0 && n/8 < len(b) && b[n/8]&(0x80>>(n%8)) != 0
 }
 
-// rowLoc is where the finalizer found a row's entry: its frame (1-based
-// index into the frames found; 0: none) and, for a
-// blob, its place in the commit's data.
-type rowLoc struct {
-	frame     uint32
-	off, size uint32
-}
-
 // frameLoc is where a recorded commit's frame is. Frames are not told
 // apart by commit id alone: Redis restored from an older state can hand
-// out an id again, and both frames then hold rows that count.
-// It is kept small (24 bytes): a million-row run has some 300,000 frames.
+// out an id again, and both frames then hold rows that count. It is kept
+// small (16 bytes): a million-row run has some 300,000 frames.
 type frameLoc struct {
-	id   uint32
 	obj  uint32 // its object: frameSet.objects[obj]
-	off  int64  // the frame's start in the object
 	head uint32 // its header and index bytes: the data starts at off+head
+	off  int64  // the frame's start in the object
 }
 
 // frameSet is every recorded frame Each found, and their objects.
@@ -367,9 +360,22 @@ func (fs *frameSet) at(n uint32) frameLoc { return fs.frames[n-1] }
 // memory: rows 1..total in order (a row with no result is passed as
 // missing, with only Row and Key set), then the rows known only by jid
 // (pushed by Ruby), in no particular order. It reads the bitmaps from
-// Redis, then walks the frames in storage once to find each row's entry
-// (12 bytes a row and 24 a commit while it runs).
+// Redis, then walks the frames in storage once to note which frame holds
+// each row's entry (4 bytes a row and 16 a commit while it runs), and
+// reads each frame's index again, through the packs the rows are read
+// from, as the rows come.
 func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r RowResult, missing bool) error) error {
+	var pr *packReader
+	if l.Store != nil {
+		pr = newPackReader(l.Store, token)
+		defer pr.close()
+	}
+	return l.each(ctx, token, total, pr, fn)
+}
+
+// each is Each reading frames through pr, the finalizer's pack reader,
+// so a pack is fetched once for its index and its rows.
+func (l Ledger) each(ctx context.Context, token string, total int, pr *packReader, fn func(r RowResult, missing bool) error) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger %s: %w", token, err)
@@ -387,14 +393,14 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return fmt.Errorf("ledger %s: %w", token, err)
 	}
-	locs := make([]rowLoc, total+1)
+	locs := make([]uint32, total+1) // the frame (1-based) holding each row's entry
 	frames := &frameSet{}
-	if l.Store != nil && gen != "" {
+	if l.Store != nil && pr != nil && gen != "" {
 		if frames, err = l.findEntries(ctx, token, gen, min(seq, total+1024), total, recorded, failed, commits, locs); err != nil {
 			return err
 		}
 	}
-	idx := &indexCache{store: l.Store, frames: frames, prefix: RowKeyPrefix(token)}
+	idx := &indexCache{frames: frames, packs: pr}
 	var reasons map[int]string // from Redis, for failed rows no frame holds
 	for row := 1; row <= total; row++ {
 		r := RowResult{Row: row, Key: RowKey(row, "")}
@@ -408,20 +414,19 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 		if bitAt(failed, row) {
 			r.Status = "failed"
 		}
-		loc := locs[row]
-		switch {
-		case loc.frame != 0 && loc.size != 0:
-			// A blob: all the finalizer needs is where it is.
-			f := frames.at(loc.frame)
-			r.Pack, r.Offset, r.Size = frames.objects[f.obj], f.off+int64(f.head)+int64(loc.off), int64(loc.size)
-			r.NameInPack = true
-		case loc.frame != 0:
-			e, err := idx.entry(ctx, loc.frame, row, r.Status == "failed")
+		switch loc := locs[row]; {
+		case loc != 0:
+			e, err := idx.entry(ctx, loc, row, r.Status == "failed")
 			if err != nil {
 				return fmt.Errorf("ledger %s row %d: %w", token, row, err)
 			}
 			r.Error = e.err
-			if e.kind == entrySolo {
+			switch e.kind {
+			case entryBlob:
+				f := frames.at(loc)
+				r.Pack, r.Offset, r.Size = frames.objects[f.obj], f.off+int64(f.head)+e.off, e.size
+				r.NameInPack = true
+			case entrySolo:
 				r.File = RowKeyPrefix(token) + e.name
 			}
 		case r.Status == "failed":
@@ -458,17 +463,18 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 }
 
 // findEntries walks every frame of token's packs and notes, for each
-// recorded row, the lowest recorded commit of generation gen that holds
-// it with its recorded status.
+// recorded row, the frame of the lowest recorded commit of generation gen
+// that holds it with its recorded status.
 func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, total int, recorded, failed, commits []byte,
-	locs []rowLoc) (*frameSet, error) {
+	locs []uint32) (*frameSet, error) {
 	objs, err := l.Store.List(ctx, RowKeyPrefix(token))
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: list row packs: %w", token, err)
 	}
 	// Sized once from the ids handed out (an upper bound on the frames),
-	// not grown by doubling.
+	// not grown by doubling; the ids are only needed during the walk.
 	fs := &frameSet{frames: make([]frameLoc, 0, max(commitIDs, 0))}
+	ids := make([]uint32, 0, max(commitIDs, 0))
 	for i, o := range objs {
 		objs[i] = storage.Info{} // a run on S3 lists an object per commit: keep only names
 		if !isPackObject(o.Key) {
@@ -480,21 +486,18 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, t
 			if h.gen != gen || !bitAt(commits, int(h.id)) {
 				return nil // never recorded, or of a lost ledger
 			}
-			fs.frames = append(fs.frames, frameLoc{id: h.id, obj: obj, off: off, head: uint32(h.dataStart())})
+			fs.frames = append(fs.frames, frameLoc{obj: obj, off: off, head: uint32(h.dataStart())})
+			ids = append(ids, h.id)
 			fi := uint32(len(fs.frames))
 			return decodeIndex(idx, func(e frameEntry) {
 				row := e.row
 				if row < 1 || row > total || !bitAt(recorded, row) || e.failed != bitAt(failed, row) {
 					return
 				}
-				if cur := locs[row].frame; cur != 0 && fs.at(cur).id <= h.id {
+				if cur := locs[row]; cur != 0 && ids[cur-1] <= h.id {
 					return
 				}
-				loc := rowLoc{frame: fi}
-				if e.kind == entryBlob && e.size > 0 && e.size <= math.MaxUint32 && e.off <= math.MaxUint32 {
-					loc.off, loc.size = uint32(e.off), uint32(e.size)
-				}
-				locs[row] = loc
+				locs[row] = fi
 			})
 		})
 		if err != nil {
@@ -504,52 +507,51 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, t
 	return fs, nil
 }
 
-// indexCache keeps the last few commit indexes read again by Each (for
-// the rows whose entry is more than a blob's place: failed rows, files
-// stored on their own).
+// indexCache keeps the last few frame indexes Each read again, decoded.
+// Rows of one frame are neighbours in row order.
 type indexCache struct {
-	store  storage.Store
-	frames *frameSet // as Each found them
-	prefix string    // rows/<token>/
-	order  []uint32  // frames held, most recent last
-	held   map[uint32]map[entryKey]frameEntry
+	frames *frameSet
+	packs  *packReader
+	order  []uint32 // frames held, most recent last
+	held   map[uint32][]frameEntry
 }
 
-// entryKey finds an entry of a commit: a commit may hold two copies of a
-// row (a job run twice while one commit gathered rows).
-type entryKey struct {
-	row    int
-	failed bool
-}
-
+// entry is the entry of row with the given status in frame.
 func (ic *indexCache) entry(ctx context.Context, frame uint32, row int, failed bool) (frameEntry, error) {
-	k := entryKey{row, failed}
-	if m, ok := ic.held[frame]; ok {
-		return m[k], nil
-	}
-	f := ic.frames.at(frame)
-	raw, err := readIndexAt(ctx, ic.store, ic.prefix+ic.frames.objects[f.obj], f.off)
-	if err != nil {
-		return frameEntry{}, err
-	}
-	m := map[entryKey]frameEntry{}
-	if err := decodeIndex(raw, func(e frameEntry) {
-		if _, seen := m[entryKey{e.row, e.failed}]; !seen {
-			m[entryKey{e.row, e.failed}] = e
+	es, ok := ic.held[frame]
+	if !ok {
+		f := ic.frames.at(frame)
+		p, err := ic.packs.load(ctx, RowKeyPrefix(ic.packs.token)+ic.frames.objects[f.obj])
+		if err != nil {
+			return frameEntry{}, err
 		}
-	}); err != nil {
-		return frameEntry{}, err
+		var at io.ReaderAt = p.at
+		if at == nil {
+			at = bytes.NewReader(p.data)
+		}
+		_, raw, err := readFrame(at, f.off, p.size-f.off)
+		if err != nil {
+			return frameEntry{}, fmt.Errorf("row pack %s at %d: %w", ic.frames.objects[f.obj], f.off, err)
+		}
+		if err := decodeIndex(raw, func(e frameEntry) { es = append(es, e) }); err != nil {
+			return frameEntry{}, err
+		}
+		if ic.held == nil {
+			ic.held = map[uint32][]frameEntry{}
+		}
+		if len(ic.order) >= 16 {
+			delete(ic.held, ic.order[0])
+			ic.order = ic.order[1:]
+		}
+		ic.order = append(ic.order, frame)
+		ic.held[frame] = es
 	}
-	if ic.held == nil {
-		ic.held = map[uint32]map[entryKey]frameEntry{}
+	for _, e := range es {
+		if e.row == row && e.failed == failed {
+			return e, nil
+		}
 	}
-	if len(ic.order) >= 16 {
-		delete(ic.held, ic.order[0])
-		ic.order = ic.order[1:]
-	}
-	ic.order = append(ic.order, frame)
-	ic.held[frame] = m
-	return m[k], nil
+	return frameEntry{}, fmt.Errorf("frame %d holds no entry for row %d", frame, row)
 }
 
 // bitmap reads a bitmap whole; a missing key is empty.

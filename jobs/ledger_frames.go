@@ -273,35 +273,3 @@ func walkFrames(ctx context.Context, store storage.Store, key string, fn func(h 
 	}
 	return fn(h, 0, idx)
 }
-
-// readIndexAt reads the index of the frame at off in key again.
-func readIndexAt(ctx context.Context, store storage.Store, key string, off int64) ([]byte, error) {
-	var out []byte
-	found := false
-	if off == 0 {
-		err := walkFrames(ctx, store, key, func(h frameHead, at int64, idx []byte) error {
-			out, found = idx, true
-			return errStopWalk
-		})
-		if err != nil && !errors.Is(err, errStopWalk) {
-			return nil, err
-		}
-	} else {
-		rc, err := store.Open(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		defer rc.Close()
-		if f, ok := rc.(io.ReaderAt); ok {
-			if _, idx, err := readFrame(f, off, -1); err == nil {
-				out, found = idx, true
-			}
-		}
-	}
-	if !found {
-		return nil, fmt.Errorf("row pack %s: no frame at %d", key, off)
-	}
-	return out, nil
-}
-
-var errStopWalk = errors.New("stop")
