@@ -184,7 +184,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 		// recorded by jid.
 		var missing []int
 		numbered := false
-		err := p.ledger.Each(ctx, token, total, func(r RowResult, absent bool) error {
+		err := p.ledger.each(ctx, token, total, packs, func(r RowResult, absent bool) error {
 			if absent {
 				missing = append(missing, r.Row)
 				return nil

@@ -1,42 +1,71 @@
 package jobs
 
 import (
+	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/gomodule/redigo/redis"
-	"golang.org/x/sync/errgroup"
+
+	"github.com/pallarel/pallarel/storage"
 )
 
-// Ledger records how each row of a report ended, once per row, in Redis.
-// Its size per row is fixed and small, so a million-row run costs Redis
-// about 16 MB, not a hash entry per row:
+// Ledger records how each row of a report ended, once per row. Redis
+// keeps bits, not entries: its memory per run is flat in the row count
+// (a million rows cost about 250 KB), while the index of every row (where
+// its file is, its name, why it failed) lives in storage, in the frame of
+// the commit that stored the row (ledger_frames.go):
 //
-//	pallarel:ledger:<token>  STRING, 16 bytes per numbered row at (row-1)*16:
-//	                         status, flags, pack id, offset, size (slotSize)
-//	pallarel:packs:<token>   HASH "seq" → last pack id, "n:<name>" → id, "i:<id>" → name
-//	pallarel:errors:<token>  HASH row → why it failed (failed rows only)
-//	pallarel:names:<token>   HASH row → file name, for rows whose pack has no
-//	                         name header (rows restored by a retry)
-//	pallarel:count:<token>   STRING, numbered rows recorded
-//	pallarel:rows:<token>    HASH jid-<jid> → JSON RowResult, for rows without
-//	                         a number (pushed by Ruby)
+//	pallarel:ledger:<token>   STRING bitmap, bit n set: row n is recorded
+//	pallarel:failed:<token>   STRING bitmap, bit n set: row n failed
+//	pallarel:commits:<token>  STRING bitmap, bit k set: commit k was recorded
+//	pallarel:packs:<token>    HASH "gen" → this ledger's generation (random),
+//	                          "seq" → the last commit id handed out
+//	pallarel:errors:<token>   HASH row → why it failed, for the first
+//	                          errorsKept failed rows (the live list; the
+//	                          full reasons are in the frames)
+//	pallarel:count:<token>    STRING, numbered rows recorded
+//	pallarel:rows:<token>     HASH jid-<jid> → JSON RowResult, for rows without
+//	                          a number (pushed by Ruby)
 //
-// A slot is written only while it is empty (in one script), so a row job
-// that runs twice is counted once, and the finalizer knows exactly which
-// rows ended and how.
+// A row job's result is written to storage first, in a frame naming its
+// ledger generation and a commit id reserved beforehand, then recorded by
+// one script that sets the commit's bit and the row's bit only while it is
+// clear. So a row that runs twice is counted once; its status is the one
+// of the first copy recorded (the bitmaps); a frame written but never
+// recorded (its process died, or Redis failed) is ignored, since its
+// commit bit stays clear. The finalizer walks the frames once to find,
+// for each row, a recorded commit holding it with the recorded status
+// (the lowest such commit id), and keeps 4 bytes a row and 16 a commit
+// while it zips.
+//
+// Redis losing the ledger starts a new generation: frames of the lost
+// one are ignored, a commit reserved in it is refused (the row job runs
+// again), and the run supervisor rebuilds the run from the stored upload.
+// Commit ids are reserved in blocks (a round trip per commitIDBlock
+// commits) rather than allocated by the recording script: a frame must
+// carry its id before it is stored, and keeping an id → object entry per
+// commit in Redis would grow with the rows again.
 type Ledger struct {
 	Pool *redis.Pool
+	// Store holds the commit frames. Without one (tools and tests that
+	// only record) rows are recorded in Redis alone: Each reports their
+	// status and, for failed rows, the reason kept in Redis.
+	Store storage.Store
 }
 
 // RowResult is how one row ended.
@@ -56,33 +85,41 @@ type RowResult struct {
 	NameInPack bool   `json:"nh,omitzero"`
 }
 
-func rowsKey(token string) string   { return "pallarel:rows:" + token }
-func splitKey(token string) string  { return "pallarel:split:" + token }
-func totalKey(token string) string  { return "pallarel:total:" + token }
-func slotsKey(token string) string  { return "pallarel:ledger:" + token }
-func packsKey(token string) string  { return "pallarel:packs:" + token }
-func errorsKey(token string) string { return "pallarel:errors:" + token }
-func namesKey(token string) string  { return "pallarel:names:" + token }
-func countKey(token string) string  { return "pallarel:count:" + token }
+func rowsKey(token string) string    { return "pallarel:rows:" + token }
+func splitKey(token string) string   { return "pallarel:split:" + token }
+func totalKey(token string) string   { return "pallarel:total:" + token }
+func slotsKey(token string) string   { return "pallarel:ledger:" + token }
+func failedKey(token string) string  { return "pallarel:failed:" + token }
+func commitsKey(token string) string { return "pallarel:commits:" + token }
+func packsKey(token string) string   { return "pallarel:packs:" + token }
+func errorsKey(token string) string  { return "pallarel:errors:" + token }
+func countKey(token string) string   { return "pallarel:count:" + token }
+
+// resultKeys are the keys of a token's row results (what Reset forgets).
+func resultKeys(token string) []string {
+	return []string{slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
+		countKey(token), rowsKey(token)}
+}
 
 // ledgerKeys are every key of a token's ledger.
 func ledgerKeys(token string) []string {
-	return []string{slotsKey(token), packsKey(token), errorsKey(token), namesKey(token), countKey(token),
-		rowsKey(token), totalKey(token), splitKey(token)}
+	return append(resultKeys(token), totalKey(token), splitKey(token))
 }
-
-// A slot: status byte, flags byte, pack id (uint32), offset (uint48), size
-// (uint32), big-endian.
-const slotSize = 16
 
 const (
 	slotDone   = 1
 	slotFailed = 2
 
-	flagNameInPack = 1 << 0 // the pack bytes start with the file name
-	flagSolo       = 1 << 1 // the row file is an object of its own, named by its pack
-	flagNameHash   = 1 << 2 // the file name is in pallarel:names
+	// errorsKept bounds the failed rows whose reason Redis keeps, and
+	// errorKeptBytes each reason there, so a run whose every row fails
+	// stays flat in Redis too.
+	errorsKept     = 5000
+	errorKeptBytes = 512
 )
+
+// errLedgerGen: the commit was reserved in a ledger generation that is
+// gone (Redis lost the ledger, or a retry reset it).
+var errLedgerGen = errors.New("the row ledger was rebuilt")
 
 // RowKey is the ledger key of a row: its number, or its jid when the
 // number is unknown.
@@ -93,62 +130,62 @@ func RowKey(row int, jid string) string {
 	return "jid-" + jid
 }
 
-// recordScript records row results whose slot is still empty.
-// KEYS: slots, packs, errors, names, count, rows (jid hash), total.
-// ARGV: n, then per row 8 values: row, status byte, flags, pack name ("" for
-// none), offset, size, error, name ("" unless flagNameHash); a jid row
-// (row 0) passes its key as "pack name" and its JSON as "error".
+// recordScript records row results whose bit is still clear.
+// KEYS: recorded, failed, commits, packs, errors, count, rows (jid hash), total.
+// ARGV: generation ("" when no commit), commit id, n, then per row 3
+// values: row, failed (0/1), text (the error; a jid row (row 0) passes its
+// key and JSON as "key\njson").
 // Returns: per row 1 if new, else 0; then the count of rows recorded and
-// the total ("" while the split runs).
-var recordScript = redis.NewScript(7, `
-local function be(v, nbytes)
-  local t = {}
-  for k = nbytes, 1, -1 do t[k] = v % 256; v = math.floor(v / 256) end
-  return string.char(unpack(t))
+// the total ("" while the split runs). Fails with LEDGERGEN when the
+// generation is not the ledger's.
+var recordScript = redis.NewScript(8, `
+local gen = ARGV[1]
+if gen ~= '' then
+  if redis.call('HGET', KEYS[4], 'gen') ~= gen then
+    return redis.error_reply('LEDGERGEN the row ledger was rebuilt')
+  end
+  redis.call('SETBIT', KEYS[3], tonumber(ARGV[2]), 1)
 end
-local n = tonumber(ARGV[1])
+local n = tonumber(ARGV[3])
 local out = {}
+local added = 0
 for i = 0, n - 1 do
-  local b = 2 + i * 8
+  local b = 4 + i * 3
   local row = tonumber(ARGV[b])
   if row == 0 then
-    out[i + 1] = redis.call('HSETNX', KEYS[6], ARGV[b + 3], ARGV[b + 6])
+    local text = ARGV[b + 2]
+    local nl = string.find(text, '\n', 1, true)
+    out[i + 1] = redis.call('HSETNX', KEYS[7], string.sub(text, 1, nl - 1), string.sub(text, nl + 1))
+  elseif redis.call('SETBIT', KEYS[1], row, 1) == 1 then
+    out[i + 1] = 0
   else
-    local at = (row - 1) * 16
-    local cur = redis.call('GETRANGE', KEYS[1], at, at)
-    if cur ~= '' and string.byte(cur) ~= 0 then
-      out[i + 1] = 0
-    else
-      local pid = 0
-      local pname = ARGV[b + 3]
-      if pname ~= '' then
-        pid = tonumber(redis.call('HGET', KEYS[2], 'n:' .. pname) or '0')
-        if pid == 0 then
-          pid = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-          redis.call('HSET', KEYS[2], 'n:' .. pname, pid, 'i:' .. pid, pname)
-        end
+    if ARGV[b + 1] == '1' then
+      redis.call('SETBIT', KEYS[2], row, 1)
+      if redis.call('HLEN', KEYS[5]) < `+strconv.Itoa(errorsKept)+` then
+        redis.call('HSET', KEYS[5], row, ARGV[b + 2])
       end
-      local off = tonumber(ARGV[b + 4])
-      local size = tonumber(ARGV[b + 5])
-      local slot = string.char(tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])) ..
-        be(pid, 4) .. be(off, 6) .. be(size, 4)
-      redis.call('SETRANGE', KEYS[1], at, slot)
-      if ARGV[b + 6] ~= '' then redis.call('HSET', KEYS[3], row, ARGV[b + 6]) end
-      if ARGV[b + 7] ~= '' then redis.call('HSET', KEYS[4], row, ARGV[b + 7]) end
-      redis.call('INCR', KEYS[5])
-      out[i + 1] = 1
     end
+    added = added + 1
+    out[i + 1] = 1
   end
 end
-local count = tonumber(redis.call('GET', KEYS[5]) or '0') + redis.call('HLEN', KEYS[6])
+local count
+if added > 0 then
+  count = redis.call('INCRBY', KEYS[6], added)
+else
+  count = tonumber(redis.call('GET', KEYS[6]) or '0')
+end
+count = count + redis.call('HLEN', KEYS[7])
 out[n + 1] = count
-out[n + 2] = redis.call('GET', KEYS[7]) or ''
+out[n + 2] = redis.call('GET', KEYS[8]) or ''
 return out`)
 
 // Record stores r unless the row already has a result. isNew says it was
 // new; last says it was the row that completed the run (the split has
 // recorded the total and every row now has a result), so the caller can
-// finalize at once instead of waiting for the next poll.
+// finalize at once instead of waiting for the next poll. It records in
+// Redis alone: the pipeline records through its row packer, which stores
+// the row's index entry first.
 func (l Ledger) Record(ctx context.Context, token string, r RowResult) (isNew, last bool, err error) {
 	news, lastAt, err := l.RecordBatch(ctx, token, []RowResult{r})
 	if err != nil {
@@ -157,46 +194,17 @@ func (l Ledger) Record(ctx context.Context, token string, r RowResult) (isNew, l
 	return news[0], lastAt == 0, nil
 }
 
-// slotArgs are recordScript's 8 values for r.
-func slotArgs(r RowResult) ([]any, error) {
-	if r.Row <= 0 {
-		b, err := encodeResult(r)
-		if err != nil {
-			return nil, err
-		}
-		return []any{0, 0, 0, r.Key, 0, 0, b, ""}, nil
-	}
-	status := slotDone
-	if r.Status != "done" {
-		status = slotFailed
-	}
-	var flags int
-	pack, name := r.Pack, ""
-	switch {
-	case r.Status != "done":
-	case pack != "" && r.NameInPack:
-		flags |= flagNameInPack
-	case pack != "":
-		flags |= flagNameHash
-		name = r.File
-	case r.File != "":
-		// An object of its own: its key is the pack, under rows/<token>/.
-		flags |= flagSolo
-		pack = path.Base(r.File)
-	}
-	errText := ""
-	if status == slotFailed {
-		errText = cmp.Or(r.Error, "failed")
-	}
-	return []any{r.Row, status, flags, pack, r.Offset, r.Size, errText, name}, nil
-}
-
 // RecordBatch is Record for many rows of one token in one script call.
 // isNew[i] says rs[i] was new; last is the index of the row that completed
 // the run, or -1.
 func (l Ledger) RecordBatch(ctx context.Context, token string, rs []RowResult) (isNew []bool, last int, err error) {
+	return l.recordCommit(ctx, token, "", 0, rs)
+}
+
+// recordCommit records rs as commit id of generation gen ("": no commit).
+func (l Ledger) recordCommit(ctx context.Context, token, gen string, id uint32, rs []RowResult) (isNew []bool, last int, err error) {
 	last = -1
-	if len(rs) == 0 {
+	if len(rs) == 0 && gen == "" {
 		return nil, last, nil
 	}
 	c, err := l.Pool.GetContext(ctx)
@@ -204,17 +212,28 @@ func (l Ledger) RecordBatch(ctx context.Context, token string, rs []RowResult) (
 		return nil, last, fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	args := make([]any, 0, 8+1+8*len(rs))
-	args = append(args, slotsKey(token), packsKey(token), errorsKey(token), namesKey(token), countKey(token),
-		rowsKey(token), totalKey(token), len(rs))
+	args := make([]any, 0, 8+3+3*len(rs))
+	args = append(args, slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
+		countKey(token), rowsKey(token), totalKey(token), gen, id, len(rs))
 	for _, r := range rs {
-		a, err := slotArgs(r)
-		if err != nil {
-			return nil, last, err
+		failed := r.Status != "done"
+		switch {
+		case r.Row <= 0:
+			b, err := encodeResult(r)
+			if err != nil {
+				return nil, last, err
+			}
+			args = append(args, 0, 0, r.Key+"\n"+string(b))
+		case failed:
+			args = append(args, r.Row, 1, truncateUTF8(cmp.Or(r.Error, "failed"), errorKeptBytes))
+		default:
+			args = append(args, r.Row, 0, "")
 		}
-		args = append(args, a...)
 	}
 	vals, err := redis.Values(recordScript.Do(c, args...))
+	if err != nil && strings.HasPrefix(err.Error(), "LEDGERGEN") {
+		return nil, last, fmt.Errorf("ledger %s: %w", token, errLedgerGen)
+	}
 	if err != nil || len(vals) != len(rs)+2 {
 		return nil, last, fmt.Errorf("ledger %s: record %d rows: %v", token, len(rs), err)
 	}
@@ -232,6 +251,50 @@ func (l Ledger) RecordBatch(ctx context.Context, token string, rs []RowResult) (
 		last = -1
 	}
 	return isNew, last, nil
+}
+
+// truncateUTF8 cuts s to at most n bytes, not inside a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// reserveScript hands out a block of commit ids, starting the ledger's
+// generation when it has none (a new run, or Redis lost the ledger).
+// KEYS: packs. ARGV: a new generation, block size.
+// Returns {generation, last id of the block}.
+var reserveScript = redis.NewScript(1, `
+local gen = redis.call('HGET', KEYS[1], 'gen')
+if not gen then
+  gen = ARGV[1]
+  redis.call('HSET', KEYS[1], 'gen', gen)
+end
+return {gen, redis.call('HINCRBY', KEYS[1], 'seq', ARGV[2])}`)
+
+// reserveCommits reserves n commit ids: last-n+1..last of generation gen.
+func (l Ledger) reserveCommits(ctx context.Context, token string, n int) (gen string, last uint32, err error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return "", 0, fmt.Errorf("ledger %s: %w", token, err)
+	}
+	defer c.Close()
+	var g [genBytes]byte
+	_, _ = rand.Read(g[:])
+	vals, err := redis.Values(reserveScript.Do(c, packsKey(token), hex.EncodeToString(g[:]), n))
+	if err != nil || len(vals) != 2 {
+		return "", 0, fmt.Errorf("ledger %s: reserve commits: %v", token, err)
+	}
+	gen, _ = redis.String(vals[0], nil)
+	hi, err := redis.Int64(vals[1], nil)
+	if err != nil || hi <= 0 || hi > math.MaxUint32 {
+		return "", 0, fmt.Errorf("ledger %s: reserve commits: id %d: %v", token, hi, err)
+	}
+	return gen, uint32(hi), nil
 }
 
 // SetTotal records the number of data rows once the split has pushed them
@@ -269,188 +332,116 @@ func (l Ledger) Count(ctx context.Context, token string) (int, error) {
 	return n + j, err
 }
 
-// ledgerChunk is how many rows one read of the ledger covers.
-const ledgerChunk = 1000
-
-// slotReader decodes slots into RowResults, looking pack names, errors and
-// names up a chunk at a time.
-type slotReader struct {
-	c     redis.Conn
-	token string
-	packs map[uint32]string
+// bitAt reports bit n of a Redis bitmap read whole (bit 0 is the high bit
+// of byte 0, as SETBIT numbers them).
+func bitAt(b []byte, n int) bool {
+	return n >= 0 && n/8 < len(b) && b[n/8]&(0x80>>(n%8)) != 0
 }
 
-type slot struct {
-	status, flags byte
-	pack          uint32
-	off           int64
-	size          int64
+// frameLoc is where a recorded commit's frame is. Frames are not told
+// apart by commit id alone: Redis restored from an older state can hand
+// out an id again, and both frames then hold rows that count. It is kept
+// small (16 bytes): a million-row run has some 300,000 frames.
+type frameLoc struct {
+	obj  uint32 // its object: frameSet.objects[obj]
+	head uint32 // its header and index bytes: the data starts at off+head
+	off  int64  // the frame's start in the object
 }
 
-func decodeSlot(b []byte) slot {
-	return slot{
-		status: b[0], flags: b[1],
-		pack: binary.BigEndian.Uint32(b[2:6]),
-		off:  int64(binary.BigEndian.Uint16(b[6:8]))<<32 | int64(binary.BigEndian.Uint32(b[8:12])),
-		size: int64(binary.BigEndian.Uint32(b[12:16])),
-	}
+// frameSet is every recorded frame Each found, and their objects.
+type frameSet struct {
+	objects []string // names under rows/<token>/
+	frames  []frameLoc
 }
 
-// rows reads rows from..to (inclusive); a missing row has ok false.
-func (sr *slotReader) rows(from, to int) (rs []RowResult, ok []bool, err error) {
-	raw, err := redis.Bytes(sr.c.Do("GETRANGE", slotsKey(sr.token), (from-1)*slotSize, to*slotSize-1))
-	if err != nil && !errors.Is(err, redis.ErrNil) {
-		return nil, nil, fmt.Errorf("ledger %s rows %d-%d: %w", sr.token, from, to, err)
-	}
-	n := to - from + 1
-	rs, ok = make([]RowResult, n), make([]bool, n)
-	var errRows, nameRows []any
-	var needPacks []any
-	for i := range n {
-		row := from + i
-		rs[i] = RowResult{Row: row, Key: RowKey(row, "")}
-		if (i+1)*slotSize > len(raw) {
-			continue
-		}
-		s := decodeSlot(raw[i*slotSize : (i+1)*slotSize])
-		switch s.status {
-		case 0:
-			continue
-		case slotDone:
-			rs[i].Status = "done"
-		case slotFailed:
-			rs[i].Status = "failed"
-			errRows = append(errRows, row)
-		default:
-			rs[i].Status, rs[i].Error = "failed", "unreadable ledger entry"
-		}
-		ok[i] = true
-		if s.pack != 0 {
-			if _, known := sr.packs[s.pack]; !known {
-				needPacks = append(needPacks, "i:"+strconv.FormatUint(uint64(s.pack), 10))
-			}
-		}
-		rs[i].Offset, rs[i].Size = s.off, s.size
-		rs[i].NameInPack = s.flags&flagNameInPack != 0
-		if s.flags&flagNameHash != 0 {
-			nameRows = append(nameRows, row)
-		}
-		rs[i].Pack = strconv.FormatUint(uint64(s.pack), 10) // resolved below
-		if s.flags&flagSolo != 0 {
-			rs[i].Pack = "solo:" + rs[i].Pack
-		}
-	}
-	if len(needPacks) > 0 {
-		names, err := redis.Strings(sr.c.Do("HMGET", append([]any{packsKey(sr.token)}, needPacks...)...))
-		if err != nil {
-			return nil, nil, fmt.Errorf("ledger %s packs: %w", sr.token, err)
-		}
-		for i, f := range needPacks {
-			id, _ := strconv.ParseUint(f.(string)[2:], 10, 32)
-			sr.packs[uint32(id)] = names[i]
-		}
-	}
-	errs, err := sr.hashValues(errorsKey(sr.token), errRows)
-	if err != nil {
-		return nil, nil, err
-	}
-	names, err := sr.hashValues(namesKey(sr.token), nameRows)
-	if err != nil {
-		return nil, nil, err
-	}
-	for i := range rs {
-		if !ok[i] {
-			continue
-		}
-		r := &rs[i]
-		if e, has := errs[r.Row]; has {
-			r.Error = e
-		}
-		id, solo := strings.CutPrefix(r.Pack, "solo:")
-		pid, _ := strconv.ParseUint(id, 10, 32)
-		r.Pack = ""
-		if pid == 0 {
-			continue
-		}
-		name := sr.packs[uint32(pid)]
-		switch {
-		case solo:
-			r.File = RowKeyPrefix(sr.token) + name
-		default:
-			r.Pack = name
-			r.File = names[r.Row]
-		}
-	}
-	return rs, ok, nil
-}
+func (fs *frameSet) at(n uint32) frameLoc { return fs.frames[n-1] }
 
-func (sr *slotReader) hashValues(key string, rows []any) (map[int]string, error) {
-	out := map[int]string{}
-	if len(rows) == 0 {
-		return out, nil
-	}
-	vals, err := redis.Strings(sr.c.Do("HMGET", append([]any{key}, rows...)...))
-	if err != nil {
-		return nil, fmt.Errorf("ledger %s: %w", sr.token, err)
-	}
-	for i, v := range vals {
-		out[rows[i].(int)] = v
-	}
-	return out, nil
-}
-
-// Each calls fn for every recorded row without holding the ledger in
+// Each calls fn for every recorded row without holding the row results in
 // memory: rows 1..total in order (a row with no result is passed as
 // missing, with only Row and Key set), then the rows known only by jid
-// (pushed by Ruby), in no particular order.
+// (pushed by Ruby), in no particular order. It reads the bitmaps from
+// Redis, then walks the frames in storage once to note which frame holds
+// each row's entry (4 bytes a row and 16 a commit while it runs), and
+// reads each frame's index again, through the packs the rows are read
+// from, as the rows come.
 func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r RowResult, missing bool) error) error {
+	var pr *packReader
+	if l.Store != nil {
+		pr = newPackReader(l.Store, token)
+		defer pr.close()
+	}
+	return l.each(ctx, token, total, pr, fn)
+}
+
+// each is Each reading frames through pr, the finalizer's pack reader,
+// so a pack is fetched once for its index and its rows.
+func (l Ledger) each(ctx context.Context, token string, total int, pr *packReader, fn func(r RowResult, missing bool) error) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	// Numbered rows are read and decoded a chunk ahead in a goroutine of
-	// their own, beside fn's work (the finalizer zipping): at a million
-	// rows the finalizer is otherwise one core's work end to end.
-	type entry struct {
-		r       RowResult
-		missing bool
+	recorded, err1 := bitmap(c, slotsKey(token))
+	failed, err2 := bitmap(c, failedKey(token))
+	commits, err3 := bitmap(c, commitsKey(token))
+	meta, err4 := redis.Strings(c.Do("HMGET", packsKey(token), "gen", "seq"))
+	gen, seq := "", 0
+	if err4 == nil && len(meta) == 2 {
+		gen = meta[0]
+		seq, _ = strconv.Atoi(meta[1])
 	}
-	chunks := make(chan []entry, 2)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(chunks)
-		sr := &slotReader{c: c, token: token, packs: map[uint32]string{}}
-		for from := 1; from <= total; from += ledgerChunk {
-			to := min(from+ledgerChunk-1, total)
-			rs, ok, err := sr.rows(from, to)
-			if err != nil {
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return fmt.Errorf("ledger %s: %w", token, err)
+	}
+	locs := make([]uint32, total+1) // the frame (1-based) holding each row's entry
+	frames := &frameSet{}
+	if l.Store != nil && pr != nil && gen != "" {
+		if frames, err = l.findEntries(ctx, token, gen, min(seq, total+1024), total, recorded, failed, commits, locs); err != nil {
+			return err
+		}
+	}
+	idx := &indexCache{frames: frames, packs: pr}
+	var reasons map[int]string // from Redis, for failed rows no frame holds
+	for row := 1; row <= total; row++ {
+		r := RowResult{Row: row, Key: RowKey(row, "")}
+		if !bitAt(recorded, row) {
+			if err := fn(r, true); err != nil {
 				return err
 			}
-			chunk := make([]entry, len(rs))
-			for i := range rs {
-				chunk[i] = entry{r: rs[i], missing: !ok[i]}
-			}
-			select {
-			case chunks <- chunk:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
+			continue
 		}
-		return nil
-	})
-	g.Go(func() error {
-		for chunk := range chunks {
-			for _, e := range chunk {
-				if err := fn(e.r, e.missing); err != nil {
+		r.Status = "done"
+		if bitAt(failed, row) {
+			r.Status = "failed"
+		}
+		switch loc := locs[row]; {
+		case loc != 0:
+			e, err := idx.entry(ctx, loc, row, r.Status == "failed")
+			if err != nil {
+				return fmt.Errorf("ledger %s row %d: %w", token, row, err)
+			}
+			r.Error = e.err
+			switch e.kind {
+			case entryBlob:
+				f := frames.at(loc)
+				r.Pack, r.Offset, r.Size = frames.objects[f.obj], f.off+int64(f.head)+e.off, e.size
+				r.NameInPack = true
+			case entrySolo:
+				r.File = RowKeyPrefix(token) + e.name
+			}
+		case r.Status == "failed":
+			if reasons == nil {
+				if reasons, err = l.keptErrors(c, token); err != nil {
 					return err
 				}
 			}
+			r.Error = cmp.Or(reasons[row], "failed")
+		case l.Store != nil:
+			r.Status, r.Error = "failed", "no result in row storage"
 		}
-		return nil
-	})
-	if err := g.Wait(); err != nil {
-		return err
+		if err := fn(r, false); err != nil {
+			return err
+		}
 	}
 	cursor := "0"
 	for {
@@ -470,6 +461,125 @@ func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r Row
 		}
 	}
 }
+
+// findEntries walks every frame of token's packs and notes, for each
+// recorded row, the frame of the lowest recorded commit of generation gen
+// that holds it with its recorded status.
+func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, total int, recorded, failed, commits []byte,
+	locs []uint32) (*frameSet, error) {
+	objs, err := l.Store.List(ctx, RowKeyPrefix(token))
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: list row packs: %w", token, err)
+	}
+	// Sized once from the ids handed out (an upper bound on the frames),
+	// not grown by doubling; the ids are only needed during the walk.
+	fs := &frameSet{frames: make([]frameLoc, 0, max(commitIDs, 0))}
+	ids := make([]uint32, 0, max(commitIDs, 0))
+	for i, o := range objs {
+		objs[i] = storage.Info{} // a run on S3 lists an object per commit: keep only names
+		if !isPackObject(o.Key) {
+			continue
+		}
+		obj := uint32(len(fs.objects))
+		fs.objects = append(fs.objects, strings.Clone(path.Base(o.Key)))
+		err := walkFrames(ctx, l.Store, o.Key, func(h frameHead, off int64, idx []byte) error {
+			if h.gen != gen || !bitAt(commits, int(h.id)) {
+				return nil // never recorded, or of a lost ledger
+			}
+			fs.frames = append(fs.frames, frameLoc{obj: obj, off: off, head: uint32(h.dataStart())})
+			ids = append(ids, h.id)
+			fi := uint32(len(fs.frames))
+			return decodeIndex(idx, func(e frameEntry) {
+				row := e.row
+				if row < 1 || row > total || !bitAt(recorded, row) || e.failed != bitAt(failed, row) {
+					return
+				}
+				if cur := locs[row]; cur != 0 && ids[cur-1] <= h.id {
+					return
+				}
+				locs[row] = fi
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ledger %s: read row pack %s: %w", token, o.Key, err)
+		}
+	}
+	return fs, nil
+}
+
+// indexCache keeps the last few frame indexes Each read again, decoded.
+// Rows of one frame are neighbours in row order.
+type indexCache struct {
+	frames *frameSet
+	packs  *packReader
+	order  []uint32 // frames held, most recent last
+	held   map[uint32][]frameEntry
+}
+
+// entry is the entry of row with the given status in frame.
+func (ic *indexCache) entry(ctx context.Context, frame uint32, row int, failed bool) (frameEntry, error) {
+	es, ok := ic.held[frame]
+	if !ok {
+		f := ic.frames.at(frame)
+		p, err := ic.packs.load(ctx, RowKeyPrefix(ic.packs.token)+ic.frames.objects[f.obj])
+		if err != nil {
+			return frameEntry{}, err
+		}
+		var at io.ReaderAt = p.at
+		if at == nil {
+			at = bytes.NewReader(p.data)
+		}
+		_, raw, err := readFrame(at, f.off, p.size-f.off)
+		if err != nil {
+			return frameEntry{}, fmt.Errorf("row pack %s at %d: %w", ic.frames.objects[f.obj], f.off, err)
+		}
+		if err := decodeIndex(raw, func(e frameEntry) { es = append(es, e) }); err != nil {
+			return frameEntry{}, err
+		}
+		if ic.held == nil {
+			ic.held = map[uint32][]frameEntry{}
+		}
+		if len(ic.order) >= 16 {
+			delete(ic.held, ic.order[0])
+			ic.order = ic.order[1:]
+		}
+		ic.order = append(ic.order, frame)
+		ic.held[frame] = es
+	}
+	for _, e := range es {
+		if e.row == row && e.failed == failed {
+			return e, nil
+		}
+	}
+	return frameEntry{}, fmt.Errorf("frame %d holds no entry for row %d", frame, row)
+}
+
+// bitmap reads a bitmap whole; a missing key is empty.
+func bitmap(c redis.Conn, key string) ([]byte, error) {
+	b, err := redis.Bytes(c.Do("GET", key))
+	if errors.Is(err, redis.ErrNil) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// keptErrors reads the reasons Redis keeps for failed rows.
+func (l Ledger) keptErrors(c redis.Conn, token string) (map[int]string, error) {
+	m, err := redis.StringMap(c.Do("HGETALL", errorsKey(token)))
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", token, err)
+	}
+	out := make(map[int]string, len(m))
+	for k, v := range m {
+		if n, err := strconv.Atoi(k); err == nil {
+			out[n] = v
+		}
+	}
+	return out, nil
+}
+
+// ledgerChunk is how many entries one scan step of the ledger covers.
+const ledgerChunk = 1000
 
 // Ledger entries are encoded with json/v2, which is several times quicker
 // than encoding/json for a small struct; there is one per row each way.
@@ -533,32 +643,33 @@ func (l Ledger) Recorded(ctx context.Context, token string, rows []int) ([]bool,
 	if len(rows) == 0 {
 		return out, nil
 	}
+	lo, hi := slices.Min(rows), slices.Max(rows)
+	if lo < 1 {
+		return nil, fmt.Errorf("ledger %s: row %d has no bit", token, lo)
+	}
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	lo, hi := slices.Min(rows), slices.Max(rows)
-	if lo < 1 {
-		return nil, fmt.Errorf("ledger %s: row %d has no slot", token, lo)
-	}
-	raw, err := redis.Bytes(c.Do("GETRANGE", slotsKey(token), (lo-1)*slotSize, hi*slotSize-1))
+	raw, err := redis.Bytes(c.Do("GETRANGE", slotsKey(token), lo/8, hi/8))
 	if err != nil && !errors.Is(err, redis.ErrNil) {
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
+	base := (lo / 8) * 8
 	for i, n := range rows {
-		at := (n - lo) * slotSize
-		out[i] = at < len(raw) && raw[at] != 0
+		out[i] = bitAt(raw, n-base)
 	}
 	return out, nil
 }
 
 // Unrecorded lists the rows from..to that have no result, reading the
-// ledger in chunks; it stops after limit rows.
+// bitmap in chunks; it stops after limit rows.
 func (l Ledger) Unrecorded(ctx context.Context, token string, from, to, limit int) ([]int, error) {
 	var out []int
-	for lo := from; lo <= to && len(out) < limit; lo += ledgerChunk {
-		hi := min(lo+ledgerChunk-1, to)
+	const chunk = 64 * ledgerChunk
+	for lo := from; lo <= to && len(out) < limit; lo += chunk {
+		hi := min(lo+chunk-1, to)
 		nums := make([]int, 0, hi-lo+1)
 		for n := lo; n <= hi; n++ {
 			nums = append(nums, n)

@@ -13,15 +13,15 @@ import (
 
 // The ledger's part in a retry of failed rows and in the failed-row list of
 // the status page. A retry rebuilds the ledger from the run's ZIP (whose
-// manifest is the truth once a run has ended): Reset, then RecordBatch with
-// the rows it keeps (their files back in packs without a name header, so
-// their names go to the names hash), leaving out the failed rows so they
-// can be recorded again.
+// manifest is the truth once a run has ended): Reset (a new generation,
+// so no frame of the first run counts), then commits of the rows it keeps
+// (their files back in frames), leaving out the failed rows so they can be
+// recorded again.
 
 func retryLockKey(token string) string { return "pallarel:retry:" + token }
 
-// Reset forgets every row result of token (slots, pack names, errors,
-// names, count and the rows known by jid) and keeps the split and total
+// Reset forgets every row result of token (bitmaps, generation, kept
+// errors, count and the rows known by jid) and keeps the split and total
 // records (undoing Expire), for a retry that rebuilds the ledger with
 // RecordBatch.
 func (l Ledger) Reset(ctx context.Context, token string) error {
@@ -31,7 +31,7 @@ func (l Ledger) Reset(ctx context.Context, token string) error {
 	}
 	defer c.Close()
 	_ = c.Send("MULTI")
-	_ = c.Send("DEL", slotsKey(token), packsKey(token), errorsKey(token), namesKey(token), countKey(token), rowsKey(token))
+	_ = c.Send("DEL", redis.Args{}.AddFlat(resultKeys(token))...)
 	_ = c.Send("PERSIST", totalKey(token))
 	_ = c.Send("PERSIST", splitKey(token))
 	if _, err := c.Do("EXEC"); err != nil {
@@ -93,58 +93,57 @@ end
 return {r[1], out}
 `)
 
-// maxFailedListed bounds the failed rows one listing holds in memory.
-const maxFailedListed = 200000
-
-// Failed returns the failed rows of token ordered by row number (rows
-// known only by jid last), at most maxFailedListed of them, and whether
-// there were more. The numbered ones are the entries of the errors hash,
-// which holds failed rows only.
-func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, bool, error) {
+// Failed returns the failed rows of token whose reason Redis keeps (the
+// first errorsKept numbered ones, then those known only by jid), ordered
+// by row number (rows known only by jid last), and how many rows failed in
+// all, which may be more.
+func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("ledger %s: %w", token, err)
+		return nil, 0, fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
 	var out []RowResult
-	scan := func(key string, step func(cursor string) ([]any, error), add func(k string, v []byte)) (bool, error) {
+	scan := func(step func(cursor string) ([]any, error), add func(k string, v []byte)) error {
 		cursor := "0"
 		for {
 			vals, err := step(cursor)
 			if err != nil || len(vals) != 2 {
-				return false, fmt.Errorf("ledger %s: failed rows: %v", token, err)
+				return fmt.Errorf("ledger %s: failed rows: %v", token, err)
 			}
 			cursor, _ = redis.String(vals[0], nil)
 			kv, _ := redis.ByteSlices(vals[1], nil)
 			for i := 0; i+1 < len(kv); i += 2 {
-				if len(out) >= maxFailedListed {
-					return true, nil
-				}
 				add(string(kv[i]), kv[i+1])
 			}
 			if cursor == "0" {
-				return false, nil
+				return nil
 			}
 		}
 	}
-	more, err := scan(errorsKey(token), func(cursor string) ([]any, error) {
+	err = scan(func(cursor string) ([]any, error) {
 		return redis.Values(c.Do("HSCAN", errorsKey(token), cursor, "COUNT", ledgerChunk))
 	}, func(k string, v []byte) {
 		n, _ := strconv.Atoi(k)
 		out = append(out, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: string(v)})
 	})
-	if err == nil && !more {
-		more, err = scan(rowsKey(token), func(cursor string) ([]any, error) {
+	numbered := len(out)
+	if err == nil {
+		err = scan(func(cursor string) ([]any, error) {
 			return redis.Values(failedJidScan.Do(c, rowsKey(token), cursor, ledgerChunk))
 		}, func(k string, v []byte) {
 			out = append(out, decodeResult(k, v))
 		})
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
+	}
+	total, err := redis.Int(c.Do("BITCOUNT", failedKey(token)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger %s: failed rows: %w", token, err)
 	}
 	sortRows(out)
-	return out, more, nil
+	return out, max(total, numbered) + len(out) - numbered, nil
 }
 
 func sortRows(rs []RowResult) {

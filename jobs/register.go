@@ -129,7 +129,7 @@ func New(d Deps) (*Pipeline, error) {
 		d.SplitWindow = DefaultSplitWindow
 	}
 	d.Supervise = d.Supervise.withDefaults()
-	ledger := Ledger{Pool: d.Pool}
+	ledger := Ledger{Pool: d.Pool, Store: d.Store}
 	base, cancel := context.WithCancel(context.Background())
 	p := &Pipeline{d: d, ledger: ledger, log: d.Logger, packer: &rowPacker{store: d.Store, ledger: ledger},
 		base: base, cancelBase: cancel}

@@ -1,13 +1,11 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"sort"
 	"time"
 
@@ -189,28 +187,23 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	if err := p.ledger.Reset(ctx, token); err != nil {
 		return out, err
 	}
-	_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)) // leftovers of the first run
+	// The packer's commit ids were of the ledger just reset; the row files
+	// left are of the first run.
+	p.packer.release(token)
+	_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token))
 	var (
-		buf     bytes.Buffer
-		pending []RowResult // rows whose bytes are in buf
-		ready   []RowResult // rows to record that have no bytes in buf
+		batch   []RowResult
+		data    [][]byte // batch[i]'s file, or nil
+		size    int
 		unnamed int
 	)
 	flush := func() error {
-		if buf.Len() > 0 {
-			key, base, err := p.packer.write(ctx, token, buf.Bytes())
-			if err != nil {
+		if len(batch) > 0 {
+			if _, _, err := p.packer.commitRows(ctx, token, batch, data); err != nil {
 				return err
 			}
-			for i := range pending {
-				pending[i].Pack, pending[i].Offset = path.Base(key), pending[i].Offset+base
-			}
 		}
-		if _, _, err := p.ledger.RecordBatch(ctx, token, append(ready, pending...)); err != nil {
-			return err
-		}
-		buf.Reset()
-		pending, ready = pending[:0], ready[:0]
+		batch, data, size = batch[:0], data[:0], 0
 		return nil
 	}
 	err = z.eachManifest(func(m manifestLine) error {
@@ -226,14 +219,14 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 				out.failedRows[m.Row] = m.Error
 				return nil
 			}
-			ready = append(ready, RowResult{Row: m.Row, Key: key, Status: "failed", Error: m.Error})
+			batch, data = append(batch, RowResult{Row: m.Row, Key: key, Status: "failed", Error: m.Error}), append(data, nil)
 			return nil
 		}
 		out.done++
 		r := RowResult{Row: m.Row, Key: key, Status: "done"}
 		i, ok := files[m.File]
 		if m.File == "" || !ok {
-			ready = append(ready, r)
+			batch, data = append(batch, r), append(data, nil)
 			return nil
 		}
 		zf := z.File[i]
@@ -247,17 +240,17 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 			if err := p.d.Store.Put(ctx, r.File, rc); err != nil {
 				return err
 			}
-			ready = append(ready, r)
+			batch, data = append(batch, r), append(data, nil)
 		} else {
-			r.File, r.Offset = m.File, int64(buf.Len())
-			n, err := io.Copy(&buf, rc)
+			b, err := io.ReadAll(rc)
 			if err != nil {
 				return fmt.Errorf("zip %s: %w", m.File, err)
 			}
-			r.Size = n
-			pending = append(pending, r)
+			r.File = m.File
+			batch, data = append(batch, r), append(data, b)
+			size += len(b)
 		}
-		if buf.Len() >= packMaxBytes || len(pending)+len(ready) >= packMaxRows {
+		if size >= packMaxBytes || len(batch) >= packMaxRows {
 			return flush()
 		}
 		return nil
@@ -324,7 +317,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		}
 		delete(want, row.Number)
 		if row.Err != nil {
-			isNew, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			isNew, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
 				Error: fmt.Sprintf("line %d: %v", row.Line, row.Err)})
 			if err != nil {
 				return pushed, err
@@ -359,7 +352,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 	}
 	// Rows the upload no longer has (it changed?) stay failed, as before.
 	for n, msg := range want {
-		if _, _, err := p.ledger.Record(ctx, token, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
+		if _, _, err := p.recordRow(ctx, token, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
 			return pushed, err
 		}
 		_ = p.d.DB.IncrementFailed(ctx, token, 1)

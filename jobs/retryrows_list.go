@@ -61,14 +61,14 @@ func (p *Pipeline) FailedRows(ctx context.Context, token string, offset, limit i
 			return FailedPage{}, fmt.Errorf("failed rows of %s: %w", token, err)
 		}
 	}
-	rows, truncated, err := p.ledger.Failed(ctx, token)
+	rows, total, err := p.ledger.Failed(ctx, token)
 	if err != nil {
 		return FailedPage{}, err
 	}
-	if len(rows) > 0 {
+	if total > 0 {
 		page.Source = "ledger"
 	}
-	page.Total, page.Truncated = len(rows), truncated
+	page.Total, page.Truncated = total, total > len(rows)
 	for i := offset; i < len(rows) && len(page.Rows) < limit; i++ {
 		page.Rows = append(page.Rows, FailedRow{Row: rows[i].Row, Error: rows[i].Error})
 	}

@@ -2,10 +2,12 @@ package jobs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,8 +24,10 @@ import (
 // ledger with one transaction, and only then do their jobs return and get
 // acknowledged. One object per commit instead of one per row is what makes
 // text rows cheap: creating a small file (or an S3 object) costs far more
-// than rendering it. The finalizer reads each row back from its pack by the
-// offset and size the ledger holds; the ZIP still has one file per row.
+// than rendering it. Each commit is a frame (ledger_frames.go) whose index
+// says where each row's file is and how the row ended; the ledger in Redis
+// keeps only which rows and commits were recorded. The finalizer reads each
+// row back from its frame; the ZIP still has one file per row.
 const (
 	// packMaxRows and packMaxBytes bound one commit.
 	packMaxRows  = 256
@@ -36,6 +40,8 @@ const (
 	// packCommitTimeout bounds one commit; it outlives the job that leads
 	// it, so a shutdown does not cut short the rows of other jobs.
 	packCommitTimeout = 60 * time.Second
+	// commitIDBlock is how many commit ids a packer reserves at once.
+	commitIDBlock = 64
 )
 
 // packedRow is one finished row waiting for its commit.
@@ -61,6 +67,15 @@ type rowPacker struct {
 
 	segMu sync.Mutex
 	segs  map[string]*segment // by token
+
+	idMu sync.Mutex
+	ids  map[string]*idBlock // by token
+}
+
+// idBlock is a block of commit ids reserved in one ledger generation.
+type idBlock struct {
+	gen      string
+	next, hi uint32
 }
 
 // segment is an object this process appends a token's packs to.
@@ -164,34 +179,12 @@ func (pk *rowPacker) flush(ctx context.Context, batch []*packedRow) {
 }
 
 func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packedRow) error {
-	var buf bytes.Buffer
-	for _, r := range rows {
-		if r.data != nil {
-			start := buf.Len()
-			writeBlob(&buf, path.Base(r.res.File), r.data)
-			r.res.Offset, r.res.Size = int64(start), int64(buf.Len()-start)
-			r.res.NameInPack = true
-		}
-	}
-	if anyData(rows) {
-		key, base, err := pk.write(ctx, token, buf.Bytes())
-		if err != nil {
-			return err
-		}
-		// The ledger keeps names, not keys (the token's prefix is known),
-		// to keep a million-row ledger small in Redis.
-		for _, r := range rows {
-			if r.data != nil {
-				r.res.Pack, r.res.File = path.Base(key), path.Base(r.res.File)
-				r.res.Offset += base
-			}
-		}
-	}
-	results := make([]RowResult, len(rows))
+	rs := make([]RowResult, len(rows))
+	data := make([][]byte, len(rows))
 	for i, r := range rows {
-		results[i] = r.res
+		rs[i], data[i] = r.res, r.data
 	}
-	isNew, last, err := pk.ledger.RecordBatch(ctx, token, results)
+	isNew, last, err := pk.commitRows(ctx, token, rs, data)
 	if err != nil {
 		return err
 	}
@@ -201,9 +194,107 @@ func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packe
 	return nil
 }
 
+// commitRows stores one frame of token's rows (data[i] is rs[i]'s file, nil
+// when it has none or is stored on its own as rs[i].File) and records them
+// in the ledger as one commit. A commit refused because the ledger was
+// rebuilt meanwhile is made again once in the new generation.
+func (pk *rowPacker) commitRows(ctx context.Context, token string, rs []RowResult, data [][]byte) (isNew []bool, last int, err error) {
+	for attempt := 0; ; attempt++ {
+		isNew, last, err = pk.commitOnce(ctx, token, rs, data)
+		if !errors.Is(err, errLedgerGen) || attempt > 0 {
+			return isNew, last, err
+		}
+		pk.dropIDs(token)
+	}
+}
+
+func (pk *rowPacker) commitOnce(ctx context.Context, token string, rs []RowResult, data [][]byte) ([]bool, int, error) {
+	if !slices.ContainsFunc(rs, func(r RowResult) bool { return r.Row > 0 }) && !slices.ContainsFunc(data, func(b []byte) bool { return b != nil }) {
+		// Rows known only by jid, without files: Redis holds all of them.
+		return pk.ledger.RecordBatch(ctx, token, rs)
+	}
+	gen, id, err := pk.nextID(ctx, token)
+	if err != nil {
+		return nil, -1, err
+	}
+	var buf bytes.Buffer
+	var entries []frameEntry
+	blobAt := make([]int64, len(rs))
+	for i, r := range rs {
+		blobAt[i] = -1
+		e := frameEntry{row: r.Row, failed: r.Status != "done", err: cmp.Or(r.Error, "failed")}
+		switch {
+		case data[i] != nil:
+			blobAt[i] = int64(buf.Len())
+			writeBlob(&buf, path.Base(r.File), data[i])
+			e.kind, e.off, e.size = entryBlob, blobAt[i], int64(buf.Len())-blobAt[i]
+		case r.File != "" && !e.failed:
+			e.kind, e.name = entrySolo, path.Base(r.File)
+		}
+		if r.Row > 0 {
+			entries = append(entries, e)
+		}
+	}
+	frame, err := encodeFrame(gen, id, entries, buf.Bytes())
+	if err != nil {
+		return nil, -1, err
+	}
+	key, base, err := pk.write(ctx, token, frame)
+	if err != nil {
+		return nil, -1, err
+	}
+	// Rows known only by jid keep where they are in Redis (their JSON).
+	dataStart := base + int64(len(frame)-buf.Len())
+	recs := slices.Clone(rs)
+	for i := range recs {
+		if recs[i].Row > 0 {
+			continue
+		}
+		if blobAt[i] >= 0 {
+			recs[i].Pack, recs[i].File, recs[i].NameInPack = path.Base(key), path.Base(recs[i].File), true
+			end := int64(buf.Len())
+			for k := i + 1; k < len(recs); k++ {
+				if blobAt[k] >= 0 {
+					end = blobAt[k]
+					break
+				}
+			}
+			recs[i].Offset, recs[i].Size = dataStart+blobAt[i], end-blobAt[i]
+		}
+	}
+	return pk.ledger.recordCommit(ctx, token, gen, id, recs)
+}
+
+// nextID hands out the next commit id of token, reserving a block when
+// none is left.
+func (pk *rowPacker) nextID(ctx context.Context, token string) (string, uint32, error) {
+	pk.idMu.Lock()
+	defer pk.idMu.Unlock()
+	b := pk.ids[token]
+	if b == nil || b.next > b.hi {
+		gen, hi, err := pk.ledger.reserveCommits(ctx, token, commitIDBlock)
+		if err != nil {
+			return "", 0, err
+		}
+		b = &idBlock{gen: gen, next: hi - commitIDBlock + 1, hi: hi}
+		if pk.ids == nil {
+			pk.ids = map[string]*idBlock{}
+		}
+		pk.ids[token] = b
+	}
+	id := b.next
+	b.next++
+	return b.gen, id, nil
+}
+
+func (pk *rowPacker) dropIDs(token string) {
+	pk.idMu.Lock()
+	defer pk.idMu.Unlock()
+	delete(pk.ids, token)
+}
+
 // A row in a pack is a blob: the file's name (uvarint length, bytes), then
-// the file. The name lives in the pack, not in Redis, so the ledger's
-// entry per row stays a fixed 16 bytes.
+// the file. The name lives in the pack, not in Redis.
 func writeBlob(buf *bytes.Buffer, name string, data []byte) {
 	buf.Write(binary.AppendUvarint(nil, uint64(len(name))))
 	buf.WriteString(name)
@@ -273,11 +364,13 @@ func (pk *rowPacker) write(ctx context.Context, token string, b []byte) (key str
 	return seg.key, off, nil
 }
 
-// release closes token's segment, once its run is finished.
+// release closes token's segment and forgets its commit ids, once its run
+// is finished.
 func (pk *rowPacker) release(token string) {
 	pk.segMu.Lock()
-	defer pk.segMu.Unlock()
 	pk.closeSegment(token)
+	pk.segMu.Unlock()
+	pk.dropIDs(token)
 }
 
 // closeSegment closes and forgets token's segment; pk.segMu is held.
@@ -286,15 +379,6 @@ func (pk *rowPacker) closeSegment(token string) {
 		_ = seg.w.Close()
 		delete(pk.segs, token)
 	}
-}
-
-func anyData(rows []*packedRow) bool {
-	for _, r := range rows {
-		if r.data != nil {
-			return true
-		}
-	}
-	return false
 }
 
 func newPackName() string {

@@ -191,7 +191,7 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 		}
 		held, queued, finPresent := heldRows(qw)
-		if deleted, err := p.queueEmptiedByHand(ctx, token, w, held); err != nil {
+		if deleted, err := p.queueEmptiedByHand(ctx, token, w, held, queued); err != nil {
 			return err
 		} else if deleted {
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
@@ -277,33 +277,43 @@ func heldRows(qw sidekiq.QueueWork) (held map[int]bool, queued []int, fin bool) 
 	return held, queued, fin
 }
 
-// queueEmptiedByHand reports whether every row that waited in the queue at
-// the last pass has since vanished: not recorded, not in Redis anywhere. A
-// job leaves a queue only by being fetched (then it is in flight, retrying,
-// dead or recorded) or by being deleted, and "Delete queue" is the one act
-// that takes them all at once. It catches the deletion even after a later
-// push listed the queue again.
-func (p *Pipeline) queueEmptiedByHand(ctx context.Context, token string, w *runWatch, held map[int]bool) (bool, error) {
+// queueEmptiedByHand reports whether the rows that waited in the queue at
+// the last pass have since vanished all at once: none of them waits in the
+// list any more, and those that did not run since (not recorded) are, but
+// for the few a worker had fetched, in Redis nowhere. A job leaves a queue
+// only by being fetched (then it is in flight, retrying, dead or recorded)
+// or by being deleted, and "Delete queue" is the one act that takes them
+// all at once. It catches the deletion even after a later push listed the
+// queue again, and while a worker goes on recording the rows it had
+// fetched.
+func (p *Pipeline) queueEmptiedByHand(ctx context.Context, token string, w *runWatch, held map[int]bool, queuedNow []int) (bool, error) {
 	if len(w.queued) < 2 {
 		return false, nil
 	}
-	var still []int
+	waiting := make(map[int]bool, len(queuedNow))
+	for _, n := range queuedNow {
+		waiting[n] = true
+	}
 	for _, n := range w.queued {
-		if held[n] {
+		if waiting[n] {
 			return false, nil
 		}
-		still = append(still, n)
 	}
-	have, err := p.ledger.Recorded(ctx, token, still)
+	have, err := p.ledger.Recorded(ctx, token, w.queued)
 	if err != nil {
 		return false, err
 	}
-	for _, ok := range have {
-		if ok {
-			return false, nil
+	gone, running := 0, 0
+	for i, n := range w.queued {
+		switch {
+		case have[i]:
+		case held[n]:
+			running++
+		default:
+			gone++
 		}
 	}
-	return true, nil
+	return gone >= 2 && gone > running, nil
 }
 
 // gapScan bounds how many unrecorded rows one pass looks at.
@@ -383,7 +393,7 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 			continue
 		}
 		if row.Err != nil {
-			if _, _, err := p.ledger.Record(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			if _, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
 				Error: rowErrorText(row.Line, row.Err)}); err != nil {
 				return err
 			}
