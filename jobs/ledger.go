@@ -30,7 +30,7 @@ import (
 // its file is, its name, why it failed) lives in storage, in the frame of
 // the commit that stored the row (ledger_frames.go):
 //
-//	pallarel:ledger:<token>   STRING bitmap, bit n set: row n is recorded
+//	pallarel:recorded:<token> STRING bitmap, bit n set: row n is recorded
 //	pallarel:failed:<token>   STRING bitmap, bit n set: row n failed
 //	pallarel:commits:<token>  STRING bitmap, bit k set: commit k was recorded
 //	pallarel:packs:<token>    HASH "gen" → this ledger's generation (random),
@@ -88,7 +88,14 @@ type RowResult struct {
 func rowsKey(token string) string    { return "pallarel:rows:" + token }
 func splitKey(token string) string   { return "pallarel:split:" + token }
 func totalKey(token string) string   { return "pallarel:total:" + token }
-func slotsKey(token string) string   { return "pallarel:ledger:" + token }
+func slotsKey(token string) string   { return "pallarel:recorded:" + token }
+
+// legacyLedgerKeys are the keys only the ledger of Pallarel before
+// 2026-11-30 wrote: 16 bytes a row under pallarel:ledger, file names in
+// pallarel:names. Its bits cannot be read as this ledger's (dropLegacy).
+func legacyLedgerKeys(token string) []string {
+	return []string{"pallarel:ledger:" + token, "pallarel:names:" + token}
+}
 func failedKey(token string) string  { return "pallarel:failed:" + token }
 func commitsKey(token string) string { return "pallarel:commits:" + token }
 func packsKey(token string) string   { return "pallarel:packs:" + token }
@@ -103,7 +110,36 @@ func resultKeys(token string) []string {
 
 // ledgerKeys are every key of a token's ledger.
 func ledgerKeys(token string) []string {
-	return append(resultKeys(token), totalKey(token), splitKey(token))
+	return append(append(resultKeys(token), totalKey(token), splitKey(token)), legacyLedgerKeys(token)...)
+}
+
+// dropLegacyScript forgets a ledger of the older layout, so the run is
+// rebuilt from its stored upload as after Redis lost its ledger: the rows
+// recorded in the old layout run again (their results are in packs this
+// version cannot index), rows recorded since in this layout stay.
+// KEYS: legacy ledger, legacy names, errors, split, total, recorded, count.
+// Returns 1 when there was an old ledger, else 0.
+var dropLegacyScript = redis.NewScript(7, `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SET', KEYS[7], redis.call('BITCOUNT', KEYS[6]))
+return 1`)
+
+// dropLegacy forgets token's ledger if an older Pallarel wrote it (a run
+// under way across an upgrade), and reports whether it did.
+func (l Ledger) dropLegacy(ctx context.Context, token string) (bool, error) {
+	c, err := l.Pool.GetContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	old := legacyLedgerKeys(token)
+	n, err := redis.Int(dropLegacyScript.Do(c, old[0], old[1], errorsKey(token), splitKey(token), totalKey(token),
+		slotsKey(token), countKey(token)))
+	if err != nil {
+		return false, fmt.Errorf("drop the old ledger of %s: %w", token, err)
+	}
+	return n == 1, nil
 }
 
 const (

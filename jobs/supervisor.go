@@ -161,6 +161,13 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 	if err != nil {
 		return err
 	}
+	if dropped, err := p.ledger.dropLegacy(ctx, token); err != nil {
+		return err
+	} else if dropped {
+		// A run under way across an upgrade: its rows are fed again
+		// from the stored upload, skipping those recorded since.
+		p.log.Warn("the run's row ledger was written by an older Pallarel: rebuilding it from the upload", "token", token)
+	}
 	w := p.super.watch(token, now)
 	spec, hasSpec := parseSpec(st.SourceSpec)
 	total, splitDone, err := p.ledger.HasTotal(ctx, token)

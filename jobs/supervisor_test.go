@@ -125,3 +125,54 @@ func TestSupervisorCancelsADeletedQueueListedAgain(t *testing.T) {
 		t.Fatalf("status = %+v, want cancelled", st)
 	}
 }
+
+// A run under way across an upgrade from the 16-byte-slot ledger: its old
+// ledger is dropped and the run rebuilt from the upload, so the rows the
+// old version recorded run again and every row is in the ZIP once, done.
+func TestSupervisorRebuildsARunWithTheOldLedger(t *testing.T) {
+	const rows, ranBefore = 40, 10
+	e, id, token := splitWithoutWorker(t, rows)
+	queue := e.queue(token)
+	ctx := context.Background()
+	// What the older version left: rows 1..10 ran (gone from the queue),
+	// recorded as 16-byte "done" slots, counted, their names kept.
+	raw, _ := redis.ByteSlices(e.db.Do(t, "LRANGE", "queue:"+queue, 0, -1), nil)
+	for _, r := range raw {
+		j, err := sidekiq.ParseJob(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		_, _ = j.Field("pallarel_row", &n)
+		if n >= 1 && n <= ranBefore {
+			e.db.Do(t, "LREM", "queue:"+queue, 1, r)
+		}
+	}
+	slots := make([]byte, 16*ranBefore)
+	for i := range ranBefore {
+		slots[16*i] = 1 // done
+		slots[16*i+5] = byte(i + 1)
+	}
+	e.db.Do(t, "SET", "pallarel:ledger:"+token, slots)
+	e.db.Do(t, "SET", "pallarel:count:"+token, ranBefore)
+	e.db.Do(t, "HSET", "pallarel:names:"+token, 1, "S-0001.xlsx")
+	for pass := range 3 {
+		if err := e.pipeline.Supervise(ctx); err != nil {
+			t.Fatalf("pass %d: %v", pass, err)
+		}
+	}
+	if n := e.redisInt("EXISTS", "pallarel:ledger:"+token, "pallarel:names:"+token); n != 0 {
+		t.Fatalf("%d keys of the old ledger left", n)
+	}
+	e.runWorker(queue, []sidekiq.QueueWeight{{Name: queue}}, 4)
+	rep := e.completed(id, 30*time.Second)
+	got := manifestRows(t, e.readZip(rep.File))
+	if len(got) != rows {
+		t.Fatalf("manifest has %d rows, want %d", len(got), rows)
+	}
+	for n := 1; n <= rows; n++ {
+		if got[n][1] != "done" {
+			t.Errorf("row %d: %v", n, got[n])
+		}
+	}
+}
