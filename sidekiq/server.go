@@ -262,7 +262,7 @@ func (s *Server) pendingFor(ctx context.Context, queues []string) (int, error) {
 	n := 0
 	err := s.do(ctx, func(c redis.Conn) error {
 		for _, q := range queues {
-			l, err := redis.Int(c.Do("LLEN", rdb.Queue(q)))
+			l, err := rdb.QueueLen(c, q)
 			if err != nil {
 				return err
 			}
