@@ -141,10 +141,26 @@ func TestRetryRefused(t *testing.T) {
 	rep := e.completed(id, 30*time.Second)
 	// The finalizer's end, as the webhook tells it.
 	e.pipeline.RunEndedForTest(ctx, rep.Token)
-	waitFor(t, 20*time.Second, "the webhook", func() bool { return len(hook.deliveries()) == 1 })
+	waitFor(t, 20*time.Second, "the webhook", func() bool { return len(hook.deliveries()) >= 1 })
 	if p := verify(t, hook.deliveries()[0], "k"); p.State != "completed" || p.DoneCount != 1 || p.TotalCount != 1 ||
 		p.DownloadPath != "/csv_processing/"+rep.Token+"/download" {
 		t.Errorf("payload %+v", p)
+	}
+	// A caller that sees the end before ended_at is written (the
+	// finalizer claims finalized_at first) and one after it deliver once
+	// between them.
+	ended := e.status(rep.Token).EndedAt
+	if err := e.models.DB.Model(&models.CsvProcessingStatus{}).Where("token = ?", rep.Token).Update("ended_at", nil).Error; err != nil {
+		t.Fatal(err)
+	}
+	e.pipeline.RunEndedForTest(ctx, rep.Token)
+	if err := e.models.DB.Model(&models.CsvProcessingStatus{}).Where("token = ?", rep.Token).Update("ended_at", ended).Error; err != nil {
+		t.Fatal(err)
+	}
+	e.pipeline.RunEndedForTest(ctx, rep.Token)
+	time.Sleep(500 * time.Millisecond) // a second delivery would come within this
+	if n := len(hook.deliveries()); n != 1 {
+		t.Errorf("%d deliveries of one end", n)
 	}
 	if _, err := e.pipeline.RetryFailed(ctx, rep.Token); !errors.Is(err, jobs.ErrNotRetryable) {
 		t.Errorf("retry of a run without failed rows: %v", err)

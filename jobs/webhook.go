@@ -116,8 +116,11 @@ func (p *Pipeline) enqueueWebhook(ctx context.Context, token string) error {
 	if ended == nil {
 		ended = st.FinalizedAt
 	}
-	// One delivery per end: the marker holds the end time last delivered.
-	mark := strconv.FormatInt(ended.UnixMicro(), 10)
+	// One delivery per end: the marker holds the end last delivered, by
+	// its finalized_at, which is claimed once per end (a retry clears it),
+	// while ended_at is written a moment later: two callers either side
+	// of that write must not deliver twice.
+	mark := strconv.FormatInt(st.FinalizedAt.UnixMicro(), 10)
 	first, err := p.markOnce(ctx, webhookSentKey(token), mark)
 	if err != nil || !first {
 		return err
