@@ -119,12 +119,15 @@ func (s *Server) Stopping() <-chan struct{} { return s.stopCh }
 func (s *Server) Run(ctx context.Context) error {
 	defer close(s.gone)
 	s.lastWork.Store(s.opts.Now().UnixNano())
-	if err := s.fetcher.register(ctx); err != nil {
-		return fmt.Errorf("start %s: %w", s.identity, err)
-	}
 	parts := newServerParts(s) // heartbeat, metrics flusher, recoverer, poller
+	// The heartbeat comes first: another process's recoverer that saw our
+	// in-flight registration without it would take us for dead and drop
+	// the registration before our first fetch.
 	if err := parts.heartbeat.runOnce(ctx); err != nil {
 		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
+	}
+	if err := s.fetcher.register(ctx); err != nil {
+		return fmt.Errorf("start %s: %w", s.identity, err)
 	}
 	s.log.Info("started", "queues", s.order.unique, "mode", s.order.mode,
 		"concurrency", s.opts.Concurrency, "reliable_fetch", s.fetcher.Reliable(), "dialect", int(s.opts.Dialect))
