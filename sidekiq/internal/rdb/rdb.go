@@ -159,6 +159,41 @@ func Requeue(c redis.Conn, identity, queue string, job []byte, reliable bool) er
 	return err
 }
 
+// RequeueMany gives jobs back to the right end of their queues in one
+// transaction, so the queue reads as before they were fetched: jobs are in
+// fetch order (oldest first) and the first ends rightmost, to run next.
+// With reliable=false the jobs are simply pushed back (BasicFetch).
+func RequeueMany(c redis.Conn, identity string, jobs []AckedJob, reliable bool) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	if err := c.Send("MULTI"); err != nil {
+		return err
+	}
+	for i := len(jobs) - 1; i >= 0; i-- {
+		j := jobs[i]
+		var err error
+		if reliable {
+			err = requeueScript.Send(c, Inflight(identity, j.Queue), Queue(j.Queue), j.Raw)
+		} else {
+			err = c.Send("RPUSH", Queue(j.Queue), j.Raw)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	replies, err := redis.Values(c.Do("EXEC"))
+	if err != nil {
+		return err
+	}
+	for _, r := range replies {
+		if e, ok := r.(redis.Error); ok {
+			return e
+		}
+	}
+	return nil
+}
+
 // recoverScript moves every job of a dead process's in-flight list back to
 // its queue, oldest ending at the right end so it runs first.
 // KEYS: inflight, queue:<q>, inflight index, queues; ARGV: index member, queue name.
