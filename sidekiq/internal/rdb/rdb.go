@@ -136,7 +136,7 @@ func InflightEntries(c redis.Conn, identity, queue string) ([][]byte, error) {
 
 // Ack removes a finished job from its in-flight list.
 func Ack(c redis.Conn, identity, queue string, job []byte) error {
-	_, err := c.Do("LREM", Inflight(identity, queue), 1, job)
+	_, err := c.Do("LREM", Inflight(identity, queue), -1, job)
 	return err
 }
 
@@ -144,7 +144,7 @@ func Ack(c redis.Conn, identity, queue string, job []byte) error {
 // (it runs next), as Sidekiq's hard shutdown does with RPUSH.
 // KEYS: inflight, queue:<q>; ARGV: job. returns 1 if it was in flight.
 var requeueScript = redis.NewScript(2, `
-local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+local n = redis.call('LREM', KEYS[1], -1, ARGV[1])
 if n > 0 then redis.call('RPUSH', KEYS[2], ARGV[1]) end
 return n`)
 
@@ -249,7 +249,7 @@ func sendAck(c redis.Conn, identity, queue string, raw []byte) error {
 	if identity == "" {
 		return nil
 	}
-	return c.Send("LREM", Inflight(identity, queue), 1, raw)
+	return c.Send("LREM", Inflight(identity, queue), -1, raw)
 }
 
 // RetryAndAck adds job to the retry set at score at and, for reliable fetch,
@@ -309,13 +309,16 @@ func Kill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
 
 // ackPrelude starts the reliable fetch scripts: it acknowledges finished
 // jobs (LREM from their in-flight lists) in the same call that fetches.
+// Every LREM of an in-flight list searches from the tail (count -1), where
+// the oldest jobs are, those that finish first: a list as long as the
+// running and prefetched jobs is then not scanned whole for each job.
 // ARGV[1] is the number a of acknowledgements, then a pairs (1-based queue
 // index, job); the script's own ARGV start at ARGV[base].
 const ackPrelude = `
 local n = #KEYS / 2
 local a = tonumber(ARGV[1])
 for x = 0, a - 1 do
-  redis.call('LREM', KEYS[n + tonumber(ARGV[2 + 2 * x])], 1, ARGV[3 + 2 * x])
+  redis.call('LREM', KEYS[n + tonumber(ARGV[2 + 2 * x])], -1, ARGV[3 + 2 * x])
 end
 local base = 2 + 2 * a
 `
@@ -535,7 +538,7 @@ type AckedJob struct {
 // pipelined round trip.
 func AckMany(c redis.Conn, identity string, jobs []AckedJob) error {
 	for _, j := range jobs {
-		if err := c.Send("LREM", Inflight(identity, j.Queue), 1, j.Raw); err != nil {
+		if err := c.Send("LREM", Inflight(identity, j.Queue), -1, j.Raw); err != nil {
 			return err
 		}
 	}
