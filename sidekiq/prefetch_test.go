@@ -195,3 +195,55 @@ func TestPrefetchOption(t *testing.T) {
 		}
 	}
 }
+
+// The idle timeout stops a prefetching server only once every job has
+// run: prefetched jobs count as work, as running ones do.
+func TestIdleTimeoutWithPrefetch(t *testing.T) {
+	db := redistest.New(t)
+	var (
+		mu  sync.Mutex
+		ran = map[string]bool{}
+	)
+	reg := NewRegistry()
+	reg.Register(func(ctx context.Context, j *Job) error {
+		time.Sleep(30 * time.Millisecond) // a job longer than a tick of the idle watch
+		mu.Lock()
+		ran[j.JID] = true
+		mu.Unlock()
+		return nil
+	}, "Short")
+	srv, err := NewServer(db.Pool, reg, Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: 2,
+		IdleTimeout: 20 * time.Millisecond, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 12
+	for i := range total {
+		j, _ := NewJob("Short", i)
+		j.Queue = "q"
+		if _, err := srv.Client().Push(context.Background(), j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("idle timeout never stopped the server")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ran) != total {
+		t.Errorf("ran %d of %d jobs before the idle stop", len(ran), total)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", "queue:q"), nil); n != 0 {
+		t.Errorf("%d jobs left in the queue", n)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", "pallarel:inflight|"+srv.Identity()+"|q"), nil); n != 0 {
+		t.Errorf("%d jobs left in flight", n)
+	}
+}
