@@ -41,8 +41,8 @@ func (q *queueFlags) Set(s string) error {
 
 // ParseCLI parses worker arguments: -q NAME[,WEIGHT] (repeatable), -c N,
 // -t SECONDS, -C sidekiq.yml, -e ENV, -g TAG, -v, -V, and Pallarel's own
-// --dialect 6|7|8, --fetch reliable|basic, --idle-timeout DURATION and
-// --process-ttl DURATION. lookup reads the environment (for RAILS_ENV and
+// --dialect 6|7|8, --fetch reliable|basic, --prefetch N (0: none),
+// --idle-timeout DURATION and --process-ttl DURATION. lookup reads the environment (for RAILS_ENV and
 // ERB in sidekiq.yml). Errors say which flag is wrong.
 func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Writer) (CLI, error) {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
@@ -55,6 +55,7 @@ func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Write
 		tag        string
 		dialect    string
 		fetch      string
+		prefetch   int
 		idle       time.Duration
 		processTTL time.Duration
 		require    string
@@ -88,6 +89,7 @@ func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Write
 	}
 	fs.StringVar(&dialect, "dialect", "", "Sidekiq job format to write: 8 (default), 7 or 6 (env SIDEKIQ_DIALECT)")
 	fs.StringVar(&fetch, "fetch", "reliable", "reliable (jobs survive SIGKILL) or basic (Sidekiq's BRPOP)")
+	fs.IntVar(&prefetch, "prefetch", -1, "jobs fetched ahead of free processors, at most -c; 0: none (default: -c)")
 	fs.DurationVar(&idle, "idle-timeout", 0, "exit after the queues stayed empty this long (0: never)")
 	fs.DurationVar(&processTTL, "process-ttl", 0, "heartbeat lifetime; a killed worker's jobs return after it (default 60s)")
 	if err := fs.Parse(args); err != nil {
@@ -147,6 +149,14 @@ func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Write
 		o.BasicFetch = true
 	default:
 		errs = append(errs, fmt.Errorf("--fetch %q: want reliable or basic", fetch))
+	}
+	switch {
+	case prefetch == 0:
+		o.Prefetch = -1
+	case prefetch > 0:
+		o.Prefetch = prefetch
+	case prefetch != -1:
+		errs = append(errs, fmt.Errorf("--prefetch %d: want 0 or more", prefetch))
 	}
 	if idle < 0 || processTTL < 0 {
 		errs = append(errs, errors.New("--idle-timeout and --process-ttl must not be negative"))

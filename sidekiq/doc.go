@@ -33,12 +33,16 @@
 // daily keys. Reliable fetch adds keys no Sidekiq reads:
 //
 //	pallarel:inflight                        SET of "<identity>|<queue>" pairs with in-flight lists
-//	pallarel:inflight|<identity>|<queue>     LIST of the jobs that process runs now
+//	pallarel:inflight|<identity>|<queue>     LIST of the jobs that process runs now or has prefetched
 //
 // A job is moved onto its process's list by the fetch script and removed
 // when it ends, by the next fetch's script (acknowledgements ride the fetch
 // round trip) or at once while the fetch waits on empty queues; a
-// failure's retry or dead write and the removal share one MULTI. A
+// failure's retry or dead write and the removal share one MULTI. With
+// Options.Prefetch (default: the concurrency) the manager fetches that many
+// jobs ahead of free processors; they sit on the list too, are not busy on
+// /busy, and go back to the right end of their queue, in order, at once
+// on quiet or stop. A
 // dead process's lists go back to their queues once its heartbeat hash has
 // expired. Sidekiq 8's format is written by default (integer-millisecond
 // timestamps); Dialect7 and Dialect6 write float seconds. Both are read.

@@ -256,6 +256,18 @@ func (f *fetcher) requeue(ctx context.Context, u *UnitOfWork) error {
 	return nil
 }
 
+// requeueMany gives back jobs fetched but never started, in fetch order,
+// to the right end of their queues (Sidekiq's bulk_requeue), in one
+// transaction. If Redis does not answer, reliable fetch still holds them
+// in flight: they are released so the recoverer gives them back.
+func (f *fetcher) requeueMany(ctx context.Context, us []*UnitOfWork) error {
+	err := f.do(ctx, func(c redis.Conn) error {
+		return rdb.RequeueMany(c, f.identity, units(us).jobs(), f.Reliable())
+	})
+	f.held.release(us...)
+	return err
+}
+
 // retry schedules job (the failed job rewritten) in the retry set at at and
 // acknowledges u, in one transaction.
 func (f *fetcher) retry(ctx context.Context, u *UnitOfWork, at time.Time, job []byte) {

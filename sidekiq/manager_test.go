@@ -16,8 +16,12 @@ import (
 // once, never more than concurrency at a time, and once quiet and stopped
 // nothing is left in flight.
 func TestManagerRunsEachJobOnce(t *testing.T) {
-	for _, reliable := range []bool{true, false} {
-		t.Run(fmt.Sprintf("reliable=%v", reliable), func(t *testing.T) {
+	for _, tc := range []struct {
+		reliable bool
+		prefetch int
+	}{{true, 0}, {false, 0}, {true, 4}, {false, 4}} {
+		reliable := tc.reliable
+		t.Run(fmt.Sprintf("reliable=%v/prefetch=%d", reliable, tc.prefetch), func(t *testing.T) {
 			db := redistest.New(t)
 			identity := ""
 			if reliable {
@@ -35,7 +39,7 @@ func TestManagerRunsEachJobOnce(t *testing.T) {
 			)
 			all := make(chan struct{})
 			quiet := make(chan struct{})
-			m := &manager{fetch: f, concurrency: concurrency, quiet: quiet, log: quietLogger(),
+			m := &manager{fetch: f, concurrency: concurrency, prefetch: tc.prefetch, quiet: quiet, log: quietLogger(),
 				run: func(ctx context.Context, tid string, u *UnitOfWork) {
 					mu.Lock()
 					running++

@@ -297,6 +297,14 @@ type Options struct {
 	// BasicFetch selects Sidekiq's BRPOP fetch, which loses the jobs a
 	// killed process held. The default is Pallarel's reliable fetch.
 	BasicFetch bool
+	// Prefetch is how many jobs the server fetches ahead of its free
+	// processors, at most Concurrency: the next jobs are in memory when a
+	// processor frees up instead of one Redis round trip away. Prefetched
+	// jobs are held like running ones (on the in-flight list with reliable
+	// fetch, so a killed process loses none), are not busy on /busy, and go
+	// back to their queue at once, in order, on quiet or stop. Default (0):
+	// Concurrency; negative: no prefetch (the CLI's --prefetch 0).
+	Prefetch int
 
 	MaxRetries        int           // for retry: true; default 25
 	DeadMaxJobs       int           // default 10 000
@@ -350,6 +358,14 @@ func (o *Options) withDefaults() error {
 	}
 	if o.Concurrency < 1 || o.Concurrency > 10000 {
 		return fmt.Errorf("concurrency %d: want 1..10000", o.Concurrency)
+	}
+	switch {
+	case o.Prefetch == 0:
+		o.Prefetch = o.Concurrency
+	case o.Prefetch < 0:
+		o.Prefetch = 0
+	case o.Prefetch > o.Concurrency:
+		return fmt.Errorf("prefetch %d: want at most concurrency (%d)", o.Prefetch, o.Concurrency)
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 25 * time.Second

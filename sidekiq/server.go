@@ -142,9 +142,10 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go(func() { parts.run(bgCtx) }) // when bgCtx ends, stops them in the order parts.go gives
 	s.fetcher.startAcker()
 	defer s.fetcher.stopAcker()
-	mgr := &manager{fetch: s.fetcher, concurrency: s.opts.Concurrency, run: s.process, quiet: s.quietCh, log: s.log}
+	mgr := &manager{fetch: s.fetcher, concurrency: s.opts.Concurrency, prefetch: s.opts.Prefetch,
+		run: s.process, quiet: s.quietCh, log: s.log}
 	mgr.start(jobCtx)
-	idle := s.idleWatch(bgCtx)
+	idle := s.idleWatch(bgCtx, mgr.prefetched)
 
 	select {
 	case <-ctx.Done():
@@ -231,7 +232,7 @@ func (s *Server) do(ctx context.Context, f func(redis.Conn) error) error {
 // idleWatch closes the returned channel when the server has been idle for
 // Options.IdleTimeout: nothing running, nothing fetched, its queues empty
 // and none of its jobs waiting in the schedule or retry sets.
-func (s *Server) idleWatch(ctx context.Context) <-chan struct{} {
+func (s *Server) idleWatch(ctx context.Context, prefetched func() int) <-chan struct{} {
 	ch := make(chan struct{})
 	if s.opts.IdleTimeout <= 0 {
 		return ch
@@ -245,7 +246,7 @@ func (s *Server) idleWatch(ctx context.Context) <-chan struct{} {
 				return
 			case <-t.C:
 			}
-			if s.busy() > 0 || s.opts.Now().Sub(time.Unix(0, s.lastWork.Load())) < s.opts.IdleTimeout {
+			if s.busy() > 0 || prefetched() > 0 || s.opts.Now().Sub(time.Unix(0, s.lastWork.Load())) < s.opts.IdleTimeout {
 				continue
 			}
 			pending, err := s.pendingFor(ctx, s.order.unique)

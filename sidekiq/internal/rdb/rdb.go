@@ -136,7 +136,7 @@ func InflightEntries(c redis.Conn, identity, queue string) ([][]byte, error) {
 
 // Ack removes a finished job from its in-flight list.
 func Ack(c redis.Conn, identity, queue string, job []byte) error {
-	_, err := c.Do("LREM", Inflight(identity, queue), 1, job)
+	_, err := c.Do("LREM", Inflight(identity, queue), -1, job)
 	return err
 }
 
@@ -144,7 +144,7 @@ func Ack(c redis.Conn, identity, queue string, job []byte) error {
 // (it runs next), as Sidekiq's hard shutdown does with RPUSH.
 // KEYS: inflight, queue:<q>; ARGV: job. returns 1 if it was in flight.
 var requeueScript = redis.NewScript(2, `
-local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+local n = redis.call('LREM', KEYS[1], -1, ARGV[1])
 if n > 0 then redis.call('RPUSH', KEYS[2], ARGV[1]) end
 return n`)
 
@@ -157,6 +157,41 @@ func Requeue(c redis.Conn, identity, queue string, job []byte, reliable bool) er
 	}
 	_, err := requeueScript.Do(c, Inflight(identity, queue), Queue(queue), job)
 	return err
+}
+
+// RequeueMany gives jobs back to the right end of their queues in one
+// transaction, so the queue reads as before they were fetched: jobs are in
+// fetch order (oldest first) and the first ends rightmost, to run next.
+// With reliable=false the jobs are simply pushed back (BasicFetch).
+func RequeueMany(c redis.Conn, identity string, jobs []AckedJob, reliable bool) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	if err := c.Send("MULTI"); err != nil {
+		return err
+	}
+	for i := len(jobs) - 1; i >= 0; i-- {
+		j := jobs[i]
+		var err error
+		if reliable {
+			err = requeueScript.Send(c, Inflight(identity, j.Queue), Queue(j.Queue), j.Raw)
+		} else {
+			err = c.Send("RPUSH", Queue(j.Queue), j.Raw)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	replies, err := redis.Values(c.Do("EXEC"))
+	if err != nil {
+		return err
+	}
+	for _, r := range replies {
+		if e, ok := r.(redis.Error); ok {
+			return e
+		}
+	}
+	return nil
 }
 
 // recoverScript moves every job of a dead process's in-flight list back to
@@ -214,7 +249,7 @@ func sendAck(c redis.Conn, identity, queue string, raw []byte) error {
 	if identity == "" {
 		return nil
 	}
-	return c.Send("LREM", Inflight(identity, queue), 1, raw)
+	return c.Send("LREM", Inflight(identity, queue), -1, raw)
 }
 
 // RetryAndAck adds job to the retry set at score at and, for reliable fetch,
@@ -274,13 +309,16 @@ func Kill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
 
 // ackPrelude starts the reliable fetch scripts: it acknowledges finished
 // jobs (LREM from their in-flight lists) in the same call that fetches.
+// Every LREM of an in-flight list searches from the tail (count -1), where
+// the oldest jobs are, those that finish first: a list as long as the
+// running and prefetched jobs is then not scanned whole for each job.
 // ARGV[1] is the number a of acknowledgements, then a pairs (1-based queue
 // index, job); the script's own ARGV start at ARGV[base].
 const ackPrelude = `
 local n = #KEYS / 2
 local a = tonumber(ARGV[1])
 for x = 0, a - 1 do
-  redis.call('LREM', KEYS[n + tonumber(ARGV[2 + 2 * x])], 1, ARGV[3 + 2 * x])
+  redis.call('LREM', KEYS[n + tonumber(ARGV[2 + 2 * x])], -1, ARGV[3 + 2 * x])
 end
 local base = 2 + 2 * a
 `
@@ -500,7 +538,7 @@ type AckedJob struct {
 // pipelined round trip.
 func AckMany(c redis.Conn, identity string, jobs []AckedJob) error {
 	for _, j := range jobs {
-		if err := c.Send("LREM", Inflight(identity, j.Queue), 1, j.Raw); err != nil {
+		if err := c.Send("LREM", Inflight(identity, j.Queue), -1, j.Raw); err != nil {
 			return err
 		}
 	}

@@ -344,3 +344,33 @@ func TestFlushStatsNothingWritesNothing(t *testing.T) {
 		t.Fatalf("wrote %q", keys)
 	}
 }
+
+// RequeueMany leaves each queue as it was before the jobs were fetched:
+// the first fetched ends rightmost (next to run); reliable fetch also
+// takes them off the in-flight lists, in the same transaction.
+func TestRequeueManyRestoresQueueOrder(t *testing.T) {
+	t.Parallel()
+	for _, reliable := range []bool{true, false} {
+		db, c := setup(t)
+		db.Do(t, "LPUSH", Queue("a"), "a5") // pushed after the fetched ones
+		if reliable {
+			db.Do(t, "LPUSH", Inflight("h:1:a", "a"), "a1", "a2", "a3")
+			db.Do(t, "LPUSH", Inflight("h:1:a", "b"), "b1")
+		}
+		jobs := []AckedJob{{"a", []byte("a1")}, {"a", []byte("a2")}, {"b", []byte("b1")}, {"a", []byte("a3")}}
+		if err := RequeueMany(c, "h:1:a", jobs, reliable); err != nil {
+			t.Fatal(err)
+		}
+		if got := strs(t, db.Do(t, "LRANGE", Queue("a"), 0, -1)); !slices.Equal(got, []string{"a5", "a3", "a2", "a1"}) {
+			t.Errorf("reliable=%v: queue a = %v", reliable, got)
+		}
+		if got := strs(t, db.Do(t, "LRANGE", Queue("b"), 0, -1)); !slices.Equal(got, []string{"b1"}) {
+			t.Errorf("reliable=%v: queue b = %v", reliable, got)
+		}
+		for _, q := range []string{"a", "b"} {
+			if n, _ := redis.Int(db.Do(t, "LLEN", Inflight("h:1:a", q)), nil); n != 0 {
+				t.Errorf("reliable=%v: %d left in flight on %s", reliable, n, q)
+			}
+		}
+	}
+}

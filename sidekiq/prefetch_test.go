@@ -1,0 +1,249 @@
+package sidekiq
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/internal/redistest"
+)
+
+// With prefetch a server holds jobs beyond its running ones: they are in
+// flight (reliable fetch) but not busy, and on quiet or stop they go back
+// to their queue at once, in their order, without running.
+func TestPrefetchedJobsGoBackInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		basic bool
+		stop  bool
+	}{
+		{"reliable/quiet", false, false},
+		{"reliable/stop", false, true},
+		{"basic/quiet", true, false},
+		{"basic/stop", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := redistest.New(t)
+			const conc, total = 3, 10
+			release := make(chan struct{})
+			var (
+				mu  sync.Mutex
+				ran []string
+			)
+			reg := NewRegistry()
+			reg.Register(func(ctx context.Context, j *Job) error {
+				mu.Lock()
+				ran = append(ran, j.JID)
+				mu.Unlock()
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil
+			}, "Block")
+			srv, err := NewServer(db.Pool, reg, Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: conc,
+				BasicFetch: tc.basic, Timeout: 20 * time.Second, Logger: quietLogger(),
+				HeartbeatInterval: 100 * time.Millisecond, ProcessTTL: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if srv.opts.Prefetch != conc {
+				t.Fatalf("default prefetch %d, want concurrency %d", srv.opts.Prefetch, conc)
+			}
+			jids := make([]string, total)
+			for i := range jids {
+				j, _ := NewJob("Block", i)
+				j.Queue = "q"
+				if jids[i], err = srv.Client().Push(context.Background(), j); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- srv.Run(ctx) }()
+			id := srv.Identity()
+			inflight := "pallarel:inflight|" + id + "|q"
+			// 3 running, 3 prefetched, 4 left in the queue.
+			waitFor(t, 5*time.Second, "3 running and 3 prefetched", func() bool {
+				n, _ := redis.Int(db.Do(t, "LLEN", "queue:q"), nil)
+				busy, _ := redis.Int(db.Do(t, "HGET", id, "busy"), nil)
+				return n == total-2*conc && busy == conc
+			})
+			if !tc.basic {
+				if n, _ := redis.Int(db.Do(t, "LLEN", inflight), nil); n != 2*conc {
+					t.Fatalf("%d jobs in flight, want %d (running and prefetched)", n, 2*conc)
+				}
+			}
+			if n := srv.busy(); n != conc {
+				t.Errorf("busy %d, want %d (prefetched jobs are not busy)", n, conc)
+			}
+			if n, _ := redis.Int(db.Do(t, "HLEN", id+":work"), nil); n != conc {
+				t.Errorf("work hash has %d entries, want %d", n, conc)
+			}
+			if tc.stop {
+				cancel()
+			} else {
+				srv.Quiet()
+			}
+			// Back at once, while the running jobs still run.
+			waitFor(t, 5*time.Second, "prefetched jobs back in the queue", func() bool {
+				n, _ := redis.Int(db.Do(t, "LLEN", "queue:q"), nil)
+				return n == total-conc
+			})
+			queue, _ := redis.Strings(db.Do(t, "LRANGE", "queue:q", 0, -1), nil)
+			var order []string // rightmost (next to run) first
+			for _, raw := range slices.Backward(queue) {
+				j, err := ParseJob([]byte(raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				order = append(order, j.JID)
+			}
+			if !slices.Equal(order, jids[conc:]) {
+				t.Errorf("queue order after give-back:\n got %v\nwant %v", order, jids[conc:])
+			}
+			if !tc.basic {
+				if n, _ := redis.Int(db.Do(t, "LLEN", inflight), nil); n != conc {
+					t.Errorf("%d jobs in flight after give-back, want the %d running", n, conc)
+				}
+			}
+			close(release)
+			if tc.stop {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				waitFor(t, 5*time.Second, "running jobs settled", func() bool {
+					n, _ := redis.Int(db.Do(t, "LLEN", inflight), nil)
+					return n == 0 && srv.busy() == 0
+				})
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			slices.Sort(ran)
+			want := slices.Clone(jids[:conc])
+			slices.Sort(want)
+			if !slices.Equal(ran, want) {
+				t.Errorf("ran %v, want only the first %d %v", ran, conc, want)
+			}
+			if n, _ := redis.Int(db.Do(t, "LLEN", "queue:q"), nil); n != total-conc {
+				t.Errorf("queue holds %d after shutdown, want %d", n, total-conc)
+			}
+		})
+	}
+}
+
+// Prefetch 0 (Options.Prefetch < 0) fetches only for free processors.
+func TestPrefetchDisabled(t *testing.T) {
+	db := redistest.New(t)
+	release := make(chan struct{})
+	reg := NewRegistry()
+	reg.Register(func(ctx context.Context, j *Job) error { <-release; return nil }, "Block")
+	srv := startServer(t, db, reg, Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: 2, Prefetch: -1})
+	defer close(release)
+	for i := range 5 {
+		j, _ := NewJob("Block", i)
+		j.Queue = "q"
+		srv.Client().Push(context.Background(), j)
+	}
+	waitFor(t, 5*time.Second, "2 running", func() bool { return srv.busy() == 2 })
+	inflight := "pallarel:inflight|" + srv.Identity() + "|q"
+	// Give a wrong prefetch a moment to show.
+	time.Sleep(100 * time.Millisecond)
+	if n, _ := redis.Int(db.Do(t, "LLEN", inflight), nil); n != 2 {
+		t.Errorf("%d in flight, want 2", n)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", "queue:q"), nil); n != 3 {
+		t.Errorf("queue holds %d, want 3", n)
+	}
+}
+
+func TestPrefetchOption(t *testing.T) {
+	for _, tc := range []struct{ conc, prefetch, want int }{
+		{0, 0, 5}, {10, 0, 10}, {10, -1, 0}, {10, 4, 4}, {10, 10, 10},
+	} {
+		o := Options{Concurrency: tc.conc, Prefetch: tc.prefetch}
+		if err := o.withDefaults(); err != nil || o.Prefetch != tc.want {
+			t.Errorf("concurrency %d prefetch %d: got %d, %v; want %d", tc.conc, tc.prefetch, o.Prefetch, err, tc.want)
+		}
+	}
+	o := Options{Concurrency: 2, Prefetch: 3}
+	if err := o.withDefaults(); err == nil {
+		t.Error("prefetch above concurrency accepted")
+	}
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"-c", "8"}, 8}, {[]string{"-c", "8", "--prefetch", "0"}, 0}, {[]string{"-c", "8", "--prefetch", "3"}, 3},
+	} {
+		cli, err := ParseCLI(tc.args, func(string) (string, bool) { return "", false }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.Options.withDefaults(); err != nil || cli.Options.Prefetch != tc.want {
+			t.Errorf("%v: prefetch %d, %v; want %d", tc.args, cli.Options.Prefetch, err, tc.want)
+		}
+	}
+}
+
+// The idle timeout stops a prefetching server only once every job has
+// run: prefetched jobs count as work, as running ones do.
+func TestIdleTimeoutWithPrefetch(t *testing.T) {
+	db := redistest.New(t)
+	var (
+		mu  sync.Mutex
+		ran = map[string]bool{}
+	)
+	reg := NewRegistry()
+	reg.Register(func(ctx context.Context, j *Job) error {
+		time.Sleep(30 * time.Millisecond) // a job longer than a tick of the idle watch
+		mu.Lock()
+		ran[j.JID] = true
+		mu.Unlock()
+		return nil
+	}, "Short")
+	srv, err := NewServer(db.Pool, reg, Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: 2,
+		IdleTimeout: 20 * time.Millisecond, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 12
+	for i := range total {
+		j, _ := NewJob("Short", i)
+		j.Queue = "q"
+		if _, err := srv.Client().Push(context.Background(), j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("idle timeout never stopped the server")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ran) != total {
+		t.Errorf("ran %d of %d jobs before the idle stop", len(ran), total)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", "queue:q"), nil); n != 0 {
+		t.Errorf("%d jobs left in the queue", n)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", "pallarel:inflight|"+srv.Identity()+"|q"), nil); n != 0 {
+		t.Errorf("%d jobs left in flight", n)
+	}
+}
