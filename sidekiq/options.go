@@ -303,7 +303,9 @@ type Options struct {
 	// jobs are held like running ones (on the in-flight list with reliable
 	// fetch, so a killed process loses none), are not busy on /busy, and go
 	// back to their queue at once, in order, on quiet or stop. Default (0):
-	// Concurrency; negative: no prefetch (the CLI's --prefetch 0).
+	// Concurrency with reliable fetch, none with BasicFetch (a killed
+	// process would lose its prefetched jobs too); negative: no prefetch
+	// (the CLI's --prefetch 0).
 	Prefetch int
 
 	MaxRetries        int           // for retry: true; default 25
@@ -360,6 +362,8 @@ func (o *Options) withDefaults() error {
 		return fmt.Errorf("concurrency %d: want 1..10000", o.Concurrency)
 	}
 	switch {
+	case o.Prefetch == 0 && o.BasicFetch:
+		o.Prefetch = 0
 	case o.Prefetch == 0:
 		o.Prefetch = o.Concurrency
 	case o.Prefetch < 0:

@@ -46,13 +46,13 @@ func TestPrefetchedJobsGoBackInOrder(t *testing.T) {
 				return nil
 			}, "Block")
 			srv, err := NewServer(db.Pool, reg, Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: conc,
-				BasicFetch: tc.basic, Timeout: 20 * time.Second, Logger: quietLogger(),
+				BasicFetch: tc.basic, Prefetch: prefetchFor(tc.basic, conc), Timeout: 20 * time.Second, Logger: quietLogger(),
 				HeartbeatInterval: 100 * time.Millisecond, ProcessTTL: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if srv.opts.Prefetch != conc {
-				t.Fatalf("default prefetch %d, want concurrency %d", srv.opts.Prefetch, conc)
+				t.Fatalf("prefetch %d, want concurrency %d", srv.opts.Prefetch, conc)
 			}
 			jids := make([]string, total)
 			for i := range jids {
@@ -245,5 +245,30 @@ func TestIdleTimeoutWithPrefetch(t *testing.T) {
 	}
 	if n, _ := redis.Int(db.Do(t, "LLEN", "pallarel:inflight|"+srv.Identity()+"|q"), nil); n != 0 {
 		t.Errorf("%d jobs left in flight", n)
+	}
+}
+
+// prefetchFor is the Prefetch option that gives conc: the default with
+// reliable fetch; basic fetch prefetches only when asked (by default a
+// killed process would lose its prefetched jobs too).
+func prefetchFor(basic bool, conc int) int {
+	if basic {
+		return conc
+	}
+	return 0
+}
+
+func TestPrefetchDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		basic bool
+		want  int
+	}{{false, 4}, {true, 0}} {
+		o := Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: 4, BasicFetch: tc.basic}
+		if err := o.withDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		if o.Prefetch != tc.want {
+			t.Errorf("basic fetch %v: default prefetch %d, want %d", tc.basic, o.Prefetch, tc.want)
+		}
 	}
 }
