@@ -85,10 +85,10 @@ type RowResult struct {
 	NameInPack bool   `json:"nh,omitzero"`
 }
 
-func rowsKey(token string) string    { return "pallarel:rows:" + token }
-func splitKey(token string) string   { return "pallarel:split:" + token }
-func totalKey(token string) string   { return "pallarel:total:" + token }
-func slotsKey(token string) string   { return "pallarel:recorded:" + token }
+func rowsKey(token string) string  { return "pallarel:rows:" + token }
+func splitKey(token string) string { return "pallarel:split:" + token }
+func totalKey(token string) string { return "pallarel:total:" + token }
+func slotsKey(token string) string { return "pallarel:recorded:" + token }
 
 // legacyLedgerKeys are the keys only the ledger of Pallarel before
 // 2026-11-30 wrote: 16 bytes a row under pallarel:ledger, file names in
