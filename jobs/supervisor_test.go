@@ -39,6 +39,27 @@ func splitWithoutWorker(t *testing.T, rows int) (*env, int64, string) {
 	return e, id, token
 }
 
+// dropQueued removes from queue the jobs whose row number (0 for the
+// finalizer) drop accepts, and returns how many it removed.
+func dropQueued(t *testing.T, e *env, queue string, drop func(row int) bool) int {
+	t.Helper()
+	raw, _ := redis.ByteSlices(e.db.Do(t, "LRANGE", "queue:"+queue, 0, -1), nil)
+	dropped := 0
+	for _, r := range raw {
+		j, err := sidekiq.ParseJob(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		_, _ = j.Field("pallarel_row", &n)
+		if drop(n) {
+			e.db.Do(t, "LREM", "queue:"+queue, 1, r)
+			dropped++
+		}
+	}
+	return dropped
+}
+
 // Rows and a finalizer that vanished from Redis (deleted one by one, lost
 // in a partial restore) are pushed again after two supervisor passes, and
 // the run completes with every row once.
@@ -47,20 +68,8 @@ func TestSupervisorPushesLostRowsAndFinalizerAgain(t *testing.T) {
 	e, id, token := splitWithoutWorker(t, rows)
 	queue := e.queue(token)
 	ctx := context.Background()
-	raw, _ := redis.ByteSlices(e.db.Do(t, "LRANGE", "queue:"+queue, 0, -1), nil)
-	lost := 0
-	for _, r := range raw {
-		j, err := sidekiq.ParseJob(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n int
-		_, _ = j.Field("pallarel_row", &n)
-		if n%7 == 0 || n == 0 { // every 7th row, and the finalizer
-			e.db.Do(t, "LREM", "queue:"+queue, 1, r)
-			lost++
-		}
-	}
+	// Every 7th row, and the finalizer (row 0).
+	lost := dropQueued(t, e, queue, func(n int) bool { return n%7 == 0 })
 	for pass := range 2 {
 		if err := e.pipeline.Supervise(ctx); err != nil {
 			t.Fatalf("pass %d: %v", pass, err)
@@ -136,18 +145,7 @@ func TestSupervisorRebuildsARunWithTheOldLedger(t *testing.T) {
 	ctx := context.Background()
 	// What the older version left: rows 1..10 ran (gone from the queue),
 	// recorded as 16-byte "done" slots, counted, their names kept.
-	raw, _ := redis.ByteSlices(e.db.Do(t, "LRANGE", "queue:"+queue, 0, -1), nil)
-	for _, r := range raw {
-		j, err := sidekiq.ParseJob(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n int
-		_, _ = j.Field("pallarel_row", &n)
-		if n >= 1 && n <= ranBefore {
-			e.db.Do(t, "LREM", "queue:"+queue, 1, r)
-		}
-	}
+	dropQueued(t, e, queue, func(n int) bool { return n >= 1 && n <= ranBefore })
 	slots := make([]byte, 16*ranBefore)
 	for i := range ranBefore {
 		slots[16*i] = 1 // done

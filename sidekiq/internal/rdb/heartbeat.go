@@ -31,19 +31,7 @@ func FlushStats(c redis.Conn, now time.Time, processed, failed int64) error {
 		}
 		n += 3
 	}
-	if n == 0 {
-		return nil
-	}
-	if err := c.Flush(); err != nil {
-		return err
-	}
-	var first error
-	for range n {
-		if _, err := c.Receive(); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return receiveAll(c, n)
 }
 
 // WriteWork replaces the hash of running jobs (tid → work JSON). legacy
