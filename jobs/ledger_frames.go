@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"io/fs"
 	"path"
 	"strings"
 
@@ -237,19 +236,14 @@ func walkFrames(ctx context.Context, store storage.Store, key string, fn func(h 
 		return err
 	}
 	defer rc.Close()
-	if f, ok := rc.(interface {
-		io.ReaderAt
-		Stat() (fs.FileInfo, error)
-	}); ok {
-		st, err := f.Stat()
-		if err != nil {
-			return fmt.Errorf("row pack %s: %w", key, err)
-		}
-		for off := int64(0); off < st.Size(); {
+	if f, size, ok, err := randomAccess(rc); err != nil {
+		return fmt.Errorf("row pack %s: %w", key, err)
+	} else if ok {
+		for off := int64(0); off < size; {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			h, idx, err := readFrame(f, off, st.Size()-off)
+			h, idx, err := readFrame(f, off, size-off)
 			if err != nil {
 				return nil
 			}

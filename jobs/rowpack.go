@@ -438,6 +438,24 @@ func (pr *packReader) open(ctx context.Context, r RowResult) (io.ReadCloser, str
 	return io.NopCloser(sec), name, nil
 }
 
+// randomAccess gives the reader and size of a stored object that can be
+// read at offsets (a local segment file); ok is false for a stream (an S3
+// object), which is read from its start.
+func randomAccess(rc io.Reader) (at io.ReaderAt, size int64, ok bool, err error) {
+	f, ok := rc.(interface {
+		io.ReaderAt
+		Stat() (fs.FileInfo, error)
+	})
+	if !ok {
+		return nil, 0, false, nil
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	return f, st.Size(), true, nil
+}
+
 func (pr *packReader) load(ctx context.Context, key string) (*openPack, error) {
 	if p, ok := pr.packs[key]; ok {
 		return p, nil
@@ -447,16 +465,11 @@ func (pr *packReader) load(ctx context.Context, key string) (*openPack, error) {
 		return nil, err
 	}
 	p := &openPack{rc: rc}
-	if f, ok := rc.(interface {
-		io.ReaderAt
-		Stat() (fs.FileInfo, error)
-	}); ok {
-		st, err := f.Stat()
-		if err != nil {
-			rc.Close()
-			return nil, fmt.Errorf("row pack %s: %w", key, err)
-		}
-		p.at, p.size = f, st.Size()
+	if at, size, ok, err := randomAccess(rc); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("row pack %s: %w", key, err)
+	} else if ok {
+		p.at, p.size = at, size
 	} else {
 		p.data, err = io.ReadAll(io.LimitReader(rc, packMaxBytes+packSoloBytes+1))
 		rc.Close()

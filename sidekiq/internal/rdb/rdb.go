@@ -542,14 +542,5 @@ func AckMany(c redis.Conn, identity string, jobs []AckedJob) error {
 			return err
 		}
 	}
-	if err := c.Flush(); err != nil {
-		return err
-	}
-	var first error
-	for range jobs {
-		if _, err := c.Receive(); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return receiveAll(c, len(jobs))
 }
