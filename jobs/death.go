@@ -46,7 +46,7 @@ func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	p.warnIf(p.d.DB.SetLastError(ctx, token, jobErr.Error()), "SetLastError")
 	if tokenPos >= 0 {
-		_ = p.d.Store.Delete(ctx, ResultKey(token))
+		p.warnIf(p.d.Store.Delete(ctx, ResultKey(token)), "delete a partial result")
 	}
 	// The run has ended too: otherwise the supervisor would see a run
 	// without a finalizer and push another.

@@ -102,7 +102,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		// The report stays processing while retries remain; jobDied marks
 		// it failed when they are spent.
 		log.Error("finalize failed", "err", err)
-		_ = p.d.Store.Delete(context.WithoutCancel(ctx), ResultKey(token))
+		p.warnIf(p.d.Store.Delete(context.WithoutCancel(ctx), ResultKey(token)), "delete a partial result")
 		p.warnIf(p.d.DB.SetLastError(ctx, token, err.Error()), "SetLastError")
 		p.warnIf(p.d.DB.ReleaseFinalize(ctx, token), "ReleaseFinalize")
 		return err

@@ -132,11 +132,11 @@ func (p *Pipeline) StopIdleWorkers(ctx context.Context) (int, error) {
 		msg := "idle-task monitor: worker stopped, no work left for an unfinished run"
 		p.log.Warn(msg, "token", s.Token, "task", s.WorkerTaskArn)
 		if err := p.d.Launcher.Stop(ctx, launcher.Task{ID: s.WorkerTaskArn}, msg); err != nil {
-			_ = p.d.DB.SetForceShutdown(ctx, s.Token) // the force-shutdown monitor retries
+			p.warnIf(p.d.DB.SetForceShutdown(ctx, s.Token), "SetForceShutdown") // the force-shutdown monitor retries
 			continue
 		}
-		_ = p.d.DB.SetLastError(ctx, s.Token, msg)
-		_ = p.d.DB.ClearWorkerTask(ctx, s.Token)
+		p.warnIf(p.d.DB.SetLastError(ctx, s.Token, msg), "SetLastError")
+		p.warnIf(p.d.DB.ClearWorkerTask(ctx, s.Token), "ClearWorkerTask")
 		n++
 	}
 	return n, nil

@@ -81,8 +81,8 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	}
 	if len(kept.failedRows) == 0 {
 		p.packer.release(token)
-		_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token))
-		_ = p.ledger.Expire(ctx, token, 7*24*time.Hour)
+		p.warnIf(p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)), "delete row files")
+		p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
 		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
 	}
 	total := max(st.TotalCount, kept.maxRow)
@@ -190,7 +190,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	// The packer's commit ids were of the ledger just reset; the row files
 	// left are of the first run.
 	p.packer.release(token)
-	_ = p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token))
+	p.warnIf(p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)), "delete row files")
 	var (
 		batch   []RowResult
 		data    [][]byte // batch[i]'s file, or nil
@@ -323,7 +323,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 				return pushed, err
 			}
 			if isNew {
-				_ = p.d.DB.IncrementFailed(ctx, token, 1)
+				p.warnIf(p.d.DB.IncrementFailed(ctx, token, 1), "IncrementFailed")
 			}
 			continue
 		}
@@ -355,7 +355,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		if _, _, err := p.recordRow(ctx, token, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
 			return pushed, err
 		}
-		_ = p.d.DB.IncrementFailed(ctx, token, 1)
+		p.warnIf(p.d.DB.IncrementFailed(ctx, token, 1), "IncrementFailed")
 	}
 	return pushed, nil
 }

@@ -2,6 +2,7 @@ package sidekiq
 
 import (
 	"context"
+	"log/slog"
 	"math"
 	"strconv"
 	"sync"
@@ -144,6 +145,7 @@ type metricsFlusherParams struct {
 	dialect  Dialect // Dialect6 writes none: Sidekiq 6.4 has no metrics
 	interval time.Duration
 	buf      *execMetrics
+	log      *slog.Logger
 }
 
 func newMetricsFlusher(p metricsFlusherParams) *metricsFlusher {
@@ -160,7 +162,11 @@ func (m *metricsFlusher) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_ = m.runOnce(ctx)
+		// Metrics are best effort, as in Sidekiq: a failed write loses
+		// that minute's counts, which the log says.
+		if err := m.runOnce(ctx); err != nil && ctx.Err() == nil && m.log != nil {
+			m.log.Warn("write job metrics", "err", err)
+		}
 	}
 }
 

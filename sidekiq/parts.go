@@ -47,6 +47,7 @@ func newServerParts(s *Server) *serverParts {
 			dialect:  s.opts.Dialect,
 			interval: s.opts.HeartbeatInterval,
 			buf:      &s.metrics,
+			log:      s.log,
 		}),
 		poller: newPoller(pollerParams{
 			pool:    s.pool,
