@@ -16,7 +16,6 @@ import (
 type UnitOfWork struct {
 	Queue string
 	Raw   []byte
-	key   string // in the held set (reliable fetch), from hold until settled
 }
 
 // fetchWait is Sidekiq's BRPOP timeout: a quiet or stop request is noticed
@@ -58,7 +57,7 @@ func newFetcher(pool *redis.Pool, identity string, order *queueOrder, log *slog.
 	return &fetcher{
 		pool: pool, identity: identity, order: order, log: log, dead: dead, gone: gone,
 		acks: ackQueue{wake: make(chan struct{}, 1)},
-		held: heldSet{held: map[string]int{}},
+		held: heldSet{held: map[*UnitOfWork]struct{}{}},
 	}
 }
 
@@ -358,7 +357,12 @@ func (q *ackQueue) take() units {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	out := q.pending
-	q.pending = nil
+	if len(out) == 0 {
+		return nil
+	}
+	// Sized like the last batch: appending one job at a time from nil
+	// would grow the slice several times per batch.
+	q.pending = make(units, 0, cap(out))
 	return out
 }
 
@@ -403,8 +407,8 @@ func (q *ackQueue) poke() {
 // reached Redis must not leave a job parked until a restart.
 type heldSet struct {
 	mu      sync.Mutex
-	held    map[string]int
-	suspect map[string]int // unheld entries seen at the previous check
+	held    map[*UnitOfWork]struct{} // keyed by pointer: no copy of the payload per job
+	suspect map[string]int           // unheld entries seen at the previous check
 }
 
 func heldKey(queue string, raw []byte) string { return queue + "\x00" + string(raw) }
@@ -415,8 +419,7 @@ func (h *heldSet) hold(reliable bool, us []*UnitOfWork) {
 	}
 	h.mu.Lock()
 	for _, u := range us {
-		u.key = heldKey(u.Queue, u.Raw)
-		h.held[u.key]++
+		h.held[u] = struct{}{}
 	}
 	h.mu.Unlock()
 }
@@ -424,17 +427,19 @@ func (h *heldSet) hold(reliable bool, us []*UnitOfWork) {
 func (h *heldSet) release(us ...*UnitOfWork) {
 	h.mu.Lock()
 	for _, u := range us {
-		if u.key == "" {
-			continue
-		}
-		if h.held[u.key] <= 1 {
-			delete(h.held, u.key)
-		} else {
-			h.held[u.key]--
-		}
-		u.key = ""
+		delete(h.held, u)
 	}
 	h.mu.Unlock()
+}
+
+// counts is how many held jobs have each payload, by heldKey (the caller
+// holds mu).
+func (h *heldSet) counts() map[string]int {
+	out := make(map[string]int, len(h.held))
+	for u := range h.held {
+		out[heldKey(u.Queue, u.Raw)]++
+	}
+	return out
 }
 
 // recoverUnheld gives back to their queues the entries of this process's
@@ -460,6 +465,7 @@ func (f *fetcher) recoverUnheld(ctx context.Context) (int, error) {
 	}
 	h := &f.held
 	h.mu.Lock()
+	held := h.counts()
 	unheld := map[string]int{}
 	seen := map[string]int{}
 	var giveBack []*UnitOfWork
@@ -467,7 +473,7 @@ func (f *fetcher) recoverUnheld(ctx context.Context) (int, error) {
 		for _, raw := range entries {
 			k := heldKey(q, raw)
 			seen[k]++
-			if seen[k] <= h.held[k] {
+			if seen[k] <= held[k] {
 				continue
 			}
 			unheld[k]++

@@ -35,8 +35,8 @@ type jobSummary struct {
 	since                  time.Time     // start of the current period
 }
 
-func (l *jobLog) done(job *Job, queue string, took time.Duration) {
-	class := job.DisplayClass()
+// done and fail take the job's DisplayClass, which the processor has at hand.
+func (l *jobLog) done(job *Job, class, queue string, took time.Duration) {
 	level := slog.LevelInfo
 	if l.quiet(job.HandlerClass()) {
 		level = slog.LevelDebug
@@ -48,8 +48,7 @@ func (l *jobLog) done(job *Job, queue string, took time.Duration) {
 	}
 }
 
-func (l *jobLog) fail(job *Job, queue string, took time.Duration, err error, outcome string) {
-	class := job.DisplayClass()
+func (l *jobLog) fail(job *Job, class, queue string, took time.Duration, err error, outcome string) {
 	level := slog.LevelWarn
 	if l.quiet(job.HandlerClass()) {
 		level = slog.LevelDebug

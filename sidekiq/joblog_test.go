@@ -106,10 +106,10 @@ func TestJobLogSummaryEveryInterval(t *testing.T) {
 		now: func() time.Time { return now }}
 	job := &Job{Class: "Row", JID: "j"}
 	for range 5 {
-		l.done(job, "tq", time.Millisecond)
+		l.done(job, job.DisplayClass(), "tq", time.Millisecond)
 		now = now.Add(SummaryInterval / 4)
 	}
-	l.fail(job, "tq", time.Millisecond, errors.New("x"), "retry")
+	l.fail(job, job.DisplayClass(), "tq", time.Millisecond, errors.New("x"), "retry")
 	l.flush()
 	sums := logs.lines(`msg="jobs summary"`)
 	if len(sums) != 2 || !strings.Contains(sums[0], "done=5 failed=0") ||

@@ -222,10 +222,14 @@ func ParseJob(data []byte) (*Job, error) {
 	// data rather than copied, and the decoder is reused.
 	p := parsers.Get().(*parser)
 	defer parsers.Put(p)
-	// A bytes.Buffer lets jsontext parse in place, without copying.
-	p.buf = bytes.NewBuffer(data)
-	p.dec.Reset(p.buf, parseOpts...)
-	defer p.dec.Reset(emptyReader) // drop the reference to data
+	// A bytes.Buffer lets jsontext parse in place, without copying; the
+	// parser's own is reused.
+	p.buf = *bytes.NewBuffer(data)
+	p.dec.Reset(&p.buf, parseOpts...)
+	defer func() { // drop the references to data
+		p.dec.Reset(emptyReader)
+		p.buf = bytes.Buffer{}
+	}()
 	dec := &p.dec
 	tok, err := dec.ReadToken()
 	if err != nil {
@@ -265,9 +269,9 @@ func ParseJob(data []byte) (*Job, error) {
 		}
 		switch k {
 		case "class":
-			err = rawString(v, k, &j.Class)
+			err = p.name(v, k, &j.Class)
 		case "queue":
-			err = rawString(v, k, &j.Queue)
+			err = p.name(v, k, &j.Queue)
 		case "jid":
 			err = rawString(v, k, &j.JID)
 		case "args":
@@ -308,8 +312,35 @@ func ParseJob(data []byte) (*Job, error) {
 // parser is ParseJob's reusable state; parsers is a cache of them (a
 // sync.Pool holds no state a caller could see).
 type parser struct {
-	dec jsontext.Decoder
-	buf *bytes.Buffer
+	dec   jsontext.Decoder
+	buf   bytes.Buffer
+	names map[string]string // class and queue names seen, shared rather than copied per job
+}
+
+// maxNames bounds a parser's names: a process sees few classes and queues,
+// but a payload could carry any string.
+const maxNames = 256
+
+// name is rawString for a class or queue name: a name seen before costs no
+// allocation (the map lookup of string(b) does not copy).
+func (p *parser) name(v jsontext.Value, key string, dst *string) error {
+	if v.Kind() == '"' {
+		b := v[1 : len(v)-1]
+		if s, ok := p.names[string(b)]; ok {
+			*dst = s
+			return nil
+		}
+	}
+	if err := rawString(v, key, dst); err != nil {
+		return err
+	}
+	if v.Kind() == '"' && len(p.names) < maxNames {
+		if p.names == nil {
+			p.names = map[string]string{}
+		}
+		p.names[string(v[1:len(v)-1])] = *dst
+	}
+	return nil
 }
 
 var (
@@ -562,8 +593,15 @@ func (j *Job) SetField(key string, v any) error {
 
 // StringField is the string field key, or "" when absent or not a string.
 func (j *Job) StringField(key string) string {
+	v, ok := j.Fields[key]
+	if !ok || len(v) < 2 || v[0] != '"' {
+		return "" // absent or not a string: checked before any allocation
+	}
+	if b := v[1 : len(v)-1]; plainASCII(b) {
+		return string(b)
+	}
 	var s string
-	if ok, err := j.Field(key, &s); !ok || err != nil {
+	if err := json.Unmarshal(v, &s); err != nil {
 		return ""
 	}
 	return s

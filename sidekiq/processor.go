@@ -38,32 +38,34 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 	if requeued {
 		return // hard shutdown gave it back; this run does not count
 	}
-	settle := context.WithoutCancel(jobCtx)
+	// Settling outlives a stop: it must not be cancelled with the jobs.
+	settle := func() context.Context { return context.WithoutCancel(jobCtx) }
 	if perr != nil {
 		// Ruby's processor.rb moves unparsable JSON to the dead set before
 		// any stats or metrics are counted; so does Go.
 		s.log.Error("bad payload: moved to the dead set", "queue", u.Queue, "err", perr,
 			"payload", truncate(string(u.Raw), 200))
-		s.fetcher.kill(settle, u, end, u.Raw)
+		s.fetcher.kill(settle(), u, end, u.Raw)
 		return
 	}
 	s.processed.Add(1)
 	took := end.Sub(start)
+	class := job.DisplayClass()
 	if ran {
-		s.metrics.record(job.DisplayClass(), end, took, err != nil)
+		s.metrics.record(class, end, took, err != nil)
 	}
 	if err == nil {
 		s.fetcher.ack(u)
-		s.jobLog.done(job, u.Queue, took)
+		s.jobLog.done(job, class, u.Queue, took)
 		return
 	}
 	s.failed.Add(1)
 	f := s.judge(u, job, err, trace, end)
-	s.settleFailure(settle, u, f, err, end)
-	s.jobLog.fail(job, u.Queue, took, err, f.note)
+	s.settleFailure(settle(), u, f, err, end)
+	s.jobLog.fail(job, class, u.Queue, took, err, f.note)
 	var p *PanicError
 	if errors.As(err, &p) {
-		s.log.Error("handler panicked", "jid", job.JID, "class", job.DisplayClass(), "stack", string(p.Stack))
+		s.log.Error("handler panicked", "jid", job.JID, "class", class, "stack", string(p.Stack))
 	}
 }
 

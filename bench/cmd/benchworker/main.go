@@ -5,7 +5,8 @@
 // goroutine publishes the count to the Redis key "bench:done" every 5 ms,
 // so the benchmark can stop its timer when jobs are done, not merely popped.
 // bench/ruby/jobs.rb does exactly the same for Ruby Sidekiq.
-// BENCH_CPUPROFILE=FILE writes a CPU profile of the whole run;
+// BENCH_CPUPROFILE=FILE writes a CPU profile of the whole run,
+// BENCH_MEMPROFILE=FILE an allocation profile at exit;
 // BENCH_LOG_LEVEL=warn|info|debug sets the engine's log level.
 package main
 
@@ -75,6 +76,16 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 			return nil, fmt.Errorf("cpu profile: %w", err)
 		}
 		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+	}
+	if path, ok := env.Lookup("BENCH_MEMPROFILE"); ok && path != "" {
+		stopCPU := stopProfile
+		stopProfile = func() {
+			stopCPU()
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}
 	}
 	err := env.Registry.Register(func(context.Context, *sidekiq.Job) error { return nil }, "Pallarel::NoopJob")
 	return func() { close(stop); <-finished; stopProfile() }, err

@@ -205,6 +205,7 @@ func drainOnce(pool *redis.Pool, client *sidekiq.Client, url, name string, run, 
 	time.Sleep(500 * time.Millisecond) // let every processor reach its fetch
 
 	var peakKB int64
+	worker0, redis0 := procCPU(cmd.Process.Pid), redisCPU(pool)
 	start := time.Now()
 	if _, err := do(pool, "RENAME", "bench:parked", "queue:bench"); err != nil {
 		return fail(err)
@@ -228,6 +229,7 @@ func drainOnce(pool *redis.Pool, client *sidekiq.Client, url, name string, run, 
 		time.Sleep(time.Millisecond)
 	}
 	secs := time.Since(start).Seconds()
+	workerCPU, redisUsed := procCPU(cmd.Process.Pid)-worker0, redisCPU(pool)-redis0
 	hwm := procStatusKB(cmd.Process.Pid, "VmHWM")
 	left, _ := redis.Int(do(pool, "LLEN", "queue:bench"))
 	if err := stop(); err != nil {
@@ -236,8 +238,8 @@ func drainOnce(pool *redis.Pool, client *sidekiq.Client, url, name string, run, 
 	if left != 0 {
 		return fmt.Errorf("queue:bench still holds %d jobs", left)
 	}
-	fmt.Printf("RESULT drain name=%s run=%d jobs=%d secs=%.4f rate=%.0f rss_peak_kb=%d hwm_kb=%d\n",
-		name, run, n, secs, float64(n)/secs, peakKB, hwm)
+	fmt.Printf("RESULT drain name=%s run=%d jobs=%d secs=%.4f rate=%.0f rss_peak_kb=%d hwm_kb=%d worker_us_per_job=%.1f redis_us_per_job=%.1f\n",
+		name, run, n, secs, float64(n)/secs, peakKB, hwm, workerCPU.Seconds()*1e6/float64(n), redisUsed.Seconds()*1e6/float64(n))
 	os.Remove(logf.Name())
 	return nil
 }
@@ -259,6 +261,48 @@ func procStatusKB(pid int, field string) int64 {
 
 // report reads RESULT lines (drain, push, redis) and prints medians, the
 // Redis ceiling and the ratios the targets are about.
+// procCPU is the user+system CPU time of pid and its waited-for children
+// (the Ruby peers run under a wrapper), 0 if unreadable.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, k := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		v, _ := strconv.ParseInt(f[k], 10, 64)
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// redisCPU is Redis's used_cpu_user + used_cpu_sys, 0 if unreadable.
+func redisCPU(pool *redis.Pool) time.Duration {
+	info, err := redis.String(do(pool, "INFO", "cpu"))
+	if err != nil {
+		return 0
+	}
+	var secs float64
+	for _, line := range strings.Split(info, "\n") {
+		for _, k := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), k); ok {
+				x, _ := strconv.ParseFloat(v, 64)
+				secs += x
+			}
+		}
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
 func report(in io.Reader, out io.Writer) error {
 	rs, err := results.Parse(in)
 	if err != nil {
