@@ -89,7 +89,7 @@ func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Write
 	}
 	fs.StringVar(&dialect, "dialect", "", "Sidekiq job format to write: 8 (default), 7 or 6 (env SIDEKIQ_DIALECT)")
 	fs.StringVar(&fetch, "fetch", "reliable", "reliable (jobs survive SIGKILL) or basic (Sidekiq's BRPOP)")
-	fs.IntVar(&prefetch, "prefetch", -1, "jobs fetched ahead of free processors, at most -c; 0: none (default: -c)")
+	fs.IntVar(&prefetch, "prefetch", -1, "jobs fetched ahead of free processors, at most 1000; 0: none (default: adaptive with reliable fetch, what the processors finish in 5 ms; none with basic fetch)")
 	fs.DurationVar(&idle, "idle-timeout", 0, "exit after the queues stayed empty this long (0: never)")
 	fs.DurationVar(&processTTL, "process-ttl", 0, "heartbeat lifetime; a killed worker's jobs return after it (default 60s)")
 	if err := fs.Parse(args); err != nil {

@@ -39,11 +39,10 @@
 // when it ends, by the next fetch's script (acknowledgements ride the fetch
 // round trip) or at once while the fetch waits on empty queues; a
 // failure's retry or dead write and the removal share one MULTI. With
-// Options.Prefetch (default: the concurrency) the manager fetches that many
-// jobs ahead of free processors; they sit on the list too, are not busy on
-// /busy, and go back to the right end of their queue, in order, at once
-// on quiet or stop. A
-// dead process's lists go back to their queues once its heartbeat hash has
+// Options.Prefetch (default: adaptive, what the processors finish in 5 ms)
+// the manager fetches jobs ahead of free processors; they sit on the list
+// too, are not busy on /busy, and go back to the right end of their queue,
+// in order, at once on quiet or stop. A dead process's lists go back to their queues once its heartbeat hash has
 // expired. Sidekiq 8's format is written by default (integer-millisecond
 // timestamps); Dialect7 and Dialect6 write float seconds. Both are read.
 //

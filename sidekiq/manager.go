@@ -6,34 +6,37 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // manager owns the processors, as Sidekiq's manager.rb does: one loop
 // fetches a job for every free processor in one round trip and hands the
 // jobs out; each processor runs its job, settles it and reports itself
-// free. With prefetch it also fetches up to prefetch jobs ahead, so the
-// next jobs are in memory when processors free up instead of one round
-// trip away. Once quiet it stops fetching and gives back at once what no
-// processor has started.
+// free. With prefetch it also fetches jobs ahead (a fixed number, or
+// adaptive: see depthTuner), so the next jobs are in memory when
+// processors free up instead of one round trip away. Once quiet it stops
+// fetching and gives back at once what no processor has started.
 type manager struct {
 	fetch       *fetcher
 	concurrency int
-	prefetch    int                                                  // jobs fetched ahead of free processors; 0: none
+	prefetch    prefetchPlan                                         // jobs fetched ahead of free processors
 	run         func(ctx context.Context, tid string, u *UnitOfWork) // one job, settled
 	quiet       <-chan struct{}
 	log         *slog.Logger
 
-	hand handoff
-	wg   sync.WaitGroup
+	hand     handoff
+	finished atomic.Int64 // jobs run, for the adaptive prefetch depth
+	wg       sync.WaitGroup
 }
 
 // start runs the processors and the fetch loop; job contexts derive from
 // jobCtx. wait returns once all of them have returned.
 func (m *manager) start(jobCtx context.Context) {
-	slots := m.concurrency + m.prefetch
+	slots := m.concurrency + m.prefetch.most
 	m.hand.ready = make(chan struct{}, slots) // never full: one token per job handed over
 	free := make(chan struct{}, slots)        // a slot is a processor or a prefetched job
-	for range slots {
+	for range m.concurrency + m.prefetch.depth {
 		free <- struct{}{}
 	}
 	for i := range m.concurrency {
@@ -46,6 +49,7 @@ func (m *manager) start(jobCtx context.Context) {
 					return
 				}
 				m.run(jobCtx, tid, u)
+				m.finished.Add(1)
 				free <- struct{}{}
 			}
 		})
@@ -69,6 +73,7 @@ func (m *manager) prefetched() int { return m.hand.len() }
 
 func (m *manager) loop(jobCtx context.Context, free chan struct{}, slots int) {
 	backoff := newBackoff()
+	depth := newDepthTuner(m.prefetch, time.Now())
 	for {
 		select {
 		case <-free:
@@ -80,7 +85,13 @@ func (m *manager) loop(jobCtx context.Context, free chan struct{}, slots int) {
 		if m.isQuiet() {
 			return
 		}
-		n := 1 + m.collect(free, slots)
+		for range depth.tune(time.Now(), m.finished.Load()) {
+			free <- struct{}{} // never blocks: at most slots tokens exist
+		}
+		n := depth.pay(1 + m.collect(free, slots))
+		if n == 0 {
+			continue // the tokens were owed: the depth shrank
+		}
 		us, err := m.fetch.fetch(jobCtx, n)
 		for range n - len(us) {
 			free <- struct{}{}

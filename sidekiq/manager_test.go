@@ -18,10 +18,14 @@ import (
 func TestManagerRunsEachJobOnce(t *testing.T) {
 	for _, tc := range []struct {
 		reliable bool
-		prefetch int
-	}{{true, 0}, {false, 0}, {true, 4}, {false, 4}} {
+		prefetch prefetchPlan
+	}{
+		{true, prefetchPlan{}}, {false, prefetchPlan{}},
+		{true, prefetchPlan{depth: 4, most: 4}}, {false, prefetchPlan{depth: 4, most: 4}},
+		{true, prefetchPlan{depth: 4, most: MaxPrefetch, auto: true}},
+	} {
 		reliable := tc.reliable
-		t.Run(fmt.Sprintf("reliable=%v/prefetch=%d", reliable, tc.prefetch), func(t *testing.T) {
+		t.Run(fmt.Sprintf("reliable=%v/prefetch=%+v", reliable, tc.prefetch), func(t *testing.T) {
 			db := redistest.New(t)
 			identity := ""
 			if reliable {

@@ -298,14 +298,19 @@ type Options struct {
 	// killed process held. The default is Pallarel's reliable fetch.
 	BasicFetch bool
 	// Prefetch is how many jobs the server fetches ahead of its free
-	// processors, at most Concurrency: the next jobs are in memory when a
-	// processor frees up instead of one Redis round trip away. Prefetched
-	// jobs are held like running ones (on the in-flight list with reliable
-	// fetch, so a killed process loses none), are not busy on /busy, and go
-	// back to their queue at once, in order, on quiet or stop. Default (0):
-	// Concurrency with reliable fetch, none with BasicFetch (a killed
-	// process would lose its prefetched jobs too); negative: no prefetch
-	// (the CLI's --prefetch 0).
+	// processors: the next jobs are in memory when a processor frees up
+	// instead of one Redis round trip away. Prefetched jobs are held like
+	// running ones (on the in-flight list with reliable fetch, so a killed
+	// process loses none), are not busy on /busy, and go back to their
+	// queue at once, in order, on quiet or stop. Default (0) with reliable
+	// fetch: adaptive, as many jobs as the processors finish in 5 ms,
+	// measured as they run (at most MaxPrefetch; it starts at
+	// Concurrency): short jobs come hundreds per round trip, and a job of
+	// 10 ms or more is not prefetched, so it waits in Redis where any
+	// process can take it, as with Sidekiq. Default with BasicFetch: none
+	// (a killed process would lose its prefetched jobs too). Positive:
+	// that many, at most MaxPrefetch. Negative: none (the CLI's
+	// --prefetch 0).
 	Prefetch int
 
 	MaxRetries        int           // for retry: true; default 25
@@ -344,6 +349,8 @@ type Options struct {
 	// 7.3.2 or 6.4.1; set it to the Rails app's exact Sidekiq version.
 	// Go processes are told apart by their "pallarel" label.
 	Version string
+
+	prefetch prefetchPlan // Prefetch resolved by withDefaults
 }
 
 func (o *Options) withDefaults() error {
@@ -362,14 +369,14 @@ func (o *Options) withDefaults() error {
 		return fmt.Errorf("concurrency %d: want 1..10000", o.Concurrency)
 	}
 	switch {
-	case o.Prefetch == 0 && o.BasicFetch:
-		o.Prefetch = 0
-	case o.Prefetch == 0:
-		o.Prefetch = o.Concurrency
-	case o.Prefetch < 0:
-		o.Prefetch = 0
-	case o.Prefetch > o.Concurrency:
-		return fmt.Errorf("prefetch %d: want at most concurrency (%d)", o.Prefetch, o.Concurrency)
+	case o.Prefetch > MaxPrefetch:
+		return fmt.Errorf("prefetch %d: want at most %d", o.Prefetch, MaxPrefetch)
+	case o.Prefetch > 0:
+		o.prefetch = prefetchPlan{depth: o.Prefetch, most: o.Prefetch}
+	case o.Prefetch == 0 && !o.BasicFetch:
+		o.prefetch = prefetchPlan{depth: min(o.Concurrency, MaxPrefetch), most: MaxPrefetch, auto: true}
+	default:
+		o.prefetch = prefetchPlan{}
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 25 * time.Second

@@ -51,8 +51,8 @@ func TestPrefetchedJobsGoBackInOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if srv.opts.Prefetch != conc {
-				t.Fatalf("prefetch %d, want concurrency %d", srv.opts.Prefetch, conc)
+			if d := srv.opts.prefetch.depth; d != conc {
+				t.Fatalf("prefetch %d, want concurrency %d", d, conc)
 			}
 			jids := make([]string, total)
 			for i := range jids {
@@ -168,30 +168,37 @@ func TestPrefetchDisabled(t *testing.T) {
 }
 
 func TestPrefetchOption(t *testing.T) {
-	for _, tc := range []struct{ conc, prefetch, want int }{
-		{0, 0, 5}, {10, 0, 10}, {10, -1, 0}, {10, 4, 4}, {10, 10, 10},
+	auto := func(c int) prefetchPlan { return prefetchPlan{depth: c, most: MaxPrefetch, auto: true} }
+	fixed := func(n int) prefetchPlan { return prefetchPlan{depth: n, most: n} }
+	for _, tc := range []struct {
+		conc, prefetch int
+		want           prefetchPlan
+	}{
+		{0, 0, auto(5)}, {10, 0, auto(10)}, {10, -1, fixed(0)}, {10, 4, fixed(4)}, {10, 10, fixed(10)},
+		{2, 300, fixed(300)}, {2000, 0, auto(MaxPrefetch)},
 	} {
 		o := Options{Concurrency: tc.conc, Prefetch: tc.prefetch}
-		if err := o.withDefaults(); err != nil || o.Prefetch != tc.want {
-			t.Errorf("concurrency %d prefetch %d: got %d, %v; want %d", tc.conc, tc.prefetch, o.Prefetch, err, tc.want)
+		if err := o.withDefaults(); err != nil || o.prefetch != tc.want {
+			t.Errorf("concurrency %d prefetch %d: got %+v, %v; want %+v", tc.conc, tc.prefetch, o.prefetch, err, tc.want)
 		}
 	}
-	o := Options{Concurrency: 2, Prefetch: 3}
+	o := Options{Concurrency: 2, Prefetch: MaxPrefetch + 1}
 	if err := o.withDefaults(); err == nil {
-		t.Error("prefetch above concurrency accepted")
+		t.Error("prefetch above MaxPrefetch accepted")
 	}
 	for _, tc := range []struct {
 		args []string
-		want int
+		want prefetchPlan
 	}{
-		{[]string{"-c", "8"}, 8}, {[]string{"-c", "8", "--prefetch", "0"}, 0}, {[]string{"-c", "8", "--prefetch", "3"}, 3},
+		{[]string{"-c", "8"}, auto(8)}, {[]string{"-c", "8", "--prefetch", "0"}, fixed(0)},
+		{[]string{"-c", "8", "--prefetch", "3"}, fixed(3)}, {[]string{"-c", "8", "--prefetch", "200"}, fixed(200)},
 	} {
 		cli, err := ParseCLI(tc.args, func(string) (string, bool) { return "", false }, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := cli.Options.withDefaults(); err != nil || cli.Options.Prefetch != tc.want {
-			t.Errorf("%v: prefetch %d, %v; want %d", tc.args, cli.Options.Prefetch, err, tc.want)
+		if err := cli.Options.withDefaults(); err != nil || cli.Options.prefetch != tc.want {
+			t.Errorf("%v: prefetch %+v, %v; want %+v", tc.args, cli.Options.prefetch, err, tc.want)
 		}
 	}
 }
@@ -261,14 +268,95 @@ func prefetchFor(basic bool, conc int) int {
 func TestPrefetchDefaults(t *testing.T) {
 	for _, tc := range []struct {
 		basic bool
-		want  int
-	}{{false, 4}, {true, 0}} {
+		want  prefetchPlan
+	}{{false, prefetchPlan{depth: 4, most: MaxPrefetch, auto: true}}, {true, prefetchPlan{}}} {
 		o := Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: 4, BasicFetch: tc.basic}
 		if err := o.withDefaults(); err != nil {
 			t.Fatal(err)
 		}
-		if o.Prefetch != tc.want {
-			t.Errorf("basic fetch %v: default prefetch %d, want %d", tc.basic, o.Prefetch, tc.want)
+		if o.prefetch != tc.want {
+			t.Errorf("basic fetch %v: default prefetch %+v, want %+v", tc.basic, o.prefetch, tc.want)
 		}
+	}
+}
+
+// The adaptive depth follows the processors' pace: short jobs raise it to
+// what finishes in the window (capped), slow jobs bring it to zero, and
+// shrinking owes tokens rather than giving back fetched jobs.
+func TestDepthTuner(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	d := newDepthTuner(prefetchPlan{depth: 10, most: 300, auto: true}, t0)
+	if add := d.tune(t0.Add(50*time.Millisecond), 5000); add != 0 || d.depth != 10 {
+		t.Fatalf("measured before tuneEvery: add %d depth %d", add, d.depth)
+	}
+	// 100,000 jobs/s: 500 finish in 5 ms, capped at 300; halfway each time.
+	at, done := t0, int64(0)
+	var added int
+	for range 20 {
+		at, done = at.Add(100*time.Millisecond), done+10_000
+		added += d.tune(at, done)
+	}
+	if d.depth != 300 || added != 290 || d.debt != 0 {
+		t.Fatalf("fast jobs: depth %d, added %d, debt %d; want 300, 290, 0", d.depth, added, d.debt)
+	}
+	// 100 jobs/s (10 ms jobs): under one job in the window, so none.
+	for range 20 {
+		at, done = at.Add(100*time.Millisecond), done+10
+		if add := d.tune(at, done); add != 0 {
+			t.Fatalf("shrinking added %d tokens", add)
+		}
+	}
+	if d.depth != 0 || d.debt != 300 {
+		t.Fatalf("slow jobs: depth %d debt %d; want 0, 300", d.depth, d.debt)
+	}
+	// The debt is paid by tokens coming back before any is used.
+	if n := d.pay(250); n != 0 || d.debt != 50 {
+		t.Fatalf("pay 250: left %d, debt %d", n, d.debt)
+	}
+	if n := d.pay(60); n != 10 || d.debt != 0 {
+		t.Fatalf("pay 60: left %d, debt %d", n, d.debt)
+	}
+	// Growing again pays what is still owed before adding tokens.
+	d.debt = 40
+	at, done = at.Add(100*time.Millisecond), done+10_000
+	if add := d.tune(at, done); d.depth != 150 || add != 110 || d.debt != 0 {
+		t.Fatalf("grow with debt: depth %d add %d debt %d; want 150, 110, 0", d.depth, add, d.debt)
+	}
+	// A fixed depth never moves.
+	f := newDepthTuner(prefetchPlan{depth: 7, most: 7}, t0)
+	if add := f.tune(t0.Add(time.Second), 1_000_000); add != 0 || f.depth != 7 {
+		t.Fatalf("fixed depth moved: add %d depth %d", add, f.depth)
+	}
+}
+
+// With the default (adaptive) prefetch, slow jobs are not prefetched once
+// their pace is known: the jobs not running stay in the queue, where
+// another process could take them.
+func TestAdaptivePrefetchLeavesSlowJobsInTheQueue(t *testing.T) {
+	db := redistest.New(t)
+	reg := NewRegistry()
+	reg.Register(func(ctx context.Context, j *Job) error {
+		time.Sleep(50 * time.Millisecond)
+		return nil
+	}, "Slow")
+	const conc, total = 2, 60
+	srv := startServer(t, db, reg, Options{Queues: []QueueWeight{{Name: "q"}}, Concurrency: conc})
+	for i := range total {
+		j, _ := NewJob("Slow", i)
+		j.Queue = "q"
+		if _, err := srv.Client().Push(context.Background(), j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inflight := "pallarel:inflight|" + srv.Identity() + "|q"
+	// It starts at the concurrency, then measures 40 jobs/s: far under one
+	// job in 5 ms. After a second the first prefetched jobs have run.
+	time.Sleep(time.Second)
+	for range 10 {
+		n, _ := redis.Int(db.Do(t, "LLEN", inflight), nil)
+		if n > conc {
+			t.Fatalf("%d jobs in flight with %d processors of slow jobs: still prefetching", n, conc)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

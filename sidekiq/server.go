@@ -142,7 +142,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go(func() { parts.run(bgCtx) }) // when bgCtx ends, stops them in the order parts.go gives
 	s.fetcher.startAcker()
 	defer s.fetcher.stopAcker()
-	mgr := &manager{fetch: s.fetcher, concurrency: s.opts.Concurrency, prefetch: s.opts.Prefetch,
+	mgr := &manager{fetch: s.fetcher, concurrency: s.opts.Concurrency, prefetch: s.opts.prefetch,
 		run: s.process, quiet: s.quietCh, log: s.log}
 	mgr.start(jobCtx)
 	idle := s.idleWatch(bgCtx, mgr.prefetched)
