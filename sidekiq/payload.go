@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"reflect"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/tidwall/gjson"
 )
 
 // ErrBadPayload marks a queue entry that is not a Sidekiq job: not JSON, not
@@ -215,58 +215,34 @@ func (j *Job) Raw() []byte { return j.raw }
 // ParseJob decodes a payload read from Redis, keeping its bytes: data
 // must not change afterwards (the job's raw values are slices of it).
 func ParseJob(data []byte) (*Job, error) {
-	// One pass with the json/v2 tokenizer: the payload is read once, each
-	// value kept as its raw bytes, the known keys decoded on the way. This
-	// is on every job's path; encoding/json into a map and then each field
-	// read the payload three times over. Values and keys are sliced from
-	// data rather than copied, and the decoder is reused.
-	p := parsers.Get().(*parser)
-	defer parsers.Put(p)
-	// A bytes.Buffer lets jsontext parse in place, without copying; the
-	// parser's own is reused.
-	p.buf = *bytes.NewBuffer(data)
-	p.dec.Reset(&p.buf, parseOpts...)
-	defer func() { // drop the references to data
-		p.dec.Reset(emptyReader)
-		p.buf = bytes.Buffer{}
-	}()
-	dec := &p.dec
-	tok, err := dec.ReadToken()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	// This is on every job's path. gjson's validator checks the whole
+	// payload in one pass without allocating; the walk below then splits
+	// the top-level object of that valid JSON, slicing each value from
+	// data, and decodes only the known keys. (encoding/json into a map and
+	// then each field read the payload three times over.)
+	if !gjson.ValidBytes(data) {
+		return nil, fmt.Errorf("%w: not valid JSON", ErrBadPayload)
 	}
-	if tok.Kind() != '{' {
+	i := skipSpace(data, 0)
+	if data[i] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrBadPayload)
 	}
-	// value is the raw bytes of what dec just read, sliced from data and
-	// capped so an append never writes into it.
-	value := func(v jsontext.Value) json.RawMessage {
-		end := int(dec.InputOffset())
-		if start := end - len(v); start >= 0 && bytes.Equal(data[start:end], v) {
-			return json.RawMessage(data[start:end:end])
-		}
-		return json.RawMessage(v.Clone())
-	}
+	p := parsers.Get().(*parser)
+	defer parsers.Put(p)
 	j := &Job{raw: data}
 	fields := make(map[string]json.RawMessage, 8)
 	hasArgs := false
-	for dec.PeekKind() != '}' {
-		kv, err := dec.ReadValue() // the name, quoted
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	for i = skipSpace(data, i+1); data[i] != '}'; {
+		kEnd := valueEnd(data, i)
+		k := fieldName(data[i:kEnd])
+		i = skipSpace(data, skipSpace(data, kEnd)+1) // past the colon
+		vEnd := valueEnd(data, i)
+		v := jsontext.Value(data[i:vEnd:vEnd]) // capped: an append never writes into data
+		i = skipSpace(data, vEnd)
+		if data[i] == ',' {
+			i = skipSpace(data, i+1)
 		}
-		k := fieldName(kv)
-		if k == "args" && dec.PeekKind() == '[' {
-			hasArgs = true
-			if j.Args, err = readArray(dec, value); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		v, err := dec.ReadValue()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
-		}
+		var err error
 		switch k {
 		case "class":
 			err = p.name(v, k, &j.Class)
@@ -276,24 +252,22 @@ func ParseJob(data []byte) (*Job, error) {
 			err = rawString(v, k, &j.JID)
 		case "args":
 			hasArgs = true
-			j.argsWire = argsNull
-			if v.Kind() != 'n' {
+			switch v.Kind() {
+			case '[':
+				j.Args, j.argsWire = arrayElements(v), argsArray
+			case 'n':
+				j.Args, j.argsWire = nil, argsNull
+			default:
 				err = fmt.Errorf("%w: args is not an array", ErrBadPayload)
 			}
 		case "retry":
-			j.Retry = value(v)
+			j.Retry = json.RawMessage(v)
 		default:
-			fields[k] = value(v)
+			fields[k] = json.RawMessage(v)
 		}
 		if err != nil {
 			return nil, err
 		}
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
-	}
-	if _, err := dec.ReadToken(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the JSON object", ErrBadPayload)
 	}
 	if j.Class == "" {
 		return nil, fmt.Errorf("%w: no class", ErrBadPayload)
@@ -302,18 +276,79 @@ func ParseJob(data []byte) (*Job, error) {
 		// Ruby runs it as perform() (processor.rb execute_job: *nil).
 		j.argsWire = argsAbsent
 	}
-	if j.Args != nil {
-		j.argsWire = argsArray
-	}
 	j.Fields = fields
 	return j, nil
+}
+
+// skipSpace is the index of the first non-space byte of data at or after i.
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// valueEnd is the index just past the JSON value that starts at data[i].
+// data must be valid JSON (checked first): this only finds the end.
+func valueEnd(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		for i++; i < len(data); i++ {
+			switch data[i] {
+			case '\\':
+				i++ // the escaped byte cannot end the string
+			case '"':
+				return i + 1
+			}
+		}
+		return i
+	case '{', '[':
+		depth := 0
+		for ; i < len(data); i++ {
+			switch data[i] {
+			case '"':
+				i = valueEnd(data, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return i
+	default: // number, true, false, null
+		for ; i < len(data); i++ {
+			switch data[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+		}
+		return i
+	}
+}
+
+// arrayElements slices a valid JSON array into its elements' raw bytes.
+func arrayElements(v jsontext.Value) []json.RawMessage {
+	out := []json.RawMessage{}
+	for i := skipSpace(v, 1); v[i] != ']'; {
+		end := valueEnd(v, i)
+		out = append(out, json.RawMessage(v[i:end:end]))
+		if i = skipSpace(v, end); v[i] == ',' {
+			i = skipSpace(v, i+1)
+		}
+	}
+	return out
 }
 
 // parser is ParseJob's reusable state; parsers is a cache of them (a
 // sync.Pool holds no state a caller could see).
 type parser struct {
-	dec   jsontext.Decoder
-	buf   bytes.Buffer
 	names map[string]string // class and queue names seen, shared rather than copied per job
 }
 
@@ -343,11 +378,7 @@ func (p *parser) name(v jsontext.Value, key string, dst *string) error {
 	return nil
 }
 
-var (
-	parsers     = sync.Pool{New: func() any { return &parser{} }}
-	parseOpts   = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
-	emptyReader = bytes.NewReader(nil)
-)
+var parsers = sync.Pool{New: func() any { return &parser{} }}
 
 // plainASCII reports whether a JSON string's contents need no unquoting:
 // ASCII without escapes.
@@ -362,7 +393,7 @@ func plainASCII(b []byte) bool {
 
 // fieldName is an object name read as a raw JSON string. Sidekiq's own
 // keys come back as constants, so the names of a job cost no allocation.
-func fieldName(v jsontext.Value) string {
+func fieldName(v []byte) string {
 	b := []byte(v)
 	if len(b) >= 2 {
 		b = b[1 : len(b)-1]
@@ -431,25 +462,6 @@ func rawString(v jsontext.Value, key string, dst *string) error {
 	default:
 		return fmt.Errorf("%w: %s is not a string", ErrBadPayload, key)
 	}
-}
-
-// readArray reads the array dec is at into its elements' raw bytes.
-func readArray(dec *jsontext.Decoder, value func(jsontext.Value) json.RawMessage) ([]json.RawMessage, error) {
-	if _, err := dec.ReadToken(); err != nil {
-		return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
-	}
-	args := []json.RawMessage{}
-	for dec.PeekKind() != ']' {
-		a, err := dec.ReadValue()
-		if err != nil {
-			return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
-		}
-		args = append(args, value(a))
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return nil, fmt.Errorf("%w: args: %v", ErrBadPayload, err)
-	}
-	return args, nil
 }
 
 // Encode writes the job as Sidekiq JSON: the known fields, then every kept
