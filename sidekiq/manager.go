@@ -43,12 +43,17 @@ func (m *manager) start(jobCtx context.Context) {
 		// Short and unique, like Sidekiq's base-36 tids.
 		tid := strconv.FormatInt(int64(i)+36*36, 36)
 		m.wg.Go(func() {
+			// Each job's context is a child of its processor's: a child of
+			// jobCtx itself would make every processor take jobCtx's lock
+			// twice per job.
+			procCtx, cancel := context.WithCancel(jobCtx)
+			defer cancel()
 			for {
 				u, ok := m.hand.take(m.quiet)
 				if !ok {
 					return
 				}
-				m.run(jobCtx, tid, u)
+				m.run(procCtx, tid, u)
 				m.finished.Add(1)
 				free <- struct{}{}
 			}

@@ -13,7 +13,7 @@ const MaxPrefetch = 1000
 const prefetchWindow = 5 * time.Millisecond
 
 // tuneEvery is how often the adaptive depth is measured and moved.
-const tuneEvery = 100 * time.Millisecond
+const tuneEvery = 50 * time.Millisecond
 
 // prefetchPlan is Options.Prefetch resolved: start at depth, never above
 // most, and with auto move with the processors' pace.
@@ -25,8 +25,9 @@ type prefetchPlan struct {
 // depthTuner keeps the prefetch depth: the manager's slots are its
 // processors plus depth, one token each. With auto it measures how many
 // jobs finish per second and sets the depth to what finishes in
-// prefetchWindow (Little's law), moving halfway there each time so one odd
-// period does not swing it. Growing adds tokens; shrinking leaves a debt
+// prefetchWindow (Little's law): at once when that is more, since a short
+// run of jobs is over before a slow climb ends, and halfway when less, so
+// one odd period does not empty it. Growing adds tokens; shrinking leaves a debt
 // of tokens that are burnt as they come back, so no fetched job is given
 // back for it. Only the manager's fetch loop uses it.
 type depthTuner struct {
@@ -64,9 +65,9 @@ func (d *depthTuner) tune(now time.Time, finished int64) (add int) {
 	rate := float64(finished-d.done) / elapsed.Seconds()
 	d.at, d.done = now, finished
 	target := min(int(rate*d.window.Seconds()), d.plan.most)
-	next := (d.depth + target) / 2
-	if target > d.depth {
-		next = (d.depth + target + 1) / 2
+	next := target
+	if target < d.depth {
+		next = (d.depth + target) / 2
 	}
 	return d.set(next)
 }

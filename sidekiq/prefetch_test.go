@@ -286,20 +286,25 @@ func TestPrefetchDefaults(t *testing.T) {
 func TestDepthTuner(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	d := newDepthTuner(prefetchPlan{depth: 10, most: 300, auto: true}, t0)
-	if add := d.tune(t0.Add(50*time.Millisecond), 5000); add != 0 || d.depth != 10 {
+	if add := d.tune(t0.Add(tuneEvery/2), 5000); add != 0 || d.depth != 10 {
 		t.Fatalf("measured before tuneEvery: add %d depth %d", add, d.depth)
 	}
-	// 100,000 jobs/s: 500 finish in 5 ms, capped at 300; halfway each time.
-	at, done := t0, int64(0)
-	var added int
-	for range 20 {
-		at, done = at.Add(100*time.Millisecond), done+10_000
-		added += d.tune(at, done)
+	// 40,000 jobs/s: 200 finish in 5 ms; the depth goes there at once.
+	at, done := t0.Add(100*time.Millisecond), int64(4000)
+	if add := d.tune(at, done); add != 190 || d.depth != 200 {
+		t.Fatalf("40,000 jobs/s: add %d depth %d; want 190, 200", add, d.depth)
 	}
-	if d.depth != 300 || added != 290 || d.debt != 0 {
-		t.Fatalf("fast jobs: depth %d, added %d, debt %d; want 300, 290, 0", d.depth, added, d.debt)
+	// 100,000 jobs/s: 500 finish in 5 ms, capped at 300.
+	at, done = at.Add(100*time.Millisecond), done+10_000
+	if add := d.tune(at, done); add != 100 || d.depth != 300 || d.debt != 0 {
+		t.Fatalf("100,000 jobs/s: add %d depth %d debt %d; want 100, 300, 0", add, d.depth, d.debt)
 	}
-	// 100 jobs/s (10 ms jobs): under one job in the window, so none.
+	// 100 jobs/s (10 ms jobs): under one job in the window, so none; it
+	// comes down halfway each time.
+	at, done = at.Add(100*time.Millisecond), done+10
+	if add := d.tune(at, done); add != 0 || d.depth != 150 || d.debt != 150 {
+		t.Fatalf("slowing down: add %d depth %d debt %d; want 0, 150, 150", add, d.depth, d.debt)
+	}
 	for range 20 {
 		at, done = at.Add(100*time.Millisecond), done+10
 		if add := d.tune(at, done); add != 0 {
@@ -318,7 +323,7 @@ func TestDepthTuner(t *testing.T) {
 	}
 	// Growing again pays what is still owed before adding tokens.
 	d.debt = 40
-	at, done = at.Add(100*time.Millisecond), done+10_000
+	at, done = at.Add(100*time.Millisecond), done+3_000
 	if add := d.tune(at, done); d.depth != 150 || add != 110 || d.debt != 0 {
 		t.Fatalf("grow with debt: depth %d add %d debt %d; want 150, 110, 0", d.depth, add, d.debt)
 	}
