@@ -85,18 +85,13 @@ redis-cli -p "$port" flushall >/dev/null
 redis-cli -p "$port" eval "for i=1,1000 do redis.call('LPUSH', KEYS[1], string.rep('x', 200)) end
   for i=1,10 do redis.call('LPUSH', KEYS[2], string.rep('y', 200)) end" 2 bench:l bench:inflight >/dev/null
 # A copy of the fetch script of sidekiq/internal/rdb (fetchBulkScript, the
-# one used with one queue or strict order: acknowledgements first, then a
-# batch) called for one job and no acknowledgement, rotating one list onto
-# itself so it never empties.
+# one used with one queue or strict order; acknowledgements are plain LREMs
+# pipelined ahead of it) called for one job, rotating one list onto itself
+# so it never empties.
 sha=$(redis-cli -p "$port" script load "local n = #KEYS / 2
-local a = tonumber(ARGV[1])
-for x = 0, a - 1 do
-  redis.call('LREM', KEYS[n + tonumber(ARGV[2 + 2 * x])], 1, ARGV[3 + 2 * x])
-end
-local base = 2 + 2 * a
-local want = tonumber(ARGV[base])
+local want = tonumber(ARGV[1])
 local out = {}
-for i in string.gmatch(ARGV[base + 1], '%d+') do
+for i in string.gmatch(ARGV[2], '%d+') do
   if want <= 0 then break end
   local q = tonumber(i)
   local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
@@ -126,8 +121,8 @@ for run in $(seq "$RUNS"); do
   rb rpop-P1 1 50000 -t rpop
   rb lpush-P100 100 500000 -t lpush
   rb rpop-P100 100 500000 -t rpop
-  rb evalsha-fetch-P1 1 50000 EVALSHA "$sha" 2 bench:l bench:l 0 1 1
-  rb evalsha-fetch-P100 100 500000 EVALSHA "$sha" 2 bench:l bench:l 0 1 1
+  rb evalsha-fetch-P1 1 50000 EVALSHA "$sha" 2 bench:l bench:l 1 1
+  rb evalsha-fetch-P100 100 500000 EVALSHA "$sha" 2 bench:l bench:l 1 1
   rb lmove-P1 1 50000 LMOVE bench:l bench:l RIGHT LEFT
   rb lrem-P1 1 50000 LREM bench:inflight 1 absent
   rb lrem-P100 100 500000 LREM bench:inflight 1 absent

@@ -374,3 +374,39 @@ func TestRequeueManyRestoresQueueOrder(t *testing.T) {
 		}
 	}
 }
+
+// FetchMany writes the acknowledgements pipelined ahead of the fetch
+// script, also when Redis has forgotten the script (SCRIPT FLUSH, as after
+// a restart), and reports them written even when no job is left to fetch.
+func TestFetchManyAcksAndFetches(t *testing.T) {
+	t.Parallel()
+	db, c := setup(t)
+	const id = "h:1:a"
+	db.Do(t, "LPUSH", Queue("q"), "j1", "j2", "j3")
+	got, ackedOK, err := FetchMany(c, id, []string{"q"}, [][]int{{0}, {0}}, nil)
+	if err != nil || !ackedOK || len(got) != 2 || string(got[0].Job) != "j1" || string(got[1].Job) != "j2" {
+		t.Fatalf("first fetch: %v %v %v", got, ackedOK, err)
+	}
+	db.Do(t, "SCRIPT", "FLUSH")
+	got, ackedOK, err = FetchMany(c, id, []string{"q"}, [][]int{{0}, {0}}, []AckedJob{{"q", []byte("j1")}, {"q", []byte("j2")}})
+	if err != nil || !ackedOK || len(got) != 1 || string(got[0].Job) != "j3" {
+		t.Fatalf("fetch after SCRIPT FLUSH: %v %v %v", got, ackedOK, err)
+	}
+	if got := strs(t, db.Do(t, "LRANGE", Inflight(id, "q"), 0, -1)); !slices.Equal(got, []string{"j3"}) {
+		t.Fatalf("in flight after the acknowledgements: %v", got)
+	}
+	got, ackedOK, err = FetchMany(c, id, []string{"q"}, [][]int{{0}}, []AckedJob{{"q", []byte("j3")}})
+	if err != nil || !ackedOK || len(got) != 0 {
+		t.Fatalf("fetch of an empty queue: %v %v %v", got, ackedOK, err)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", Inflight(id, "q")), nil); n != 0 {
+		t.Fatalf("%d left in flight", n)
+	}
+	// An acknowledgement for a queue not fetched here sends nothing.
+	if _, _, err := FetchMany(c, id, []string{"q"}, [][]int{{0}}, []AckedJob{{"other", []byte("x")}}); err == nil {
+		t.Fatal("acknowledgement of another queue accepted")
+	}
+	if v, err := redis.String(c.Do("PING")); err != nil || v != "PONG" {
+		t.Fatalf("connection left with pending replies: %q %v", v, err)
+	}
+}
