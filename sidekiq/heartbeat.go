@@ -74,16 +74,15 @@ type workEntry struct {
 }
 
 func (s *Server) workSnapshot() (map[string][]byte, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string][]byte, len(s.inflight))
-	for tid, r := range s.inflight {
+	jobs := s.runningJobs()
+	out := make(map[string][]byte, len(jobs))
+	for tid, r := range jobs {
 		b, err := encodeJSON(workEntry{Queue: r.uow.Queue, Payload: string(r.uow.Raw), RunAt: r.runAt.Unix()})
 		if err == nil {
 			out[tid] = b
 		}
 	}
-	return out, len(s.inflight)
+	return out, len(jobs)
 }
 
 // heartbeat is Sidekiq's launcher ❤ (launcher.rb): every interval it
@@ -219,14 +218,14 @@ func (s *Server) flushStats(ctx context.Context) {
 // DumpWork logs what every processor is doing (Sidekiq's TTIN) and the
 // goroutine count.
 func (s *Server) DumpWork() {
-	s.mu.Lock()
-	tids := make([]string, 0, len(s.inflight))
-	for tid := range s.inflight {
+	jobs := s.runningJobs()
+	tids := make([]string, 0, len(jobs))
+	for tid := range jobs {
 		tids = append(tids, tid)
 	}
 	sort.Strings(tids)
 	for _, tid := range tids {
-		r := s.inflight[tid]
+		r := jobs[tid]
 		class := ""
 		if r.job != nil {
 			class = r.job.DisplayClass()
@@ -234,7 +233,6 @@ func (s *Server) DumpWork() {
 		s.log.Info("busy", "tid", tid, "jid", jidOf(r), "class", class, "queue", r.uow.Queue,
 			"running_for", s.opts.Now().Sub(r.runAt).Round(time.Millisecond).String())
 	}
-	s.mu.Unlock()
 	s.log.Info("processors", "busy", len(tids), "concurrency", s.opts.Concurrency,
 		"goroutines", runtime.NumGoroutine(), "quiet", s.quiet.Load())
 }

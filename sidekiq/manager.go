@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +19,8 @@ import (
 type manager struct {
 	fetch       *fetcher
 	concurrency int
-	prefetch    prefetchPlan                                         // jobs fetched ahead of free processors
-	run         func(ctx context.Context, tid string, u *UnitOfWork) // one job, settled
+	prefetch    prefetchPlan                                       // jobs fetched ahead of free processors
+	run         func(ctx context.Context, proc int, u *UnitOfWork) // one job, settled, by processor proc
 	quiet       <-chan struct{}
 	log         *slog.Logger
 
@@ -40,8 +39,6 @@ func (m *manager) start(jobCtx context.Context) {
 		free <- struct{}{}
 	}
 	for i := range m.concurrency {
-		// Short and unique, like Sidekiq's base-36 tids.
-		tid := strconv.FormatInt(int64(i)+36*36, 36)
 		m.wg.Go(func() {
 			// Each job's context is a child of its processor's: a child of
 			// jobCtx itself would make every processor take jobCtx's lock
@@ -53,7 +50,7 @@ func (m *manager) start(jobCtx context.Context) {
 				if !ok {
 					return
 				}
-				m.run(procCtx, tid, u)
+				m.run(procCtx, i, u)
 				m.finished.Add(1)
 				free <- struct{}{}
 			}

@@ -44,7 +44,7 @@ func TestManagerRunsEachJobOnce(t *testing.T) {
 			all := make(chan struct{})
 			quiet := make(chan struct{})
 			m := &manager{fetch: f, concurrency: concurrency, prefetch: tc.prefetch, quiet: quiet, log: quietLogger(),
-				run: func(ctx context.Context, tid string, u *UnitOfWork) {
+				run: func(ctx context.Context, proc int, u *UnitOfWork) {
 					mu.Lock()
 					running++
 					top = max(top, running)

@@ -9,15 +9,12 @@ import (
 
 // process runs one fetched job and settles it: ack on success, retry or
 // dead set on failure. Bad payloads go to the dead set as they were read.
-func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
+func (s *Server) process(jobCtx context.Context, p *processorState, u *UnitOfWork) {
 	start := s.opts.Now()
 	s.lastWork.Store(start.UnixNano())
 	job, perr := ParseJob(u.Raw)
 	ctx, cancel := context.WithCancel(jobCtx)
-	r := &running{uow: u, job: job, runAt: start, cancel: cancel}
-	s.mu.Lock()
-	s.inflight[tid] = r
-	s.mu.Unlock()
+	p.cur.Store(&running{uow: u, job: job, runAt: start})
 
 	var (
 		err   error
@@ -25,17 +22,14 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 		ran   bool // the handler was found (Ruby: past const_get, inside the metrics middleware)
 	)
 	if perr == nil {
-		trace, ran, err = s.execute(ctx, job)
+		trace, ran, err = s.execute(ctx, p.inv, job)
 	}
 	cancel()
 
-	s.mu.Lock()
-	delete(s.inflight, tid)
-	requeued := r.requeued
-	s.mu.Unlock()
+	taken := p.cur.Swap(nil) == nil
 	end := s.opts.Now()
 	s.lastWork.Store(end.UnixNano())
-	if requeued {
+	if taken {
 		return // hard shutdown gave it back; this run does not count
 	}
 	// Settling outlives a stop: it must not be cancelled with the jobs.
@@ -63,38 +57,60 @@ func (s *Server) process(jobCtx context.Context, tid string, u *UnitOfWork) {
 	f := s.judge(u, job, err, trace, end)
 	s.settleFailure(settle(), u, f, err, end)
 	s.jobLog.fail(job, class, u.Queue, took, err, f.note)
-	var p *PanicError
-	if errors.As(err, &p) {
-		s.log.Error("handler panicked", "jid", job.JID, "class", class, "stack", string(p.Stack))
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		s.log.Error("handler panicked", "jid", job.JID, "class", class, "stack", string(pe.Stack))
 	}
 }
 
-// execute dispatches a job to its handler through the server middleware.
-// A panic becomes a *PanicError; the processor lives on. ran is false when
-// no handler is registered for the class. trace is where a failure
-// surfaced, for error_backtrace.
-func (s *Server) execute(ctx context.Context, job *Job) (trace []string, ran bool, err error) {
+// execute dispatches a job to its handler through the server middleware,
+// with inv, the invoker of the processor running it. A panic becomes a
+// *PanicError; the processor lives on. ran is false when no handler is
+// registered for the class. trace is where a failure surfaced, for
+// error_backtrace.
+func (s *Server) execute(ctx context.Context, inv *invoker, job *Job) (trace []string, ran bool, err error) {
 	h, ok := s.reg.Lookup(job.HandlerClass())
 	if !ok {
 		return nil, false, unknownClassError{class: job.HandlerClass()}
 	}
+	inv.h, inv.job, inv.trace = h, job, nil
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: debug.Stack(), pcs: panicCallers()}
 		}
+		trace = inv.trace
 		if err != nil && trace == nil {
 			trace = handlerTrace(h, 2)
 		}
+		inv.h, inv.job, inv.trace = nil, nil, nil
 	}()
-	final := func(ctx context.Context) error {
-		err := h(ctx, job)
+	return nil, true, inv.next[0](ctx)
+}
+
+// invoker runs one processor's jobs through the server middleware (Sidekiq's
+// middleware chain). Its next functions are built once per processor
+// rather than once per job, which cost a closure per middleware per job.
+type invoker struct {
+	mw    []ServerMiddleware
+	next  []func(context.Context) error // next[i] runs middleware i; next[len(mw)] the handler
+	h     Handler
+	job   *Job
+	trace []string // where the handler's error surfaced
+}
+
+func newInvoker(mw []ServerMiddleware) *invoker {
+	v := &invoker{mw: mw, next: make([]func(context.Context) error, len(mw)+1)}
+	for i := range mw {
+		v.next[i] = func(ctx context.Context) error { return v.mw[i](ctx, v.job, v.next[i+1]) }
+	}
+	v.next[len(mw)] = func(ctx context.Context) error {
+		err := v.h(ctx, v.job)
 		if err != nil {
-			trace = handlerTrace(h, 2)
+			v.trace = handlerTrace(v.h, 2)
 		}
 		return err
 	}
-	err = chainServer(s.opts.ServerMiddleware, final, job)(ctx)
-	return trace, true, err
+	return v
 }
 
 func truncate(s string, n int) string {

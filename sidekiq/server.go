@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,17 +46,37 @@ type Server struct {
 	failed    atomic.Int64
 	lastWork  atomic.Int64 // unix nanos of the last fetched or finished job
 
-	mu       sync.Mutex
-	inflight map[string]*running // by tid
+	procs []*processorState // one per processor, by index
+}
+
+// processorState is one processor's: its tid, its middleware invoker and
+// the job it runs now, which the heartbeat, TTIN and the hard shutdown
+// read. Each processor writes only its own, so no lock is shared by all.
+type processorState struct {
+	tid string
+	inv *invoker
+	// cur is the running job, nil when idle. The processor and the hard
+	// shutdown each take it with Swap: whoever gets it decides the job's
+	// fate (settled, or given back to its queue), never both.
+	cur atomic.Pointer[running]
 }
 
 // running is one job being processed.
 type running struct {
-	uow      *UnitOfWork
-	job      *Job // nil when the payload could not be parsed
-	runAt    time.Time
-	requeued bool // given back at hard shutdown: its outcome must be ignored
-	cancel   context.CancelFunc
+	uow   *UnitOfWork
+	job   *Job // nil when the payload could not be parsed
+	runAt time.Time
+}
+
+// running lists the processors' running jobs, by tid.
+func (s *Server) runningJobs() map[string]*running {
+	out := make(map[string]*running, len(s.procs))
+	for _, p := range s.procs {
+		if r := p.cur.Load(); r != nil {
+			out[p.tid] = r
+		}
+	}
+	return out
 }
 
 // NewServer builds a server that runs reg's handlers on pool.
@@ -75,7 +96,11 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 		quietCh:  make(chan struct{}),
 		stopCh:   make(chan struct{}),
 		gone:     make(chan struct{}),
-		inflight: map[string]*running{},
+	}
+	s.procs = make([]*processorState, opts.Concurrency)
+	for i := range s.procs {
+		// Short and unique, like Sidekiq's base-36 tids.
+		s.procs[i] = &processorState{tid: strconv.FormatInt(int64(i)+36*36, 36), inv: newInvoker(opts.ServerMiddleware)}
 	}
 	s.log = opts.Logger.With("identity", s.identity)
 	s.jobLog = &jobLog{log: s.log, quiet: reg.Quiet, now: opts.Now}
@@ -143,7 +168,8 @@ func (s *Server) Run(ctx context.Context) error {
 	s.fetcher.startAcker()
 	defer s.fetcher.stopAcker()
 	mgr := &manager{fetch: s.fetcher, concurrency: s.opts.Concurrency, prefetch: s.opts.prefetch,
-		run: s.process, quiet: s.quietCh, log: s.log}
+		run:   func(ctx context.Context, proc int, u *UnitOfWork) { s.process(ctx, s.procs[proc], u) },
+		quiet: s.quietCh, log: s.log}
 	mgr.start(jobCtx)
 	idle := s.idleWatch(bgCtx, mgr.prefetched)
 
@@ -185,13 +211,12 @@ func (s *Server) shutdown(mgr *manager, cancelJobs context.CancelFunc) {
 		return
 	case <-time.After(s.opts.Timeout):
 	}
-	s.mu.Lock()
-	left := make([]*running, 0, len(s.inflight))
-	for _, r := range s.inflight {
-		r.requeued = true
-		left = append(left, r)
+	var left []*running
+	for _, p := range s.procs {
+		if r := p.cur.Swap(nil); r != nil { // the processor will not settle it
+			left = append(left, r)
+		}
 	}
-	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, r := range left {
@@ -285,9 +310,13 @@ func (s *Server) pendingFor(ctx context.Context, queues []string) (int, error) {
 }
 
 func (s *Server) busy() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.inflight)
+	n := 0
+	for _, p := range s.procs {
+		if p.cur.Load() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // errorClass names an error for Sidekiq's error_class field.

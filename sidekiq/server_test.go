@@ -195,7 +195,7 @@ func TestRetryPromotedBySchedulerAndSecondFailure(t *testing.T) {
 	u := &UnitOfWork{Queue: "q1", Raw: raw}
 	db.Do(t, "RPOP", "queue:q1")
 	srv.fetcher.identity = "" // basic fetch: the job was popped
-	srv.process(context.Background(), "t1", u)
+	srv.process(context.Background(), srv.procs[0], u)
 	members, _ := redis.ByteSlices(db.Do(t, "ZRANGE", "retry", 0, -1, "WITHSCORES"), nil)
 	if len(members) != 2 {
 		t.Fatalf("want one retry entry, got %q", members)
@@ -211,7 +211,7 @@ func TestRetryPromotedBySchedulerAndSecondFailure(t *testing.T) {
 	}
 	// Third failure exhausts retry: 2.
 	db.Do(t, "DEL", "retry")
-	srv.process(context.Background(), "t1", &UnitOfWork{Queue: "q1", Raw: members[0]})
+	srv.process(context.Background(), srv.procs[0], &UnitOfWork{Queue: "q1", Raw: members[0]})
 	if n, _ := redis.Int(db.Do(t, "ZCARD", "dead"), nil); n != 1 {
 		t.Fatalf("exhausted job not dead")
 	}
