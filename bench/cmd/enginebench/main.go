@@ -334,14 +334,15 @@ func report(in io.Reader, out io.Writer) error {
 
 	fmt.Fprintln(out, "### Drain of no-op jobs (jobs/s, median of runs)")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| worker | median jobs/s | runs (jobs/s) | median drain s | peak VmRSS MB (median) | VmHWM MB (median) |")
-	fmt.Fprintln(out, "|---|---:|---|---:|---:|---:|")
+	fmt.Fprintln(out, "| worker | median jobs/s | runs (jobs/s) | median drain s | peak VmRSS MB (median) | VmHWM MB (median) | worker CPU µs/job (median) | Redis CPU µs/job (median) |")
+	fmt.Fprintln(out, "|---|---:|---|---:|---:|---:|---:|---:|")
 	for _, k := range order {
 		if !strings.HasPrefix(k, "drain/") {
 			continue
 		}
-		fmt.Fprintf(out, "| %s | %.0f | %s | %.2f | %.1f | %.1f |\n", strings.TrimPrefix(k, "drain/"),
-			med(k, "rate"), runs(k, "rate"), med(k, "secs"), med(k, "rss_peak_kb")/1024, med(k, "hwm_kb")/1024)
+		fmt.Fprintf(out, "| %s | %.0f | %s | %.2f | %.1f | %.1f | %.1f | %.1f |\n", strings.TrimPrefix(k, "drain/"),
+			med(k, "rate"), runs(k, "rate"), med(k, "secs"), med(k, "rss_peak_kb")/1024, med(k, "hwm_kb")/1024,
+			med(k, "worker_us_per_job"), med(k, "redis_us_per_job"))
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "### Bulk push of no-op jobs (jobs/s, median of runs)")
@@ -412,6 +413,17 @@ func report(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "| %s / ruby6-c10 | %s |\n", g, ratio(gr, r6))
 		for i, c := range ceilings[:3] {
 			fmt.Fprintf(out, "| %s / ceiling %d | %s |\n", g, i+1, ratio(gr, c.value))
+		}
+	}
+	// CPU per job, worker and Redis together: the comparison that does not
+	// depend on how many cores each side can use (Ruby's GVL holds one
+	// process to about one).
+	cpu := func(name string) float64 {
+		return med("drain/"+name, "worker_us_per_job") + med("drain/"+name, "redis_us_per_job")
+	}
+	for _, g := range []string{"go-reliable-c10", "go-reliable-c50"} {
+		if c := cpu(g); c > 0 && cpu("ruby8-c10") > 0 {
+			fmt.Fprintf(out, "| ruby8-c10 CPU per job / %s CPU per job (worker + Redis) | %s |\n", g, ratio(cpu("ruby8-c10"), c))
 		}
 	}
 	gp := med("push/go", "rate")
