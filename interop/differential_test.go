@@ -37,7 +37,8 @@ type diffCase struct {
 
 const diffQueue = "diff"
 
-// diffCases are the eleven differences of issue 9 that leave Redis state.
+// diffCases are the eleven differences of issue 9 that leave Redis state,
+// and the JSON nesting limit found later.
 func diffCases(d sidekiq.Dialect) []diffCase {
 	now := time.Now()
 	ts := func(t time.Time) string { return string(d.Timestamp(t)) }
@@ -75,6 +76,14 @@ func diffCases(d sidekiq.Dialect) []diffCase {
 			}},
 		{name: "bad_json", payload: `{"class":"DiffOkJob","args":[`,
 			check: func(t *testing.T, st redisState) { st.onlyMember(t, deadSet); st.absent(t, "stat:processed") }},
+		// Sidekiq.load_json keeps JSON.parse's max_nesting of 100: a
+		// payload nested deeper is bad JSON (JSON::NestingError).
+		{name: "nested_101_is_bad_json", payload: job("a00000000000000000000015", "DiffOkJob",
+			`,"args":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)),
+			check: func(t *testing.T, st redisState) { st.onlyMember(t, deadSet); st.absent(t, "stat:processed") }},
+		{name: "nested_100_runs", payload: job("a00000000000000000000016", "DiffOkJob",
+			`,"args":`+strings.Repeat("[", 99)+strings.Repeat("]", 99)),
+			check: func(t *testing.T, st redisState) { st.equal(t, "stat:processed", "1"); st.equal(t, "stat:failed", "0") }},
 		{name: "error_message_characters", payload: job("a00000000000000000000007", "DiffFailJob", `,"args":["`+long+`"],"retry":true`),
 			check: func(t *testing.T, st redisState) {
 				if m, _ := retried(t, st)["error_message"].(string); len([]rune(m)) != 10000 {

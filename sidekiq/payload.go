@@ -236,7 +236,15 @@ func ParseJob(data []byte) (*Job, error) {
 		kEnd := valueEnd(data, i)
 		k := fieldName(data[i:kEnd])
 		i = skipSpace(data, skipSpace(data, kEnd)+1) // past the colon
-		vEnd := valueEnd(data, i)
+		var vEnd int
+		if c := data[i]; c == '{' || c == '[' {
+			var deepest int
+			if vEnd, deepest = compoundEnd(data, i); 1+deepest > maxNesting {
+				return nil, fmt.Errorf("%w: nested deeper than %d (Ruby's JSON max_nesting)", ErrBadPayload, maxNesting)
+			}
+		} else {
+			vEnd = valueEnd(data, i)
+		}
 		v := jsontext.Value(data[i:vEnd:vEnd]) // capped: an append never writes into data
 		i = skipSpace(data, vEnd)
 		if data[i] == ',' {
@@ -308,20 +316,8 @@ func valueEnd(data []byte, i int) int {
 		}
 		return i
 	case '{', '[':
-		depth := 0
-		for ; i < len(data); i++ {
-			switch data[i] {
-			case '"':
-				i = valueEnd(data, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return i
+		end, _ := compoundEnd(data, i)
+		return end
 	default: // number, true, false, null
 		for ; i < len(data); i++ {
 			switch data[i] {
@@ -332,6 +328,32 @@ func valueEnd(data []byte, i int) int {
 		return i
 	}
 }
+
+// compoundEnd is valueEnd for the object or array at data[i], with the
+// deepest nesting inside it (1 for a flat one).
+func compoundEnd(data []byte, i int) (end, deepest int) {
+	depth := 0
+	for ; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			i = valueEnd(data, i) - 1
+		case '{', '[':
+			if depth++; depth > deepest {
+				deepest = depth
+			}
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1, deepest
+			}
+		}
+	}
+	return i, deepest
+}
+
+// maxNesting is Ruby's JSON.parse default max_nesting, which
+// Sidekiq.load_json keeps: a payload nested deeper (the job's own object
+// counting as one) is bad JSON to Sidekiq, so it is to Go.
+const maxNesting = 100
 
 // arrayElements slices a valid JSON array into its elements' raw bytes.
 func arrayElements(v jsontext.Value) []json.RawMessage {

@@ -1,6 +1,7 @@
 package sidekiq
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -199,6 +200,25 @@ func TestBacktraceVector(t *testing.T) {
 	}
 }
 
+// A payload nested deeper than Ruby's JSON max_nesting (100, the job's
+// object included) is bad JSON, as Sidekiq.load_json raises
+// JSON::NestingError on it; 100 levels parse.
+func TestParseJobNestingLimit(t *testing.T) {
+	nested := func(levels int) []byte { // the job object plus levels arrays in args
+		return []byte(`{"class":"X","args":` + strings.Repeat("[", levels) + strings.Repeat("]", levels) + `}`)
+	}
+	if _, err := ParseJob(nested(99)); err != nil {
+		t.Fatalf("100 levels: %v", err)
+	}
+	if _, err := ParseJob(nested(100)); !errors.Is(err, ErrBadPayload) || !strings.Contains(err.Error(), "nested deeper than 100") {
+		t.Fatalf("101 levels: %v", err)
+	}
+	deepField := []byte(`{"class":"X","args":[],"x":` + strings.Repeat(`{"a":`, 100) + "1" + strings.Repeat("}", 100) + `}`)
+	if _, err := ParseJob(deepField); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("101 levels in another field: %v", err)
+	}
+}
+
 func FuzzParseJob(f *testing.F) {
 	f.Add([]byte(tv3))
 	f.Add([]byte(tv4))
@@ -206,6 +226,7 @@ func FuzzParseJob(f *testing.F) {
 	f.Add([]byte(`{"class":"X","args":null,"queue":null,"jid":"a\xffb","class":"Y","x":{"y":[1,2.50]}}`))
 	f.Add([]byte(`{"class":"X","args":[1, "two" ,{"a":null}],"retry":3} `))
 	f.Add([]byte(`{"class":"0"}`)) // no args: parsed, as Ruby runs perform()
+	f.Add([]byte(`{"class":"X","args":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		j, err := ParseJob(data)
 		// encoding/json, which ParseJob replaced, is the oracle.
@@ -270,6 +291,22 @@ func parseJobStd(data []byte) (*Job, error) {
 	}
 	if m == nil {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrBadPayload)
+	}
+	// Ruby's JSON.parse refuses nesting deeper than 100 (max_nesting).
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for depth := 0; ; {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if depth++; depth > 100 {
+				return nil, fmt.Errorf("%w: nested deeper than 100", ErrBadPayload)
+			}
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
 	}
 	j := &Job{raw: data}
 	if err := takeString(m, "class", &j.Class); err != nil || j.Class == "" {
