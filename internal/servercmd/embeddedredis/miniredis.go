@@ -103,7 +103,11 @@ func (s *Server) tendMiniredis(ctx context.Context) {
 	defer close(s.miniDone)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	last, lastSnap, seen := time.Now(), time.Now(), s.mini.CommandCount()
+	// seen starts at 0, not at the count when this goroutine first runs: the
+	// data on disk is what was restored before any command, and a write
+	// that landed before this line ran (a busy machine) must still be
+	// snapshotted.
+	last, lastSnap, seen := time.Now(), time.Now(), 0
 	for {
 		select {
 		case <-ctx.Done():
