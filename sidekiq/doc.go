@@ -36,8 +36,8 @@
 //	pallarel:inflight|<identity>|<queue>     LIST of the jobs that process runs now or has prefetched
 //
 // A job is moved onto its process's list by the fetch script and removed
-// when it ends, by the next fetch's script (acknowledgements ride the fetch
-// round trip) or at once while the fetch waits on empty queues; a
+// when it ends, by an LREM sent ahead of the next fetch script in the same
+// round trip, or at once while the fetch waits on empty queues; a
 // failure's retry or dead write and the removal share one MULTI. With
 // Options.Prefetch (default: adaptive, what the processors finish in 5 ms)
 // the manager fetches jobs ahead of free processors; they sit on the list
