@@ -479,6 +479,20 @@ func TestRubyStrictArgsMatchNewJob(t *testing.T) {
 		"time": time.Unix(0, 0), "int_keys": map[int]int{1: 2}, "symbol": nil, // Go has no symbols
 		"string_keys": map[string]int{"a": 1}, "nested": []any{1, map[string]any{"b": []any{nil, true, 1.5}}},
 	}
+	// Nesting: Ruby's JSON.generate refuses more than 100 levels in all
+	// (max_nesting); Go's client refuses the same push.
+	client := sidekiq.NewClient(db.Pool, sidekiq.ClientOptions{})
+	for name, levels := range map[string]int{"deep_100": 98, "deep_101": 99} {
+		arg := json.RawMessage(strings.Repeat("[", levels) + strings.Repeat("]", levels))
+		_, err := client.Push(context.Background(), &sidekiq.Job{Class: "DiffOkJob", Queue: "strict", Args: []json.RawMessage{arg}})
+		got := "accepted"
+		if err != nil {
+			got = "refused"
+		}
+		if got != ruby[name] {
+			t.Errorf("%s: Go %s (%v), Ruby %s", name, got, err, ruby[name])
+		}
+	}
 	for name, arg := range goArgs {
 		if name == "symbol" {
 			if ruby[name] != "refused" {

@@ -177,6 +177,11 @@ func (c *Client) prepare(ctx context.Context, job *Job, now time.Time) error {
 			return fmt.Errorf("push %s: %w", job.Class, err)
 		}
 	}
+	// Ruby's client refuses the same push: JSON.generate raises
+	// JSON::NestingError, and no Sidekiq could parse the payload anyway.
+	if job.nesting() > maxNesting {
+		return fmt.Errorf("push %s: %w: nested deeper than %d (Ruby's JSON max_nesting)", job.Class, ErrBadArgs, maxNesting)
+	}
 	if job.At.IsZero() {
 		job.SetTime("enqueued_at", now, c.opts.Dialect)
 	} else {

@@ -355,6 +355,30 @@ func compoundEnd(data []byte, i int) (end, deepest int) {
 // counting as one) is bad JSON to Sidekiq, so it is to Go.
 const maxNesting = 100
 
+// nesting is how deep the job's payload nests, its own object counting as
+// one, as Ruby's JSON counts for max_nesting.
+func (j *Job) nesting() int {
+	deepest := 1
+	depth := func(v []byte) int {
+		i := skipSpace(v, 0)
+		if i == len(v) || (v[i] != '{' && v[i] != '[') {
+			return 0
+		}
+		_, d := compoundEnd(v, i)
+		return d
+	}
+	if len(j.Args) > 0 {
+		deepest = 2 // the args array
+	}
+	for _, a := range j.Args {
+		deepest = max(deepest, 2+depth(a))
+	}
+	for _, v := range j.Fields {
+		deepest = max(deepest, 1+depth(v))
+	}
+	return deepest
+}
+
 // arrayElements slices a valid JSON array into its elements' raw bytes.
 func arrayElements(v jsontext.Value) []json.RawMessage {
 	out := []json.RawMessage{}

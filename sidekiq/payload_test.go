@@ -2,6 +2,7 @@ package sidekiq
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/internal/redistest"
 )
 
 // TV3: a real 6.4.1 payload.
@@ -351,5 +356,36 @@ func BenchmarkParseJob(b *testing.B) {
 		if _, err := ParseJob(raw); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The client refuses a payload nested deeper than Ruby's JSON max_nesting
+// (100, the job's object counting as one), as Sidekiq::Client does
+// (JSON.generate raises JSON::NestingError): no Sidekiq could parse it.
+func TestPushRefusesPayloadNestedDeeperThanRuby(t *testing.T) {
+	db := redistest.New(t)
+	c := NewClient(db.Pool, ClientOptions{})
+	nested := func(levels int) json.RawMessage { // one argument of that many levels
+		return json.RawMessage(strings.Repeat("[", levels) + strings.Repeat("]", levels))
+	}
+	ok := &Job{Class: "X", Queue: "q", Args: []json.RawMessage{nested(98)}} // 1 + 1 + 98 = 100
+	if _, err := c.Push(context.Background(), ok); err != nil {
+		t.Fatalf("100 levels: %v", err)
+	}
+	deep := &Job{Class: "X", Queue: "q", Args: []json.RawMessage{json.RawMessage(" " + string(nested(99)))}}
+	if _, err := c.Push(context.Background(), deep); !errors.Is(err, ErrBadArgs) || !strings.Contains(err.Error(), "nested deeper than 100") {
+		t.Fatalf("101 levels: %v", err)
+	}
+	field := &Job{Class: "X", Queue: "q", Fields: map[string]json.RawMessage{"x": nested(100)}}
+	if _, err := c.Push(context.Background(), field); !errors.Is(err, ErrBadArgs) {
+		t.Fatalf("101 levels in a field: %v", err)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", "queue:q"), nil); n != 1 {
+		t.Fatalf("queue holds %d jobs, want the one of 100 levels", n)
+	}
+	// What was pushed parses back.
+	raw, _ := redis.Bytes(db.Do(t, "LINDEX", "queue:q", 0), nil)
+	if _, err := ParseJob(raw); err != nil {
+		t.Fatalf("pushed payload: %v", err)
 	}
 }

@@ -35,11 +35,14 @@ config.logger = Logger.new($stderr, level: Logger::WARN)
 if ENV["MODE"] == "strict"
   Sidekiq.strict_args!
   out = {}
+  nest = ->(n) { (n == 1) ? [] : [nest.(n - 1)] } # an array n levels deep
   {"time" => [Time.at(0)], "int_keys" => [{1 => 2}], "symbol" => [:sym],
-   "string_keys" => [{"a" => 1}], "nested" => [[1, {"b" => [nil, true, 1.5]}]]}.each do |name, args|
+   "string_keys" => [{"a" => 1}], "nested" => [[1, {"b" => [nil, true, 1.5]}]],
+   # the job hash and args array are 2 more: 100 and 101 levels in all
+   "deep_100" => [nest.(98)], "deep_101" => [nest.(99)]}.each do |name, args|
     Sidekiq::Client.push("class" => "DiffOkJob", "queue" => "strict", "args" => args)
     out[name] = "accepted"
-  rescue ArgumentError
+  rescue ArgumentError, JSON::JSONError
     out[name] = "refused"
   end
   emit(out)
