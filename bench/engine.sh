@@ -84,29 +84,36 @@ log "redis-benchmark"
 redis-cli -p "$port" flushall >/dev/null
 redis-cli -p "$port" eval "for i=1,1000 do redis.call('LPUSH', KEYS[1], string.rep('x', 200)) end
   for i=1,10 do redis.call('LPUSH', KEYS[2], string.rep('y', 200)) end" 2 bench:l bench:inflight >/dev/null
-# A copy of the fetch script of sidekiq/internal/rdb (fetchBulkScript, the
-# one used with one queue or strict order; acknowledgements are plain LREMs
-# pipelined ahead of it) called for one job, rotating one list onto itself
-# so it never empties.
-sha=$(redis-cli -p "$port" script load "local n = #KEYS / 2
-local want = tonumber(ARGV[1])
+# A copy of the fetch script of sidekiq/internal/rdb (fetchBulkScript with
+# its fetchPrelude, the one used with one queue or strict order;
+# acknowledgements are plain LREMs pipelined ahead of it) called for one
+# job with reliable fetch, rotating one list onto itself so it never
+# empties.
+sha=$(redis-cli -p "$port" script load "local n = tonumber(ARGV[1])
+local reliable = #KEYS > n
 local out = {}
-for i in string.gmatch(ARGV[2], '%d+') do
+local want = tonumber(ARGV[2])
+for i in string.gmatch(ARGV[3], '%d+') do
   if want <= 0 then break end
   local q = tonumber(i)
-  local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
-  local k = #jobs
-  if k > 0 then
-    redis.call('LTRIM', KEYS[q], 0, -k - 1)
-    local oldestFirst = {}
-    for x = k, 1, -1 do
-      oldestFirst[#oldestFirst + 1] = jobs[x]
-      out[#out + 1] = q
-      out[#out + 1] = jobs[x]
+  local oldestFirst = {}
+  if reliable then
+    local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
+    if #jobs > 0 then
+      redis.call('LTRIM', KEYS[q], 0, -#jobs - 1)
+      for x = #jobs, 1, -1 do
+        oldestFirst[#oldestFirst + 1] = jobs[x]
+      end
+      redis.call('LPUSH', KEYS[n + q], unpack(oldestFirst))
     end
-    redis.call('LPUSH', KEYS[n + q], unpack(oldestFirst))
-    want = want - k
+  else
+    oldestFirst = redis.call('RPOP', KEYS[q], want) or {}
   end
+  for _, v in ipairs(oldestFirst) do
+    out[#out + 1] = q
+    out[#out + 1] = v
+  end
+  want = want - #oldestFirst
 end
 return out")
 rb() { # name, pipeline, requests, command...
@@ -121,8 +128,8 @@ for run in $(seq "$RUNS"); do
   rb rpop-P1 1 50000 -t rpop
   rb lpush-P100 100 500000 -t lpush
   rb rpop-P100 100 500000 -t rpop
-  rb evalsha-fetch-P1 1 50000 EVALSHA "$sha" 2 bench:l bench:l 1 1
-  rb evalsha-fetch-P100 100 500000 EVALSHA "$sha" 2 bench:l bench:l 1 1
+  rb evalsha-fetch-P1 1 50000 EVALSHA "$sha" 2 bench:l bench:l 1 1 1
+  rb evalsha-fetch-P100 100 500000 EVALSHA "$sha" 2 bench:l bench:l 1 1 1
   rb lmove-P1 1 50000 LMOVE bench:l bench:l RIGHT LEFT
   rb lrem-P1 1 50000 LREM bench:inflight 1 absent
   rb lrem-P100 100 500000 LREM bench:inflight 1 absent

@@ -308,48 +308,33 @@ func Kill(c redis.Conn, now time.Time, lim DeadLimits, job []byte) error {
 	return err
 }
 
-// inflightPrelude starts the reliable fetch scripts: KEYS are the queues,
-// then their in-flight lists.
-const inflightPrelude = `
-local n = #KEYS / 2
+// fetchPrelude starts the fetch scripts. KEYS are the n queues, then with
+// reliable fetch their n in-flight lists; ARGV[1] is n. Reliable fetch
+// moves each job onto its queue's in-flight list; basic fetch (no
+// in-flight keys, Sidekiq's BasicFetch) pops it.
+const fetchPrelude = `
+local n = tonumber(ARGV[1])
+local reliable = #KEYS > n
+local out = {}
 `
 
-// fetchManyScript moves up to one job per order onto in-flight lists in one
-// call. Each order (comma-separated 1-based queue indexes) is the order in
-// which that job's queues are tried, so weighted ordering is drawn per job.
-// KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
-// ARGV: one order per job.
+// fetchManyScript takes up to one job per order in one call. Each order
+// (comma-separated 1-based queue indexes) is the order in which that job's
+// queues are tried, so weighted ordering is drawn per job.
+// KEYS, ARGV[1]: fetchPrelude; ARGV[2..]: one order per job.
 // returns: {index, job, index, job, ...}; stops at the first job for which
 // every queue is empty.
-var fetchManyScript = redis.NewScript(-1, inflightPrelude+`
-local out = {}
-for k = 1, #ARGV do
+var fetchManyScript = redis.NewScript(-1, fetchPrelude+`
+for k = 2, #ARGV do
   local got = false
   for i in string.gmatch(ARGV[k], '%d+') do
     local q = tonumber(i)
-    local v = redis.call('LMOVE', KEYS[q], KEYS[n + q], 'RIGHT', 'LEFT')
-    if v then
-      out[#out + 1] = q
-      out[#out + 1] = v
-      got = true
-      break
+    local v
+    if reliable then
+      v = redis.call('LMOVE', KEYS[q], KEYS[n + q], 'RIGHT', 'LEFT')
+    else
+      v = redis.call('RPOP', KEYS[q])
     end
-  end
-  if not got then break end
-end
-return out`)
-
-// fetchBasicManyScript is fetchManyScript for BasicFetch: each job is
-// popped (RPOP) from the first non-empty queue of its order.
-// KEYS: queue:<q1>..queue:<qn>; ARGV: one order per job (no
-// acknowledgements); returns as fetchManyScript.
-var fetchBasicManyScript = redis.NewScript(-1, `
-local out = {}
-for k = 1, #ARGV do
-  local got = false
-  for i in string.gmatch(ARGV[k], '%d+') do
-    local q = tonumber(i)
-    local v = redis.call('RPOP', KEYS[q])
     if v then
       out[#out + 1] = q
       out[#out + 1] = v
@@ -363,50 +348,34 @@ return out`)
 
 // fetchBulkScript is fetchManyScript when every job has the same order
 // (strict ordering, or one queue): it takes as many jobs as each queue
-// holds, in that order, with three commands per queue instead of one per
-// job, and leaves the in-flight list as one LMOVE per job would.
-// KEYS: queue:<q1>..queue:<qn>, then inflight(q1)..inflight(qn)
-// ARGV: count and order (comma-separated 1-based queue indexes).
+// holds, in that order, with a few commands per queue instead of one per
+// job (reliable fetch leaves the in-flight list as one LMOVE per job
+// would; basic fetch is one RPOP with a count).
+// KEYS, ARGV[1]: fetchPrelude; ARGV[2]: count; ARGV[3]: the order.
 // returns: {index, job, index, job, ...}, oldest job first.
-var fetchBulkScript = redis.NewScript(-1, inflightPrelude+`
-local want = tonumber(ARGV[1])
-local out = {}
-for i in string.gmatch(ARGV[2], '%d+') do
+var fetchBulkScript = redis.NewScript(-1, fetchPrelude+`
+local want = tonumber(ARGV[2])
+for i in string.gmatch(ARGV[3], '%d+') do
   if want <= 0 then break end
   local q = tonumber(i)
-  local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
-  local k = #jobs
-  if k > 0 then
-    redis.call('LTRIM', KEYS[q], 0, -k - 1)
-    local oldestFirst = {}
-    for x = k, 1, -1 do
-      oldestFirst[#oldestFirst + 1] = jobs[x]
-      out[#out + 1] = q
-      out[#out + 1] = jobs[x]
+  local oldestFirst = {}
+  if reliable then
+    local jobs = redis.call('LRANGE', KEYS[q], -want, -1)
+    if #jobs > 0 then
+      redis.call('LTRIM', KEYS[q], 0, -#jobs - 1)
+      for x = #jobs, 1, -1 do
+        oldestFirst[#oldestFirst + 1] = jobs[x]
+      end
+      redis.call('LPUSH', KEYS[n + q], unpack(oldestFirst))
     end
-    redis.call('LPUSH', KEYS[n + q], unpack(oldestFirst))
-    want = want - k
+  else
+    oldestFirst = redis.call('RPOP', KEYS[q], want) or {}
   end
-end
-return out`)
-
-// fetchBasicBulkScript is fetchBulkScript for BasicFetch: RPOP with a count.
-// KEYS: queue:<q1>..queue:<qn>; ARGV: count, order; returns as
-// fetchBulkScript.
-var fetchBasicBulkScript = redis.NewScript(-1, `
-local want = tonumber(ARGV[1])
-local out = {}
-for i in string.gmatch(ARGV[2], '%d+') do
-  if want <= 0 then break end
-  local q = tonumber(i)
-  local jobs = redis.call('RPOP', KEYS[q], want)
-  if jobs then
-    for _, v in ipairs(jobs) do
-      out[#out + 1] = q
-      out[#out + 1] = v
-    end
-    want = want - #jobs
+  for _, v in ipairs(oldestFirst) do
+    out[#out + 1] = q
+    out[#out + 1] = v
   end
+  want = want - #oldestFirst
 end
 return out`)
 
@@ -431,23 +400,16 @@ func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, a
 	if identity == "" && len(acked) > 0 {
 		return nil, false, errors.New("basic fetch has nothing to acknowledge")
 	}
+	script := fetchManyScript
 	bulk := allSame(orders) // one order for every job: take them in bulk
-	var script *redis.Script
-	switch {
-	case identity == "" && bulk:
-		script = fetchBasicBulkScript
-	case identity == "":
-		script = fetchBasicManyScript
-	case bulk:
+	if bulk {
 		script = fetchBulkScript
-	default:
-		script = fetchManyScript
 	}
 	nkeys := len(queues)
 	if identity != "" {
 		nkeys *= 2
 	}
-	args := make([]any, 0, 1+nkeys+2+len(orders))
+	args := make([]any, 0, 1+nkeys+3+len(orders))
 	args = append(args, nkeys)
 	for _, q := range queues {
 		args = append(args, Queue(q))
@@ -457,6 +419,7 @@ func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, a
 			args = append(args, Inflight(identity, q))
 		}
 	}
+	args = append(args, len(queues))
 	if bulk {
 		args = append(args, len(orders), encodeOrder(orders[0]))
 	} else {
@@ -469,10 +432,8 @@ func FetchMany(c redis.Conn, identity string, queues []string, orders [][]int, a
 			return nil, false, fmt.Errorf("acknowledge a job of queue %q, not fetched here", j.Queue)
 		}
 	}
-	for _, j := range acked {
-		if err := c.Send("LREM", Inflight(identity, j.Queue), -1, j.Raw); err != nil {
-			return nil, false, err
-		}
+	if err := sendAcks(c, identity, acked); err != nil {
+		return nil, false, err
 	}
 	if err := script.SendHash(c, args...); err != nil {
 		return nil, false, err
@@ -550,10 +511,35 @@ type AckedJob struct {
 // AckMany removes finished jobs from their in-flight lists in one
 // pipelined round trip.
 func AckMany(c redis.Conn, identity string, jobs []AckedJob) error {
+	if err := sendAcks(c, identity, jobs); err != nil {
+		return err
+	}
+	return receiveAll(c, len(jobs))
+}
+
+// fromTail is LREM's count that removes one match searching from the tail,
+// boxed once: -1 would be boxed (allocated) on every acknowledgement.
+var fromTail any = -1
+
+// sendAcks pipelines one LREM per finished job, searching its in-flight
+// list from the tail, where the oldest jobs are, those that finish first:
+// a list as long as the running and prefetched jobs is then not scanned
+// whole for each job. Each list's key is built once per call, not once per
+// job.
+func sendAcks(c redis.Conn, identity string, jobs []AckedJob) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	keys := map[string]any{}
 	for _, j := range jobs {
-		if err := c.Send("LREM", Inflight(identity, j.Queue), -1, j.Raw); err != nil {
+		k, ok := keys[j.Queue]
+		if !ok {
+			k = Inflight(identity, j.Queue)
+			keys[j.Queue] = k
+		}
+		if err := c.Send("LREM", k, fromTail, j.Raw); err != nil {
 			return err
 		}
 	}
-	return receiveAll(c, len(jobs))
+	return nil
 }

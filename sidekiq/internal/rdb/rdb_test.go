@@ -410,3 +410,51 @@ func TestFetchManyAcksAndFetches(t *testing.T) {
 		t.Fatalf("connection left with pending replies: %q %v", v, err)
 	}
 }
+
+// Both fetch scripts serve both fetch modes: reliable fetch moves each job
+// onto its queue's in-flight list, basic fetch pops it; with one order per
+// job (weighted queues) each job comes from the first non-empty queue of
+// its order, and in bulk (one order) the oldest jobs come first.
+func TestFetchManyBothModesBothScripts(t *testing.T) {
+	t.Parallel()
+	for _, identity := range []string{"h:1:a", ""} {
+		db, c := setup(t)
+		db.Do(t, "LPUSH", Queue("a"), "a1", "a2")
+		db.Do(t, "LPUSH", Queue("b"), "b1", "b2", "b3")
+		// One order per job: a first, then b first, then a first again.
+		got, _, err := FetchMany(c, identity, []string{"a", "b"}, [][]int{{0, 1}, {1, 0}, {0, 1}, {0, 1}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, g := range got {
+			names = append(names, string(g.Job))
+		}
+		if !slices.Equal(names, []string{"a1", "b1", "a2", "b2"}) {
+			t.Errorf("identity %q: per-job orders took %v", identity, names)
+		}
+		// Bulk: b then a, as many as asked; only b3 is left.
+		db.Do(t, "LPUSH", Queue("a"), "a3")
+		got, _, err = FetchMany(c, identity, []string{"a", "b"}, [][]int{{1, 0}, {1, 0}, {1, 0}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = names[:0]
+		for _, g := range got {
+			names = append(names, string(g.Job))
+		}
+		if !slices.Equal(names, []string{"b3", "a3"}) {
+			t.Errorf("identity %q: bulk took %v", identity, names)
+		}
+		wantA, wantB := []string{"a3", "a2", "a1"}, []string{"b3", "b2", "b1"}
+		if identity == "" {
+			wantA, wantB = nil, nil
+		}
+		if got := strs(t, db.Do(t, "LRANGE", Inflight(identity, "a"), 0, -1)); !slices.Equal(got, wantA) {
+			t.Errorf("identity %q: in flight on a: %v", identity, got)
+		}
+		if got := strs(t, db.Do(t, "LRANGE", Inflight(identity, "b"), 0, -1)); !slices.Equal(got, wantB) {
+			t.Errorf("identity %q: in flight on b: %v", identity, got)
+		}
+	}
+}
