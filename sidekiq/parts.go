@@ -101,7 +101,10 @@ func (p *serverParts) run(ctx context.Context) {
 // and the parts have stopped (nothing counts after this).
 func (p *serverParts) flush(ctx context.Context) {
 	p.heartbeat.flushStats(ctx)
-	_ = p.metrics.runOnce(ctx)
+	// Best effort, as in the flusher's loop, which logs the same way.
+	if err := p.metrics.runOnce(ctx); err != nil && p.metrics.log != nil {
+		p.metrics.log.Warn("write job metrics at stop", "err", err)
+	}
 }
 
 // partGroup runs parts and stops them in reverse start order, each one

@@ -9,6 +9,11 @@
 //	    bench/ruby/jobs.rb do), wait until it is registered, move the jobs
 //	    back onto queue:bench in one RENAME and start the timer, stop it when
 //	    bench:done reaches n. The worker's VmRSS is sampled every 10 ms.
+//	enginebench ackcost -redis URL [-batch 200] [-rounds 500] [-runs 2]
+//	    Redis CPU per acknowledgement: LREM from a Lua script (how the fetch
+//	    script acknowledged before 2026-11-30 16:45) against plain LREMs
+//	    pipelined (how it does now), batches of acknowledgements of jobs in
+//	    the order they were fetched, interleaved runs.
 //	enginebench report < RESULT-lines
 //	    Medians and ratios as Markdown.
 //	enginebench freeport
@@ -46,6 +51,8 @@ func main() {
 		err = runPush(os.Args[2:])
 	case "drain":
 		err = runDrain(os.Args[2:])
+	case "ackcost":
+		err = runAckCost(os.Args[2:])
 	case "report":
 		err = report(os.Stdin, os.Stdout)
 	case "freeport":
@@ -261,6 +268,69 @@ func procStatusKB(pid int, field string) int64 {
 
 // report reads RESULT lines (drain, push, redis) and prints medians, the
 // Redis ceiling and the ratios the targets are about.
+// ackScript removes each of its ARGV from KEYS[1], from the tail, as the
+// fetch script's acknowledgement prelude did.
+var ackScript = redis.NewScript(1, `for i = 1, #ARGV do redis.call('LREM', KEYS[1], -1, ARGV[i]) end return #ARGV`)
+
+func runAckCost(args []string) error {
+	fs := flag.NewFlagSet("ackcost", flag.ExitOnError)
+	url := fs.String("redis", "", "Redis URL")
+	batch := fs.Int("batch", 200, "acknowledgements per round trip")
+	rounds := fs.Int("rounds", 500, "round trips per run")
+	runs := fs.Int("runs", 2, "runs of each way, interleaved")
+	fs.Parse(args)
+	pool := &redis.Pool{Dial: func() (redis.Conn, error) { return redis.DialURL(*url) }}
+	defer pool.Close()
+	c := pool.Get()
+	defer c.Close()
+	jobs := make([]any, *batch)
+	for i := range jobs {
+		j := noopJobs(1, "bench")[0]
+		j.JID = fmt.Sprintf("%024d", i)
+		b, err := j.Encode()
+		if err != nil {
+			return err
+		}
+		jobs[i] = b
+	}
+	for run := 1; run <= *runs; run++ {
+		for _, way := range []string{"lua", "pipelined"} {
+			var used time.Duration
+			for range *rounds {
+				// The in-flight list as fetch leaves it: oldest job at the tail.
+				if _, err := c.Do("DEL", "bench:inflight"); err != nil {
+					return err
+				}
+				if _, err := c.Do("LPUSH", append([]any{"bench:inflight"}, jobs...)...); err != nil {
+					return err
+				}
+				before := redisCPU(pool)
+				if way == "lua" {
+					if _, err := ackScript.Do(c, append([]any{"bench:inflight"}, jobs...)...); err != nil {
+						return err
+					}
+				} else {
+					for _, j := range jobs {
+						if err := c.Send("LREM", "bench:inflight", -1, j); err != nil {
+							return err
+						}
+					}
+					if _, err := c.Do(""); err != nil {
+						return err
+					}
+				}
+				used += redisCPU(pool) - before
+			}
+			if n, _ := redis.Int(c.Do("LLEN", "bench:inflight")); n != 0 {
+				return fmt.Errorf("%s: %d acknowledgements missed", way, n)
+			}
+			fmt.Printf("RESULT ackcost name=%s run=%d acks=%d redis_us_per_ack=%.2f\n",
+				way, run, *batch**rounds, used.Seconds()*1e6/float64(*batch**rounds))
+		}
+	}
+	return nil
+}
+
 // procCPU is the user+system CPU time of pid and its waited-for children
 // (the Ruby peers run under a wrapper), 0 if unreadable.
 func procCPU(pid int) time.Duration {
