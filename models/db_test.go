@@ -335,6 +335,21 @@ func TestMigrateKeepsRailsSchema(t *testing.T) {
 	}
 }
 
+// checkColumns checks that the migrated tables have the Rails schema's
+// columns, in order.
+func checkColumns(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	want := map[string][]string{
+		"client_reports":          {"id", "security_hash", "deleted_at", "report_type", "count", "file", "status", "token", "created_at", "updated_at", "error_message", "source_key", "source_name", "expired_at", "webhook_url"},
+		"csv_processing_statuses": {"id", "token", "total_count", "done_count", "queue_name", "worker_task_arn", "worker_started_at", "finalized_at", "force_shutdown_at", "created_at", "updated_at", "failed_count", "last_error", "state", "state_reason", "ended_at", "launch_attempts", "source_spec", "split_bytes_read", "split_bytes_total", "split_rows"},
+	}
+	for table, cols := range want {
+		if got := columnNames(t, db, table); fmt.Sprint(got) != fmt.Sprint(cols) {
+			t.Errorf("%s columns = %v, want %v", table, got, cols)
+		}
+	}
+}
+
 func TestMigrateFresh(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *gorm.DB) {
 		m := db.Migrator()
@@ -343,15 +358,7 @@ func TestMigrateFresh(t *testing.T) {
 				t.Fatalf("table %s missing", table)
 			}
 		}
-		want := map[string][]string{
-			"client_reports":          {"id", "security_hash", "deleted_at", "report_type", "count", "file", "status", "token", "created_at", "updated_at", "error_message", "source_key", "source_name", "expired_at", "webhook_url"},
-			"csv_processing_statuses": {"id", "token", "total_count", "done_count", "queue_name", "worker_task_arn", "worker_started_at", "finalized_at", "force_shutdown_at", "created_at", "updated_at", "failed_count", "last_error", "state", "state_reason", "ended_at", "launch_attempts", "source_spec", "split_bytes_read", "split_bytes_total", "split_rows"},
-		}
-		for table, cols := range want {
-			if got := columnNames(t, db, table); fmt.Sprint(got) != fmt.Sprint(cols) {
-				t.Errorf("%s columns = %v, want %v", table, got, cols)
-			}
-		}
+		checkColumns(t, db)
 		if !m.HasIndex("csv_processing_statuses", "index_csv_processing_statuses_on_token") {
 			t.Error("missing unique index on csv_processing_statuses.token")
 		}
