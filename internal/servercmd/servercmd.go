@@ -59,6 +59,9 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintf(stderr, "server: configuration:\n%v\n", err)
 		return 2
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration: " + w)
+	}
 	allInOne := cfg.RedisURL == ""
 	inproc := allInOne || *workers
 	if allInOne {
