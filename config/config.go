@@ -78,7 +78,7 @@ type Config struct {
 	// ECSEndpoint is AWS_ENDPOINT_URL_ECS (optional).
 	ECSEndpoint string
 	// Launcher is LAUNCHER: ecs, local or none. Defaults to ecs when
-	// ECS_CLUSTER is set and LOCAL_SAVE is false, else local.
+	// ECS_CLUSTER is set and results go to S3 (LOCAL_SAVE blank), else local.
 	Launcher string
 	// ECS is the task to run per token (ECS_* variables).
 	ECS launcher.ECSConfig
