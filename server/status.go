@@ -221,8 +221,8 @@ func (s *Server) loadRun(ctx context.Context, token string) (runView, error) {
 // status rows without a report.
 func (s *Server) recentRuns(ctx context.Context, limit int) ([]runView, error) {
 	var reps []models.ClientReport
-	if err := s.db().WithContext(ctx).Where("token IS NOT NULL AND token <> ''").
-		Order("id DESC").Limit(limit).Find(&reps).Error; err != nil {
+	if err := s.d.DB.Reports(ctx).Where("token IS NOT NULL AND token <> ''").
+		Order("client_reports.id DESC").Limit(limit).Find(&reps).Error; err != nil {
 		return nil, err
 	}
 	sts, err := s.d.DB.RecentStatuses(ctx, limit)
@@ -259,14 +259,12 @@ func (s *Server) reportViews(ctx context.Context, reps []models.ClientReport) ([
 		tokens = append(tokens, r.Token)
 	}
 	byToken := map[string]*models.CsvProcessingStatus{}
-	if len(tokens) > 0 {
-		var joined []models.CsvProcessingStatus
-		if err := s.db().WithContext(ctx).Where("token IN ?", tokens).Find(&joined).Error; err != nil {
-			return nil, err
-		}
-		for i := range joined {
-			byToken[joined[i].Token] = &joined[i]
-		}
+	joined, err := s.d.DB.StatusesByTokens(ctx, tokens)
+	if err != nil {
+		return nil, err
+	}
+	for i := range joined {
+		byToken[joined[i].Token] = &joined[i]
 	}
 	seen := map[string]bool{}
 	out := make([]runView, 0, len(reps))
