@@ -160,7 +160,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
 	}
-	printWelcome(stdout, ln.Addr().(*net.TCPAddr), a.RedisURL, allInOne, inproc)
+	printWelcome(stdout, ln.Addr().(*net.TCPAddr), a.RedisURL, cfg.SidekiqDialect, allInOne, inproc)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -221,7 +221,25 @@ func endStreamsOnShutdown(hs *http.Server, h http.Handler) http.Handler {
 	})
 }
 
-func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inproc bool) {
+// rubyWebUI is the banner's command for Ruby's own Sidekiq Web UI: the
+// Sidekiq major version that reads what this server writes (dialect), and
+// what an older UI gets wrong with the setting that fixes it. (Sidekiq 6.x
+// and 7.x read Sidekiq 8's millisecond enqueued_at as seconds: a queue
+// latency of about -1.8e12 s.)
+func rubyWebUI(redisURL string, dialect int) string {
+	line := fmt.Sprintf("  Ruby's Web UI:      REDIS_URL=%s deploy/ruby-web/run --sidekiq %d -p 9292\n", redisURL, dialect)
+	switch dialect {
+	case 8:
+		line += "                      (Sidekiq 8.x; a 6.x or 7.x Web UI misreads Sidekiq 8 data: for one, start this server with SIDEKIQ_DIALECT=6 or 7 and pass --sidekiq 6 or 7)\n"
+	case 7:
+		line += "                      (Sidekiq 7.x, as SIDEKIQ_DIALECT=7 writes; a 6.x Web UI needs SIDEKIQ_DIALECT=6, an 8.x one the default SIDEKIQ_DIALECT=8)\n"
+	default:
+		line += fmt.Sprintf("                      (Sidekiq %d.x, as SIDEKIQ_DIALECT=%d writes)\n", dialect, dialect)
+	}
+	return line + "\n"
+}
+
+func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, dialect int, allInOne, inproc bool) {
 	host := addr.IP.String()
 	if addr.IP.IsUnspecified() {
 		host = "localhost"
@@ -237,6 +255,6 @@ func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inp
 	}
 	if inproc {
 		fmt.Fprintf(w, "  Another worker:     REDIS_URL=%s go run ./cmd/worker -q report -q default\n", redisURL)
-		fmt.Fprintf(w, "  Ruby's Web UI:      REDIS_URL=%s rackup -p 9292 deploy/ruby-web/config.ru\n\n", redisURL)
+		fmt.Fprint(w, rubyWebUI(redisURL, dialect))
 	}
 }
