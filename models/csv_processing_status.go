@@ -114,7 +114,7 @@ func (s *Store) CreateStatus(ctx context.Context, token, queue string, total int
 // StatusByToken loads the run, live or ended; ErrNotFound when missing.
 func (s *Store) StatusByToken(ctx context.Context, token string) (CsvProcessingStatus, error) {
 	var row CsvProcessingStatus
-	if err := s.Statuses(ctx).Where("token = ?", token).Take(&row).Error; err != nil {
+	if err := s.DB.WithContext(ctx).Table(oneStatusSQL, token, token).Take(&row).Error; err != nil {
 		return CsvProcessingStatus{}, fmt.Errorf("status %s: %w", token, notFound(err))
 	}
 	return row, nil
@@ -127,7 +127,7 @@ func (s *Store) StatusesByTokens(ctx context.Context, tokens []string) ([]CsvPro
 	if len(tokens) == 0 {
 		return nil, nil
 	}
-	if err := s.Statuses(ctx).Where("token IN ?", tokens).Find(&rows).Error; err != nil {
+	if err := s.DB.WithContext(ctx).Table(someStatusesSQL, tokens, tokens).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("statuses: %w", err)
 	}
 	return rows, nil

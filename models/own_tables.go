@@ -62,10 +62,14 @@ var ownTables = map[string]map[string][]string{
 	},
 }
 
-// statusesSQL reads every run as one CsvProcessingStatus: the live Rails
+// statusesSQL reads runs as CsvProcessingStatus rows: the live Rails
 // rows with Pallarel's state joined, then the ended runs whose Rails row
-// is gone (archived in pallarel_runs).
-var statusesSQL = func() string {
+// is gone (archived in pallarel_runs). filter, when set, is a condition on
+// the token applied inside both halves ("%s.token = ?" with the half's
+// alias; its arguments are given twice), so a lookup by token uses the
+// indexes whatever the optimizer does with a derived UNION (MySQL before
+// 8.0.29 does not push conditions into one).
+func statusesSQL(filter string) string {
 	var live, archived []string
 	for _, c := range railsStatusColumns {
 		live = append(live, "s."+c)
@@ -80,10 +84,21 @@ var statusesSQL = func() string {
 		}
 		archived = append(archived, "r."+c)
 	}
-	return "(SELECT " + strings.Join(live, ", ") + " FROM csv_processing_statuses s LEFT JOIN pallarel_runs r ON r.token = s.token" +
-		" UNION ALL SELECT " + strings.Join(archived, ", ") + " FROM pallarel_runs r WHERE r.archived_at IS NOT NULL" +
+	liveWhere, archivedWhere := "", ""
+	if filter != "" {
+		liveWhere = " WHERE " + fmt.Sprintf(filter, "s")
+		archivedWhere = " AND " + fmt.Sprintf(filter, "r")
+	}
+	return "(SELECT " + strings.Join(live, ", ") + " FROM csv_processing_statuses s LEFT JOIN pallarel_runs r ON r.token = s.token" + liveWhere +
+		" UNION ALL SELECT " + strings.Join(archived, ", ") + " FROM pallarel_runs r WHERE r.archived_at IS NOT NULL" + archivedWhere +
 		" AND NOT EXISTS (SELECT 1 FROM csv_processing_statuses s WHERE s.token = r.token)) AS runs"
-}()
+}
+
+var (
+	allStatusesSQL  = statusesSQL("")
+	oneStatusSQL    = statusesSQL("%s.token = ?")  // the token twice
+	someStatusesSQL = statusesSQL("%s.token IN ?") // the tokens twice
+)
 
 // reportsSelect reads client_reports with pallarel_reports joined.
 var reportsSelect = func() string {
@@ -99,7 +114,7 @@ var reportsSelect = func() string {
 // Rails row their end removed). Add Where/Order/Find; column names are
 // unqualified.
 func (s *Store) Statuses(ctx context.Context) *gorm.DB {
-	return s.DB.WithContext(ctx).Table(statusesSQL)
+	return s.DB.WithContext(ctx).Table(allStatusesSQL)
 }
 
 // Reports is a query over client_reports with Pallarel's columns joined,
