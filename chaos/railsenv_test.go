@@ -67,8 +67,9 @@ func readDotenv(t *testing.T, path string) []string {
 // config/redis.yml takes it; LOCAL_SAVE=false, which the app reads as
 // local because it is not blank; DB_* as its database.yml) runs the Go
 // server and worker binaries unchanged, and they run an upload to the end
-// on MariaDB. The worker used to exit 2 on the REDIS_URL, then again on
-// LOCAL_SAVE=false without a bucket.
+// on MariaDB, whose Rails tables keep the app's columns. The worker used
+// to exit 2 on the REDIS_URL, then again on LOCAL_SAVE=false without a
+// bucket.
 func TestRailsDotenvRunsGoWorker(t *testing.T) {
 	dbName := freshMariaDB(t)
 	dotenv := filepath.Join(t.TempDir(), ".env")
@@ -118,6 +119,25 @@ DB_PASSWORD=
 	}
 	if status != int(models.ReportCompleted) || count != n {
 		t.Errorf("client_reports: status %d count %d, want %d and %d", status, count, models.ReportCompleted, n)
+	}
+	// The app's tables are the app's schema.rb, and the ended run's status
+	// row is gone as the app's finalizer deletes it (its pages list runs
+	// in flight), while the run page above still read it from Go's table.
+	for table, want := range map[string]string{
+		"client_reports":          "count,created_at,deleted_at,file,id,report_type,security_hash,status,token,updated_at",
+		"csv_processing_statuses": "created_at,done_count,finalized_at,force_shutdown_at,id,queue_name,token,total_count,updated_at,worker_started_at,worker_task_arn",
+	} {
+		var got string
+		if err := db.Raw("SELECT GROUP_CONCAT(column_name ORDER BY column_name) FROM information_schema.columns WHERE table_schema = ? AND table_name = ?", dbName, table).Row().Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s columns %s, want exactly the app's %s", table, got, want)
+		}
+	}
+	var left int
+	if err := db.Raw("SELECT COUNT(*) FROM csv_processing_statuses WHERE token = ?", u.Token).Row().Scan(&left); err != nil || left != 0 {
+		t.Errorf("csv_processing_statuses rows of the ended run: %d (%v), want 0", left, err)
 	}
 	if _, err := os.Stat(filepath.Join(c.dir, "pallarel.sqlite3")); err == nil {
 		t.Errorf("a SQLite database was made beside the MariaDB one")
