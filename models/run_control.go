@@ -28,6 +28,14 @@ func (s *Store) SetSplitProgress(ctx context.Context, token string, bytesRead, b
 func (s *Store) ReopenRun(ctx context.Context, token string, done, failed int) (bool, error) {
 	var reopened bool
 	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The status table first, as every other update of a run (so two
+		// of them cannot deadlock), with a write (so SQLite's deferred
+		// transaction holds the write lock from here). A live row means
+		// the run has not ended: nothing to reopen.
+		live := tx.Exec("UPDATE csv_processing_statuses SET updated_at = updated_at WHERE token = ?", token)
+		if live.Error != nil || live.RowsAffected > 0 {
+			return live.Error
+		}
 		// A finalizer that did not record "completed" leaves the running
 		// state it found: any ended run that did not fail and was not
 		// cancelled.
