@@ -74,6 +74,8 @@ func runControlErr(err error) error {
 		return &httpError{status: http.StatusConflict, key: "err_run_ended", err: err}
 	case errors.Is(err, jobs.ErrRetryBusy):
 		return &httpError{status: http.StatusConflict, key: "err_retry_busy", err: err}
+	case errors.Is(err, jobs.ErrNothingToRetry):
+		return &httpError{status: http.StatusConflict, key: "err_nothing_to_retry", err: err}
 	case errors.Is(err, jobs.ErrNotRetryable):
 		return &httpError{status: http.StatusConflict, key: "err_not_retryable", err: err}
 	}
