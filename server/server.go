@@ -126,6 +126,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	streams *streamHub
 	rates   rateMeter // recent rates of the runs being watched
+	shown   shownMemo // the highest percentage shown of each live run
 }
 
 // New checks deps, fills defaults and builds the routes.

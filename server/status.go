@@ -136,25 +136,39 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	}
 	ended := v.DoneCount + v.FailedCount
 	total := v.TotalCount
-	if st != nil && !v.Finished() && (v.State == stateSplitting || st.TotalCount == 0) &&
-		st.SplitBytesRead > 0 && st.SplitBytesTotal > 0 && st.SplitBytesRead < st.SplitBytesTotal {
-		est := max(int(math.Round(float64(st.SplitRows)*float64(st.SplitBytesTotal)/float64(st.SplitBytesRead))), st.SplitRows, total)
-		v.EstimatedTotal, total = &est, est
+	if st != nil && (st.TotalCount == 0 || v.State == stateSplitting) && v.State != stateCompleted {
+		// The split has not counted the rows yet (or was cancelled before
+		// it could): the total is estimated from what it has read.
+		if est, ok := splitEstimate(st); ok {
+			est = max(est, ended)
+			v.EstimatedTotal, total = &est, est
+		}
+		if v.Finished() {
+			// A run that ended while splitting keeps the rows it had.
+			v.TotalCount = max(st.SplitRows, ended)
+		}
 	}
 	switch {
 	case v.State == stateCompleted:
 		v.Percentage = 100
 	case total > 0:
-		v.Percentage = math.Round(float64(ended)*1000/float64(total)) / 10
+		v.Percentage = math.Floor(float64(ended)*1000/float64(total)) / 10
 		v.Percentage = min(v.Percentage, 100)
 	}
+	// What was shown is never taken back: when the real total replaces a
+	// low estimate, the percentage waits for the rows to catch up.
 	now := s.d.Now()
+	v.Percentage = s.shown.atLeast(token, v.Percentage, v.State == stateCompleted, now)
 	if v.Finished() {
 		v.CanRetry = v.State == stateCompleted && v.FailedCount > 0 && s.d.Runs != nil
 		s.rates.forget(token)
 		if v.EndedAt != nil && !start.IsZero() {
 			d := math.Round(v.EndedAt.Sub(start).Seconds()*10) / 10
 			v.DurationSeconds = &d
+			// The mean rate over the whole run, to a tenth of a row a second.
+			if d > 0 {
+				v.Rate = math.Round(float64(ended)*10/d) / 10
+			}
 		}
 		return v
 	}
@@ -163,10 +177,13 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	if st == nil {
 		return v
 	}
+	// The ETA comes from the rate over the recent window only. Before the
+	// window holds rateMinSpan the rate shown is the average since the
+	// workers started, which counts their start: an ETA from it promised
+	// an hour for a 15 s run, so there is none until the window fills.
 	rate, ok := s.rates.observe(token, now, ended)
+	recent := ok
 	if since := cmp.Or(v.WorkerStartedAt, &st.CreatedAt); !ok && now.Sub(*since) < rateWindow {
-		// The first seconds: no window yet, and the average since the
-		// start is as recent as it gets.
 		if el := now.Sub(*since).Seconds(); el > 0 {
 			rate, ok = float64(ended)/el, true
 		}
@@ -174,7 +191,7 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	if ok {
 		v.Rate = math.Round(rate*100) / 100
 	}
-	if left := total - ended; ok && rate > 0 && left >= 0 && total > 0 && !v.Stalled {
+	if left := total - ended; recent && rate > 0 && left >= 0 && total > 0 && !v.Stalled {
 		eta := math.Round(float64(left) / rate)
 		v.ETASeconds = &eta
 	}
