@@ -19,7 +19,7 @@ func TestProgressPlainAndMonotonic(t *testing.T) {
 	steps := []status{
 		{State: "splitting", EstimatedTotal: est(3651), DoneCount: 1200, Percentage: 32.8},
 		{State: "splitting", EstimatedTotal: est(3651), DoneCount: 1210, Percentage: 33.1}, // no line: not a tenth further
-		{State: "processing", TotalCount: 5000, DoneCount: 1300, Percentage: 26},          // the real total: 26 % < 33.1 %
+		{State: "processing", TotalCount: 5000, DoneCount: 1300, Percentage: 26},           // the real total: 26 % < 33.1 %
 		{State: "processing", TotalCount: 5000, DoneCount: 2200, Percentage: 44},
 		{State: "completed", TotalCount: 5000, DoneCount: 5000, Percentage: 100},
 	}
