@@ -23,12 +23,20 @@ const (
 var ErrCellTooLong = errors.New("value longer than an xlsx cell holds (32,767 characters)")
 
 // checkCells refuses a row with a column name or value over
-// MaxXLSXCellChars. It counts as Excel does, in UTF-16 code units.
-func checkCells(row Row) error {
-	for _, col := range row.Columns() {
-		if n := utf16Len(col); n > MaxXLSXCellChars {
-			return fmt.Errorf("%w: the name of a column has %d", ErrCellTooLong, n)
+// MaxXLSXCellChars. It counts as Excel does, in UTF-16 code units. A
+// template (placeholders not nil) shows only the columns it names, and no
+// column names.
+func checkCells(row Row, placeholders []string) error {
+	cols := placeholders
+	if cols == nil {
+		cols = row.Columns()
+		for _, col := range cols {
+			if n := utf16Len(col); n > MaxXLSXCellChars {
+				return fmt.Errorf("%w: the name of a column has %d", ErrCellTooLong, n)
+			}
 		}
+	}
+	for _, col := range cols {
 		if n := utf16Len(row.Fields[col]); n > MaxXLSXCellChars {
 			return fmt.Errorf("%w: column %q has %d", ErrCellTooLong, truncateName(col), n)
 		}

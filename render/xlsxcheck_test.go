@@ -29,3 +29,22 @@ func TestCellLimitCountsUTF16(t *testing.T) {
 		}
 	}
 }
+
+// TestCellLimitTemplate: a template shows only the columns it names, so
+// only those can be too long for a cell.
+func TestCellLimitTemplate(t *testing.T) {
+	t.Parallel()
+	x, err := NewXLSXTemplate(buildTemplate(t), TemplateLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("長", 40_000)
+	row := Row{Number: 1, Headers: []string{"保険者名", "unused"}, Fields: map[string]string{"保険者名": "東京", "unused": long}}
+	if err := x.Render(context.Background(), io.Discard, row); err != nil {
+		t.Errorf("a long column the template does not show: %v", err)
+	}
+	row.Fields["保険者名"] = long
+	if err := x.Render(context.Background(), io.Discard, row); !errors.Is(err, ErrCellTooLong) {
+		t.Errorf("a long column the template shows: %v", err)
+	}
+}
