@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,8 +27,8 @@ type runsListView struct {
 	States []string  `json:"-"`
 }
 
-// listStates are the ?state= values, as client_reports.status names them.
-var listStates = []string{statePending, stateProcessing, stateCompleted, stateFailed}
+// listStates are the ?state= values: every state a run is shown in.
+var listStates = []string{statePending, stateSplitting, stateProcessing, stateCompleted, stateFailed, stateCancelled}
 
 // statusList is GET /csv_processing/status: the newest runs with their
 // file name, type, state and duration; ?state= filters, ?page= and
@@ -50,24 +51,22 @@ func (s *Server) statusList(c *gin.Context) {
 		}
 		v.Page = n
 	}
-	var status *models.ReportStatus
 	if q := c.Query("state"); q != "" {
-		st, err := models.ParseReportStatus(q)
-		if err != nil {
-			s.fail(c, userErr(http.StatusBadRequest, "err_bad_request", "state: pending, processing, completed or failed"))
+		if !slices.Contains(listStates, q) {
+			s.fail(c, userErr(http.StatusBadRequest, "err_bad_request", "state: "+strings.Join(listStates, ", ")))
 			return
 		}
-		v.State, status = q, &st
+		v.State = q
 	}
 	ctx := c.Request.Context()
 	var runs []runView
 	var err error
-	if status == nil && v.Page == 1 {
+	if v.State == "" && v.Page == 1 {
 		// The first page also shows status rows without a report (runs
 		// Rails started), as it always has.
 		runs, err = s.recentRuns(ctx, v.Limit+1)
 	} else {
-		runs, err = s.pagedRuns(ctx, status, v.Page, v.Limit+1)
+		runs, err = s.pagedRuns(ctx, v.State, v.Page, v.Limit+1)
 	}
 	if err != nil {
 		s.fail(c, err)
@@ -91,15 +90,33 @@ func (s *Server) statusList(c *gin.Context) {
 	s.render(c, http.StatusOK, "status_list.html", pageData{Lang: l, Title: l.T("status_list"), Data: v})
 }
 
-// pagedRuns lists reports with a token, newest first, optionally of one
-// status, a page at a time, joined with their status rows.
-func (s *Server) pagedRuns(ctx context.Context, status *models.ReportStatus, page, limit int) ([]runView, error) {
-	q := s.db().WithContext(ctx).Where("token IS NOT NULL AND token <> ''")
-	if status != nil {
-		q = q.Where("status = ?", int(*status))
+// pagedRuns lists reports with a token, newest first, optionally in one
+// state (as makeView shows it), a page at a time, joined with their status
+// rows.
+func (s *Server) pagedRuns(ctx context.Context, state string, page, limit int) ([]runView, error) {
+	q := s.db().WithContext(ctx).Model(&models.ClientReport{}).Select("client_reports.*").
+		Where("client_reports.token IS NOT NULL AND client_reports.token <> ''")
+	if state != "" {
+		q = q.Joins("LEFT JOIN csv_processing_statuses s ON s.token = client_reports.token")
+		// The report has the last word, except a cancel, which the report
+		// records as failed (makeView decides the same way).
+		switch state {
+		case statePending:
+			q = q.Where("client_reports.status = ?", int(models.ReportPending))
+		case stateCompleted:
+			q = q.Where("client_reports.status = ? AND (s.state IS NULL OR s.state NOT IN ?)", int(models.ReportCompleted), []string{stateFailed, stateCancelled})
+		case stateFailed:
+			q = q.Where("((client_reports.status = ? AND (s.state IS NULL OR s.state <> ?)) OR s.state = ?)", int(models.ReportFailed), stateCancelled, stateFailed)
+		case stateCancelled:
+			q = q.Where("s.state = ?", stateCancelled)
+		case stateSplitting:
+			q = q.Where("client_reports.status = ? AND s.state = ?", int(models.ReportProcessing), stateSplitting)
+		case stateProcessing:
+			q = q.Where("client_reports.status = ? AND (s.state IS NULL OR s.state IN ?)", int(models.ReportProcessing), []string{"", stateProcessing})
+		}
 	}
 	var reps []models.ClientReport
-	if err := q.Order("id DESC").Offset((page - 1) * (limit - 1)).Limit(limit).Find(&reps).Error; err != nil {
+	if err := q.Order("client_reports.id DESC").Offset((page - 1) * (limit - 1)).Limit(limit).Find(&reps).Error; err != nil {
 		return nil, err
 	}
 	return s.reportViews(ctx, reps)

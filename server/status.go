@@ -6,7 +6,9 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -57,6 +59,9 @@ type runView struct {
 	ReportID        int64      `json:"report_id"`
 	ReportType      string     `json:"report_type"`
 	FileName        string     `json:"file_name"` // the uploaded file's name, when known
+	// Workers are the Sidekiq processes (identity, and tag when set) that
+	// consume the run's queue now; only on a live run's page and JSON.
+	Workers []string `json:"workers,omitempty"`
 	CreatedAt       time.Time  `json:"created_at"`
 	UpdatedAt       time.Time  `json:"updated_at"`
 	DownloadURL     string     `json:"download_url,omitempty"`
@@ -228,9 +233,56 @@ func (s *Server) loadRun(ctx context.Context, token string) (runView, error) {
 		return runView{}, err
 	}
 	if rep == nil && st == nil {
-		return runView{}, errNotFound
+		return runView{}, s.noSuchRun()
 	}
-	return s.makeView(token, rep, st), nil
+	v := s.makeView(token, rep, st)
+	if !v.Finished() {
+		v.Workers = s.workersOn(ctx, v.QueueName)
+	}
+	return v, nil
+}
+
+// noSuchRun is the 404 of a well-formed token nothing knows: most often a
+// run retention removed, so the page says runs expire, and when.
+func (s *Server) noSuchRun() error {
+	detail := ""
+	if s.d.RetainRuns > 0 {
+		detail = "RETAIN_RUNS=" + retainText(s.d.RetainRuns)
+	}
+	return userErr(http.StatusNotFound, "err_expired_run", detail)
+}
+
+// retainText is a retention as RETAIN_* are written: days when whole.
+func retainText(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	return d.String()
+}
+
+// workersOn names the live processes that consume queue. A failure to ask
+// Redis leaves the list empty: it is shown, never needed.
+func (s *Server) workersOn(ctx context.Context, queue string) []string {
+	if s.d.API == nil {
+		return nil
+	}
+	ps, err := s.d.API.Processes(ctx)
+	if err != nil {
+		s.log.Warn("list processes for a run page", "err", err)
+		return nil
+	}
+	var out []string
+	for _, p := range ps {
+		if !slices.Contains(p.Queues, queue) {
+			continue
+		}
+		name := p.Identity
+		if p.Tag != "" {
+			name += " (" + p.Tag + ")"
+		}
+		out = append(out, name)
+	}
+	return out
 }
 
 // recentRuns lists the newest runs: reports that have a token (a run
