@@ -129,7 +129,6 @@ type busySummary struct {
 	RSSKB                                 int64
 }
 
-//
 // RSS is counted once per OS process (hostname and pid): an all-in-one
 // server runs several Sidekiq identities (the report worker, one per token
 // queue) in one process, each reporting that process's RSS.

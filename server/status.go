@@ -61,10 +61,10 @@ type runView struct {
 	FileName        string     `json:"file_name"` // the uploaded file's name, when known
 	// Workers are the Sidekiq processes (identity, and tag when set) that
 	// consume the run's queue now; only on a live run's page and JSON.
-	Workers []string `json:"workers,omitempty"`
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `json:"updated_at"`
-	DownloadURL     string     `json:"download_url,omitempty"`
+	Workers     []string  `json:"workers,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	DownloadURL string    `json:"download_url,omitempty"`
 	// Expired: retention deleted the run's files (runs_list.go).
 	Expired   bool `json:"expired,omitempty"`
 	CanCancel bool `json:"can_cancel"`
