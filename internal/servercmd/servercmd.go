@@ -61,6 +61,19 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	allInOne := cfg.RedisURL == ""
 	inproc := allInOne || *workers
+	// The port is taken before anything else starts (the embedded Redis,
+	// workers), so a busy one is said at once, with the setting to change.
+	listen := *addr
+	if listen == "" {
+		listen = cfg.ListenAddr()
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		log.Error("listen", "addr", listen, "err", err)
+		fmt.Fprintf(stderr, "server: cannot listen on %s: %v\n  Another program holds the port: stop it, or set PORT (or -addr) to a free one, e.g. PORT=8081.\n", listen, errors.Unwrap(err))
+		return 1
+	}
+	defer ln.Close()
 	if allInOne {
 		// The embedded Redis starts first and stops last (deferred first):
 		// the workers' shutdown still writes to it.
@@ -127,15 +140,6 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	web, err := server.New(webDeps(cfg, a, log))
 	if err != nil {
 		log.Error("start web server", "err", err)
-		return 1
-	}
-	listen := *addr
-	if listen == "" {
-		listen = cfg.ListenAddr()
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		log.Error("listen", "addr", listen, "err", err)
 		return 1
 	}
 	if !cfg.AuthOn() && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
