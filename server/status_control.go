@@ -237,7 +237,7 @@ func (p statusPage) DurationText() string {
 
 func humanDuration(sec float64) string {
 	if sec < 10 {
-		return strconv.FormatFloat(math.Round(sec*10)/10, 'f', -1, 64) + "s"
+		return strconv.FormatFloat(math.Round(sec*10)/10, 'f', 1, 64) + "s" // a tenth, even when whole: "4.0s"
 	}
 	n := int(sec + 0.5)
 	h, m, s := n/3600, n%3600/60, n%60
