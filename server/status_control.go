@@ -75,7 +75,7 @@ func runControlErr(err error) error {
 	case errors.Is(err, jobs.ErrRetryBusy):
 		return &httpError{status: http.StatusConflict, key: "err_retry_busy", err: err}
 	case errors.Is(err, jobs.ErrNothingToRetry):
-		return &httpError{status: http.StatusConflict, key: "err_nothing_to_retry", err: err}
+		return &httpError{status: http.StatusConflict, key: "err_nothing_to_retry", err: err, extra: gin.H{"code": "nothing_to_retry"}}
 	case errors.Is(err, jobs.ErrNotRetryable):
 		return &httpError{status: http.StatusConflict, key: "err_not_retryable", err: err}
 	}

@@ -82,6 +82,7 @@ func exitCode(err error) int {
 // serverError is a 4xx or 5xx answer, with the server's own message.
 type serverError struct {
 	status int
+	code   string // the answer's "code", when it has one (e.g. nothing_to_retry)
 	msg    string
 }
 
@@ -301,11 +302,11 @@ func (c *client) do(req *http.Request) (*http.Response, error) {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		msg := strings.TrimSpace(string(body))
-		var e struct{ Error string }
+		var e struct{ Error, Code string }
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			msg = e.Error // the server's message, not its JSON
 		}
-		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, &serverError{status: resp.StatusCode, msg: msg})
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, &serverError{status: resp.StatusCode, code: e.Code, msg: msg})
 	}
 	return resp, nil
 }
@@ -480,7 +481,7 @@ func (c *client) command(ctx context.Context, cmd, token string, o options, stdo
 		}
 		if err := c.post(ctx, token, "retry", &res); err != nil {
 			var se *serverError
-			if errors.As(err, &se) && se.status == http.StatusConflict && strings.HasPrefix(se.msg, "Nothing to retry") {
+			if errors.As(err, &se) && se.code == "nothing_to_retry" {
 				fmt.Fprintf(stderr, "%s: nothing to retry: %s\n", token, se.msg)
 				return endError{exitRowsFailed, errors.New("nothing to retry")}
 			}
