@@ -222,6 +222,9 @@ func (p statusPage) ETAText(l locale) string {
 		return l.T("stalled")
 	}
 	if p.ETASeconds == nil {
+		if !p.Finished() {
+			return l.T("estimating") // until the recent rate is known
+		}
 		return ""
 	}
 	return humanDuration(*p.ETASeconds)

@@ -103,7 +103,7 @@ func TestStatusOne(t *testing.T) {
 	// The HTML page carries the stable ids the live script updates.
 	resp, body = b.get(t, "/csv_processing/"+token, "Accept", "text/html", "Accept-Language", "ja")
 	wantStatus(t, resp, body, http.StatusOK)
-	for _, want := range []string{`id="progress"`, `aria-valuenow="50"`, `id="state"`, `id="done">4<`, `id="total">10<`, "/events", "処理中"} {
+	for _, want := range []string{`id="progress"`, `aria-valuenow="50"`, `id="state"`, `id="done">4<`, `id="total">10<`, "/events", "処理中", `id="eta">計算中…<`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("HTML page lacks %q", want)
 		}
