@@ -45,6 +45,13 @@ func newProgress(w io.Writer, tty bool) *progress {
 // show draws st.
 func (p *progress) show(st status, now time.Time) {
 	frac := st.Percentage / 100
+	total := st.TotalCount
+	if st.EstimatedTotal != nil {
+		total = *st.EstimatedTotal
+	}
+	if frac == 0 && total > 0 {
+		frac = float64(st.DoneCount+st.FailedCount) / float64(total) // a server that sends no percentage
+	}
 	if st.State == "completed" {
 		frac = 1
 	}
