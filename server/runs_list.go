@@ -92,35 +92,62 @@ func (s *Server) statusList(c *gin.Context) {
 
 // pagedRuns lists reports with a token, newest first, optionally in one
 // state (as makeView shows it), a page at a time, joined with their status
-// rows.
+// rows. limit is the page's size plus one, to tell whether there are more.
 func (s *Server) pagedRuns(ctx context.Context, state string, page, limit int) ([]runView, error) {
-	q := s.db().WithContext(ctx).Model(&models.ClientReport{}).Select("client_reports.*").
-		Where("client_reports.token IS NOT NULL AND client_reports.token <> ''")
-	if state != "" {
-		q = q.Joins("LEFT JOIN csv_processing_statuses s ON s.token = client_reports.token")
-		// The report has the last word, except a cancel, which the report
-		// records as failed (makeView decides the same way).
-		switch state {
-		case statePending:
-			q = q.Where("client_reports.status = ?", int(models.ReportPending))
-		case stateCompleted:
-			q = q.Where("client_reports.status = ? AND (s.state IS NULL OR s.state NOT IN ?)", int(models.ReportCompleted), []string{stateFailed, stateCancelled})
-		case stateFailed:
-			q = q.Where("((client_reports.status = ? AND (s.state IS NULL OR s.state <> ?)) OR s.state = ?)", int(models.ReportFailed), stateCancelled, stateFailed)
-		case stateCancelled:
-			q = q.Where("s.state = ?", stateCancelled)
-		case stateSplitting:
-			q = q.Where("client_reports.status = ? AND s.state = ?", int(models.ReportProcessing), stateSplitting)
-		case stateProcessing:
-			q = q.Where("client_reports.status = ? AND (s.state IS NULL OR s.state IN ?)", int(models.ReportProcessing), []string{"", stateProcessing})
+	skip := (page - 1) * (limit - 1)
+	if state == "" {
+		var reps []models.ClientReport
+		if err := s.db().WithContext(ctx).Where("token IS NOT NULL AND token <> ''").
+			Order("id DESC").Offset(skip).Limit(limit).Find(&reps).Error; err != nil {
+			return nil, err
+		}
+		return s.reportViews(ctx, reps)
+	}
+	// The report's status narrows the reports in SQL; the state itself is
+	// the view's (a cancel is recorded on the report as failed, splitting
+	// and processing are both a processing report), so the views are
+	// filtered here, reading at most filterScan reports.
+	var out []runView
+	matched := 0
+	for offset := 0; offset < filterScan; offset += filterBatch {
+		var reps []models.ClientReport
+		if err := s.db().WithContext(ctx).Where("token IS NOT NULL AND token <> '' AND status = ?", int(reportStatusOf[state])).
+			Order("id DESC").Offset(offset).Limit(filterBatch).Find(&reps).Error; err != nil {
+			return nil, err
+		}
+		views, err := s.reportViews(ctx, reps)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range views {
+			if v.State != state {
+				continue
+			}
+			if matched++; matched > skip {
+				out = append(out, v)
+				if len(out) == limit {
+					return out, nil
+				}
+			}
+		}
+		if len(reps) < filterBatch {
+			break
 		}
 	}
-	var reps []models.ClientReport
-	if err := q.Order("client_reports.id DESC").Offset((page - 1) * (limit - 1)).Limit(limit).Find(&reps).Error; err != nil {
-		return nil, err
-	}
-	return s.reportViews(ctx, reps)
+	return out, nil
 }
+
+// reportStatusOf is the client_reports.status of a run shown in a state.
+var reportStatusOf = map[string]models.ReportStatus{
+	statePending: models.ReportPending, stateSplitting: models.ReportProcessing, stateProcessing: models.ReportProcessing,
+	stateCompleted: models.ReportCompleted, stateFailed: models.ReportFailed, stateCancelled: models.ReportFailed,
+}
+
+// A filtered page reads reports filterBatch at a time, at most filterScan.
+const (
+	filterBatch = 200
+	filterScan  = 5000
+)
 
 // duration is a run's time from creation to its end (finalized), or to now
 // while it runs; nil when unknown.
