@@ -225,7 +225,7 @@ Commands:
   retry TOKEN    run the failed rows again, follow the run and download the
                  new ZIP (-o); says "nothing to retry" when every failed row
                  failed to parse (fix the CSV and upload it again)
-  failed TOKEN   list the failed rows with their reasons, 100 a page (-page)
+  failed TOKEN   list the failed rows with their reasons, 50 a page (-page)
 
 Examples:
   pallarel list.csv                                  # xlsx reports, server at localhost:8080
