@@ -265,11 +265,13 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		if err := p.ledger.SetSplitProgress(ctx, token, last); err != nil {
 			return err
 		}
-		if !eof && time.Since(lastTotal) > time.Second {
-			// The pages estimate the total from the first seconds: rows so
-			// far scaled by the bytes still to read.
+		if !eof && last > 0 && time.Since(lastTotal) > time.Second {
+			// The pages estimate the total from the first batch on: rows
+			// so far scaled by the bytes still to read. The bytes are those
+			// the rows came from (rows.Offset), not the reads ahead of them,
+			// which made the estimate low by up to a 64 KiB buffer.
 			lastTotal = time.Now()
-			p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, size, last), "SetSplitProgress")
+			p.warnIf(p.d.DB.SetSplitProgress(ctx, token, rows.Offset(), size, last), "SetSplitProgress")
 		}
 	}
 	p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, max(size, counted.n), last), "SetSplitProgress")

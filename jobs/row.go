@@ -72,7 +72,11 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 
 	var out bytes.Buffer
 	if err := r.Render(ctx, &out, row); err != nil {
-		return fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
+		err = fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
+		if errors.Is(err, render.ErrCellTooLong) {
+			err = sidekiq.Kill(err) // the data is what it is: fails again on every retry
+		}
+		return err
 	}
 	done := &packedRow{token: token, res: RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}}
 	if out.Len() >= packSoloBytes {

@@ -64,6 +64,19 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	allInOne := cfg.RedisURL == ""
 	inproc := allInOne || *workers
+	// The port is taken before anything else starts (the embedded Redis,
+	// workers), so a busy one is said at once, with the setting to change.
+	listen := *addr
+	if listen == "" {
+		listen = cfg.ListenAddr()
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		log.Error("listen", "addr", listen, "err", err)
+		fmt.Fprintf(stderr, "server: cannot listen on %s: %v\n  Another program holds the port: stop it, or set PORT (or -addr) to a free one, e.g. PORT=8081.\n", listen, errors.Unwrap(err))
+		return 1
+	}
+	defer ln.Close()
 	if allInOne {
 		// The embedded Redis starts first and stops last (deferred first):
 		// the workers' shutdown still writes to it.
@@ -132,15 +145,6 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		log.Error("start web server", "err", err)
 		return 1
 	}
-	listen := *addr
-	if listen == "" {
-		listen = cfg.ListenAddr()
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		log.Error("listen", "addr", listen, "err", err)
-		return 1
-	}
 	if !cfg.AuthOn() && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
 		log.Warn("no auth configured and listening beyond loopback: anyone who reaches this address can see and download every run",
 			"addr", ln.Addr().String())
@@ -190,7 +194,7 @@ func webDeps(cfg config.Config, a *app.App, log *slog.Logger) server.Deps {
 		AuthToken: cfg.AuthToken, BasicUser: cfg.BasicAuthUser, BasicPassword: cfg.BasicAuthPassword,
 		MinUploadRate: cfg.MinUploadRate, MaxEventStreams: cfg.MaxEventStreams, StreamsPerClient: cfg.StreamsPerClient,
 		MetricsOnOwnListener: cfg.MetricsAddr != "", MaskJobArgs: cfg.MaskJobArgs,
-		ReportTypes: a.Renderers.Names(), TemplateLimits: cfg.Templates,
+		ReportTypes: a.Renderers.Names(), TemplateLimits: cfg.Templates, RetainRuns: cfg.RetainRuns,
 	}
 	if cfg.MinUploadRate == 0 {
 		d.MinUploadRate = -1 // MIN_UPLOAD_RATE=0 turns the check off
