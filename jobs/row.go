@@ -41,7 +41,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		path     string
 		token    string
 	)
-	if err := job.ScanArgs(&rowRaw, &typ, &reportID, &path, &token); err != nil {
+	if err := scanRowArgs(job, &rowRaw, &typ, &reportID, &path, &token); err != nil {
 		return err
 	}
 	if _, err := p.tokenQueue(token); err != nil {

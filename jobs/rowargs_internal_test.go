@@ -1,0 +1,67 @@
+package jobs
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/pallarel/pallarel/sidekiq"
+)
+
+// FuzzScanRowArgs checks scanRowArgs against job.ScanArgs on any five
+// arguments: the same values, or errors both.
+func FuzzScanRowArgs(f *testing.F) {
+	f.Add(`{"a":"1"}`, `"text"`, `12`, `"/tmp/x"`, `"abc"`)
+	f.Add(`{"a":"1"}`, `null`, `null`, `null`, `null`)
+	f.Add(`{}`, `"te\"xt"`, `-0`, `"\u3042"`, `"ab\u0000"`)
+	f.Add(`[1]`, `"x"`, `+1`, `"é"`, `1`)
+	f.Add(`{}`, `"x"`, `1e3`, `"x"`, `"x"`)
+	f.Add(`{}`, `"x"`, `01`, `"x"`, `"\ud800"`)
+	f.Add(`{}`, `"x"`, `9223372036854775808`, `"x"`, `true`)
+	f.Fuzz(func(t *testing.T, a0, a1, a2, a3, a4 string) {
+		raw := `{"class":"Report::ProcessCsvRowJob","queue":"q","jid":"0123456789abcdef01234567","args":[` +
+			a0 + `,` + a1 + `,` + a2 + `,` + a3 + `,` + a4 + `]}`
+		job, err := sidekiq.ParseJob([]byte(raw))
+		if err != nil {
+			return // not a job: neither path sees it
+		}
+		var r1, r2 json.RawMessage
+		var t1, t2, p1, p2, k1, k2 string
+		var id1, id2 int64
+		err1 := job.ScanArgs(&r1, &t1, &id1, &p1, &k1)
+		err2 := scanRowArgs(job, &r2, &t2, &id2, &p2, &k2)
+		if (err1 == nil) != (err2 == nil) || err1 != nil && err1.Error() != err2.Error() {
+			t.Fatalf("ScanArgs: %v; scanRowArgs: %v", err1, err2)
+		}
+		if err1 != nil {
+			return
+		}
+		if !reflect.DeepEqual([]any{string(r1), t1, id1, p1, k1}, []any{string(r2), t2, id2, p2, k2}) {
+			t.Fatalf("ScanArgs %q %q %d %q %q; scanRowArgs %q %q %d %q %q", r1, t1, id1, p1, k1, r2, t2, id2, p2, k2)
+		}
+	})
+}
+
+func BenchmarkScanRowArgs(b *testing.B) {
+	job, err := sidekiq.ParseJob([]byte(`{"class":"Report::ProcessCsvRowJob","queue":"q","jid":"0123456789abcdef01234567","args":[{"個別識別番号":"ID-00000001","保険者名":"保険者1"},"text",12,"/tmp/rails/reports","0f3c2a1b9d8e7f6a5b4c3d2e1f0a9b8c"]}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var row json.RawMessage
+	var typ, path, token string
+	var id int64
+	b.Run("ScanArgs", func(b *testing.B) {
+		for b.Loop() {
+			if err := job.ScanArgs(&row, &typ, &id, &path, &token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("scanRowArgs", func(b *testing.B) {
+		for b.Loop() {
+			if err := scanRowArgs(job, &row, &typ, &id, &path, &token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
