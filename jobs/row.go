@@ -51,8 +51,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	if err != nil {
 		return fmt.Errorf("%w: row_hash: %v", sidekiq.ErrBadArgs, err)
 	}
-	var rowNum int
-	_, _ = job.Field(fieldRow, &rowNum)
+	rowNum := rowNumber(job)
 	key := RowKey(rowNum, job.JID)
 
 	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))

@@ -61,3 +61,14 @@ func plainJSONInt(raw json.RawMessage) (int64, bool) {
 	n, err := strconv.ParseInt(string(raw), 10, 64)
 	return n, err == nil
 }
+
+// rowNumber is the job's pallarel_row as job.Field reads it (0 when absent
+// or not an int), without encoding/json for a plain integer.
+func rowNumber(job *sidekiq.Job) int {
+	if n, ok := plainJSONInt(job.Fields[fieldRow]); ok && n == int64(int(n)) {
+		return int(n)
+	}
+	var n int
+	_, _ = job.Field(fieldRow, &n)
+	return n
+}

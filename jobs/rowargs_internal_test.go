@@ -65,3 +65,21 @@ func BenchmarkScanRowArgs(b *testing.B) {
 		}
 	})
 }
+
+// FuzzRowNumber checks rowNumber against job.Field on any pallarel_row.
+func FuzzRowNumber(f *testing.F) {
+	for _, s := range []string{`12`, `-3`, `0`, `01`, `1.0`, `"7"`, `null`, `9223372036854775807`, `+1`, `1e2`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		job, err := sidekiq.ParseJob([]byte(`{"class":"C","queue":"q","jid":"j","args":[],"pallarel_row":` + v + `}`))
+		if err != nil {
+			return
+		}
+		var want int
+		_, _ = job.Field(fieldRow, &want)
+		if got := rowNumber(job); got != want {
+			t.Fatalf("rowNumber = %d, job.Field = %d", got, want)
+		}
+	})
+}
