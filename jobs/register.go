@@ -205,9 +205,11 @@ func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
 	if len(args) <= tokenPos {
 		return fmt.Errorf("%w: %s needs the token at argument %d", sidekiq.ErrBadArgs, job.HandlerClass(), tokenPos)
 	}
-	var token string
-	if err := unmarshalArg(args[tokenPos], &token); err != nil {
-		return fmt.Errorf("%w: %s token: %v", sidekiq.ErrBadArgs, job.HandlerClass(), err)
+	token, plain := plainJSONString(args[tokenPos]) // every row job's: no encoding/json
+	if !plain {
+		if err := unmarshalArg(args[tokenPos], &token); err != nil {
+			return fmt.Errorf("%w: %s token: %v", sidekiq.ErrBadArgs, job.HandlerClass(), err)
+		}
 	}
 	want, err := p.tokenQueue(token)
 	if err != nil {

@@ -83,3 +83,30 @@ func FuzzRowNumber(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNewRowJob checks newRowJob against sidekiq.NewJob: the same payload
+// bytes for any type, report id, path and token.
+func FuzzNewRowJob(f *testing.F) {
+	f.Add("text", int64(12), "/tmp/reports", "0f3c2a1b9d8e7f6a")
+	f.Add("pdf", int64(-1), "", "a\"b")
+	f.Add("xlsx", int64(0), "C:\\x", "<&>\u2028é\xff")
+	f.Fuzz(func(t *testing.T, typ string, id int64, path, token string) {
+		hash, _ := encodeOrdered([]string{"a"}, map[string]string{"a": typ})
+		j1, err1 := sidekiq.NewJob(RowClass, hash, typ, id, path, token)
+		j2, err2 := newRowJob(hash, typ, id, path, token)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("NewJob: %v; newRowJob: %v", err1, err2)
+		}
+		if err1 != nil {
+			return
+		}
+		for _, j := range []*sidekiq.Job{j1, j2} {
+			j.JID, j.Queue, j.Retry = "0123456789abcdef01234567", "q", json.RawMessage("3")
+		}
+		b1, err1 := j1.Encode()
+		b2, err2 := j2.Encode()
+		if err1 != nil || err2 != nil || string(b1) != string(b2) {
+			t.Fatalf("NewJob: %s (%v)\nnewRowJob: %s (%v)", b1, err1, b2, err2)
+		}
+	})
+}
