@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Text-row benchmark (issue 21 item 2): where a text row's CPU goes, by
 # process (token worker, report worker, server, redis-server: utime+stime
-# from /proc), with the Redis commands per row (INFO commandstats), against
+# from /proc, from the upload to the download, so without the processes'
+# start-up; idle, they use ~0: pipelinebench e2e -idle), with the Redis commands per row (INFO commandstats), against
 # the engine's CPU per no-op job (enginebench drain, go reliable -c 10) in
 # the same run; XLSX rows beside them. BEFORE (default ac6e720) and this
 # tree side by side, in interleaved rounds; medians.
@@ -55,7 +56,7 @@ for i in $(seq "$ROUNDS"); do
   for side in before after; do
     "$tmp/$side/enginebench" drain -redis "$URL" -n "$N" -runs 1 -run "$i" -name "$side-noop" -- "$tmp/$side/benchworker" -q bench -c 10 | grep '^RESULT drain' | tee -a "$RAW"
     "$tmp/$side/pipelinebench" e2e -bin "$tmp/$side" -csv "$tmp/text.csv" -rows "$N" -type text -workers 1 -name "$side-text" | tee -a "$RAW"
-    "$tmp/$side/pipelinebench" e2e -bin "$tmp/$side" -csv "$tmp/xlsx.csv" -rows "$N_XLSX" -type xlsx -workers 1 -name "$side-xlsx" | grep -E '^RESULT (e2e|rss|cmds)' | tee -a "$RAW"
+    "$tmp/$side/pipelinebench" e2e -bin "$tmp/$side" -csv "$tmp/xlsx.csv" -rows "$N_XLSX" -type xlsx -workers 1 -name "$side-xlsx" | grep -E '^RESULT (e2e|rss|cmds|runcpu)' | tee -a "$RAW"
   done
 done
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
@@ -68,7 +69,7 @@ function median(list,   a, n, i, j, t) { n = split(list, a, " "); if (n == 0) re
 /^RESULT e2e/ { kv($0); k = F["name"]; rows[k] = F["rows"]; rate[k] = rate[k] " " F["rate"]; cur[k] = ++runs[k] }
 /^RESULT cmds/ { kv($0); k = F["name"]; cmds[k] = cmds[k] " " F["per_row"] }
 /^RESULT cmd / { kv($0); k = F["name"]; c = F["cmd"]; if (k ~ /text/) { names[c] = 1; cmd[k, c] = cmd[k, c] " " F["per_row"] } }
-/^RESULT rss scenario=e2e/ { kv($0); k = F["name"]; p = F["proc"]; procs[p] = 1; tot[k, cur[k]] += F["cpu_s"]; pc[k, p, cur[k]] += F["cpu_s"] }
+/^RESULT runcpu/ { kv($0); k = F["name"]; p = F["proc"]; procs[p] = 1; n = runs[k] + 1; tot[k, n] += F["cpu_s"]; pc[k, p, n] += F["cpu_s"] }
 END {
   for (k in runs) for (n = 1; n <= runs[k]; n++) { tcpu[k] = tcpu[k] " " tot[k, n] * 1e6 / rows[k]; for (p in procs) pcpu[k, p] = pcpu[k, p] " " pc[k, p, n] * 1e6 / rows[k] }
   print "| µs of CPU per row (medians) | text before | text after | xlsx before | xlsx after |"
