@@ -29,7 +29,9 @@ redis_pid=
 trap '[ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/before-src" "$tmp/before" "$tmp/after"
 git archive "$BEFORE" | tar -x -C "$tmp/before-src"
-(cd "$tmp/before-src" && go build -o "$tmp/before/" ./cmd/server ./cmd/worker ./bench/cmd/pipelinebench ./bench/cmd/benchworker ./bench/cmd/enginebench)
+# The harnesses (enginebench, pipelinebench) are this tree's on both sides;
+# only the measured binaries (server, worker, benchworker) differ.
+(cd "$tmp/before-src" && go build -o "$tmp/before/" ./cmd/server ./cmd/worker ./bench/cmd/benchworker)
 go build -o "$tmp/after/" ./cmd/server ./cmd/worker ./bench/cmd/pipelinebench ./bench/cmd/benchworker ./bench/cmd/enginebench
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$OUT/textrow-raw-$stamp.txt"
@@ -54,9 +56,9 @@ URL="redis://127.0.0.1:$port/0"
 
 for i in $(seq "$ROUNDS"); do
   for side in before after; do
-    "$tmp/$side/enginebench" drain -redis "$URL" -n "$N" -runs 1 -run "$i" -name "$side-noop" -- "$tmp/$side/benchworker" -q bench -c 10 | grep '^RESULT drain' | tee -a "$RAW"
-    "$tmp/$side/pipelinebench" e2e -bin "$tmp/$side" -csv "$tmp/text.csv" -rows "$N" -type text -workers 1 -name "$side-text" | tee -a "$RAW"
-    "$tmp/$side/pipelinebench" e2e -bin "$tmp/$side" -csv "$tmp/xlsx.csv" -rows "$N_XLSX" -type xlsx -workers 1 -name "$side-xlsx" | grep -E '^RESULT (e2e|rss|cmds|runcpu)' | tee -a "$RAW"
+    "$tmp/after/enginebench" drain -redis "$URL" -n "$N" -runs 1 -run "$i" -name "$side-noop" -- "$tmp/$side/benchworker" -q bench -c 10 | grep '^RESULT drain' | tee -a "$RAW"
+    "$tmp/after/pipelinebench" e2e -bin "$tmp/$side" -csv "$tmp/text.csv" -rows "$N" -type text -workers 1 -name "$side-text" | tee -a "$RAW"
+    "$tmp/after/pipelinebench" e2e -bin "$tmp/$side" -csv "$tmp/xlsx.csv" -rows "$N_XLSX" -type xlsx -workers 1 -name "$side-xlsx" | grep -E '^RESULT (e2e|rss|cmds|runcpu)' | tee -a "$RAW"
   done
 done
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
