@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -109,4 +110,24 @@ func FuzzNewRowJob(f *testing.F) {
 			t.Fatalf("NewJob: %s (%v)\nnewRowJob: %s (%v)", b1, err1, b2, err2)
 		}
 	})
+}
+
+// tokenQueue remembers the last token's queue: alternating tokens still get
+// their own queues, and a bad token is refused after a good one.
+func TestTokenQueueMemo(t *testing.T) {
+	p := &Pipeline{}
+	a, b := "0f3c2a1b-9d8e-4f6a-9b4c-3d2e1f0a9b8c", "11111111-2222-4333-8444-555555555555"
+	for i := range 4 {
+		tok := []string{a, b}[i%2]
+		want, err := p.d.Router.For(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := p.tokenQueue(tok); err != nil || got != want {
+			t.Fatalf("tokenQueue(%s) = %q, %v; want %q", tok, got, err, want)
+		}
+	}
+	if _, err := p.tokenQueue("not a token"); !errors.Is(err, sidekiq.ErrBadArgs) {
+		t.Fatalf("bad token after a good one: %v", err)
+	}
 }
