@@ -299,12 +299,12 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 	if err != nil {
 		return nil, err
 	}
-	j, err := sidekiq.NewJob(RowClass, hash, spec.Type, spec.ReportID, path, token)
+	j, err := newRowJob(hash, spec.Type, spec.ReportID, path, token)
 	if err != nil {
 		return nil, err
 	}
 	j.Queue, j.Retry = queue, p.rowRetry()
-	_ = j.SetField(fieldRow, row.Number)
+	j.Fields = map[string]json.RawMessage{fieldRow: strconv.AppendInt(nil, int64(row.Number), 10)}
 	if spec.TemplateKey != "" {
 		_ = j.SetField(fieldTemplate, spec.TemplateKey)
 	}
