@@ -198,4 +198,3 @@ func contains(xs []string, x string) bool {
 	}
 	return false
 }
-
