@@ -96,6 +96,13 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			return 1
 		}
 		defer procs.Close()
+		if opts.Launcher != nil {
+			// This process ran the token workers of the runs still
+			// unfinished; they died with it: start them again now.
+			if _, err := a.Pipeline.ResumeWorkers(ctx); err != nil {
+				log.Warn("resume the workers of unfinished runs", "err", err)
+			}
+		}
 		monitors, stop := context.WithCancel(ctx)
 		monitorsDone := make(chan struct{})
 		go func() {
