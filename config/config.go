@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
@@ -168,6 +170,14 @@ type Config struct {
 	// WebhookSecret is WEBHOOK_SECRET: the key of the deliveries'
 	// HMAC-SHA256 signature (optional; unsigned without it).
 	WebhookSecret string
+	// WebhookAllow is WEBHOOK_ALLOW_CIDRS: the inward networks (CIDRs or
+	// addresses, comma-separated) webhooks may reach although they are
+	// loopback, private or link-local; a cloud metadata address must be
+	// named alone. Default: none (package egress).
+	WebhookAllow []netip.Prefix
+	// WebhookProxy is WEBHOOK_PROXY: an http(s) proxy every delivery goes
+	// through. Default: none, whatever HTTP_PROXY says.
+	WebhookProxy *url.URL
 }
 
 // loader reads variables and collects problems.
@@ -429,6 +439,18 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	c.WebhookSecret = l.str("WEBHOOK_SECRET", "")
+	if allow, err := egress.ParseAllow(l.str("WEBHOOK_ALLOW_CIDRS", "")); err != nil {
+		l.fail("WEBHOOK_ALLOW_CIDRS", "%v", err)
+	} else {
+		c.WebhookAllow = allow
+	}
+	if s := l.str("WEBHOOK_PROXY", ""); s != "" {
+		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			l.fail("WEBHOOK_PROXY", "want an http or https proxy URL")
+		} else {
+			c.WebhookProxy = u
+		}
+	}
 
 	if err := errors.Join(l.errs...); err != nil {
 		return c, fmt.Errorf("config: %w", err)

@@ -95,6 +95,13 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			log.Error("start report worker", "err", err)
 			return 1
 		}
+		// Webhook deliveries on their own server: a receiver that hangs
+		// holds one of its few processors, not the report worker's.
+		if err := procs.StartWith("webhook", []sidekiq.QueueWeight{{Name: jobs.WebhookQueue}}, 0, jobs.WebhookConcurrency); err != nil {
+			log.Error("start webhook worker", "err", err)
+			procs.Close()
+			return 1
+		}
 		defer procs.Close()
 		if opts.Launcher != nil {
 			// This process ran the token workers of the runs still
