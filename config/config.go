@@ -175,6 +175,14 @@ type Config struct {
 	// loopback, private or link-local; a cloud metadata address must be
 	// named alone. Default: none (package egress).
 	WebhookAllow []netip.Prefix
+	// AllowedHosts is ALLOWED_HOSTS: the Host names the web server answers
+	// besides loopback ones (Rails' config.hosts; ".example.com" for a
+	// domain and its subdomains). Default: none.
+	AllowedHosts []string
+	// TrustedProxies is TRUSTED_PROXIES: CIDRs or addresses of the proxies
+	// (a TLS-terminating load balancer) whose X-Forwarded-Proto and
+	// X-Forwarded-For the web server believes. Default: none.
+	TrustedProxies []netip.Prefix
 	// WebhookProxy is WEBHOOK_PROXY: an http(s) proxy every delivery goes
 	// through. Default: none, whatever HTTP_PROXY says.
 	WebhookProxy *url.URL
@@ -443,6 +451,12 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		l.fail("WEBHOOK_ALLOW_CIDRS", "%v", err)
 	} else {
 		c.WebhookAllow = allow
+	}
+	c.AllowedHosts = l.list("ALLOWED_HOSTS")
+	if tp, err := egress.ParseAllow(l.str("TRUSTED_PROXIES", "")); err != nil {
+		l.fail("TRUSTED_PROXIES", "%v", err)
+	} else {
+		c.TrustedProxies = tp
 	}
 	if s := l.str("WEBHOOK_PROXY", ""); s != "" {
 		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -202,6 +202,7 @@ func webDeps(cfg config.Config, a *app.App, log *slog.Logger) server.Deps {
 		MinUploadRate: cfg.MinUploadRate, MaxEventStreams: cfg.MaxEventStreams, StreamsPerClient: cfg.StreamsPerClient,
 		MetricsOnOwnListener: cfg.MetricsAddr != "", MaskJobArgs: cfg.MaskJobArgs,
 		ReportTypes: a.Renderers.Names(), TemplateLimits: cfg.Templates,
+		AllowedHosts: cfg.AllowedHosts, TrustedProxies: cfg.TrustedProxies,
 	}
 	if cfg.MinUploadRate == 0 {
 		d.MinUploadRate = -1 // MIN_UPLOAD_RATE=0 turns the check off
