@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"testing"
 	"time"
 )
@@ -125,5 +126,33 @@ func TestClientFollowsNoRedirectAndNoEnvProxy(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusTemporaryRedirect || inner != 0 {
 		t.Fatalf("status %d, %d requests inside: the redirect was followed", resp.StatusCode, inner)
+	}
+}
+
+// With WEBHOOK_PROXY the proxy carries the request (its address passes the
+// dial check, here listed), and a target that resolves inward is refused
+// before the proxy sees it.
+func TestClientThroughProxy(t *testing.T) {
+	t.Parallel()
+	var seen []string
+	proxy := receiver(t, "127.0.0.2:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.URL.String())
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	pu, _ := url.Parse(proxy)
+	allow, _ := ParseAllow("127.0.0.2, 127.0.0.5")
+	c := Policy{Allow: allow}.Client(ClientOptions{Timeout: 5 * time.Second, Proxy: pu})
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.3:9/inside", nil)
+	if _, err := c.Do(req); !errors.Is(err, ErrRefused) || len(seen) != 0 {
+		t.Fatalf("inward target through the proxy: %v, proxy saw %v", err, seen)
+	}
+	req, _ = http.NewRequest(http.MethodPost, "http://127.0.0.5:9/listed", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(seen) != 1 || seen[0] != "http://127.0.0.5:9/listed" {
+		t.Fatalf("the proxy saw %v", seen)
 	}
 }
