@@ -102,11 +102,20 @@ func sessionOf(resp *http.Response) *http.Cookie {
 	return nil
 }
 
-// Behind a TLS-terminating proxy TRUSTED_PROXIES lists, the session cookie
-// is Secure; X-Forwarded-Proto from anyone else is ignored.
+// Behind a TLS-terminating proxy TRUSTED_PROXIES lists, the session and
+// CSRF cookies are Secure; X-Forwarded-Proto from anyone else is ignored.
 func TestSessionCookieSecureBehindTrustedProxy(t *testing.T) {
 	t.Parallel()
 	b := setup(t, trustLoopback)
+	resp, body := b.get(t, "/login", "X-Forwarded-Proto", "https")
+	wantStatus(t, resp, body, http.StatusOK)
+	secure := false
+	for _, ck := range resp.Cookies() {
+		secure = secure || (ck.Name == csrfCookie && ck.Secure)
+	}
+	if !secure {
+		t.Errorf("behind the trusted proxy: cookies %v, want a Secure CSRF cookie", resp.Cookies())
+	}
 	if ck := sessionOf(loginAs(t, b, "198.51.100.7", "s3cret-token", "/", "X-Forwarded-Proto", "https")); ck == nil || !ck.Secure {
 		t.Fatalf("behind the trusted proxy: cookie %+v, want Secure", ck)
 	}
