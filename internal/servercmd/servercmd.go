@@ -153,8 +153,8 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return 1
 	}
 	if !cfg.AuthOn() && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
-		log.Warn("no auth configured and listening beyond loopback: anyone who reaches this address can see and download every run",
-			"addr", ln.Addr().String())
+		log.Warn("no auth configured and listening beyond loopback: anyone who reaches this address can see and download every run"+
+			" (only loopback Host names, and those ALLOWED_HOSTS lists, are answered)", "addr", ln.Addr().String())
 	}
 	hs := web.HTTPServer(ln.Addr().String())
 	hs.Handler = endStreamsOnShutdown(hs, hs.Handler)
