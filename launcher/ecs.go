@@ -466,6 +466,20 @@ func (f *FailuresError) retryable() bool {
 	return true
 }
 
+// tags are the task's own tags. A tag key may appear once in a RunTask,
+// counting the task definition's tags that PropagateTags copies: with it
+// the task definition names the application (App), so the request adds
+// only what is the launch's own, the run's Token and the Env.
+func (e *ECS) tags(req Request) []types.Tag {
+	var tags []types.Tag
+	if !e.cfg.PropagateTags {
+		tags = append(tags, types.Tag{Key: aws.String("App"), Value: aws.String("report")})
+	}
+	return append(tags,
+		types.Tag{Key: aws.String("Token"), Value: aws.String(req.Token)},
+		types.Tag{Key: aws.String("Env"), Value: aws.String(e.cfg.Env)})
+}
+
 // RunTaskInput is the request Launch sends for req, with clientToken.
 // Exported so the deploy test can build the container's argv from it.
 func (e *ECS) RunTaskInput(req Request, clientToken string) *ecs.RunTaskInput {
@@ -497,11 +511,7 @@ func (e *ECS) RunTaskInput(req Request, clientToken string) *ecs.RunTaskInput {
 				{Name: aws.String("QUEUE"), Value: aws.String(req.Queue)},
 			},
 		}}},
-		Tags: []types.Tag{
-			{Key: aws.String("App"), Value: aws.String("report")},
-			{Key: aws.String("Token"), Value: aws.String(req.Token)},
-			{Key: aws.String("Env"), Value: aws.String(e.cfg.Env)},
-		},
+		Tags: e.tags(req),
 	}
 	if e.cfg.PlatformVersion != "" {
 		in.PlatformVersion = aws.String(e.cfg.PlatformVersion)

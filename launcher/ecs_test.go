@@ -188,6 +188,15 @@ func TestECSCustomConfig(t *testing.T) {
 	if !reflect.DeepEqual(any(body["capacityProviderStrategy"]), wantCPS) || body["platformVersion"] != "1.4.0" || body["propagateTags"] != "TASK_DEFINITION" {
 		t.Fatalf("body = %v", body)
 	}
+	// The task definition's App is propagated: the request does not
+	// repeat the key (ecstest refuses a repeated key, as ECS does).
+	wantTags := jsonOf(t, []any{
+		map[string]any{"key": "Token", "value": testToken},
+		map[string]any{"key": "Env", "value": "production"},
+	})
+	if !reflect.DeepEqual(any(body["tags"]), wantTags) {
+		t.Fatalf("tags = %v, want %v", body["tags"], wantTags)
+	}
 }
 
 // The fake refuses what ECS refuses; the launcher must not send it.

@@ -10,7 +10,9 @@
 //     container of the task definition and stay under 8 KiB; startedBy is at
 //     most 36 of [A-Za-z0-9_-]; clientToken is at most 64 of ASCII 33-126; a
 //     repeated clientToken with the same request answers the original task,
-//     even one that has stopped, and with another request is refused.
+//     even one that has stopped, and with another request is refused; tag
+//     keys are unique, counting, with propagateTags TASK_DEFINITION, the
+//     keys of the task definition's tags (which ECS copies to the task).
 //   - DescribeTasks: a new task may be MISSING for its first describes
 //     (eventual consistency, DescribeLag).
 //   - StopTask: reason at most 255 characters; an unknown task is an
@@ -81,6 +83,7 @@ type Server struct {
 	tasks    []*Task
 	byToken  map[string]*Task // clientToken → the task it started
 	taskDefs map[string][]string
+	taskTags map[string]map[string]string // family → its tags
 
 	// Throttle answers ThrottlingException to the next n calls of op.
 	Throttle map[string]int
@@ -99,13 +102,15 @@ type Server struct {
 }
 
 // New starts a fake ECS endpoint for the test. It knows the task
-// definition "pallarel-token-worker" with container "sidekiqContainer";
-// Register adds others.
+// definition "pallarel-token-worker" with container "sidekiqContainer"
+// and tag App=pallarel, as deploy/ecs/token-worker.json; Register adds
+// others.
 func New(t testing.TB) *Server {
 	s := &Server{
 		t:             t,
 		byToken:       map[string]*Task{},
 		taskDefs:      map[string][]string{"pallarel-token-worker": {"sidekiqContainer"}},
+		taskTags:      map[string]map[string]string{"pallarel-token-worker": {"App": "pallarel"}},
 		Throttle:      map[string]int{},
 		LoseResponse:  map[string]int{},
 		FailureReason: "RESOURCE:CPU",
@@ -124,6 +129,14 @@ func (s *Server) Register(family string, containers ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.taskDefs[family] = containers
+}
+
+// TagTaskDefinition sets the tags of a registered family's task
+// definition (what propagateTags TASK_DEFINITION copies to its tasks).
+func (s *Server) TagTaskDefinition(family string, tags map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.taskTags[family] = tags
 }
 
 // Client returns an ECS client on the fake with static credentials and
@@ -487,12 +500,24 @@ func (s *Server) checkRunTask(body map[string]any) *apiError {
 	if len(tags) > 50 {
 		return invalid("at most 50 tags")
 	}
+	keys := map[string]string{} // key → where it came from
+	if str(body, "propagateTags") == "TASK_DEFINITION" {
+		for k := range s.taskTags[family] {
+			keys[k] = "the task definition's propagated tags"
+		}
+	}
 	for _, tg := range tags {
 		m, _ := tg.(map[string]any)
 		k, v := str(m, "key"), str(m, "value")
 		if k == "" || len(k) > 128 || len(v) > 256 || strings.HasPrefix(strings.ToLower(k), "aws:") {
 			return invalid("bad tag %q=%q", k, v)
 		}
+		if from, dup := keys[k]; dup {
+			// RunTask's reference: "a tag key can only be used once";
+			// the propagated tags count.
+			return invalid("Tag keys must be unique: %q is repeated (already in %s)", k, from)
+		}
+		keys[k] = "the request's tags"
 	}
 	return nil
 }
