@@ -92,6 +92,14 @@ type Scaler interface {
 	Scale(ctx context.Context, p Progress) error
 }
 
+// Queuer is implemented by a launcher that makes runs wait their turn for
+// a worker (launcher/fleet).
+type Queuer interface {
+	// Waiting reports whether token's run waits for its first worker and
+	// how many runs are ahead of it.
+	Waiting(ctx context.Context, token string) (ahead int, waiting bool, err error)
+}
+
 // Progress is where a run stands, as the run supervisor sees it.
 type Progress struct {
 	Token, Queue string

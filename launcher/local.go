@@ -84,7 +84,8 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	return &Local{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), procs: map[string]*localProc{}}, nil
 }
 
-// Launch implements Launcher. A live process for the same token is reused.
+// Launch implements Launcher. A live process for the same token is reused,
+// unless req.Extra asks for one more.
 func (l *Local) Launch(ctx context.Context, req Request) (Task, error) {
 	if err := req.validate(); err != nil {
 		return Task{}, err
@@ -93,14 +94,13 @@ func (l *Local) Launch(ctx context.Context, req Request) (Task, error) {
 	defer l.mu.Unlock()
 	for id, p := range l.procs {
 		if !p.exited() {
-			if p.token == req.Token {
+			if p.token == req.Token && !req.Extra {
 				return p.task, nil
 			}
 			continue
 		}
-		// An exited worker is kept for TaskState until its token is
-		// launched again, or for an hour.
-		if p.token == req.Token || time.Since(p.exitAt) > time.Hour {
+		// An exited worker is kept for TaskState for an hour.
+		if time.Since(p.exitAt) > time.Hour {
 			delete(l.procs, id)
 		}
 	}
