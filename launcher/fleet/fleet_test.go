@@ -194,9 +194,9 @@ func TestPlan(t *testing.T) {
 		want      int
 	}{
 		{"not measured", p, 0, 10 * time.Second, 2},
-		{"on time with one", p, 100, 10 * time.Second, 1},        // 9000 rows, 100/s, 110 s left
-		{"needs three", p, 30, 10 * time.Second, 3},              // 9000/(30*110) = 2.7
-		{"late: the cap", p, 10, 5 * time.Minute, 8},             // floor of 12 s left
+		{"on time with one", p, 100, 10 * time.Second, 1}, // 9000 rows, 100/s, 110 s left
+		{"needs three", p, 30, 10 * time.Second, 3},       // 9000/(30*110) = 2.7
+		{"late: the cap", p, 10, 5 * time.Minute, 8},      // floor of 12 s left
 		{"draining", launcher.Progress{Total: 10_000, Done: 9_990, Queued: 15, SplitDone: true, StartedAt: start}, 0.1, 100 * time.Second, 2}, // 5 by rate, 2 by queue
 		{"drained", launcher.Progress{Total: 10_000, Done: 9_990, Queued: 0, SplitDone: true, StartedAt: start}, 1, 100 * time.Second, 1},
 	} {
