@@ -155,8 +155,9 @@ func exitStatus(cmd *exec.Cmd, err error) string {
 
 // TaskState implements Watcher: a worker this launcher started is running
 // until its process exits, then stopped with its exit status. An unknown
-// task ID (another launcher's, or one forgotten) is stopped unless Detach
-// is set and a process with its pid still exists.
+// task ID (another process's launcher on this machine, a forgotten one) is
+// running while a process with its pid exists, so every launching process
+// counts the same workers against the caps.
 func (l *Local) TaskState(ctx context.Context, task Task) (TaskState, error) {
 	l.mu.Lock()
 	p := l.procs[task.ID]
@@ -168,7 +169,7 @@ func (l *Local) TaskState(ctx context.Context, task Task) (TaskState, error) {
 		return TaskState{Running: true}, nil
 	}
 	pid, err := strconv.Atoi(strings.TrimPrefix(task.ID, "local-"))
-	if l.cfg.Detach && err == nil && strings.HasPrefix(task.ID, "local-") && pid > 0 && syscall.Kill(pid, 0) == nil {
+	if err == nil && strings.HasPrefix(task.ID, "local-") && pid > 0 && syscall.Kill(pid, 0) == nil {
 		return TaskState{Running: true}, nil
 	}
 	return TaskState{Reason: "no such local worker " + task.ID}, nil
