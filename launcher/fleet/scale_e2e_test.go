@@ -1,6 +1,7 @@
 package fleet_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,6 +48,10 @@ func scaleRun(t *testing.T, c *cluster, rows int) {
 	}
 	t.Logf("peak %d workers; run took %s", peak, completedAt.Sub(st.CreatedAt).Round(100*time.Millisecond))
 	c.checkZip(token, rows)
+	// The finalizer ran once, in one of the run's workers.
+	if n := strings.Count(c.logs.String(), `msg="report finished"`); n != 1 {
+		t.Fatalf("the finalizer finished %d times, want once", n)
+	}
 }
 
 // With RUN_TARGET_DURATION and local worker processes: a run that one
