@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/launcher/ecstest"
 )
 
 // procs is a launcher of pretend workers that end when told to (or by
@@ -258,5 +260,43 @@ func TestScaleGrowsAndShrinks(t *testing.T) {
 	// The freed slots went back: the third run gets one.
 	if _, err := f.Launch(ctx, req("third")); err != nil {
 		t.Fatalf("third after the drain: %v", err)
+	}
+}
+
+// RunTask throttling past the SDK's retries is a wait, not a failure: the
+// fleet keeps the run's turn (a later run does not take its slot), and the
+// next ask, once the throttling cleared, starts the task.
+func TestThrottledLaunchWaitsItsTurn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := redistest.New(t)
+	fake := ecstest.New(t)
+	ecs, err := launcher.NewECS(launcher.ECSConfig{Cluster: "pallarel", TaskDefinition: "pallarel-token-worker", Subnets: []string{"subnet-a"}},
+		fake.Client(3), launcher.WithSleep(func(context.Context, time.Duration) error { return nil }),
+		launcher.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(ecs, db.Pool, Config{MaxWorkers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.Throttle["RunTask"] = 3 // the SDK's three attempts
+	_, err = f.Launch(ctx, req("a"))
+	var we *launcher.WaitError
+	if !errors.As(err, &we) || we.Ahead != -1 || !strings.Contains(err.Error(), "ThrottlingException") {
+		t.Fatalf("throttled launch: %v, want a WaitError of the throttling", err)
+	}
+	if n := strings.Count(fmt.Sprint(fake.Ops()), "RunTask"); n != 3 {
+		t.Fatalf("%d RunTask calls, want the SDK's 3", n)
+	}
+	if live, _ := f.Live(ctx); len(live) != 0 {
+		t.Fatalf("slots %v held by a launch that started nothing", live)
+	}
+	_, err = f.Launch(ctx, req("b")) // b came later: a keeps its turn
+	wantWait(t, err, 1)
+	task, err := f.Launch(ctx, req("a"))
+	if err != nil || len(fake.Tasks()) != 1 || fake.Tasks()[0].ARN != task.ID {
+		t.Fatalf("a once the throttling cleared: %v, %v; tasks %+v", task, err, fake.Tasks())
 	}
 }
