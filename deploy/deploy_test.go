@@ -218,6 +218,17 @@ func TestTaskDefinitions(t *testing.T) {
 func checkWeb(t *testing.T, td taskDef, cfg config.Config) {
 	t.Helper()
 	c := td.ContainerDefinitions[0]
+	// The web server's supervisor launches token tasks too: it must hold
+	// them to the report worker's caps (both count the same slots).
+	rcfg, err := config.Load(mapLookup(loadTaskDef(t, "report-worker").env(map[string]string{"REDIS_URL": "redis://r:6379/0", "DATABASE_URL": "mysql://u:p@db/x"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, rf := cfg.Fleet, rcfg.Fleet
+	if wf.MaxWorkers != rf.MaxWorkers || wf.MaxPerRun != rf.MaxPerRun || wf.Target != rf.Target || cfg.ECS.Cluster != rcfg.ECS.Cluster || cfg.ECS.TaskDefinition != rcfg.ECS.TaskDefinition {
+		t.Errorf("web fleet %+v / ECS %s %s, report worker %+v / %s %s: want the same", cfg.Fleet, cfg.ECS.Cluster, cfg.ECS.TaskDefinition,
+			rcfg.Fleet, rcfg.ECS.Cluster, rcfg.ECS.TaskDefinition)
+	}
 	if err := servercmd.CheckProductionWeb(cfg); err != nil {
 		t.Errorf("the web task as configured: %v", err)
 	}
