@@ -70,6 +70,11 @@ func (p *Pipeline) scaleRun(ctx context.Context, st models.CsvProcessingStatus, 
 	}
 	// The target runs from the upload: time spent waiting for a worker counts.
 	started := st.CreatedAt
+	if total == 0 && st.SplitBytesRead > 0 && st.SplitBytesTotal > 0 {
+		// A big run's split reads the upload a window at a time, so its
+		// count comes last: estimate it from the bytes read, as its page does.
+		total = int(float64(st.SplitRows) * float64(st.SplitBytesTotal) / float64(st.SplitBytesRead))
+	}
 	p.warnIf(sc.Scale(ctx, launcher.Progress{
 		Token: st.Token, Queue: queue, Total: total, Done: recorded, Queued: queued,
 		SplitDone: splitDone, StartedAt: started, FirstWorker: st.WorkerTaskArn,

@@ -55,10 +55,13 @@ func scaleRun(t *testing.T, c *cluster, rows int) {
 }
 
 // With RUN_TARGET_DURATION and local worker processes: a run that one
-// worker would finish late gets more, and loses them as it drains.
+// worker would finish late gets more, and loses them as it drains. Its
+// split feeds 500 rows at a time, so its size is an estimate from the bytes
+// read until the last window.
 func TestRunScalesOutWithLocalWorkers(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, map[string]string{
+		"SPLIT_WINDOW":          "500",
 		"RUN_TARGET_DURATION":   "15s",
 		"MAX_WORKERS_PER_RUN":   "4",
 		"SLEEPWORKER_ROW_SLEEP": "20ms",
