@@ -57,8 +57,12 @@ func main() {
 		}
 		ideal := float64(n**conc) / sleep.Seconds()
 		rate := float64(*rows) / r.run.Seconds()
+		toN := "never"
+		if r.toN > 0 {
+			toN = r.toN.Round(100 * time.Millisecond).String()
+		}
 		fmt.Printf("| %d | %d | %.0f | %.0f | %.2f | %s | %s | %s | %d |\n", n, *rows, rate, ideal, rate/ideal,
-			r.toN.Round(100*time.Millisecond), r.run.Round(100*time.Millisecond), r.target.Round(100*time.Millisecond), r.peak)
+			toN, r.run.Round(100*time.Millisecond), r.target.Round(100*time.Millisecond), r.peak)
 	}
 }
 
@@ -144,7 +148,7 @@ func measure(bin, redisURL string, rows, n, conc int, sleep time.Duration) (resu
 		live := liveWorkers(bin)
 		r.peak = max(r.peak, live)
 		if live >= n && r.toN == 0 {
-			r.toN = time.Since(start)
+			r.toN = max(time.Since(start), time.Millisecond)
 		}
 		got, err := db.ReportByID(ctx, rep.ID)
 		if err == nil && got.Status == models.ReportCompleted {
