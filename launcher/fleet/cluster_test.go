@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -200,8 +201,8 @@ func (c *cluster) checkZip(token string, rows int) {
 	e2etest.CheckTextReport(c.t, e2etest.ReadZip(c.t, b.Bytes()), rows)
 }
 
-// liveWorkers counts the token worker processes alive now (running the
-// sleep worker on a token queue), and by queue.
+// liveWorkers counts this cluster's token worker processes alive now (the
+// sleep worker on a token queue, on this cluster's Redis), and by queue.
 func (c *cluster) liveWorkers() (int, map[string]int) {
 	byQueue := map[string]int{}
 	n := 0
@@ -213,6 +214,12 @@ func (c *cluster) liveWorkers() (int, map[string]int) {
 		}
 		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 		if args[0] != c.bin {
+			continue
+		}
+		// Other tests run the same binary at the same time: only this
+		// cluster's workers, by their Redis.
+		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if !slices.Contains(strings.Split(string(environ), "\x00"), "REDIS_URL="+c.rdb.URL()) {
 			continue
 		}
 		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
