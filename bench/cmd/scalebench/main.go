@@ -203,4 +203,3 @@ func liveWorkers(bin string) int {
 	}
 	return n
 }
-
