@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pallarel/pallarel/sidekiq"
 )
 
 // scaleRun submits one run of rows and checks the run itself grew its
@@ -14,10 +16,24 @@ func scaleRun(t *testing.T, c *cluster, rows int) {
 	s := c.sample(20 * time.Millisecond)
 	token, id := c.submit(rows, "sleep")
 	var queue string
+	api := sidekiq.NewAPI(c.rdb.Pool, sidekiq.Dialect8)
+	seen := map[string]bool{} // Sidekiq processes on the run's queue, as the Web UI lists them
 	deadline := time.Now().Add(4 * time.Minute)
 	for !c.completed(id) {
 		if time.Now().After(deadline) {
 			t.Fatal("the run did not complete in 4 minutes")
+		}
+		if queue == "" {
+			if st, err := c.db.StatusByToken(t.Context(), token); err == nil {
+				queue = st.QueueName
+			}
+		}
+		if ps, err := api.Processes(t.Context()); err == nil && queue != "" {
+			for _, p := range ps {
+				if len(p.Queues) == 1 && p.Queues[0] == queue {
+					seen[p.Identity] = true
+				}
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -27,7 +43,9 @@ func scaleRun(t *testing.T, c *cluster, rows int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queue = st.QueueName
+	if queue != st.QueueName {
+		t.Fatalf("queue %q, the run's %q", queue, st.QueueName)
+	}
 	peak, peakAt := 0, time.Time{}
 	for _, sm := range s.samples {
 		if n := sm.byQueue[queue]; n > peak {
@@ -36,6 +54,9 @@ func scaleRun(t *testing.T, c *cluster, rows int) {
 	}
 	if peak < 2 {
 		t.Fatalf("at most %d workers on %s: the run never launched more", peak, queue)
+	}
+	if len(seen) < peak {
+		t.Fatalf("%d Sidekiq processes on %s in the processes set (what the Web UI shows), %d workers ran", len(seen), queue, peak)
 	}
 	shrunk := false
 	for _, sm := range s.samples {
