@@ -2,16 +2,26 @@
 # Multi-stage build: static Go binaries on a distroless, non-root image.
 # The same image runs the web server (default), the `report` worker and the
 # per-token workers that ECS starts (/app/worker -q report-<sha1> -c 10).
+#
+# Multi-arch: the Go stages run on the builder's platform and cross-compile
+# for the target's (no emulation), so one command builds both Fargate
+# architectures (runtimePlatform.cpuArchitecture X86_64 or ARM64):
+#   docker buildx build --platform linux/amd64,linux/arm64 -t <repo>:<tag> --push .
+# and a plain `docker build --platform linux/amd64 .` on an ARM laptop
+# builds the image the task definitions run.
 
-FROM golang:1.26-bookworm AS build
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
+ARG TARGETOS=linux
+ARG TARGETARCH
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/server ./cmd/worker ./cmd/pallarel
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/server ./cmd/worker ./cmd/pallarel
 
-# A CJK TrueType font for Japanese text in PDF reports (IPA Gothic).
-FROM debian:bookworm-slim AS fonts
+# A CJK TrueType font for Japanese text in PDF reports (IPA Gothic); font
+# files are the same on every architecture.
+FROM --platform=$BUILDPLATFORM debian:bookworm-slim AS fonts
 RUN apt-get update \
  && apt-get install -y --no-install-recommends fonts-ipafont-gothic \
  && rm -rf /var/lib/apt/lists/*

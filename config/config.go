@@ -17,6 +17,7 @@ import (
 
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/launcher/fleet"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/storage"
@@ -166,6 +167,10 @@ type Config struct {
 	// WorkerMaxRelaunches is WORKER_MAX_RELAUNCHES: relaunches of one
 	// run's worker before the run fails. Defaults to 5.
 	WorkerMaxRelaunches int
+	// Fleet caps and sizes token workers: MAX_TOKEN_WORKERS (in total,
+	// default 20, 0 for no cap), MAX_WORKERS_PER_RUN (default 10) and
+	// RUN_TARGET_DURATION (default 0: one worker per run).
+	Fleet fleet.Config
 	// WebhookURL is WEBHOOK_URL: an http(s) URL called once when a run
 	// ends, unless the upload gave its own (optional).
 	WebhookURL string
@@ -443,6 +448,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		c.LocalWorkerCommand = cmd
 	}
 	c.WorkerMaxRelaunches = int(l.integer("WORKER_MAX_RELAUNCHES", 5, 0, 100))
+	c.Fleet = fleet.Config{
+		MaxWorkers: int(l.integer("MAX_TOKEN_WORKERS", 20, 0, 100_000)),
+		MaxPerRun:  int(l.integer("MAX_WORKERS_PER_RUN", 10, 1, 10_000)),
+		Target:     l.duration("RUN_TARGET_DURATION", 0),
+	}
 	c.WebhookURL = l.str("WEBHOOK_URL", "")
 	if c.WebhookURL != "" {
 		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/launcher/fleet"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/storage"
@@ -52,6 +53,7 @@ func defaults() Config {
 		SuperviseInterval:   5 * time.Second,
 		WorkerLaunchGrace:   45 * time.Second,
 		WorkerMaxRelaunches: 5,
+		Fleet:               fleet.Config{MaxWorkers: 20, MaxPerRun: 10},
 	}
 }
 
@@ -184,6 +186,9 @@ func TestLoad(t *testing.T) {
 		{"local detach and self", with(nil, "LOCAL_WORKERS_DETACH", "true", "ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x", "PALLAREL_LAUNCHED_BY", "local"), func(c *Config) {
 			c.LocalDetach = true
 			c.Self = launcher.SelfEnv{MetadataURI: "http://169.254.170.2/v4/x", LaunchedBy: "local"}
+		}},
+		{"token worker caps and target", with(nil, "MAX_TOKEN_WORKERS", "0", "MAX_WORKERS_PER_RUN", "4", "RUN_TARGET_DURATION", "10m"), func(c *Config) {
+			c.Fleet = fleet.Config{MaxWorkers: 0, MaxPerRun: 4, Target: 10 * time.Minute}
 		}},
 		{"webhook", with(nil, "WEBHOOK_URL", "https://rails.example/hooks/pallarel", "WEBHOOK_SECRET", "k"), func(c *Config) {
 			c.WebhookURL, c.WebhookSecret = "https://rails.example/hooks/pallarel", "k"

@@ -23,6 +23,8 @@ import (
 
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/internal/redistest"
+	"github.com/pallarel/pallarel/internal/servercmd"
+	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/launcher/ecstest"
@@ -41,13 +43,27 @@ type taskDef struct {
 	Memory                  string   `json:"memory"`
 	ExecutionRoleArn        string   `json:"executionRoleArn"`
 	TaskRoleArn             string   `json:"taskRoleArn"`
-	ContainerDefinitions    []struct {
+	Tags                    []struct {
+		Key   string `json:"key"`
+		Value string `json:"value"`
+	} `json:"tags"`
+	ContainerDefinitions []struct {
 		Name        string   `json:"name"`
 		Image       string   `json:"image"`
 		Essential   bool     `json:"essential"`
 		EntryPoint  []string `json:"entryPoint"`
 		Command     []string `json:"command"`
 		StopTimeout int      `json:"stopTimeout"`
+		HealthCheck *struct {
+			Command     []string `json:"command"`
+			Interval    int      `json:"interval"`
+			Timeout     int      `json:"timeout"`
+			Retries     int      `json:"retries"`
+			StartPeriod int      `json:"startPeriod"`
+		} `json:"healthCheck"`
+		PortMappings []struct {
+			ContainerPort int `json:"containerPort"`
+		} `json:"portMappings"`
 		Environment []struct {
 			Name, Value string
 		} `json:"environment"`
@@ -170,14 +186,103 @@ func TestTaskDefinitions(t *testing.T) {
 			if lc.LogDriver != "awslogs" || lc.Options["awslogs-group"] != "/ecs/pallarel" || lc.Options["awslogs-stream-prefix"] == "" {
 				t.Errorf("log configuration %+v", lc)
 			}
+			// The log mode is stated, not left to the account's default
+			// (non-blocking since 2025); non-blocking needs its buffer.
+			switch lc.Options["mode"] {
+			case "blocking":
+			case "non-blocking":
+				if !regexp.MustCompile(`^\d+[km]$`).MatchString(lc.Options["max-buffer-size"]) {
+					t.Errorf("mode non-blocking with max-buffer-size %q", lc.Options["max-buffer-size"])
+				}
+			default:
+				t.Errorf("log mode %q, want blocking or non-blocking", lc.Options["mode"])
+			}
 			// Every setting is one the configuration accepts.
-			if _, err := config.Load(mapLookup(td.env(map[string]string{
+			cfg, err := config.Load(mapLookup(td.env(map[string]string{
 				"REDIS_URL": "redis://redis.internal:6379/0", "DATABASE_URL": "mysql://u:p@db.internal/pallarel",
-				"BASIC_AUTH_USER": "admin", "BASIC_AUTH_PASSWORD": "pw",
-			}))); err != nil {
+				"BASIC_AUTH_USER": "admin", "BASIC_AUTH_PASSWORD": "pw", "SECRET_KEY_BASE": strings.Repeat("s", 64),
+			})))
+			if err != nil {
 				t.Errorf("config: %v", err)
 			}
+			if c.EntryPoint[0] == "/app/server" {
+				checkWeb(t, td, cfg)
+			} else {
+				checkWorkerHealth(t, td)
+			}
 		})
+	}
+}
+
+// checkWeb: the web task gets SECRET_KEY_BASE from SSM (the server
+// refuses production auth without it), and its stopTimeout leaves the
+// server's shutdown grace room before ECS's SIGKILL.
+func checkWeb(t *testing.T, td taskDef, cfg config.Config) {
+	t.Helper()
+	c := td.ContainerDefinitions[0]
+	// The web server's supervisor launches token tasks too: it must hold
+	// them to the report worker's caps (both count the same slots).
+	rcfg, err := config.Load(mapLookup(loadTaskDef(t, "report-worker").env(map[string]string{"REDIS_URL": "redis://r:6379/0", "DATABASE_URL": "mysql://u:p@db/x"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, rf := cfg.Fleet, rcfg.Fleet
+	if wf.MaxWorkers != rf.MaxWorkers || wf.MaxPerRun != rf.MaxPerRun || wf.Target != rf.Target || cfg.ECS.Cluster != rcfg.ECS.Cluster || cfg.ECS.TaskDefinition != rcfg.ECS.TaskDefinition {
+		t.Errorf("web fleet %+v / ECS %s %s, report worker %+v / %s %s: want the same", cfg.Fleet, cfg.ECS.Cluster, cfg.ECS.TaskDefinition,
+			rcfg.Fleet, rcfg.ECS.Cluster, rcfg.ECS.TaskDefinition)
+	}
+	if err := servercmd.CheckProductionWeb(cfg); err != nil {
+		t.Errorf("the web task as configured: %v", err)
+	}
+	cfg.SecretKeyBase = ""
+	if !cfg.AuthOn() || servercmd.CheckProductionWeb(cfg) == nil {
+		t.Error("the web task has no auth, or the server would start in production with auth and no SECRET_KEY_BASE")
+	}
+	if grace := servercmd.ShutdownGrace; time.Duration(c.StopTimeout)*time.Second < grace+5*time.Second {
+		t.Errorf("stopTimeout %ds: want the shutdown grace %s plus at least 5 s", c.StopTimeout, grace)
+	}
+	if c.HealthCheck != nil {
+		t.Error("the web container has a healthCheck: the load balancer checks /up (the image has no shell or curl)")
+	}
+	var tg struct {
+		Port            int
+		TargetType      string
+		HealthCheckPath string
+		HealthCheckPort string
+		Matcher         struct{ HttpCode string }
+	}
+	loadJSON(t, filepath.Join("elb", "web-target-group.json"), &tg)
+	if len(c.PortMappings) != 1 || tg.Port != c.PortMappings[0].ContainerPort || tg.TargetType != "ip" || tg.HealthCheckPort != "traffic-port" {
+		t.Errorf("target group %+v for port mappings %+v (awsvpc needs target type ip)", tg, c.PortMappings)
+	}
+	// /up, not /readyz: /readyz checks Redis and the database, so a Redis
+	// blip would fail every web task at once and the service replace them.
+	if tg.HealthCheckPath != "/up" || tg.Matcher.HttpCode != "200" {
+		t.Errorf("target group health check %s → %s, want /up → 200", tg.HealthCheckPath, tg.Matcher.HttpCode)
+	}
+}
+
+// checkWorkerHealth: a worker container is checked by `worker
+// -healthcheck`, which reads the heartbeat file the task's environment
+// names, within its interval and timeout limits.
+func checkWorkerHealth(t *testing.T, td taskDef) {
+	t.Helper()
+	c := td.ContainerDefinitions[0]
+	hc := c.HealthCheck
+	if hc == nil {
+		t.Fatal("no healthCheck: a wedged worker would stay healthy")
+	}
+	if want := []string{"CMD", c.EntryPoint[0], "-healthcheck"}; !slices.Equal(hc.Command, want) {
+		t.Errorf("healthCheck command %q, want %q (exec form: the image has no shell)", hc.Command, want)
+	}
+	// ECS's limits: interval 5-300, timeout 2-60, retries 1-10, startPeriod 0-300.
+	if hc.Interval < 5 || hc.Interval > 300 || hc.Timeout < 2 || hc.Timeout > 60 || hc.Timeout >= hc.Interval ||
+		hc.Retries < 1 || hc.Retries > 10 || hc.StartPeriod < 0 || hc.StartPeriod > 300 {
+		t.Errorf("healthCheck %+v outside ECS's limits", *hc)
+	}
+	env := td.env(nil)
+	if !strings.HasPrefix(env[workercmd.HeartbeatFileEnv], "/tmp/") {
+		t.Errorf("%s = %q, want a file under /tmp (the image's writable directory)", workercmd.HeartbeatFileEnv, env[workercmd.HeartbeatFileEnv])
 	}
 }
 
@@ -258,10 +363,26 @@ func TestIAMPolicies(t *testing.T) {
 	app := loadPolicy(t, "app-task-role-policy")
 	tokenRole := loadPolicy(t, "token-worker-task-role-policy")
 	exec := loadPolicy(t, "execution-role-policy")
-	trust := loadPolicy(t, "ecs-tasks-trust-policy")
+	trust := loadPolicy(t, "task-role-trust-policy")
+	execTrust := loadPolicy(t, "execution-role-trust-policy")
 
-	if trust.Statement[0].Principal["Service"] != "ecs-tasks.amazonaws.com" || !slices.Equal(trust.Statement[0].Action, []string{"sts:AssumeRole"}) {
-		t.Errorf("trust policy %+v", trust.Statement[0])
+	for name, p := range map[string]policy{"task roles": trust, "execution role": execTrust} {
+		if len(p.Statement) != 1 || p.Statement[0].Principal["Service"] != "ecs-tasks.amazonaws.com" || !slices.Equal(p.Statement[0].Action, []string{"sts:AssumeRole"}) {
+			t.Errorf("%s trust policy %+v", name, p.Statement)
+		}
+		if p.Statement[0].Condition["StringEquals"]["aws:SourceAccount"] != account {
+			t.Errorf("%s trust policy: condition %v, want aws:SourceAccount %s", name, p.Statement[0].Condition, account)
+		}
+	}
+	// Task roles: the account and ECS resources of the region, as the
+	// task IAM role guide gives. The execution role is assumed by the
+	// agent on the task's behalf, with the task-role ARN conditions
+	// left out, as the execution role guide gives it.
+	if trust.Statement[0].Condition["ArnLike"]["aws:SourceArn"] != "arn:aws:ecs:ap-northeast-1:"+account+":*" {
+		t.Errorf("task role trust: condition %v, want aws:SourceArn ArnLike the region's ECS ARNs", trust.Statement[0].Condition)
+	}
+	if _, ok := execTrust.Statement[0].Condition["ArnLike"]; ok || len(execTrust.Statement[0].Condition) != 1 {
+		t.Errorf("execution role trust: condition %v, want aws:SourceAccount alone", execTrust.Statement[0].Condition)
 	}
 	if web.TaskRoleArn != report.TaskRoleArn || web.TaskRoleArn == token.TaskRoleArn {
 		t.Errorf("roles: web %s, report %s, token %s: the launching tasks share one role, the token task has its own", web.TaskRoleArn, report.TaskRoleArn, token.TaskRoleArn)
@@ -435,6 +556,16 @@ func TestTokenTaskStartsAsECSStartsIt(t *testing.T) {
 		names = append(names, c.Name)
 	}
 	fake.Register(tokenTD.Family, names...)
+	// Its tags, which propagateTags copies: ECS refuses a RunTask that
+	// repeats one of their keys.
+	tdTags := map[string]string{}
+	for _, tg := range tokenTD.Tags {
+		tdTags[tg.Key] = tg.Value
+	}
+	if len(tdTags) == 0 || !cfg.ECS.PropagateTags {
+		t.Fatalf("token task definition tags %v, propagate %v: the repeated-key check would test nothing", tdTags, cfg.ECS.PropagateTags)
+	}
+	fake.TagTaskDefinition(tokenTD.Family, tdTags)
 	l, err := launcher.NewECS(cfg.ECS, fake.Client(cfg.ECS.WithDefaults().MaxAttempts))
 	if err != nil {
 		t.Fatal(err)
@@ -495,6 +626,7 @@ func TestTokenTaskStartsAsECSStartsIt(t *testing.T) {
 	env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = "AKIDTEST", "secret"
 	env["AWS_EC2_METADATA_DISABLED"] = "true"
 	env["DATA_DIR"] = filepath.Join(dir, "data") // the image's /tmp/pallarel, kept inside the test
+	env[workercmd.HeartbeatFileEnv] = filepath.Join(dir, strings.TrimPrefix(env[workercmd.HeartbeatFileEnv], "/"))
 	var environ []string
 	for k, v := range env {
 		environ = append(environ, k+"="+v)
@@ -552,6 +684,17 @@ func TestTokenTaskStartsAsECSStartsIt(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "stopping the task this worker runs in") || !strings.Contains(logs.String(), task.ID) {
 		t.Fatalf("the worker did not stop its own task; logs:\n%s", logs.String())
+	}
+	// The container's healthCheck, run as ECS runs it, in the same
+	// environment: the worker just beat, so it is healthy.
+	hc := tokenTD.ContainerDefinitions[0].HealthCheck.Command
+	if hc[1] != argv[0] {
+		t.Fatalf("healthCheck runs %s, the container %s", hc[1], argv[0])
+	}
+	check := exec.Command(workerBin, hc[2:]...)
+	check.Env = environ
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("healthCheck %q: %v\n%s", hc, err, out)
 	}
 }
 

@@ -171,6 +171,12 @@ func (p *Pipeline) launchWorkers(ctx context.Context, token, queue string, log i
 		return
 	}
 	task, err := p.d.Launcher.Launch(ctx, launcher.Request{Token: token, Queue: queue})
+	if p.noteWaiting(ctx, token, err) {
+		// The run supervisor launches it when its turn comes.
+		log.Info("run waits for a worker", "reason", err.Error())
+		p.warnIf(p.d.DB.ReleaseWorkerLaunch(ctx, token), "ReleaseWorkerLaunch")
+		return
+	}
 	if err != nil {
 		log.Error("launch worker", "err", err)
 		p.warnIf(p.d.DB.SetLastError(ctx, token, "worker launch failed: "+err.Error()), "SetLastError")

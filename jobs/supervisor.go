@@ -227,23 +227,31 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 	}
 
 	stalled := ""
+	waiting := false
 	if qw.HasWork() && len(qw.Consumers) == 0 {
 		if w.noConsumerSince.IsZero() {
 			w.noConsumerSince = now
 		}
 		stalled = "no live worker on queue " + queue
-		if st.StateReason == "" {
-			// The page says why the run waits from the first pass, not
-			// only once it counts as stalled.
-			p.warnIf(p.d.DB.SetState(ctx, token, st.RunState(), "waiting: "+stalled), "SetState")
-		}
-		if err := p.maybeRelaunch(ctx, st, queue, w, now); err != nil {
-			return err
+		if waiting = p.waitingForWorker(ctx, token); waiting {
+			if err := p.launchWaiting(ctx, st, queue, now); err != nil {
+				return err
+			}
+		} else {
+			if st.StateReason == "" {
+				// The page says why the run waits from the first pass, not
+				// only once it counts as stalled.
+				p.warnIf(p.d.DB.SetState(ctx, token, st.RunState(), "waiting: "+stalled), "SetState")
+			}
+			if err := p.maybeRelaunch(ctx, st, queue, w, now); err != nil {
+				return err
+			}
 		}
 	} else {
 		w.noConsumerSince = time.Time{}
+		p.scaleRun(ctx, st, queue, total, recorded, hasSpec && splitDone, len(w.queued))
 	}
-	if now.Sub(w.lastProgress) >= p.d.Supervise.StallAfter && st.FinalizedAt == nil {
+	if now.Sub(w.lastProgress) >= p.d.Supervise.StallAfter && st.FinalizedAt == nil && !waiting {
 		reason := fmt.Sprintf("stalled: no row ended for %s", now.Sub(w.lastProgress).Round(time.Second))
 		if stalled != "" {
 			reason += "; " + stalled
@@ -459,6 +467,9 @@ func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingSta
 	p.log.Warn("run supervisor: launching the worker again", "token", st.Token, "attempt", attempts,
 		"max", cfg.MaxRelaunches, "reason", reason)
 	task, err := p.d.Launcher.Launch(ctx, launcher.Request{Token: st.Token, Queue: queue})
+	if p.noteWaiting(ctx, st.Token, err) {
+		return nil // the caps are full: the run waits its turn (launchWaiting)
+	}
 	if err != nil {
 		p.warnIf(p.d.DB.SetState(ctx, st.Token, st.RunState(), fmt.Sprintf("worker relaunch %d/%d failed: %v", attempts, cfg.MaxRelaunches, err)), "SetState")
 		return nil

@@ -85,10 +85,12 @@ type ECSConfig struct {
 	WaitRunning time.Duration
 	// PollInterval is the DescribeTasks interval while waiting. Defaults to 5s.
 	PollInterval time.Duration
-	// MaxAttempts caps RunTask attempts on capacity failures (failures[]
-	// in a 200 answer). API errors (throttling, 5xx) are retried by the
-	// SDK's retryer alone (NewECSClient gives it the same cap), never by
-	// both. Defaults to 5.
+	// MaxAttempts caps RunTask attempts on capacity and quota failures
+	// (failures[] in a 200 answer, or a quota error) and on throttling
+	// the SDK's own retries (NewECSClient gives them the same cap) did not
+	// outlast. Past it a capacity, quota or throttling answer is a
+	// WaitError: the run waits and the supervisor tries again. Defaults
+	// to 5.
 	MaxAttempts int
 	// BaseBackoff is the first delay after a capacity failure, doubled per
 	// attempt with jitter up to MaxBackoff. Default 1s and 30s.
@@ -338,26 +340,66 @@ func NewClientToken(token string) string {
 	return "p-" + hex.EncodeToString(sum[:4]) + "-" + hex.EncodeToString(r[:])
 }
 
-// Launch implements Launcher: reuse a live task for the token, else RunTask
-// (again after capacity failures, each with a new clientToken), then wait
-// for RUNNING if configured.
+// Launch implements Launcher: reuse a live task for the token (unless
+// req.Extra), else RunTask (again after capacity failures, each with a new
+// clientToken), then wait for RUNNING if configured.
 func (e *ECS) Launch(ctx context.Context, req Request) (Task, error) {
 	if err := req.validate(); err != nil {
 		return Task{}, err
 	}
-	arn, err := e.findLive(ctx, req.Token)
-	if err != nil {
-		return Task{}, err
+	var arn string
+	if !req.Extra {
+		var err error
+		if arn, err = e.findLive(ctx, req.Token); err != nil {
+			return Task{}, err
+		}
 	}
 	if arn != "" {
 		e.log.InfoContext(ctx, "reusing ecs task", "token", req.Token, "task", arn)
 	} else {
-		arn, err = e.runTask(ctx, req)
+		arns, err := e.runTask(ctx, req, 1)
 		if err != nil {
 			return Task{}, err
 		}
+		arn = arns[0]
 		e.log.InfoContext(ctx, "started ecs task", "token", req.Token, "queue", req.Queue, "task", arn)
 	}
+	return e.track(ctx, arn)
+}
+
+// MaxRunTaskCount is the most tasks one RunTask call may start.
+const MaxRunTaskCount = 10
+
+// LaunchN starts n more workers for req's token (a run spread over
+// several), in RunTask calls of at most MaxRunTaskCount tasks each. It
+// returns the tasks started, also when a later call failed.
+func (e *ECS) LaunchN(ctx context.Context, req Request, n int) ([]Task, error) {
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	var tasks []Task
+	for n > 0 {
+		count := min(n, MaxRunTaskCount)
+		arns, err := e.runTask(ctx, req, count)
+		for _, arn := range arns {
+			t, terr := e.track(ctx, arn)
+			if terr != nil {
+				err = errors.Join(err, terr)
+			}
+			tasks = append(tasks, t)
+		}
+		if err != nil {
+			return tasks, err
+		}
+		e.log.InfoContext(ctx, "started ecs tasks", "token", req.Token, "queue", req.Queue, "count", len(arns))
+		n -= len(arns)
+	}
+	return tasks, nil
+}
+
+// track records a task this launcher started or reused and waits for it
+// to run if configured.
+func (e *ECS) track(ctx context.Context, arn string) (Task, error) {
 	task := Task{ID: arn, StartedAt: e.now()}
 	e.mu.Lock()
 	if _, ok := e.launched[arn]; !ok {
@@ -454,6 +496,18 @@ func (f *FailuresError) Error() string {
 	return "ecs run task failures: " + strings.Join(parts, "; ")
 }
 
+// spotCapacity reports whether ECS said Spot has no capacity ("Capacity is
+// unavailable at this time. Please try again later or in a different
+// availability zone").
+func (f *FailuresError) spotCapacity() bool {
+	for _, fl := range f.Failures {
+		if strings.Contains(strings.ToLower(aws.ToString(fl.Reason)), "capacity is unavailable") {
+			return true
+		}
+	}
+	return false
+}
+
 // retryable reports whether f is capacity-like (worth another try) rather
 // than a configuration mistake such as a missing task definition.
 func (f *FailuresError) retryable() bool {
@@ -464,6 +518,20 @@ func (f *FailuresError) retryable() bool {
 		}
 	}
 	return true
+}
+
+// tags are the task's own tags. A tag key may appear once in a RunTask,
+// counting the task definition's tags that PropagateTags copies: with it
+// the task definition names the application (App), so the request adds
+// only what is the launch's own, the run's Token and the Env.
+func (e *ECS) tags(req Request) []types.Tag {
+	var tags []types.Tag
+	if !e.cfg.PropagateTags {
+		tags = append(tags, types.Tag{Key: aws.String("App"), Value: aws.String("report")})
+	}
+	return append(tags,
+		types.Tag{Key: aws.String("Token"), Value: aws.String(req.Token)},
+		types.Tag{Key: aws.String("Env"), Value: aws.String(e.cfg.Env)})
 }
 
 // RunTaskInput is the request Launch sends for req, with clientToken.
@@ -497,11 +565,7 @@ func (e *ECS) RunTaskInput(req Request, clientToken string) *ecs.RunTaskInput {
 				{Name: aws.String("QUEUE"), Value: aws.String(req.Queue)},
 			},
 		}}},
-		Tags: []types.Tag{
-			{Key: aws.String("App"), Value: aws.String("report")},
-			{Key: aws.String("Token"), Value: aws.String(req.Token)},
-			{Key: aws.String("Env"), Value: aws.String(e.cfg.Env)},
-		},
+		Tags: e.tags(req),
 	}
 	if e.cfg.PlatformVersion != "" {
 		in.PlatformVersion = aws.String(e.cfg.PlatformVersion)
@@ -520,33 +584,128 @@ func (e *ECS) RunTaskInput(req Request, clientToken string) *ecs.RunTaskInput {
 	return in
 }
 
-func (e *ECS) runTask(ctx context.Context, req Request) (string, error) {
+// throttled reports whether err is throttling: the SDK's retryer has
+// already backed off and retried it MaxAttempts times, so the launcher does
+// not retry it again on top (that would multiply the calls into a
+// throttled API); the run waits and the supervisor tries again.
+func throttled(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode() {
+	case "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException":
+		return true
+	}
+	return false
+}
+
+// quotaError reports whether err is an API error for a quota on concurrent
+// tasks or vCPUs ("You've reached the limit on the number of tasks you can
+// run concurrently"), which the SDK does not retry: the launcher does, with
+// backoff, as tasks end and free the quota.
+func quotaError(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.ErrorCode() == "LimitExceededException" || quotaMessage(ae.ErrorMessage())
+}
+
+func quotaMessage(msg string) bool {
+	return strings.Contains(strings.ToLower(msg), "reached the limit on the number of")
+}
+
+// onDemand returns the strategy with FARGATE_SPOT replaced by on-demand
+// FARGATE, and whether there was Spot to replace.
+func onDemand(cps []CapacityProvider) ([]CapacityProvider, bool) {
+	var out []CapacityProvider
+	spot := false
+	for _, p := range cps {
+		if p.Name == "FARGATE_SPOT" {
+			spot = true
+			continue
+		}
+		out = append(out, p)
+	}
+	if !spot {
+		return cps, false
+	}
+	if !slices.ContainsFunc(out, func(p CapacityProvider) bool { return p.Name == "FARGATE" }) {
+		out = append(out, CapacityProvider{Name: "FARGATE", Weight: 1})
+	}
+	return out, true
+}
+
+// runTask starts count tasks for req, retrying capacity and quota
+// failures and throttling with backoff; after a Spot capacity failure the
+// next try runs on on-demand Fargate. It returns the ARNs started (fewer
+// than count when ECS placed only some, which is not an error). Capacity,
+// quota and throttling that outlast MaxAttempts end in a *WaitError.
+func (e *ECS) runTask(ctx context.Context, req Request, count int) ([]string, error) {
+	strategy := e.cfg.CapacityProviders
 	for attempt := 1; ; attempt++ {
 		// A new logical launch each time: after failures[] no task was
 		// started, and reusing the token could replay the failure.
-		out, err := e.client.RunTask(ctx, e.RunTaskInput(req, NewClientToken(req.Token)))
+		in := e.RunTaskInput(req, NewClientToken(req.Token))
+		in.Count = aws.Int32(int32(count))
+		if len(strategy) > 0 {
+			in.CapacityProviderStrategy = in.CapacityProviderStrategy[:0]
+			for _, p := range strategy {
+				in.CapacityProviderStrategy = append(in.CapacityProviderStrategy, types.CapacityProviderStrategyItem{
+					CapacityProvider: aws.String(p.Name), Weight: p.Weight, Base: p.Base,
+				})
+			}
+		}
+		out, err := e.client.RunTask(ctx, in)
+		wait := false
 		if err != nil {
-			return "", fmt.Errorf("ecs run task for %s: %w", req.Token, err)
-		}
-		switch {
-		case len(out.Failures) > 0:
-			err = &FailuresError{Failures: out.Failures}
-		case len(out.Tasks) == 0 || aws.ToString(out.Tasks[0].TaskArn) == "":
-			err = &FailuresError{Failures: []types.Failure{{Reason: aws.String("no task returned")}}}
-		default:
-			return aws.ToString(out.Tasks[0].TaskArn), nil
-		}
-		var fe *FailuresError
-		if errors.As(err, &fe) && !fe.retryable() {
-			return "", fmt.Errorf("ecs run task for %s: %w", req.Token, err)
+			err = fmt.Errorf("ecs run task for %s: %w", req.Token, err)
+			if throttled(err) {
+				return nil, &WaitError{Ahead: -1, Err: err}
+			}
+			if !quotaError(err) {
+				return nil, err
+			}
+			wait = true
+		} else {
+			var arns []string
+			for _, t := range out.Tasks {
+				if a := aws.ToString(t.TaskArn); a != "" {
+					arns = append(arns, a)
+				}
+			}
+			if len(arns) > 0 {
+				return arns, nil
+			}
+			fe := &FailuresError{Failures: out.Failures}
+			if len(fe.Failures) == 0 {
+				fe.Failures = []types.Failure{{Reason: aws.String("no task returned")}}
+			}
+			err = fmt.Errorf("ecs run task for %s: %w", req.Token, fe)
+			if !fe.retryable() {
+				return nil, err
+			}
+			wait = true
+			if fe.spotCapacity() {
+				if od, ok := onDemand(strategy); ok {
+					// Spot is short now; Fargate does not fall back by itself.
+					e.log.WarnContext(ctx, "ecs: no Spot capacity, the next try runs on on-demand Fargate", "token", req.Token, "err", err)
+					strategy = od
+				}
+			}
 		}
 		if attempt >= e.cfg.MaxAttempts {
-			return "", fmt.Errorf("ecs run task for %s: after %d attempts: %w", req.Token, attempt, err)
+			err = fmt.Errorf("after %d attempts: %w", attempt, err)
+			if wait {
+				return nil, &WaitError{Ahead: -1, Err: err}
+			}
+			return nil, err
 		}
 		d := e.backoff(attempt)
 		e.log.WarnContext(ctx, "ecs run task failed, retrying", "token", req.Token, "attempt", attempt, "delay", d.Seconds(), "err", err)
 		if serr := e.sleep(ctx, d); serr != nil {
-			return "", fmt.Errorf("ecs run task for %s: %w (last error: %w)", req.Token, serr, err)
+			return nil, fmt.Errorf("ecs run task for %s: %w (last error: %w)", req.Token, serr, err)
 		}
 	}
 }

@@ -188,6 +188,15 @@ func TestECSCustomConfig(t *testing.T) {
 	if !reflect.DeepEqual(any(body["capacityProviderStrategy"]), wantCPS) || body["platformVersion"] != "1.4.0" || body["propagateTags"] != "TASK_DEFINITION" {
 		t.Fatalf("body = %v", body)
 	}
+	// The task definition's App is propagated: the request does not
+	// repeat the key (ecstest refuses a repeated key, as ECS does).
+	wantTags := jsonOf(t, []any{
+		map[string]any{"key": "Token", "value": testToken},
+		map[string]any{"key": "Env", "value": "production"},
+	})
+	if !reflect.DeepEqual(any(body["tags"]), wantTags) {
+		t.Fatalf("tags = %v, want %v", body["tags"], wantTags)
+	}
 }
 
 // The fake refuses what ECS refuses; the launcher must not send it.
@@ -334,8 +343,11 @@ func TestECSRetriesAreNotStacked(t *testing.T) {
 	e, f, clk := newTestECS(t, cfg)
 	f.Throttle["RunTask"] = 100
 	_, err := e.Launch(context.Background(), Request{Token: testToken, Queue: testQueue})
-	if err == nil || !strings.Contains(err.Error(), "ThrottlingException") {
-		t.Fatalf("err = %v", err)
+	// Past the SDK's retries the run waits its turn: the supervisor tries
+	// again on a later pass, without counting a failed launch.
+	var we *WaitError
+	if !errors.As(err, &we) || !strings.Contains(err.Error(), "ThrottlingException") || !strings.HasPrefix(err.Error(), WaitingPrefix) {
+		t.Fatalf("err = %v, want a WaitError of the throttling", err)
 	}
 	if n := strings.Count(fmt.Sprint(f.Ops()), "RunTask"); n != 3 {
 		t.Fatalf("%d RunTask requests, want 3", n)

@@ -7,6 +7,7 @@ package launcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -17,6 +18,10 @@ type Request struct {
 	Token string
 	// Queue is the token's Sidekiq queue the worker must listen on.
 	Queue string
+	// Extra asks for one more worker on the token's queue even when one
+	// runs already (a run spread over several workers); without it a
+	// live worker of the token is reused.
+	Extra bool
 }
 
 // Task is a started worker.
@@ -56,6 +61,84 @@ type Watcher interface {
 	TaskState(ctx context.Context, task Task) (TaskState, error)
 }
 
+// WaitError says a worker cannot start now but can later: the caps on
+// token workers are reached (Ahead runs wait before this one), or the
+// platform has no capacity or quota left after the launcher's retries. The
+// run waits its turn; it is not a failed launch.
+type WaitError struct {
+	// Ahead is how many runs wait before this one; -1 when the wait is
+	// the platform's, not the queue's.
+	Ahead int
+	// Err is the platform's last answer, when it is the cause.
+	Err error
+}
+
+// WaitingPrefix starts the state reason of a run waiting for a worker.
+const WaitingPrefix = "waiting for a worker"
+
+func (w *WaitError) Error() string {
+	if w.Err != nil {
+		return WaitingPrefix + ": " + w.Err.Error()
+	}
+	return fmt.Sprintf("%s (%d ahead)", WaitingPrefix, w.Ahead)
+}
+
+func (w *WaitError) Unwrap() error { return w.Err }
+
+// Scaler is implemented by a launcher that decides how many workers a run
+// gets (launcher/fleet): the run supervisor reports each unfinished run's
+// progress to it once a pass.
+type Scaler interface {
+	Scale(ctx context.Context, p Progress) error
+}
+
+// Queuer is implemented by a launcher that makes runs wait their turn for
+// a worker (launcher/fleet).
+type Queuer interface {
+	// Waiting reports whether token's run waits for its first worker and
+	// how many runs are ahead of it.
+	Waiting(ctx context.Context, token string) (ahead int, waiting bool, err error)
+}
+
+// Progress is where a run stands, as the run supervisor sees it.
+type Progress struct {
+	Token, Queue string
+	// Total is the run's row count, 0 while the split has not counted it.
+	Total int
+	// Done is how many rows are recorded (done or failed).
+	Done int
+	// Queued is how many jobs wait in the queue's list, not yet fetched.
+	Queued int
+	// SplitDone says every row has been pushed at least once.
+	SplitDone bool
+	// StartedAt is when the run started (its first worker's launch).
+	StartedAt time.Time
+	// FirstWorker is the task the run records as its worker; scaling in
+	// never stops it (it may hold the finalizer's stop path).
+	FirstWorker string
+}
+
+// Unwrapper is implemented by launchers that wrap another.
+type Unwrapper interface {
+	Unwrap() Launcher
+}
+
+// As finds the first launcher in l's chain of wrappers that is a T.
+func As[T any](l Launcher) (T, bool) {
+	for l != nil {
+		if t, ok := l.(T); ok {
+			return t, true
+		}
+		u, ok := l.(Unwrapper)
+		if !ok {
+			break
+		}
+		l = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
 // ErrBadRequest is returned (wrapped) when a Request lacks its token or queue.
 var ErrBadRequest = errors.New("invalid launch request")
 
@@ -83,9 +166,24 @@ type Func struct {
 	LaunchFunc func(ctx context.Context, req Request) (Task, error)
 	// StopFunc stops it. Nil means stopping is a no-op.
 	StopFunc func(ctx context.Context, task Task, reason string) error
+	// StateFunc tells whether a task still runs. Nil: every task is
+	// reported running (the caps then count a worker until it is stopped
+	// through this launcher).
+	StateFunc func(ctx context.Context, task Task) (TaskState, error)
 }
 
-var _ Launcher = Func{}
+var (
+	_ Launcher = Func{}
+	_ Watcher  = Func{}
+)
+
+// TaskState implements Watcher.
+func (f Func) TaskState(ctx context.Context, task Task) (TaskState, error) {
+	if f.StateFunc == nil {
+		return TaskState{Running: true}, nil
+	}
+	return f.StateFunc(ctx, task)
+}
 
 // Launch implements Launcher.
 func (f Func) Launch(ctx context.Context, req Request) (Task, error) {

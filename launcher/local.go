@@ -84,7 +84,8 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	return &Local{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), procs: map[string]*localProc{}}, nil
 }
 
-// Launch implements Launcher. A live process for the same token is reused.
+// Launch implements Launcher. A live process for the same token is reused,
+// unless req.Extra asks for one more.
 func (l *Local) Launch(ctx context.Context, req Request) (Task, error) {
 	if err := req.validate(); err != nil {
 		return Task{}, err
@@ -93,14 +94,13 @@ func (l *Local) Launch(ctx context.Context, req Request) (Task, error) {
 	defer l.mu.Unlock()
 	for id, p := range l.procs {
 		if !p.exited() {
-			if p.token == req.Token {
+			if p.token == req.Token && !req.Extra {
 				return p.task, nil
 			}
 			continue
 		}
-		// An exited worker is kept for TaskState until its token is
-		// launched again, or for an hour.
-		if p.token == req.Token || time.Since(p.exitAt) > time.Hour {
+		// An exited worker is kept for TaskState for an hour.
+		if time.Since(p.exitAt) > time.Hour {
 			delete(l.procs, id)
 		}
 	}
@@ -155,8 +155,9 @@ func exitStatus(cmd *exec.Cmd, err error) string {
 
 // TaskState implements Watcher: a worker this launcher started is running
 // until its process exits, then stopped with its exit status. An unknown
-// task ID (another launcher's, or one forgotten) is stopped unless Detach
-// is set and a process with its pid still exists.
+// task ID (another process's launcher on this machine, a forgotten one) is
+// running while a process with its pid exists, so every launching process
+// counts the same workers against the caps.
 func (l *Local) TaskState(ctx context.Context, task Task) (TaskState, error) {
 	l.mu.Lock()
 	p := l.procs[task.ID]
@@ -168,7 +169,7 @@ func (l *Local) TaskState(ctx context.Context, task Task) (TaskState, error) {
 		return TaskState{Running: true}, nil
 	}
 	pid, err := strconv.Atoi(strings.TrimPrefix(task.ID, "local-"))
-	if l.cfg.Detach && err == nil && strings.HasPrefix(task.ID, "local-") && pid > 0 && syscall.Kill(pid, 0) == nil {
+	if err == nil && strings.HasPrefix(task.ID, "local-") && pid > 0 && syscall.Kill(pid, 0) == nil {
 		return TaskState{Running: true}, nil
 	}
 	return TaskState{Reason: "no such local worker " + task.ID}, nil

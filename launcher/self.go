@@ -96,6 +96,9 @@ type selfStopping struct {
 	log   *slog.Logger
 }
 
+// Unwrap implements Unwrapper.
+func (s selfStopping) Unwrap() Launcher { return s.inner }
+
 func (s selfStopping) Launch(ctx context.Context, req Request) (Task, error) {
 	return s.inner.Launch(ctx, req)
 }

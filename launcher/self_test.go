@@ -73,7 +73,7 @@ func TestSelfStopping(t *testing.T) {
 	if fmt.Sprint(inner.calls) != "[stop arn:other x launch t state arn:other]" {
 		t.Fatalf("inner calls = %v", inner.calls)
 	}
-	if _, ok := SelfStopping(Func{LaunchFunc: inner.Launch}, "arn:self", nil, nil).(Watcher); ok {
+	if _, ok := SelfStopping(launchOnly{Func{LaunchFunc: inner.Launch}}, "arn:self", nil, nil).(Watcher); ok {
 		t.Fatal("a non-Watcher's wrapper claims to be a Watcher")
 	}
 	// LAUNCHER=none stays a Noop that callers can recognise, and stops itself.
@@ -92,3 +92,6 @@ func TestSelfStopping(t *testing.T) {
 		t.Fatal("no self ID: the launcher is not returned as is")
 	}
 }
+
+// launchOnly hides every method but Launcher's.
+type launchOnly struct{ Launcher }

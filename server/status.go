@@ -9,11 +9,13 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 )
@@ -37,7 +39,10 @@ type runView struct {
 	State       string `json:"state"`
 	StateReason string `json:"state_reason"` // why it failed, was cancelled, or is stalled
 	Stalled     bool   `json:"stalled"`      // still running, but stalled: see state_reason
-	TotalCount  int    `json:"total_count"`
+	// Waiting: the run waits its turn for a worker (the caps on token
+	// workers); state_reason says how many runs are ahead.
+	Waiting    bool `json:"waiting"`
+	TotalCount int  `json:"total_count"`
 	// EstimatedTotal is the total estimated from the bytes the split has
 	// read, while it splits; null otherwise.
 	EstimatedTotal *int    `json:"estimated_total"`
@@ -178,7 +183,8 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 		return v
 	}
 	v.CanCancel = s.d.Runs != nil
-	v.Stalled = v.StateReason != ""
+	v.Waiting = strings.HasPrefix(v.StateReason, launcher.WaitingPrefix)
+	v.Stalled = v.StateReason != "" && !v.Waiting
 	if st == nil {
 		return v
 	}

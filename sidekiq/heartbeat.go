@@ -118,6 +118,8 @@ type heartbeatParams struct {
 	flushStats func(context.Context)
 	// onQuiet, onStop and onDump act on the Web UI's TSTP, TERM and TTIN.
 	onQuiet, onStop, onDump func()
+	// onBeat, when set, hears of every beat attempt (Options.OnBeat).
+	onBeat func(at time.Time, err error)
 }
 
 func newHeartbeat(p heartbeatParams) *heartbeat { return &heartbeat{heartbeatParams: p} }
@@ -141,7 +143,11 @@ func (h *heartbeat) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := h.runOnce(ctx); err != nil {
+		err := h.runOnce(ctx)
+		if h.onBeat != nil && ctx.Err() == nil {
+			h.onBeat(h.now(), err)
+		}
+		if err != nil {
 			if ctx.Err() == nil {
 				b.fail(h.log, "heartbeat", err)
 			}

@@ -322,6 +322,11 @@ type Options struct {
 	// default. A dead process's in-flight jobs are recovered once it
 	// expires, so tests and impatient deployments may shorten it.
 	ProcessTTL time.Duration
+	// OnBeat, when set, is called after every heartbeat attempt with its
+	// error (nil when the beat reached Redis), from the heartbeat's own
+	// goroutine: a container health check can read the loop's liveness
+	// without asking Redis (worker -healthcheck).
+	OnBeat func(at time.Time, err error)
 	// PrivateRedis says that Redis serves this host only (the all-in-one
 	// server's embedded Redis, on loopback): then a process registered
 	// from this host whose pid is gone is dead at once, and its in-flight

@@ -42,6 +42,7 @@ func newServerParts(s *Server) *serverParts {
 			onQuiet:     s.Quiet,
 			onStop:      s.Stop,
 			onDump:      s.DumpWork,
+			onBeat:      s.opts.OnBeat,
 		}),
 		metrics: newMetricsFlusher(metricsFlusherParams{
 			pool:     s.pool,

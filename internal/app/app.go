@@ -22,6 +22,7 @@ import (
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/launcher/fleet"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
@@ -102,6 +103,22 @@ func (a *App) open(ctx context.Context, opts Options) (err error) {
 		a.Launcher = opts.Launcher
 	} else if err := a.openLauncher(ctx, opts); err != nil {
 		return err
+	}
+	// Every launcher but none counts its workers against the caps and
+	// sizes runs (MAX_TOKEN_WORKERS, RUN_TARGET_DURATION): the slots are
+	// in Redis, shared by every process that launches.
+	if _, none := a.Launcher.(launcher.Noop); !none {
+		fc := cfg.Fleet
+		fc.Logger = log
+		if cfg.Launcher == config.LauncherECS {
+			fc.WorkerConcurrency = cfg.ECS.WithDefaults().Concurrency
+		}
+		fl, err := fleet.New(a.Launcher, a.Pool, fc)
+		if err != nil {
+			return err
+		}
+		a.Launcher = fl
+		a.closers = append(a.closers, func() error { fl.Close(); return nil })
 	}
 	// In a launched worker (ECS token task, local worker), stopping its
 	// own task (the finalizer does) ends this process.

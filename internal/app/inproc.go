@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -33,6 +35,7 @@ type InProcess struct {
 	servers  map[string]*inprocServer // by task id
 	wg       sync.WaitGroup
 	closed   bool
+	extra    atomic.Int64 // numbers the extra workers' ids
 }
 
 type inprocServer struct {
@@ -48,6 +51,11 @@ func (p *InProcess) Launcher() launcher.Launcher {
 	return launcher.Func{
 		LaunchFunc: func(ctx context.Context, req launcher.Request) (launcher.Task, error) {
 			id := "inproc:" + req.Queue
+			if req.Extra {
+				// One more server on the run's queue (a run spread over
+				// several workers).
+				id += "#" + strconv.FormatInt(p.extra.Add(1), 10)
+			}
 			return launcher.Task{ID: id, StartedAt: time.Now()},
 				p.Start(id, []sidekiq.QueueWeight{{Name: req.Queue}}, p.IdleTimeout)
 		},
@@ -55,6 +63,28 @@ func (p *InProcess) Launcher() launcher.Launcher {
 			p.Stop(task.ID, reason)
 			return nil
 		},
+		StateFunc: func(ctx context.Context, task launcher.Task) (launcher.TaskState, error) {
+			if p.running(task.ID) {
+				return launcher.TaskState{Running: true}, nil
+			}
+			return launcher.TaskState{Reason: "in-process worker " + task.ID + " is not running"}, nil
+		},
+	}
+}
+
+// running reports whether the named server runs and is not stopping.
+func (p *InProcess) running(id string) bool {
+	p.mu.Lock()
+	s := p.servers[id]
+	p.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	select {
+	case <-s.srv.Stopping():
+		return false
+	default:
+		return true
 	}
 }
 

@@ -62,6 +62,10 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration: " + w)
 	}
+	if err := CheckProductionWeb(cfg); err != nil {
+		fmt.Fprintf(stderr, "server: configuration:\n%v\n", err)
+		return 2
+	}
 	allInOne := cfg.RedisURL == ""
 	inproc := allInOne || *workers
 	// The port is taken before anything else starts (the embedded Redis,
@@ -191,13 +195,30 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		}
 	}
 	log.Info("shutting down")
-	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
 	if err := hs.Shutdown(shutdown); err != nil {
 		log.Warn("http shutdown", "err", err)
 		_ = hs.Close() // no handler may outlive the database closed below
 	}
 	return 0
+}
+
+// ShutdownGrace is how long the web server lets requests finish after
+// SIGTERM. It stays below the web task's stopTimeout (deploy/ecs/web.json,
+// checked by deploy's tests), so ECS's SIGKILL never cuts a response the
+// grace would have let finish.
+const ShutdownGrace = 25 * time.Second
+
+// CheckProductionWeb refuses a production web server with auth and no
+// SECRET_KEY_BASE: each process would sign sessions and CSRF tokens with
+// its own random key, so behind a load balancer a form from one task fails
+// on another, and every deploy logs everyone out.
+func CheckProductionWeb(cfg config.Config) error {
+	if cfg.AppEnv == "production" && cfg.AuthOn() && cfg.SecretKeyBase == "" {
+		return errors.New("SECRET_KEY_BASE: required in production when auth is on (AUTH_TOKEN or BASIC_AUTH_*), so every web task signs sessions with the same key (set it from Secrets Manager or SSM)")
+	}
+	return nil
 }
 
 // webDeps maps the configuration onto the web server's dependencies.

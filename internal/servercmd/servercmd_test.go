@@ -24,6 +24,12 @@ func TestRunStartFailureExits(t *testing.T) {
 	}{
 		{"database unreachable", map[string]string{"REDIS_URL": redisURL, "DATABASE_URL": "mysql://root:hunter2@127.0.0.1:1/x?timeout=1s"}, 1, "server cannot start"},
 		{"bad REDIS_URL", map[string]string{"REDIS_URL": "redis://:hunter2@[::1"}, 2, "REDIS_URL"},
+		{"production auth without SECRET_KEY_BASE", map[string]string{"REDIS_URL": redisURL, "APP_ENV": "production",
+			"BASIC_AUTH_USER": "admin", "BASIC_AUTH_PASSWORD": "hunter2"}, 2, "SECRET_KEY_BASE: required in production"},
+		// With the key it goes on to the database, which is unreachable.
+		{"production auth with SECRET_KEY_BASE", map[string]string{"REDIS_URL": redisURL, "APP_ENV": "production",
+			"AUTH_TOKEN": "hunter2hunter2", "SECRET_KEY_BASE": strings.Repeat("k", 64),
+			"DATABASE_URL": "mysql://root:hunter2@127.0.0.1:1/x?timeout=1s"}, 1, "server cannot start"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vars := map[string]string{"DATA_DIR": t.TempDir(), "LAUNCHER": "none"}

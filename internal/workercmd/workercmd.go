@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 
@@ -48,6 +49,9 @@ type Setup func(ctx context.Context, env *Env) (func(), error)
 // SIGTERM and SIGINT stop gracefully, SIGTSTP quiets, SIGTTIN logs what
 // every processor is doing, as Sidekiq's cli.rb SIGNAL_HANDLERS.
 func Main(ctx context.Context, version string, args []string, lookup func(string) (string, bool), stderr io.Writer, setup Setup) int {
+	if len(args) == 1 && (args[0] == "-healthcheck" || args[0] == "--healthcheck") {
+		return healthcheck(lookup, time.Now(), stderr)
+	}
 	cli, err := sidekiq.ParseCLI(args, lookup, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -77,6 +81,19 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 		log.Warn("configuration: " + w)
 	}
 	cfg.SidekiqDialect = int(cli.Options.Dialect)
+	if path, _ := lookup(HeartbeatFileEnv); path != "" {
+		// Written once now, so a check during the first interval passes,
+		// then after every beat attempt.
+		if err := writeBeat(path, time.Now(), nil); err != nil {
+			fmt.Fprintf(stderr, "worker: %s: %v\n", HeartbeatFileEnv, err)
+			return 2
+		}
+		cli.Options.OnBeat = func(at time.Time, err error) {
+			if werr := writeBeat(path, at, err); werr != nil {
+				log.Warn("write heartbeat file", "path", path, "err", werr)
+			}
+		}
+	}
 	pool, err := sidekiq.NewPool(cfg.RedisURL, max(cli.Options.Concurrency, 5)+5)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: REDIS_URL: %v\n", err)

@@ -10,7 +10,9 @@
 //     container of the task definition and stay under 8 KiB; startedBy is at
 //     most 36 of [A-Za-z0-9_-]; clientToken is at most 64 of ASCII 33-126; a
 //     repeated clientToken with the same request answers the original task,
-//     even one that has stopped, and with another request is refused.
+//     even one that has stopped, and with another request is refused; tag
+//     keys are unique, counting, with propagateTags TASK_DEFINITION, the
+//     keys of the task definition's tags (which ECS copies to the task).
 //   - DescribeTasks: a new task may be MISSING for its first describes
 //     (eventual consistency, DescribeLag).
 //   - StopTask: reason at most 255 characters; an unknown task is an
@@ -81,6 +83,7 @@ type Server struct {
 	tasks    []*Task
 	byToken  map[string]*Task // clientToken → the task it started
 	taskDefs map[string][]string
+	taskTags map[string]map[string]string // family → its tags
 
 	// Throttle answers ThrottlingException to the next n calls of op.
 	Throttle map[string]int
@@ -91,21 +94,39 @@ type Server struct {
 	// FailureReason (default RESOURCE:CPU) and no task.
 	Failures      int
 	FailureReason string
+	// SpotShortage answers the next n RunTask calls whose capacity
+	// provider strategy names FARGATE_SPOT as ECS does when Spot has no
+	// capacity (failures[] "Capacity is unavailable at this time..."); a
+	// request without Spot is served.
+	SpotShortage int
+	// MaxRunning is the account's quota of concurrent tasks (0: none):
+	// a RunTask that would pass it starts nothing and answers failures[]
+	// "You've reached the limit on the number of tasks you can run
+	// concurrently", as ECS does.
+	MaxRunning int
+	// OnRun, when set, is called with each task RunTask starts, and
+	// OnStop with each task StopTask stops, outside the server's lock
+	// (a test runs a real worker for the task and stops it).
+	OnRun, OnStop func(Task)
 	// DescribeLag is how many DescribeTasks calls see a new task as
 	// MISSING before it shows. Defaults to 1: ECS's eventual consistency.
 	DescribeLag int
 	// PageSize caps ListTasks pages. Defaults to 100, ECS's maximum.
 	PageSize int
+
+	notify []func() // OnRun and OnStop calls due once the lock is released
 }
 
 // New starts a fake ECS endpoint for the test. It knows the task
-// definition "pallarel-token-worker" with container "sidekiqContainer";
-// Register adds others.
+// definition "pallarel-token-worker" with container "sidekiqContainer"
+// and tag App=pallarel, as deploy/ecs/token-worker.json; Register adds
+// others.
 func New(t testing.TB) *Server {
 	s := &Server{
 		t:             t,
 		byToken:       map[string]*Task{},
 		taskDefs:      map[string][]string{"pallarel-token-worker": {"sidekiqContainer"}},
+		taskTags:      map[string]map[string]string{"pallarel-token-worker": {"App": "pallarel"}},
 		Throttle:      map[string]int{},
 		LoseResponse:  map[string]int{},
 		FailureReason: "RESOURCE:CPU",
@@ -124,6 +145,14 @@ func (s *Server) Register(family string, containers ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.taskDefs[family] = containers
+}
+
+// TagTaskDefinition sets the tags of a registered family's task
+// definition (what propagateTags TASK_DEFINITION copies to its tasks).
+func (s *Server) TagTaskDefinition(family string, tags map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.taskTags[family] = tags
 }
 
 // Client returns an ECS client on the fake with static credentials and
@@ -256,7 +285,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer func() {
+		notify := s.notify
+		s.notify = nil
+		s.mu.Unlock()
+		for _, f := range notify {
+			f()
+		}
+	}()
 	s.calls = append(s.calls, Call{op, body})
 	if s.Throttle[op] > 0 {
 		s.Throttle[op]--
@@ -375,30 +411,84 @@ func (s *Server) runTask(body map[string]any) (any, *apiError) {
 			return map[string]any{"tasks": []any{s.describe(t)}, "failures": []any{}}, nil
 		}
 	}
-	if s.Failures > 0 {
-		s.Failures--
+	fail := func(reason, detail string) (any, *apiError) {
 		return map[string]any{"tasks": []any{}, "failures": []any{map[string]any{
-			"arn": "arn:aws:ecs:" + Region + ":" + Account + ":container-instance/x", "reason": s.FailureReason, "detail": "no capacity",
+			"arn": "arn:aws:ecs:" + Region + ":" + Account + ":container-instance/x", "reason": reason, "detail": detail,
 		}}}, nil
 	}
+	if s.Failures > 0 {
+		s.Failures--
+		return fail(s.FailureReason, "no capacity")
+	}
+	if s.SpotShortage > 0 && usesSpot(body) {
+		s.SpotShortage--
+		return fail("Capacity is unavailable at this time. Please try again later or in a different availability zone", "")
+	}
+	count := 1
+	if c, ok := body["count"].(json.Number); ok {
+		n, _ := c.Int64()
+		count = int(n)
+	}
+	if s.MaxRunning > 0 && s.running()+count > s.MaxRunning {
+		return fail("You've reached the limit on the number of tasks you can run concurrently", "")
+	}
 	family, _, _ := strings.Cut(taskDefName(str(body, "taskDefinition")), ":")
-	t := &Task{
-		ARN:           fmt.Sprintf("arn:aws:ecs:%s:%s:task/%s/%032x", Region, Account, clusterName(body), len(s.tasks)+1),
-		Cluster:       clusterName(body),
-		StartedBy:     str(body, "startedBy"),
-		ClientToken:   token,
-		DesiredStatus: "RUNNING",
-		LastStatus:    "PROVISIONING",
-		Request:       body,
+	var started []any
+	var first *Task
+	for range count {
+		t := &Task{
+			ARN:           fmt.Sprintf("arn:aws:ecs:%s:%s:task/%s/%032x", Region, Account, clusterName(body), len(s.tasks)+1),
+			Cluster:       clusterName(body),
+			StartedBy:     str(body, "startedBy"),
+			ClientToken:   token,
+			DesiredStatus: "RUNNING",
+			LastStatus:    "PROVISIONING",
+			Request:       body,
+		}
+		for _, c := range s.taskDefs[family] {
+			t.Containers = append(t.Containers, Container{Name: c})
+		}
+		s.tasks = append(s.tasks, t)
+		if s.OnRun != nil {
+			s.notify = append(s.notify, func() { s.OnRun(*t) })
+		}
+		started = append(started, s.describe(t))
+		if first == nil {
+			first = t
+		}
 	}
-	for _, c := range s.taskDefs[family] {
-		t.Containers = append(t.Containers, Container{Name: c})
-	}
-	s.tasks = append(s.tasks, t)
 	if token != "" {
-		s.byToken[token] = t
+		s.byToken[token] = first
 	}
-	return map[string]any{"tasks": []any{s.describe(t)}, "failures": []any{}}, nil
+	return map[string]any{"tasks": started, "failures": []any{}}, nil
+}
+
+// running counts tasks not stopped.
+func (s *Server) running() int {
+	n := 0
+	for _, t := range s.tasks {
+		if t.DesiredStatus != "STOPPED" {
+			n++
+		}
+	}
+	return n
+}
+
+// Running returns how many tasks are not stopped.
+func (s *Server) Running() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running()
+}
+
+func usesSpot(body map[string]any) bool {
+	cps, _ := body["capacityProviderStrategy"].([]any)
+	for _, it := range cps {
+		if item, _ := it.(map[string]any); str(item, "capacityProvider") == "FARGATE_SPOT" {
+			return true
+		}
+	}
+	return false
 }
 
 // taskDefName strips an ARN to family[:revision].
@@ -487,12 +577,24 @@ func (s *Server) checkRunTask(body map[string]any) *apiError {
 	if len(tags) > 50 {
 		return invalid("at most 50 tags")
 	}
+	keys := map[string]string{} // key → where it came from
+	if str(body, "propagateTags") == "TASK_DEFINITION" {
+		for k := range s.taskTags[family] {
+			keys[k] = "the task definition's propagated tags"
+		}
+	}
 	for _, tg := range tags {
 		m, _ := tg.(map[string]any)
 		k, v := str(m, "key"), str(m, "value")
 		if k == "" || len(k) > 128 || len(v) > 256 || strings.HasPrefix(strings.ToLower(k), "aws:") {
 			return invalid("bad tag %q=%q", k, v)
 		}
+		if from, dup := keys[k]; dup {
+			// RunTask's reference: "a tag key can only be used once";
+			// the propagated tags count.
+			return invalid("Tag keys must be unique: %q is repeated (already in %s)", k, from)
+		}
+		keys[k] = "the request's tags"
 	}
 	return nil
 }
@@ -556,6 +658,9 @@ func (s *Server) stopTask(body map[string]any) (any, *apiError) {
 			if t.DesiredStatus != "STOPPED" {
 				t.DesiredStatus, t.LastStatus, t.StopCode = "STOPPED", "STOPPED", "UserInitiated"
 				t.StoppedReason = str(body, "reason")
+				if s.OnStop != nil {
+					s.notify = append(s.notify, func() { s.OnStop(*t) })
+				}
 			}
 			return map[string]any{"task": s.describe(t)}, nil
 		}

@@ -73,8 +73,26 @@ func TestRules(t *testing.T) {
 	_, err = c.RunTask(ctx, in)
 	wantInvalid(t, err, "not a container in the TaskDefinition")
 
+	in = runInput("t1")
+	in.Tags = []types.Tag{{Key: aws.String("Token"), Value: aws.String("a")}, {Key: aws.String("Token"), Value: aws.String("b")}}
+	_, err = c.RunTask(ctx, in)
+	wantInvalid(t, err, `Tag keys must be unique: "Token"`)
+
+	// The task definition's tags count once propagated: its App=pallarel
+	// and the request's App=report repeat the key.
+	in = runInput("t1")
+	in.Tags = []types.Tag{{Key: aws.String("App"), Value: aws.String("report")}}
+	in.PropagateTags = types.PropagateTagsTaskDefinition
+	_, err = c.RunTask(ctx, in)
+	wantInvalid(t, err, `"App" is repeated (already in the task definition's propagated tags)`)
+
 	if len(s.Tasks()) != 0 {
 		t.Fatalf("refused requests started tasks: %+v", s.Tasks())
+	}
+	// Without propagation the same tags are the task's own: accepted.
+	in.PropagateTags = types.PropagateTagsNone
+	if _, err := c.RunTask(ctx, in); err != nil {
+		t.Fatalf("App without propagation: %v", err)
 	}
 }
 
