@@ -293,7 +293,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 
 // rowJob builds the row job of one CSV row.
 func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []string, row csvrows.Row) (*sidekiq.Job, error) {
-	hash, err := encodeOrdered(headers, row.Fields)
+	hash, err := encodeOrdered(headers, row.Fields, row.Nulls)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +301,8 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 	if err != nil {
 		return nil, err
 	}
-	j.Queue, j.Retry = queue, p.rowRetry()
+	j.Queue = queue
+	setAppOptions(j, p.rowRetry())
 	_ = j.SetField(fieldRow, row.Number)
 	if spec.TemplateKey != "" {
 		_ = j.SetField(fieldTemplate, spec.TemplateKey)

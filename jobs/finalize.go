@@ -27,7 +27,8 @@ func finalizeJob(queue, dir, typ string, reportID int64, token string, interval,
 	if err != nil {
 		return nil, err
 	}
-	j.Queue, j.Retry = queue, json.RawMessage("3")
+	j.Queue = queue
+	setAppOptions(j, json.RawMessage("3"))
 	return j, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -15,6 +16,14 @@ import (
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
 )
+
+// setAppOptions gives a row or finalize job the keys the Rails app's
+// sidekiq_options (retry: 3, dead: true) write on its payloads, so a Ruby
+// job sees what the Ruby split would have pushed; retry is the pipeline's.
+func setAppOptions(j *sidekiq.Job, retry json.RawMessage) {
+	j.Retry = retry
+	_ = j.SetField("dead", true)
+}
 
 // Extra payload fields Go writes on row jobs (Ruby keeps unknown keys):
 const (
@@ -213,10 +222,11 @@ func orderedObject(raw json.RawMessage) ([]string, map[string]string, error) {
 }
 
 // encodeOrdered writes a row as a JSON object in column order, the
-// row_hash Rails reads. Strings are quoted by jsontext (no HTML escaping,
+// row_hash Rails reads: the columns in nulls (empty unquoted cells) are
+// null, as row.to_h after Ruby's CSV.parse(headers: true) has them. Strings are quoted by jsontext (no HTML escaping,
 // invalid UTF-8 replaced with U+FFFD, as encoding/json does): one
 // json.Encoder per key and value was most of the split's CPU.
-func encodeOrdered(headers []string, fields map[string]string) (json.RawMessage, error) {
+func encodeOrdered(headers []string, fields map[string]string, nulls []string) (json.RawMessage, error) {
 	n := 2
 	for _, h := range headers {
 		n += len(h) + len(fields[h]) + 6
@@ -229,6 +239,10 @@ func encodeOrdered(headers []string, fields map[string]string) (json.RawMessage,
 		}
 		b, _ = jsontext.AppendQuote(b, h) // the error only reports replaced invalid UTF-8
 		b = append(b, ':')
+		if len(nulls) > 0 && slices.Contains(nulls, h) {
+			b = append(b, "null"...)
+			continue
+		}
 		b, _ = jsontext.AppendQuote(b, fields[h])
 	}
 	return append(b, '}'), nil
