@@ -6,6 +6,9 @@
 //	Report::FinalizeReportJob Sidekiq job, token queue: [path, type, report_id, token, interval_sec, max_wait_sec, started_at]
 //	IdleShutdownJob           ActiveJob: [token]
 //
+// and the app's monitors (ActiveJob on "default", no arguments):
+// DeadLetterMonitorJob, ForceShutdownMonitorJob, IdleEcsTaskMonitorJob.
+//
 // Handlers are thin: they decode arguments and call the pipeline below.
 package jobs
 
@@ -153,6 +156,7 @@ func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 		reg.Register(p.handleIdle, IdleClass),
 		reg.Register(p.handleWebhook, WebhookClass),
 		reg.Register(p.handleCancelCleanup, CancelCleanupClass),
+		p.registerAppMonitors(reg),
 	)
 }
 
