@@ -103,6 +103,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		return err
 	}
 	defer p.releaseLease(context.WithoutCancel(ctx), token)
+	p.track(ctx, token)
 
 	st, err := p.d.DB.StatusByToken(ctx, token)
 	if err != nil {
@@ -169,6 +170,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		lastCheck  time.Time
 		lastTotal  time.Time
 		listed     = true
+		dbEnded    = 0 // rows the database counts ended: Ruby's rows are only there
 		badRows    = 0
 		idle       = 10 * time.Millisecond
 		eof        = false
@@ -198,6 +200,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 				log.Info("split stopped: the run has ended", "state", st.RunState())
 				return nil
 			}
+			dbEnded = st.DoneCount + st.FailedCount
 		}
 		// The queue's listing is checked before every push, since the push
 		// lists the queue again and would hide the deletion.
@@ -205,6 +208,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		if err != nil {
 			return err
 		}
+		recorded = max(recorded, dbEnded)
 		if pushedRows > 0 {
 			listed = listedNow
 		}

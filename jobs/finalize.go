@@ -66,6 +66,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	if status.FinalizedAt != nil {
 		return nil // another copy finished it
 	}
+	p.track(ctx, token) // a Ruby split's run: dropped if the app's finalizer ends it
 	ended, err := p.ledger.Count(ctx, token)
 	if err != nil {
 		return err

@@ -62,6 +62,12 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	}
 	var rowNum int
 	_, _ = job.Field(fieldRow, &rowNum)
+	if rowNum == 0 {
+		// Pushed by a Ruby split: numbered in push order (rubyrows.go).
+		if rowNum, err = p.rubyRowNumber(ctx, token, job.Queue, job.JID); err != nil {
+			return err
+		}
+	}
 	key := RowKey(rowNum, job.JID)
 
 	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))
@@ -277,6 +283,9 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	var rowNum int
 	_, _ = job.Field(fieldRow, &rowNum)
+	if rowNum == 0 {
+		rowNum = p.knownRubyRowNumber(ctx, token, job.JID)
+	}
 	isNew, last, err := p.recordRow(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
 	if err != nil {
 		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)

@@ -64,6 +64,10 @@ type runView struct {
 	Expired   bool `json:"expired,omitempty"`
 	CanCancel bool `json:"can_cancel"`
 	CanRetry  bool `json:"can_retry"` // completed with failed rows: they can run again
+	// Books says whose records account for the run's rows: "go" (Go's row
+	// ledger) or "ruby" (Ruby workers ran rows, known only by done_count;
+	// Go pushes none of them again). Empty on run lists.
+	Books string `json:"books,omitempty"`
 }
 
 // Finished reports whether the run will not change any more (unless a
@@ -213,7 +217,13 @@ func (s *Server) loadRun(ctx context.Context, token string) (runView, error) {
 	if rep == nil && st == nil {
 		return runView{}, errNotFound
 	}
-	return s.makeView(token, rep, st), nil
+	v := s.makeView(token, rep, st)
+	if b, ok := s.d.Runs.(interface {
+		Books(context.Context, string) (string, error)
+	}); ok {
+		v.Books, _ = b.Books(ctx, token) // an unreadable answer leaves it out
+	}
+	return v, nil
 }
 
 // recentRuns lists the newest runs: reports that have a token (a run
