@@ -209,3 +209,9 @@ def emit(obj)
   $stdout.puts "RAILS_RESULT " + JSON.generate(obj)
   $stdout.flush
 end
+
+# A job class of the app that Go does not know (app/jobs/sample_job.rb).
+class SampleJob < ActiveJob::Base
+  queue_as :default
+  def perform(*) = nil
+end
