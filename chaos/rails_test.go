@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -380,5 +381,81 @@ func checkZipOrder(t *testing.T, c *cluster, token string) {
 			t.Fatalf("ZIP entry %q after %q: not in CSV order", f.Name, prev)
 		}
 		prev = f.Name
+	}
+}
+
+// A rolling deploy: Go's and the app's Ruby workers serve one token queue
+// at once (Go split the run). Every row runs once, on one side or the
+// other: Go's supervisor, seeing the Ruby worker, pushes none again (it
+// used to push the rows Ruby finished 7-8 times), the app's done_count,
+// which both sides add to, ends at the row count and never passes it, and
+// the run ends with its Redis state gone. Each side's row files stay on
+// its own machine (Ruby's /tmp/reports, Go's storage), so the ZIP of
+// whichever finalizer ends the run holds that side's rows only (README,
+// "Mixing sides on one token").
+func TestRailsRollingDeploy(t *testing.T) {
+	c, db := newRailsCluster(t)
+	c.worker("report", 2, "report", "default")
+	u := c.upload(makeCSV("RD", mixRows), "xlsx")
+	c.startRubyApp(db, u.Queue)
+	c.waitRubyServes(u.Queue)
+	c.worker("token", 5, u.Queue)
+	ctx := context.Background()
+
+	maxDone := 0
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		if st, err := db.store.StatusByToken(ctx, u.Token); err == nil {
+			maxDone = max(maxDone, st.DoneCount)
+		}
+		r, err := db.store.ReportByID(ctx, u.ReportID)
+		if err == nil && r.Status == models.ReportCompleted {
+			break
+		}
+		if err == nil && r.Status == models.ReportFailed {
+			t.Fatalf("report failed: %q", r.ErrorMessage)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("report not completed in 4m: %+v (done_count so far %d)", r, maxDone)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	goRows, _ := redis.Int(c.redisDo("GET", "pallarel:count:"+u.Token))
+	if maxDone > mixRows {
+		t.Errorf("done_count reached %d for %d rows: rows ran twice", maxDone, mixRows)
+	}
+	if strings.Contains(c.procs["server"].log.String(), "pushing them again") {
+		t.Errorf("Go's supervisor pushed rows again in a run Ruby works too")
+	}
+	t.Logf("Go ran %d of %d rows, Ruby the rest", goRows, mixRows)
+	if goRows == 0 || goRows >= mixRows {
+		t.Fatalf("the deploy's two sides did not both work this run")
+	}
+	// Go's ledger never holds every row, so the app's finalizer ended it.
+	waitStatusGone(t, db, u.Token)
+	c.waitNoKeys(u.Token, 30*time.Second)
+}
+
+// waitRubyServes waits for a live Ruby Sidekiq (no "pallarel" label) to
+// serve queue.
+func (c *cluster) waitRubyServes(queue string) {
+	c.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ids, _ := redis.Strings(c.redisDo("SMEMBERS", "processes"))
+		for _, id := range ids {
+			raw, _ := redis.Bytes(c.redisDo("HGET", id, "info"))
+			var info struct {
+				Queues []string `json:"queues"`
+				Labels []string `json:"labels"`
+			}
+			if json.Unmarshal(raw, &info) == nil && slices.Contains(info.Queues, queue) && !slices.Contains(info.Labels, "pallarel") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("no Ruby Sidekiq serves %s after 90s", queue)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
