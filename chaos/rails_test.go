@@ -459,3 +459,54 @@ func (c *cluster) waitRubyServes(queue string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A switch mid-run, Ruby to Go: the app's Ruby SplitCsvJob splits, its Ruby
+// worker runs the first rows and is stopped, and Go's token worker takes
+// the rest. Go numbers the rows it finds after those Ruby ended, and its
+// finalizer ends the run once done_count says every row ended: each row in
+// the manifest once, Go's rows with their files under their CSV numbers,
+// Ruby's marked as run by Ruby (their files stayed on the Ruby worker);
+// client_reports.count is the files in the ZIP.
+func TestRailsSwitchRubyToGo(t *testing.T) {
+	c, db := newRailsCluster(t)
+	var split struct {
+		Token    string `json:"token"`
+		ReportID int64  `json:"report_id"`
+	}
+	c.rubyStep(db, &split, "split", rubyFile(t, "sw.csv", makeCSV("SW", mixRows)), "xlsx", "new")
+	queue := router.QueueName(split.Token)
+	ruby := c.startRubyApp(db, queue)
+	ctx := context.Background()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st, err := db.store.StatusByToken(ctx, split.Token)
+		if err == nil && st.DoneCount >= 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ruby did not run 200 rows in 2m: %+v (%v)", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ruby.stop(t)
+	st, err := db.store.StatusByToken(ctx, split.Token)
+	if err != nil || st.DoneCount >= mixRows {
+		t.Fatalf("the switch landed after the run: %+v (%v)", st, err)
+	}
+	rubyRan := st.DoneCount
+	c.worker("token", 10, queue)
+	rep := waitReport(t, db, split.ReportID, 3*time.Minute)
+	r := c.verify(split.Token, "SW", mixRows)
+	if r.lost != 0 || r.duplicates != 0 {
+		t.Fatalf("rows lost %d, duplicated %d (must be 0)", r.lost, r.duplicates)
+	}
+	if r.failed != rubyRan || r.done != mixRows-rubyRan || rep.Count != r.done {
+		t.Errorf("Ruby ran %d rows: manifest done %d failed %d, client_reports.count %d", rubyRan, r.done, r.failed, rep.Count)
+	}
+	for row, why := range r.failures {
+		if !strings.Contains(why, "Ruby worker") {
+			t.Errorf("row %d failed: %q", row, why)
+			break
+		}
+	}
+}

@@ -162,3 +162,14 @@ func (p *Pipeline) dropRunKeys(ctx context.Context, token string) error {
 	}
 	return nil
 }
+
+// rubyRanTheRest reports whether a run Go's ledger has not seen end
+// (ended of its rows recorded) has ended anyway: Ruby keeps its books and
+// the database counts every row ended.
+func (p *Pipeline) rubyRanTheRest(ctx context.Context, st models.CsvProcessingStatus, ended int) bool {
+	if st.TotalCount == 0 || st.DoneCount+st.FailedCount < st.TotalCount || ended >= st.TotalCount {
+		return false
+	}
+	books, err := p.Books(ctx, st.Token)
+	return err == nil && books == BooksRuby
+}

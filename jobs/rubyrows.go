@@ -17,8 +17,10 @@ import (
 // script, numbers every row job without a number in the order it was
 // pushed, continuing from the numbers already given.
 //
-// What cannot be known: rows fetched by a Ruby worker or run before the
-// census (they are nowhere to be seen), the order across several
+// What cannot be known: which rows a Ruby worker fetched or ran before the
+// census (they are nowhere to be seen: the numbering starts after as many
+// rows as the database counts ended, which is right only when those were
+// the first ones, as a Ruby worker fetches them in order), the order across several
 // processes' in-flight lists (merged by created_at, which Sidekiq 8 gives
 // in milliseconds), and a row's number if Ruby pushed it twice.
 
@@ -27,9 +29,10 @@ func orderKey(token string) string { return "pallarel:order:" + token }
 
 // censusScript numbers the unnumbered row jobs waiting for a queue.
 // KEYS: order hash, queue list, in-flight registry set. ARGV: queue, the
-// asking job's jid, the row class. Returns the asking job's number.
+// asking job's jid, the row class, the rows ended before the first census
+// (a Ruby worker ran the first rows). Returns the asking job's number.
 var censusScript = redis.NewScript(3, `
-local n = tonumber(redis.call('HGET', KEYS[1], '#') or '0')
+local n = tonumber(redis.call('HGET', KEYS[1], '#') or ARGV[4])
 local function jid_of(p)
   if not string.find(p, ARGV[3], 1, true) or string.find(p, '"pallarel_row"', 1, true) then return nil end
   -- the payload's own jid follows args (a CSV column may be named jid)
@@ -82,8 +85,13 @@ func (p *Pipeline) rubyRowNumber(ctx context.Context, token, queue, jid string) 
 	if !errors.Is(err, redis.ErrNil) {
 		return 0, fmt.Errorf("row number of %s: %w", jid, err)
 	}
+	// Rows a Ruby worker ended before Go met the run came first.
+	before := 0
+	if st, err := p.d.DB.StatusByToken(ctx, token); err == nil {
+		before = st.DoneCount + st.FailedCount
+	}
 	n, err = redis.Int(censusScript.Do(c, orderKey(token), "queue:"+queue, "pallarel:inflight",
-		queue, jid, `"class":"`+RowClass+`"`))
+		queue, jid, `"class":"`+RowClass+`"`, before))
 	if err != nil {
 		return 0, fmt.Errorf("number the rows of %s: %w", token, err)
 	}
