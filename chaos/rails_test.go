@@ -510,3 +510,38 @@ func TestRailsSwitchRubyToGo(t *testing.T) {
 		}
 	}
 }
+
+// A switch mid-run, Go to Ruby (a rollback): Go splits, Go's token worker
+// runs the first rows and is stopped, and the app's Ruby worker runs the
+// rest and finalizes. No row runs twice: Go pushes none again, the rows in
+// the app's ZIP and those Go ran add up to the run, done_count is exact,
+// and Go's Redis state and row files go once the app deleted the status
+// row. Go's rows are not in the app's ZIP (README, Known limitations).
+func TestRailsSwitchGoToRuby(t *testing.T) {
+	c, db := newRailsCluster(t)
+	c.worker("report", 2, "report", "default")
+	u := c.upload(makeCSV("SG", mixRows), "xlsx")
+	goWorker := c.worker("token", 2, u.Queue)
+	c.waitProgress(u.Token, 200, mixRows, 2*time.Minute)
+	c.signal("token", syscall.SIGTERM)
+	if err := c.wait(goWorker, 30*time.Second); err != nil {
+		t.Fatalf("Go worker: %v", err)
+	}
+	goRan, _ := redis.Int(c.redisDo("GET", "pallarel:count:"+u.Token))
+	if goRan >= mixRows {
+		t.Fatalf("the switch landed after the run (Go ran %d rows)", goRan)
+	}
+	c.startRubyApp(db, u.Queue)
+	rep := waitReport(t, db, u.ReportID, 3*time.Minute)
+	if rep.Count != mixRows-goRan {
+		t.Errorf("client_reports.count %d, want the %d rows Ruby ran (Go ran %d)", rep.Count, mixRows-goRan, goRan)
+	}
+	if strings.Contains(c.procs["server"].log.String(), "pushing them again") {
+		t.Errorf("Go's supervisor pushed rows again in a run Ruby took over")
+	}
+	waitStatusGone(t, db, u.Token)
+	c.waitNoKeys(u.Token, 30*time.Second)
+	if left, _ := filepath.Glob(filepath.Join(c.dir, "storage", "rows", u.Token, "*")); len(left) > 0 {
+		t.Errorf("Go's row files left: %v", left)
+	}
+}

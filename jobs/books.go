@@ -116,7 +116,7 @@ func (p *Pipeline) track(ctx context.Context, token string) {
 	p.warnIf(err, "track run")
 }
 
-// dropOrphans deletes the Redis state of tracked runs whose status row is
+// dropOrphans deletes the Redis state and row files of tracked runs whose status row is
 // gone and that Go did not finalize (its cleanup puts a TTL on the ledger):
 // the app's finalizer ended them and deleted the row. A run Go ended
 // leaves the set at its cleanup.
@@ -137,6 +137,12 @@ func (p *Pipeline) dropOrphans(ctx context.Context) error {
 		}
 		if !errors.Is(err, models.ErrNotFound) {
 			return err
+		}
+		// Rows Go ran before Ruby took the run over: their files are not
+		// in the app's ZIP, and nothing will read them now.
+		p.packer.release(token)
+		if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
+			return fmt.Errorf("drop row files of %s: %w", token, err)
 		}
 		if err := p.dropRunKeys(ctx, token); err != nil {
 			return err

@@ -90,3 +90,20 @@ func (p *Pipeline) writeCounts(ctx context.Context, token string, d, f int) {
 		}
 	}
 }
+
+// flushAllCounts writes every run's held back counts, at stop: a stopped
+// worker's last rows must reach done_count too.
+func (p *Pipeline) flushAllCounts() {
+	pr := &p.progress
+	pr.mu.Lock()
+	tokens := make([]string, 0, len(pr.m))
+	for t, e := range pr.m {
+		if e.done > 0 || e.failed > 0 {
+			tokens = append(tokens, t)
+		}
+	}
+	pr.mu.Unlock()
+	for _, t := range tokens {
+		p.flushCounts(t)
+	}
+}

@@ -140,8 +140,12 @@ func New(d Deps) (*Pipeline, error) {
 	return p, nil
 }
 
-// Close stops the pipeline's feeders.
-func (p *Pipeline) Close() { p.cancelBase() }
+// Close writes the row counts still held back and stops the pipeline's
+// feeders.
+func (p *Pipeline) Close() {
+	p.flushAllCounts()
+	p.cancelBase()
+}
 
 // Register binds the four jobs to reg under the Rails names and, so Go
 // callers may use them too, the names without the Report:: prefix.
