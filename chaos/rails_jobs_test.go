@@ -254,6 +254,7 @@ func queuedRows(t *testing.T, c *cluster, token string, n int) (rows []*sidekiq.
 // CSV.parse(headers: true) gives them) in the same order, the same other
 // arguments, and the keys the app's sidekiq_options write (retry 3, dead
 // true); the finalizers too. Go's own keys (pallarel_row) come on top.
+// Then Go's workers run both runs' rows, nulls and all.
 func TestRailsSplitDifferential(t *testing.T) {
 	const n = 50
 	c, db := newRailsCluster(t)
@@ -321,5 +322,15 @@ func TestRailsSplitDifferential(t *testing.T) {
 	}
 	if string(goFin.Retry) != string(rbFin.Retry) || string(goFin.Fields["dead"]) != string(rbFin.Fields["dead"]) {
 		t.Errorf("finalize retry/dead: Go %s/%s, Ruby %s/%s", goFin.Retry, goFin.Fields["dead"], rbFin.Retry, rbFin.Fields["dead"])
+	}
+
+	// Go's renderers and ledger take the null cells of both splits' rows.
+	c.worker("token-go", 4, u.Queue)
+	c.worker("token-ruby", 4, router.QueueName(split.Token))
+	if s := c.waitFinished(u.Token, 2*time.Minute); s.State != "completed" || s.DoneCount != n || s.FailedCount != 0 {
+		t.Errorf("Go split's run: %+v", s)
+	}
+	if s := c.waitFinished(split.Token, 2*time.Minute); s.State != "completed" || s.DoneCount != n || s.FailedCount != 0 {
+		t.Errorf("Ruby split's run: %+v", s)
 	}
 }
