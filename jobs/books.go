@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/sidekiq"
 )
 
 // Who keeps a run's books: whose records tell which of its rows have ended.
@@ -63,7 +66,7 @@ func (p *Pipeline) runBooks(ctx context.Context, st models.CsvProcessingStatus, 
 	split, _ := redis.Bool(vals[1], nil)
 	retrying, _ := redis.Bool(vals[2], nil)
 
-	procs, err := p.d.API.Processes(ctx)
+	procs, err := p.liveProcesses(ctx)
 	if err != nil {
 		return "", "", err
 	}
@@ -87,6 +90,30 @@ func (p *Pipeline) runBooks(ctx context.Context, st models.CsvProcessingStatus, 
 	}
 	p.log.Info("run books: Ruby keeps them; Go pushes none of its rows again", "token", token, "why", why)
 	return BooksRuby, why, nil
+}
+
+// procsCache holds the live processes for one supervisor pass: runBooks
+// asks for every unfinished run.
+type procsCache struct {
+	mu    sync.Mutex
+	at    time.Time
+	procs []sidekiq.Process
+}
+
+// liveProcesses lists the live processes, read at most once a second.
+func (p *Pipeline) liveProcesses(ctx context.Context) ([]sidekiq.Process, error) {
+	c := &p.procs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < time.Second {
+		return c.procs, nil
+	}
+	procs, err := p.d.API.Processes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.procs, c.at = procs, time.Now()
+	return procs, nil
 }
 
 // Books says who keeps token's books as last decided (BooksGo when the

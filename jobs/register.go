@@ -87,6 +87,7 @@ type Pipeline struct {
 	packer    *rowPacker
 	feeds     feeders
 	super     supervisor
+	procs     procsCache // live processes, for runBooks
 	// base outlives jobs: the feeders run under it until Close.
 	base       context.Context
 	cancelBase context.CancelFunc
