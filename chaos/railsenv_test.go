@@ -13,27 +13,6 @@ import (
 	"github.com/pallarel/pallarel/models"
 )
 
-// freshMariaDB creates a database of this test's own on the MariaDB at
-// 127.0.0.1:3306 (root, no password) and drops it after.
-func freshMariaDB(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	admin, err := models.Open(ctx, models.DBConfig{URL: "mysql://root@127.0.0.1:3306/test", MaxOpenConns: 1})
-	if err != nil {
-		t.Fatalf("MariaDB at 127.0.0.1:3306 is required: %v", err)
-	}
-	name := fmt.Sprintf("chaos_rails_%d", time.Now().UnixNano())
-	if err := admin.Exec("CREATE DATABASE `" + name + "` CHARACTER SET utf8mb4").Error; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := admin.Exec("DROP DATABASE IF EXISTS `" + name + "`").Error; err != nil {
-			t.Errorf("drop %s: %v", name, err)
-		}
-		models.Close(admin)
-	})
-	return name
-}
 
 // readDotenv reads KEY=VALUE lines as a Rails .env (dotenv) holds them:
 // blank lines and # comments skipped, values optionally quoted.
@@ -71,7 +50,7 @@ func readDotenv(t *testing.T, path string) []string {
 // to exit 2 on the REDIS_URL, then again on LOCAL_SAVE=false without a
 // bucket.
 func TestRailsDotenvRunsGoWorker(t *testing.T) {
-	dbName := freshMariaDB(t)
+	dbName := freshMariaDB(t).name
 	dotenv := filepath.Join(t.TempDir(), ".env")
 	body := fmt.Sprintf(`# the Rails app's .env
 RAILS_ENV=production

@@ -24,8 +24,11 @@
 // fields are separated by commas; a record ends at CRLF, LF or a lone CR, and
 // the three may be mixed in one file; a field that starts with a double quote
 // may contain commas, line breaks and doubled quotes (""). Line breaks inside
-// quoted fields are returned as "\n" whatever their source form. Lines that
-// are completely empty are skipped and are not counted as rows.
+// quoted fields are kept as the file has them (CRLF, LF or CR), and an empty
+// unquoted cell is listed in Row.Nulls, as Ruby's CSV.parse(headers: true)
+// reads a file (nil there, "" for a quoted empty cell). Lines that are
+// completely empty are skipped and are not counted as rows (Ruby's CSV
+// gives them a row of nils).
 //
 // Bad records. A malformed record yields a Row whose Err is a *RecordError
 // (checkable with errors.Is against ErrFieldCount, ErrBareQuote,

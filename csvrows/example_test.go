@@ -36,7 +36,7 @@ func ExampleReader() {
 	}
 	// Output:
 	// utf-8 [個別識別番号 保険者名 年度]
-	// row 1 (line 2): "全国健康保険協会\n東京支部"
+	// row 1 (line 2): "全国健康保険協会\r\n東京支部"
 	// skip: line 4 (row 2): wrong number of fields: got 2, want 3
 	// row 3 (line 5): "国保"
 }

@@ -28,6 +28,9 @@ type parser struct {
 type record struct {
 	line   int
 	fields []string
+	// nulls holds the columns (below keep) that were empty and unquoted:
+	// Ruby's CSV reads those as nil and a quoted "" as "".
+	nulls  []int
 	count  int
 	err    error // a record sentinel, wrapped with detail by the caller
 	reason string
@@ -152,9 +155,18 @@ func (p *parser) appendField(rec *record, c byte) {
 }
 
 func (p *parser) endField(rec *record, keep int) {
+	p.endFieldQuoted(rec, keep, true)
+}
+
+// endFieldQuoted ends a field; quoted is false for an unquoted one, whose
+// empty value is a null (nil in Ruby's CSV).
+func (p *parser) endFieldQuoted(rec *record, keep int, quoted bool) {
 	if p.rowBytes > p.maxRow && rec.err == nil {
 		rec.err, rec.col = ErrRowTooLong, -1
 		rec.reason = fmt.Sprintf("more than %d bytes", p.maxRow)
+	}
+	if !quoted && len(p.field) == 0 && len(rec.fields) < keep {
+		rec.nulls = append(rec.nulls, len(rec.fields))
 	}
 	if len(rec.fields) < keep {
 		rec.fields = append(rec.fields, string(p.field))
@@ -210,17 +222,17 @@ func (p *parser) plainField(rec *record, keep int) (done bool, err error) {
 		}
 		switch c {
 		case eof:
-			p.endField(rec, keep)
+			p.endFieldQuoted(rec, keep, false)
 			return true, nil
 		case ',':
-			p.endField(rec, keep)
+			p.endFieldQuoted(rec, keep, false)
 			return false, nil
 		case '\r', '\n':
-			p.endField(rec, keep)
+			p.endFieldQuoted(rec, keep, false)
 			return true, p.endLine(c)
 		case '"':
 			col := rec.count
-			p.endField(rec, keep)
+			p.endFieldQuoted(rec, keep, false)
 			rec.err, rec.col = ErrBareQuote, col
 			rec.reason = fmt.Sprintf("on line %d; rest of the line skipped", p.line)
 			return true, p.skipLine()
@@ -277,11 +289,19 @@ func (p *parser) quotedField(rec *record, keep int) (done bool, err error) {
 				return true, p.resync(rec, openLine, openAt)
 			}
 		case '\r', '\n':
-			// Line breaks inside quotes come out as "\n", whatever the file uses.
+			// Line breaks inside quotes are kept as the file has them
+			// (CRLF stays CRLF), as Ruby's CSV keeps them.
+			p.appendField(rec, byte(c))
+			if c == '\r' {
+				if n, err := p.peek(); err != nil {
+					return true, err
+				} else if n == '\n' {
+					p.appendField(rec, '\n')
+				}
+			}
 			if err := p.endLine(c); err != nil {
 				return true, err
 			}
-			p.appendField(rec, '\n')
 		default:
 			p.appendField(rec, byte(c))
 		}

@@ -13,6 +13,16 @@ import (
 	"golang.org/x/text/transform"
 )
 
+// IsNull reports whether column h was empty and unquoted (nil in Ruby's CSV).
+func (r Row) IsNull(h string) bool {
+	for _, n := range r.Nulls {
+		if n == h {
+			return true
+		}
+	}
+	return false
+}
+
 // Row is one data record.
 type Row struct {
 	// Number is the 1-based data row number (the header is not counted; blank lines are skipped).
@@ -21,6 +31,10 @@ type Row struct {
 	Line int
 	// Fields maps header name to value. When Err is set it holds whatever could be read.
 	Fields map[string]string
+	// Nulls names the columns whose cell was empty and unquoted, in column
+	// order: Ruby's CSV.parse reads those as nil, a quoted empty cell ("")
+	// as "". Fields holds "" for both. Nil when there are none.
+	Nulls []string
 	// Err is a *RecordError when the record is malformed; reading can continue.
 	Err error
 }
@@ -174,6 +188,9 @@ func (r *Reader) Next() (Row, error) {
 	row := Row{Number: r.number, Line: rec.line, Fields: make(map[string]string, len(r.headers))}
 	for i, v := range rec.fields {
 		row.Fields[r.headers[i]] = v
+	}
+	for _, i := range rec.nulls {
+		row.Nulls = append(row.Nulls, r.headers[i])
 	}
 	if rec.err == nil && rec.count != len(r.headers) {
 		rec.err = ErrFieldCount

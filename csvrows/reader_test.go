@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -109,7 +110,7 @@ func TestReaderFiles(t *testing.T) {
 			{line: 6, values: []string{"1004", "d", "2027"}}, // line 5 is blank
 		}},
 		{file: "quoted_newline.csv", rows: []wantRow{
-			{line: 2, values: []string{"1001", "複数\n行の\"名前\"", "2024"}},
+			{line: 2, values: []string{"1001", "複数\r\n行の\"名前\"", "2024"}},
 			{line: 4, values: []string{"1002", "a,b", "2025"}},
 		}},
 		{file: "unbalanced_quote.csv", rows: []wantRow{
@@ -243,7 +244,7 @@ func TestReaderShiftJIS(t *testing.T) {
 	}
 	want := []wantRow{
 		{line: 2, values: []string{"1001", "全国健康保険協会", "2024"}},
-		{line: 3, values: []string{"1002", "ｶﾅ,カナ\n改行", "2025"}},
+		{line: 3, values: []string{"1002", "ｶﾅ,カナ\r\n改行", "2025"}},
 	}
 	for _, enc := range []string{"", "auto", "shift_jis", "cp932"} {
 		t.Run("encoding="+enc, func(t *testing.T) {
@@ -538,6 +539,39 @@ func TestOffset(t *testing.T) {
 		}
 		if got := r.Offset(); got != ends[i] {
 			t.Fatalf("after row %d: %d, want %d", i, got, ends[i])
+		}
+	}
+}
+
+// TestReaderAsRubyCSV: the cells Ruby's CSV.parse(headers: true) reads as
+// nil (empty and unquoted) are listed in Nulls, a quoted empty cell is not,
+// and line breaks inside quotes come back as the file has them.
+func TestReaderAsRubyCSV(t *testing.T) {
+	t.Parallel()
+	text := "a,b,c,d\r\n1,,\"\",\"x\r\ny\"\n,\"\",2,\"p\nq\rr\"\n"
+	r, err := NewReader(strings.NewReader(text), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := readAll(t, r)
+	if len(rows) != 2 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for i, want := range []struct {
+		fields map[string]string
+		nulls  []string
+	}{
+		{map[string]string{"a": "1", "b": "", "c": "", "d": "x\r\ny"}, []string{"b"}},
+		{map[string]string{"a": "", "b": "", "c": "2", "d": "p\nq\rr"}, []string{"a"}},
+	} {
+		got := rows[i]
+		if got.Err != nil || fmt.Sprint(got.Fields) != fmt.Sprint(want.fields) || fmt.Sprint(got.Nulls) != fmt.Sprint(want.nulls) {
+			t.Errorf("row %d: %q nulls %q (%v), want %q nulls %q", i+1, got.Fields, got.Nulls, got.Err, want.fields, want.nulls)
+		}
+		for _, h := range []string{"a", "b", "c", "d"} {
+			if got.IsNull(h) != slices.Contains(want.nulls, h) {
+				t.Errorf("row %d: IsNull(%q) = %v", i+1, h, got.IsNull(h))
+			}
 		}
 	}
 }

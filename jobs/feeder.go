@@ -107,6 +107,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		return err
 	}
 	defer p.releaseLease(context.WithoutCancel(ctx), token)
+	p.track(ctx, token)
 
 	st, err := p.d.DB.StatusByToken(ctx, token)
 	if err != nil {
@@ -173,6 +174,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		lastCheck  time.Time
 		lastTotal  time.Time
 		listed     = true
+		dbEnded    = 0 // rows the database counts ended: Ruby's rows are only there
 		badRows    = 0
 		idle       = 10 * time.Millisecond
 		eof        = false
@@ -202,6 +204,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 				log.Info("split stopped: the run has ended", "state", st.RunState())
 				return nil
 			}
+			dbEnded = st.DoneCount + st.FailedCount
 		}
 		// The queue's listing is checked before every push, since the push
 		// lists the queue again and would hide the deletion.
@@ -209,6 +212,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		if err != nil {
 			return err
 		}
+		recorded = max(recorded, dbEnded)
 		if pushedRows > 0 {
 			listed = listedNow
 		}
@@ -307,7 +311,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 
 // rowJob builds the row job of one CSV row.
 func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []string, row csvrows.Row) (*sidekiq.Job, error) {
-	hash, err := encodeOrdered(headers, row.Fields)
+	hash, err := encodeOrdered(headers, row.Fields, row.Nulls)
 	if err != nil {
 		return nil, err
 	}
@@ -315,8 +319,9 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 	if err != nil {
 		return nil, err
 	}
-	j.Queue, j.Retry = queue, p.rowRetry()
+	j.Queue = queue
 	j.Fields = map[string]json.RawMessage{fieldRow: strconv.AppendInt(nil, int64(row.Number), 10)}
+	setAppOptions(j, p.rowRetry())
 	if spec.TemplateKey != "" {
 		_ = j.SetField(fieldTemplate, spec.TemplateKey)
 	}

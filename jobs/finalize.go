@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,7 +28,8 @@ func finalizeJob(queue, dir, typ string, reportID int64, token string, interval,
 	if err != nil {
 		return nil, err
 	}
-	j.Queue, j.Retry = queue, json.RawMessage("3")
+	j.Queue = queue
+	setAppOptions(j, json.RawMessage("3"))
 	return j, nil
 }
 
@@ -65,6 +67,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	if status.FinalizedAt != nil {
 		return nil // another copy finished it
 	}
+	p.track(ctx, token) // a Ruby split's run: dropped if the app's finalizer ends it
 	ended, err := p.ledger.Count(ctx, token)
 	if err != nil {
 		return err
@@ -78,6 +81,16 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		}
 	}
 	timedOut := now.Sub(time.Unix(startedAt, 0)) >= time.Duration(maxWait)*time.Second
+	missing := ""
+	if timedOut {
+		missing = "no result before max_wait_sec"
+	}
+	if ended < status.TotalCount && !timedOut && p.rubyRanTheRest(ctx, status, ended) {
+		// Ruby keeps the books and the database counts every row ended:
+		// the rows Go has no result for ran on a Ruby worker, whose files
+		// stay on its machine (books.go).
+		ended, missing = status.TotalCount, "run by a Ruby worker: its file stayed in that worker's /tmp/reports"
+	}
 	if ended < status.TotalCount && !timedOut {
 		again, err := finalizeJob(queue, dir, typ, reportID, token, interval, maxWait, startedAt)
 		if err != nil {
@@ -97,7 +110,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		return nil
 	}
 	log := p.log.With("token", token, "report_id", reportID)
-	count, err := p.finalize(ctx, token, status.TotalCount, timedOut)
+	count, err := p.finalize(ctx, token, status.TotalCount, missing)
 	if err != nil {
 		// The report stays processing while retries remain; jobDied marks
 		// it failed when they are spent.
@@ -134,7 +147,10 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 // streams: the ledger is read in chunks, row files come from storage one by
 // one (packs a few at a time) and the manifest is spooled to a temporary
 // file, so memory does not grow with the number of rows.
-func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedOut bool) (int, error) {
+//
+// missingReason, when set, is the reason given to rows with no result (the wait
+// ran out, or Ruby ran them); else only a numbered run's missing rows fail.
+func (p *Pipeline) finalize(ctx context.Context, token string, total int, missingReason string) (int, error) {
 	spool, err := os.CreateTemp("", "pallarel-manifest-*.csv")
 	if err != nil {
 		return 0, fmt.Errorf("manifest spool: %w", err)
@@ -192,11 +208,8 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 			numbered = numbered || r.Row > 0
 			return add(r)
 		})
-		if err == nil && (timedOut || numbered) {
-			reason := "no result recorded"
-			if timedOut {
-				reason = "no result before max_wait_sec"
-			}
+		if err == nil && (missingReason != "" || numbered) {
+			reason := cmp.Or(missingReason, "no result recorded")
 			for _, n := range missing {
 				if err = add(RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: reason}); err != nil {
 					break

@@ -2,9 +2,11 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -14,7 +16,8 @@ const IdleRecheck = 30 * time.Second
 // handleIdle stops a token's worker once it is idle: nothing waits in its
 // queue, nothing of it is scheduled or retrying, and nothing of it runs
 // (the Rails job looked at the queue alone and could stop a busy worker).
-// Otherwise it looks again in 30 s. Args: [token].
+// Otherwise it looks again in 30 s. A run whose status row is gone ends
+// the job quietly, as the app's. Args: [token].
 func (p *Pipeline) handleIdle(ctx context.Context, job *sidekiq.Job) error {
 	var token string
 	if err := job.ScanArgs(&token); err != nil {
@@ -23,6 +26,16 @@ func (p *Pipeline) handleIdle(ctx context.Context, job *sidekiq.Job) error {
 	queue, err := p.tokenQueue(token)
 	if err != nil {
 		return err
+	}
+	// As the app's job: a run whose status row is gone (the app's
+	// finalizer deletes it) or has no queue has nothing left to stop.
+	status, err := p.d.DB.StatusByToken(ctx, token)
+	if errors.Is(err, models.ErrNotFound) || (err == nil && status.QueueName == "") {
+		p.log.Info("idle shutdown: the run's status row is gone, nothing to do", "token", token)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("idle %s: %w", token, err)
 	}
 	pending, err := p.d.API.PendingFor(ctx, queue)
 	if err != nil {
@@ -42,10 +55,6 @@ func (p *Pipeline) handleIdle(ctx context.Context, job *sidekiq.Job) error {
 			return fmt.Errorf("idle %s: re-enqueue: %w", token, err)
 		}
 		return nil
-	}
-	status, err := p.d.DB.StatusByToken(ctx, token)
-	if err != nil {
-		return fmt.Errorf("idle %s: %w", token, err)
 	}
 	p.log.Info("token worker idle: stopping", "token", token, "task", status.WorkerTaskArn)
 	p.stopWorker(ctx, token, status.WorkerTaskArn, "idle: token "+token+" has no work left")

@@ -110,7 +110,7 @@ func resultKeys(token string) []string {
 
 // ledgerKeys are every key of a token's ledger.
 func ledgerKeys(token string) []string {
-	return append(append(resultKeys(token), totalKey(token), splitKey(token)), legacyLedgerKeys(token)...)
+	return append(append(resultKeys(token), totalKey(token), splitKey(token), booksKey(token), orderKey(token)), legacyLedgerKeys(token)...)
 }
 
 // dropLegacyScript forgets a ledger of the older layout, so the run is
@@ -658,7 +658,8 @@ func (l Ledger) SetSplitProgress(ctx context.Context, token string, n int) error
 	return err
 }
 
-// Expire lets a finished token's records go after ttl.
+// Expire lets a finished token's records go after ttl, and takes the run
+// off the tracked runs (books.go): Go saw it end.
 func (l Ledger) Expire(ctx context.Context, token string, ttl time.Duration) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
@@ -668,6 +669,7 @@ func (l Ledger) Expire(ctx context.Context, token string, ttl time.Duration) err
 	for _, k := range ledgerKeys(token) {
 		_ = c.Send("EXPIRE", k, int(ttl.Seconds()))
 	}
+	_ = c.Send("SREM", trackedKey, token) // Go saw the run end
 	_, err = c.Do("")
 	return err
 }

@@ -6,6 +6,9 @@
 //	Report::FinalizeReportJob Sidekiq job, token queue: [path, type, report_id, token, interval_sec, max_wait_sec, started_at]
 //	IdleShutdownJob           ActiveJob: [token]
 //
+// and the app's monitors (ActiveJob on "default", no arguments):
+// DeadLetterMonitorJob, ForceShutdownMonitorJob, IdleEcsTaskMonitorJob.
+//
 // Handlers are thin: they decode arguments and call the pipeline below.
 package jobs
 
@@ -92,6 +95,7 @@ type Pipeline struct {
 	packer    *rowPacker
 	feeds     feeders
 	super     supervisor
+	procs     procsCache // live processes, for runBooks
 	// base outlives jobs: the feeders run under it until Close.
 	base       context.Context
 	cancelBase context.CancelFunc
@@ -146,8 +150,12 @@ func New(d Deps) (*Pipeline, error) {
 	return p, nil
 }
 
-// Close stops the pipeline's feeders.
-func (p *Pipeline) Close() { p.cancelBase() }
+// Close writes the row counts still held back and stops the pipeline's
+// feeders.
+func (p *Pipeline) Close() {
+	p.flushAllCounts()
+	p.cancelBase()
+}
 
 // Register binds the four jobs to reg under the Rails names and, so Go
 // callers may use them too, the names without the Report:: prefix.
@@ -162,6 +170,7 @@ func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 		reg.Register(p.handleIdle, IdleClass),
 		reg.Register(p.handleWebhook, WebhookClass),
 		reg.Register(p.handleCancelCleanup, CancelCleanupClass),
+		p.registerAppMonitors(reg),
 	)
 }
 

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -339,7 +338,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 			}
 			continue
 		}
-		hash, err := encodeOrdered(rows.Headers(), row.Fields)
+		hash, err := encodeOrdered(rows.Headers(), row.Fields, row.Nulls)
 		if err != nil {
 			return pushed, err
 		}
@@ -347,7 +346,8 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		if err != nil {
 			return pushed, err
 		}
-		j.Queue, j.Retry = queue, json.RawMessage("3")
+		j.Queue = queue
+		setAppOptions(j, p.rowRetry())
 		_ = j.SetField(fieldRow, row.Number)
 		if template != "" {
 			_ = j.SetField(fieldTemplate, template)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -15,6 +16,14 @@ import (
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
 )
+
+// setAppOptions gives a row or finalize job the keys the Rails app's
+// sidekiq_options (retry: 3, dead: true) write on its payloads, so a Ruby
+// job sees what the Ruby split would have pushed; retry is the pipeline's.
+func setAppOptions(j *sidekiq.Job, retry json.RawMessage) {
+	j.Retry = retry
+	_ = j.SetField("dead", true)
+}
 
 // Extra payload fields Go writes on row jobs (Ruby keeps unknown keys):
 const (
@@ -52,6 +61,12 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		return fmt.Errorf("%w: row_hash: %v", sidekiq.ErrBadArgs, err)
 	}
 	rowNum := rowNumber(job)
+	if rowNum == 0 {
+		// Pushed by a Ruby split: numbered in push order (rubyrows.go).
+		if rowNum, err = p.rubyRowNumber(ctx, token, job.Queue, job.JID); err != nil {
+			return err
+		}
+	}
 	key := RowKey(rowNum, job.JID)
 
 	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))
@@ -216,10 +231,11 @@ func orderedObject(raw json.RawMessage) ([]string, map[string]string, error) {
 }
 
 // encodeOrdered writes a row as a JSON object in column order, the
-// row_hash Rails reads. Strings are quoted by jsontext (no HTML escaping,
+// row_hash Rails reads: the columns in nulls (empty unquoted cells) are
+// null, as row.to_h after Ruby's CSV.parse(headers: true) has them. Strings are quoted by jsontext (no HTML escaping,
 // invalid UTF-8 replaced with U+FFFD, as encoding/json does): one
 // json.Encoder per key and value was most of the split's CPU.
-func encodeOrdered(headers []string, fields map[string]string) (json.RawMessage, error) {
+func encodeOrdered(headers []string, fields map[string]string, nulls []string) (json.RawMessage, error) {
 	n := 2
 	for _, h := range headers {
 		n += len(h) + len(fields[h]) + 6
@@ -232,6 +248,10 @@ func encodeOrdered(headers []string, fields map[string]string) (json.RawMessage,
 		}
 		b, _ = jsontext.AppendQuote(b, h) // the error only reports replaced invalid UTF-8
 		b = append(b, ':')
+		if len(nulls) > 0 && slices.Contains(nulls, h) {
+			b = append(b, "null"...)
+			continue
+		}
 		b, _ = jsontext.AppendQuote(b, fields[h])
 	}
 	return append(b, '}'), nil
@@ -266,6 +286,9 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	var rowNum int
 	_, _ = job.Field(fieldRow, &rowNum)
+	if rowNum == 0 {
+		rowNum = p.knownRubyRowNumber(ctx, token, job.JID)
+	}
 	isNew, last, err := p.recordRow(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
 	if err != nil {
 		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)

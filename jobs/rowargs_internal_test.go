@@ -92,7 +92,7 @@ func FuzzNewRowJob(f *testing.F) {
 	f.Add("pdf", int64(-1), "", "a\"b")
 	f.Add("xlsx", int64(0), "C:\\x", "<&>\u2028é\xff")
 	f.Fuzz(func(t *testing.T, typ string, id int64, path, token string) {
-		hash, _ := encodeOrdered([]string{"a"}, map[string]string{"a": typ})
+		hash, _ := encodeOrdered([]string{"a"}, map[string]string{"a": typ}, nil)
 		j1, err1 := sidekiq.NewJob(RowClass, hash, typ, id, path, token)
 		j2, err2 := newRowJob(hash, typ, id, path, token)
 		if (err1 == nil) != (err2 == nil) {

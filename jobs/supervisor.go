@@ -127,6 +127,9 @@ func (p *Pipeline) Supervise(ctx context.Context) error {
 	if err := p.resubmitLostSplits(ctx); err != nil {
 		p.log.Warn("run supervisor: lost splits", "err", err)
 	}
+	if err := p.dropOrphans(ctx); err != nil {
+		p.log.Warn("run supervisor: runs the Rails app finalized", "err", err)
+	}
 	runs, err := p.d.DB.UnfinishedStatuses(ctx, 1000)
 	if err != nil {
 		return err
@@ -185,6 +188,15 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 	if err != nil {
 		return err
 	}
+	// Rows a Ruby worker ran are only in the database's count: such a
+	// run's rows are never pushed again (books.go).
+	books, _, err := p.runBooks(ctx, st, queue, recorded)
+	if err != nil {
+		return err
+	}
+	if books == BooksRuby {
+		recorded = max(recorded, st.DoneCount+st.FailedCount)
+	}
 	if recorded != w.lastCount {
 		w.lastCount, w.lastProgress = recorded, now
 		if st.StateReason != "" && w.lastCount >= 0 {
@@ -198,18 +210,22 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 		}
 		held, queued, finPresent := heldRows(qw)
-		if deleted, err := p.queueEmptiedByHand(ctx, token, w, held, queued); err != nil {
+		// A Ruby worker's fetch leaves no trace either: rows gone from the
+		// list are not deleted, and rows not recorded are not lost.
+		if deleted, err := p.queueEmptiedByHand(ctx, token, w, held, queued); books == BooksGo && err != nil {
 			return err
-		} else if deleted {
+		} else if books == BooksGo && deleted {
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 		}
 		w.queued = queued
-		if recorded < total {
+		if recorded < total && books == BooksGo {
 			if err := p.repairGaps(ctx, token, spec, w, total, held); err != nil {
 				return err
 			}
 		}
-		if finPresent {
+		if finPresent || (books == BooksRuby && qw.Busy > 0) {
+			// (A Ruby worker's running jobs show only in its work hash,
+			// by queue: one of them may be the finalizer.)
 			w.finMissing = 0
 		} else if w.finMissing++; w.finMissing >= 2 {
 			// The finalizer re-enqueues itself until the run ends; none

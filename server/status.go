@@ -74,6 +74,10 @@ type runView struct {
 	Expired   bool `json:"expired,omitempty"`
 	CanCancel bool `json:"can_cancel"`
 	CanRetry  bool `json:"can_retry"` // completed with failed rows: they can run again
+	// Books says whose records account for the run's rows: "go" (Go's row
+	// ledger) or "ruby" (Ruby workers ran rows, known only by done_count;
+	// Go pushes none of them again). Empty on run lists.
+	Books string `json:"books,omitempty"`
 }
 
 // Finished reports whether the run will not change any more (unless a
@@ -244,6 +248,11 @@ func (s *Server) loadRun(ctx context.Context, token string) (runView, error) {
 	v := s.makeView(token, rep, st)
 	if !v.Finished() {
 		v.Workers = s.workersOn(ctx, v.QueueName)
+	}
+	if b, ok := s.d.Runs.(interface {
+		Books(context.Context, string) (string, error)
+	}); ok {
+		v.Books, _ = b.Books(ctx, token) // an unreadable answer leaves it out
 	}
 	return v, nil
 }

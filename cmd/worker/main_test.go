@@ -104,6 +104,16 @@ func TestWorkerClientMiddlewareSeesJobPushes(t *testing.T) {
 	if _, err := sidekiq.NewClient(db.Pool, sidekiq.ClientOptions{}).PushBulk(ctx, []*sidekiq.Job{other, other.Clone()}); err != nil {
 		t.Fatal(err)
 	}
+	// The run's status row exists (without it the job has nothing to stop
+	// and ends quietly, as the Rails app's).
+	gdb, err := models.Open(ctx, cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { models.Close(gdb) })
+	if _, err := models.NewStore(gdb).CreateStatus(ctx, token, queue, 1); err != nil {
+		t.Fatal(err)
+	}
 	idle, err := sidekiq.NewActiveJob(sidekiq.Dialect8, jobs.IdleClass, queue, token)
 	if err != nil {
 		t.Fatal(err)

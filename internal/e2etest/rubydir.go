@@ -3,6 +3,8 @@ package e2etest
 import (
 	"bufio"
 	"context"
+	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -13,6 +15,16 @@ import (
 	"testing"
 	"time"
 )
+
+// railsApp is the Rails app's job classes and steps (railsapp/app.rb), which
+// every RubyDir holds under railsapp/ so interop and chaos tests share them.
+//
+//go:embed railsapp/*.rb
+var railsApp embed.FS
+
+// RailsAppDir is where a RubyDir holds railsapp/app.rb and cmd.rb:
+// `sidekiq -r ./railsapp/app.rb`, `ruby ./railsapp/cmd.rb ...`.
+const RailsAppDir = "railsapp"
 
 var (
 	rubyDirOnce sync.Once
@@ -62,6 +74,12 @@ func makeRubyDir(peers string) (string, error) {
 		}
 		return os.WriteFile(dst, b, 0o644)
 	})
+	if errors.Is(err, fs.ErrNotExist) {
+		err = nil // a package without testdata of its own
+	}
+	if err == nil {
+		err = copyRailsApp(dir)
+	}
 	if err != nil {
 		return "", fmt.Errorf("copy testdata for Ruby: %w", err)
 	}
@@ -97,4 +115,24 @@ func unmountStale() {
 			_ = exec.Command("umount", "-l", fields[1]).Run()
 		}
 	}
+}
+
+func copyRailsApp(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, RailsAppDir), 0o755); err != nil {
+		return err
+	}
+	entries, err := railsApp.ReadDir(RailsAppDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		b, err := railsApp.ReadFile(RailsAppDir + "/" + e.Name())
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, RailsAppDir, e.Name()), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
