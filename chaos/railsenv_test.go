@@ -13,7 +13,6 @@ import (
 	"github.com/pallarel/pallarel/models"
 )
 
-
 // readDotenv reads KEY=VALUE lines as a Rails .env (dotenv) holds them:
 // blank lines and # comments skipped, values optionally quoted.
 func readDotenv(t *testing.T, path string) []string {
