@@ -55,8 +55,12 @@ type Config struct {
 	// Port is PORT, the HTTP listen port. Defaults to 8080.
 	Port int
 	// RedisURL is REDIS_URL (redis:// or rediss://). Empty lets main pick
-	// an embedded/local Redis.
+	// an embedded/local Redis. REDIS_PROVIDER may name another variable
+	// that holds it, as in Sidekiq.
 	RedisURL string
+	// Redis is the Sentinel and TLS settings (REDIS_SENTINELS,
+	// REDIS_TLS_*; see redis.go).
+	Redis sidekiq.RedisSettings
 	// DataDir is DATA_DIR. Defaults to "./data".
 	DataDir string
 	// DB comes from DATABASE_URL, else DB_HOST/DB_NAME/DB_USER/DB_PASSWORD
@@ -276,12 +280,13 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.AppEnv = l.str("APP_ENV", DefaultAppEnv)
 	c.PDFFontPath = l.str("PDF_FONT_PATH", "")
 	c.Port = int(l.integer("PORT", DefaultPort, 1, 65535))
-	c.RedisURL = l.str("REDIS_URL", "")
+	c.RedisURL = l.redisURL()
 	if c.RedisURL != "" {
 		if err := sidekiq.ValidRedisURL(c.RedisURL); err != nil {
 			l.fail("REDIS_URL", "%v", err)
 		}
 	}
+	c.RedisURL, c.Redis = l.redisSettings(c.RedisURL) // redis.go
 	c.DataDir = l.str("DATA_DIR", DefaultDataDir)
 	c.DB = l.database(c.DataDir)
 	c.DB.MaxOpenConns = int(l.integer("DB_POOL", models.DefaultMaxOpenConns, 1, 1000))

@@ -243,3 +243,72 @@ func (p *Proxy) Close() {
 	p.conns = nil
 	p.mu.Unlock()
 }
+
+// NewSentinel starts a redis-sentinel that monitors the master named
+// master at 127.0.0.1:masterPort with a quorum of 1, so a test can fail
+// it over with SENTINEL FAILOVER. A non-empty password is the sentinel's
+// requirepass.
+func NewSentinel(tb testing.TB, master string, masterPort int, password string) *Node {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-sentinel")
+	if err != nil {
+		tb.Fatalf("redis-sentinel not found on PATH (install Debian's redis-sentinel; .ci/run does): %v", err)
+	}
+	n := &Node{Port: FreePort(tb), Dir: tb.TempDir(), tb: tb}
+	n.Addr = fmt.Sprintf("127.0.0.1:%d", n.Port)
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n", n.Port, n.Dir, filepath.Join(n.Dir, "redis.log")) +
+		fmt.Sprintf("sentinel monitor %[1]s 127.0.0.1 %[2]d 1\nsentinel down-after-milliseconds %[1]s 5000\nsentinel failover-timeout %[1]s 10000\n", master, masterPort)
+	if password != "" {
+		conf += "requirepass " + password + "\n"
+		n.dialOpts = []redis.DialOption{redis.DialPassword(password)}
+	}
+	path := filepath.Join(n.Dir, "sentinel.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	n.cmd = exec.Command(bin, path)
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := n.cmd.Start(); err != nil {
+		tb.Fatalf("start redis-sentinel: %v", err)
+	}
+	tb.Cleanup(n.Stop)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := n.Try("PING"); err == nil {
+			return n
+		} else if time.Now().After(deadline) {
+			tb.Fatalf("redis-sentinel on %s did not start: %v\n%s", n.Addr, err, n.Log())
+		}
+	}
+}
+
+// Failover asks a sentinel to fail its master over, retrying while the
+// sentinel has not yet found a replica to promote, and waits until it
+// names a new master address; it returns that address.
+func (n *Node) Failover(master string) string {
+	n.tb.Helper()
+	old, err := redis.Strings(n.Try("SENTINEL", "get-master-addr-by-name", master))
+	if err != nil {
+		n.tb.Fatalf("sentinel %s: %v", n.Addr, err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := n.Try("SENTINEL", "FAILOVER", master)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			n.tb.Fatalf("SENTINEL FAILOVER %s: %v\n%s", master, err, n.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for {
+		now, _ := redis.Strings(n.Try("SENTINEL", "get-master-addr-by-name", master))
+		if len(now) == 2 && (now[0] != old[0] || now[1] != old[1]) {
+			return net.JoinHostPort(now[0], now[1])
+		}
+		if time.Now().After(deadline) {
+			n.tb.Fatalf("sentinel still names %v as master after a failover\n%s", old, n.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

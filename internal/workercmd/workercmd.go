@@ -74,7 +74,7 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 		return 2
 	}
 	cfg.SidekiqDialect = int(cli.Options.Dialect)
-	pool, err := sidekiq.NewPool(cfg.RedisURL, max(cli.Options.Concurrency, 5)+5)
+	pool, err := sidekiq.NewPoolWith(cfg.RedisURL, cfg.Redis, max(cli.Options.Concurrency, 5)+5)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: REDIS_URL: %v\n", err)
 		return 2
