@@ -17,6 +17,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/internal/logformat"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -64,19 +65,24 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 	if cli.Verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	format, err := logformat.Parse(lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	log := logformat.New(stderr, format, level)
 	cli.Options.Logger = log
 	// The environment is read and checked here, once; its errors never
 	// print a password (config masks URLs).
 	cfg, err := config.Load(lookup)
 	if err != nil {
-		fmt.Fprintf(stderr, "worker: configuration:\n%v\n", err)
+		logformat.Problem(stderr, format, log, "worker: configuration", err)
 		return 2
 	}
 	cfg.SidekiqDialect = int(cli.Options.Dialect)
 	pool, err := sidekiq.NewPoolWith(cfg.RedisURL, cfg.Redis, max(cli.Options.Concurrency, 5)+5)
 	if err != nil {
-		fmt.Fprintf(stderr, "worker: REDIS_URL: %v\n", err)
+		logformat.Problem(stderr, format, log, "worker: REDIS_URL", err)
 		return 2
 	}
 	defer pool.Close()
