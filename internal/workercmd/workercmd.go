@@ -13,11 +13,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/internal/logformat"
+	"github.com/pallarel/pallarel/internal/tracing"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -80,6 +82,27 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 		return 2
 	}
 	cfg.SidekiqDialect = int(cli.Options.Dialect)
+	// OpenTelemetry tracing, off unless an OTLP endpoint is set: its
+	// middleware is only in the chains when it is on.
+	tracer, stopTracing, err := tracing.Start(ctx, lookup, "pallarel-worker")
+	if err != nil {
+		logformat.Problem(stderr, format, log, "worker: OpenTelemetry", err)
+		return 2
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("OpenTelemetry: spans not flushed", "err", err)
+		}
+	}()
+	if tracer != nil {
+		// Outermost, so the job's span covers the whole chain; the client
+		// middleware stamps the pushes this process makes (the app's
+		// client is built with these too).
+		cli.Options.ServerMiddleware = append([]sidekiq.ServerMiddleware{tracer.Server()}, cli.Options.ServerMiddleware...)
+		cli.Options.ClientMiddleware = append(cli.Options.ClientMiddleware, tracer.Client())
+	}
 	pool, err := sidekiq.NewPoolWith(cfg.RedisURL, cfg.Redis, max(cli.Options.Concurrency, 5)+5)
 	if err != nil {
 		logformat.Problem(stderr, format, log, "worker: REDIS_URL", err)
