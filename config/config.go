@@ -102,7 +102,8 @@ type Config struct {
 	BasicAuthUser     string
 	BasicAuthPassword string
 	// SidekiqDialect is SIDEKIQ_DIALECT: the Sidekiq major version whose
-	// Redis format we write (8, 7 or 6). Defaults to 8.
+	// Redis format we write (8, 7 or 6; 81 for SIDEKIQ_DIALECT=8.1, whose
+	// retry rule and advertised version are 8.1.7's). Defaults to 8.
 	SidekiqDialect int
 	// Templates bound an uploaded XLSX template: TEMPLATE_MAX_BYTES (10 MiB),
 	// TEMPLATE_MAX_UNCOMPRESSED_BYTES (64 MiB), TEMPLATE_MAX_CELLS (200,000)
@@ -393,8 +394,10 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		switch v {
 		case "6", "7", "8":
 			c.SidekiqDialect = int(v[0] - '0')
+		case "8.1":
+			c.SidekiqDialect = 81 // sidekiq.Dialect81
 		default:
-			l.fail("SIDEKIQ_DIALECT", "want 8, 7 or 6, got %q", v)
+			l.fail("SIDEKIQ_DIALECT", "want 8, 7 or 6, got %q (or 8.1 for Sidekiq 8.1)", v)
 		}
 	}
 	c.WorkerIdleTimeout = l.duration("WORKER_IDLE_TIMEOUT", DefaultWorkerIdleTimeout)

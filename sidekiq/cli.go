@@ -38,7 +38,7 @@ func (q *queueFlags) Set(s string) error {
 
 // ParseCLI parses worker arguments: -q NAME[,WEIGHT] (repeatable), -c N,
 // -t SECONDS, -C sidekiq.yml, -e ENV, -g TAG, -v, -V, and Pallarel's own
-// --dialect 6|7|8, --fetch reliable|basic, --prefetch N (0: none),
+// --dialect 6|7|8|8.1, --fetch reliable|basic, --prefetch N (0: none),
 // --idle-timeout DURATION and --process-ttl DURATION. lookup reads the environment (for RAILS_ENV and
 // ERB in sidekiq.yml). Errors say which flag is wrong.
 func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Writer) (CLI, error) {
@@ -84,7 +84,7 @@ func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Write
 	for _, n := range []string{"r", "require"} {
 		fs.StringVar(&require, n, "", "Ruby only: not supported (handlers are compiled into the Go worker)")
 	}
-	fs.StringVar(&dialect, "dialect", "", "Sidekiq job format to write: 8 (default), 7 or 6 (env SIDEKIQ_DIALECT)")
+	fs.StringVar(&dialect, "dialect", "", "Sidekiq job format to write: 8 (default), 8.1, 7 or 6 (env SIDEKIQ_DIALECT)")
 	fs.StringVar(&fetch, "fetch", "reliable", "reliable (jobs survive SIGKILL) or basic (Sidekiq's BRPOP)")
 	fs.IntVar(&prefetch, "prefetch", -1, "jobs fetched ahead of free processors, at most 1000; 0: none (default: adaptive with reliable fetch, what the processors finish in 5 ms; none with basic fetch)")
 	fs.DurationVar(&idle, "idle-timeout", 0, "exit after the queues stayed empty this long (0: never)")

@@ -60,7 +60,7 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 		return 2
 	}
 	if cli.Version {
-		fmt.Fprintf(stderr, "pallarel worker %s (Sidekiq wire format %d)\n", version, cli.Options.Dialect)
+		fmt.Fprintf(stderr, "pallarel worker %s (Sidekiq wire format %v)\n", version, cli.Options.Dialect)
 		return 0
 	}
 	level := slog.LevelInfo
