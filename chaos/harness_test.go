@@ -77,6 +77,12 @@ type cluster struct {
 func newCluster(t *testing.T, extraEnv ...string) *cluster {
 	t.Helper()
 	own := redistest.NewOwn(t)
+	// {redis_addr} in an extra variable is this cluster's host:port (a
+	// bare-host REDIS_URL, as the Rails app's .env holds it).
+	extraEnv = append([]string(nil), extraEnv...)
+	for i, e := range extraEnv {
+		extraEnv[i] = strings.ReplaceAll(e, "{redis_addr}", own.Addr)
+	}
 	c := newClusterAt(t, own.URL(0), redistest.NewPool(own.Addr, 0), extraEnv...)
 	c.redis = own
 	return c

@@ -1,75 +1,94 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	neturl "net/url"
+	"strconv"
 	"strings"
 
-	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/internal/secreturl"
 )
 
-// redisURL is the Redis URL as Sidekiq finds it (redis_connection.rb
-// determine_redis_provider): REDIS_PROVIDER names the variable that holds
-// it (Heroku add-ons' MY_REDIS_URL...), else REDIS_URL.
+// redisURL reads REDIS_URL as Sidekiq and as the Rails app both take it: a
+// redis:// or rediss:// URL is used as it is; a bare host ("redis",
+// "127.0.0.1:6379", "redis:6380"), which the app's config/redis.yml turns
+// into "redis://<host>/<db>", becomes that URL with db from REDIS_DB
+// (default 0, as redis.yml's db.sidekiq). So the .env that runs the app's
+// Sidekiq runs the Go worker unchanged.
 func (l *loader) redisURL() string {
-	if p, ok := l.get("REDIS_PROVIDER"); ok {
-		if strings.Contains(p, ":") {
-			l.fail("REDIS_PROVIDER", "should be the name of the variable that holds the Redis URL, not a URL itself (as Sidekiq requires)")
-			return ""
-		}
-		if v, ok := l.get(p); ok {
-			return v
+	raw, ok := l.get(l.redisURLVariable()) // REDIS_URL, or the one REDIS_PROVIDER names (redisconn.go)
+	db := l.integer("REDIS_DB", 0, 0, 1<<20)
+	if !ok {
+		return ""
+	}
+	url, err := normalizeRedisURL(raw, int(db))
+	if err != nil {
+		l.fail("REDIS_URL", "%v", err)
+		return ""
+	}
+	if _, set := l.get("REDIS_DB"); set && strings.Contains(raw, "://") {
+		if u, _ := neturl.Parse(url); u != nil && strings.Trim(u.Path, "/") != "" && strings.Trim(u.Path, "/") != strconv.FormatInt(db, 10) {
+			l.fail("REDIS_DB", "REDIS_URL %q names database %s; REDIS_DB %d applies only to a bare host", u.Redacted(), strings.Trim(u.Path, "/"), db)
 		}
 	}
-	return l.str("REDIS_URL", "")
+	return url
 }
 
-// redisSettings reads the Sentinel and TLS settings, and returns the URL
-// to dial with them (with Sentinel and no REDIS_URL, redis://<master>/0).
-//
-//   - REDIS_SENTINELS: host:port,host:port (port 26379 when left out), as
-//     redis-client's `sentinels:`; REDIS_SENTINEL_MASTER: the master's name
-//     (default: the REDIS_URL host, as redis-client's `url:
-//     "redis://mymaster"`); REDIS_SENTINEL_USERNAME, REDIS_SENTINEL_PASSWORD.
-//   - REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE,
-//     REDIS_TLS_SERVER_NAME, REDIS_TLS_VERIFY (peer or none), as
-//     redis-client's ssl_params ca_file, cert, key, verify_hostname and
-//     verify_mode; they need a rediss:// URL.
-func (l *loader) redisSettings(url string) (string, sidekiq.RedisSettings) {
-	var s sidekiq.RedisSettings
-	for _, a := range l.list("REDIS_SENTINELS") {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			a = net.JoinHostPort(a, "26379")
+// normalizeRedisURL turns a bare host[:port] into redis://host[:port]/db
+// and checks a full URL without connecting.
+func normalizeRedisURL(raw string, db int) (string, error) {
+	if !strings.Contains(raw, "://") {
+		if err := validBareRedisHost(raw); err != nil {
+			return "", err
 		}
-		s.Sentinels = append(s.Sentinels, a)
+		return fmt.Sprintf("redis://%s/%d", raw, db), nil
 	}
-	if len(s.Sentinels) > 0 {
-		s.SentinelMaster = l.str("REDIS_SENTINEL_MASTER", "")
-		if s.SentinelMaster == "" && url != "" {
-			if u, err := neturl.Parse(url); err == nil {
-				s.SentinelMaster = u.Hostname()
-			}
-		}
-		if s.SentinelMaster == "" {
-			l.fail("REDIS_SENTINEL_MASTER", "required with REDIS_SENTINELS (or give the master's name as the REDIS_URL host)")
-		}
-		s.SentinelUsername = l.str("REDIS_SENTINEL_USERNAME", "")
-		s.SentinelPassword = l.str("REDIS_SENTINEL_PASSWORD", "")
-		if url == "" && s.SentinelMaster != "" {
-			url = "redis://" + s.SentinelMaster + "/0"
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("redis url %q: %w", secreturl.Redact(raw), secreturl.ParseError(err))
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return "", fmt.Errorf("redis url %q: scheme must be redis:// or rediss://", u.Redacted())
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("redis url %q: no host", u.Redacted())
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("redis url %q: bad port %q", u.Redacted(), p)
 		}
 	}
-	s.TLS = sidekiq.RedisTLS{
-		CAFile:     l.str("REDIS_TLS_CA_FILE", ""),
-		CertFile:   l.str("REDIS_TLS_CERT_FILE", ""),
-		KeyFile:    l.str("REDIS_TLS_KEY_FILE", ""),
-		ServerName: l.str("REDIS_TLS_SERVER_NAME", ""),
-		Verify:     l.str("REDIS_TLS_VERIFY", ""),
-	}
-	if url != "" || !s.TLS.IsZero() {
-		if err := s.Validate(url); err != nil {
-			l.fail("REDIS_TLS_*/REDIS_SENTINEL*", "%v", err)
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 0 {
+			return "", fmt.Errorf("redis url %q: database %q is not a number", u.Redacted(), p)
 		}
 	}
-	return url, s
+	return raw, nil
+}
+
+// validBareRedisHost checks "host" or "host:port" as redis.yml's host.
+func validBareRedisHost(raw string) error {
+	const want = "want a redis:// or rediss:// URL, or a host such as redis or 127.0.0.1:6379 (as the Rails app's config/redis.yml)"
+	if strings.ContainsAny(raw, "/@?# \t") {
+		return fmt.Errorf("%q: %s", secreturl.Redact(raw), want)
+	}
+	host, port := raw, ""
+	if h, p, err := net.SplitHostPort(raw); err == nil {
+		host, port = h, p
+	} else if strings.Count(raw, ":") == 1 || strings.HasPrefix(raw, "[") {
+		return fmt.Errorf("%q: %s", raw, want)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: no host; %s", raw, want)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: bad port %q", raw, port)
+		}
+	}
+	if strings.Contains(host, ":") && !strings.HasPrefix(raw, "[") {
+		return fmt.Errorf("%q: an IPv6 host needs brackets ([::1]:6379)", raw)
+	}
+	return nil
 }

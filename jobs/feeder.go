@@ -271,11 +271,13 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		if err := p.ledger.SetSplitProgress(ctx, token, last); err != nil {
 			return err
 		}
-		if !eof && time.Since(lastTotal) > time.Second {
-			// The pages estimate the total from the first seconds: rows so
-			// far scaled by the bytes still to read.
+		if !eof && last > 0 && time.Since(lastTotal) > time.Second {
+			// The pages estimate the total from the first batch on: rows
+			// so far scaled by the bytes still to read. The bytes are those
+			// the rows came from (rows.Offset), not the reads ahead of them,
+			// which made the estimate low by up to a 64 KiB buffer.
 			lastTotal = time.Now()
-			p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, size, last), "SetSplitProgress")
+			p.warnIf(p.d.DB.SetSplitProgress(ctx, token, rows.Offset(), size, last), "SetSplitProgress")
 		}
 	}
 	p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, max(size, counted.n), last), "SetSplitProgress")
@@ -303,12 +305,12 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 	if err != nil {
 		return nil, err
 	}
-	j, err := sidekiq.NewJob(RowClass, hash, spec.Type, spec.ReportID, path, token)
+	j, err := newRowJob(hash, spec.Type, spec.ReportID, path, token)
 	if err != nil {
 		return nil, err
 	}
 	j.Queue, j.Retry = queue, p.rowRetry()
-	_ = j.SetField(fieldRow, row.Number)
+	j.Fields = map[string]json.RawMessage{fieldRow: strconv.AppendInt(nil, int64(row.Number), 10)}
 	if spec.TemplateKey != "" {
 		_ = j.SetField(fieldTemplate, spec.TemplateKey)
 	}

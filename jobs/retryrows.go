@@ -21,6 +21,9 @@ var (
 	ErrNotRetryable = errors.New("the run cannot be retried")
 	// ErrRetryBusy: another retry of the run is under way.
 	ErrRetryBusy = errors.New("a retry of this run is under way")
+	// ErrNothingToRetry: every failed row failed to parse, so running it
+	// again would fail it again; the run is left as it ended.
+	ErrNothingToRetry = errors.New("nothing to retry")
 )
 
 // retryLockTTL bounds how long a crashed retry keeps others out.
@@ -79,10 +82,19 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
-	if len(kept.failedRows) == 0 {
+	runnable := 0
+	if len(kept.failedRows) > 0 {
+		if runnable, err = p.countRunnable(ctx, rep.SourceKey, kept.failedRows); err != nil {
+			return 0, fmt.Errorf("retry %s: %w", token, err)
+		}
+	}
+	if runnable == 0 {
 		p.packer.release(token)
 		p.warnIf(p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)), "delete row files")
 		p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
+		if len(kept.failedRows) > 0 {
+			return 0, fmt.Errorf("retry %s: %w: its %d failed rows cannot be parsed", token, ErrNothingToRetry, len(kept.failedRows))
+		}
 		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
 	}
 	total := max(st.TotalCount, kept.maxRow)

@@ -41,7 +41,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		path     string
 		token    string
 	)
-	if err := job.ScanArgs(&rowRaw, &typ, &reportID, &path, &token); err != nil {
+	if err := scanRowArgs(job, &rowRaw, &typ, &reportID, &path, &token); err != nil {
 		return err
 	}
 	if _, err := p.tokenQueue(token); err != nil {
@@ -51,8 +51,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	if err != nil {
 		return fmt.Errorf("%w: row_hash: %v", sidekiq.ErrBadArgs, err)
 	}
-	var rowNum int
-	_, _ = job.Field(fieldRow, &rowNum)
+	rowNum := rowNumber(job)
 	key := RowKey(rowNum, job.JID)
 
 	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))
@@ -72,7 +71,11 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 
 	var out bytes.Buffer
 	if err := r.Render(ctx, &out, row); err != nil {
-		return fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
+		err = fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
+		if errors.Is(err, render.ErrCellTooLong) {
+			err = sidekiq.Kill(err) // the data is what it is: fails again on every retry
+		}
+		return err
 	}
 	done := &packedRow{token: token, res: RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}}
 	if out.Len() >= packSoloBytes {

@@ -130,7 +130,7 @@ func (sc *sidekiqCollector) collectSidekiq(ctx context.Context, ch chan<- promet
 
 func (sc *sidekiqCollector) collectRuns(ctx context.Context, ch chan<- prometheus.Metric) error {
 	var rows []models.CsvProcessingStatus
-	if err := sc.s.db().WithContext(ctx).Where("finalized_at IS NULL").
+	if err := sc.s.d.DB.Statuses(ctx).Where("finalized_at IS NULL").
 		Order("id DESC").Limit(maxRunSeries).Find(&rows).Error; err != nil {
 		return err
 	}

@@ -81,6 +81,9 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 		logformat.Problem(stderr, format, log, "worker: configuration", err)
 		return 2
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration: " + w)
+	}
 	cfg.SidekiqDialect = int(cli.Options.Dialect)
 	// OpenTelemetry tracing, off unless an OTLP endpoint is set: its
 	// middleware is only in the chains when it is on.
