@@ -76,17 +76,28 @@ type cluster struct {
 
 func newCluster(t *testing.T, extraEnv ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, redis: redistest.NewOwn(t), dir: t.TempDir(), procs: map[string]*proc{}}
+	own := redistest.NewOwn(t)
 	// {redis_addr} in an extra variable is this cluster's host:port (a
 	// bare-host REDIS_URL, as the Rails app's .env holds it).
 	extraEnv = append([]string(nil), extraEnv...)
 	for i, e := range extraEnv {
-		extraEnv[i] = strings.ReplaceAll(e, "{redis_addr}", c.redis.Addr)
+		extraEnv[i] = strings.ReplaceAll(e, "{redis_addr}", own.Addr)
 	}
+	c := newClusterAt(t, own.URL(0), redistest.NewPool(own.Addr, 0), extraEnv...)
+	c.redis = own
+	return c
+}
+
+// newClusterAt is a cluster on a Redis the test started itself (replicas,
+// Sentinel, TLS): its processes get REDIS_URL=url and extraEnv, the test
+// reads Redis through pool.
+func newClusterAt(t *testing.T, url string, pool *redis.Pool, extraEnv ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dir: t.TempDir(), procs: map[string]*proc{}}
 	c.env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + c.dir,
-		"REDIS_URL=" + c.redis.URL(0),
+		"REDIS_URL=" + url,
 		"DATA_DIR=" + c.dir,
 		"DATABASE_URL=sqlite://" + filepath.Join(c.dir, "pallarel.sqlite3"),
 		"LOCAL_SAVE=true",
@@ -94,7 +105,7 @@ func newCluster(t *testing.T, extraEnv ...string) *cluster {
 		"LAUNCHER=none",
 		"GIN_MODE=release",
 	}, extraEnv...)
-	c.pool = redistest.NewPool(c.redis.Addr, 0)
+	c.pool = pool
 	t.Cleanup(func() { c.pool.Close() })
 	port := freePort(t)
 	c.base = fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -21,15 +21,21 @@ import (
 // and relaunches itself; the supervisor acts every second.
 func supervisedCluster(t *testing.T, env ...string) *cluster {
 	t.Helper()
-	c := newCluster(t, append([]string{
+	c := newCluster(t, append(supervisedEnv(), env...)...)
+	c.worker("report", 2, "report", "default")
+	return c
+}
+
+// supervisedEnv is supervisedCluster's settings: token workers launched as
+// processes, a fast supervisor.
+func supervisedEnv() []string {
+	return []string{
 		"LAUNCHER=local",
 		"LOCAL_WORKER_COMMAND=" + filepath.Join(binDir, "worker") + " -q {queue} -c 5 --process-ttl 3s -t 5 --idle-timeout 1m",
 		"SUPERVISE_INTERVAL=1s",
 		"WORKER_LAUNCH_GRACE=3s",
 		"SPLIT_WINDOW=500",
-	}, env...)...)
-	c.worker("report", 2, "report", "default")
-	return c
+	}
 }
 
 // faultRows is the size of the runs in these cases: XLSX rows, as the issue asks (more than its 4,000: stamped XLSX rows are fast enough that a smaller run may end before the fault lands)

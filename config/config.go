@@ -20,6 +20,7 @@ import (
 	"github.com/pallarel/pallarel/launcher/fleet"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
+	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -58,8 +59,12 @@ type Config struct {
 	// RedisURL is REDIS_URL: a redis:// or rediss:// URL, or a bare host
 	// as the Rails app's config/redis.yml takes it ("redis",
 	// "127.0.0.1:6379"), made redis://<host>/<REDIS_DB> here. Empty lets
-	// main pick an embedded/local Redis.
+	// main pick an embedded/local Redis. REDIS_PROVIDER may name another
+	// variable that holds it, as in Sidekiq.
 	RedisURL string
+	// Redis is the Sentinel and TLS settings (REDIS_SENTINELS,
+	// REDIS_TLS_*; see redis.go).
+	Redis sidekiq.RedisSettings
 	// DataDir is DATA_DIR. Defaults to "./data".
 	DataDir string
 	// DB comes from DATABASE_URL, else DB_HOST/DB_NAME/DB_USER/DB_PASSWORD
@@ -103,7 +108,8 @@ type Config struct {
 	BasicAuthUser     string
 	BasicAuthPassword string
 	// SidekiqDialect is SIDEKIQ_DIALECT: the Sidekiq major version whose
-	// Redis format we write (8, 7 or 6). Defaults to 8.
+	// Redis format we write (8, 7 or 6; 81 for SIDEKIQ_DIALECT=8.1, whose
+	// retry rule and advertised version are 8.1.7's). Defaults to 8.
 	SidekiqDialect int
 	// Templates bound an uploaded XLSX template: TEMPLATE_MAX_BYTES (10 MiB),
 	// TEMPLATE_MAX_UNCOMPRESSED_BYTES (64 MiB), TEMPLATE_MAX_CELLS (200,000)
@@ -306,6 +312,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.PDFFontPath = l.str("PDF_FONT_PATH", "")
 	c.Port = int(l.integer("PORT", DefaultPort, 1, 65535))
 	c.RedisURL = l.redisURL()
+	c.RedisURL, c.Redis = l.redisSettings(c.RedisURL) // redisconn.go
 	c.DataDir = l.str("DATA_DIR", DefaultDataDir)
 	c.DB = l.database(c.DataDir)
 	c.DB.MaxOpenConns = int(l.integer("DB_POOL", models.DefaultMaxOpenConns, 1, 1000))
@@ -414,8 +421,10 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		switch v {
 		case "6", "7", "8":
 			c.SidekiqDialect = int(v[0] - '0')
+		case "8.1":
+			c.SidekiqDialect = 81 // sidekiq.Dialect81
 		default:
-			l.fail("SIDEKIQ_DIALECT", "want 8, 7 or 6, got %q", v)
+			l.fail("SIDEKIQ_DIALECT", "want 8, 7 or 6, got %q (or 8.1 for Sidekiq 8.1)", v)
 		}
 	}
 	c.WorkerIdleTimeout = l.duration("WORKER_IDLE_TIMEOUT", DefaultWorkerIdleTimeout)

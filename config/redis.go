@@ -17,7 +17,7 @@ import (
 // (default 0, as redis.yml's db.sidekiq). So the .env that runs the app's
 // Sidekiq runs the Go worker unchanged.
 func (l *loader) redisURL() string {
-	raw, ok := l.get("REDIS_URL")
+	raw, ok := l.get(l.redisURLVariable()) // REDIS_URL, or the one REDIS_PROVIDER names (redisconn.go)
 	db := l.integer("REDIS_DB", 0, 0, 1<<20)
 	if !ok {
 		return ""

@@ -57,8 +57,11 @@ type feeders struct {
 
 // ensureFeeding starts feeding token's rows unless this process already
 // does. It returns at once; the feeder runs until the split has pushed
-// every row, the run ended, or another process holds the lease.
-func (p *Pipeline) ensureFeeding(token string) {
+// every row, the run ended, or another process holds the lease. Its
+// context carries from's values (the split job's trace span, so the rows
+// it pushes stay in the job's trace) but ends with the pipeline, not with
+// from.
+func (p *Pipeline) ensureFeeding(from context.Context, token string) {
 	f := &p.feeds
 	f.mu.Lock()
 	if f.running == nil {
@@ -76,7 +79,10 @@ func (p *Pipeline) ensureFeeding(token string) {
 			delete(f.running, token)
 			f.mu.Unlock()
 		}()
-		if err := p.feed(p.base, token); err != nil && p.base.Err() == nil {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(from))
+		defer cancel()
+		defer context.AfterFunc(p.base, cancel)()
+		if err := p.feed(ctx, token); err != nil && p.base.Err() == nil {
 			p.log.Warn("split feeder stopped; the run supervisor resumes it", "token", token, "err", err)
 		}
 	}()

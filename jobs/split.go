@@ -148,7 +148,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	// The rows are pushed by a feeder outside the worker's processors, a
 	// window at a time as rows end; the run supervisor resumes it
 	// wherever it stopped.
-	p.ensureFeeding(token)
+	p.ensureFeeding(ctx, token)
 	log.Info("split started", "source", ref.SourceKey)
 	return nil
 }

@@ -178,7 +178,7 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 		return err
 	}
 	if hasSpec && !splitDone {
-		p.ensureFeeding(token)
+		p.ensureFeeding(ctx, token)
 	}
 	qw, err := p.d.API.QueueWork(ctx, queue)
 	if err != nil {

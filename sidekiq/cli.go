@@ -1,7 +1,6 @@
 package sidekiq
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
-
-	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
 )
 
 // CLI is what the worker command line says, parsed as Sidekiq's cli.rb
@@ -41,7 +38,7 @@ func (q *queueFlags) Set(s string) error {
 
 // ParseCLI parses worker arguments: -q NAME[,WEIGHT] (repeatable), -c N,
 // -t SECONDS, -C sidekiq.yml, -e ENV, -g TAG, -v, -V, and Pallarel's own
-// --dialect 6|7|8, --fetch reliable|basic, --prefetch N (0: none),
+// --dialect 6|7|8|8.1, --fetch reliable|basic, --prefetch N (0: none),
 // --idle-timeout DURATION and --process-ttl DURATION. lookup reads the environment (for RAILS_ENV and
 // ERB in sidekiq.yml). Errors say which flag is wrong.
 func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Writer) (CLI, error) {
@@ -87,7 +84,7 @@ func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Write
 	for _, n := range []string{"r", "require"} {
 		fs.StringVar(&require, n, "", "Ruby only: not supported (handlers are compiled into the Go worker)")
 	}
-	fs.StringVar(&dialect, "dialect", "", "Sidekiq job format to write: 8 (default), 7 or 6 (env SIDEKIQ_DIALECT)")
+	fs.StringVar(&dialect, "dialect", "", "Sidekiq job format to write: 8 (default), 8.1, 7 or 6 (env SIDEKIQ_DIALECT)")
 	fs.StringVar(&fetch, "fetch", "reliable", "reliable (jobs survive SIGKILL) or basic (Sidekiq's BRPOP)")
 	fs.IntVar(&prefetch, "prefetch", -1, "jobs fetched ahead of free processors, at most 1000; 0: none (default: adaptive with reliable fetch, what the processors finish in 5 ms; none with basic fetch)")
 	fs.DurationVar(&idle, "idle-timeout", 0, "exit after the queues stayed empty this long (0: never)")
@@ -171,34 +168,9 @@ func ParseCLI(args []string, lookup func(string) (string, bool), stderr io.Write
 // NewPool opens a redigo pool on a Redis URL as Sidekiq reads REDIS_URL:
 // redis://[:password@]host[:port][/db] or rediss:// for TLS. size is the
 // most idle connections kept (concurrency plus a few for the heartbeat and
-// poller).
+// poller). NewPoolWith adds Sentinel and TLS settings.
 func NewPool(url string, size int) (*redis.Pool, error) {
-	if url == "" {
-		url = "redis://127.0.0.1:6379/0"
-	}
-	if err := ValidRedisURL(url); err != nil {
-		return nil, err
-	}
-	return &redis.Pool{
-		MaxIdle:     size,
-		IdleTimeout: 5 * time.Minute,
-		DialContext: func(ctx context.Context) (redis.Conn, error) {
-			return redis.DialURLContext(ctx, url,
-				redis.DialConnectTimeout(5*time.Second),
-				redis.DialReadTimeout(10*time.Second),
-				redis.DialWriteTimeout(10*time.Second))
-		},
-		// A connection idle for a second is checked before use, so one
-		// that Redis closed (restart, CLIENT KILL, timeout) is replaced
-		// instead of failing a push; busy connections are not pinged.
-		TestOnBorrow: func(c redis.Conn, t time.Time) error {
-			if time.Since(t) < time.Second {
-				return nil
-			}
-			_, err := rdb.Ping(c)
-			return err
-		},
-	}, nil
+	return NewPoolWith(url, RedisSettings{}, size)
 }
 
 // ValidRedisURL checks a Redis URL without connecting.

@@ -27,7 +27,7 @@ type processInfo struct {
 	Tag         string                 `json:"tag"`
 	Concurrency int                    `json:"concurrency"`
 	Queues      []string               `json:"queues"`
-	Weights     []map[string]int       `json:"weights"`
+	Weights     []queueWeights         `json:"weights"`
 	Capsules    map[string]capsuleInfo `json:"capsules"`
 	Labels      []string               `json:"labels"`
 	Identity    string                 `json:"identity"`
@@ -36,9 +36,47 @@ type processInfo struct {
 }
 
 type capsuleInfo struct {
-	Concurrency int            `json:"concurrency"`
-	Mode        QueueMode      `json:"mode"`
-	Weights     map[string]int `json:"weights"`
+	Concurrency int          `json:"concurrency"`
+	Mode        QueueMode    `json:"mode"`
+	Weights     queueWeights `json:"weights"`
+}
+
+// queueWeights is a capsule's weights hash written in queue order, as
+// Ruby's Hash keeps insertion order (capsule.rb queues=): the Busy page
+// lists a process's queues in this order, which for strict queues is the
+// order they are fetched in. A queue named twice keeps its first place and
+// its last weight, as @weights[name] = weight does.
+type queueWeights []QueueWeight
+
+func newQueueWeights(qs []QueueWeight) queueWeights {
+	var w queueWeights
+	at := map[string]int{}
+	for _, q := range qs {
+		if i, ok := at[q.Name]; ok {
+			w[i].Weight = q.Weight
+			continue
+		}
+		at[q.Name] = len(w)
+		w = append(w, q)
+	}
+	return w
+}
+
+func (w queueWeights) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, q := range w {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		name, err := encodeJSON(q.Name)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, name...)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(q.Weight), 10)
+	}
+	return append(b, '}'), nil
 }
 
 // floatSeconds formats t as float epoch seconds with a fraction.
@@ -47,10 +85,7 @@ func floatSeconds(t time.Time) string {
 }
 
 func (s *Server) info() ([]byte, error) {
-	weights := map[string]int{}
-	for _, q := range s.opts.Queues {
-		weights[q.Name] = q.Weight
-	}
+	weights := newQueueWeights(s.opts.Queues)
 	return encodeJSON(processInfo{
 		Hostname:    s.opts.Hostname,
 		StartedAt:   json.Number(floatSeconds(s.started)),
@@ -58,7 +93,7 @@ func (s *Server) info() ([]byte, error) {
 		Tag:         s.opts.Tag,
 		Concurrency: s.opts.Concurrency,
 		Queues:      s.order.unique,
-		Weights:     []map[string]int{weights},
+		Weights:     []queueWeights{weights},
 		Capsules:    map[string]capsuleInfo{"default": {Concurrency: s.opts.Concurrency, Mode: s.order.mode, Weights: weights}},
 		Labels:      s.opts.Labels,
 		Identity:    s.identity,

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -738,14 +739,18 @@ type Dialect int
 
 // The dialects. Dialect8 is the default: the Rails app runs Sidekiq 8.0.
 const (
-	Dialect8 Dialect = 8 // created_at, enqueued_at, failed_at, retried_at as integer ms
-	Dialect7 Dialect = 7 // float seconds; running jobs in <identity>:work
-	Dialect6 Dialect = 6 // float seconds; running jobs also in <identity>:workers (6.4.1)
+	Dialect81 Dialect = 81 // 8's format; retry_for and retry exclusive (8.1's job_retry.rb)
+	Dialect8  Dialect = 8  // created_at, enqueued_at, failed_at, retried_at as integer ms
+	Dialect7  Dialect = 7  // float seconds; running jobs in <identity>:work
+	Dialect6  Dialect = 6  // float seconds; running jobs also in <identity>:workers (6.4.1)
 )
 
-// ParseDialect reads "6", "7", "8" (or "6.4", "7.3", "8.0").
+// ParseDialect reads "6", "7", "8", "8.1" (or "6.4", "7.3", "8.0", "8.1.7";
+// "81" is Dialect81's number, as the config carries it).
 func ParseDialect(s string) (Dialect, error) {
 	switch {
+	case s == "8.1" || s == "81" || strings.HasPrefix(s, "8.1."):
+		return Dialect81, nil
 	case s == "" || s == "8" || len(s) > 1 && s[:2] == "8.":
 		return Dialect8, nil
 	case s == "7" || len(s) > 1 && s[:2] == "7.":
@@ -753,16 +758,27 @@ func ParseDialect(s string) (Dialect, error) {
 	case s == "6" || len(s) > 1 && s[:2] == "6.":
 		return Dialect6, nil
 	}
-	return 0, fmt.Errorf("sidekiq dialect %q: want 6, 7 or 8", s)
+	return 0, fmt.Errorf("sidekiq dialect %q: want 6, 7, 8 or 8.1", s)
 }
 
-// SidekiqVersion is the Ruby Sidekiq release the dialect mirrors.
+// String is the dialect as SIDEKIQ_DIALECT names it: 6, 7, 8 or 8.1.
+func (d Dialect) String() string {
+	if d == Dialect81 {
+		return "8.1"
+	}
+	return strconv.Itoa(int(d))
+}
+
+// SidekiqVersion is the Ruby Sidekiq release the dialect mirrors, which
+// the heartbeat advertises (the Web UI flags any other version).
 func (d Dialect) SidekiqVersion() string {
 	switch d {
 	case Dialect6:
 		return "6.4.1"
 	case Dialect7:
 		return "7.3.2"
+	case Dialect81:
+		return "8.1.7"
 	}
 	return "8.0.6"
 }

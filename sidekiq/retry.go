@@ -97,16 +97,21 @@ type Failure struct {
 	RetryFor    time.Duration
 	FailedAt    time.Time
 	Now         time.Time
-	Kill        bool // Kill or ErrBadArgs: sidekiq_retry_in returning :kill
-	Discard     bool // Discard: sidekiq_retry_in returning :discard
-	DeadOff     bool // the job's "dead" is false
+	// RetryForOnly is 8.1's rule: a job with retry_for is exhausted by
+	// time alone, its retry count ignored (job_retry.rb since 8.1.0,
+	// #6878); up to 8.0 either ends it.
+	RetryForOnly bool
+	Kill         bool // Kill or ErrBadArgs: sidekiq_retry_in returning :kill
+	Discard      bool // Discard: sidekiq_retry_in returning :discard
+	DeadOff      bool // the job's "dead" is false
 }
 
 // Decide mirrors job_retry.rb (8.0.6) global/local and process_retry: a
 // falsy retry drops the job (death handlers run); then an exhausted count
-// or an expired retry_for goes to retries_exhausted; then :discard and
-// :kill; else a retry. retries_exhausted keeps the job in the dead set
-// unless "dead" is false.
+// or an expired retry_for goes to retries_exhausted (with RetryForOnly, as
+// 8.1: an expired retry_for when the job has one, else the count); then
+// :discard and :kill; else a retry. retries_exhausted keeps the job in the
+// dead set unless "dead" is false.
 func Decide(f Failure) Fate {
 	retry, ok := effectiveRetry(f.Retry, f.Known)
 	if !ok {
@@ -118,10 +123,12 @@ func Decide(f Failure) Fate {
 		}
 		return FateDead
 	}
-	if f.Count >= ParseRetry(retry, f.DefaultMax).Max {
-		return exhausted()
+	countOut := f.Count >= ParseRetry(retry, f.DefaultMax).Max
+	timeOut := f.HasRetryFor && f.FailedAt.Add(f.RetryFor).Before(f.Now)
+	if f.RetryForOnly && f.HasRetryFor {
+		countOut = false
 	}
-	if f.HasRetryFor && f.FailedAt.Add(f.RetryFor).Before(f.Now) {
+	if countOut || timeOut {
 		return exhausted()
 	}
 	if f.Discard {
@@ -184,6 +191,8 @@ func (s *Server) judge(u *UnitOfWork, job *Job, jobErr error, trace []string, no
 		Now:        now,
 		Kill:       errors.Is(jobErr, ErrKill) || errors.Is(jobErr, ErrBadArgs),
 		Discard:    errors.Is(jobErr, ErrDiscard),
+		// 8.1 makes retry_for and retry exclusive.
+		RetryForOnly: s.opts.Dialect == Dialect81,
 	}
 	if dead, ok := j.Fields["dead"]; ok && strings.TrimSpace(string(dead)) == "false" {
 		f.DeadOff = true

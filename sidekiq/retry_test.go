@@ -38,6 +38,15 @@ func TestDecide(t *testing.T) {
 		{"discard after exhaustion goes dead", Failure{Known: true, Retry: raw("0"), Discard: true}, FateDead},
 		{"kill", Failure{Known: true, Kill: true}, FateDead},
 		{"kill, dead false", Failure{Known: true, Kill: true, DeadOff: true}, FateDropped},
+		// 8.0: retry_for and retry both end a job.
+		{"8.0: count over retry, retry_for running", Failure{Known: true, Retry: raw("2"), Count: 5, HasRetryFor: true, RetryFor: time.Hour, FailedAt: now.Add(-time.Minute)}, FateDead},
+		// 8.1 (#6878): with retry_for the count is ignored; without, it rules.
+		{"8.1: count over retry, retry_for running", Failure{RetryForOnly: true, Known: true, Retry: raw("2"), Count: 5, HasRetryFor: true, RetryFor: time.Hour, FailedAt: now.Add(-time.Minute)}, FateRetry},
+		{"8.1: count over default, retry_for running", Failure{RetryForOnly: true, Known: true, Count: 30, HasRetryFor: true, RetryFor: time.Hour, FailedAt: now.Add(-time.Minute)}, FateRetry},
+		{"8.1: retry_for expired, count low", Failure{RetryForOnly: true, Known: true, Retry: raw("25"), Count: 1, HasRetryFor: true, RetryFor: time.Minute, FailedAt: now.Add(-2 * time.Minute)}, FateDead},
+		{"8.1: no retry_for, count at retry", Failure{RetryForOnly: true, Known: true, Retry: raw("3"), Count: 3}, FateDead},
+		{"8.1: retry false still drops", Failure{RetryForOnly: true, Known: true, Retry: raw("false"), HasRetryFor: true, RetryFor: time.Hour, FailedAt: now}, FateDropped},
+		{"8.1: kill still kills", Failure{RetryForOnly: true, Known: true, Kill: true, HasRetryFor: true, RetryFor: time.Hour, FailedAt: now}, FateDead},
 	} {
 		c.f.DefaultMax = 25
 		c.f.Now = now
@@ -99,7 +108,7 @@ func TestHistogramBucketsAndKeys(t *testing.T) {
 }
 
 func TestDefaultVersionMatchesTheDialect(t *testing.T) {
-	for d, want := range map[Dialect]string{Dialect8: "8.0.6", Dialect7: "7.3.2", Dialect6: "6.4.1"} {
+	for d, want := range map[Dialect]string{Dialect81: "8.1.7", Dialect8: "8.0.6", Dialect7: "7.3.2", Dialect6: "6.4.1"} {
 		o := Options{Dialect: d}
 		if err := o.withDefaults(); err != nil {
 			t.Fatal(err)
@@ -107,5 +116,22 @@ func TestDefaultVersionMatchesTheDialect(t *testing.T) {
 		if o.Version != want || len(o.Labels) != 1 || o.Labels[0] != "pallarel" {
 			t.Errorf("dialect %d: version %q labels %v", d, o.Version, o.Labels)
 		}
+	}
+}
+
+func TestParseDialect(t *testing.T) {
+	for in, want := range map[string]Dialect{"": Dialect8, "8": Dialect8, "8.0": Dialect8, "8.0.6": Dialect8,
+		"8.1": Dialect81, "8.1.7": Dialect81, "81": Dialect81, "7": Dialect7, "7.3.2": Dialect7, "6.4": Dialect6} {
+		if got, err := ParseDialect(in); err != nil || got != want {
+			t.Errorf("ParseDialect(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"9", "5", "8x"} {
+		if _, err := ParseDialect(in); err == nil {
+			t.Errorf("ParseDialect(%q) accepted", in)
+		}
+	}
+	if Dialect81.String() != "8.1" || Dialect8.String() != "8" {
+		t.Errorf("String: %s %s", Dialect81, Dialect8)
 	}
 }

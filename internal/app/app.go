@@ -181,7 +181,7 @@ func (a *App) openRedis(opts Options) error {
 	if url == "" {
 		url = "redis://127.0.0.1:6379/0"
 	}
-	pool, err := sidekiq.NewPool(url, max(opts.PoolSize, 20))
+	pool, err := sidekiq.NewPoolWith(url, a.Config.Redis, max(opts.PoolSize, 20))
 	if err != nil {
 		return err
 	}

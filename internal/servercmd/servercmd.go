@@ -23,6 +23,7 @@ import (
 
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/internal/app"
+	"github.com/pallarel/pallarel/internal/logformat"
 	"github.com/pallarel/pallarel/internal/servercmd/embeddedredis"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/retention"
@@ -53,10 +54,15 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	format, err := logformat.Parse(lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "server: %v\n", err)
+		return 2
+	}
+	log := logformat.New(stderr, format, level)
 	cfg, err := config.Load(lookup)
 	if err != nil {
-		fmt.Fprintf(stderr, "server: configuration:\n%v\n", err)
+		logformat.Problem(stderr, format, log, "server: configuration", err)
 		return 2
 	}
 	for _, w := range cfg.Warnings {

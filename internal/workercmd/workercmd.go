@@ -18,6 +18,8 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/internal/logformat"
+	"github.com/pallarel/pallarel/internal/tracing"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -61,20 +63,25 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 		return 2
 	}
 	if cli.Version {
-		fmt.Fprintf(stderr, "pallarel worker %s (Sidekiq wire format %d)\n", version, cli.Options.Dialect)
+		fmt.Fprintf(stderr, "pallarel worker %s (Sidekiq wire format %v)\n", version, cli.Options.Dialect)
 		return 0
 	}
 	level := slog.LevelInfo
 	if cli.Verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	format, err := logformat.Parse(lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	log := logformat.New(stderr, format, level)
 	cli.Options.Logger = log
 	// The environment is read and checked here, once; its errors never
 	// print a password (config masks URLs).
 	cfg, err := config.Load(lookup)
 	if err != nil {
-		fmt.Fprintf(stderr, "worker: configuration:\n%v\n", err)
+		logformat.Problem(stderr, format, log, "worker: configuration", err)
 		return 2
 	}
 	for _, w := range cfg.Warnings {
@@ -94,9 +101,30 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 			}
 		}
 	}
-	pool, err := sidekiq.NewPool(cfg.RedisURL, max(cli.Options.Concurrency, 5)+5)
+	// OpenTelemetry tracing, off unless an OTLP endpoint is set: its
+	// middleware is only in the chains when it is on.
+	tracer, stopTracing, err := tracing.Start(ctx, lookup, "pallarel-worker")
 	if err != nil {
-		fmt.Fprintf(stderr, "worker: REDIS_URL: %v\n", err)
+		logformat.Problem(stderr, format, log, "worker: OpenTelemetry", err)
+		return 2
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("OpenTelemetry: spans not flushed", "err", err)
+		}
+	}()
+	if tracer != nil {
+		// Outermost, so the job's span covers the whole chain; the client
+		// middleware stamps the pushes this process makes (the app's
+		// client is built with these too).
+		cli.Options.ServerMiddleware = append([]sidekiq.ServerMiddleware{tracer.Server()}, cli.Options.ServerMiddleware...)
+		cli.Options.ClientMiddleware = append(cli.Options.ClientMiddleware, tracer.Client())
+	}
+	pool, err := sidekiq.NewPoolWith(cfg.RedisURL, cfg.Redis, max(cli.Options.Concurrency, 5)+5)
+	if err != nil {
+		logformat.Problem(stderr, format, log, "worker: REDIS_URL", err)
 		return 2
 	}
 	defer pool.Close()
