@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -126,8 +127,8 @@ func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 	} else if n > 0 {
 		log.Info("ended run: removed the token's other jobs", "jobs", n)
 	}
-	p.packer.release(token)
-	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
+	p.packer.Release(token)
+	if err := p.d.Store.DeletePrefix(ctx, ledger.RowKeyPrefix(token)); err != nil {
 		log.Warn("ended run: delete row files", "err", err)
 	}
 	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
@@ -99,7 +100,7 @@ func verify(t *testing.T, d hookDelivery, secret string) jobs.WebhookPayload {
 // ledgerCount is how many rows of token the ledger has recorded.
 func (e *env) ledgerCount(token string) int {
 	e.t.Helper()
-	n, err := jobs.Ledger{Pool: e.db.Pool}.Count(context.Background(), token)
+	n, err := ledger.Ledger{Pool: e.db.Pool}.Count(context.Background(), token)
 	if err != nil {
 		e.t.Fatal(err)
 	}

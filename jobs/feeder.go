@@ -13,6 +13,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/csvrows"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -238,7 +239,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 				continue // pushed before this feeder started
 			}
 			if row.Err != nil {
-				isNew, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+				isNew, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
 					Error: rowErrorText(row.Line, row.Err)})
 				if err != nil {
 					return err
@@ -359,8 +360,8 @@ func (p *Pipeline) windowState(ctx context.Context, token, queue string) (listed
 	}
 	defer c.Close()
 	_ = c.Send("SISMEMBER", "queues", queue)
-	_ = c.Send("GET", countKey(token))
-	_ = c.Send("HLEN", rowsKey(token))
+	_ = c.Send("GET", ledger.CountKey(token))
+	_ = c.Send("HLEN", ledger.RowsKey(token))
 	vals, err := redis.Values(c.Do(""))
 	if err != nil || len(vals) != 3 {
 		return false, 0, fmt.Errorf("feed %s: window: %v", token, err)

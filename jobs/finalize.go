@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/reportzip"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -119,8 +120,8 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	} else if n > 0 {
 		log.Info("removed leftover jobs of the token", "jobs", n)
 	}
-	p.packer.release(token)
-	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
+	p.packer.Release(token)
+	if err := p.d.Store.DeletePrefix(ctx, ledger.RowKeyPrefix(token)); err != nil {
 		log.Warn("delete row files", "err", err)
 	}
 	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
@@ -153,12 +154,12 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 		zw := reportzip.NewWriter(pw)
 		defer zw.Close() // a no-op after the Close below; on errors it releases the spooled directory
 		manifest := reportzip.NewManifest(spool)
-		packs := newPackReader(p.d.Store, token)
-		defer packs.close()
-		add := func(r RowResult) error {
+		packs := ledger.NewPackReader(p.d.Store, token)
+		defer packs.Close()
+		add := func(r ledger.RowResult) error {
 			e := reportzip.ManifestEntry{Row: r.Row, Status: r.Status, Error: r.Error}
 			if r.Status == "done" && (r.File != "" || r.Pack != "") {
-				rc, name, err := packs.open(ctx, r)
+				rc, name, err := packs.Open(ctx, r)
 				if err != nil {
 					e.Status, e.Error = "failed", fmt.Sprintf("row file missing: %v", err)
 				} else {
@@ -184,7 +185,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 		// recorded by jid.
 		var missing []int
 		numbered := false
-		err := p.ledger.each(ctx, token, total, packs, func(r RowResult, absent bool) error {
+		err := p.ledger.EachFrom(ctx, token, total, packs, func(r ledger.RowResult, absent bool) error {
 			if absent {
 				missing = append(missing, r.Row)
 				return nil
@@ -198,7 +199,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, timedO
 				reason = "no result before max_wait_sec"
 			}
 			for _, n := range missing {
-				if err = add(RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: reason}); err != nil {
+				if err = add(ledger.RowResult{Row: n, Key: ledger.RowKey(n, ""), Status: "failed", Error: reason}); err != nil {
 					break
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -124,7 +125,7 @@ func (e *env) waitStopped(n int, d time.Duration) {
 // rowFiles lists the row files left in the store for token.
 func (e *env) rowFiles(token string) []string {
 	e.t.Helper()
-	infos, err := e.store.List(context.Background(), jobs.RowKeyPrefix(token))
+	infos, err := e.store.List(context.Background(), ledger.RowKeyPrefix(token))
 	if err != nil {
 		e.t.Fatal(err)
 	}

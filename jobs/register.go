@@ -19,6 +19,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
@@ -77,11 +78,11 @@ type Deps struct {
 // Pipeline runs the jobs with their dependencies.
 type Pipeline struct {
 	d         Deps
-	ledger    Ledger
+	ledger    ledger.Ledger
 	log       *slog.Logger
 	templates templateCache
 	progress  progress
-	packer    *rowPacker
+	packer    *ledger.Packer
 	feeds     feeders
 	super     supervisor
 	// base outlives jobs: the feeders run under it until Close.
@@ -129,9 +130,9 @@ func New(d Deps) (*Pipeline, error) {
 		d.SplitWindow = DefaultSplitWindow
 	}
 	d.Supervise = d.Supervise.withDefaults()
-	ledger := Ledger{Pool: d.Pool, Store: d.Store}
+	rows := ledger.Ledger{Pool: d.Pool, Store: d.Store}
 	base, cancel := context.WithCancel(context.Background())
-	p := &Pipeline{d: d, ledger: ledger, log: d.Logger, packer: &rowPacker{store: d.Store, ledger: ledger},
+	p := &Pipeline{d: d, ledger: rows, log: d.Logger, packer: ledger.NewPacker(d.Store, rows),
 		base: base, cancelBase: cancel}
 	p.feeds.owner = router.NewToken()
 	return p, nil

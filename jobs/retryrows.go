@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/csvrows"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -60,14 +61,14 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	if rep.SourceKey == "" {
 		return 0, fmt.Errorf("retry %s: %w: its CSV was not stored (sent inline)", token, ErrNotRetryable)
 	}
-	got, err := p.ledger.lockRetry(ctx, token, retryLockTTL)
+	got, err := p.ledger.LockRetry(ctx, token, retryLockTTL)
 	if err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
 	if !got {
 		return 0, fmt.Errorf("retry %s: %w", token, ErrRetryBusy)
 	}
-	defer p.ledger.unlockRetry(context.WithoutCancel(ctx), token)
+	defer p.ledger.UnlockRetry(context.WithoutCancel(ctx), token)
 	log := p.log.With("token", token, "queue", queue, "report_id", rep.ID)
 	if err := p.waitFinalizerCleanup(ctx, token, st); err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
@@ -80,8 +81,8 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
 	if len(kept.failedRows) == 0 {
-		p.packer.release(token)
-		p.warnIf(p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)), "delete row files")
+		p.packer.Release(token)
+		p.warnIf(p.d.Store.DeletePrefix(ctx, ledger.RowKeyPrefix(token)), "delete row files")
 		p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
 		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
 	}
@@ -130,7 +131,7 @@ const finalizerCleanupWait = 15 * time.Second
 func (p *Pipeline) waitFinalizerCleanup(ctx context.Context, token string, st models.CsvProcessingStatus) error {
 	deadline := time.Now().Add(finalizerCleanupWait)
 	for {
-		done, err := p.ledger.cleanedUp(ctx, token)
+		done, err := p.ledger.CleanedUp(ctx, token)
 		if err != nil {
 			return err
 		}
@@ -189,17 +190,17 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	}
 	// The packer's commit ids were of the ledger just reset; the row files
 	// left are of the first run.
-	p.packer.release(token)
-	p.warnIf(p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)), "delete row files")
+	p.packer.Release(token)
+	p.warnIf(p.d.Store.DeletePrefix(ctx, ledger.RowKeyPrefix(token)), "delete row files")
 	var (
-		batch   []RowResult
+		batch   []ledger.RowResult
 		data    [][]byte // batch[i]'s file, or nil
 		size    int
 		unnamed int
 	)
 	flush := func() error {
 		if len(batch) > 0 {
-			if _, _, err := p.packer.commitRows(ctx, token, batch, data); err != nil {
+			if _, _, err := p.packer.CommitRows(ctx, token, batch, data); err != nil {
 				return err
 			}
 		}
@@ -208,7 +209,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	}
 	err = z.eachManifest(func(m manifestLine) error {
 		out.maxRow = max(out.maxRow, m.Row)
-		key := RowKey(m.Row, "")
+		key := ledger.RowKey(m.Row, "")
 		if m.Row <= 0 {
 			unnamed++
 			key = fmt.Sprintf("jid-restored-%d", unnamed)
@@ -219,11 +220,11 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 				out.failedRows[m.Row] = m.Error
 				return nil
 			}
-			batch, data = append(batch, RowResult{Row: m.Row, Key: key, Status: "failed", Error: m.Error}), append(data, nil)
+			batch, data = append(batch, ledger.RowResult{Row: m.Row, Key: key, Status: "failed", Error: m.Error}), append(data, nil)
 			return nil
 		}
 		out.done++
-		r := RowResult{Row: m.Row, Key: key, Status: "done"}
+		r := ledger.RowResult{Row: m.Row, Key: key, Status: "done"}
 		i, ok := files[m.File]
 		if m.File == "" || !ok {
 			batch, data = append(batch, r), append(data, nil)
@@ -235,8 +236,8 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 			return fmt.Errorf("zip %s: %w", m.File, err)
 		}
 		defer rc.Close()
-		if zf.UncompressedSize64 >= packSoloBytes {
-			r.File = RowKeyPrefix(token) + m.File
+		if zf.UncompressedSize64 >= ledger.PackSoloBytes {
+			r.File = ledger.RowKeyPrefix(token) + m.File
 			if err := p.d.Store.Put(ctx, r.File, rc); err != nil {
 				return err
 			}
@@ -250,7 +251,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 			batch, data = append(batch, r), append(data, b)
 			size += len(b)
 		}
-		if size >= packMaxBytes || len(batch) >= packMaxRows {
+		if size >= ledger.PackMaxBytes || len(batch) >= ledger.PackMaxRows {
 			return flush()
 		}
 		return nil
@@ -258,7 +259,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	if err == nil {
 		err = flush()
 	}
-	p.packer.release(token)
+	p.packer.Release(token)
 	return out, err
 }
 
@@ -317,7 +318,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		}
 		delete(want, row.Number)
 		if row.Err != nil {
-			isNew, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			isNew, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
 				Error: fmt.Sprintf("line %d: %v", row.Line, row.Err)})
 			if err != nil {
 				return pushed, err
@@ -352,7 +353,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 	}
 	// Rows the upload no longer has (it changed?) stay failed, as before.
 	for n, msg := range want {
-		if _, _, err := p.recordRow(ctx, token, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
+		if _, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: n, Key: ledger.RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
 			return pushed, err
 		}
 		p.warnIf(p.d.DB.IncrementFailed(ctx, token, 1), "IncrementFailed")

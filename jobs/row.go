@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -21,9 +22,6 @@ const (
 	fieldRow      = "pallarel_row"      // 1-based data row number
 	fieldTemplate = "pallarel_template" // storage key of an XLSX template
 )
-
-// RowKeyPrefix is where row files of a token are stored: rows/<token>/.
-func RowKeyPrefix(token string) string { return "rows/" + token + "/" }
 
 func unmarshalArg(raw json.RawMessage, dst any) error {
 	return json.Unmarshal(raw, dst)
@@ -53,7 +51,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	}
 	var rowNum int
 	_, _ = job.Field(fieldRow, &rowNum)
-	key := RowKey(rowNum, job.JID)
+	key := ledger.RowKey(rowNum, job.JID)
 
 	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))
 	if err != nil {
@@ -68,24 +66,25 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	if rowNum == 0 {
 		name = job.JID + "-" + name
 	}
-	fileKey := RowKeyPrefix(token) + name
+	fileKey := ledger.RowKeyPrefix(token) + name
 
 	var out bytes.Buffer
 	if err := r.Render(ctx, &out, row); err != nil {
 		return fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
 	}
-	done := &packedRow{token: token, res: RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}}
-	if out.Len() >= packSoloBytes {
+	done := ledger.RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}
+	var data []byte
+	if out.Len() >= ledger.PackSoloBytes {
 		if err := p.d.Store.Put(ctx, fileKey, &out); err != nil {
 			return fmt.Errorf("row %s of %s: store %s: %w", key, token, fileKey, err)
 		}
 	} else {
-		done.data = out.Bytes()
-		if done.data == nil {
-			done.data = []byte{} // an empty file, still packed
+		data = out.Bytes()
+		if data == nil {
+			data = []byte{} // an empty file, still packed
 		}
 	}
-	isNew, last, err := p.packer.commit(ctx, done)
+	isNew, last, err := p.packer.Commit(ctx, token, done, data)
 	if err != nil {
 		return fmt.Errorf("row %s of %s: %w", key, token, err)
 	}
@@ -237,8 +236,8 @@ func encodeOrdered(headers []string, fields map[string]string) (json.RawMessage,
 // recordRow records one row's result that has no file (a failed row)
 // through the row packer, so its reason is kept in storage with the rest
 // of the run's rows.
-func (p *Pipeline) recordRow(ctx context.Context, token string, r RowResult) (isNew, last bool, err error) {
-	return p.packer.commit(ctx, &packedRow{token: token, res: r})
+func (p *Pipeline) recordRow(ctx context.Context, token string, r ledger.RowResult) (isNew, last bool, err error) {
+	return p.packer.Commit(ctx, token, r, nil)
 }
 
 // rowDied records a row job that failed for good as a failed row, so the
@@ -263,7 +262,7 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	var rowNum int
 	_, _ = job.Field(fieldRow, &rowNum)
-	isNew, last, err := p.recordRow(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
+	isNew, last, err := p.recordRow(ctx, token, ledger.RowResult{Row: rowNum, Key: ledger.RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
 	if err != nil {
 		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)
 		return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -161,7 +162,7 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 	if err != nil {
 		return err
 	}
-	if dropped, err := p.ledger.dropLegacy(ctx, token); err != nil {
+	if dropped, err := p.ledger.DropLegacy(ctx, token); err != nil {
 		return err
 	} else if dropped {
 		// A run under way across an upgrade: its rows are fed again
@@ -400,7 +401,7 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 			continue
 		}
 		if row.Err != nil {
-			if _, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			if _, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
 				Error: rowErrorText(row.Line, row.Err)}); err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -152,7 +153,7 @@ func (s *Sweeper) sweepResults(ctx context.Context) (int, error) {
 			if err := s.store.Delete(ctx, jobs.ResultKey(r.Token)); err != nil && !errors.Is(err, storage.ErrNotExist) {
 				return n, fmt.Errorf("retention: delete result of %s: %w", r.Token, err)
 			}
-			if err := s.store.DeletePrefix(ctx, jobs.RowKeyPrefix(r.Token)); err != nil {
+			if err := s.store.DeletePrefix(ctx, ledger.RowKeyPrefix(r.Token)); err != nil {
 				return n, fmt.Errorf("retention: delete row files of %s: %w", r.Token, err)
 			}
 			now := s.now().UTC().Truncate(time.Microsecond)

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/server"
@@ -123,7 +124,7 @@ func testSweep(t *testing.T, gdb *gorm.DB) {
 		}
 		put(uploadKey(tok))
 		put(templateKey(tok))
-		put(jobs.RowKeyPrefix(tok) + "seg-1")
+		put(ledger.RowKeyPrefix(tok) + "seg-1")
 		if done {
 			put(jobs.ResultKey(tok))
 			if err := db.MarkReportCompleted(ctx, rep.ID, jobs.ResultKey(tok), 1); err != nil {
@@ -149,7 +150,7 @@ func testSweep(t *testing.T, gdb *gorm.DB) {
 	if res := sweep(25 * time.Hour); res != (Result{Uploads: 1}) || exists(uploadKey(done)) || exists(templateKey(done)) || !exists(jobs.ResultKey(done)) {
 		t.Fatalf("after a day: %+v", res)
 	}
-	if res := sweep(49 * time.Hour); res != (Result{Results: 1}) || exists(jobs.ResultKey(done)) || exists(jobs.RowKeyPrefix(done)+"seg-1") {
+	if res := sweep(49 * time.Hour); res != (Result{Results: 1}) || exists(jobs.ResultKey(done)) || exists(ledger.RowKeyPrefix(done)+"seg-1") {
 		t.Fatalf("after two days: %+v", res)
 	}
 	rep, err := db.ReportByID(ctx, doneID)
@@ -170,7 +171,7 @@ func testSweep(t *testing.T, gdb *gorm.DB) {
 		t.Fatalf("second pass: %+v", res)
 	}
 	// The unfinished run kept everything.
-	for _, k := range []string{uploadKey(running), templateKey(running), jobs.RowKeyPrefix(running) + "seg-1"} {
+	for _, k := range []string{uploadKey(running), templateKey(running), ledger.RowKeyPrefix(running) + "seg-1"} {
 		if !exists(k) {
 			t.Errorf("%s of a running run was deleted", k)
 		}

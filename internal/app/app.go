@@ -21,6 +21,7 @@ import (
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
@@ -191,7 +192,7 @@ func (a *App) openStore(ctx context.Context) error {
 			return fmt.Errorf("STORAGE_DIR: %w", err)
 		}
 		// Row files are intermediate: the ZIP made from them is synced.
-		st.NoSyncPrefixes = []string{jobs.RowKeyPrefix("")}
+		st.NoSyncPrefixes = []string{ledger.RowKeyPrefix("")}
 		a.Store = st
 		return nil
 	}

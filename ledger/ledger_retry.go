@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"context"
@@ -43,7 +43,7 @@ func (l Ledger) Reset(ctx context.Context, token string) error {
 // cleanedUp reports whether the finalizer has finished its cleanup of
 // token: Expire is its last step (after the row files are deleted), so the
 // ledger's keys have a TTL or are gone.
-func (l Ledger) cleanedUp(ctx context.Context, token string) (bool, error) {
+func (l Ledger) CleanedUp(ctx context.Context, token string) (bool, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return false, err
@@ -55,7 +55,7 @@ func (l Ledger) cleanedUp(ctx context.Context, token string) (bool, error) {
 
 // lockRetry takes token's retry lock for ttl; false when another retry
 // holds it.
-func (l Ledger) lockRetry(ctx context.Context, token string, ttl time.Duration) (bool, error) {
+func (l Ledger) LockRetry(ctx context.Context, token string, ttl time.Duration) (bool, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return false, err
@@ -68,7 +68,7 @@ func (l Ledger) lockRetry(ctx context.Context, token string, ttl time.Duration) 
 	return err == nil, err
 }
 
-func (l Ledger) unlockRetry(ctx context.Context, token string) {
+func (l Ledger) UnlockRetry(ctx context.Context, token string) {
 	if c, err := l.Pool.GetContext(ctx); err == nil {
 		_, _ = c.Do("DEL", retryLockKey(token))
 		c.Close()
@@ -130,7 +130,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 	numbered := len(out)
 	if err == nil {
 		err = scan(func(cursor string) ([]any, error) {
-			return redis.Values(failedJidScan.Do(c, rowsKey(token), cursor, ledgerChunk))
+			return redis.Values(failedJidScan.Do(c, RowsKey(token), cursor, ledgerChunk))
 		}, func(k string, v []byte) {
 			out = append(out, decodeResult(k, v))
 		})

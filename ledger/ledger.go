@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"bytes"
@@ -85,7 +85,10 @@ type RowResult struct {
 	NameInPack bool   `json:"nh,omitzero"`
 }
 
-func rowsKey(token string) string  { return "pallarel:rows:" + token }
+// RowKeyPrefix is where row files of a token are stored: rows/<token>/.
+func RowKeyPrefix(token string) string { return "rows/" + token + "/" }
+
+func RowsKey(token string) string  { return "pallarel:rows:" + token }
 func splitKey(token string) string { return "pallarel:split:" + token }
 func totalKey(token string) string { return "pallarel:total:" + token }
 func slotsKey(token string) string { return "pallarel:recorded:" + token }
@@ -100,12 +103,12 @@ func failedKey(token string) string  { return "pallarel:failed:" + token }
 func commitsKey(token string) string { return "pallarel:commits:" + token }
 func packsKey(token string) string   { return "pallarel:packs:" + token }
 func errorsKey(token string) string  { return "pallarel:errors:" + token }
-func countKey(token string) string   { return "pallarel:count:" + token }
+func CountKey(token string) string   { return "pallarel:count:" + token }
 
 // resultKeys are the keys of a token's row results (what Reset forgets).
 func resultKeys(token string) []string {
 	return []string{slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
-		countKey(token), rowsKey(token)}
+		CountKey(token), RowsKey(token)}
 }
 
 // ledgerKeys are every key of a token's ledger.
@@ -127,7 +130,7 @@ return 1`)
 
 // dropLegacy forgets token's ledger if an older Pallarel wrote it (a run
 // under way across an upgrade), and reports whether it did.
-func (l Ledger) dropLegacy(ctx context.Context, token string) (bool, error) {
+func (l Ledger) DropLegacy(ctx context.Context, token string) (bool, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return false, err
@@ -135,7 +138,7 @@ func (l Ledger) dropLegacy(ctx context.Context, token string) (bool, error) {
 	defer c.Close()
 	old := legacyLedgerKeys(token)
 	n, err := redis.Int(dropLegacyScript.Do(c, old[0], old[1], errorsKey(token), splitKey(token), totalKey(token),
-		slotsKey(token), countKey(token)))
+		slotsKey(token), CountKey(token)))
 	if err != nil {
 		return false, fmt.Errorf("drop the old ledger of %s: %w", token, err)
 	}
@@ -250,7 +253,7 @@ func (l Ledger) recordCommit(ctx context.Context, token, gen string, id uint32, 
 	defer c.Close()
 	args := make([]any, 0, 8+3+3*len(rs))
 	args = append(args, slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
-		countKey(token), rowsKey(token), totalKey(token), gen, id, len(rs))
+		CountKey(token), RowsKey(token), totalKey(token), gen, id, len(rs))
 	for _, r := range rs {
 		failed := r.Status != "done"
 		switch {
@@ -352,8 +355,8 @@ func (l Ledger) Count(ctx context.Context, token string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	_ = c.Send("GET", countKey(token))
-	_ = c.Send("HLEN", rowsKey(token))
+	_ = c.Send("GET", CountKey(token))
+	_ = c.Send("HLEN", RowsKey(token))
 	if err := c.Flush(); err != nil {
 		return 0, err
 	}
@@ -401,17 +404,17 @@ func (fs *frameSet) at(n uint32) frameLoc { return fs.frames[n-1] }
 // reads each frame's index again, through the packs the rows are read
 // from, as the rows come.
 func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r RowResult, missing bool) error) error {
-	var pr *packReader
+	var pr *PackReader
 	if l.Store != nil {
-		pr = newPackReader(l.Store, token)
-		defer pr.close()
+		pr = NewPackReader(l.Store, token)
+		defer pr.Close()
 	}
-	return l.each(ctx, token, total, pr, fn)
+	return l.EachFrom(ctx, token, total, pr, fn)
 }
 
-// each is Each reading frames through pr, the finalizer's pack reader,
+// EachFrom is Each reading frames through pr, the finalizer's pack reader,
 // so a pack is fetched once for its index and its rows.
-func (l Ledger) each(ctx context.Context, token string, total int, pr *packReader, fn func(r RowResult, missing bool) error) error {
+func (l Ledger) EachFrom(ctx context.Context, token string, total int, pr *PackReader, fn func(r RowResult, missing bool) error) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger %s: %w", token, err)
@@ -481,7 +484,7 @@ func (l Ledger) each(ctx context.Context, token string, total int, pr *packReade
 	}
 	cursor := "0"
 	for {
-		vals, err := redis.Values(c.Do("HSCAN", rowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
+		vals, err := redis.Values(c.Do("HSCAN", RowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
 		if err != nil || len(vals) != 2 {
 			return fmt.Errorf("ledger %s: scan: %v", token, err)
 		}
@@ -547,7 +550,7 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, t
 // Rows of one frame are neighbours in row order.
 type indexCache struct {
 	frames *frameSet
-	packs  *packReader
+	packs  *PackReader
 	order  []uint32 // frames held, most recent last
 	held   map[uint32][]frameEntry
 }
