@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pallarel/pallarel/ledger"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -15,15 +15,6 @@ import (
 // CancelReason is the reason and the report's error_message of a run the
 // user cancelled.
 const CancelReason = "cancelled by user"
-
-// ErrRunEnded is returned by Cancel for a run that has already ended.
-var ErrRunEnded = errors.New("the run has already ended")
-
-// CancelCleanupClass cleans up after a cancelled run once more, a while
-// after the cancel: rows that were running when it was cancelled may have
-// stored their files, or a stopping worker may have given its jobs back to
-// the token's queue, after the first cleanup. Args: [token].
-const CancelCleanupClass = "Pallarel::CancelCleanupJob"
 
 // CancelCleanupDelay is how long after a cancel the second cleanup runs:
 // longer than a worker's shutdown grace (25 s by default).
@@ -69,7 +60,7 @@ func (p *Pipeline) Cancel(ctx context.Context, token string) error {
 		return fmt.Errorf("cancel %s: %w", token, err)
 	}
 	if !won {
-		return fmt.Errorf("cancel %s: %w", token, ErrRunEnded)
+		return fmt.Errorf("cancel %s: %w", token, contract.ErrRunEnded)
 	}
 	log := p.log.With("token", token, "queue", queue)
 	// The rest is cleanup: the run has ended whatever fails below, so it
@@ -82,8 +73,8 @@ func (p *Pipeline) Cancel(ctx context.Context, token string) error {
 	}
 	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" cancelled")
 	p.cleanupEnded(ctx, token, queue)
-	if j, err := sidekiq.NewJob(CancelCleanupClass, token); err == nil {
-		j.Queue, j.At = TriggerQueue, p.d.Now().Add(CancelCleanupDelay)
+	if j, err := toSidekiq(p.d.Client.Dialect(), contract.CancelCleanupJob(token)); err == nil {
+		j.At = p.d.Now().Add(CancelCleanupDelay)
 		if _, err := p.d.Client.Push(ctx, j); err != nil {
 			log.Warn("cancel: schedule the second cleanup", "err", err)
 		}
@@ -128,7 +119,7 @@ func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 		log.Info("ended run: removed the token's other jobs", "jobs", n)
 	}
 	p.packer.Release(token)
-	if err := p.d.Store.DeletePrefix(ctx, ledger.RowKeyPrefix(token)); err != nil {
+	if err := p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)); err != nil {
 		log.Warn("ended run: delete row files", "err", err)
 	}
 	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
@@ -140,10 +131,10 @@ func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 func (p *Pipeline) removeTokenJobs(ctx context.Context, token string) (int, error) {
 	mine := func(raw []byte) bool {
 		return bytes.Contains(raw, []byte(token)) &&
-			!bytes.Contains(raw, []byte(WebhookClass)) && !bytes.Contains(raw, []byte(CancelCleanupClass))
+			!bytes.Contains(raw, []byte(contract.Webhook.Name)) && !bytes.Contains(raw, []byte(contract.CancelCleanup.Name))
 	}
 	n := 0
-	for _, q := range []string{TriggerQueue, "default"} {
+	for _, q := range []string{contract.TriggerQueue, "default"} {
 		entries, err := p.d.API.QueueJobs(ctx, q, 0, tokenJobScan)
 		if err != nil {
 			return n, err

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
@@ -180,7 +181,7 @@ func TestCancelMidRun(t *testing.T) {
 	if n := e.redisInt("LLEN", "queue:"+e.queue(token)); n != 0 {
 		t.Errorf("%d jobs left on the token queue", n)
 	}
-	if n := e.tokenEntries(token, jobs.CancelCleanupClass); n != 0 {
+	if n := e.tokenEntries(token, contract.CancelCleanup.Name); n != 0 {
 		t.Errorf("%d scheduled or retrying jobs of the token left", n)
 	}
 	if e.stoppedCount() != 1 {
@@ -189,7 +190,7 @@ func TestCancelMidRun(t *testing.T) {
 	if left := e.rowFiles(token); len(left) != 0 {
 		t.Errorf("row files left: %v", left)
 	}
-	if err := e.pipeline.Cancel(ctx, token); !errors.Is(err, jobs.ErrRunEnded) {
+	if err := e.pipeline.Cancel(ctx, token); !errors.Is(err, contract.ErrRunEnded) {
 		t.Errorf("second cancel: %v, want ErrRunEnded", err)
 	}
 
@@ -241,7 +242,7 @@ func TestCancelBeforeSplit(t *testing.T) {
 	if err := e.models.CreateReport(ctx, &rep); err != nil {
 		t.Fatal(err)
 	}
-	j, err := jobs.NewSplitJob(sidekiq.Dialect8, jobs.SourceRef{SourceKey: "uploads/" + token + ".csv", Token: token}, "text", rep.ID)
+	j, err := jobs.NewSplitJob(sidekiq.Dialect8, contract.SourceRef{SourceKey: "uploads/" + token + ".csv", Token: token}, "text", rep.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestCancelBeforeSplit(t *testing.T) {
 	if err := e.pipeline.Cancel(ctx, token); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.tokenEntries(token, jobs.CancelCleanupClass, jobs.WebhookClass); n != 0 {
+	if n := e.tokenEntries(token, contract.CancelCleanup.Name, contract.Webhook.Name); n != 0 {
 		t.Errorf("the SplitCsvJob is still scheduled (%d entries)", n)
 	}
 	if st := e.status(token); st.RunState() != models.RunCancelled {
@@ -278,12 +279,12 @@ func TestCancelBeforeSplit(t *testing.T) {
 
 func TestValidWebhookURL(t *testing.T) {
 	for _, ok := range []string{"http://example.com/x", "https://h:8443/p?q=1"} {
-		if err := jobs.ValidWebhookURL(ok); err != nil {
+		if err := contract.ValidWebhookURL(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "ftp://x/y", "javascript:alert(1)", "/relative", "http://", "https://user:pw@h/", "http//x"} {
-		if err := jobs.ValidWebhookURL(bad); err == nil {
+		if err := contract.ValidWebhookURL(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

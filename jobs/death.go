@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -15,10 +16,10 @@ import (
 func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) {
 	var reportPos, tokenPos int
 	switch job.HandlerClass() {
-	case SplitClass:
+	case contract.Split.Name:
 		reportPos, tokenPos = 2, -1
-	case FinalizeClass, "FinalizeReportJob":
-		reportPos, tokenPos = 2, 3
+	case contract.Finalize.Name, "FinalizeReportJob":
+		reportPos, tokenPos = 2, contract.FinalizeTokenPos
 	default:
 		return
 	}
@@ -46,7 +47,7 @@ func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	p.warnIf(p.d.DB.SetLastError(ctx, token, jobErr.Error()), "SetLastError")
 	if tokenPos >= 0 {
-		p.warnIf(p.d.Store.Delete(ctx, ResultKey(token)), "delete a partial result")
+		p.warnIf(p.d.Store.Delete(ctx, contract.ResultKey(token)), "delete a partial result")
 	}
 	// The run has ended too: otherwise the supervisor would see a run
 	// without a finalizer and push another.

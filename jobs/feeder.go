@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
@@ -45,8 +45,6 @@ const DefaultSplitWindow = 4000
 // feedLease is how long a feeder's claim on a run lasts without renewal:
 // another process takes over a run whose feeder died after this long.
 const feedLease = 15 * time.Second
-
-func feederKey(token string) string { return "pallarel:feeder:" + token }
 
 // feeders runs at most one feeder goroutine per run in this process; the
 // lease in Redis keeps it to one across processes.
@@ -153,7 +151,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 	if err != nil {
 		return fmt.Errorf("feed %s: %w", token, err)
 	}
-	path := "/tmp/reports/" + token
+	path := contract.ReportDir(token)
 	window := p.d.SplitWindow
 	// The window is refilled a batch at a time rather than row by row: a
 	// push of 17 rows cost the same round trips as one of 1,000.
@@ -298,24 +296,17 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 	if err != nil {
 		return nil, err
 	}
-	j, err := sidekiq.NewJob(RowClass, hash, spec.Type, spec.ReportID, path, token)
-	if err != nil {
-		return nil, err
-	}
-	j.Queue, j.Retry = queue, p.rowRetry()
-	_ = j.SetField(fieldRow, row.Number)
-	if spec.TemplateKey != "" {
-		_ = j.SetField(fieldTemplate, spec.TemplateKey)
-	}
-	return j, nil
+	args := contract.RowArgs{Row: hash, Type: spec.Type, ReportID: spec.ReportID, Path: path, Token: token}
+	return toSidekiq(sidekiq.Dialect8, contract.RowJob(queue, args, p.rowRetry(), row.Number, spec.TemplateKey))
 }
 
-// rowRetry is the `retry` of a row job.
-func (p *Pipeline) rowRetry() json.RawMessage {
+// rowRetry is the `retry` of a row job (ROW_JOB_RETRY), or RetryDefault
+// for the class's own.
+func (p *Pipeline) rowRetry() int {
 	if p.d.RowRetries == nil {
-		return json.RawMessage("3")
+		return contract.RetryDefault
 	}
-	return json.RawMessage(strconv.Itoa(*p.d.RowRetries))
+	return *p.d.RowRetries
 }
 
 // pushRows pushes row jobs, leaving out the rows the ledger already holds
@@ -360,8 +351,8 @@ func (p *Pipeline) windowState(ctx context.Context, token, queue string) (listed
 	}
 	defer c.Close()
 	_ = c.Send("SISMEMBER", "queues", queue)
-	_ = c.Send("GET", ledger.CountKey(token))
-	_ = c.Send("HLEN", ledger.RowsKey(token))
+	_ = c.Send("GET", contract.CountKey(token))
+	_ = c.Send("HLEN", contract.RowsKey(token))
 	vals, err := redis.Values(c.Do(""))
 	if err != nil || len(vals) != 3 {
 		return false, 0, fmt.Errorf("feed %s: window: %v", token, err)
@@ -391,7 +382,7 @@ return 0`)
 
 // lease takes ("NX") or renews ("XX") this process's claim to feed token.
 func (p *Pipeline) lease(ctx context.Context, token, mode string) (bool, error) {
-	return p.leaseKey(ctx, feederKey(token), mode, feedLease)
+	return p.leaseKey(ctx, contract.FeederKey(token), mode, feedLease)
 }
 
 // leaseKey takes ("NX") or renews ("XX") this process's lease on key.
@@ -423,7 +414,7 @@ func (p *Pipeline) releaseLease(ctx context.Context, token string) {
 		return
 	}
 	defer c.Close()
-	_, _ = releaseScript.Do(c, feederKey(token), p.feeds.owner)
+	_, _ = releaseScript.Do(c, contract.FeederKey(token), p.feeds.owner)
 }
 
 // countingReader counts the bytes read through it.

@@ -9,8 +9,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
-	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -27,7 +27,7 @@ func (e *env) newReport(typ models.ReportType) int64 {
 }
 
 // split enqueues SplitCsvJob on the report queue; src is the CSV text or a
-// jobs.SourceRef.
+// contract.SourceRef.
 func (e *env) split(src any, typ string, reportID int64) string {
 	e.t.Helper()
 	j, err := jobs.NewSplitJob(sidekiq.Dialect8, src, typ, reportID)
@@ -125,7 +125,7 @@ func (e *env) waitStopped(n int, d time.Duration) {
 // rowFiles lists the row files left in the store for token.
 func (e *env) rowFiles(token string) []string {
 	e.t.Helper()
-	infos, err := e.store.List(context.Background(), ledger.RowKeyPrefix(token))
+	infos, err := e.store.List(context.Background(), contract.RowKeyPrefix(token))
 	if err != nil {
 		e.t.Fatal(err)
 	}

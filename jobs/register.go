@@ -18,6 +18,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
@@ -26,17 +27,6 @@ import (
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
-
-// The wire class names, as the Rails app writes them.
-const (
-	SplitClass    = "SplitCsvJob"
-	RowClass      = "Report::ProcessCsvRowJob"
-	FinalizeClass = "Report::FinalizeReportJob"
-	IdleClass     = "IdleShutdownJob"
-)
-
-// TriggerQueue is where SplitCsvJob runs.
-const TriggerQueue = "report"
 
 // Deps is what the jobs need. Every field is required but Logger and Now.
 type Deps struct {
@@ -146,14 +136,14 @@ func (p *Pipeline) Close() { p.cancelBase() }
 func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 	// Row jobs run by the hundred thousand: per-job lines at DEBUG and a
 	// per-queue (per-run) summary at INFO; the others log Sidekiq's line.
-	reg.LogQuietly(RowClass, "ProcessCsvRowJob")
+	reg.LogQuietly(contract.Row.Name, "ProcessCsvRowJob")
 	return errors.Join(
-		reg.Register(p.handleSplit, SplitClass),
-		reg.Register(p.handleRow, RowClass, "ProcessCsvRowJob"),
-		reg.Register(p.handleFinalize, FinalizeClass, "FinalizeReportJob"),
-		reg.Register(p.handleIdle, IdleClass),
-		reg.Register(p.handleWebhook, WebhookClass),
-		reg.Register(p.handleCancelCleanup, CancelCleanupClass),
+		reg.Register(p.handleSplit, contract.Split.Name),
+		reg.Register(p.handleRow, contract.Row.Name, "ProcessCsvRowJob"),
+		reg.Register(p.handleFinalize, contract.Finalize.Name, "FinalizeReportJob"),
+		reg.Register(p.handleIdle, contract.Idle.Name),
+		reg.Register(p.handleWebhook, contract.Webhook.Name),
+		reg.Register(p.handleCancelCleanup, contract.CancelCleanup.Name),
 	)
 }
 
@@ -190,13 +180,8 @@ func (p *Pipeline) isolationServer(ctx context.Context, job *sidekiq.Job, next f
 }
 
 func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
-	var tokenPos int
-	switch job.HandlerClass() {
-	case RowClass, "ProcessCsvRowJob":
-		tokenPos = 4
-	case FinalizeClass, "FinalizeReportJob":
-		tokenPos = 3
-	default:
+	tokenPos, ok := contract.TokenPos(job.HandlerClass())
+	if !ok {
 		return nil
 	}
 	args, err := job.Arguments()

@@ -9,19 +9,11 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
-)
-
-// Errors of RetryFailed, wrapped.
-var (
-	// ErrNotRetryable: the run is not a completed run with failed rows
-	// and a stored upload.
-	ErrNotRetryable = errors.New("the run cannot be retried")
-	// ErrRetryBusy: another retry of the run is under way.
-	ErrRetryBusy = errors.New("a retry of this run is under way")
 )
 
 // retryLockTTL bounds how long a crashed retry keeps others out.
@@ -53,20 +45,20 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	// Completed: ended, with its report completed (a finalizer may leave
 	// the state it found rather than record "completed").
 	if state := st.RunState(); !st.Ended() || state == models.RunFailed || state == models.RunCancelled || rep.Status != models.ReportCompleted {
-		return 0, fmt.Errorf("retry %s: %w: it has not completed", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: it has not completed", token, contract.ErrNotRetryable)
 	}
 	if st.FailedCount == 0 {
-		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, contract.ErrNotRetryable)
 	}
 	if rep.SourceKey == "" {
-		return 0, fmt.Errorf("retry %s: %w: its CSV was not stored (sent inline)", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: its CSV was not stored (sent inline)", token, contract.ErrNotRetryable)
 	}
 	got, err := p.ledger.LockRetry(ctx, token, retryLockTTL)
 	if err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
 	if !got {
-		return 0, fmt.Errorf("retry %s: %w", token, ErrRetryBusy)
+		return 0, fmt.Errorf("retry %s: %w", token, contract.ErrRetryBusy)
 	}
 	defer p.ledger.UnlockRetry(context.WithoutCancel(ctx), token)
 	log := p.log.With("token", token, "queue", queue, "report_id", rep.ID)
@@ -82,9 +74,9 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	}
 	if len(kept.failedRows) == 0 {
 		p.packer.Release(token)
-		p.warnIf(p.d.Store.DeletePrefix(ctx, ledger.RowKeyPrefix(token)), "delete row files")
+		p.warnIf(p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)), "delete row files")
 		p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
-		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, contract.ErrNotRetryable)
 	}
 	total := max(st.TotalCount, kept.maxRow)
 	if err := p.ledger.SetTotal(ctx, token, total); err != nil {
@@ -98,7 +90,7 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
 	if !reopened {
-		return 0, fmt.Errorf("retry %s: %w: it changed meanwhile", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: it changed meanwhile", token, contract.ErrNotRetryable)
 	}
 	// From here on the run is open: if anything below fails, the run
 	// supervisor pushes what is missing and the finalizer ends it.
@@ -141,7 +133,7 @@ func (p *Pipeline) waitFinalizerCleanup(ctx context.Context, token string, st mo
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: the run is still finishing", ErrRetryBusy)
+			return fmt.Errorf("%w: the run is still finishing", contract.ErrRetryBusy)
 		}
 		select {
 		case <-ctx.Done():
@@ -191,7 +183,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	// The packer's commit ids were of the ledger just reset; the row files
 	// left are of the first run.
 	p.packer.Release(token)
-	p.warnIf(p.d.Store.DeletePrefix(ctx, ledger.RowKeyPrefix(token)), "delete row files")
+	p.warnIf(p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)), "delete row files")
 	var (
 		batch   []ledger.RowResult
 		data    [][]byte // batch[i]'s file, or nil
@@ -237,7 +229,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 		}
 		defer rc.Close()
 		if zf.UncompressedSize64 >= ledger.PackSoloBytes {
-			r.File = ledger.RowKeyPrefix(token) + m.File
+			r.File = contract.RowKeyPrefix(token) + m.File
 			if err := p.d.Store.Put(ctx, r.File, rc); err != nil {
 				return err
 			}
@@ -277,7 +269,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		return 0, fmt.Errorf("read %s: %w", rep.SourceKey, err)
 	}
 	template := ""
-	if key := "templates/" + token + ".xlsx"; typ == "xlsx" {
+	if key := contract.TemplateKey(token); typ == "xlsx" {
 		if _, err := p.d.Store.Stat(ctx, key); err == nil {
 			template = key
 		}
@@ -288,7 +280,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 	}
 	sort.Ints(left)
 	last := left[len(left)-1]
-	path := "/tmp/reports/" + token
+	path := contract.ReportDir(token)
 	batch := make([]*sidekiq.Job, 0, p.d.BatchSize)
 	pushed := 0
 	flush := func() error {
@@ -332,14 +324,14 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		if err != nil {
 			return pushed, err
 		}
-		j, err := sidekiq.NewJob(RowClass, hash, typ, rep.ID, path, token)
+		j, err := sidekiq.NewJob(contract.Row.Name, hash, typ, rep.ID, path, token)
 		if err != nil {
 			return pushed, err
 		}
 		j.Queue, j.Retry = queue, json.RawMessage("3")
-		_ = j.SetField(fieldRow, row.Number)
+		_ = j.SetField(contract.FieldRow, row.Number)
 		if template != "" {
-			_ = j.SetField(fieldTemplate, template)
+			_ = j.SetField(contract.FieldTemplate, template)
 		}
 		batch = append(batch, j)
 		if len(batch) >= p.d.BatchSize {

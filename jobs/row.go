@@ -12,15 +12,10 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
-)
-
-// Extra payload fields Go writes on row jobs (Ruby keeps unknown keys):
-const (
-	fieldRow      = "pallarel_row"      // 1-based data row number
-	fieldTemplate = "pallarel_template" // storage key of an XLSX template
 )
 
 func unmarshalArg(raw json.RawMessage, dst any) error {
@@ -50,10 +45,10 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		return fmt.Errorf("%w: row_hash: %v", sidekiq.ErrBadArgs, err)
 	}
 	var rowNum int
-	_, _ = job.Field(fieldRow, &rowNum)
+	_, _ = job.Field(contract.FieldRow, &rowNum)
 	key := ledger.RowKey(rowNum, job.JID)
 
-	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))
+	r, err := p.renderer(ctx, typ, job.StringField(contract.FieldTemplate))
 	if err != nil {
 		return err
 	}
@@ -66,7 +61,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	if rowNum == 0 {
 		name = job.JID + "-" + name
 	}
-	fileKey := ledger.RowKeyPrefix(token) + name
+	fileKey := contract.RowKeyPrefix(token) + name
 
 	var out bytes.Buffer
 	if err := r.Render(ctx, &out, row); err != nil {
@@ -244,7 +239,7 @@ func (p *Pipeline) recordRow(ctx context.Context, token string, r ledger.RowResu
 // report finishes with it in its manifest instead of waiting for it.
 func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) {
 	switch job.HandlerClass() {
-	case RowClass, "ProcessCsvRowJob":
+	case contract.Row.Name, "ProcessCsvRowJob":
 	default:
 		return
 	}
@@ -261,7 +256,7 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 		return
 	}
 	var rowNum int
-	_, _ = job.Field(fieldRow, &rowNum)
+	_, _ = job.Field(contract.FieldRow, &rowNum)
 	isNew, last, err := p.recordRow(ctx, token, ledger.RowResult{Row: rowNum, Key: ledger.RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
 	if err != nil {
 		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)

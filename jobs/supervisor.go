@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/ledger"
@@ -142,17 +143,14 @@ func (p *Pipeline) Supervise(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// supervisorKey holds the acting supervisor's lease.
-const supervisorKey = "pallarel:supervisor"
-
 // leadSupervision takes or renews the supervisor lease for three intervals.
 func (p *Pipeline) leadSupervision(ctx context.Context) (bool, error) {
 	ttl := 3 * p.d.Supervise.Interval
-	ok, err := p.leaseKey(ctx, supervisorKey, "XX", ttl)
+	ok, err := p.leaseKey(ctx, contract.SupervisorKey, "XX", ttl)
 	if err != nil || ok {
 		return ok, err
 	}
-	return p.leaseKey(ctx, supervisorKey, "NX", ttl)
+	return p.leaseKey(ctx, contract.SupervisorKey, "NX", ttl)
 }
 
 func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStatus) error {
@@ -262,15 +260,15 @@ func heldRows(qw sidekiq.QueueWork) (held map[int]bool, queued []int, fin bool) 
 			return
 		}
 		switch j.HandlerClass() {
-		case RowClass, "ProcessCsvRowJob":
+		case contract.Row.Name, "ProcessCsvRowJob":
 			var n int
-			if ok, _ := j.Field(fieldRow, &n); ok && n > 0 {
+			if ok, _ := j.Field(contract.FieldRow, &n); ok && n > 0 {
 				held[n] = true
 				if inList {
 					queued = append(queued, n)
 				}
 			}
-		case FinalizeClass, "FinalizeReportJob":
+		case contract.Finalize.Name, "FinalizeReportJob":
 			fin = true
 		}
 	}
@@ -407,7 +405,7 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 			}
 			continue
 		}
-		j, err := p.rowJob(queue, "/tmp/reports/"+token, token, spec, rows.Headers(), row)
+		j, err := p.rowJob(queue, contract.ReportDir(token), token, spec, rows.Headers(), row)
 		if err != nil {
 			return err
 		}
@@ -509,14 +507,14 @@ func (p *Pipeline) resubmitLostSplits(ctx context.Context) error {
 	if err != nil || len(reports) == 0 {
 		return err
 	}
-	qw, err := p.d.API.QueueWork(ctx, TriggerQueue)
+	qw, err := p.d.API.QueueWork(ctx, contract.TriggerQueue)
 	if err != nil {
 		return err
 	}
 	queued := map[int64]bool{}
 	qw.Jobs(func(raw []byte) {
 		j, err := sidekiq.ParseJob(raw)
-		if err != nil || j.HandlerClass() != SplitClass {
+		if err != nil || j.HandlerClass() != contract.Split.Name {
 			return
 		}
 		var src any
@@ -533,7 +531,7 @@ func (p *Pipeline) resubmitLostSplits(ctx context.Context) error {
 		if _, err := p.d.DB.StatusByToken(ctx, r.Token); err == nil {
 			continue // the split started: the run supervisor has it
 		}
-		job, err := NewSplitJob(p.d.Client.Dialect(), SourceRef{SourceKey: r.SourceKey, Token: r.Token}, r.ReportType.String(), r.ID)
+		job, err := NewSplitJob(p.d.Client.Dialect(), contract.SourceRef{SourceKey: r.SourceKey, Token: r.Token}, r.ReportType.String(), r.ID)
 		if err != nil {
 			return err
 		}

@@ -17,13 +17,10 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
-
-// WebhookClass delivers the end of a run to a webhook, on the report queue,
-// with Sidekiq's retries and backoff: [url, body].
-const WebhookClass = "Pallarel::RunWebhookJob"
 
 // Webhook headers: the body's HMAC-SHA256 with WEBHOOK_SECRET as
 // "sha256=<hex>" (the form GitHub uses), the event name, and the delivery
@@ -33,7 +30,6 @@ const (
 	WebhookEventHeader     = "X-Pallarel-Event"
 	WebhookDeliveryHeader  = "X-Pallarel-Delivery"
 	webhookEvent           = "run.ended"
-	webhookRetries         = 10 // count⁴+15 s apart: about 7 hours in all
 	webhookTimeout         = 15 * time.Second
 )
 
@@ -54,21 +50,6 @@ type WebhookPayload struct {
 	DownloadPath string `json:"download_path,omitempty"`
 }
 
-// ValidWebhookURL accepts an absolute http or https URL with a host.
-func ValidWebhookURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("webhook url: %w", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return fmt.Errorf("webhook url %q: want an http or https URL with a host and no credentials", s)
-	}
-	if len(s) > 2000 {
-		return errors.New("webhook url: longer than 2000 characters")
-	}
-	return nil
-}
-
 // SignWebhook is the signature header value for body: "sha256=" and the hex
 // HMAC-SHA256 of body with secret. A receiver recomputes it over the raw
 // body and compares in constant time.
@@ -77,8 +58,6 @@ func SignWebhook(secret, body []byte) string {
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
-
-func webhookSentKey(token string) string { return "pallarel:webhook:" + token }
 
 // runEnded is called once a run has ended (completed, failed or cancelled):
 // it enqueues the webhook delivery when the run has a webhook (its own, given
@@ -121,7 +100,7 @@ func (p *Pipeline) enqueueWebhook(ctx context.Context, token string) error {
 	// while ended_at is written a moment later: two callers either side
 	// of that write must not deliver twice.
 	mark := strconv.FormatInt(st.FinalizedAt.UnixMicro(), 10)
-	first, err := p.markOnce(ctx, webhookSentKey(token), mark)
+	first, err := p.markOnce(ctx, contract.WebhookSentKey(token), mark)
 	if err != nil || !first {
 		return err
 	}
@@ -137,13 +116,12 @@ func (p *Pipeline) enqueueWebhook(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	j, err := sidekiq.NewJob(WebhookClass, target, string(b))
+	j, err := toSidekiq(p.d.Client.Dialect(), contract.WebhookJob(target, string(b)))
 	if err != nil {
 		return err
 	}
-	j.Queue, j.Retry = TriggerQueue, json.RawMessage(strconv.Itoa(webhookRetries))
 	if _, err := p.d.Client.Push(ctx, j); err != nil {
-		return fmt.Errorf("push %s for %s: %w", WebhookClass, token, err)
+		return fmt.Errorf("push %s for %s: %w", contract.Webhook.Name, token, err)
 	}
 	return nil
 }
@@ -191,7 +169,7 @@ func (p *Pipeline) handleWebhook(ctx context.Context, job *sidekiq.Job) error {
 	if err := job.ScanArgs(&target, &body); err != nil {
 		return err
 	}
-	if err := ValidWebhookURL(target); err != nil {
+	if err := contract.ValidWebhookURL(target); err != nil {
 		return sidekiq.Kill(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, webhookTimeout)

@@ -21,6 +21,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -85,35 +86,15 @@ type RowResult struct {
 	NameInPack bool   `json:"nh,omitzero"`
 }
 
-// RowKeyPrefix is where row files of a token are stored: rows/<token>/.
-func RowKeyPrefix(token string) string { return "rows/" + token + "/" }
-
-func RowsKey(token string) string  { return "pallarel:rows:" + token }
-func splitKey(token string) string { return "pallarel:split:" + token }
-func totalKey(token string) string { return "pallarel:total:" + token }
-func slotsKey(token string) string { return "pallarel:recorded:" + token }
-
-// legacyLedgerKeys are the keys only the ledger of Pallarel before
-// 2026-11-30 wrote: 16 bytes a row under pallarel:ledger, file names in
-// pallarel:names. Its bits cannot be read as this ledger's (dropLegacy).
-func legacyLedgerKeys(token string) []string {
-	return []string{"pallarel:ledger:" + token, "pallarel:names:" + token}
-}
-func failedKey(token string) string  { return "pallarel:failed:" + token }
-func commitsKey(token string) string { return "pallarel:commits:" + token }
-func packsKey(token string) string   { return "pallarel:packs:" + token }
-func errorsKey(token string) string  { return "pallarel:errors:" + token }
-func CountKey(token string) string   { return "pallarel:count:" + token }
-
 // resultKeys are the keys of a token's row results (what Reset forgets).
 func resultKeys(token string) []string {
-	return []string{slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
-		CountKey(token), RowsKey(token)}
+	return []string{contract.RecordedKey(token), contract.FailedKey(token), contract.CommitsKey(token), contract.PacksKey(token), contract.ErrorsKey(token),
+		contract.CountKey(token), contract.RowsKey(token)}
 }
 
 // ledgerKeys are every key of a token's ledger.
 func ledgerKeys(token string) []string {
-	return append(append(resultKeys(token), totalKey(token), splitKey(token)), legacyLedgerKeys(token)...)
+	return append(append(resultKeys(token), contract.TotalKey(token), contract.SplitKey(token)), contract.LegacyLedgerKeys(token)...)
 }
 
 // dropLegacyScript forgets a ledger of the older layout, so the run is
@@ -136,9 +117,9 @@ func (l Ledger) DropLegacy(ctx context.Context, token string) (bool, error) {
 		return false, err
 	}
 	defer c.Close()
-	old := legacyLedgerKeys(token)
-	n, err := redis.Int(dropLegacyScript.Do(c, old[0], old[1], errorsKey(token), splitKey(token), totalKey(token),
-		slotsKey(token), CountKey(token)))
+	old := contract.LegacyLedgerKeys(token)
+	n, err := redis.Int(dropLegacyScript.Do(c, old[0], old[1], contract.ErrorsKey(token), contract.SplitKey(token), contract.TotalKey(token),
+		contract.RecordedKey(token), contract.CountKey(token)))
 	if err != nil {
 		return false, fmt.Errorf("drop the old ledger of %s: %w", token, err)
 	}
@@ -252,8 +233,8 @@ func (l Ledger) recordCommit(ctx context.Context, token, gen string, id uint32, 
 	}
 	defer c.Close()
 	args := make([]any, 0, 8+3+3*len(rs))
-	args = append(args, slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
-		CountKey(token), RowsKey(token), totalKey(token), gen, id, len(rs))
+	args = append(args, contract.RecordedKey(token), contract.FailedKey(token), contract.CommitsKey(token), contract.PacksKey(token), contract.ErrorsKey(token),
+		contract.CountKey(token), contract.RowsKey(token), contract.TotalKey(token), gen, id, len(rs))
 	for _, r := range rs {
 		failed := r.Status != "done"
 		switch {
@@ -324,7 +305,7 @@ func (l Ledger) reserveCommits(ctx context.Context, token string, n int) (gen st
 	defer c.Close()
 	var g [genBytes]byte
 	_, _ = rand.Read(g[:])
-	vals, err := redis.Values(reserveScript.Do(c, packsKey(token), hex.EncodeToString(g[:]), n))
+	vals, err := redis.Values(reserveScript.Do(c, contract.PacksKey(token), hex.EncodeToString(g[:]), n))
 	if err != nil || len(vals) != 2 {
 		return "", 0, fmt.Errorf("ledger %s: reserve commits: %v", token, err)
 	}
@@ -344,7 +325,7 @@ func (l Ledger) SetTotal(ctx context.Context, token string, total int) error {
 		return err
 	}
 	defer c.Close()
-	_, err = c.Do("SET", totalKey(token), total)
+	_, err = c.Do("SET", contract.TotalKey(token), total)
 	return err
 }
 
@@ -355,8 +336,8 @@ func (l Ledger) Count(ctx context.Context, token string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	_ = c.Send("GET", CountKey(token))
-	_ = c.Send("HLEN", RowsKey(token))
+	_ = c.Send("GET", contract.CountKey(token))
+	_ = c.Send("HLEN", contract.RowsKey(token))
 	if err := c.Flush(); err != nil {
 		return 0, err
 	}
@@ -420,10 +401,10 @@ func (l Ledger) EachFrom(ctx context.Context, token string, total int, pr *PackR
 		return fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	recorded, err1 := bitmap(c, slotsKey(token))
-	failed, err2 := bitmap(c, failedKey(token))
-	commits, err3 := bitmap(c, commitsKey(token))
-	meta, err4 := redis.Strings(c.Do("HMGET", packsKey(token), "gen", "seq"))
+	recorded, err1 := bitmap(c, contract.RecordedKey(token))
+	failed, err2 := bitmap(c, contract.FailedKey(token))
+	commits, err3 := bitmap(c, contract.CommitsKey(token))
+	meta, err4 := redis.Strings(c.Do("HMGET", contract.PacksKey(token), "gen", "seq"))
 	gen, seq := "", 0
 	if err4 == nil && len(meta) == 2 {
 		gen = meta[0]
@@ -466,7 +447,7 @@ func (l Ledger) EachFrom(ctx context.Context, token string, total int, pr *PackR
 				r.Pack, r.Offset, r.Size = frames.objects[f.obj], f.off+int64(f.head)+e.off, e.size
 				r.NameInPack = true
 			case entrySolo:
-				r.File = RowKeyPrefix(token) + e.name
+				r.File = contract.RowKeyPrefix(token) + e.name
 			}
 		case r.Status == "failed":
 			if reasons == nil {
@@ -484,7 +465,7 @@ func (l Ledger) EachFrom(ctx context.Context, token string, total int, pr *PackR
 	}
 	cursor := "0"
 	for {
-		vals, err := redis.Values(c.Do("HSCAN", RowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
+		vals, err := redis.Values(c.Do("HSCAN", contract.RowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
 		if err != nil || len(vals) != 2 {
 			return fmt.Errorf("ledger %s: scan: %v", token, err)
 		}
@@ -506,7 +487,7 @@ func (l Ledger) EachFrom(ctx context.Context, token string, total int, pr *PackR
 // that holds it with its recorded status.
 func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, total int, recorded, failed, commits []byte,
 	locs []uint32) (*frameSet, error) {
-	objs, err := l.Store.List(ctx, RowKeyPrefix(token))
+	objs, err := l.Store.List(ctx, contract.RowKeyPrefix(token))
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: list row packs: %w", token, err)
 	}
@@ -560,7 +541,7 @@ func (ic *indexCache) entry(ctx context.Context, frame uint32, row int, failed b
 	es, ok := ic.held[frame]
 	if !ok {
 		f := ic.frames.at(frame)
-		p, err := ic.packs.load(ctx, RowKeyPrefix(ic.packs.token)+ic.frames.objects[f.obj])
+		p, err := ic.packs.load(ctx, contract.RowKeyPrefix(ic.packs.token)+ic.frames.objects[f.obj])
 		if err != nil {
 			return frameEntry{}, err
 		}
@@ -604,7 +585,7 @@ func bitmap(c redis.Conn, key string) ([]byte, error) {
 
 // keptErrors reads the reasons Redis keeps for failed rows.
 func (l Ledger) keptErrors(c redis.Conn, token string) (map[int]string, error) {
-	m, err := redis.StringMap(c.Do("HGETALL", errorsKey(token)))
+	m, err := redis.StringMap(c.Do("HGETALL", contract.ErrorsKey(token)))
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
@@ -643,7 +624,7 @@ func (l Ledger) SplitProgress(ctx context.Context, token string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	n, err := redis.Int(c.Do("GET", splitKey(token)))
+	n, err := redis.Int(c.Do("GET", contract.SplitKey(token)))
 	if err == redis.ErrNil {
 		return 0, nil
 	}
@@ -657,7 +638,7 @@ func (l Ledger) SetSplitProgress(ctx context.Context, token string, n int) error
 		return err
 	}
 	defer c.Close()
-	_, err = c.Do("SET", splitKey(token), strconv.Itoa(n))
+	_, err = c.Do("SET", contract.SplitKey(token), strconv.Itoa(n))
 	return err
 }
 
@@ -691,7 +672,7 @@ func (l Ledger) Recorded(ctx context.Context, token string, rows []int) ([]bool,
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	raw, err := redis.Bytes(c.Do("GETRANGE", slotsKey(token), lo/8, hi/8))
+	raw, err := redis.Bytes(c.Do("GETRANGE", contract.RecordedKey(token), lo/8, hi/8))
 	if err != nil && !errors.Is(err, redis.ErrNil) {
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
@@ -734,7 +715,7 @@ func (l Ledger) HasTotal(ctx context.Context, token string) (int, bool, error) {
 		return 0, false, err
 	}
 	defer c.Close()
-	n, err := redis.Int(c.Do("GET", totalKey(token)))
+	n, err := redis.Int(c.Do("GET", contract.TotalKey(token)))
 	if errors.Is(err, redis.ErrNil) {
 		return 0, false, nil
 	}

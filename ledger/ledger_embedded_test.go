@@ -8,6 +8,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -27,7 +28,7 @@ func TestLedgerOnEmbeddedServer(t *testing.T) {
 	ctx := context.Background()
 	const token = "0b7a54c6-5d52-4b39-9f2f-1f0b8f1fd7aa"
 	rs := []RowResult{
-		{Row: 1, Key: RowKey(1, ""), Status: "done", File: RowKeyPrefix(token) + "row-000001.txt"},
+		{Row: 1, Key: RowKey(1, ""), Status: "done", File: contract.RowKeyPrefix(token) + "row-000001.txt"},
 		{Row: 3, Key: RowKey(3, ""), Status: "failed", Error: "bad row"},
 		{Row: 1, Key: RowKey(1, ""), Status: "failed", Error: "second run of row 1"},
 	}

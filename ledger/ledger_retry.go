@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/contract"
 )
 
 // The ledger's part in a retry of failed rows and in the failed-row list of
@@ -17,8 +19,6 @@ import (
 // so no frame of the first run counts), then commits of the rows it keeps
 // (their files back in frames), leaving out the failed rows so they can be
 // recorded again.
-
-func retryLockKey(token string) string { return "pallarel:retry:" + token }
 
 // Reset forgets every row result of token (bitmaps, generation, kept
 // errors, count and the rows known by jid) and keeps the split and total
@@ -32,8 +32,8 @@ func (l Ledger) Reset(ctx context.Context, token string) error {
 	defer c.Close()
 	_ = c.Send("MULTI")
 	_ = c.Send("DEL", redis.Args{}.AddFlat(resultKeys(token))...)
-	_ = c.Send("PERSIST", totalKey(token))
-	_ = c.Send("PERSIST", splitKey(token))
+	_ = c.Send("PERSIST", contract.TotalKey(token))
+	_ = c.Send("PERSIST", contract.SplitKey(token))
 	if _, err := c.Do("EXEC"); err != nil {
 		return fmt.Errorf("ledger %s: reset: %w", token, err)
 	}
@@ -49,7 +49,7 @@ func (l Ledger) CleanedUp(ctx context.Context, token string) (bool, error) {
 		return false, err
 	}
 	defer c.Close()
-	ttl, err := redis.Int(c.Do("PTTL", totalKey(token)))
+	ttl, err := redis.Int(c.Do("PTTL", contract.TotalKey(token)))
 	return ttl != -1, err
 }
 
@@ -61,7 +61,7 @@ func (l Ledger) LockRetry(ctx context.Context, token string, ttl time.Duration) 
 		return false, err
 	}
 	defer c.Close()
-	_, err = redis.String(c.Do("SET", retryLockKey(token), "1", "NX", "PX", ttl.Milliseconds()))
+	_, err = redis.String(c.Do("SET", contract.RetryLockKey(token), "1", "NX", "PX", ttl.Milliseconds()))
 	if errors.Is(err, redis.ErrNil) {
 		return false, nil
 	}
@@ -70,7 +70,7 @@ func (l Ledger) LockRetry(ctx context.Context, token string, ttl time.Duration) 
 
 func (l Ledger) UnlockRetry(ctx context.Context, token string) {
 	if c, err := l.Pool.GetContext(ctx); err == nil {
-		_, _ = c.Do("DEL", retryLockKey(token))
+		_, _ = c.Do("DEL", contract.RetryLockKey(token))
 		c.Close()
 	}
 }
@@ -122,7 +122,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 		}
 	}
 	err = scan(func(cursor string) ([]any, error) {
-		return redis.Values(c.Do("HSCAN", errorsKey(token), cursor, "COUNT", ledgerChunk))
+		return redis.Values(c.Do("HSCAN", contract.ErrorsKey(token), cursor, "COUNT", ledgerChunk))
 	}, func(k string, v []byte) {
 		n, _ := strconv.Atoi(k)
 		out = append(out, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: string(v)})
@@ -130,7 +130,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 	numbered := len(out)
 	if err == nil {
 		err = scan(func(cursor string) ([]any, error) {
-			return redis.Values(failedJidScan.Do(c, RowsKey(token), cursor, ledgerChunk))
+			return redis.Values(failedJidScan.Do(c, contract.RowsKey(token), cursor, ledgerChunk))
 		}, func(k string, v []byte) {
 			out = append(out, decodeResult(k, v))
 		})
@@ -138,7 +138,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 	if err != nil {
 		return nil, 0, err
 	}
-	total, err := redis.Int(c.Do("BITCOUNT", failedKey(token)))
+	total, err := redis.Int(c.Do("BITCOUNT", contract.FailedKey(token)))
 	if err != nil {
 		return nil, 0, fmt.Errorf("ledger %s: failed rows: %w", token, err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -197,7 +198,7 @@ func TestLedgerResetLetsARetriedRowWin(t *testing.T) {
 	if err := b.ledger.Reset(ctx, b.token); err != nil {
 		t.Fatal(err)
 	}
-	_ = b.store.DeletePrefix(ctx, RowKeyPrefix(b.token)) // as restoreFromZip does
+	_ = b.store.DeletePrefix(ctx, contract.RowKeyPrefix(b.token)) // as restoreFromZip does
 	b.pk.Release(b.token)
 	b.done(t, 2, "kept")
 	if !b.done(t, 1, "second try") {

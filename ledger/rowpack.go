@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -339,7 +340,7 @@ func splitBlob(r io.ReaderAt, off, size int64) (string, *io.SectionReader, error
 func (pk *Packer) write(ctx context.Context, token string, b []byte) (key string, off int64, err error) {
 	ap, ok := pk.store.(storage.Appender)
 	if !ok {
-		key = RowKeyPrefix(token) + newPackName()
+		key = contract.RowKeyPrefix(token) + newPackName()
 		if err := pk.store.Put(ctx, key, bytes.NewReader(b)); err != nil {
 			return "", 0, fmt.Errorf("store row pack %s: %w", key, err)
 		}
@@ -353,7 +354,7 @@ func (pk *Packer) write(ctx context.Context, token string, b []byte) (key string
 		seg = nil
 	}
 	if seg == nil {
-		key := RowKeyPrefix(token) + newPackName()
+		key := contract.RowKeyPrefix(token) + newPackName()
 		w, err := ap.OpenAppend(ctx, key)
 		if err != nil {
 			return "", 0, fmt.Errorf("row segment: %w", err)
@@ -429,7 +430,7 @@ func (pr *PackReader) Open(ctx context.Context, r RowResult) (io.ReadCloser, str
 		rc, err := pr.store.Open(ctx, r.File)
 		return rc, path.Base(r.File), err
 	}
-	p, err := pr.load(ctx, RowKeyPrefix(pr.token)+r.Pack)
+	p, err := pr.load(ctx, contract.RowKeyPrefix(pr.token)+r.Pack)
 	if err != nil {
 		return nil, "", err
 	}

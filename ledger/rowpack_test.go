@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -78,7 +79,7 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 	if news != rows || lasts != 1 {
 		t.Fatalf("new rows %d (want %d), last reported %d times (want 1)", news, rows, lasts)
 	}
-	packs, err := store.List(ctx, RowKeyPrefix(token))
+	packs, err := store.List(ctx, contract.RowKeyPrefix(token))
 	if err != nil {
 		t.Fatal(err)
 	}

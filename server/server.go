@@ -83,7 +83,7 @@ type Deps struct {
 	BasicPassword string
 
 	// Runs cancels runs, retries their failed rows and lists those
-	// (jobs.Pipeline). Without it the run pages have no such buttons.
+	// (the run pipeline). Without it the run pages have no such buttons.
 	Runs RunControl
 
 	// CSRFKey signs the forms' CSRF tokens and browser sessions. Defaults

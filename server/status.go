@@ -11,7 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 )
@@ -367,7 +367,7 @@ func (s *Server) download(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	key := jobs.ResultKey(token)
+	key := contract.ResultKey(token)
 	info, err := s.d.Store.Stat(ctx, key)
 	if err != nil {
 		s.fail(c, s.whyNoDownload(ctx, token, err)) // 409 not ready, 410 expired

@@ -15,10 +15,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -39,12 +40,6 @@ var reportTypes = map[string]models.ReportType{
 
 // encodings are the encoding values the form accepts (csvrows reads them).
 var encodings = map[string]bool{"": true, "auto": true, "utf-8": true, "shift_jis": true, "cp932": true}
-
-// UploadKey is the storage key of a run's uploaded CSV.
-func UploadKey(token string) string { return "uploads/" + token + ".csv" }
-
-// TemplateKey is the storage key of a run's XLSX template.
-func TemplateKey(token string) string { return "templates/" + token + ".xlsx" }
 
 // sniffSize is how much of a file is checked before it is stored.
 const sniffSize = 1024
@@ -130,7 +125,7 @@ func (s *Server) upload(c *gin.Context) {
 		Status:     models.ReportPending,
 		ReportType: reportTypes[f.typ],
 		Token:      token,
-		SourceKey:  UploadKey(token),
+		SourceKey:  contract.UploadKey(token),
 		SourceName: f.name,
 		WebhookURL: f.webhookURL,
 	}
@@ -139,15 +134,16 @@ func (s *Server) upload(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	ref := jobs.SourceRef{SourceKey: UploadKey(token), Token: token, Encoding: f.encoding}
+	ref := contract.SourceRef{SourceKey: contract.UploadKey(token), Token: token, Encoding: f.encoding}
 	if f.template {
-		ref.TemplateKey = TemplateKey(token)
+		ref.TemplateKey = contract.TemplateKey(token)
 	}
 	typ := f.typ
 	if typ == "" {
 		typ = "xlsx"
 	}
-	job, err := jobs.NewSplitJob(s.d.Dialect, ref, typ, report.ID)
+	job, err := sidekiq.NewActiveJob(s.d.Dialect, contract.Split.Name, contract.Split.Queue,
+		contract.SplitArgs{Source: ref, Type: typ, ReportID: report.ID}.Positional()...)
 	if err == nil {
 		_, err = s.d.Client.Push(ctx, job)
 	}
@@ -223,9 +219,9 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 				break // an empty file input
 			}
 			f.name = cleanFileName(part.FileName())
-			n, err := s.storePart(ctx, part, UploadKey(token), sniffCSV, true)
+			n, err := s.storePart(ctx, part, contract.UploadKey(token), sniffCSV, true)
 			if n > 0 {
-				f.stored = append(f.stored, UploadKey(token))
+				f.stored = append(f.stored, contract.UploadKey(token))
 				f.size, csv = n, true
 			}
 			if err != nil {
@@ -236,9 +232,9 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			if part.FileName() == "" {
 				break
 			}
-			n, err := s.storeTemplate(ctx, part, TemplateKey(token))
+			n, err := s.storeTemplate(ctx, part, contract.TemplateKey(token))
 			if n > 0 {
-				f.stored = append(f.stored, TemplateKey(token))
+				f.stored = append(f.stored, contract.TemplateKey(token))
 				f.template = true
 			}
 			if err != nil {
@@ -291,7 +287,7 @@ func webhookField(p *multipart.Part) (string, error) {
 	if u == "" {
 		return "", nil
 	}
-	if err := jobs.ValidWebhookURL(u); err != nil {
+	if err := contract.ValidWebhookURL(u); err != nil {
 		return "", userErr(http.StatusUnprocessableEntity, "err_bad_webhook", "")
 	}
 	return u, nil

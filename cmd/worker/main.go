@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"slices"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
@@ -70,7 +71,7 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 	}
 	monitors, stop := context.WithCancel(ctx)
 	monitorsDone := make(chan struct{})
-	if slices.Contains(names, jobs.TriggerQueue) {
+	if slices.Contains(names, contract.TriggerQueue) {
 		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval) }()
 	} else {
 		close(monitorsDone)

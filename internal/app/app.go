@@ -19,9 +19,9 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
-	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
@@ -192,7 +192,7 @@ func (a *App) openStore(ctx context.Context) error {
 			return fmt.Errorf("STORAGE_DIR: %w", err)
 		}
 		// Row files are intermediate: the ZIP made from them is synced.
-		st.NoSyncPrefixes = []string{ledger.RowKeyPrefix("")}
+		st.NoSyncPrefixes = []string{contract.RowKeyPrefix("")}
 		a.Store = st
 		return nil
 	}
