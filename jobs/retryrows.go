@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -320,18 +319,9 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 			}
 			continue
 		}
-		hash, err := encodeOrdered(rows.Headers(), row.Fields)
+		j, err := p.rowJob(queue, path, token, runSpec{Type: typ, ReportID: rep.ID, TemplateKey: template}, rows.Headers(), row)
 		if err != nil {
 			return pushed, err
-		}
-		j, err := sidekiq.NewJob(contract.Row.Name, hash, typ, rep.ID, path, token)
-		if err != nil {
-			return pushed, err
-		}
-		j.Queue, j.Retry = queue, json.RawMessage("3")
-		_ = j.SetField(contract.FieldRow, row.Number)
-		if template != "" {
-			_ = j.SetField(contract.FieldTemplate, template)
 		}
 		batch = append(batch, j)
 		if len(batch) >= p.d.BatchSize {

@@ -105,8 +105,8 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		msg := fmt.Sprintf("CSV cannot be read: %v", err)
 		p.warnIf(p.d.DB.MarkReportFailed(ctx, reportID, msg), "MarkReportFailed")
 		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-		won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
-		p.warnIf(err, "EndRun")
+		won, endErr := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
+		p.warnIf(endErr, "EndRun")
 		if won {
 			p.runEnded(ctx, token)
 		}
