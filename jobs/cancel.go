@@ -40,47 +40,29 @@ func (p *Pipeline) Cancel(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	rep, repErr := p.d.DB.ReportByToken(ctx, token)
+	_, repErr := p.d.DB.ReportByToken(ctx, token)
 	if repErr != nil && !errors.Is(repErr, models.ErrNotFound) {
 		return fmt.Errorf("cancel %s: %w", token, repErr)
 	}
-	st, err := p.d.DB.StatusByToken(ctx, token)
+	_, err = p.d.DB.StatusByToken(ctx, token)
 	switch {
 	case errors.Is(err, models.ErrNotFound) && repErr == nil:
 		// Not split yet: make the status row, so the end is recorded
 		// where every part of the pipeline looks.
-		if st, err = p.d.DB.CreateStatus(ctx, token, queue, 0); err != nil {
+		if _, err = p.d.DB.CreateStatus(ctx, token, queue, 0); err != nil {
 			return fmt.Errorf("cancel %s: %w", token, err)
 		}
 	case err != nil:
 		return fmt.Errorf("cancel %s: %w", token, err)
 	}
-	won, err := p.d.DB.EndRun(ctx, token, models.RunCancelled, CancelReason)
+	won, err := p.End(ctx, token, Ending{State: Cancelled, Reason: CancelReason, Worker: "report " + token + " cancelled"})
 	if err != nil {
 		return fmt.Errorf("cancel %s: %w", token, err)
 	}
 	if !won {
 		return fmt.Errorf("cancel %s: %w", token, contract.ErrRunEnded)
 	}
-	log := p.log.With("token", token, "queue", queue)
-	// The rest is cleanup: the run has ended whatever fails below, so it
-	// goes on with a context the caller's cancellation does not cut short.
-	ctx = context.WithoutCancel(ctx)
-	if repErr == nil {
-		if err := p.d.DB.MarkReportFailed(ctx, rep.ID, CancelReason); err != nil {
-			log.Error("cancel: mark report failed", "err", err)
-		}
-	}
-	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" cancelled")
-	p.cleanupEnded(ctx, token, queue)
-	if j, err := toSidekiq(p.d.Client.Dialect(), contract.CancelCleanupJob(token)); err == nil {
-		j.At = p.d.Now().Add(CancelCleanupDelay)
-		if _, err := p.d.Client.Push(ctx, j); err != nil {
-			log.Warn("cancel: schedule the second cleanup", "err", err)
-		}
-	}
-	log.Info("run cancelled")
-	p.runEnded(ctx, token)
+	p.log.Info("run cancelled", "token", token, "queue", queue)
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 
 	"github.com/pallarel/pallarel/contract"
-	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -45,15 +44,8 @@ func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	if _, err := p.tokenQueue(token); err != nil {
 		return
 	}
-	p.warnIf(p.d.DB.SetLastError(ctx, token, jobErr.Error()), "SetLastError")
-	if tokenPos >= 0 {
-		p.warnIf(p.d.Store.Delete(ctx, contract.ResultKey(token)), "delete a partial result")
-	}
 	// The run has ended too: otherwise the supervisor would see a run
-	// without a finalizer and push another.
-	won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, jobErr.Error())
-	p.warnIf(err, "EndRun")
-	if won {
-		p.runEnded(ctx, token)
-	}
+	// without a finalizer and push another. (End deletes a partial ZIP.)
+	_, err = p.End(ctx, token, Ending{State: Failed, Reason: jobErr.Error()})
+	p.warnIf(err, "End")
 }

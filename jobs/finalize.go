@@ -11,7 +11,6 @@ import (
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/ledger"
-	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/reportzip"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -103,21 +102,9 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		p.warnIf(p.d.DB.ReleaseFinalize(ctx, token), "ReleaseFinalize")
 		return fmt.Errorf("finalize %s: %w", token, err)
 	}
-	if err := p.d.DB.MarkEnded(ctx, token, models.RunCompleted, ""); err != nil {
-		log.Warn("record the run's end", "err", err)
+	if _, err := p.End(ctx, token, Ending{State: Completed, Worker: "report " + token + " finished"}); err != nil {
+		log.Warn("end the run", "err", err)
 	}
-	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
-		log.Warn("clean token queue", "err", err)
-	} else if n > 0 {
-		log.Info("removed leftover jobs of the token", "jobs", n)
-	}
-	p.packer.Release(token)
-	if err := p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)); err != nil {
-		log.Warn("delete row files", "err", err)
-	}
-	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
-	p.stopWorker(ctx, token, status.WorkerTaskArn, "report "+token+" finished")
-	p.runEnded(ctx, token)
 	log.Info("report finished", "files", count, "result", contract.ResultKey(token))
 	return nil
 }

@@ -88,12 +88,8 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	rc, err := p.d.Store.Open(ctx, ref.SourceKey)
 	if errors.Is(err, storage.ErrNotExist) {
 		msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
-		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-		won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
-		p.warnIf(err, "EndRun")
-		if won {
-			p.runEnded(ctx, token)
-		}
+		_, endErr := p.End(ctx, token, Ending{State: Failed, Reason: msg})
+		p.warnIf(endErr, "End")
 		return fail(errors.New(msg))
 	}
 	if err != nil {
@@ -104,12 +100,8 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	if err != nil {
 		msg := fmt.Sprintf("CSV cannot be read: %v", err)
 		p.warnIf(p.d.DB.MarkReportFailed(ctx, reportID, msg), "MarkReportFailed")
-		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-		won, endErr := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
-		p.warnIf(endErr, "EndRun")
-		if won {
-			p.runEnded(ctx, token)
-		}
+		_, endErr := p.End(ctx, token, Ending{State: Failed, Reason: msg})
+		p.warnIf(endErr, "End")
 		log.Error("split: unreadable CSV", "err", err)
 		return sidekiq.Kill(errors.New(msg))
 	}

@@ -466,36 +466,11 @@ func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingSta
 	return nil
 }
 
-// endRun ends an unfinished run as failed or cancelled, once: the report
-// says why, the run's jobs leave Redis, its row files go and its worker
-// stops. It is a no-op for a run that already ended.
+// endRun ends an unfinished run as failed or cancelled, once, through End.
+// It is a no-op for a run that already ended.
 func (p *Pipeline) endRun(ctx context.Context, token, state, reason string) error {
-	won, err := p.d.DB.EndRun(ctx, token, state, reason)
-	if err != nil || !won {
-		return err
-	}
-	log := p.log.With("token", token, "state", state)
-	log.Warn("run ended", "reason", reason)
-	st, err := p.d.DB.StatusByToken(ctx, token)
-	if err != nil {
-		return err
-	}
-	msg := reason
-	if state == models.RunCancelled {
-		msg = "cancelled: " + reason
-	}
-	p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-	if rep, err := p.d.DB.ReportByToken(ctx, token); err == nil {
-		if err := p.d.DB.MarkReportFailed(ctx, rep.ID, msg); err != nil {
-			log.Warn("mark report failed", "err", err)
-		}
-	}
-	if queue, err := p.tokenQueue(token); err == nil {
-		p.cleanupEnded(ctx, token, queue)
-	}
-	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" "+state)
-	p.runEnded(ctx, token)
-	return nil
+	_, err := p.End(ctx, token, Ending{State: State(state), Reason: reason})
+	return err
 }
 
 // resubmitLostSplits pushes again the SplitCsvJob of uploads whose split
