@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,8 @@ type feeders struct {
 	mu      sync.Mutex
 	running map[string]bool
 	owner   string // this process's lease value
+	closed  bool   // Close has begun: no feeder starts
+	wg      sync.WaitGroup
 }
 
 // ensureFeeding starts feeding token's rows unless this process already
@@ -63,13 +66,15 @@ func (p *Pipeline) ensureFeeding(token string) {
 	if f.running == nil {
 		f.running = map[string]bool{}
 	}
-	if f.running[token] {
+	if f.running[token] || f.closed {
 		f.mu.Unlock()
 		return
 	}
 	f.running[token] = true
+	f.wg.Add(1)
 	f.mu.Unlock()
 	go func() {
+		defer f.wg.Done()
 		defer func() {
 			f.mu.Lock()
 			delete(f.running, token)
@@ -81,12 +86,17 @@ func (p *Pipeline) ensureFeeding(token string) {
 	}()
 }
 
-// feeding reports whether this process feeds token now.
-func (p *Pipeline) feeding(token string) bool {
-	p.feeds.mu.Lock()
-	defer p.feeds.mu.Unlock()
-	return p.feeds.running[token]
+// stop keeps new feeders from starting and waits for the running ones,
+// whose context the caller has cancelled.
+func (f *feeders) stop() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.wg.Wait()
 }
+
+// errShortReply is a Redis reply without the values asked for.
+var errShortReply = errors.New("unexpected Redis reply")
 
 // errLeaseLost stops a feeder whose lease another process took.
 var errLeaseLost = errors.New("feeder lease lost")
@@ -172,7 +182,10 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		idle       = 10 * time.Millisecond
 		eof        = false
 		pushedRows = pushed
+		wait       = time.NewTimer(time.Hour) // the window's poll, reset before each use
 	)
+	wait.Stop()
+	defer wait.Stop()
 	for !eof {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -215,7 +228,14 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		}
 		room := window - (pushedRows - recorded)
 		if room < refill {
-			time.Sleep(idle)
+			// Rows end in any process (the token's workers may run
+			// elsewhere), so the window is polled, backing off to 50 ms.
+			wait.Reset(idle)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-wait.C:
+			}
 			idle = min(2*idle, 50*time.Millisecond)
 			continue
 		}
@@ -355,19 +375,19 @@ func (p *Pipeline) windowState(ctx context.Context, token, queue string) (listed
 	_ = c.Send("HLEN", contract.RowsKey(token))
 	vals, err := redis.Values(c.Do(""))
 	if err != nil || len(vals) != 3 {
-		return false, 0, fmt.Errorf("feed %s: window: %v", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	listed, err = redis.Bool(vals[0], nil)
 	if err != nil {
-		return false, 0, fmt.Errorf("feed %s: window: %w", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	n, err := redis.Int(vals[1], nil)
 	if err != nil && !errors.Is(err, redis.ErrNil) {
-		return false, 0, fmt.Errorf("feed %s: window: %w", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	j, err := redis.Int(vals[2], nil)
 	if err != nil {
-		return false, 0, fmt.Errorf("feed %s: window: %w", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	return listed, n + j, nil
 }

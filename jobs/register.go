@@ -128,8 +128,16 @@ func New(d Deps) (*Pipeline, error) {
 	return p, nil
 }
 
-// Close stops the pipeline's feeders.
-func (p *Pipeline) Close() { p.cancelBase() }
+// Close stops the goroutines the pipeline owns and waits for them, in this
+// order: the feeders are cancelled and joined first, since they record
+// rows through the packer (senders before receivers), then the packer's
+// handed-off commits are joined. Call it after the worker pools that run
+// the pipeline's jobs have stopped, and before the pool and database close.
+func (p *Pipeline) Close() {
+	p.cancelBase()
+	p.feeds.stop()
+	p.packer.Wait()
+}
 
 // Register binds the four jobs to reg under the Rails names and, so Go
 // callers may use them too, the names without the Report:: prefix.

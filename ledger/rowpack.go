@@ -65,6 +65,9 @@ type Packer struct {
 	mu       sync.Mutex
 	pending  []*packedRow
 	flushing bool
+	// leaders are the goroutines a job handed its lead to (lead); Wait
+	// joins them.
+	leaders sync.WaitGroup
 
 	segMu sync.Mutex
 	segs  map[string]*segment // by token
@@ -134,11 +137,20 @@ func (pk *Packer) lead(ctx context.Context, own *packedRow) {
 		pk.mu.Unlock()
 		pk.flush(ctx, batch)
 		if own != nil && closed(own.done) {
-			go pk.lead(ctx, nil)
+			pk.leaders.Add(1)
+			go func() {
+				defer pk.leaders.Done()
+				pk.lead(ctx, nil)
+			}()
 			return
 		}
 	}
 }
+
+// Wait returns once no goroutine a job handed its lead to is running: the
+// rows given to Commit before have been committed (or failed, each within
+// packCommitTimeout). Call it after whatever commits rows has stopped.
+func (pk *Packer) Wait() { pk.leaders.Wait() }
 
 func closed(c chan struct{}) bool {
 	select {

@@ -75,6 +75,14 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 	}
 	close(work)
 	wg.Wait()
+	// Every job has returned; the commits a job handed off are joined.
+	pk.Wait()
+	pk.mu.Lock()
+	idle := !pk.flushing && len(pk.pending) == 0
+	pk.mu.Unlock()
+	if !idle {
+		t.Fatalf("the packer still commits after Wait")
+	}
 	pk.Release(token)
 	if news != rows || lasts != 1 {
 		t.Fatalf("new rows %d (want %d), last reported %d times (want 1)", news, rows, lasts)
