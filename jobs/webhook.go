@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -153,11 +154,11 @@ func (p *Pipeline) markOnce(ctx context.Context, key, value string) (bool, error
 	_ = c.Send("EXPIRE", key, 30*24*3600)
 	vals, err := redis.Values(c.Do("EXEC"))
 	if err != nil || len(vals) != 2 {
-		return false, fmt.Errorf("mark %s: %v", key, err)
+		return false, fmt.Errorf("mark %s: %w", key, cmp.Or(err, errShortReply))
 	}
 	old, err := redis.String(vals[0], nil)
 	if err != nil && !errors.Is(err, redis.ErrNil) {
-		return false, fmt.Errorf("mark %s: %w", key, err)
+		return false, fmt.Errorf("mark %s: %w", key, cmp.Or(err, errShortReply))
 	}
 	return old != value, nil
 }

@@ -141,6 +141,9 @@ const (
 // gone (Redis lost the ledger, or a retry reset it).
 var errLedgerGen = errors.New("the row ledger was rebuilt")
 
+// errShortReply is a Redis reply without the values asked for.
+var errShortReply = errors.New("unexpected Redis reply")
+
 // RowKey is the ledger key of a row: its number, or its jid when the
 // number is unknown.
 func RowKey(row int, jid string) string {
@@ -255,7 +258,7 @@ func (l Ledger) recordCommit(ctx context.Context, token, gen string, id uint32, 
 		return nil, last, fmt.Errorf("ledger %s: %w", token, errLedgerGen)
 	}
 	if err != nil || len(vals) != len(rs)+2 {
-		return nil, last, fmt.Errorf("ledger %s: record %d rows: %v", token, len(rs), err)
+		return nil, last, fmt.Errorf("ledger %s: record %d rows: %w", token, len(rs), cmp.Or(err, errShortReply))
 	}
 	isNew = make([]bool, len(rs))
 	for i := range rs {
@@ -307,12 +310,12 @@ func (l Ledger) reserveCommits(ctx context.Context, token string, n int) (gen st
 	_, _ = rand.Read(g[:])
 	vals, err := redis.Values(reserveScript.Do(c, contract.PacksKey(token), hex.EncodeToString(g[:]), n))
 	if err != nil || len(vals) != 2 {
-		return "", 0, fmt.Errorf("ledger %s: reserve commits: %v", token, err)
+		return "", 0, fmt.Errorf("ledger %s: reserve commits: %w", token, cmp.Or(err, errShortReply))
 	}
 	gen, _ = redis.String(vals[0], nil)
 	hi, err := redis.Int64(vals[1], nil)
 	if err != nil || hi <= 0 || hi > math.MaxUint32 {
-		return "", 0, fmt.Errorf("ledger %s: reserve commits: id %d: %v", token, hi, err)
+		return "", 0, fmt.Errorf("ledger %s: reserve commits: id %d: %w", token, hi, cmp.Or(err, errShortReply))
 	}
 	return gen, uint32(hi), nil
 }
@@ -467,7 +470,7 @@ func (l Ledger) EachFrom(ctx context.Context, token string, total int, pr *PackR
 	for {
 		vals, err := redis.Values(c.Do("HSCAN", contract.RowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
 		if err != nil || len(vals) != 2 {
-			return fmt.Errorf("ledger %s: scan: %v", token, err)
+			return fmt.Errorf("ledger %s: scan: %w", token, cmp.Or(err, errShortReply))
 		}
 		cursor, _ = redis.String(vals[0], nil)
 		kv, _ := redis.ByteSlices(vals[1], nil)

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 		for {
 			vals, err := step(cursor)
 			if err != nil || len(vals) != 2 {
-				return fmt.Errorf("ledger %s: failed rows: %v", token, err)
+				return fmt.Errorf("ledger %s: failed rows: %w", token, cmp.Or(err, errShortReply))
 			}
 			cursor, _ = redis.String(vals[0], nil)
 			kv, _ := redis.ByteSlices(vals[1], nil)
@@ -140,7 +141,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 	}
 	total, err := redis.Int(c.Do("BITCOUNT", contract.FailedKey(token)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("ledger %s: failed rows: %w", token, err)
+		return nil, 0, fmt.Errorf("ledger %s: failed rows: %w", token, cmp.Or(err, errShortReply))
 	}
 	sortRows(out)
 	return out, max(total, numbered) + len(out) - numbered, nil

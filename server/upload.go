@@ -337,11 +337,11 @@ func (s *Server) storeTemplate(ctx context.Context, part *multipart.Part, key st
 		return 0, err
 	}
 	if _, err := render.CheckTemplate(data, limits); err != nil {
-		status, key := http.StatusUnprocessableEntity, "err_bad_template"
+		status, msgKey := http.StatusUnprocessableEntity, "err_bad_template"
 		if errors.Is(err, render.ErrTemplateTooBig) {
-			status, key = http.StatusRequestEntityTooLarge, "err_template_too_large"
+			status, msgKey = http.StatusRequestEntityTooLarge, "err_template_too_large"
 		}
-		return 0, &httpError{status: status, key: key, detail: templateDetail(err)}
+		return 0, &httpError{status: status, key: msgKey, detail: templateDetail(err)}
 	}
 	if err := s.d.Store.Put(ctx, key, bytes.NewReader(data)); err != nil {
 		return 0, fmt.Errorf("store %s: %w", key, err)
