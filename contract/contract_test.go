@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,6 +94,14 @@ func TestImportGraph(t *testing.T) {
 		if strings.HasPrefix(d, module) && d != module+"/contract" {
 			t.Errorf("contract imports %s: it must import nothing of ours", d)
 		}
+	}
+	// server asks models for data: it spells no SQL.
+	out, err := exec.Command("go", "list", "-f", `{{join .Imports " "}}`, module+"/server").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imports := strings.Fields(string(out)); len(imports) == 0 || slices.Contains(imports, "gorm.io/gorm") {
+		t.Errorf("server imports %v: it must not import gorm", imports)
 	}
 	for _, pkg := range []string{"server", "retention"} {
 		ds := deps(pkg)

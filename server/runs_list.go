@@ -94,12 +94,8 @@ func (s *Server) statusList(c *gin.Context) {
 // pagedRuns lists reports with a token, newest first, optionally of one
 // status, a page at a time, joined with their status rows.
 func (s *Server) pagedRuns(ctx context.Context, status *models.ReportStatus, page, limit int) ([]runView, error) {
-	q := s.db().WithContext(ctx).Where("token IS NOT NULL AND token <> ''")
-	if status != nil {
-		q = q.Where("status = ?", int(*status))
-	}
-	var reps []models.ClientReport
-	if err := q.Order("id DESC").Offset((page - 1) * (limit - 1)).Limit(limit).Find(&reps).Error; err != nil {
+	reps, err := s.d.DB.ReportsWithToken(ctx, status, (page-1)*(limit-1), limit)
+	if err != nil {
 		return nil, err
 	}
 	return s.reportViews(ctx, reps)

@@ -34,7 +34,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/gomodule/redigo/redis"
 	"github.com/prometheus/client_golang/prometheus"
-	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
@@ -209,9 +208,6 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }
-
-// db is the gorm handle for queries models.Store does not have.
-func (s *Server) db() *gorm.DB { return s.d.DB.DB }
 
 // routes builds the engine. Open routes first, then the protected groups.
 func (s *Server) routes() *gin.Engine {

@@ -220,9 +220,8 @@ func (s *Server) loadRun(ctx context.Context, token string) (runView, error) {
 // started by us or by SplitCsvJob), joined with their status rows, plus
 // status rows without a report.
 func (s *Server) recentRuns(ctx context.Context, limit int) ([]runView, error) {
-	var reps []models.ClientReport
-	if err := s.db().WithContext(ctx).Where("token IS NOT NULL AND token <> ''").
-		Order("id DESC").Limit(limit).Find(&reps).Error; err != nil {
+	reps, err := s.d.DB.ReportsWithToken(ctx, nil, 0, limit)
+	if err != nil {
 		return nil, err
 	}
 	sts, err := s.d.DB.RecentStatuses(ctx, limit)
@@ -260,8 +259,8 @@ func (s *Server) reportViews(ctx context.Context, reps []models.ClientReport) ([
 	}
 	byToken := map[string]*models.CsvProcessingStatus{}
 	if len(tokens) > 0 {
-		var joined []models.CsvProcessingStatus
-		if err := s.db().WithContext(ctx).Where("token IN ?", tokens).Find(&joined).Error; err != nil {
+		joined, err := s.d.DB.StatusesByTokens(ctx, tokens)
+		if err != nil {
 			return nil, err
 		}
 		for i := range joined {
