@@ -1,12 +1,3 @@
-// Package jobs holds the four jobs of the CSV report pipeline, registered
-// under the Rails app's class names so that either side can enqueue them:
-//
-//	SplitCsvJob               ActiveJob, queue "report": [csv, type, report_id]
-//	Report::ProcessCsvRowJob  Sidekiq job, token queue: [row_hash, type, report_id, path, token]
-//	Report::FinalizeReportJob Sidekiq job, token queue: [path, type, report_id, token, interval_sec, max_wait_sec, started_at]
-//	IdleShutdownJob           ActiveJob: [token]
-//
-// Handlers are thin: they decode arguments and call the pipeline below.
 package jobs
 
 import (
@@ -139,8 +130,8 @@ func (p *Pipeline) Close() {
 	p.packer.Wait()
 }
 
-// Register binds the four jobs to reg under the Rails names and, so Go
-// callers may use them too, the names without the Report:: prefix.
+// Register binds the six job classes to reg under their wire names and,
+// so Go callers may use them too, the names without the Report:: prefix.
 func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 	// Row jobs run by the hundred thousand: per-job lines at DEBUG and a
 	// per-queue (per-run) summary at INFO; the others log Sidekiq's line.
@@ -165,8 +156,10 @@ func (p *Pipeline) ServerOptions(o *sidekiq.Options) {
 }
 
 // tokenQueue is the token's queue, after checking the token.
-func (p *Pipeline) tokenQueue(token string) (string, error) {
-	q, err := p.d.Router.For(token)
+func (p *Pipeline) tokenQueue(token string) (string, error) { return tokenQueue(p.d.Router, token) }
+
+func tokenQueue(rt router.Router, token string) (string, error) {
+	q, err := rt.For(token)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", sidekiq.ErrBadArgs, err)
 	}
@@ -177,17 +170,23 @@ func (p *Pipeline) tokenQueue(token string) (string, error) {
 // token's queue: the isolation the Rails app meant to enforce (its
 // middleware keyed on the wrong class name and never fired).
 func (p *Pipeline) IsolationClient(ctx context.Context, job *sidekiq.Job) error {
-	return p.checkIsolation(job)
+	return checkIsolation(p.d.Router, job)
+}
+
+// Isolation is IsolationClient for a client built before the pipeline: it
+// needs only the router.
+func Isolation(rt router.Router) sidekiq.ClientMiddleware {
+	return func(ctx context.Context, job *sidekiq.Job) error { return checkIsolation(rt, job) }
 }
 
 func (p *Pipeline) isolationServer(ctx context.Context, job *sidekiq.Job, next func(context.Context) error) error {
-	if err := p.checkIsolation(job); err != nil {
+	if err := checkIsolation(p.d.Router, job); err != nil {
 		return sidekiq.Kill(err)
 	}
 	return next(ctx)
 }
 
-func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
+func checkIsolation(rt router.Router, job *sidekiq.Job) error {
 	tokenPos, ok := contract.TokenPos(job.HandlerClass())
 	if !ok {
 		return nil
@@ -203,7 +202,7 @@ func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
 	if err := unmarshalArg(args[tokenPos], &token); err != nil {
 		return fmt.Errorf("%w: %s token: %v", sidekiq.ErrBadArgs, job.HandlerClass(), err)
 	}
-	want, err := p.tokenQueue(token)
+	want, err := tokenQueue(rt, token)
 	if err != nil {
 		return err
 	}
