@@ -13,6 +13,7 @@ import (
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/sidekiq/sidekiqtest"
 )
 
 // newReport creates a pending client_reports row, as the Rails controller
@@ -51,16 +52,11 @@ func (e *env) completed(id int64, d time.Duration) models.ClientReport {
 	return r
 }
 
-// waitFor polls cond until it holds, failing the test after d.
+// waitFor is sidekiqtest.WaitFor: cond polled until it holds, the test
+// failed after d.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sidekiqtest.WaitFor(t, d, what, cond)
 }
 
 // dead returns the jobs in the dead set.
