@@ -15,7 +15,6 @@ import (
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
-	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -86,17 +85,8 @@ func TestRetryFailedRowsKeepsRowJobRetry(t *testing.T) {
 	e := newEnvWith(t, envOptions{renderers: []render.Renderer{alwaysFails{}},
 		deps: func(d *jobs.Deps) { d.RowRetries = &noRetries }})
 	ctx := context.Background()
-	token := router.NewToken()
-	src := contract.UploadKey(token)
-	if err := e.store.Put(ctx, src, strings.NewReader("id,v\na,ok\nb,FAIL\nc,ok\n")); err != nil {
-		t.Fatal(err)
-	}
-	rep := models.ClientReport{ReportType: models.ReportTypePDF, SourceKey: src}
-	if err := e.models.CreateReport(ctx, &rep); err != nil {
-		t.Fatal(err)
-	}
-	e.split(contract.SourceRef{SourceKey: src, Token: token}, "pdf", rep.ID)
-	e.completed(rep.ID, 60*time.Second)
+	id, token := e.splitStored("id,v\na,ok\nb,FAIL\nc,ok\n")
+	e.completed(id, 60*time.Second)
 	rowsDead := func() []*sidekiq.Job {
 		var out []*sidekiq.Job
 		for _, j := range e.dead() {
@@ -129,7 +119,7 @@ func TestRetryFailedRowsKeepsRowJobRetry(t *testing.T) {
 			t.Errorf("dead row %s has retry %s, want 0 (ROW_JOB_RETRY)", j.JID, j.Retry)
 		}
 	}
-	again := e.completed(rep.ID, 60*time.Second)
+	again := e.completed(id, 60*time.Second)
 	if m := manifestRows(t, e.readZip(again.File)); m[2][1] != "failed" || m[1][1] != "done" || m[3][1] != "done" {
 		t.Fatalf("manifest after retry: %v", m)
 	}

@@ -152,21 +152,7 @@ func TestCancelMidRun(t *testing.T) {
 	e := newEnvWith(t, envOptions{renderers: []render.Renderer{gate}, workers: 3, timeout: time.Second,
 		deps: func(d *jobs.Deps) { d.WebhookURL, d.WebhookSecret = hook.URL+"/hook?key=x", secret }})
 	ctx := context.Background()
-	id := e.newReport(models.ReportTypePDF)
-	var csv strings.Builder
-	csv.WriteString("id,v\n")
-	for i := 1; i <= 40; i++ {
-		fmt.Fprintf(&csv, "r%d,%d\n", i, i)
-	}
-	e.split(csv.String(), "pdf", id)
-	var token string
-	waitFor(t, 20*time.Second, "two rows done and the rest queued", func() bool {
-		rep, _ := e.models.ReportByID(ctx, id)
-		if token = rep.Token; token == "" {
-			return false
-		}
-		return e.ledgerCount(token) >= 2 && e.redisInt("LLEN", "queue:"+e.queue(token)) > 0
-	})
+	id, token := e.gatedRun(40, 2)
 	if err := e.pipeline.Cancel(ctx, token); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
-	"github.com/pallarel/pallarel/router"
 )
 
 const endSecret = "end-secret"
@@ -121,21 +119,7 @@ func TestEndCancelled(t *testing.T) {
 	gate := &gateRenderer{free: 2, open: make(chan struct{})}
 	e, hook := endEnv(t, gate)
 	ctx := context.Background()
-	id := e.newReport(models.ReportTypePDF)
-	var csv strings.Builder
-	csv.WriteString("id,v\n")
-	for i := 1; i <= 30; i++ {
-		fmt.Fprintf(&csv, "r%d,%d\n", i, i)
-	}
-	e.split(csv.String(), "pdf", id)
-	var token string
-	waitFor(t, 20*time.Second, "two rows done and the rest queued", func() bool {
-		rep, _ := e.models.ReportByID(ctx, id)
-		if token = rep.Token; token == "" {
-			return false
-		}
-		return e.ledgerCount(token) >= 2 && e.redisInt("LLEN", "queue:"+e.queue(token)) > 0
-	})
+	id, token := e.gatedRun(30, 2)
 	if err := e.pipeline.Cancel(ctx, token); err != nil {
 		t.Fatal(err)
 	}
@@ -154,23 +138,14 @@ func TestEndRetried(t *testing.T) {
 	t.Parallel()
 	e, hook := endEnv(t, &flakyRenderer{seen: map[int]bool{}})
 	ctx := context.Background()
-	token := router.NewToken()
-	src := contract.UploadKey(token)
-	if err := e.store.Put(ctx, src, strings.NewReader("id,v\na,ok\nb,FAIL\nc,ok\n")); err != nil {
-		t.Fatal(err)
-	}
-	rep := models.ClientReport{ReportType: models.ReportTypePDF, SourceKey: src}
-	if err := e.models.CreateReport(ctx, &rep); err != nil {
-		t.Fatal(err)
-	}
-	e.split(contract.SourceRef{SourceKey: src, Token: token}, "pdf", rep.ID)
-	e.completed(rep.ID, 30*time.Second)
-	assertEnded(t, e, hook, rep.ID, token, jobs.Completed, 1)
+	id, token := e.splitStored("id,v\na,ok\nb,FAIL\nc,ok\n")
+	e.completed(id, 30*time.Second)
+	assertEnded(t, e, hook, id, token, jobs.Completed, 1)
 	if n, err := e.pipeline.RetryFailed(ctx, token); err != nil || n != 1 {
 		t.Fatalf("RetryFailed = %d, %v", n, err)
 	}
 	waitFor(t, 30*time.Second, "the retried run ended again", func() bool { return len(hook.deliveries()) == 2 })
-	assertEnded(t, e, hook, rep.ID, token, jobs.Completed, 2)
+	assertEnded(t, e, hook, id, token, jobs.Completed, 2)
 	if m := manifestRows(t, e.readZip(contract.ResultKey(token))); m[2][1] != "done" {
 		t.Fatalf("row 2 after retry: %q", m[2])
 	}

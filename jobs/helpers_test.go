@@ -2,8 +2,10 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/sidekiq/sidekiqtest"
 )
@@ -174,4 +177,47 @@ func (e *env) redisInt(cmd string, args ...any) int {
 		e.t.Fatalf("%s %v: %v", cmd, args, err)
 	}
 	return n
+}
+
+// splitStored stores csv as a new token's upload, creates its pdf report
+// and splits it by reference, as the server does; it returns the report's
+// id and the token.
+func (e *env) splitStored(csv string) (int64, string) {
+	e.t.Helper()
+	ctx := context.Background()
+	token := router.NewToken()
+	src := contract.UploadKey(token)
+	if err := e.store.Put(ctx, src, strings.NewReader(csv)); err != nil {
+		e.t.Fatal(err)
+	}
+	rep := models.ClientReport{ReportType: models.ReportTypePDF, SourceKey: src}
+	if err := e.models.CreateReport(ctx, &rep); err != nil {
+		e.t.Fatal(err)
+	}
+	e.split(contract.SourceRef{SourceKey: src, Token: token}, "pdf", rep.ID)
+	return rep.ID, token
+}
+
+// gatedRun splits rows rows ("pdf", for a gateRenderer) and waits until
+// done rows are recorded while the others wait in the token's queue; it
+// returns the report's id and the token.
+func (e *env) gatedRun(rows, done int) (int64, string) {
+	e.t.Helper()
+	ctx := context.Background()
+	id := e.newReport(models.ReportTypePDF)
+	var csv strings.Builder
+	csv.WriteString("id,v\n")
+	for i := 1; i <= rows; i++ {
+		fmt.Fprintf(&csv, "r%d,%d\n", i, i)
+	}
+	e.split(csv.String(), "pdf", id)
+	var token string
+	waitFor(e.t, 20*time.Second, fmt.Sprintf("%d rows done and the rest queued", done), func() bool {
+		rep, _ := e.models.ReportByID(ctx, id)
+		if token = rep.Token; token == "" {
+			return false
+		}
+		return e.ledgerCount(token) >= done && e.redisInt("LLEN", "queue:"+e.queue(token)) > 0
+	})
+	return id, token
 }
