@@ -4,7 +4,7 @@
 package config
 
 import (
-	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/internal/redisurl"
 
 	"encoding/json"
 	"errors"
@@ -278,7 +278,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.Port = int(l.integer("PORT", DefaultPort, 1, 65535))
 	c.RedisURL = l.str("REDIS_URL", "")
 	if c.RedisURL != "" {
-		if err := sidekiq.ValidRedisURL(c.RedisURL); err != nil {
+		if err := redisurl.Valid(c.RedisURL); err != nil {
 			l.fail("REDIS_URL", "%v", err)
 		}
 	}
