@@ -142,8 +142,8 @@ func (s *Server) upload(c *gin.Context) {
 	if typ == "" {
 		typ = "xlsx"
 	}
-	job, err := sidekiq.NewActiveJob(s.d.Dialect, contract.Split.Name, contract.Split.Queue,
-		contract.SplitArgs{Source: ref, Type: typ, ReportID: report.ID}.Positional()...)
+	split := contract.SplitJob(contract.SplitArgs{Source: ref, Type: typ, ReportID: report.ID})
+	job, err := sidekiq.NewActiveJob(s.d.Dialect, split.Class.Name, split.Queue, split.Args...)
 	if err == nil {
 		_, err = s.d.Client.Push(ctx, job)
 	}
