@@ -25,11 +25,12 @@ const CancelCleanupDelay = 60 * time.Second
 // IdleShutdownJob): they are near the head, and these lists are short.
 const tokenJobScan = 20000
 
-// Cancel ends token's run as cancelled, once: the run's status (the claim
-// on finalized_at decides a race with the finalizer or another cancel), the
-// report failed with "cancelled by user", the token's queue and its
-// scheduled and retrying jobs gone, its worker stopped and its row files
-// deleted, then the webhook. Rows still running finish their job, but the
+// Cancel ends token's run as cancelled, once, through End: the run's status
+// (the claim on finalized_at decides a race with the finalizer or another
+// cancel), the report failed with "cancelled by user", the token's queue,
+// its scheduled and retrying jobs and its row files gone, its worker
+// stopped, the second cleanup scheduled, then the webhook. Rows still
+// running finish their job, but the
 // ledger's finalized_at guard keeps them from moving the counts or
 // finalizing. A run whose split has not started yet is cancelled too: its
 // SplitCsvJob is removed, and a split that starts anyway finds it ended.
@@ -66,7 +67,10 @@ func (p *Pipeline) Cancel(ctx context.Context, token string) error {
 	return nil
 }
 
-// handleCancelCleanup is CancelCleanupClass: [token].
+// handleCancelCleanup is contract.CancelCleanup: [token]. It cleans up a
+// cancelled run once more, a while after the cancel (CancelCleanupDelay):
+// rows running at the cancel may have stored their files, or a stopping
+// worker given its jobs back to the token queue, after the first cleanup.
 func (p *Pipeline) handleCancelCleanup(ctx context.Context, job *sidekiq.Job) error {
 	var token string
 	if err := job.ScanArgs(&token); err != nil {
@@ -86,8 +90,9 @@ func (p *Pipeline) handleCancelCleanup(ctx context.Context, job *sidekiq.Job) er
 	return nil
 }
 
-// cleanupEnded removes what a run that ended before its finalizer
-// (cancelled, or failed by the supervisor) left in Redis and storage.
+// cleanupEnded removes what an ended run left in Redis and storage: its
+// queue, its jobs elsewhere (but its webhook and second cleanup), its row
+// files; the ledger expires in a week. End runs it for every ending.
 func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 	log := p.log.With("token", token, "queue", queue)
 	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
