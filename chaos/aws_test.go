@@ -65,7 +65,7 @@ func newFlakyS3(t *testing.T, failZip int) *flakyS3 {
 // s3Env points the pipeline at the S3-compatible server at url.
 func s3Env(url string) []string {
 	return []string{
-		"LOCAL_SAVE=false",
+		"LOCAL_SAVE=", // blank: S3, as Rails' blank? (any non-blank value is local)
 		"REPORT_S3_BUCKET_NAME=reports",
 		"AWS_REGION=ap-northeast-1",
 		"AWS_ACCESS_KEY_ID=test",

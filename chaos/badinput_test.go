@@ -63,11 +63,11 @@ func TestBadCSVs(t *testing.T) {
 	}{
 		{name: "empty", data: "", rejectAt: 422}, // "The file is empty", not "Choose a CSV file"
 		{name: "NUL bytes", data: "a,b\n1,\x002\n", rejectAt: 415},
-		{name: "header only", data: "個別識別番号,保険者名,年度\n", state: "completed"},
-		{name: "only BOM", data: "\xef\xbb\xbf", state: "failed"},
+		{name: "header only", data: "個別識別番号,保険者名,年度\n", rejectAt: 422}, // refused at the door: no data rows
+		{name: "only BOM", data: "\xef\xbb\xbf", rejectAt: 422},
 		{name: "unbalanced quotes", data: "個別識別番号,保険者名,年度\nUQ-000001,\"open,2024\nUQ-000002,ok,2025\n", state: "completed"},
 		{name: "10 MB field", data: "個別識別番号,保険者名,年度\n" + bigField, state: "completed", done: 1},
-		{name: "10,000 columns", data: wide, state: "failed"},
+		{name: "10,000 columns", data: wide, rejectAt: 422}, // the header is read while the upload streams
 		{name: "invalid UTF-8", data: "個別識別番号,保険者名,年度\nIU-000001,\xff\xfe\xfd,2024\n", state: "completed"},
 		{name: "Shift_JIS without a hint", data: sjis, state: "completed", done: 2},
 		{name: "mixed line endings", data: "個別識別番号,保険者名,年度\r\nML-000001,a,2024\nML-000002,b,2025\rML-000003,c,2026\r\n", state: "completed", done: 3},

@@ -77,6 +77,12 @@ type cluster struct {
 func newCluster(t *testing.T, extraEnv ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, redis: redistest.NewOwn(t), dir: t.TempDir(), procs: map[string]*proc{}}
+	// {redis_addr} in an extra variable is this cluster's host:port (a
+	// bare-host REDIS_URL, as the Rails app's .env holds it).
+	extraEnv = append([]string(nil), extraEnv...)
+	for i, e := range extraEnv {
+		extraEnv[i] = strings.ReplaceAll(e, "{redis_addr}", c.redis.Addr)
+	}
 	c.env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + c.dir,

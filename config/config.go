@@ -4,8 +4,6 @@
 package config
 
 import (
-	"github.com/pallarel/pallarel/internal/redisurl"
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,16 +52,20 @@ type Config struct {
 	AppEnv string
 	// Port is PORT, the HTTP listen port. Defaults to 8080.
 	Port int
-	// RedisURL is REDIS_URL (redis:// or rediss://). Empty lets main pick
-	// an embedded/local Redis.
+	// RedisURL is REDIS_URL: a redis:// or rediss:// URL, or a bare host
+	// as the Rails app's config/redis.yml takes it ("redis",
+	// "127.0.0.1:6379"), made redis://<host>/<REDIS_DB> here. Empty lets
+	// main pick an embedded/local Redis.
 	RedisURL string
 	// DataDir is DATA_DIR. Defaults to "./data".
 	DataDir string
 	// DB comes from DATABASE_URL, else DB_HOST/DB_NAME/DB_USER/DB_PASSWORD
 	// (MySQL, as the Rails app), else SQLite at DATA_DIR/pallarel.sqlite3.
 	DB models.DBConfig
-	// LocalSave is LOCAL_SAVE: keep reports on disk instead of S3.
-	// Defaults to true when no bucket is configured, else false.
+	// LocalSave is LOCAL_SAVE: keep reports on disk instead of S3. As in
+	// the Rails app (ENV["LOCAL_SAVE"].blank?), any non-blank value means
+	// local, "false" and "0" included (with a warning). Unset or blank
+	// means S3 when a bucket is configured, else local.
 	LocalSave bool
 	// StorageDir is STORAGE_DIR, the Local store root. Defaults to DATA_DIR/storage.
 	StorageDir string
@@ -76,7 +78,7 @@ type Config struct {
 	// ECSEndpoint is AWS_ENDPOINT_URL_ECS (optional).
 	ECSEndpoint string
 	// Launcher is LAUNCHER: ecs, local or none. Defaults to ecs when
-	// ECS_CLUSTER is set and LOCAL_SAVE is false, else local.
+	// ECS_CLUSTER is set and results go to S3 (LOCAL_SAVE blank), else local.
 	Launcher string
 	// ECS is the task to run per token (ECS_* variables).
 	ECS launcher.ECSConfig
@@ -168,6 +170,10 @@ type Config struct {
 	// WebhookSecret is WEBHOOK_SECRET: the key of the deliveries'
 	// HMAC-SHA256 signature (optional; unsigned without it).
 	WebhookSecret string
+
+	// Warnings are settings that work but probably do not mean what their
+	// author thought (LOCAL_SAVE=false); main logs each at WARN.
+	Warnings []string
 }
 
 // loader reads variables and collects problems.
@@ -276,27 +282,24 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.AppEnv = l.str("APP_ENV", DefaultAppEnv)
 	c.PDFFontPath = l.str("PDF_FONT_PATH", "")
 	c.Port = int(l.integer("PORT", DefaultPort, 1, 65535))
-	c.RedisURL = l.str("REDIS_URL", "")
-	if c.RedisURL != "" {
-		if err := redisurl.Valid(c.RedisURL); err != nil {
-			l.fail("REDIS_URL", "%v", err)
-		}
-	}
+	c.RedisURL = l.redisURL()
 	c.DataDir = l.str("DATA_DIR", DefaultDataDir)
 	c.DB = l.database(c.DataDir)
 	c.DB.MaxOpenConns = int(l.integer("DB_POOL", models.DefaultMaxOpenConns, 1, 1000))
 	c.DB.ConnMaxLifetime = l.duration("DB_CONN_MAX_LIFETIME", models.DefaultConnMaxLifetime)
 
 	bucket := l.str("REPORT_S3_BUCKET_NAME", l.str("AWS_S3_BUCKET", ""))
-	localSave, set := l.boolean("LOCAL_SAVE")
-	if !set {
-		localSave = bucket == ""
+	c.LocalSave = bucket == ""
+	if v, set := l.get("LOCAL_SAVE"); set {
+		// The Rails app's test is ENV["LOCAL_SAVE"].blank?: "false" is
+		// not blank, so it means local there, and so here.
+		c.LocalSave = true
+		switch strings.ToLower(v) {
+		case "false", "0", "no", "off", "n", "f":
+			c.Warnings = append(c.Warnings, fmt.Sprintf("LOCAL_SAVE=%s means LOCAL save (reports stay on disk, not S3), as in the Rails app, where any non-blank LOCAL_SAVE is local; unset LOCAL_SAVE (or set it empty) to save to S3", v))
+		}
 	}
-	c.LocalSave = localSave
 	c.StorageDir = l.str("STORAGE_DIR", filepath.Join(c.DataDir, "storage"))
-	if !c.LocalSave && bucket == "" {
-		l.fail("REPORT_S3_BUCKET_NAME", "required when LOCAL_SAVE is false (AWS_S3_BUCKET is accepted too)")
-	}
 	c.S3 = storage.S3Config{Bucket: bucket}
 
 	c.Region = l.str("AWS_REGION", DefaultRegion)

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"github.com/pallarel/pallarel/sidekiq"
 	"reflect"
 	"strings"
 	"testing"
@@ -109,7 +108,23 @@ func TestLoad(t *testing.T) {
 		{"rails bucket name wins", with(nil, "AWS_S3_BUCKET", "b2", "REPORT_S3_BUCKET_NAME", "b1"), func(c *Config) { c.S3.Bucket = "b1"; c.LocalSave = false }},
 		{"local save forced with bucket", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", "YES"), func(c *Config) { c.S3.Bucket = "b" }},
 		{"local save 1", with(nil, "LOCAL_SAVE", "1"), func(c *Config) {}},
-		{"local save no with bucket", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", "no"), func(c *Config) { c.S3.Bucket = "b"; c.LocalSave = false }},
+		// As Rails' ENV["LOCAL_SAVE"].blank?: any non-blank value is local.
+		{"local save no with bucket is local", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", "no"), func(c *Config) {
+			c.S3.Bucket = "b"
+			c.Warnings = []string{"LOCAL_SAVE=no means LOCAL save (reports stay on disk, not S3), as in the Rails app, where any non-blank LOCAL_SAVE is local; unset LOCAL_SAVE (or set it empty) to save to S3"}
+		}},
+		{"local save anything with bucket is local", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", "maybe"), func(c *Config) { c.S3.Bucket = "b" }},
+		{"local save blank with bucket is s3", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", " \t "), func(c *Config) { c.S3.Bucket = "b"; c.LocalSave = false }},
+		{"local save empty with bucket is s3", with(nil, "AWS_S3_BUCKET", "b", "LOCAL_SAVE", ""), func(c *Config) { c.S3.Bucket = "b"; c.LocalSave = false }},
+		{"local save false without bucket", with(nil, "LOCAL_SAVE", "false"), func(c *Config) {
+			c.Warnings = []string{"LOCAL_SAVE=false means LOCAL save (reports stay on disk, not S3), as in the Rails app, where any non-blank LOCAL_SAVE is local; unset LOCAL_SAVE (or set it empty) to save to S3"}
+		}},
+		// REDIS_URL as the app's config/redis.yml reads it: a bare host.
+		{"redis bare host", with(nil, "REDIS_URL", "redis"), func(c *Config) { c.RedisURL = "redis://redis/0" }},
+		{"redis bare host and port", with(nil, "REDIS_URL", "127.0.0.1:6379"), func(c *Config) { c.RedisURL = "redis://127.0.0.1:6379/0" }},
+		{"redis bare host with db", with(nil, "REDIS_URL", "redis:6380", "REDIS_DB", "3"), func(c *Config) { c.RedisURL = "redis://redis:6380/3" }},
+		{"redis bare ipv6", with(nil, "REDIS_URL", "[::1]:6379"), func(c *Config) { c.RedisURL = "redis://[::1]:6379/0" }},
+		{"redis url with matching db", with(nil, "REDIS_URL", "redis://h/2", "REDIS_DB", "2"), func(c *Config) { c.RedisURL = "redis://h/2" }},
 		{"s3 endpoint and path style", with(nil, "AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000", "S3_FORCE_PATH_STYLE", "true", "AWS_REGION", "us-east-1"), func(c *Config) {
 			c.Region = "us-east-1"
 			c.S3Client = storage.S3ClientConfig{Region: "us-east-1", Endpoint: "http://127.0.0.1:9000", UsePathStyle: true}
@@ -203,8 +218,12 @@ func TestLoadErrors(t *testing.T) {
 		{"database url", map[string]string{"DATABASE_URL": "oracle://x"}, []string{"DATABASE_URL:"}},
 		{"db host without name", map[string]string{"DB_HOST": "h"}, []string{"DB_NAME: required when DB_HOST is set"}},
 		{"db name without host", map[string]string{"DB_NAME": "n"}, []string{"DB_HOST: required when DB_NAME is set"}},
-		{"local save", map[string]string{"LOCAL_SAVE": "maybe"}, []string{`LOCAL_SAVE: want true/false/1/0/yes/no, got "maybe"`}},
-		{"no bucket", map[string]string{"LOCAL_SAVE": "false"}, []string{"REPORT_S3_BUCKET_NAME: required when LOCAL_SAVE is false"}},
+		{"redis bare host with path", map[string]string{"REDIS_URL": "redis/0"}, []string{`REDIS_URL: "redis/0": want a redis:// or rediss:// URL, or a host such as redis`}},
+		{"redis bare host bad port", map[string]string{"REDIS_URL": "redis:99999"}, []string{`REDIS_URL: "redis:99999": bad port "99999"`}},
+		{"redis bare host no host", map[string]string{"REDIS_URL": ":6379"}, []string{`REDIS_URL: ":6379": no host`}},
+		{"redis bare ipv6 without brackets", map[string]string{"REDIS_URL": "::1"}, []string{"brackets"}},
+		{"redis db", map[string]string{"REDIS_URL": "redis", "REDIS_DB": "x"}, []string{`REDIS_DB: want an integer, got "x"`}},
+		{"redis db conflicts", map[string]string{"REDIS_URL": "redis://h/1", "REDIS_DB": "2"}, []string{"REDIS_DB: REDIS_URL \"redis://h/1\" names database 1; REDIS_DB 2 applies only to a bare host"}},
 		{"s3 endpoint", map[string]string{"AWS_ENDPOINT_URL_S3": "localhost:9000"}, []string{"AWS_ENDPOINT_URL_S3: want an http(s) URL"}},
 		{"ecs endpoint", map[string]string{"AWS_ENDPOINT_URL_ECS": "ftp://x"}, []string{"AWS_ENDPOINT_URL_ECS: want an http(s) URL"}},
 		{"path style", map[string]string{"S3_FORCE_PATH_STYLE": "on"}, []string{"S3_FORCE_PATH_STYLE:"}},
@@ -260,7 +279,6 @@ func TestLoadAllErrorsAtOnce(t *testing.T) {
 	_, err := Load(env(map[string]string{
 		"REDIS_URL":           "http://x",
 		"DB_HOST":             "h",
-		"LOCAL_SAVE":          "false",
 		"LAUNCHER":            "ecs",
 		"QUEUE_HEX_LEN":       "99",
 		"PORT":                "x",
@@ -274,7 +292,7 @@ func TestLoadAllErrorsAtOnce(t *testing.T) {
 	if err == nil {
 		t.Fatal("want error")
 	}
-	vars := []string{"REDIS_URL", "DB_NAME", "REPORT_S3_BUCKET_NAME", "ECS_CLUSTER", "ECS_SIDEKIQ_TASK_DEFINITION",
+	vars := []string{"REDIS_URL", "DB_NAME", "ECS_CLUSTER", "ECS_SIDEKIQ_TASK_DEFINITION",
 		"ECS_SIDEKIQ_SUBNET_IDS", "ECS_SIDEKIQ_SECURITY_GROUP_IDS", "QUEUE_HEX_LEN", "PORT", "MAX_UPLOAD_BYTES", "TEMPLATE_MAX_BYTES",
 		"BASIC_AUTH_USER", "SIDEKIQ_DIALECT", "WORKER_IDLE_TIMEOUT", "AWS_ENDPOINT_URL_S3"}
 	for _, v := range vars {
@@ -338,7 +356,10 @@ func TestValidRedisURL(t *testing.T) {
 		"rediss://h:6380":            true,
 		"redis://h/":                 true,
 		"unix:///tmp/redis.sock":     false,
-		"localhost:6379":             false,
+		"localhost:6379":             true, // a bare host, as the Rails app's redis.yml
+		"redis":                      true,
+		"redis:abc":                  false,
+		"redis@h":                    false,
 		"redis://h/-1":               false,
 		"redis://h:0":                false,
 		"":                           false,
@@ -346,7 +367,7 @@ func TestValidRedisURL(t *testing.T) {
 		"redis://h/1/2":              false,
 		fmt.Sprint("redis://h:", 80): true,
 	} {
-		if err := sidekiq.ValidRedisURL(url); (err == nil) != ok {
+		if _, err := normalizeRedisURL(url, 0); (err == nil) != ok {
 			t.Errorf("ValidRedisURL(%q) = %v, want ok=%v", url, err, ok)
 		}
 	}

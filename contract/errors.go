@@ -12,6 +12,9 @@ var (
 	ErrNotRetryable = errors.New("the run cannot be retried")
 	// ErrRetryBusy: another retry of the run is under way.
 	ErrRetryBusy = errors.New("a retry of this run is under way")
+	// ErrNothingToRetry: every failed row failed to parse, so running it
+	// again would fail it again; the run is left as it ended.
+	ErrNothingToRetry = errors.New("nothing to retry")
 )
 
 // FailedRow is one failed row of a run and why it failed. Row is 0 for a

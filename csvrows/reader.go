@@ -32,6 +32,36 @@ type Reader struct {
 	encoding string
 	number   int
 	err      error // sticky I/O error or io.EOF
+
+	// For Offset: the bytes read from the input, and the buffers between it
+	// and the parser (text is raw unless the input is decoded).
+	src       *byteCounter
+	raw, text *bufio.Reader
+}
+
+// byteCounter counts the bytes read through it.
+type byteCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *byteCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Offset is how many bytes of the input the header and the rows returned so
+// far came from: the bytes read, less those still buffered ahead of the
+// parser. It lets a caller estimate the rows of the whole input from the
+// mean length of those read. It is exact for UTF-8; for Shift_JIS the
+// decoder's buffer (a few KiB of decoded text) is counted as input bytes.
+func (r *Reader) Offset() int64 {
+	n := r.src.n - int64(r.raw.Buffered()) - int64(len(r.p.pending))
+	if r.text != r.raw {
+		n -= int64(r.text.Buffered())
+	}
+	return max(n, 0)
 }
 
 // NewReader reads the header row of r and returns a Reader positioned at the
@@ -44,7 +74,8 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	opts = opts.withDefaults()
 	enc, _ := normalizeEncoding(opts.Encoding)
 
-	raw := bufio.NewReaderSize(r, sniffSize)
+	src := &byteCounter{r: r}
+	raw := bufio.NewReaderSize(src, sniffSize)
 	sniff, err := raw.Peek(sniffSize)
 	atEOF := err == io.EOF
 	if err != nil && !atEOF && !errors.Is(err, bufio.ErrBufferFull) {
@@ -67,7 +98,7 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	if enc == EncodingShiftJIS {
 		text = bufio.NewReader(transform.NewReader(raw, japanese.ShiftJIS.NewDecoder()))
 	}
-	cr := &Reader{p: newParser(text, opts.MaxFieldBytes, opts.MaxRowBytes), encoding: enc}
+	cr := &Reader{p: newParser(text, opts.MaxFieldBytes, opts.MaxRowBytes), encoding: enc, src: src, raw: raw, text: text}
 
 	rec, err := cr.p.readRecord(opts.MaxColumns + 1)
 	if err == io.EOF {

@@ -3,6 +3,7 @@ package csvrows
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -510,5 +511,33 @@ func TestReaderIOError(t *testing.T) {
 	// A failure inside the sniff window is fatal.
 	if _, err := NewReader(&failingReader{data: strings.NewReader("a,b\n")}, Options{}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
 		t.Errorf("NewReader error = %v", err)
+	}
+}
+
+// TestOffset: Offset is where the rows returned so far end in the input,
+// not how far the buffered reads went.
+func TestOffset(t *testing.T) {
+	t.Parallel()
+	var sb strings.Builder
+	sb.WriteString("id,name\n")
+	ends := []int64{int64(sb.Len())}
+	for i := range 5000 {
+		fmt.Fprintf(&sb, "%d,%s\n", i, strings.Repeat("x", i%50))
+		ends = append(ends, int64(sb.Len()))
+	}
+	r, err := NewReader(strings.NewReader(sb.String()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Offset(); got != ends[0] {
+		t.Fatalf("after the header: %d, want %d", got, ends[0])
+	}
+	for i := 1; i <= 5000; i++ {
+		if _, err := r.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Offset(); got != ends[i] {
+			t.Fatalf("after row %d: %d, want %d", i, got, ends[i])
+		}
 	}
 }

@@ -151,7 +151,9 @@ func TestTaskDefinitions(t *testing.T) {
 			} else if limit, _ := strconv.Atoi(m[1]); limit*10 < mem*7 || limit*10 > mem*9 {
 				t.Errorf("GOMEMLIMIT %s for a %d MiB task, want 70-90 %%", env["GOMEMLIMIT"], mem)
 			}
-			if env["LOCAL_SAVE"] != "false" || env["REPORT_S3_BUCKET_NAME"] == "" || env["AWS_REGION"] == "" {
+			// Any non-blank LOCAL_SAVE means local, "false" too, as in
+			// the Rails app: the tasks save to S3 by leaving it out.
+			if strings.TrimSpace(env["LOCAL_SAVE"]) != "" || env["REPORT_S3_BUCKET_NAME"] == "" || env["AWS_REGION"] == "" {
 				t.Errorf("storage env %v", env)
 			}
 			secrets := map[string]bool{}

@@ -24,16 +24,30 @@ func toSidekiq(d sidekiq.Dialect, c contract.Job) (*sidekiq.Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	return j, withOptions(j, c)
+}
+
+// withOptions gives j, built from c's class and arguments, c's queue, retry
+// and extra fields. A plain integer field (pallarel_row) is written as its
+// digits, without SetField's encoding/json: the feeder writes one a row.
+func withOptions(j *sidekiq.Job, c contract.Job) error {
 	j.Queue = c.Queue
 	if c.Retry != contract.RetryDefault {
 		j.Retry = json.RawMessage(strconv.Itoa(c.Retry))
 	}
 	for _, f := range c.Fields {
+		if n, ok := f.Value.(int); ok {
+			if j.Fields == nil {
+				j.Fields = map[string]json.RawMessage{}
+			}
+			j.Fields[f.Name] = strconv.AppendInt(nil, int64(n), 10)
+			continue
+		}
 		if err := j.SetField(f.Name, f.Value); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return j, nil
+	return nil
 }
 
 // NewSplitJob builds a SplitCsvJob as the Rails controller enqueues it

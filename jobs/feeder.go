@@ -284,11 +284,13 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		if err := p.ledger.SetSplitProgress(ctx, token, last); err != nil {
 			return err
 		}
-		if !eof && time.Since(lastTotal) > time.Second {
-			// The pages estimate the total from the first seconds: rows so
-			// far scaled by the bytes still to read.
+		if !eof && last > 0 && time.Since(lastTotal) > time.Second {
+			// The pages estimate the total from the first batch on: rows
+			// so far scaled by the bytes still to read. The bytes are those
+			// the rows came from (rows.Offset), not the reads ahead of them,
+			// which made the estimate low by up to a 64 KiB buffer.
 			lastTotal = time.Now()
-			p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, size, last), "SetSplitProgress")
+			p.warnIf(p.d.DB.SetSplitProgress(ctx, token, rows.Offset(), size, last), "SetSplitProgress")
 		}
 	}
 	p.warnIf(p.d.DB.SetSplitProgress(ctx, token, counted.n, max(size, counted.n), last), "SetSplitProgress")
@@ -317,7 +319,13 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 		return nil, err
 	}
 	args := contract.RowArgs{Row: hash, Type: spec.Type, ReportID: spec.ReportID, Path: path, Token: token}
-	return toSidekiq(sidekiq.Dialect8, contract.RowJob(queue, args, p.rowRetry(), row.Number, spec.TemplateKey))
+	c := contract.RowJob(queue, args, p.rowRetry(), row.Number, spec.TemplateKey)
+	// newRowJob is NewJob's payload without its reflection (one per row).
+	j, err := newRowJob(args.Row, args.Type, args.ReportID, args.Path, args.Token)
+	if err != nil {
+		return nil, err
+	}
+	return j, withOptions(j, c)
 }
 
 // rowRetry is the `retry` of a row job (ROW_JOB_RETRY), or RetryDefault

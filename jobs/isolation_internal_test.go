@@ -18,6 +18,7 @@ func BenchmarkIsolationCheck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	p := &Pipeline{d: Deps{Router: r}}
 	const token = "0f8fad5b-d9cb-469f-a165-70867728950e"
 	q, _ := r.For(token)
 	j, err := sidekiq.NewJob(contract.Row.Name, json.RawMessage(`{"個別識別番号":"A-0001","年度":"2024","名前":"山田"}`), "xlsx", 42, contract.ReportDir(token), token)
@@ -27,7 +28,7 @@ func BenchmarkIsolationCheck(b *testing.B) {
 	j.Queue = q
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := checkIsolation(r, j); err != nil {
+		if err := checkIsolation(p.tokenQueue, j); err != nil {
 			b.Fatal(err)
 		}
 	}

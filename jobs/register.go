@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -69,6 +70,7 @@ type Pipeline struct {
 	// base outlives jobs: the feeders run under it until Close.
 	base       context.Context
 	cancelBase context.CancelFunc
+	queueMemo  queueCache // the last token's queue (tokenQueue)
 }
 
 // New checks deps and fills defaults.
@@ -156,37 +158,54 @@ func (p *Pipeline) ServerOptions(o *sidekiq.Options) {
 }
 
 // tokenQueue is the token's queue, after checking the token.
-func (p *Pipeline) tokenQueue(token string) (string, error) { return tokenQueue(p.d.Router, token) }
+func (p *Pipeline) tokenQueue(token string) (string, error) { return p.queueMemo.of(p.d.Router, token) }
 
-func tokenQueue(rt router.Router, token string) (string, error) {
+// queueCache remembers the last token's queue: a run's rows come one after
+// another, so its token's SHA-1 is taken once, not three times a row.
+type queueCache struct {
+	last atomic.Pointer[tokenQueueMemo]
+}
+
+func (c *queueCache) of(rt router.Router, token string) (string, error) {
+	if m := c.last.Load(); m != nil && m.token == token {
+		return m.queue, nil
+	}
 	q, err := rt.For(token)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", sidekiq.ErrBadArgs, err)
 	}
+	c.last.Store(&tokenQueueMemo{token: token, queue: q})
 	return q, nil
 }
+
+// tokenQueueMemo is one token and its queue.
+type tokenQueueMemo struct{ token, queue string }
 
 // IsolationClient refuses to push a row or finalize job anywhere but its
 // token's queue: the isolation the Rails app meant to enforce (its
 // middleware keyed on the wrong class name and never fired).
 func (p *Pipeline) IsolationClient(ctx context.Context, job *sidekiq.Job) error {
-	return checkIsolation(p.d.Router, job)
+	return checkIsolation(p.tokenQueue, job)
 }
 
 // Isolation is IsolationClient for a client built before the pipeline: it
 // needs only the router.
 func Isolation(rt router.Router) sidekiq.ClientMiddleware {
-	return func(ctx context.Context, job *sidekiq.Job) error { return checkIsolation(rt, job) }
+	var c queueCache
+	queueOf := func(token string) (string, error) { return c.of(rt, token) }
+	return func(ctx context.Context, job *sidekiq.Job) error { return checkIsolation(queueOf, job) }
 }
 
 func (p *Pipeline) isolationServer(ctx context.Context, job *sidekiq.Job, next func(context.Context) error) error {
-	if err := checkIsolation(p.d.Router, job); err != nil {
+	if err := checkIsolation(p.tokenQueue, job); err != nil {
 		return sidekiq.Kill(err)
 	}
 	return next(ctx)
 }
 
-func checkIsolation(rt router.Router, job *sidekiq.Job) error {
+// checkIsolation checks a row or finalize job is on its token's queue, as
+// queueOf names it.
+func checkIsolation(queueOf func(token string) (string, error), job *sidekiq.Job) error {
 	tokenPos, ok := contract.TokenPos(job.HandlerClass())
 	if !ok {
 		return nil
@@ -198,11 +217,13 @@ func checkIsolation(rt router.Router, job *sidekiq.Job) error {
 	if len(args) <= tokenPos {
 		return fmt.Errorf("%w: %s needs the token at argument %d", sidekiq.ErrBadArgs, job.HandlerClass(), tokenPos)
 	}
-	var token string
-	if err := unmarshalArg(args[tokenPos], &token); err != nil {
-		return fmt.Errorf("%w: %s token: %v", sidekiq.ErrBadArgs, job.HandlerClass(), err)
+	token, plain := plainJSONString(args[tokenPos]) // every row job's: no encoding/json
+	if !plain {
+		if err := unmarshalArg(args[tokenPos], &token); err != nil {
+			return fmt.Errorf("%w: %s token: %v", sidekiq.ErrBadArgs, job.HandlerClass(), err)
+		}
 	}
-	want, err := tokenQueue(rt, token)
+	want, err := queueOf(token)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ const retryLockTTL = 10 * time.Minute
 // the run is reopened (processing, finalized_at cleared) with a new worker
 // and a finalizer, which writes a new ZIP over the old one when they end.
 // Rows without a number (pushed by Ruby) and rows the CSV cannot parse stay
-// failed. It returns ErrNotRetryable or ErrRetryBusy (wrapped) when it
+// failed. It returns contract.ErrNotRetryable or contract.ErrRetryBusy (wrapped) when it
 // cannot start.
 func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	queue, err := p.tokenQueue(token)
@@ -71,10 +71,19 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
-	if len(kept.failedRows) == 0 {
+	runnable := 0
+	if len(kept.failedRows) > 0 {
+		if runnable, err = p.countRunnable(ctx, rep.SourceKey, kept.failedRows); err != nil {
+			return 0, fmt.Errorf("retry %s: %w", token, err)
+		}
+	}
+	if runnable == 0 {
 		p.packer.Release(token)
 		p.warnIf(p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)), "delete row files")
 		p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
+		if len(kept.failedRows) > 0 {
+			return 0, fmt.Errorf("retry %s: %w: its %d failed rows cannot be parsed", token, contract.ErrNothingToRetry, len(kept.failedRows))
+		}
 		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, contract.ErrNotRetryable)
 	}
 	total := max(st.TotalCount, kept.maxRow)

@@ -151,11 +151,12 @@ func TestRetryRefused(t *testing.T) {
 	// finalizer claims finalized_at first) and one after it deliver once
 	// between them.
 	ended := e.status(rep.Token).EndedAt
-	if err := e.models.DB.Model(&models.CsvProcessingStatus{}).Where("token = ?", rep.Token).Update("ended_at", nil).Error; err != nil {
+	// The ended run is in Pallarel's table (its status row went at the end).
+	if err := e.models.DB.Table("pallarel_runs").Where("token = ?", rep.Token).Update("ended_at", nil).Error; err != nil {
 		t.Fatal(err)
 	}
 	e.pipeline.RunEndedForTest(ctx, rep.Token)
-	if err := e.models.DB.Model(&models.CsvProcessingStatus{}).Where("token = ?", rep.Token).Update("ended_at", ended).Error; err != nil {
+	if err := e.models.DB.Table("pallarel_runs").Where("token = ?", rep.Token).Update("ended_at", ended).Error; err != nil {
 		t.Fatal(err)
 	}
 	e.pipeline.RunEndedForTest(ctx, rep.Token)

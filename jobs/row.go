@@ -34,7 +34,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		path     string
 		token    string
 	)
-	if err := job.ScanArgs(&rowRaw, &typ, &reportID, &path, &token); err != nil {
+	if err := scanRowArgs(job, &rowRaw, &typ, &reportID, &path, &token); err != nil {
 		return err
 	}
 	if _, err := p.tokenQueue(token); err != nil {
@@ -44,8 +44,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	if err != nil {
 		return fmt.Errorf("%w: row_hash: %v", sidekiq.ErrBadArgs, err)
 	}
-	var rowNum int
-	_, _ = job.Field(contract.FieldRow, &rowNum)
+	rowNum := rowNumber(job)
 	key := ledger.RowKey(rowNum, job.JID)
 
 	r, err := p.renderer(ctx, typ, job.StringField(contract.FieldTemplate))
@@ -65,7 +64,11 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 
 	var out bytes.Buffer
 	if err := r.Render(ctx, &out, row); err != nil {
-		return fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
+		err = fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
+		if errors.Is(err, render.ErrCellTooLong) {
+			err = sidekiq.Kill(err) // the data is what it is: fails again on every retry
+		}
+		return err
 	}
 	done := ledger.RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}
 	var data []byte

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // ReportType is the Rails enum client_reports.report_type.
@@ -98,8 +100,9 @@ func (s *ReportStatus) UnmarshalText(b []byte) error {
 	return err
 }
 
-// ClientReport is a row of the Rails table client_reports: one uploaded CSV
-// and the report built from it.
+// ClientReport is a row of the Rails table client_reports (one uploaded
+// CSV and the report built from it) with Pallarel's columns (the fields
+// marked "ours") from pallarel_reports.
 type ClientReport struct {
 	ID           int64  `gorm:"column:id;primaryKey"`
 	SecurityHash string `gorm:"column:security_hash"`
@@ -127,14 +130,31 @@ type ClientReport struct {
 	UpdatedAt  time.Time `gorm:"column:updated_at;serializer:pallarel_time"`
 }
 
-// TableName is the Rails table.
-func (ClientReport) TableName() string { return "client_reports" }
+// TableName is the Rails table. Read reports through Store.Reports,
+// which joins Pallarel's columns (pallarel_reports).
+func (ClientReport) TableName() string { return reportTable }
 
-// CreateReport inserts r, setting its ID and timestamps.
+// CreateReport inserts r, setting its ID and timestamps: the Rails columns
+// in client_reports, Pallarel's (when set) in pallarel_reports.
 func (s *Store) CreateReport(ctx context.Context, r *ClientReport) error {
 	now := s.now()
 	r.CreatedAt, r.UpdatedAt = now, now
-	if err := s.DB.WithContext(ctx).Create(r).Error; err != nil {
+	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Omit(ownReportColumns...).Create(r).Error; err != nil {
+			return err
+		}
+		own := map[string]any{}
+		for col, v := range map[string]string{"error_message": r.ErrorMessage, "source_key": r.SourceKey, "source_name": r.SourceName, "webhook_url": r.WebhookURL} {
+			if v != "" {
+				own[col] = v
+			}
+		}
+		if r.ExpiredAt != nil {
+			own["expired_at"] = r.ExpiredAt.UTC().Truncate(time.Microsecond)
+		}
+		return updateOwn(tx, reportsTable, "report_id", r.ID, own)
+	})
+	if err != nil {
 		return fmt.Errorf("create client report: %w", err)
 	}
 	return nil
@@ -143,7 +163,7 @@ func (s *Store) CreateReport(ctx context.Context, r *ClientReport) error {
 // ReportByID loads one report; ErrNotFound when missing.
 func (s *Store) ReportByID(ctx context.Context, id int64) (ClientReport, error) {
 	var r ClientReport
-	if err := s.DB.WithContext(ctx).Where("id = ?", id).Take(&r).Error; err != nil {
+	if err := s.Reports(ctx).Where("client_reports.id = ?", id).Take(&r).Error; err != nil {
 		return ClientReport{}, fmt.Errorf("client report %d: %w", id, notFound(err))
 	}
 	return r, nil
@@ -152,7 +172,7 @@ func (s *Store) ReportByID(ctx context.Context, id int64) (ClientReport, error) 
 // ReportByToken loads the newest report with token; ErrNotFound when none.
 func (s *Store) ReportByToken(ctx context.Context, token string) (ClientReport, error) {
 	var r ClientReport
-	if err := s.DB.WithContext(ctx).Where("token = ?", token).Order("id DESC").Take(&r).Error; err != nil {
+	if err := s.Reports(ctx).Where("token = ?", token).Order("client_reports.id DESC").Take(&r).Error; err != nil {
 		return ClientReport{}, fmt.Errorf("client report for token %s: %w", token, notFound(err))
 	}
 	return r, nil
@@ -161,12 +181,30 @@ func (s *Store) ReportByToken(ctx context.Context, token string) (ClientReport, 
 // updateReport sets fields (plus updated_at) on report id; ErrNotFound when missing.
 func (s *Store) updateReport(ctx context.Context, id int64, fields map[string]any) error {
 	fields["updated_at"] = s.now()
-	res := s.DB.WithContext(ctx).Model(&ClientReport{}).Where("id = ?", id).Updates(fields)
-	if res.Error != nil {
-		return fmt.Errorf("update client report %d: %w", id, res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return fmt.Errorf("update client report %d: %w", id, ErrNotFound)
+	return s.UpdateReportColumns(ctx, id, fields)
+}
+
+// UpdateReportColumns sets columns of report id, the Rails ones in
+// client_reports and Pallarel's in pallarel_reports, without touching
+// updated_at unless fields name it (retention goes by that age);
+// ErrNotFound when the report is missing.
+func (s *Store) UpdateReportColumns(ctx context.Context, id int64, fields map[string]any) error {
+	rails, own := splitFields(fields, railsReportColumns)
+	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if len(rails) == 0 {
+			rails["id"] = id // an UPDATE that proves the row exists
+		}
+		res := tx.Table(reportTable).Where("id = ?", id).Updates(rails)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotFound
+		}
+		return updateOwn(tx, reportsTable, "report_id", id, own)
+	})
+	if err != nil {
+		return fmt.Errorf("update client report %d: %w", id, err)
 	}
 	return nil
 }
@@ -196,8 +234,8 @@ func (s *Store) SetReportSource(ctx context.Context, id int64, key string) error
 // never started) that were created before olderThan, oldest first.
 func (s *Store) PendingReports(ctx context.Context, olderThan time.Time, limit int) ([]ClientReport, error) {
 	var rows []ClientReport
-	err := s.DB.WithContext(ctx).Where("status = ? AND created_at < ? AND deleted_at IS NULL", ReportPending, olderThan.UTC()).
-		Order("id").Limit(limit).Find(&rows).Error
+	err := s.Reports(ctx).Where("status = ? AND created_at < ? AND deleted_at IS NULL", ReportPending, olderThan.UTC()).
+		Order("client_reports.id").Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("pending reports: %w", err)
 	}

@@ -2,6 +2,7 @@ package models
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,9 +10,11 @@ import (
 	"gorm.io/gorm/clause"
 )
 
-// CsvProcessingStatus is a row of the Rails table csv_processing_statuses:
-// the progress of one token's run and the guards that make its worker launch
-// and its finalization happen once.
+// CsvProcessingStatus is one token's run: the Rails table
+// csv_processing_statuses (the progress and the guards that make its worker
+// launch and its finalization happen once) with Pallarel's state from
+// pallarel_runs (the fields marked "ours"). An ended run's Rails row is
+// gone, as the app's finalizer deletes it; it is read from pallarel_runs.
 type CsvProcessingStatus struct {
 	ID         int64  `gorm:"column:id;primaryKey"`
 	Token      string `gorm:"column:token"`
@@ -79,19 +82,28 @@ func (c CsvProcessingStatus) RunState() string {
 // Ended reports whether the run reached a final state.
 func (c CsvProcessingStatus) Ended() bool { return c.FinalizedAt != nil }
 
-// TableName is the Rails table.
-func (CsvProcessingStatus) TableName() string { return "csv_processing_statuses" }
+// TableName is the Rails table. Read runs through Store.Statuses, which
+// joins Pallarel's columns and the ended runs.
+func (CsvProcessingStatus) TableName() string { return statusTable }
 
 // Finished reports whether every row is accounted for (done or failed).
 func (c CsvProcessingStatus) Finished() bool {
 	return c.DoneCount+c.FailedCount >= c.TotalCount
 }
 
-// CreateStatus inserts the status row for token. It is idempotent: when the
-// row exists (a retried SplitCsvJob) the existing row is returned unchanged.
+// CreateStatus inserts the status row for token (csv_processing_statuses,
+// as SplitCsvJob does; worker_task_arn NULL). It is idempotent: when the
+// run exists (a retried SplitCsvJob), live or ended, it is returned
+// unchanged.
 func (s *Store) CreateStatus(ctx context.Context, token, queue string, total int) (CsvProcessingStatus, error) {
+	if st, err := s.StatusByToken(ctx, token); err == nil {
+		return st, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return CsvProcessingStatus{}, fmt.Errorf("create status %s: %w", token, err)
+	}
 	now := s.now()
-	row := CsvProcessingStatus{Token: token, QueueName: queue, TotalCount: total, CreatedAt: now, UpdatedAt: now}
+	done := 0
+	row := railsStatus{Token: token, QueueName: &queue, TotalCount: &total, DoneCount: &done, CreatedAt: &now, UpdatedAt: &now}
 	err := s.DB.WithContext(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "token"}}, DoNothing: true}).Create(&row).Error
 	if err != nil {
 		return CsvProcessingStatus{}, fmt.Errorf("create status %s: %w", token, err)
@@ -99,38 +111,91 @@ func (s *Store) CreateStatus(ctx context.Context, token, queue string, total int
 	return s.StatusByToken(ctx, token)
 }
 
-// StatusByToken loads the status row; ErrNotFound when missing.
+// StatusByToken loads the run, live or ended; ErrNotFound when missing.
 func (s *Store) StatusByToken(ctx context.Context, token string) (CsvProcessingStatus, error) {
 	var row CsvProcessingStatus
-	if err := s.DB.WithContext(ctx).Where("token = ?", token).Take(&row).Error; err != nil {
+	if err := s.DB.WithContext(ctx).Table(oneStatusSQL, token, token).Take(&row).Error; err != nil {
 		return CsvProcessingStatus{}, fmt.Errorf("status %s: %w", token, notFound(err))
 	}
 	return row, nil
 }
 
-// RecentStatuses returns up to limit rows, newest first (the status page
-// shows 10).
+// StatusesByTokens loads the runs of tokens, live or ended (at most one
+// per token).
+func (s *Store) StatusesByTokens(ctx context.Context, tokens []string) ([]CsvProcessingStatus, error) {
+	var rows []CsvProcessingStatus
+	if len(tokens) == 0 {
+		return nil, nil
+	}
+	if err := s.DB.WithContext(ctx).Table(someStatusesSQL, tokens, tokens).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("statuses: %w", err)
+	}
+	return rows, nil
+}
+
+// RecentStatuses returns up to limit runs, live or ended, newest first
+// (the status page shows 10).
 func (s *Store) RecentStatuses(ctx context.Context, limit int) ([]CsvProcessingStatus, error) {
 	var rows []CsvProcessingStatus
-	if err := s.DB.WithContext(ctx).Order("created_at DESC, id DESC").Limit(limit).Find(&rows).Error; err != nil {
+	if err := s.Statuses(ctx).Order("created_at DESC, id DESC").Limit(limit).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("recent statuses: %w", err)
 	}
 	return rows, nil
 }
 
-// updateStatus runs one UPDATE on token's row (plus updated_at), returning
-// how many rows matched the extra where condition.
+// updateStatus runs one update of token's run (plus updated_at) in a
+// transaction, returning how many rows matched the extra where condition
+// (which may name only csv_processing_statuses' columns). The Rails
+// columns go to the live csv_processing_statuses row and Pallarel's to
+// pallarel_runs; once the run has ended and its Rails row is gone, both go
+// to the archived copy in pallarel_runs.
 func (s *Store) updateStatus(ctx context.Context, token string, where string, fields map[string]any) (int64, error) {
-	fields["updated_at"] = s.now()
-	q := s.DB.WithContext(ctx).Model(&CsvProcessingStatus{}).Where("token = ?", token)
+	var n int64
+	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		n, _, err = s.updateStatusTx(tx, token, where, fields)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("update status %s: %w", token, err)
+	}
+	return n, nil
+}
+
+// updateStatusTx is updateStatus inside tx; live says whether the run's
+// Rails row holds it (false: archived, or no match).
+func (s *Store) updateStatusTx(tx *gorm.DB, token string, where string, fields map[string]any) (n int64, live bool, err error) {
+	rails, own := splitFields(fields, railsStatusColumns)
+	rails["updated_at"] = s.now()
+	// The first statement writes, so SQLite's deferred transaction takes
+	// the write lock at once (no read-then-upgrade).
+	q := tx.Table(statusTable).Where("token = ?", token)
 	if where != "" {
 		q = q.Where(where)
 	}
-	res := q.Updates(fields)
+	res := q.Updates(rails)
 	if res.Error != nil {
-		return 0, fmt.Errorf("update status %s: %w", token, res.Error)
+		return 0, false, res.Error
 	}
-	return res.RowsAffected, nil
+	if res.RowsAffected > 0 {
+		return res.RowsAffected, true, updateOwn(tx, runsTable, "token", token, own)
+	}
+	var liveRows int64
+	if err := tx.Table(statusTable).Where("token = ?", token).Count(&liveRows).Error; err != nil {
+		return 0, false, err
+	}
+	if liveRows > 0 {
+		return 0, false, nil // the condition did not hold
+	}
+	for k, v := range own {
+		rails[k] = v
+	}
+	q = tx.Table(runsTable).Where("token = ? AND archived_at IS NOT NULL", token)
+	if where != "" {
+		q = q.Where(where)
+	}
+	res = q.Updates(rails)
+	return res.RowsAffected, false, res.Error
 }
 
 // mustUpdateStatus is updateStatus that wants the row to exist.
@@ -213,9 +278,16 @@ func (s *Store) SetForceShutdown(ctx context.Context, token string) error {
 	return s.mustUpdateStatus(ctx, token, map[string]any{"force_shutdown_at": s.now()})
 }
 
-// DeleteStatus removes token's row; a missing row is not an error.
+// DeleteStatus removes token's run, its Rails row and Pallarel's state; a
+// missing run is not an error.
 func (s *Store) DeleteStatus(ctx context.Context, token string) error {
-	if err := s.DB.WithContext(ctx).Where("token = ?", token).Delete(&CsvProcessingStatus{}).Error; err != nil {
+	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Table(statusTable).Where("token = ?", token).Delete(nil).Error; err != nil {
+			return err
+		}
+		return tx.Table(runsTable).Where("token = ?", token).Delete(nil).Error
+	})
+	if err != nil {
 		return fmt.Errorf("delete status %s: %w", token, err)
 	}
 	return nil
@@ -229,27 +301,52 @@ func (s *Store) SetState(ctx context.Context, token, state, reason string) error
 }
 
 // EndRun ends a run that has not ended yet: it claims finalized_at as
-// ClaimFinalize does and records state (failed or cancelled) and reason. It
-// reports whether this caller ended it.
+// ClaimFinalize does and records state (failed or cancelled) and reason,
+// and moves the status row to pallarel_runs (endRun). It reports whether
+// this caller ended it.
 func (s *Store) EndRun(ctx context.Context, token, state, reason string) (bool, error) {
 	now := s.now()
-	n, err := s.updateStatus(ctx, token, "finalized_at IS NULL", map[string]any{
+	return s.endRun(ctx, token, "finalized_at IS NULL", map[string]any{
 		"finalized_at": now, "ended_at": now, "state": state, "state_reason": reason,
 	})
-	return n == 1, err
 }
 
 // MarkEnded records the final state of a run whose finalize claim the caller
-// holds (ClaimFinalize).
+// holds (ClaimFinalize), and moves its status row to pallarel_runs.
 func (s *Store) MarkEnded(ctx context.Context, token, state, reason string) error {
-	return s.mustUpdateStatus(ctx, token, map[string]any{"ended_at": s.now(), "state": state, "state_reason": reason})
+	n, err := s.endRun(ctx, token, "", map[string]any{"ended_at": s.now(), "state": state, "state_reason": reason})
+	if err == nil && !n {
+		err = fmt.Errorf("update status %s: %w", token, ErrNotFound)
+	}
+	return err
+}
+
+// endRun applies fields where the condition holds and, when that was the
+// live Rails row, archives it: the app's FinalizeReportJob deletes its
+// status row at a run's end, so its pages and monitors list only runs in
+// flight, and Go reads ended runs from pallarel_runs.
+func (s *Store) endRun(ctx context.Context, token, where string, fields map[string]any) (bool, error) {
+	var n int64
+	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var live bool
+		var err error
+		n, live, err = s.updateStatusTx(tx, token, where, fields)
+		if err != nil || !live || n == 0 {
+			return err
+		}
+		return s.archiveStatus(tx, token)
+	})
+	if err != nil {
+		return false, fmt.Errorf("end run %s: %w", token, err)
+	}
+	return n == 1, nil
 }
 
 // UnfinishedStatuses returns up to limit runs that have not ended, oldest
 // first: the run supervisor's work list.
 func (s *Store) UnfinishedStatuses(ctx context.Context, limit int) ([]CsvProcessingStatus, error) {
 	var rows []CsvProcessingStatus
-	if err := s.DB.WithContext(ctx).Where("finalized_at IS NULL").Order("id").Limit(limit).Find(&rows).Error; err != nil {
+	if err := s.Statuses(ctx).Where("finalized_at IS NULL").Order("id").Limit(limit).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("unfinished statuses: %w", err)
 	}
 	return rows, nil

@@ -252,76 +252,54 @@ func Close(db *gorm.DB) error {
 	return sqlDB.Close()
 }
 
-// column is one column we add to a table Rails already made.
-type column struct {
-	name string
-	// ddl by dialect (sqlite, mysql, postgres).
-	ddl map[string]string
+// oldColumns are the columns older Pallarel versions added to the Rails
+// tables; Migrate moves their data to Pallarel's own tables once and drops
+// them, so the Rails tables are the app's db/schema.rb again.
+var oldColumns = map[string][]string{
+	reportTable: ownReportColumns,
+	statusTable: ownRunColumns,
 }
 
-// extraColumns are Pallarel's own nullable columns, added to the Rails tables
-// when missing. Rails ignores columns it does not know.
-var extraColumns = map[string][]column{
-	"client_reports": {
-		{"error_message", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
-		{"source_key", map[string]string{"sqlite": "varchar", "mysql": "varchar(255)", "postgres": "character varying"}},
-		{"source_name", map[string]string{"sqlite": "varchar", "mysql": "varchar(255)", "postgres": "character varying"}},
-		{"expired_at", map[string]string{"sqlite": "datetime(6)", "mysql": "datetime(6)", "postgres": "timestamp(6)"}},
-		{"webhook_url", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
-	},
-	"csv_processing_statuses": {
-		{"failed_count", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
-		{"last_error", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
-		{"state", map[string]string{"sqlite": "varchar", "mysql": "varchar(32)", "postgres": "character varying"}},
-		{"state_reason", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
-		{"ended_at", map[string]string{"sqlite": "datetime(6)", "mysql": "datetime(6)", "postgres": "timestamp(6)"}},
-		{"launch_attempts", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
-		{"source_spec", map[string]string{"sqlite": "text", "mysql": "text", "postgres": "text"}},
-		{"split_bytes_read", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "bigint DEFAULT 0", "postgres": "bigint DEFAULT 0"}},
-		{"split_bytes_total", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "bigint DEFAULT 0", "postgres": "bigint DEFAULT 0"}},
-		{"split_rows", map[string]string{"sqlite": "integer DEFAULT 0", "mysql": "int DEFAULT 0", "postgres": "integer DEFAULT 0"}},
-	},
-}
-
-// createTables holds the DDL Rails 8 generates from schema.rb for each
-// dialect, with our extra columns at the end.
+// createTables holds the DDL Rails 8 generates from the app's db/schema.rb
+// (with the migration that added force_shutdown_at) for each dialect:
+// these tables are the app's, exactly; Pallarel's state is in ownTables.
 var createTables = map[string]map[string][]string{
 	"sqlite": {
-		"client_reports": {
-			`CREATE TABLE IF NOT EXISTS "client_reports" ("id" integer PRIMARY KEY AUTOINCREMENT NOT NULL, "security_hash" varchar, "deleted_at" datetime(6), "report_type" integer, "count" integer DEFAULT 0, "file" varchar, "status" integer, "token" varchar, "created_at" datetime(6) NOT NULL, "updated_at" datetime(6) NOT NULL, "error_message" text, "source_key" varchar)`,
-			`CREATE INDEX IF NOT EXISTS "index_client_reports_on_token" ON "client_reports" ("token")`,
+		reportTable: {
+			`CREATE TABLE IF NOT EXISTS "client_reports" ("id" integer PRIMARY KEY AUTOINCREMENT NOT NULL, "security_hash" varchar, "deleted_at" datetime(6), "report_type" integer DEFAULT 0 NOT NULL, "count" integer DEFAULT 0 NOT NULL, "file" varchar, "status" integer DEFAULT 0 NOT NULL, "created_at" datetime(6) NOT NULL, "updated_at" datetime(6) NOT NULL, "token" varchar)`,
 		},
-		"csv_processing_statuses": {
-			`CREATE TABLE IF NOT EXISTS "csv_processing_statuses" ("id" integer PRIMARY KEY AUTOINCREMENT NOT NULL, "token" varchar NOT NULL, "total_count" integer DEFAULT 0, "done_count" integer DEFAULT 0, "queue_name" varchar, "worker_task_arn" varchar, "worker_started_at" datetime(6), "finalized_at" datetime(6), "force_shutdown_at" datetime(6), "created_at" datetime(6) NOT NULL, "updated_at" datetime(6) NOT NULL, "failed_count" integer DEFAULT 0, "last_error" text)`,
+		statusTable: {
+			`CREATE TABLE IF NOT EXISTS "csv_processing_statuses" ("id" integer PRIMARY KEY AUTOINCREMENT NOT NULL, "token" varchar NOT NULL, "total_count" integer DEFAULT 0 NOT NULL, "done_count" integer DEFAULT 0 NOT NULL, "queue_name" varchar, "worker_task_arn" varchar, "worker_started_at" datetime(6), "finalized_at" datetime(6), "created_at" datetime(6) NOT NULL, "updated_at" datetime(6) NOT NULL, "force_shutdown_at" datetime(6))`,
 			`CREATE UNIQUE INDEX IF NOT EXISTS "index_csv_processing_statuses_on_token" ON "csv_processing_statuses" ("token")`,
 		},
 	},
 	"mysql": {
-		"client_reports": {
-			"CREATE TABLE IF NOT EXISTS `client_reports` (`id` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, `security_hash` varchar(255), `deleted_at` datetime(6), `report_type` int, `count` int DEFAULT 0, `file` varchar(255), `status` int, `token` varchar(255), `created_at` datetime(6) NOT NULL, `updated_at` datetime(6) NOT NULL, `error_message` text, `source_key` varchar(255), INDEX `index_client_reports_on_token` (`token`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+		reportTable: {
+			"CREATE TABLE IF NOT EXISTS `client_reports` (`id` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, `security_hash` varchar(255), `deleted_at` datetime(6), `report_type` int DEFAULT 0 NOT NULL, `count` int DEFAULT 0 NOT NULL, `file` varchar(255), `status` int DEFAULT 0 NOT NULL, `created_at` datetime(6) NOT NULL, `updated_at` datetime(6) NOT NULL, `token` varchar(255)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 		},
-		"csv_processing_statuses": {
-			"CREATE TABLE IF NOT EXISTS `csv_processing_statuses` (`id` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, `token` varchar(255) NOT NULL, `total_count` int DEFAULT 0, `done_count` int DEFAULT 0, `queue_name` varchar(255), `worker_task_arn` varchar(255), `worker_started_at` datetime(6), `finalized_at` datetime(6), `force_shutdown_at` datetime(6), `created_at` datetime(6) NOT NULL, `updated_at` datetime(6) NOT NULL, `failed_count` int DEFAULT 0, `last_error` text, UNIQUE INDEX `index_csv_processing_statuses_on_token` (`token`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+		statusTable: {
+			"CREATE TABLE IF NOT EXISTS `csv_processing_statuses` (`id` bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, `token` varchar(255) NOT NULL, `total_count` int DEFAULT 0 NOT NULL, `done_count` int DEFAULT 0 NOT NULL, `queue_name` varchar(255), `worker_task_arn` varchar(255), `worker_started_at` datetime(6), `finalized_at` datetime(6), `created_at` datetime(6) NOT NULL, `updated_at` datetime(6) NOT NULL, `force_shutdown_at` datetime(6), UNIQUE INDEX `index_csv_processing_statuses_on_token` (`token`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 		},
 	},
 	"postgres": {
-		"client_reports": {
-			`CREATE TABLE IF NOT EXISTS "client_reports" ("id" bigserial primary key, "security_hash" character varying, "deleted_at" timestamp(6), "report_type" integer, "count" integer DEFAULT 0, "file" character varying, "status" integer, "token" character varying, "created_at" timestamp(6) NOT NULL, "updated_at" timestamp(6) NOT NULL, "error_message" text, "source_key" character varying)`,
-			`CREATE INDEX IF NOT EXISTS "index_client_reports_on_token" ON "client_reports" ("token")`,
+		reportTable: {
+			`CREATE TABLE IF NOT EXISTS "client_reports" ("id" bigserial primary key, "security_hash" character varying, "deleted_at" timestamp(6), "report_type" integer DEFAULT 0 NOT NULL, "count" integer DEFAULT 0 NOT NULL, "file" character varying, "status" integer DEFAULT 0 NOT NULL, "created_at" timestamp(6) NOT NULL, "updated_at" timestamp(6) NOT NULL, "token" character varying)`,
 		},
-		"csv_processing_statuses": {
-			`CREATE TABLE IF NOT EXISTS "csv_processing_statuses" ("id" bigserial primary key, "token" character varying NOT NULL, "total_count" integer DEFAULT 0, "done_count" integer DEFAULT 0, "queue_name" character varying, "worker_task_arn" character varying, "worker_started_at" timestamp(6), "finalized_at" timestamp(6), "force_shutdown_at" timestamp(6), "created_at" timestamp(6) NOT NULL, "updated_at" timestamp(6) NOT NULL, "failed_count" integer DEFAULT 0, "last_error" text)`,
+		statusTable: {
+			`CREATE TABLE IF NOT EXISTS "csv_processing_statuses" ("id" bigserial primary key, "token" character varying NOT NULL, "total_count" integer DEFAULT 0 NOT NULL, "done_count" integer DEFAULT 0 NOT NULL, "queue_name" character varying, "worker_task_arn" character varying, "worker_started_at" timestamp(6), "finalized_at" timestamp(6), "created_at" timestamp(6) NOT NULL, "updated_at" timestamp(6) NOT NULL, "force_shutdown_at" timestamp(6))`,
 			`CREATE UNIQUE INDEX IF NOT EXISTS "index_csv_processing_statuses_on_token" ON "csv_processing_statuses" ("token")`,
 		},
 	},
 }
 
 // tableOrder fixes the order Migrate visits tables in.
-var tableOrder = []string{"client_reports", "csv_processing_statuses"}
+var tableOrder = []string{reportTable, statusTable}
 
-// Migrate creates both tables with the Rails schema when absent, then adds
-// our extra columns that are missing (a table Rails made, or one an older
-// Pallarel made) and leaves the rest alone. Processes that start together
+// Migrate creates the two Rails tables with the app's schema when absent
+// (and leaves them alone when present), creates Pallarel's own tables,
+// and, once, moves what older Pallarel versions kept in columns added to
+// the Rails tables into its own tables and drops those columns. Processes
+// that start together
 // (a server and its workers on a fresh database) take turns: the whole
 // migration runs under a database-wide lock (withMigrationLock), so the
 // second one finds the schema made and does nothing.
@@ -411,6 +389,9 @@ func withMigrationLock(db *gorm.DB, dialect string, fn func(*gorm.DB) error) err
 
 // migrate makes what is missing; the caller holds the migration lock.
 func migrate(db *gorm.DB, dialect string, ddl map[string][]string) error {
+	// Each statement starts afresh, and none opens a transaction of its
+	// own: the migration lock may be one (SQLite's BEGIN IMMEDIATE).
+	db = db.Session(&gorm.Session{NewDB: true, SkipDefaultTransaction: true})
 	m := db.Migrator()
 	for _, table := range tableOrder {
 		if !m.HasTable(table) {
@@ -420,13 +401,88 @@ func migrate(db *gorm.DB, dialect string, ddl map[string][]string) error {
 				}
 			}
 		}
-		for _, col := range extraColumns[table] {
-			if m.HasColumn(table, col.name) {
-				continue
-			}
-			stmt := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", quote(dialect, table), quote(dialect, col.name), col.ddl[dialect])
+	}
+	for _, table := range []string{runsTable, reportsTable} {
+		for _, stmt := range ownTables[dialect][table] {
 			if err := db.Exec(stmt).Error; err != nil {
-				return fmt.Errorf("migrate: add %s.%s: %w", table, col.name, err)
+				return fmt.Errorf("migrate: create %s: %w", table, err)
+			}
+		}
+	}
+	return moveOldColumns(db, dialect)
+}
+
+// moveOldColumns copies the data of the columns older Pallarel versions
+// added to the Rails tables (oldColumns) into pallarel_reports and
+// pallarel_runs, archives the runs those versions ended (their status rows
+// move to pallarel_runs, as a run's end does now), turns their ” task
+// ARNs into the app's NULL, and drops the columns. Each step is safe to
+// repeat, so a migration cut short (MySQL's DDL is not transactional) is
+// finished by the next start.
+func moveOldColumns(db *gorm.DB, dialect string) error {
+	m := db.Migrator()
+	present := func(table string) []string {
+		var cols []string
+		for _, c := range oldColumns[table] {
+			if m.HasColumn(table, c) {
+				cols = append(cols, c)
+			}
+		}
+		return cols
+	}
+	insertIgnore := map[string]string{"sqlite": "INSERT OR IGNORE INTO", "mysql": "INSERT IGNORE INTO", "postgres": "INSERT INTO"}[dialect]
+	onConflict := map[string]string{"postgres": " ON CONFLICT DO NOTHING"}[dialect]
+	value := func(c string) string {
+		switch c {
+		case "failed_count", "launch_attempts", "split_bytes_read", "split_bytes_total", "split_rows":
+			return "COALESCE(" + quote(dialect, c) + ", 0)"
+		}
+		return quote(dialect, c)
+	}
+	if cols := present(reportTable); len(cols) > 0 {
+		var sel, ins, nonNull []string
+		for _, c := range cols {
+			ins = append(ins, quote(dialect, c))
+			sel = append(sel, value(c))
+			nonNull = append(nonNull, quote(dialect, c)+" IS NOT NULL")
+		}
+		stmt := fmt.Sprintf("%s %s (report_id, %s) SELECT id, %s FROM %s WHERE %s%s", insertIgnore, quote(dialect, reportsTable),
+			strings.Join(ins, ", "), strings.Join(sel, ", "), quote(dialect, reportTable), strings.Join(nonNull, " OR "), onConflict)
+		if err := db.Exec(stmt).Error; err != nil {
+			return fmt.Errorf("migrate: move client_reports columns to %s: %w", reportsTable, err)
+		}
+	}
+	if cols := present(statusTable); len(cols) > 0 {
+		var sel, ins []string
+		for _, c := range cols {
+			ins = append(ins, quote(dialect, c))
+			sel = append(sel, value(c))
+		}
+		stmt := fmt.Sprintf("%s %s (token, %s) SELECT token, %s FROM %s%s", insertIgnore, quote(dialect, runsTable),
+			strings.Join(ins, ", "), strings.Join(sel, ", "), quote(dialect, statusTable), onConflict)
+		if err := db.Exec(stmt).Error; err != nil {
+			return fmt.Errorf("migrate: move csv_processing_statuses columns to %s: %w", runsTable, err)
+		}
+		if err := db.Exec("UPDATE " + quote(dialect, statusTable) + " SET worker_task_arn = NULL WHERE worker_task_arn = ''").Error; err != nil {
+			return fmt.Errorf("migrate: NULL task ARNs: %w", err)
+		}
+		if contains(cols, "ended_at") {
+			var ended []string
+			if err := db.Table(statusTable).Where("ended_at IS NOT NULL AND finalized_at IS NOT NULL").Pluck("token", &ended).Error; err != nil {
+				return fmt.Errorf("migrate: list ended runs: %w", err)
+			}
+			st := NewStore(db)
+			for _, token := range ended {
+				if err := st.archiveStatus(db, token); err != nil {
+					return fmt.Errorf("migrate: %w", err)
+				}
+			}
+		}
+	}
+	for _, table := range tableOrder {
+		for _, c := range present(table) {
+			if err := db.Exec(fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", quote(dialect, table), quote(dialect, c))).Error; err != nil {
+				return fmt.Errorf("migrate: drop %s.%s (moved to Pallarel's tables): %w", table, c, err)
 			}
 		}
 	}

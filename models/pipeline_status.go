@@ -21,7 +21,7 @@ func (s *Store) ClearForceShutdown(ctx context.Context, token string) error {
 }
 
 // ClearWorkerTask forgets the recorded worker task once it was stopped, so
-// monitors do not stop it again.
+// monitors do not stop it again (NULL, as the app writes it).
 func (s *Store) ClearWorkerTask(ctx context.Context, token string) error {
 	return s.mustUpdateStatus(ctx, token, map[string]any{"worker_task_arn": ""})
 }

@@ -21,7 +21,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // at most limit.
 func (s *Store) OpenStatuses(ctx context.Context, limit int) ([]CsvProcessingStatus, error) {
 	var rows []CsvProcessingStatus
-	if err := s.DB.WithContext(ctx).Where("finalized_at IS NULL").Order("id DESC").Limit(limit).Find(&rows).Error; err != nil {
+	if err := s.Statuses(ctx).Where("finalized_at IS NULL").Order("id DESC").Limit(limit).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("open statuses: %w", err)
 	}
 	return rows, nil
@@ -31,25 +31,13 @@ func (s *Store) OpenStatuses(ctx context.Context, limit int) ([]CsvProcessingSta
 // token), newest first, of one status unless status is nil, limit of them
 // from offset.
 func (s *Store) ReportsWithToken(ctx context.Context, status *ReportStatus, offset, limit int) ([]ClientReport, error) {
-	q := s.DB.WithContext(ctx).Where("token IS NOT NULL AND token <> ''")
+	q := s.Reports(ctx).Where("token IS NOT NULL AND token <> ''")
 	if status != nil {
 		q = q.Where("status = ?", int(*status))
 	}
 	var reps []ClientReport
-	if err := q.Order("id DESC").Offset(offset).Limit(limit).Find(&reps).Error; err != nil {
+	if err := q.Order("client_reports.id DESC").Offset(offset).Limit(limit).Find(&reps).Error; err != nil {
 		return nil, fmt.Errorf("reports with a token: %w", err)
 	}
 	return reps, nil
-}
-
-// StatusesByTokens loads the status rows of tokens, in no order.
-func (s *Store) StatusesByTokens(ctx context.Context, tokens []string) ([]CsvProcessingStatus, error) {
-	var rows []CsvProcessingStatus
-	if len(tokens) == 0 {
-		return rows, nil
-	}
-	if err := s.DB.WithContext(ctx).Where("token IN ?", tokens).Find(&rows).Error; err != nil {
-		return nil, fmt.Errorf("statuses of %d tokens: %w", len(tokens), err)
-	}
-	return rows, nil
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pallarel/pallarel/internal/pdftest"
 )
 
 // FuzzClassify checks the typing rule's promises on any value: the text is
@@ -63,6 +65,30 @@ func FuzzXLSXTemplate(f *testing.F) {
 		}
 		if _, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
 			t.Fatalf("rendered file is no zip: %v", err)
+		}
+	})
+}
+
+// FuzzPDF renders any name and value: no error, and a file a PDF reader
+// opens with the row's title on its first page.
+func FuzzPDF(f *testing.F) {
+	p, err := NewPDF(PDFOptions{})
+	if err != nil {
+		f.Fatalf("NewPDF (install fonts-ipafont-gothic): %v", err)
+	}
+	f.Add("保険者名", "全国健康保険協会\n東京支部")
+	f.Add("a\x00b", "x\ty😀\xff\r\n")
+	f.Add("", "")
+	f.Add("名", strings.Repeat("長い", 3000))
+	f.Fuzz(func(t *testing.T, name, value string) {
+		var buf bytes.Buffer
+		row := Row{Number: 7, Headers: []string{name}, Fields: map[string]string{name: value}}
+		if err := p.Render(context.Background(), &buf, row); err != nil {
+			t.Fatal(err)
+		}
+		pages := pdftest.PageTexts(t, buf.Bytes())
+		if len(pages) == 0 || !strings.HasPrefix(strings.Join(strings.Fields(pages[0]), ""), "Reportrow7") {
+			t.Fatalf("first page does not start with the title: %q", pages)
 		}
 	})
 }

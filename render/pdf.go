@@ -1,21 +1,22 @@
 package render
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/signintech/gopdf"
+	"sync"
 )
 
 // DefaultFontPaths are tried in order when PDFOptions.FontPath is empty.
-// gopdf embeds TrueType (glyf) fonts only, not TTC collections or CFF-based
-// OpenType, so each entry is a .ttf; the Debian package that ships it is named
-// beside it. fonts-ipafont-gothic installs its .ttf under "opentype".
+// The renderer embeds TrueType (glyf) fonts only, not TTC collections or
+// CFF-based OpenType, so each entry is a .ttf; the Debian package that ships
+// it is named beside it. fonts-ipafont-gothic installs its .ttf under "opentype".
 var DefaultFontPaths = []string{
 	"/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",        // fonts-ipafont-gothic
 	"/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf",    // fonts-ipaexfont-gothic
@@ -44,27 +45,36 @@ type PDFOptions struct {
 // goes on over pages (its name repeated). Pages are numbered "i / n" at the
 // bottom when there are more than one.
 //
-// The font file is read and parsed once, when the renderer is made, and
+// The font file is read and indexed once, when the renderer is made, and
 // every file embeds only the subset of glyphs it uses (each row is a file of
-// its own, so each carries its subset). Characters the font lacks print as "?".
+// its own, so each carries its subset), with a ToUnicode map so its text can
+// be searched and copied. Characters the font lacks print as "?".
+//
+// The page is the one the gopdf-based renderer drew (same metrics, line
+// breaks and drawing operators; render/testdata holds its pages), written
+// directly: that renderer spent most of a row's CPU deflating a subset that
+// kept the whole font's loca and hmtx tables.
 type PDF struct {
-	fonts    *gopdf.FontContainer // parsed once, shared by every render
+	font     *sfntFont // indexed once, shared by every render
+	fontName string    // BaseFont, a subset tag and the file's name
 	fontPath string
 	size     float64
+	docs     sync.Pool // *pdfDoc
 }
 
 var _ Renderer = (*PDF)(nil)
 
 const (
-	pdfFamily   = "cjk"
 	pdfMargin   = 40.0
 	titleSize   = 16.0
 	lineSpacing = 1.4
 	cellPad     = 4.0
 	footerSize  = 9.0
+	pageW       = 595.0 // A4, as gopdf.PageSizeA4
+	pageH       = 842.0
 )
 
-// NewPDF loads and parses the font. A missing font is an error naming every path tried.
+// NewPDF loads and indexes the font. A missing font is an error naming every path tried.
 func NewPDF(opts PDFOptions) (*PDF, error) {
 	paths := DefaultFontPaths
 	if opts.FontPath != "" {
@@ -85,16 +95,33 @@ func NewPDF(opts PDFOptions) (*PDF, error) {
 	if data == nil {
 		return nil, fmt.Errorf("%w: tried %s (install fonts-ipafont-gothic or set the font path)", ErrNoFont, strings.Join(tried, ", "))
 	}
-	fonts := &gopdf.FontContainer{}
-	opt := gopdf.TtfOption{OnGlyphNotFoundSubstitute: func(rune) rune { return '?' }}
-	if err := fonts.AddTTFFontDataWithOption(pdfFamily, data, opt); err != nil {
+	font, err := parseSFNT(data)
+	if err != nil {
 		return nil, fmt.Errorf("load font %s (a TrueType .ttf is required): %w", used, err)
+	}
+	if font.glyph('?') == 0 {
+		return nil, fmt.Errorf("load font %s: it has no glyph for '?', which stands in for missing characters", used)
 	}
 	size := opts.FontSize
 	if size <= 0 {
 		size = 10.5
 	}
-	return &PDF{fonts: fonts, fontPath: used, size: size}, nil
+	return &PDF{font: font, fontName: subsetFontName(used), fontPath: used, size: size}, nil
+}
+
+// subsetFontName is "PLRLSB+" and the font file's base name in PostScript name characters.
+func subsetFontName(path string) string {
+	base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return -1
+	}, base)
+	if name == "" {
+		name = "cjk"
+	}
+	return "PLRLSB+" + name
 }
 
 // FontPath returns the font file in use.
@@ -111,145 +138,94 @@ func (p *PDF) Render(ctx context.Context, w io.Writer, row Row) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	doc, err := p.build(ctx, row)
-	if err != nil {
+	d, _ := p.docs.Get().(*pdfDoc)
+	if d == nil {
+		d = &pdfDoc{ids: make(map[uint16]uint16)}
+	}
+	defer p.docs.Put(d)
+	d.reset(p.font)
+	if err := p.layout(ctx, d, row); err != nil {
 		return fmt.Errorf("render pdf row %d: %w", row.Number, err)
 	}
-	// gopdf drops some write errors, so the writer remembers the first one.
-	ew := &errWriter{w: w}
-	if _, err := doc.WriteTo(ew); err != nil {
+	out := d.write(p.fontName, row.Number)
+	if _, err := w.Write(out); err != nil {
 		return fmt.Errorf("write pdf row %d: %w", row.Number, err)
-	}
-	if ew.err != nil {
-		return fmt.Errorf("write pdf row %d: %w", row.Number, ew.err)
 	}
 	return nil
 }
 
-// errWriter keeps the first write error and fails every later write.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	n, err := e.w.Write(p)
-	e.err = err
-	return n, err
-}
-
 // pdfLayout draws one row's pages.
 type pdfLayout struct {
-	doc            *gopdf.GoPdf
-	page           gopdf.Rect
+	d              *pdfDoc
 	size, lh       float64
 	labelW, valueW float64
 	y              float64
-	pages          int
 }
 
-func (p *PDF) build(ctx context.Context, row Row) (*gopdf.GoPdf, error) {
-	doc := &gopdf.GoPdf{}
-	page := *gopdf.PageSizeA4
-	doc.Start(gopdf.Config{PageSize: page})
-	doc.SetInfo(gopdf.PdfInfo{Title: "Report row " + strconv.Itoa(row.Number), Producer: "pallarel"})
-	if err := doc.AddTTFFontFromFontContainer(pdfFamily, p.fonts); err != nil {
-		return nil, fmt.Errorf("add font: %w", err)
-	}
-	width := page.W - 2*pdfMargin
-	l := &pdfLayout{doc: doc, page: page, size: p.size, lh: p.size * lineSpacing}
+func (p *PDF) layout(ctx context.Context, d *pdfDoc, row Row) error {
+	width := pageW - 2*pdfMargin
+	l := &pdfLayout{d: d, size: p.size, lh: p.size * lineSpacing}
 	// The name column is as wide as the widest name, within a quarter to
 	// two fifths of the width.
-	if err := doc.SetFont(pdfFamily, "", p.size); err != nil {
-		return nil, err
-	}
 	cols := row.Columns()
 	names := make([]string, len(cols))
 	widest := 0.0
 	for i, c := range cols {
 		names[i], _ = ColumnKind(c)
 		names[i] = cleanPDFText(names[i])
-		if w, err := doc.MeasureTextWidth(names[i]); err == nil {
-			widest = max(widest, w)
-		}
+		widest = max(widest, d.measure(names[i], p.size))
 	}
 	l.labelW = min(max(widest+2*cellPad+1, width/4), width*2/5)
 	l.valueW = width - l.labelW
 
 	l.newPage()
-	if err := doc.SetFont(pdfFamily, "", titleSize); err != nil {
-		return nil, err
-	}
-	title, err := doc.SplitText("Report row "+strconv.Itoa(row.Number), width)
-	if err != nil {
-		return nil, fmt.Errorf("wrap title: %w", err)
-	}
-	for _, t := range title {
-		doc.SetXY(pdfMargin, l.y)
-		if err := doc.Cell(nil, t); err != nil {
-			return nil, err
-		}
+	for _, t := range d.split("Report row "+strconv.Itoa(row.Number), width, titleSize) {
+		d.text(pdfMargin, l.y, titleSize, t)
 		l.y += titleSize * lineSpacing
 	}
 	l.y += l.size / 2
-	if err := doc.SetFont(pdfFamily, "", p.size); err != nil {
-		return nil, err
-	}
 	for i, col := range cols {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		if err := l.tableRow(names[i], row.Fields[col]); err != nil {
-			return nil, fmt.Errorf("column %q: %w", col, err)
+		l.tableRow(names[i], row.Fields[col])
+	}
+	if n := len(d.pages); n > 1 {
+		for i := range n {
+			d.cur = i
+			d.fillBlack()
+			text := strconv.Itoa(i+1) + " / " + strconv.Itoa(n)
+			d.text((pageW-d.measure(text, footerSize))/2, pageH-pdfMargin-footerSize, footerSize, text)
 		}
 	}
-	if l.pages > 1 {
-		if err := l.pageNumbers(); err != nil {
-			return nil, err
-		}
-	}
-	return doc, nil
+	return nil
 }
 
 func (l *pdfLayout) newPage() {
-	l.doc.AddPage()
-	l.pages++
+	l.d.newPage()
 	l.y = pdfMargin
 }
 
 // bottom is the lowest y the table may reach (room is kept for the page number).
-func (l *pdfLayout) bottom() float64 { return l.page.H - pdfMargin - footerSize*2 }
+func (l *pdfLayout) bottom() float64 { return pageH - pdfMargin - footerSize*2 }
 
 // wrap splits text into lines that fit width, keeping its own line breaks.
-func (l *pdfLayout) wrap(text string, width float64) ([]string, error) {
+func (l *pdfLayout) wrap(text string, width float64) []string {
 	var out []string
 	for _, src := range strings.Split(cleanPDFText(text), "\n") {
 		if src == "" {
 			out = append(out, "")
 			continue
 		}
-		parts, err := l.doc.SplitText(src, width-2*cellPad)
-		if err != nil {
-			return nil, fmt.Errorf("wrap text: %w", err)
-		}
-		out = append(out, parts...)
+		out = append(out, l.d.split(src, width-2*cellPad, l.size)...)
 	}
-	return out, nil
+	return out
 }
 
 // tableRow draws one column's name and value, over pages when it must.
-func (l *pdfLayout) tableRow(name, value string) error {
-	labels, err := l.wrap(name, l.labelW)
-	if err != nil {
-		return err
-	}
-	values, err := l.wrap(value, l.valueW)
-	if err != nil {
-		return err
-	}
+func (l *pdfLayout) tableRow(name, value string) {
+	labels := l.wrap(name, l.labelW)
+	values := l.wrap(value, l.valueW)
 	lines := max(len(labels), len(values))
 	perPage := int((l.bottom() - pdfMargin - 2*cellPad) / l.lh)
 	fits := func() int { return int((l.bottom() - l.y - 2*cellPad) / l.lh) }
@@ -265,30 +241,17 @@ func (l *pdfLayout) tableRow(name, value string) error {
 		}
 		h := float64(n)*l.lh + 2*cellPad
 		x := pdfMargin
-		l.doc.SetLineWidth(0.5)
-		l.doc.SetStrokeColor(160, 160, 160)
-		l.doc.SetFillColor(235, 235, 235)
-		l.doc.RectFromUpperLeftWithStyle(x, l.y, l.labelW, h, "FD")
-		l.doc.RectFromUpperLeftWithStyle(x+l.labelW, l.y, l.valueW, h, "D")
-		// gopdf fills text with the fill colour: back to black for the text.
-		l.doc.SetFillColor(0, 0, 0)
-		l.doc.SetTextColor(0, 0, 0)
+		l.d.cellBoxes(x, l.y, l.labelW, l.valueW, h)
 		// The name is drawn on the first part and again on each page the value goes on to.
 		part := labels
 		if done > 0 {
 			part = labels[:min(1, len(labels))]
 		}
 		for i := 0; i < n && i < len(part); i++ {
-			l.doc.SetXY(x+cellPad, l.y+cellPad+float64(i)*l.lh+(l.lh-l.size)/2)
-			if err := l.doc.Cell(nil, part[i]); err != nil {
-				return err
-			}
+			l.d.text(x+cellPad, l.y+cellPad+float64(i)*l.lh+(l.lh-l.size)/2, l.size, part[i])
 		}
 		for i := 0; i < n && done+i < len(values); i++ {
-			l.doc.SetXY(x+l.labelW+cellPad, l.y+cellPad+float64(i)*l.lh+(l.lh-l.size)/2)
-			if err := l.doc.Cell(nil, values[done+i]); err != nil {
-				return err
-			}
+			l.d.text(x+l.labelW+cellPad, l.y+cellPad+float64(i)*l.lh+(l.lh-l.size)/2, l.size, values[done+i])
 		}
 		done += n
 		l.y += h
@@ -296,31 +259,6 @@ func (l *pdfLayout) tableRow(name, value string) error {
 			l.newPage()
 		}
 	}
-	return nil
-}
-
-// pageNumbers writes "i / n" at the foot of every page.
-func (l *pdfLayout) pageNumbers() error {
-	if err := l.doc.SetFont(pdfFamily, "", footerSize); err != nil {
-		return err
-	}
-	for i := 1; i <= l.pages; i++ {
-		if err := l.doc.SetPage(i); err != nil {
-			return err
-		}
-		l.doc.SetFillColor(0, 0, 0)
-		l.doc.SetTextColor(0, 0, 0)
-		text := strconv.Itoa(i) + " / " + strconv.Itoa(l.pages)
-		w, err := l.doc.MeasureTextWidth(text)
-		if err != nil {
-			return err
-		}
-		l.doc.SetXY((l.page.W-w)/2, l.page.H-pdfMargin-footerSize)
-		if err := l.doc.Cell(nil, text); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // cleanPDFText normalises line breaks and turns other control characters into spaces.
@@ -337,3 +275,6 @@ func cleanPDFText(s string) string {
 		return r
 	}, strings.ToValidUTF8(s, "?"))
 }
+
+// bufPool holds the buffers a file is assembled in.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

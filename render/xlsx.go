@@ -187,6 +187,9 @@ func (x *XLSX) Render(ctx context.Context, w io.Writer, row Row) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := checkCells(row, x.placeholders); err != nil {
+		return fmt.Errorf("render xlsx row %d: %w", row.Number, err)
+	}
 	if err := x.book.write(w, row, x.now()); err != nil {
 		return fmt.Errorf("render xlsx row %d: %w", row.Number, err)
 	}

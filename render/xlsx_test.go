@@ -225,18 +225,21 @@ func TestColumnKind(t *testing.T) {
 
 func TestXLSXLongAndHostileText(t *testing.T) {
 	t.Parallel()
-	long := strings.Repeat("あ", 40000)
-	row := Row{Number: 1, Headers: []string{"long", "ctl", "emoji"}, Fields: map[string]string{
-		"long": long, "ctl": "a\x00b\x0bc\rd\xffe", "emoji": "😀" + strings.Repeat("x", 32766),
+	// Over the cell limit: the row fails with the reason, never cut.
+	long := Row{Number: 1, Headers: []string{"long"}, Fields: map[string]string{"long": strings.Repeat("あ", 40000)}}
+	if err := NewXLSX().Render(context.Background(), io.Discard, long); !errors.Is(err, ErrCellTooLong) || !strings.Contains(err.Error(), `column "long" has 40000`) {
+		t.Errorf("40,000 characters: %v", err)
+	}
+	// At the limit, counted in UTF-16 units (the emoji is two): kept whole.
+	emoji := "😀" + strings.Repeat("x", 32765)
+	row := Row{Number: 1, Headers: []string{"ctl", "emoji"}, Fields: map[string]string{
+		"ctl": "a\x00b\x0bc\rd\xffe", "emoji": emoji,
 	}}
 	f := openXLSX(t, renderXLSX(t, NewXLSX(), row))
-	if got, _ := f.GetCellValue(DefaultSheet, "B1"); got != long[:len("あ")*maxCellChars] {
-		t.Errorf("long value kept %d characters, want %d", len([]rune(got)), maxCellChars)
-	}
-	if got, _ := f.GetCellValue(DefaultSheet, "B2"); got != "abc\rd\uFFFDe" {
+	if got, _ := f.GetCellValue(DefaultSheet, "B1"); got != "abc\rd\uFFFDe" {
 		t.Errorf("control characters: %q", got)
 	}
-	if got, _ := f.GetCellValue(DefaultSheet, "B3"); got != "😀"+strings.Repeat("x", 32765) {
+	if got, _ := f.GetCellValue(DefaultSheet, "B2"); got != emoji {
 		t.Errorf("emoji value: %d runes", len([]rune(got)))
 	}
 }

@@ -90,7 +90,9 @@ func NewXLSXTemplate(template []byte, limits TemplateLimits) (*XLSX, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &XLSX{book: t.book, placeholders: t.placeholders, now: time.Now}, nil
+	// Not nil, even without placeholders: checkCells tells a template by it.
+	placeholders := append([]string{}, t.placeholders...)
+	return &XLSX{book: t.book, placeholders: placeholders, now: time.Now}, nil
 }
 
 // CheckTemplate reads a template as NewXLSXTemplate does and returns the

@@ -106,9 +106,9 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 // match where.
 func (s *Sweeper) oldEnded(ctx context.Context, cutoff time.Time, where string) ([]models.ClientReport, error) {
 	var reps []models.ClientReport
-	err := s.db.DB.WithContext(ctx).
+	err := s.db.Reports(ctx).
 		Where("token IS NOT NULL AND token <> '' AND status IN ? AND updated_at < ?", ended, cutoff.UTC()).
-		Where(where).Order("id").Limit(s.cfg.Batch).Find(&reps).Error
+		Where(where).Order("client_reports.id").Limit(s.cfg.Batch).Find(&reps).Error
 	if err != nil {
 		return nil, fmt.Errorf("retention: list runs: %w", err)
 	}
@@ -167,8 +167,8 @@ func (s *Sweeper) sweepRuns(ctx context.Context) (int, error) {
 			return n, err
 		}
 		for _, r := range reps {
-			if err := s.db.DB.WithContext(ctx).Where("token = ?", r.Token).Delete(&models.CsvProcessingStatus{}).Error; err != nil {
-				return n, fmt.Errorf("retention: delete status of %s: %w", r.Token, err)
+			if err := s.db.DeleteStatus(ctx, r.Token); err != nil {
+				return n, fmt.Errorf("retention: %w", err)
 			}
 			now := s.now().UTC().Truncate(time.Microsecond)
 			if err := s.update(ctx, r.ID, map[string]any{"deleted_at": &now, "source_name": "", "error_message": ""}); err != nil {
@@ -182,7 +182,7 @@ func (s *Sweeper) sweepRuns(ctx context.Context) (int, error) {
 // update changes columns of one report without touching updated_at (the
 // age the sweeps go by).
 func (s *Sweeper) update(ctx context.Context, id int64, cols map[string]any) error {
-	if err := s.db.DB.WithContext(ctx).Model(&models.ClientReport{}).Where("id = ?", id).UpdateColumns(cols).Error; err != nil {
+	if err := s.db.UpdateReportColumns(ctx, id, cols); err != nil {
 		return fmt.Errorf("retention: update report %d: %w", id, err)
 	}
 	return nil

@@ -129,13 +129,20 @@ type busySummary struct {
 	RSSKB                                 int64
 }
 
+// RSS is counted once per OS process (hostname and pid): an all-in-one
+// server runs several Sidekiq identities (the report worker, one per token
+// queue) in one process, each reporting that process's RSS.
 func summarize(ps []sidekiq.Process) busySummary {
 	var s busySummary
+	seen := map[string]bool{}
 	for _, p := range ps {
 		s.Processes++
 		s.Threads += p.Concurrency
 		s.Busy += p.Busy
-		s.RSSKB += p.RSSKB
+		if os := p.Hostname + ":" + strconv.Itoa(p.PID); !seen[os] {
+			seen[os] = true
+			s.RSSKB += p.RSSKB
+		}
 	}
 	if s.Threads > 0 {
 		s.Utilization = int(float64(s.Busy)*100/float64(s.Threads) + 0.5)

@@ -19,6 +19,9 @@ func (l locale) T(key string) string {
 	if m, ok := hardeningMessages[l.Code][key]; ok {
 		return m
 	}
+	if m, ok := uxMessages[l.Code][key]; ok {
+		return m
+	}
 	return key
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,8 +27,8 @@ type runsListView struct {
 	States []string  `json:"-"`
 }
 
-// listStates are the ?state= values, as client_reports.status names them.
-var listStates = []string{statePending, stateProcessing, stateCompleted, stateFailed}
+// listStates are the ?state= values: every state a run is shown in.
+var listStates = []string{statePending, stateSplitting, stateProcessing, stateCompleted, stateFailed, stateCancelled}
 
 // statusList is GET /csv_processing/status: the newest runs with their
 // file name, type, state and duration; ?state= filters, ?page= and
@@ -50,24 +51,22 @@ func (s *Server) statusList(c *gin.Context) {
 		}
 		v.Page = n
 	}
-	var status *models.ReportStatus
 	if q := c.Query("state"); q != "" {
-		st, err := models.ParseReportStatus(q)
-		if err != nil {
-			s.fail(c, userErr(http.StatusBadRequest, "err_bad_request", "state: pending, processing, completed or failed"))
+		if !slices.Contains(listStates, q) {
+			s.fail(c, userErr(http.StatusBadRequest, "err_bad_request", "state: "+strings.Join(listStates, ", ")))
 			return
 		}
-		v.State, status = q, &st
+		v.State = q
 	}
 	ctx := c.Request.Context()
 	var runs []runView
 	var err error
-	if status == nil && v.Page == 1 {
+	if v.State == "" && v.Page == 1 {
 		// The first page also shows status rows without a report (runs
 		// Rails started), as it always has.
 		runs, err = s.recentRuns(ctx, v.Limit+1)
 	} else {
-		runs, err = s.pagedRuns(ctx, status, v.Page, v.Limit+1)
+		runs, err = s.pagedRuns(ctx, v.State, v.Page, v.Limit+1)
 	}
 	if err != nil {
 		s.fail(c, err)
@@ -91,15 +90,63 @@ func (s *Server) statusList(c *gin.Context) {
 	s.render(c, http.StatusOK, "status_list.html", pageData{Lang: l, Title: l.T("status_list"), Data: v})
 }
 
-// pagedRuns lists reports with a token, newest first, optionally of one
-// status, a page at a time, joined with their status rows.
-func (s *Server) pagedRuns(ctx context.Context, status *models.ReportStatus, page, limit int) ([]runView, error) {
-	reps, err := s.d.DB.ReportsWithToken(ctx, status, (page-1)*(limit-1), limit)
-	if err != nil {
-		return nil, err
+// pagedRuns lists reports with a token, newest first, optionally in one
+// state (as makeView shows it), a page at a time, joined with their status
+// rows. limit is the page's size plus one, to tell whether there are more.
+func (s *Server) pagedRuns(ctx context.Context, state string, page, limit int) ([]runView, error) {
+	skip := (page - 1) * (limit - 1)
+	if state == "" {
+		reps, err := s.d.DB.ReportsWithToken(ctx, nil, skip, limit)
+		if err != nil {
+			return nil, err
+		}
+		return s.reportViews(ctx, reps)
 	}
-	return s.reportViews(ctx, reps)
+	// The report's status narrows the reports in SQL; the state itself is
+	// the view's (a cancel is recorded on the report as failed, splitting
+	// and processing are both a processing report), so the views are
+	// filtered here, reading at most filterScan reports.
+	var out []runView
+	matched := 0
+	for offset := 0; offset < filterScan; offset += filterBatch {
+		status := reportStatusOf[state]
+		reps, err := s.d.DB.ReportsWithToken(ctx, &status, offset, filterBatch)
+		if err != nil {
+			return nil, err
+		}
+		views, err := s.reportViews(ctx, reps)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range views {
+			if v.State != state {
+				continue
+			}
+			if matched++; matched > skip {
+				out = append(out, v)
+				if len(out) == limit {
+					return out, nil
+				}
+			}
+		}
+		if len(reps) < filterBatch {
+			break
+		}
+	}
+	return out, nil
 }
+
+// reportStatusOf is the client_reports.status of a run shown in a state.
+var reportStatusOf = map[string]models.ReportStatus{
+	statePending: models.ReportPending, stateSplitting: models.ReportProcessing, stateProcessing: models.ReportProcessing,
+	stateCompleted: models.ReportCompleted, stateFailed: models.ReportFailed, stateCancelled: models.ReportFailed,
+}
+
+// A filtered page reads reports filterBatch at a time, at most filterScan.
+const (
+	filterBatch = 200
+	filterScan  = 5000
+)
 
 // duration is a run's time from creation to its end (finalized), or to now
 // while it runs; nil when unknown.

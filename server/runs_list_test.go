@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 )
 
@@ -102,7 +101,7 @@ func TestDownloadStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if err := b.db.DB.Model(&models.ClientReport{}).Where("id = ?", rep.ID).Update("expired_at", &now).Error; err != nil {
+	if err := b.db.UpdateReportColumns(ctx, rep.ID, map[string]any{"expired_at": &now}); err != nil {
 		t.Fatal(err)
 	}
 	resp, body = b.get(t, "/csv_processing/"+token+"/download", "Accept", "application/json")

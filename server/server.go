@@ -101,6 +101,9 @@ type Deps struct {
 	// UploadRateWindow is the period MinUploadRate is measured over.
 	// Defaults to 30 seconds.
 	UploadRateWindow time.Duration
+	// RetainRuns is RETAIN_RUNS, how long an ended run's rows are kept: a
+	// run page that finds nothing says so. Zero: not said how long.
+	RetainRuns time.Duration
 	// MaxEventStreams caps the open status streams in total, and
 	// StreamsPerClient per client address (429 beyond). Default 1000 and 20.
 	MaxEventStreams  int
@@ -125,6 +128,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	streams *streamHub
 	rates   rateMeter // recent rates of the runs being watched
+	shown   shownMemo // the highest percentage shown of each live run
 }
 
 // New checks deps, fills defaults and builds the routes.

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -57,9 +59,12 @@ type runView struct {
 	ReportID        int64      `json:"report_id"`
 	ReportType      string     `json:"report_type"`
 	FileName        string     `json:"file_name"` // the uploaded file's name, when known
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `json:"updated_at"`
-	DownloadURL     string     `json:"download_url,omitempty"`
+	// Workers are the Sidekiq processes (identity, and tag when set) that
+	// consume the run's queue now; only on a live run's page and JSON.
+	Workers     []string  `json:"workers,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	DownloadURL string    `json:"download_url,omitempty"`
 	// Expired: retention deleted the run's files (runs_list.go).
 	Expired   bool `json:"expired,omitempty"`
 	CanCancel bool `json:"can_cancel"`
@@ -136,25 +141,39 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	}
 	ended := v.DoneCount + v.FailedCount
 	total := v.TotalCount
-	if st != nil && !v.Finished() && (v.State == stateSplitting || st.TotalCount == 0) &&
-		st.SplitBytesRead > 0 && st.SplitBytesTotal > 0 && st.SplitBytesRead < st.SplitBytesTotal {
-		est := max(int(math.Round(float64(st.SplitRows)*float64(st.SplitBytesTotal)/float64(st.SplitBytesRead))), st.SplitRows, total)
-		v.EstimatedTotal, total = &est, est
+	if st != nil && (st.TotalCount == 0 || v.State == stateSplitting) && v.State != stateCompleted {
+		// The split has not counted the rows yet (or was cancelled before
+		// it could): the total is estimated from what it has read.
+		if est, ok := splitEstimate(st); ok {
+			est = max(est, ended)
+			v.EstimatedTotal, total = &est, est
+		}
+		if v.Finished() {
+			// A run that ended while splitting keeps the rows it had.
+			v.TotalCount = max(st.SplitRows, ended)
+		}
 	}
 	switch {
 	case v.State == stateCompleted:
 		v.Percentage = 100
 	case total > 0:
-		v.Percentage = math.Round(float64(ended)*1000/float64(total)) / 10
+		v.Percentage = math.Floor(float64(ended)*1000/float64(total)) / 10
 		v.Percentage = min(v.Percentage, 100)
 	}
+	// What was shown is never taken back: when the real total replaces a
+	// low estimate, the percentage waits for the rows to catch up.
 	now := s.d.Now()
+	v.Percentage = s.shown.atLeast(token, v.Percentage, v.State == stateCompleted, now)
 	if v.Finished() {
 		v.CanRetry = v.State == stateCompleted && v.FailedCount > 0 && s.d.Runs != nil
 		s.rates.forget(token)
 		if v.EndedAt != nil && !start.IsZero() {
 			d := math.Round(v.EndedAt.Sub(start).Seconds()*10) / 10
 			v.DurationSeconds = &d
+			// The mean rate over the whole run, to a tenth of a row a second.
+			if d > 0 {
+				v.Rate = math.Round(float64(ended)*10/d) / 10
+			}
 		}
 		return v
 	}
@@ -163,10 +182,13 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	if st == nil {
 		return v
 	}
+	// The ETA comes from the rate over the recent window only. Before the
+	// window holds rateMinSpan the rate shown is the average since the
+	// workers started, which counts their start: an ETA from it promised
+	// an hour for a 15 s run, so there is none until the window fills.
 	rate, ok := s.rates.observe(token, now, ended)
+	recent := ok
 	if since := cmp.Or(v.WorkerStartedAt, &st.CreatedAt); !ok && now.Sub(*since) < rateWindow {
-		// The first seconds: no window yet, and the average since the
-		// start is as recent as it gets.
 		if el := now.Sub(*since).Seconds(); el > 0 {
 			rate, ok = float64(ended)/el, true
 		}
@@ -174,7 +196,7 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 	if ok {
 		v.Rate = math.Round(rate*100) / 100
 	}
-	if left := total - ended; ok && rate > 0 && left >= 0 && total > 0 && !v.Stalled {
+	if left := total - ended; recent && rate > 0 && left >= 0 && total > 0 && !v.Stalled {
 		eta := math.Round(float64(left) / rate)
 		v.ETASeconds = &eta
 	}
@@ -211,9 +233,56 @@ func (s *Server) loadRun(ctx context.Context, token string) (runView, error) {
 		return runView{}, err
 	}
 	if rep == nil && st == nil {
-		return runView{}, errNotFound
+		return runView{}, s.noSuchRun()
 	}
-	return s.makeView(token, rep, st), nil
+	v := s.makeView(token, rep, st)
+	if !v.Finished() {
+		v.Workers = s.workersOn(ctx, v.QueueName)
+	}
+	return v, nil
+}
+
+// noSuchRun is the 404 of a well-formed token nothing knows: most often a
+// run retention removed, so the page says runs expire, and when.
+func (s *Server) noSuchRun() error {
+	detail := ""
+	if s.d.RetainRuns > 0 {
+		detail = "RETAIN_RUNS=" + retainText(s.d.RetainRuns)
+	}
+	return userErr(http.StatusNotFound, "err_expired_run", detail)
+}
+
+// retainText is a retention as RETAIN_* are written: days when whole.
+func retainText(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	return d.String()
+}
+
+// workersOn names the live processes that consume queue. A failure to ask
+// Redis leaves the list empty: it is shown, never needed.
+func (s *Server) workersOn(ctx context.Context, queue string) []string {
+	if s.d.API == nil {
+		return nil
+	}
+	ps, err := s.d.API.Processes(ctx)
+	if err != nil {
+		s.log.Warn("list processes for a run page", "err", err)
+		return nil
+	}
+	var out []string
+	for _, p := range ps {
+		if !slices.Contains(p.Queues, queue) {
+			continue
+		}
+		name := p.Identity
+		if p.Tag != "" {
+			name += " (" + p.Tag + ")"
+		}
+		out = append(out, name)
+	}
+	return out
 }
 
 // recentRuns lists the newest runs: reports that have a token (a run
@@ -258,14 +327,12 @@ func (s *Server) reportViews(ctx context.Context, reps []models.ClientReport) ([
 		tokens = append(tokens, r.Token)
 	}
 	byToken := map[string]*models.CsvProcessingStatus{}
-	if len(tokens) > 0 {
-		joined, err := s.d.DB.StatusesByTokens(ctx, tokens)
-		if err != nil {
-			return nil, err
-		}
-		for i := range joined {
-			byToken[joined[i].Token] = &joined[i]
-		}
+	joined, err := s.d.DB.StatusesByTokens(ctx, tokens)
+	if err != nil {
+		return nil, err
+	}
+	for i := range joined {
+		byToken[joined[i].Token] = &joined[i]
 	}
 	seen := map[string]bool{}
 	out := make([]runView, 0, len(reps))

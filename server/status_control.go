@@ -73,6 +73,8 @@ func runControlErr(err error) error {
 		return &httpError{status: http.StatusConflict, key: "err_run_ended", err: err}
 	case errors.Is(err, contract.ErrRetryBusy):
 		return &httpError{status: http.StatusConflict, key: "err_retry_busy", err: err}
+	case errors.Is(err, contract.ErrNothingToRetry):
+		return &httpError{status: http.StatusConflict, key: "err_nothing_to_retry", err: err, extra: gin.H{"code": "nothing_to_retry"}}
 	case errors.Is(err, contract.ErrNotRetryable):
 		return &httpError{status: http.StatusConflict, key: "err_not_retryable", err: err}
 	}
@@ -219,6 +221,9 @@ func (p statusPage) ETAText(l locale) string {
 		return l.T("stalled")
 	}
 	if p.ETASeconds == nil {
+		if !p.Finished() {
+			return l.T("estimating") // until the recent rate is known
+		}
 		return ""
 	}
 	return humanDuration(*p.ETASeconds)
@@ -234,7 +239,7 @@ func (p statusPage) DurationText() string {
 
 func humanDuration(sec float64) string {
 	if sec < 10 {
-		return strconv.FormatFloat(math.Round(sec*10)/10, 'f', -1, 64) + "s"
+		return strconv.FormatFloat(math.Round(sec*10)/10, 'f', 1, 64) + "s" // a tenth, even when whole: "4.0s"
 	}
 	n := int(sec + 0.5)
 	h, m, s := n/3600, n%3600/60, n%60

@@ -211,12 +211,25 @@ func TestProgressFigures(t *testing.T) {
 	}
 	clock.add(5 * time.Second)
 	v := get()
-	if v["state"] != "splitting" || v["estimated_total"] != 1000.0 || v["percentage"] != 10.0 || v["rate"] != 20.0 || v["eta_seconds"] != 45.0 {
+	// The first look: a rate since the start (20 rows/s), but no ETA until
+	// the recent window has rateMinSpan of samples.
+	if v["state"] != "splitting" || v["estimated_total"] != 1000.0 || v["percentage"] != 10.0 || v["rate"] != 20.0 || v["eta_seconds"] != nil {
+		t.Fatalf("splitting = %v", v)
+	}
+	if err := b.db.IncrementDone(ctx, token, 40); err != nil {
+		t.Fatal(err)
+	}
+	clock.add(2 * time.Second)
+	v = get() // 40 rows in the last 2 s: 20 rows/s, 860 left
+	if v["estimated_total"] != 1000.0 || v["percentage"] != 14.0 || v["rate"] != 20.0 || v["eta_seconds"] != 43.0 {
 		t.Fatalf("splitting = %v", v)
 	}
 	_, page := b.get(t, "/csv_processing/"+token, "Accept-Language", "en")
-	if !strings.Contains(page, `id="total">~1000<`) || !strings.Contains(page, `id="eta">45s<`) || !strings.Contains(page, "splitting") {
+	if !strings.Contains(page, `id="total">~1000<`) || !strings.Contains(page, `id="eta">43s<`) || !strings.Contains(page, "splitting") {
 		t.Errorf("splitting page: %s", page)
+	}
+	if err := b.db.IncrementDone(ctx, token, -40); err != nil {
+		t.Fatal(err)
 	}
 	// The split ended: 1000 rows. The rate is the recent one: 100 rows in
 	// the last 10 s, not 200 rows in 50 s since the start.
@@ -252,7 +265,7 @@ func TestProgressFigures(t *testing.T) {
 		t.Error("the page does not say stalled with the reason")
 	}
 	// Ended: the duration from the upload, no ETA.
-	clock.add(65 * time.Second)
+	clock.add(63 * time.Second)
 	if ok, err := b.db.ClaimFinalize(ctx, token); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
@@ -260,7 +273,8 @@ func TestProgressFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	v = get()
-	if v["state"] != "completed" || v["duration_seconds"] != 120.0 || v["eta_seconds"] != nil || v["can_cancel"] != false {
+	// An ended run shows its mean rate (200 rows in 120 s) to a tenth.
+	if v["state"] != "completed" || v["duration_seconds"] != 120.0 || v["eta_seconds"] != nil || v["can_cancel"] != false || v["rate"] != 1.7 {
 		t.Fatalf("ended = %v", v)
 	}
 	_, page = b.get(t, "/csv_processing/"+token, "Accept-Language", "en")

@@ -100,6 +100,19 @@ func (s *Server) upload(c *gin.Context) {
 			s.releaseIdempotency(ctx, idem)
 		}
 	}()
+	// A type in the query is checked before the body is read, so a client
+	// that puts it there (the CLI does) is refused before it sends the file.
+	typ, err := checkType(c.Query("csv_type"))
+	if err != nil {
+		c.Header("Connection", "close")
+		s.fail(c, err)
+		return
+	}
+	if !s.typeAvailable(typ) {
+		c.Header("Connection", "close")
+		s.fail(c, userErr(http.StatusUnprocessableEntity, "err_type_unavailable", typ))
+		return
+	}
 	mr, err := c.Request.MultipartReader()
 	if err != nil {
 		s.fail(c, &httpError{status: http.StatusBadRequest, key: "err_not_multipart", err: err})
@@ -111,12 +124,15 @@ func (s *Server) upload(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	f, err := s.readUpload(ctx, c, mr, token, needToken)
+	f, err := s.readUpload(ctx, c, mr, token, needToken, typ)
 	if rr, isRate := c.Request.Body.(*rateReader); isRate && rr.timedOut {
 		// The multipart parser may report the cut as a malformed header.
 		err = userErr(http.StatusRequestTimeout, "err_too_slow", "")
 	}
 	if err != nil {
+		// The rest of the body is not read: the connection closes after
+		// the answer, which the client gets before it sends the rest.
+		c.Header("Connection", "close")
 		s.discard(ctx, f.stored)
 		s.fail(c, err)
 		return
@@ -138,8 +154,8 @@ func (s *Server) upload(c *gin.Context) {
 	if f.template {
 		ref.TemplateKey = contract.TemplateKey(token)
 	}
-	typ := f.typ
-	if typ == "" {
+	typ = f.typ
+	if typ == "" || typ == "default" {
 		typ = "xlsx"
 	}
 	split := contract.SplitJob(contract.SplitArgs{Source: ref, Type: typ, ReportID: report.ID})
@@ -183,6 +199,8 @@ type uploadForm struct {
 	name          string // the CSV's file name as sent
 	webhookURL    string // called when the run ends (jobs/webhook.go)
 	template      bool
+	placeholders  []string // the template's {{column}} names
+	headers       []string // the CSV's columns, as the split will read them
 	size          int64
 	stored        []string // keys written, removed again when the request fails
 }
@@ -190,8 +208,8 @@ type uploadForm struct {
 // readUpload reads the multipart parts in whatever order they come. Fields
 // that arrive before the file are checked before the file is read. With
 // needToken, the CSRF field must come (valid) before any file.
-func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.Reader, token string, needToken bool) (uploadForm, error) {
-	var f uploadForm
+func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.Reader, token string, needToken bool, typ string) (uploadForm, error) {
+	f := uploadForm{typ: typ}
 	csv, empty := false, false
 	for {
 		part, err := mr.NextPart()
@@ -219,7 +237,10 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 				break // an empty file input
 			}
 			f.name = cleanFileName(part.FileName())
-			n, err := s.storePart(ctx, part, contract.UploadKey(token), sniffCSV, true)
+			check := startHeaderCheck(f.encoding)
+			n, err := s.storeCSV(ctx, part, contract.UploadKey(token), check)
+			check.close()
+			f.headers = check.headers
 			if n > 0 {
 				f.stored = append(f.stored, contract.UploadKey(token))
 				f.size, csv = n, true
@@ -232,7 +253,8 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			if part.FileName() == "" {
 				break
 			}
-			n, err := s.storeTemplate(ctx, part, contract.TemplateKey(token))
+			n, placeholders, err := s.storeTemplate(ctx, part, contract.TemplateKey(token))
+			f.placeholders = placeholders
 			if n > 0 {
 				f.stored = append(f.stored, contract.TemplateKey(token))
 				f.template = true
@@ -244,8 +266,8 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			if f.typ, err = smallField(part); err != nil {
 				return f, err
 			}
-			if _, ok := reportTypes[f.typ]; !ok {
-				return f, userErr(http.StatusUnprocessableEntity, "err_bad_type", f.typ)
+			if f.typ, err = checkType(f.typ); err != nil {
+				return f, err
 			}
 			if !s.typeAvailable(f.typ) {
 				return f, userErr(http.StatusUnprocessableEntity, "err_type_unavailable", f.typ)
@@ -274,7 +296,39 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 		}
 		return f, userErr(http.StatusBadRequest, "err_no_file", "")
 	}
-	return f, nil
+	return f, templateApplies(f)
+}
+
+// checkType returns typ lower-cased when the form accepts it.
+func checkType(typ string) (string, error) {
+	typ = strings.ToLower(strings.TrimSpace(typ))
+	if _, ok := reportTypes[typ]; !ok {
+		return typ, userErr(http.StatusUnprocessableEntity, "err_bad_type", typ)
+	}
+	return typ, nil
+}
+
+// templateApplies refuses a template the run could not use: one sent with
+// a type other than xlsx (the row jobs would ignore it), or one none of
+// whose placeholders names a column of the CSV (every filled cell would be
+// empty).
+func templateApplies(f uploadForm) error {
+	if !f.template {
+		return nil
+	}
+	if reportTypes[f.typ] != models.ReportTypeXLSX {
+		return userErr(http.StatusUnprocessableEntity, "err_template_type", f.typ)
+	}
+	if len(f.placeholders) == 0 || len(f.headers) == 0 {
+		return nil
+	}
+	for _, p := range f.placeholders {
+		if slices.Contains(f.headers, p) {
+			return nil
+		}
+	}
+	return userErr(http.StatusUnprocessableEntity, "err_template_columns",
+		fmt.Sprintf("placeholders %s; columns %s", truncate(strings.Join(f.placeholders, ", "), 200), truncate(strings.Join(f.headers, ", "), 200)))
 }
 
 // webhookField reads an optional webhook_url: an http or https URL.
@@ -293,10 +347,11 @@ func webhookField(p *multipart.Part) (string, error) {
 	return u, nil
 }
 
-// storePart checks the first KiB of part with sniff, then streams the whole
-// part to key, refusing a NUL byte anywhere when noNUL. n is the bytes read into storage, 0 when the part was empty
-// or refused (nothing stored).
-func (s *Server) storePart(ctx context.Context, part io.Reader, key string, sniff func([]byte) error, noNUL bool) (int64, error) {
+// storeCSV checks the first KiB of part with sniffCSV, then streams the
+// whole part to key through check, refusing a NUL byte anywhere. n is the
+// bytes read into storage, 0 when the part was empty or refused (nothing
+// stored).
+func (s *Server) storeCSV(ctx context.Context, part io.Reader, key string, check *headerCheck) (int64, error) {
 	br := bufio.NewReaderSize(part, 4096)
 	head, err := br.Peek(sniffSize)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
@@ -305,10 +360,10 @@ func (s *Server) storePart(ctx context.Context, part io.Reader, key string, snif
 	if len(head) == 0 {
 		return 0, nil
 	}
-	if err := sniff(head); err != nil {
+	if err := sniffCSV(head); err != nil {
 		return 0, err
 	}
-	cr := &countingReader{r: br, noNUL: noNUL}
+	cr := &countingReader{r: check.watch(br), noNUL: true}
 	if err := s.d.Store.Put(ctx, key, cr); err != nil {
 		var mbe *http.MaxBytesError
 		var he *httpError
@@ -324,29 +379,30 @@ func (s *Server) storePart(ctx context.Context, part io.Reader, key string, snif
 // TemplateLimits.MaxBytes), checks it as the row jobs will read it, and
 // stores it. A template too big in any way is refused with 413, one that is
 // not an XLSX workbook with 422, before anything is stored.
-func (s *Server) storeTemplate(ctx context.Context, part *multipart.Part, key string) (int64, error) {
+func (s *Server) storeTemplate(ctx context.Context, part *multipart.Part, key string) (int64, []string, error) {
 	limits := s.d.TemplateLimits.WithDefaults()
 	data, err := io.ReadAll(io.LimitReader(part, limits.MaxBytes+1))
 	if err != nil {
-		return 0, badBody(err)
+		return 0, nil, badBody(err)
 	}
 	if len(data) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	if err := sniffXLSX(data); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	if _, err := render.CheckTemplate(data, limits); err != nil {
+	placeholders, err := render.CheckTemplate(data, limits)
+	if err != nil {
 		status, msgKey := http.StatusUnprocessableEntity, "err_bad_template"
 		if errors.Is(err, render.ErrTemplateTooBig) {
 			status, msgKey = http.StatusRequestEntityTooLarge, "err_template_too_large"
 		}
-		return 0, &httpError{status: status, key: msgKey, detail: templateDetail(err)}
+		return 0, nil, &httpError{status: status, key: msgKey, detail: templateDetail(err)}
 	}
 	if err := s.d.Store.Put(ctx, key, bytes.NewReader(data)); err != nil {
-		return 0, fmt.Errorf("store %s: %w", key, err)
+		return 0, nil, fmt.Errorf("store %s: %w", key, err)
 	}
-	return int64(len(data)), nil
+	return int64(len(data)), placeholders, nil
 }
 
 // templateDetail is the part of a template error a user can act on.

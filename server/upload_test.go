@@ -113,8 +113,8 @@ func TestUploadAPICreated(t *testing.T) {
 	b := setup(t, nil)
 	ctx := context.Background()
 	// The file comes before the fields, and a template rides along.
-	body, ctype := multipartBody(t, part{name: "csv_file", file: "a.csv", value: sampleCSV},
-		part{name: "template", file: "t.xlsx", value: string(xlsxTemplate(t, 3))}, part{name: "csv_type", value: "text"})
+	body, ctype := multipartBody(t, part{name: "csv_file", file: "a.csv", value: "col,n\nx,1\n"},
+		part{name: "template", file: "t.xlsx", value: string(xlsxTemplate(t, 3))}, part{name: "csv_type", value: "xlsx"})
 	resp, out := b.do(t, http.MethodPost, "/csv_processing", body, "Content-Type", ctype, "Accept", "application/json")
 	wantStatus(t, resp, out, http.StatusCreated)
 	var res map[string]any
@@ -130,7 +130,7 @@ func TestUploadAPICreated(t *testing.T) {
 	args, _ := queuedSplit(t, b).Arguments()
 	var ref contract.SourceRef
 	_ = json.Unmarshal(args[0], &ref)
-	if ref.TemplateKey != "templates/"+token+".xlsx" || string(args[1]) != `"text"` {
+	if ref.TemplateKey != "templates/"+token+".xlsx" || string(args[1]) != `"xlsx"` {
 		t.Errorf("ref = %+v, type %s", ref, args[1])
 	}
 }

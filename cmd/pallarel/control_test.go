@@ -28,8 +28,9 @@ func TestFailedStatusRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	if err := run(t.Context(), []string{"-server", srv.URL, "-type", "text", "-poll", "100ms", "-o", out, in}, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
+	// A failed row: the ZIP is written and the exit status is 1.
+	if err := run(t.Context(), []string{"-server", srv.URL, "-type", "text", "-poll", "100ms", "-o", out, in}, &stdout, &stderr); exitCode(err) != exitRowsFailed {
+		t.Fatalf("run: %v (exit %d, want 1)\n%s", err, exitCode(err), stderr.String())
 	}
 	m := submittedRE.FindStringSubmatch(stderr.String())
 	if m == nil {
@@ -51,16 +52,21 @@ func TestFailedStatusRetry(t *testing.T) {
 		t.Fatalf("failed: %q, %v", got, err)
 	}
 	got, err = cmd("status", token)
-	if err != nil || !strings.HasPrefix(got, token+": completed, 30 done, 1 failed of 31, took ") {
+	if exitCode(err) != exitRowsFailed || !strings.HasPrefix(got, token+": completed, 30 done, 1 failed of 31, took ") || !strings.Contains(got, " rows/s") {
 		t.Fatalf("status: %q, %v", got, err)
 	}
+	// The only failed row cannot be parsed: nothing to retry, the run and
+	// its ZIP stay as they are.
 	os.Remove(out)
 	got, err = cmd("retry", token)
-	if err != nil || !strings.Contains(stderr.String(), "retrying 0 failed rows") || !strings.Contains(got, "30 rows done, 1 failed") {
+	if exitCode(err) != exitRowsFailed || !strings.Contains(stderr.String(), token+": nothing to retry: Nothing to retry") || got != "" {
 		t.Fatalf("retry: %q, %v\n%s", got, err, stderr.String())
 	}
-	if _, err := os.Stat(out); err != nil {
-		t.Fatalf("no new ZIP: %v", err)
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a ZIP was downloaded for a retry that did nothing")
+	}
+	if got, _ = cmd("status", token); !strings.HasPrefix(got, token+": completed, 30 done, 1 failed of 31") {
+		t.Fatalf("status after the refused retry: %q", got)
 	}
 	if _, err := cmd("cancel", token); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Fatalf("cancel of a completed run: %v", err)
@@ -89,7 +95,7 @@ func TestCancel(t *testing.T) {
 		t.Errorf("stdout %q", stdout.String())
 	}
 	stdout.Reset()
-	if err := run(t.Context(), []string{"-server", srv.URL, "status", sub.Token}, &stdout, &stderr); err != nil ||
+	if err := run(t.Context(), []string{"-server", srv.URL, "status", sub.Token}, &stdout, &stderr); exitCode(err) != exitRunEnded ||
 		!strings.HasPrefix(stdout.String(), sub.Token+": cancelled (cancelled by user)") {
 		t.Errorf("status: %q, %v", stdout.String(), err)
 	}

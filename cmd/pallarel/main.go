@@ -10,6 +10,11 @@
 //	pallarel [flags] cancel TOKEN   cancel it
 //	pallarel [flags] retry TOKEN    run its failed rows again, follow it and download the new ZIP
 //	pallarel [flags] failed TOKEN   list its failed rows with their reasons (-page N)
+//
+// Exit status: 0 all rows done, 1 some rows failed, 2 a bad command line,
+// 3 the run failed or was cancelled, 4 the request failed (the server
+// cannot be reached, or refused the upload). With stderr not a terminal the
+// progress is written as plain lines instead of a redrawn bar.
 package main
 
 import (
@@ -27,11 +32,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
 )
 
 func main() {
@@ -39,15 +43,52 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "pallarel: %v\n", err)
-		var u usageError
-		if errors.As(err, &u) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
+// Exit statuses, for scripts.
+const (
+	exitOK         = 0
+	exitRowsFailed = 1
+	exitUsage      = 2
+	exitRunEnded   = 3 // failed or cancelled
+	exitRequest    = 4
+)
+
 type usageError struct{ error }
+
+// endError is a run that ended other than with all its rows done.
+type endError struct {
+	code int
+	error
+}
+
+// exitCode is the exit status for err (nil: 0).
+func exitCode(err error) int {
+	var u usageError
+	var e endError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &u):
+		return exitUsage
+	case errors.As(err, &e):
+		return e.code
+	}
+	return exitRequest
+}
+
+// serverError is a 4xx or 5xx answer, with the server's own message.
+type serverError struct {
+	status int
+	code   string // the answer's "code", when it has one (e.g. nothing_to_retry)
+	msg    string
+}
+
+func (e *serverError) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.status, http.StatusText(e.status), e.msg)
+}
 
 type options struct {
 	server, typ, encoding, template, webhook, out, token string
@@ -83,11 +124,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.token = os.Getenv("AUTH_TOKEN")
 	}
 	c := &client{base: strings.TrimRight(o.server, "/"), token: o.token, http: &http.Client{}}
+	if o.poll <= 0 {
+		return usageError{errors.New("-poll must be more than 0")}
+	}
 	if fs.NArg() == 2 && commands[fs.Arg(0)] {
 		return c.command(ctx, fs.Arg(0), fs.Arg(1), o, stdout, stderr)
 	}
 	if fs.NArg() != 1 {
 		return usageError{errors.New("give exactly one CSV file, or a command (status, cancel, retry, failed) and a token")}
+	}
+	if err := checkUpload(fs.Arg(0), &o); err != nil {
+		return err
 	}
 	sub, err := c.submit(ctx, fs.Arg(0), o)
 	if err != nil {
@@ -110,7 +157,7 @@ func (c *client) followAndDownload(ctx context.Context, token string, o options,
 		return err
 	}
 	if st.State != "completed" {
-		return fmt.Errorf("run %s %s: %s", token, st.State, cmp.Or(st.StateReason, st.LastError))
+		return endError{exitRunEnded, fmt.Errorf("run %s %s: %s", token, st.State, cmp.Or(st.StateReason, st.LastError))}
 	}
 	out := o.out
 	if out == "" {
@@ -121,6 +168,44 @@ func (c *client) followAndDownload(ctx context.Context, token string, o options,
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: %d bytes, %d rows done, %d failed\n", out, n, st.DoneCount, st.FailedCount)
+	if st.FailedCount > 0 {
+		return endError{exitRowsFailed, fmt.Errorf("%d rows failed; `pallarel failed %s` lists them", st.FailedCount, token)}
+	}
+	return nil
+}
+
+// reportTypes and encodings are what the server takes.
+var (
+	reportTypes = []string{"xlsx", "pdf", "text"}
+	encodings   = []string{"auto", "utf-8", "shift_jis", "cp932"}
+)
+
+// checkUpload checks the flags of an upload before anything is sent, so a
+// mistake costs no upload.
+func checkUpload(path string, o *options) error {
+	o.typ, o.encoding = strings.ToLower(o.typ), strings.ToLower(o.encoding)
+	if !slices.Contains(reportTypes, o.typ) {
+		return usageError{fmt.Errorf("-type %q: the server makes xlsx, pdf or text", o.typ)}
+	}
+	if !slices.Contains(encodings, o.encoding) {
+		return usageError{fmt.Errorf("-encoding %q: one of %s", o.encoding, strings.Join(encodings, ", "))}
+	}
+	if o.template != "" {
+		if o.typ != "xlsx" {
+			return usageError{fmt.Errorf("-template applies to -type xlsx only, not %s", o.typ)}
+		}
+		if _, err := os.Stat(o.template); err != nil {
+			return usageError{fmt.Errorf("-template: %w", err)}
+		}
+	}
+	if o.webhook != "" {
+		if u, err := url.Parse(o.webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usageError{fmt.Errorf("-webhook %q: an http or https URL", o.webhook)}
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return usageError{err}
+	}
 	return nil
 }
 
@@ -128,17 +213,37 @@ func (c *client) followAndDownload(ctx context.Context, token string, o options,
 func usage(fs *flag.FlagSet) {
 	w := fs.Output()
 	fmt.Fprint(w, `Usage: pallarel [flags] FILE.csv
+       pallarel [flags] COMMAND TOKEN
 
 Uploads FILE.csv to a Pallarel server, shows the progress while each row
-becomes a report file, and downloads the ZIP of them.
+becomes a report file, and downloads the ZIP of them. A COMMAND works on
+the run the upload printed the TOKEN of.
+
+Commands:
+  status TOKEN   the run's state, counts, rate and ETA (or how long it took)
+  cancel TOKEN   cancel the run; the rows already done stay done
+  retry TOKEN    run the failed rows again, follow the run and download the
+                 new ZIP (-o); says "nothing to retry" when every failed row
+                 failed to parse (fix the CSV and upload it again)
+  failed TOKEN   list the failed rows with their reasons, 50 a page (-page)
 
 Examples:
   pallarel list.csv                                  # xlsx reports, server at localhost:8080
   pallarel -type pdf -o reports.zip list.csv
+  pallarel -template invoice.xlsx list.csv           # fill {{column}} cells of a template
   pallarel -server https://reports.example.com -token "$AUTH_TOKEN" list.csv
+  pallarel status 0b6d…                              # flags go before the command
+  pallarel -page 2 failed 0b6d…
+  pallarel -o again.zip retry 0b6d…
+
+Exit status:
+  0  all rows done          1  some rows failed (the ZIP is written)
+  2  bad command line       3  the run failed or was cancelled
+  4  the request failed (server unreachable, or the upload refused)
 
 Ctrl-C stops following; the run goes on on the server and the command
-prints where to fetch it.
+prints where to fetch it. When stderr is not a terminal the progress is
+written as plain lines.
 
 Flags:
 `)
@@ -172,6 +277,7 @@ type status struct {
 	EstimatedTotal  *int     `json:"estimated_total"`
 	DoneCount       int      `json:"done_count"`
 	FailedCount     int      `json:"failed_count"`
+	Percentage      float64  `json:"percentage"`
 	Rate            float64  `json:"rate"`
 	ETASeconds      *float64 `json:"eta_seconds"`
 	DurationSeconds *float64 `json:"duration_seconds"`
@@ -196,11 +302,11 @@ func (c *client) do(req *http.Request) (*http.Response, error) {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		msg := strings.TrimSpace(string(body))
-		var e struct{ Error string }
+		var e struct{ Error, Code string }
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			msg = e.Error // the server's message, not its JSON
 		}
-		return nil, fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, msg)
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, &serverError{status: resp.StatusCode, code: e.Code, msg: msg})
 	}
 	return resp, nil
 }
@@ -216,8 +322,9 @@ func (c *client) submit(ctx context.Context, path string, o options) (submission
 	mw := multipart.NewWriter(pw)
 	go func() {
 		err := func() error {
-			for k, v := range map[string]string{"csv_type": o.typ, "encoding": o.encoding, "webhook_url": o.webhook} {
-				if err := mw.WriteField(k, v); err != nil {
+			// The fields go first: the server checks them before it reads the file.
+			for _, kv := range [][2]string{{"csv_type", o.typ}, {"encoding", o.encoding}, {"webhook_url", o.webhook}} {
+				if err := mw.WriteField(kv[0], kv[1]); err != nil {
 					return err
 				}
 			}
@@ -237,7 +344,9 @@ func (c *client) submit(ctx context.Context, path string, o options) (submission
 		}()
 		pw.CloseWithError(err)
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/csv_processing", pr)
+	// The type rides in the query too, so a server that cannot make it
+	// says so before the file is sent.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/csv_processing?csv_type="+url.QueryEscape(o.typ), pr)
 	if err != nil {
 		return submission{}, err
 	}
@@ -283,32 +392,18 @@ func (c *client) status(ctx context.Context, token string) (status, error) {
 	return s, err
 }
 
-// follow polls the run's status, drawing a progress bar, until it ends.
+// follow polls the run's status until it ends, drawing a bar on a
+// terminal and plain lines elsewhere (a log file, a CI job).
 func (c *client) follow(ctx context.Context, token string, every time.Duration, w io.Writer) (status, error) {
-	bar := progressbar.NewOptions(-1, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription("splitting"),
-		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("rows"),
-		progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-	defer fmt.Fprintln(w)
+	p := newProgress(w, isTerminal(w))
+	defer p.close()
 	for {
 		st, err := c.status(ctx, token)
 		if err != nil {
 			return st, err
 		}
-		total := st.TotalCount
-		if st.EstimatedTotal != nil {
-			total = *st.EstimatedTotal
-		}
-		if total > 0 {
-			bar.ChangeMax(total)
-		}
-		desc := fmt.Sprintf("%s (%d failed)", st.State, st.FailedCount)
-		if st.Stalled {
-			desc = fmt.Sprintf("stalled: %s (%d failed)", st.StateReason, st.FailedCount)
-		}
-		bar.Describe(desc)
-		_ = bar.Set(st.DoneCount + st.FailedCount)
+		p.show(st, time.Now())
 		if st.ended() {
-			_ = bar.Finish()
 			return st, nil
 		}
 		select {
@@ -357,20 +452,22 @@ func (c *client) command(ctx context.Context, cmd, token string, o options, stdo
 		if st.StateReason != "" {
 			fmt.Fprintf(stdout, " (%s)", st.StateReason)
 		}
-		total := strconv.Itoa(st.TotalCount)
-		if st.EstimatedTotal != nil {
-			total = "~" + strconv.Itoa(*st.EstimatedTotal)
-		}
-		fmt.Fprintf(stdout, ", %d done, %d failed of %s", st.DoneCount, st.FailedCount, total)
+		fmt.Fprintf(stdout, ", %s", st.counts())
 		switch {
 		case st.Stalled:
 			fmt.Fprint(stdout, ", stalled")
-		case st.ETASeconds != nil:
-			fmt.Fprintf(stdout, ", %.1f rows/s, ETA %s", st.Rate, time.Duration(*st.ETASeconds)*time.Second)
 		case st.DurationSeconds != nil:
-			fmt.Fprintf(stdout, ", took %s", time.Duration(*st.DurationSeconds*float64(time.Second)).Round(100*time.Millisecond))
+			fmt.Fprintf(stdout, ", took %s, %.1f rows/s", seconds(*st.DurationSeconds), st.Rate)
+		case st.ETASeconds != nil:
+			fmt.Fprintf(stdout, ", %.1f rows/s, ETA %s", st.Rate, seconds(*st.ETASeconds))
 		}
 		fmt.Fprintln(stdout)
+		switch {
+		case st.State == "failed" || st.State == "cancelled":
+			return endError{exitRunEnded, fmt.Errorf("run %s %s", token, st.State)}
+		case st.FailedCount > 0 && st.State == "completed":
+			return endError{exitRowsFailed, fmt.Errorf("%d rows failed", st.FailedCount)}
+		}
 		return nil
 	case "cancel":
 		if err := c.post(ctx, token, "cancel", nil); err != nil {
@@ -383,6 +480,11 @@ func (c *client) command(ctx context.Context, cmd, token string, o options, stdo
 			Rows int `json:"rows"`
 		}
 		if err := c.post(ctx, token, "retry", &res); err != nil {
+			var se *serverError
+			if errors.As(err, &se) && se.code == "nothing_to_retry" {
+				fmt.Fprintf(stderr, "%s: nothing to retry: %s\n", token, se.msg)
+				return endError{exitRowsFailed, errors.New("nothing to retry")}
+			}
 			return err
 		}
 		fmt.Fprintf(stderr, "retrying %d failed rows of %s\n", res.Rows, token)

@@ -50,9 +50,10 @@ func TestRunSubmitsFollowsAndDownloads(t *testing.T) {
 	if !strings.Contains(stderr.String(), "submitted "+in+" as ") || !strings.Contains(stderr.String(), "(queue report-") {
 		t.Errorf("stderr does not tell the submission:\n%s", stderr.String())
 	}
-	// The progress bar is drawn (then cleared) on stderr, never on stdout.
-	if !strings.Contains(stderr.String(), "rows") || !strings.Contains(stderr.String(), "\r") {
-		t.Errorf("no progress bar on stderr:\n%q", stderr.String())
+	// Not a terminal: the progress is plain lines on stderr, never \r
+	// frames, and never on stdout; the last says how the run ended.
+	if !strings.Contains(stderr.String(), "completed: 30 done, 0 failed of 30 (100.0%), took ") || strings.Contains(stderr.String(), "\r") {
+		t.Errorf("progress on stderr:\n%q", stderr.String())
 	}
 	if want := out + ": "; !strings.HasPrefix(stdout.String(), want) || !strings.Contains(stdout.String(), "30 rows done, 0 failed") {
 		t.Errorf("stdout %q", stdout.String())
@@ -99,10 +100,22 @@ func TestRunReportsServerErrors(t *testing.T) {
 		t.Errorf("stdout %q", stdout.String())
 	}
 
+	if exitCode(err) != exitRequest {
+		t.Errorf("exit status %d for a refused upload, want %d", exitCode(err), exitRequest)
+	}
 	// A file that does not exist fails before any request.
 	err = run(t.Context(), []string{"-server", srv.URL, filepath.Join(dir, "missing.csv")}, &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "missing.csv") {
+	if err == nil || !strings.Contains(err.Error(), "missing.csv") || exitCode(err) != exitUsage {
 		t.Errorf("missing file: %v", err)
+	}
+	// A header-only CSV is refused at the door, with the reason.
+	hdr := filepath.Join(dir, "header.csv")
+	if err := os.WriteFile(hdr, []byte("id,name\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = run(t.Context(), []string{"-server", srv.URL, hdr}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "422") || !strings.Contains(err.Error(), "no data rows") {
+		t.Errorf("header-only CSV: %v", err)
 	}
 }
 
@@ -114,11 +127,19 @@ func TestRunUsage(t *testing.T) {
 		{"a.csv", "b.csv"},
 		{"-nope", "a.csv"},
 		{"-poll", "soon", "a.csv"},
+		{"-poll", "0s", "status", "x"},
+		// Flags are checked before anything is uploaded (no server runs here).
+		{"-type", "docx", "main_test.go"},
+		{"-encoding", "latin1", "main_test.go"},
+		{"-type", "pdf", "-template", "main_test.go", "main_test.go"},
+		{"-template", "missing.xlsx", "main_test.go"},
+		{"-webhook", "ftp://x/y", "main_test.go"},
+		{"missing.csv"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(t.Context(), args, &stdout, &stderr)
 		var u usageError
-		if !errors.As(err, &u) {
+		if !errors.As(err, &u) || exitCode(err) != exitUsage {
 			t.Errorf("run %q: %v, want a usageError", args, err)
 		}
 	}
@@ -133,7 +154,8 @@ func TestHelp(t *testing.T) {
 		t.Fatalf("-h: %v", err)
 	}
 	help := stderr.String()
-	for _, want := range []string{"Usage: pallarel [flags] FILE.csv", "-type", "xlsx, pdf or text", "-server", "-token", "Ctrl-C"} {
+	for _, want := range []string{"Usage: pallarel [flags] FILE.csv", "pallarel [flags] COMMAND TOKEN", "-type", "xlsx, pdf or text", "-server", "-token", "Ctrl-C",
+		"  status TOKEN", "  cancel TOKEN", "  retry TOKEN", "  failed TOKEN", "-page", "pallarel status 0b6d", "Exit status:", "1  some rows failed", "3  the run failed or was cancelled"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("help lacks %q:\n%s", want, help)
 		}

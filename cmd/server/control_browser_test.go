@@ -16,7 +16,8 @@ import (
 // TestBrowserCancelAndRetry drives the run page's buttons in headless
 // Chromium: Cancel on a run no worker has taken yet, then, on a run that
 // completed with a failed row, the failed row listed with its reason and
-// Retry failed rows, after which the run completes again.
+// Retry failed rows, which says there is nothing to retry (the row cannot
+// be parsed) and leaves the run completed.
 func TestBrowserCancelAndRetry(t *testing.T) {
 	t.Parallel()
 	tab := newBrowser(t)
@@ -73,26 +74,30 @@ func TestBrowserCancelAndRetry(t *testing.T) {
 		t.Fatalf("failed row shown as %q", row)
 	}
 	savePNG(t, "failed-rows.png", browseValue(t, tab, "screenshot", chromedp.CaptureScreenshot()))
+	runURL := browseValue(t, tab, "location", chromedp.Location())
 	browse(t, tab, "retry",
 		chromedp.Evaluate[chromedp.Void](`window.e2eBeforeRetry = true`),
 		chromedp.Click(chromedp.CSS(`#retry`)),
 	)
-	// The form posted and the page came back (a new document), then the
-	// run completed again with its new ZIP.
-	const again = `!window.e2eBeforeRetry && document.getElementById("state").dataset.state === "completed" && !!document.getElementById("download")`
-	deadline := time.Now().Add(runTimeout)
-	for {
-		done, err := chromedp.Run(tab, chromedp.Evaluate[bool](again))
-		if err == nil && done {
+	// The only failed row cannot be parsed, so running it again would fail
+	// it again: the answer says there is nothing to retry (409), and the
+	// run stays completed with its ZIP and its failed row.
+	browse(t, tab, "nothing to retry", chromedp.WaitVisible(chromedp.CSS(`body`)))
+	const said = `!window.e2eBeforeRetry && document.body.textContent.indexOf("Nothing to retry") >= 0`
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ok, err := chromedp.Run(tab, chromedp.Evaluate[bool](said))
+		if err == nil && ok {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the run did not complete again after Retry (last error %v)", err)
+			body, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.body.textContent`))
+			t.Fatalf("after Retry the page says %q (%v), want Nothing to retry", body, err)
 		}
-		time.Sleep(100 * time.Millisecond) // the page is navigating or the run still runs
 	}
-	// The page's script refills the failed-rows table as it polls: read
-	// the row in one evaluation, not a query then a read that can race it.
+	browse(t, tab, "back to the run", chromedp.Navigate(runURL),
+		chromedp.WaitVisible(chromedp.CSS(`#state[data-state="completed"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#download`)),
+	)
 	const firstFailed = `(function(){ var r = document.querySelector("#failed-table tbody tr"); return r ? r.textContent : ""; })()`
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		row, err := chromedp.Run(tab, chromedp.Evaluate[string](firstFailed))
@@ -100,7 +105,7 @@ func TestBrowserCancelAndRetry(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("failed row after retry: %q, %v", row, err)
+			t.Fatalf("failed row after the refused retry: %q, %v", row, err)
 		}
 	}
 	if code := workers.Stop(t); code != 0 {

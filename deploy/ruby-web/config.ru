@@ -1,8 +1,10 @@
 # Ruby's own Sidekiq Web UI on Pallarel's Redis, to compare with Go's /sidekiq.
-# Works with Sidekiq 6.4.1 (Rack 2), 7.3.2 and 8.0.x (Rack 3):
+# Works with Sidekiq 6.4.1 (Rack 2), 7.3.2 and 8.0.x (Rack 3). Its version
+# must match the server's SIDEKIQ_DIALECT (8 by default): a 6.x or 7.x UI
+# misreads Sidekiq 8 data. `run` beside this file finds that version:
 #
-#   REDIS_URL=redis://127.0.0.1:6379/0 rackup -p 9292 deploy/ruby-web/config.ru
-#   REDIS_URL=redis://127.0.0.1:6379/0 puma -p 9292 deploy/ruby-web/config.ru
+#   REDIS_URL=redis://127.0.0.1:6379/0 deploy/ruby-web/run --sidekiq 8 -p 9292
+#   REDIS_URL=redis://127.0.0.1:6379/0 puma -p 9292 deploy/ruby-web/config.ru   # a Sidekiq 8 Ruby
 #
 # Sidekiq::Web needs a Rack session (its CSRF token lives there). Rack 2
 # ships Rack::Session::Cookie; Rack 3 moved it to the rack-session gem.

@@ -18,7 +18,7 @@ import (
 )
 
 // Text extracts the text of a PDF with ledongthuc/pdf, which decodes the
-// ToUnicode CMap gopdf writes for the embedded subset font, so Japanese text
+// ToUnicode CMap the renderer writes for the embedded subset font, so Japanese text
 // comes back as Unicode only if the font was really embedded and mapped.
 func Text(tb testing.TB, data []byte) string {
 	tb.Helper()

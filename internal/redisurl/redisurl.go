@@ -1,7 +1,7 @@
-// Package redisurl checks a Redis URL without connecting, for the worker
-// (sidekiq) and the settings (config) alike, so config need not import
-// the protocol package. It imports internal/secreturl and the standard
-// library only.
+// Package redisurl checks a Redis URL without connecting (sidekiq's
+// ValidRedisURL), in a package of its own so that a settings package can
+// check one without importing the protocol package. It imports
+// internal/secreturl and the standard library only.
 package redisurl
 
 import (

@@ -60,8 +60,24 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintf(stderr, "server: configuration:\n%v\n", err)
 		return 2
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration: " + w)
+	}
 	allInOne := cfg.RedisURL == ""
 	inproc := allInOne || *workers
+	// The port is taken before anything else starts (the embedded Redis,
+	// workers), so a busy one is said at once, with the setting to change.
+	listen := *addr
+	if listen == "" {
+		listen = cfg.ListenAddr()
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		log.Error("listen", "addr", listen, "err", err)
+		fmt.Fprintf(stderr, "server: cannot listen on %s: %v\n  Another program holds the port: stop it, or set PORT (or -addr) to a free one, e.g. PORT=8081.\n", listen, errors.Unwrap(err))
+		return 1
+	}
+	defer ln.Close()
 	if allInOne {
 		// The embedded Redis starts first and stops last (deferred first):
 		// the workers' shutdown still writes to it.
@@ -130,15 +146,6 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		log.Error("start web server", "err", err)
 		return 1
 	}
-	listen := *addr
-	if listen == "" {
-		listen = cfg.ListenAddr()
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		log.Error("listen", "addr", listen, "err", err)
-		return 1
-	}
 	if !cfg.AuthOn() && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
 		log.Warn("no auth configured and listening beyond loopback: anyone who reaches this address can see and download every run",
 			"addr", ln.Addr().String())
@@ -158,7 +165,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
 	}
-	printWelcome(stdout, ln.Addr().(*net.TCPAddr), a.RedisURL, allInOne, inproc)
+	printWelcome(stdout, ln.Addr().(*net.TCPAddr), a.RedisURL, cfg.SidekiqDialect, allInOne, inproc)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -188,7 +195,7 @@ func webDeps(cfg config.Config, a *app.App, log *slog.Logger) server.Deps {
 		AuthToken: cfg.AuthToken, BasicUser: cfg.BasicAuthUser, BasicPassword: cfg.BasicAuthPassword,
 		MinUploadRate: cfg.MinUploadRate, MaxEventStreams: cfg.MaxEventStreams, StreamsPerClient: cfg.StreamsPerClient,
 		MetricsOnOwnListener: cfg.MetricsAddr != "", MaskJobArgs: cfg.MaskJobArgs,
-		ReportTypes: a.Renderers.Names(), TemplateLimits: cfg.Templates,
+		ReportTypes: a.Renderers.Names(), TemplateLimits: cfg.Templates, RetainRuns: cfg.RetainRuns,
 	}
 	if cfg.MinUploadRate == 0 {
 		d.MinUploadRate = -1 // MIN_UPLOAD_RATE=0 turns the check off
@@ -219,7 +226,25 @@ func endStreamsOnShutdown(hs *http.Server, h http.Handler) http.Handler {
 	})
 }
 
-func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inproc bool) {
+// rubyWebUI is the banner's command for Ruby's own Sidekiq Web UI: the
+// Sidekiq major version that reads what this server writes (dialect), and
+// what an older UI gets wrong with the setting that fixes it. (Sidekiq 6.x
+// and 7.x read Sidekiq 8's millisecond enqueued_at as seconds: a queue
+// latency of about -1.8e12 s.)
+func rubyWebUI(redisURL string, dialect int) string {
+	line := fmt.Sprintf("  Ruby's Web UI:      REDIS_URL=%s deploy/ruby-web/run --sidekiq %d -p 9292\n", redisURL, dialect)
+	switch dialect {
+	case 8:
+		line += "                      (Sidekiq 8.x; a 6.x or 7.x Web UI misreads Sidekiq 8 data: for one, start this server with SIDEKIQ_DIALECT=6 or 7 and pass --sidekiq 6 or 7)\n"
+	case 7:
+		line += "                      (Sidekiq 7.x, as SIDEKIQ_DIALECT=7 writes; a 6.x Web UI needs SIDEKIQ_DIALECT=6, an 8.x one the default SIDEKIQ_DIALECT=8)\n"
+	default:
+		line += fmt.Sprintf("                      (Sidekiq %d.x, as SIDEKIQ_DIALECT=%d writes)\n", dialect, dialect)
+	}
+	return line + "\n"
+}
+
+func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, dialect int, allInOne, inproc bool) {
 	host := addr.IP.String()
 	if addr.IP.IsUnspecified() {
 		host = "localhost"
@@ -235,6 +260,6 @@ func printWelcome(w io.Writer, addr *net.TCPAddr, redisURL string, allInOne, inp
 	}
 	if inproc {
 		fmt.Fprintf(w, "  Another worker:     REDIS_URL=%s go run ./cmd/worker -q report -q default\n", redisURL)
-		fmt.Fprintf(w, "  Ruby's Web UI:      REDIS_URL=%s rackup -p 9292 deploy/ruby-web/config.ru\n\n", redisURL)
+		fmt.Fprint(w, rubyWebUI(redisURL, dialect))
 	}
 }

@@ -49,8 +49,34 @@ func TestRunStartFailureExits(t *testing.T) {
 func TestWelcomeHidesRedisPassword(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	printWelcome(&out, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}, "redis://:hunter2@redis.internal:6379/0", false, true)
+	printWelcome(&out, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}, "redis://:hunter2@redis.internal:6379/0", 8, false, true)
 	if s := out.String(); strings.Contains(s, "hunter2") || !strings.Contains(s, "redis.internal:6379/0") {
 		t.Errorf("welcome text:\n%s", s)
+	}
+}
+
+// The banner names the Ruby Web UI that reads what this server writes
+// (the dialect's Sidekiq major version) and, for the default, the setting
+// an older UI needs.
+func TestWelcomeNamesRubyWebUIVersion(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		dialect int
+		want    []string
+	}{
+		{8, []string{"REDIS_URL=redis://127.0.0.1:6390/0 deploy/ruby-web/run --sidekiq 8 -p 9292", "a 6.x or 7.x Web UI misreads Sidekiq 8 data", "SIDEKIQ_DIALECT=6 or 7"}},
+		{7, []string{"deploy/ruby-web/run --sidekiq 7 -p 9292", "a 6.x Web UI needs SIDEKIQ_DIALECT=6"}},
+		{6, []string{"deploy/ruby-web/run --sidekiq 6 -p 9292", "(Sidekiq 6.x, as SIDEKIQ_DIALECT=6 writes)"}},
+	} {
+		var out bytes.Buffer
+		printWelcome(&out, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}, "redis://127.0.0.1:6390/0", tc.dialect, true, true)
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("dialect %d: welcome text lacks %q:\n%s", tc.dialect, w, out.String())
+			}
+		}
+		if strings.Contains(out.String(), "rackup") {
+			t.Errorf("dialect %d: welcome text still prints rackup (the host's Sidekiq, whatever its version):\n%s", tc.dialect, out.String())
+		}
 	}
 }

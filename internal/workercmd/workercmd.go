@@ -73,6 +73,9 @@ func Main(ctx context.Context, version string, args []string, lookup func(string
 		fmt.Fprintf(stderr, "worker: configuration:\n%v\n", err)
 		return 2
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration: " + w)
+	}
 	cfg.SidekiqDialect = int(cli.Options.Dialect)
 	pool, err := sidekiq.NewPool(cfg.RedisURL, max(cli.Options.Concurrency, 5)+5)
 	if err != nil {

@@ -237,6 +237,19 @@ func (c *cluster) worker(name string, conc int, queues ...string) (*proc, error)
 	return c.start(name, "worker", args...)
 }
 
+// cpuByProc is the CPU seconds each running process has used so far.
+func (c *cluster) cpuByProc() map[string]float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]float64, len(c.procs))
+	for _, p := range c.procs {
+		if v, err := cpuSeconds(p.cmd.Process.Pid); err == nil {
+			m[p.name] = v
+		}
+	}
+	return m
+}
+
 // printRSS prints the peak RSS of every process as RESULT lines.
 func (c *cluster) printRSS(scenario, name string) {
 	c.mu.Lock()

@@ -25,6 +25,7 @@ func runE2E(args []string) error {
 	load := fs.Duration("load", 0, "after the run, load GET /csv_processing/<token> this long with wrk")
 	conns := fs.Int("conns", 50, "wrk connections")
 	deadline := fs.Duration("deadline", 10*time.Minute, "give up after this long")
+	idle := fs.Duration("idle", 0, "before the upload, measure each running process's CPU per second of idling this long (RESULT idle)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,6 +40,14 @@ func runE2E(args []string) error {
 	if _, err := c.worker("report-worker", 5, "report", "default"); err != nil {
 		return err
 	}
+	if *idle > 0 {
+		before := c.cpuByProc()
+		time.Sleep(*idle)
+		after := c.cpuByProc()
+		for proc, v := range after {
+			fmt.Printf("RESULT idle name=%s proc=%s secs=%.1f cpu_s_per_s=%.4f\n", *name, proc, idle.Seconds(), (v-before[proc])/idle.Seconds())
+		}
+	}
 	// Commands are counted from here: the upload, split, rows, finalize,
 	// heartbeats and this tool's status polls (about 20 a second).
 	if _, err := c.do("CONFIG", "RESETSTAT"); err != nil {
@@ -50,6 +59,7 @@ func runE2E(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *deadline)
 	defer cancel()
+	cpu0 := c.cpuByProc()
 	t0 := time.Now()
 	up, err := c.upload(ctx, *file, *typ)
 	if err != nil {
@@ -89,6 +99,11 @@ func runE2E(args []string) error {
 		return err
 	}
 	tDL := time.Since(t0)
+	// CPU of each process from the upload to the download (a token worker's
+	// from its start): the run's own, without the processes' start-up.
+	for proc, v := range c.cpuByProc() {
+		fmt.Printf("RESULT runcpu name=%s proc=%s secs=%.3f cpu_s=%.2f\n", *name, proc, tDL.Seconds(), v-cpu0[proc])
+	}
 	total1, calls1, err := c.redisStats()
 	if err != nil {
 		return err
