@@ -8,11 +8,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/internal/redistest"
 )
 
 // The all-in-one server (`make run`: embedded Redis, SQLite, workers in
 // process) SIGKILLed mid-run and started again on its data directory: the
-// run ends, every row in the ZIP once.
+// run resumes at once (the restarted server starts the run's in-process
+// worker as it starts, with no launch grace: the default 45 s applies) and
+// ends, every row in the ZIP once.
 func TestAllInOneKilledAndRestarted(t *testing.T) {
 	c := &cluster{t: t, dir: t.TempDir(), procs: map[string]*proc{}}
 	t.Cleanup(c.stopAll)
@@ -22,7 +28,6 @@ func TestAllInOneKilledAndRestarted(t *testing.T) {
 		"DATA_DIR=" + c.dir,
 		"GIN_MODE=release",
 		"SUPERVISE_INTERVAL=1s",
-		"WORKER_LAUNCH_GRACE=3s",
 	}
 	port := freePort(t)
 	redisPort := freePort(t)
@@ -53,6 +58,22 @@ func TestAllInOneKilledAndRestarted(t *testing.T) {
 	_ = c.wait(c.procs["allinone-1"], 30*time.Second)
 	fault := time.Now()
 	start("allinone-2")
+	up := time.Now()
+	// Rows end again within seconds of the restart, far inside the 45 s
+	// launch grace a supervisor would wait before relaunching: the row
+	// ledger in the embedded Redis (the status row's counts lag) grows.
+	c.pool = redistest.NewPool(fmt.Sprintf("127.0.0.1:%d", redisPort), 0)
+	t.Cleanup(func() { c.pool.Close() })
+	ended := func() int { n, _ := redis.Int(c.redisDo("GET", "pallarel:count:"+u.Token)); return n }
+	before := ended()
+	for ended() <= before {
+		if time.Since(up) > 20*time.Second {
+			t.Fatalf("no row ended within 20s of the restart (done %d): the run waited for a relaunch\n%s",
+				before, tail(c.procs["allinone-2"].log.String(), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("rows ended again %s after the restarted server answered", time.Since(up).Round(10*time.Millisecond))
 	// The dead server's in-flight jobs come back as soon as the new one
 	// sees its pid gone (its Redis is private), not after its 60 s
 	// heartbeat expires.

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
@@ -174,6 +176,22 @@ type Config struct {
 	// Warnings are settings that work but probably do not mean what their
 	// author thought (LOCAL_SAVE=false); main logs each at WARN.
 	Warnings []string
+	// WebhookAllow is WEBHOOK_ALLOW_CIDRS: the inward networks (CIDRs or
+	// addresses, comma-separated) webhooks may reach although they are
+	// loopback, private or link-local; a cloud metadata address must be
+	// named alone. Default: none (package egress).
+	WebhookAllow []netip.Prefix
+	// AllowedHosts is ALLOWED_HOSTS: the Host names the web server answers
+	// besides loopback ones (Rails' config.hosts; ".example.com" for a
+	// domain and its subdomains). Default: none.
+	AllowedHosts []string
+	// TrustedProxies is TRUSTED_PROXIES: CIDRs or addresses of the proxies
+	// (a TLS-terminating load balancer) whose X-Forwarded-Proto and
+	// X-Forwarded-For the web server believes. Default: none.
+	TrustedProxies []netip.Prefix
+	// WebhookProxy is WEBHOOK_PROXY: an http(s) proxy every delivery goes
+	// through. Default: none, whatever HTTP_PROXY says.
+	WebhookProxy *url.URL
 }
 
 // loader reads variables and collects problems.
@@ -432,6 +450,24 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	c.WebhookSecret = l.str("WEBHOOK_SECRET", "")
+	if allow, err := egress.ParseAllow(l.str("WEBHOOK_ALLOW_CIDRS", "")); err != nil {
+		l.fail("WEBHOOK_ALLOW_CIDRS", "%v", err)
+	} else {
+		c.WebhookAllow = allow
+	}
+	c.AllowedHosts = l.list("ALLOWED_HOSTS")
+	if tp, err := egress.ParseAllow(l.str("TRUSTED_PROXIES", "")); err != nil {
+		l.fail("TRUSTED_PROXIES", "%v", err)
+	} else {
+		c.TrustedProxies = tp
+	}
+	if s := l.str("WEBHOOK_PROXY", ""); s != "" {
+		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			l.fail("WEBHOOK_PROXY", "want an http or https proxy URL")
+		} else {
+			c.WebhookProxy = u
+		}
+	}
 
 	if err := errors.Join(l.errs...); err != nil {
 		return c, fmt.Errorf("config: %w", err)

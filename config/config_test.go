@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -186,6 +188,13 @@ func TestLoad(t *testing.T) {
 		{"webhook", with(nil, "WEBHOOK_URL", "https://rails.example/hooks/pallarel", "WEBHOOK_SECRET", "k"), func(c *Config) {
 			c.WebhookURL, c.WebhookSecret = "https://rails.example/hooks/pallarel", "k"
 		}},
+		{"webhook egress and hosts", with(nil, "WEBHOOK_ALLOW_CIDRS", "10.20.0.0/16, 192.168.7.9", "WEBHOOK_PROXY", "http://proxy.internal:3128",
+			"ALLOWED_HOSTS", "reports.example.com, .corp.example", "TRUSTED_PROXIES", "10.0.0.0/8"), func(c *Config) {
+			c.WebhookAllow = []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("192.168.7.9/32")}
+			c.WebhookProxy, _ = url.Parse("http://proxy.internal:3128")
+			c.AllowedHosts = []string{"reports.example.com", ".corp.example"}
+			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,6 +257,9 @@ func TestLoadErrors(t *testing.T) {
 		{"retention", map[string]string{"RETAIN_RUNS": "forever"}, []string{"RETAIN_RUNS: want a duration"}},
 		{"db pool zero", map[string]string{"DB_POOL": "0"}, []string{"DB_POOL: want 1..1000"}},
 		{"webhook scheme", map[string]string{"WEBHOOK_URL": "ftp://x/y"}, []string{"WEBHOOK_URL: want an http or https URL"}},
+		{"webhook allow", map[string]string{"WEBHOOK_ALLOW_CIDRS": "intranet"}, []string{"WEBHOOK_ALLOW_CIDRS:"}},
+		{"webhook proxy", map[string]string{"WEBHOOK_PROXY": "socks5://x:1"}, []string{"WEBHOOK_PROXY: want an http or https proxy URL"}},
+		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "lb.internal"}, []string{"TRUSTED_PROXIES:"}},
 		{"idle timeout negative", map[string]string{"WORKER_IDLE_TIMEOUT": "-5m"}, []string{"WORKER_IDLE_TIMEOUT: want a positive duration"}},
 		{"ecs command with the binary", map[string]string{"ECS_SIDEKIQ_COMMAND": `["/app/worker","-q","{queue}"]`}, []string{"ECS_SIDEKIQ_COMMAND: want a JSON array of the worker's arguments"}},
 		{"ecs command not json", map[string]string{"ECS_SIDEKIQ_COMMAND": `-q {queue}`}, []string{"ECS_SIDEKIQ_COMMAND:"}},

@@ -41,6 +41,9 @@ const (
 	// DefaultQueue is ActiveJob's default queue, where IdleShutdownJob is
 	// enqueued outside a token's queue.
 	DefaultQueue = "default"
+	// WebhookQueue is the webhook deliveries' own queue, so a receiver that
+	// hangs never holds a processor that splits uploads.
+	WebhookQueue = "webhook"
 )
 
 // RetryDefault is a Retry the class does not declare: the payload keeps
@@ -57,9 +60,9 @@ var (
 	Finalize = Class{Name: "Report::FinalizeReportJob", Aliases: []string{"FinalizeReportJob"}, Retry: 3}
 	// Idle is IdleShutdownJob (ActiveJob): [token].
 	Idle = Class{Name: "IdleShutdownJob", Queue: DefaultQueue, Retry: RetryDefault, ActiveJob: true}
-	// Webhook is our run-ended delivery (queue "report", retry 10: count⁴+15 s
+	// Webhook is our run-ended delivery (queue "webhook", retry 10: count⁴+15 s
 	// apart, about 7 hours in all): [url, body].
-	Webhook = Class{Name: "Pallarel::RunWebhookJob", Queue: TriggerQueue, Retry: 10}
+	Webhook = Class{Name: "Pallarel::RunWebhookJob", Queue: WebhookQueue, Retry: 10}
 	// CancelCleanup sweeps a cancelled run's leftovers (queue "report"): [token].
 	CancelCleanup = Class{Name: "Pallarel::CancelCleanupJob", Queue: TriggerQueue, Retry: RetryDefault}
 )

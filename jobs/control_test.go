@@ -3,12 +3,15 @@ package jobs_test
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,8 +57,8 @@ type hookReceiver struct {
 }
 
 type hookDelivery struct {
-	body                       []byte
-	signature, event, delivery string
+	body                                  []byte
+	signature, timestamp, event, delivery string
 }
 
 func newHookReceiver(t *testing.T, fail ...bool) *hookReceiver {
@@ -64,7 +67,8 @@ func newHookReceiver(t *testing.T, fail ...bool) *hookReceiver {
 		b, _ := io.ReadAll(r.Body)
 		h.mu.Lock()
 		n := len(h.got)
-		h.got = append(h.got, hookDelivery{b, r.Header.Get(jobs.WebhookSignatureHeader), r.Header.Get(jobs.WebhookEventHeader), r.Header.Get(jobs.WebhookDeliveryHeader)})
+		h.got = append(h.got, hookDelivery{b, r.Header.Get(jobs.WebhookSignatureHeader), r.Header.Get(jobs.WebhookTimestampHeader),
+			r.Header.Get(jobs.WebhookEventHeader), r.Header.Get(jobs.WebhookDeliveryHeader)})
 		h.mu.Unlock()
 		if n < len(h.fail) && h.fail[n] {
 			http.Error(w, "not now", http.StatusInternalServerError)
@@ -85,8 +89,19 @@ func (h *hookReceiver) deliveries() []hookDelivery {
 // verify checks a delivery's signature and returns its payload.
 func verify(t *testing.T, d hookDelivery, secret string) jobs.WebhookPayload {
 	t.Helper()
-	if want := jobs.SignWebhook([]byte(secret), d.body); !hmac.Equal([]byte(d.signature), []byte(want)) || !strings.HasPrefix(d.signature, "sha256=") {
+	if want := jobs.SignWebhook([]byte(secret), d.timestamp, d.body); !hmac.Equal([]byte(d.signature), []byte(want)) || !strings.HasPrefix(d.signature, "sha256=") {
 		t.Fatalf("signature %q, want %q", d.signature, want)
+	}
+	// The receiver's check, as the README gives it: the timestamp is near
+	// its clock and the signature covers "<timestamp>.<body>".
+	ts, err := strconv.ParseInt(d.timestamp, 10, 64)
+	if err != nil || time.Since(time.Unix(ts, 0)).Abs() > 5*time.Minute {
+		t.Fatalf("timestamp %q is not a recent Unix time", d.timestamp)
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(d.timestamp + "." + string(d.body)))
+	if d.signature != "sha256="+hex.EncodeToString(m.Sum(nil)) {
+		t.Fatalf("signature %q does not cover timestamp.body", d.signature)
 	}
 	if d.event != "run.ended" || d.delivery == "" {
 		t.Fatalf("event %q delivery %q", d.event, d.delivery)
@@ -213,7 +228,7 @@ func TestCancelMidRun(t *testing.T) {
 	// report worker is stopped, so a push would stay on its queue).
 	e.stopWorker("report")
 	e.pipeline.RunEndedForTest(ctx, token)
-	if n := e.redisInt("LLEN", "queue:report"); n != 0 || len(hook.deliveries()) != 1 {
+	if n := e.redisInt("LLEN", "queue:"+jobs.WebhookQueue); n != 0 || len(hook.deliveries()) != 1 {
 		t.Errorf("a second delivery: %d queued, %d delivered", n, len(hook.deliveries()))
 	}
 }

@@ -101,6 +101,10 @@ var errShortReply = errors.New("unexpected Redis reply")
 // errLeaseLost stops a feeder whose lease another process took.
 var errLeaseLost = errors.New("feeder lease lost")
 
+// errRedisLost stops a feeder whose queue vanished with the run's own keys
+// (runKeysSurvive): the supervisor starts the split again.
+var errRedisLost = errors.New("the run's queue and keys vanished: Redis lost data")
+
 // feed pushes a run's rows in a window: at most SplitWindow of them wait in
 // Redis, more are pushed as rows end. Rows already recorded in the ledger
 // are skipped, so feeding again after a crash, or after Redis lost its
@@ -223,7 +227,15 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		if !listed && recorded < pushedRows {
 			// Sidekiq's "Delete queue" removes the queue from "queues";
 			// our own pushes always add it. The user threw the run's work
-			// away: end the run rather than wait for rows that will not come.
+			// away: end the run rather than wait for rows that will not
+			// come. Unless the run's own keys went with it: Redis lost
+			// data, and the supervisor feeds the run again from storage.
+			if survive, err := p.runKeysSurvive(ctx, token); err != nil {
+				return err
+			} else if !survive {
+				log.Warn("the run's queue vanished with its own keys (Redis lost data): not a cancel; the split starts again from the upload")
+				return errRedisLost
+			}
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 		}
 		room := window - (pushedRows - recorded)

@@ -8,6 +8,7 @@ import (
 	"encoding/csv"
 	"io"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
@@ -113,6 +115,8 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		Store: o.store, DB: e.models, Router: rt, Renderers: regs, Logger: quiet(),
 		Launcher:         &launcher.Func{LaunchFunc: e.launch, StopFunc: e.stop},
 		FinalizeInterval: 200 * time.Millisecond, BatchSize: o.batchSize,
+		// The tests' receivers listen on 127.0.0.1 (httptest).
+		WebhookEgress: egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
 	}
 	if o.deps != nil {
 		o.deps(&deps)
@@ -122,6 +126,7 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.runWorker("report", []sidekiq.QueueWeight{{Name: "report"}, {Name: "default"}}, 4)
+	e.runWorker("webhook", []sidekiq.QueueWeight{{Name: jobs.WebhookQueue}}, jobs.WebhookConcurrency)
 	return e
 }
 

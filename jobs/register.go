@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
@@ -53,6 +55,11 @@ type Deps struct {
 	// Both optional (webhook.go).
 	WebhookURL    string
 	WebhookSecret string
+	// WebhookEgress decides which addresses deliveries may reach
+	// (WEBHOOK_ALLOW_CIDRS); the zero policy allows public addresses only.
+	WebhookEgress egress.Policy
+	// WebhookProxy (WEBHOOK_PROXY) carries the deliveries; nil: none.
+	WebhookProxy *url.URL
 	// TemplateLimits bound an XLSX template a run names (zero fields: render's defaults).
 	TemplateLimits render.TemplateLimits
 }

@@ -231,6 +231,11 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 			w.noConsumerSince = now
 		}
 		stalled = "no live worker on queue " + queue
+		if st.StateReason == "" {
+			// The page says why the run waits from the first pass, not
+			// only once it counts as stalled.
+			p.warnIf(p.d.DB.SetState(ctx, token, st.RunState(), "waiting: "+stalled), "SetState")
+		}
 		if err := p.maybeRelaunch(ctx, st, queue, w, now); err != nil {
 			return err
 		}

@@ -18,7 +18,13 @@ import (
 // waits until every row and the finalizer are queued.
 func splitWithoutWorker(t *testing.T, rows int) (*env, int64, string) {
 	t.Helper()
-	e := newEnvWith(t, envOptions{launch: func(context.Context, launcher.Request) error { return nil }})
+	return splitWithoutWorkerIn(t, newEnvWith(t, envOptions{launch: func(context.Context, launcher.Request) error { return nil }}), rows)
+}
+
+// splitWithoutWorkerIn is splitWithoutWorker in e, whose launcher starts
+// no worker.
+func splitWithoutWorkerIn(t *testing.T, e *env, rows int) (*env, int64, string) {
+	t.Helper()
 	var b strings.Builder
 	b.WriteString("id,name\n")
 	for i := 1; i <= rows; i++ {

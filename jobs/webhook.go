@@ -19,20 +19,39 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
-// Webhook headers: the body's HMAC-SHA256 with WEBHOOK_SECRET as
-// "sha256=<hex>" (the form GitHub uses), the event name, and the delivery
-// id (the job's jid, the same on every retry).
+// WebhookQueue is the deliveries' own queue: a receiver that hangs holds
+// one of WebhookConcurrency processors for webhookTimeout, never one that
+// splits uploads. The workers that serve the report queue serve it too, on
+// a server of their own (WebhookServerOptions).
+const (
+	WebhookQueue       = contract.WebhookQueue
+	WebhookConcurrency = 5
+)
+
+// Webhook headers: the HMAC-SHA256 with WEBHOOK_SECRET of
+// "<timestamp>.<body>" as "sha256=<hex>", the timestamp (Unix seconds) it
+// signs, the event name, and the delivery id (the job's jid, the same on
+// every retry). A receiver rejects a timestamp far from its clock, so a
+// captured delivery cannot be replayed later.
 const (
 	WebhookSignatureHeader = "X-Pallarel-Signature"
+	WebhookTimestampHeader = "X-Pallarel-Timestamp"
 	WebhookEventHeader     = "X-Pallarel-Event"
 	WebhookDeliveryHeader  = "X-Pallarel-Delivery"
 	webhookEvent           = "run.ended"
-	webhookTimeout         = 15 * time.Second
+	webhookTimeout         = 5 * time.Second
 )
+
+// errWebhookFailed is what a failed delivery stores in the retry set, shown
+// on /sidekiq: one message whatever happened (refused, unreachable, timed
+// out, a non-2xx answer), so a webhook URL cannot map what answers inside;
+// the cause is in the server log.
+var errWebhookFailed = errors.New("webhook delivery failed (the cause is in the server log)")
 
 // WebhookPayload is the JSON body a webhook receives once per run end.
 type WebhookPayload struct {
@@ -51,11 +70,15 @@ type WebhookPayload struct {
 	DownloadPath string `json:"download_path,omitempty"`
 }
 
-// SignWebhook is the signature header value for body: "sha256=" and the hex
-// HMAC-SHA256 of body with secret. A receiver recomputes it over the raw
-// body and compares in constant time.
-func SignWebhook(secret, body []byte) string {
+// SignWebhook is the signature header value for body sent at timestamp
+// (the X-Pallarel-Timestamp value, Unix seconds): "sha256=" and the hex
+// HMAC-SHA256 of "<timestamp>.<body>" with secret. A receiver recomputes
+// it over the header's timestamp and the raw body, compares in constant
+// time, and rejects a timestamp more than a few minutes from its clock.
+func SignWebhook(secret []byte, timestamp string, body []byte) string {
 	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(timestamp))
+	m.Write([]byte("."))
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
@@ -165,6 +188,7 @@ func (p *Pipeline) markOnce(ctx context.Context, key, value string) (bool, error
 
 // handleWebhook POSTs the body to the URL, signed, and fails (to be retried
 // with Sidekiq's backoff) unless the receiver answers 2xx: [url, body].
+// Every address it connects to passes the egress policy at dial time.
 func (p *Pipeline) handleWebhook(ctx context.Context, job *sidekiq.Job) error {
 	var target, body string
 	if err := job.ScanArgs(&target, &body); err != nil {
@@ -184,32 +208,35 @@ func (p *Pipeline) handleWebhook(ctx context.Context, job *sidekiq.Job) error {
 	req.Header.Set(WebhookEventHeader, webhookEvent)
 	req.Header.Set(WebhookDeliveryHeader, job.JID)
 	if p.d.WebhookSecret != "" {
-		req.Header.Set(WebhookSignatureHeader, SignWebhook([]byte(p.d.WebhookSecret), []byte(body)))
+		ts := strconv.FormatInt(p.d.Now().Unix(), 10)
+		req.Header.Set(WebhookTimestampHeader, ts)
+		req.Header.Set(WebhookSignatureHeader, SignWebhook([]byte(p.d.WebhookSecret), ts, []byte(body)))
 	}
+	log := p.log.With("url", redactURL(target), "jid", job.JID)
 	resp, err := p.webhookClient().Do(req)
 	if err != nil {
 		var ue *url.Error // its text repeats the URL, query and all
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("webhook %s: %w", redactURL(target), err)
+		log.Warn("run webhook not delivered", "err", err, "refused", errors.Is(err, egress.ErrRefused))
+		return errWebhookFailed
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("webhook %s: answered %s", redactURL(target), resp.Status)
+		log.Warn("run webhook not delivered", "status", resp.StatusCode)
+		return errWebhookFailed
 	}
-	p.log.Info("run webhook delivered", "url", redactURL(target), "jid", job.JID, "status", resp.StatusCode)
+	log.Info("run webhook delivered", "status", resp.StatusCode)
 	return nil
 }
 
-// webhookClient does not follow redirects: a signed delivery goes to the
-// URL that was configured, nowhere else.
+// webhookClient connects only where the egress policy allows, through
+// WEBHOOK_PROXY when set (never HTTP_PROXY), and follows no redirect: a
+// signed delivery goes to the configured URL, nowhere else.
 func (p *Pipeline) webhookClient() *http.Client {
-	return &http.Client{
-		Timeout:       webhookTimeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	return p.d.WebhookEgress.Client(egress.ClientOptions{Timeout: webhookTimeout, Proxy: p.d.WebhookProxy})
 }
 
 // redactURL drops the query, which may hold a receiver's secret, from logs

@@ -2,16 +2,21 @@ package server
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/gomodule/redigo/redis"
 )
 
 // Browser sessions: with AUTH_TOKEN alone a browser has no way to send a
@@ -87,39 +92,127 @@ func equal(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-// sessionMAC signs a session's expiry. The key mixes in the configured
-// credentials, so changing AUTH_TOKEN or the password ends every session.
-func (s *Server) sessionMAC(expiry string) string {
+// sessionMAC signs a session's id and expiry. The key mixes in the
+// configured credentials, so changing AUTH_TOKEN or the password ends
+// every session.
+func (s *Server) sessionMAC(value string) string {
 	k := hmac.New(sha256.New, s.d.CSRFKey)
 	k.Write([]byte("session\x00" + s.d.AuthToken + "\x00" + s.d.BasicUser + "\x00" + s.d.BasicPassword))
 	m := hmac.New(sha256.New, k.Sum(nil))
-	m.Write([]byte(expiry))
+	m.Write([]byte(value))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func (s *Server) validSession(c *gin.Context) bool {
+// sessionKey is the Redis key that keeps a session alive: logout deletes
+// it, so a copied cookie dies with the session. It holds a hash of the id,
+// not the id.
+func sessionKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "pallarel:session:" + hex.EncodeToString(sum[:16])
+}
+
+// parseSession checks the cookie's signature and expiry and returns the
+// session id ("<id>.<expiry>.<mac>").
+func (s *Server) parseSession(c *gin.Context) (string, bool) {
 	v, err := c.Cookie(sessionCookie)
+	if err != nil {
+		return "", false
+	}
+	i := strings.LastIndexByte(v, '.')
+	if i < 0 || !hmac.Equal([]byte(v[i+1:]), []byte(s.sessionMAC(v[:i]))) {
+		return "", false
+	}
+	id, exp, ok := strings.Cut(v[:i], ".")
+	if !ok || id == "" {
+		return "", false
+	}
+	unix, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil || !s.d.Now().Before(time.Unix(unix, 0)) {
+		return "", false
+	}
+	return id, true
+}
+
+// validSession is a signed, unexpired cookie whose session Redis still
+// holds (not logged out). Redis unreachable: no session (fail closed).
+func (s *Server) validSession(c *gin.Context) bool {
+	id, ok := s.parseSession(c)
+	if !ok {
+		return false
+	}
+	conn, err := s.d.Pool.GetContext(c.Request.Context())
 	if err != nil {
 		return false
 	}
-	exp, mac, ok := strings.Cut(v, ".")
-	if !ok || !hmac.Equal([]byte(mac), []byte(s.sessionMAC(exp))) {
-		return false
-	}
-	unix, err := strconv.ParseInt(exp, 10, 64)
-	return err == nil && s.d.Now().Before(time.Unix(unix, 0))
+	defer conn.Close()
+	n, err := redis.Int(conn.Do("EXISTS", sessionKey(id)))
+	return err == nil && n == 1
 }
 
-func (s *Server) setSession(c *gin.Context, ttl time.Duration) {
-	exp := strconv.FormatInt(s.d.Now().Add(ttl).Unix(), 10)
-	maxAge := int(ttl.Seconds())
-	if ttl <= 0 {
-		maxAge = -1
+// startSession stores a new session in Redis and sets its cookie.
+func (s *Server) startSession(c *gin.Context) error {
+	var raw [18]byte
+	_, _ = rand.Read(raw[:])
+	id := base64.RawURLEncoding.EncodeToString(raw[:])
+	conn, err := s.d.Pool.GetContext(c.Request.Context())
+	if err != nil {
+		return fmt.Errorf("start session: %w", err)
 	}
+	defer conn.Close()
+	if _, err := conn.Do("SET", sessionKey(id), "1", "EX", int(sessionTTL.Seconds())); err != nil {
+		return fmt.Errorf("start session: %w", err)
+	}
+	value := id + "." + strconv.FormatInt(s.d.Now().Add(sessionTTL).Unix(), 10)
+	s.setCookie(c, value+"."+s.sessionMAC(value), int(sessionTTL.Seconds()))
+	return nil
+}
+
+// endSession forgets the request's session in Redis and clears its cookie.
+func (s *Server) endSession(c *gin.Context) {
+	if id, ok := s.parseSession(c); ok {
+		if conn, err := s.d.Pool.GetContext(c.Request.Context()); err == nil {
+			if _, err := conn.Do("DEL", sessionKey(id)); err != nil {
+				s.log.Warn("logout: forget the session", "err", err)
+			}
+			conn.Close()
+		}
+	}
+	s.setCookie(c, "", -1)
+}
+
+func (s *Server) setCookie(c *gin.Context, value string, maxAge int) {
 	http.SetCookie(c.Writer, &http.Cookie{
-		Name: sessionCookie, Value: exp + "." + s.sessionMAC(exp), Path: "/", MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: c.Request.TLS != nil,
+		Name: sessionCookie, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: s.viaHTTPS(c.Request),
 	})
+}
+
+// viaHTTPS tells whether the browser reached us over https: TLS here, or
+// X-Forwarded-Proto: https from a proxy TRUSTED_PROXIES lists (anyone
+// else could send the header).
+func (s *Server) viaHTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if !s.fromTrustedProxy(r) {
+		return false
+	}
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	return strings.EqualFold(strings.TrimSpace(proto), "https")
+}
+
+func (s *Server) fromTrustedProxy(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range s.d.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 type loginView struct {
@@ -127,12 +220,28 @@ type loginView struct {
 	Token, Basic bool // which fields to show
 }
 
-// safeNext keeps a post-login redirect on this site.
+// safeNext keeps a post-login redirect on this site. It reads next as a
+// browser would before deciding: tabs and newlines are dropped, and a
+// backslash is a slash, so "/\t/evil.example", "/\\evil.example" and
+// "\\/evil.example" are all "//evil.example" (another host) and give "/".
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	norm := strings.Map(func(r rune) rune {
+		switch r {
+		case '\t', '\n', '\r':
+			return -1
+		case '\\':
+			return '/'
+		}
+		return r
+	}, strings.TrimLeft(next, "\x00\x20"))
+	if !strings.HasPrefix(norm, "/") || strings.HasPrefix(norm, "//") {
 		return "/"
 	}
-	return next
+	u, err := url.Parse(norm)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "/"
+	}
+	return norm
 }
 
 // loginForm is GET /login.
@@ -147,11 +256,28 @@ func (s *Server) loginForm(c *gin.Context) {
 }
 
 // login is POST /login: the token or the user and password, checked in
-// constant time; a session cookie on success.
+// constant time; a session on success. Attempts are throttled per client
+// and in total (login_limit.go).
 func (s *Server) login(c *gin.Context) {
 	l := lang(c)
 	if !s.authOn() {
 		c.Redirect(http.StatusSeeOther, "/")
+		return
+	}
+	client := c.ClientIP()
+	wait, delay := s.logins.admit(client, s.d.Now())
+	if delay > 0 {
+		select { // many clients failing: every attempt waits
+		case <-time.After(delay):
+		case <-c.Request.Context().Done():
+			return
+		}
+	}
+	if wait > 0 {
+		s.log.Warn("login throttled", "remote", client, "retry_after", wait.Round(time.Second))
+		c.Header("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
+		s.render(c, http.StatusTooManyRequests, "login.html", pageData{Lang: l, Title: l.T("login"),
+			Data: loginView{Next: safeNext(c.PostForm("next")), Error: l.T("err_login_throttled"), Token: s.d.AuthToken != "", Basic: s.d.BasicUser != ""}})
 		return
 	}
 	ok := s.d.AuthToken != "" && equal(strings.TrimSpace(c.PostForm("token")), s.d.AuthToken)
@@ -160,17 +286,23 @@ func (s *Server) login(c *gin.Context) {
 	}
 	next := safeNext(c.PostForm("next"))
 	if !ok {
-		s.log.Warn("login refused", "remote", c.ClientIP())
+		s.logins.failed(client, s.d.Now())
+		s.log.Warn("login refused", "remote", client)
 		s.render(c, http.StatusUnauthorized, "login.html", pageData{Lang: l, Title: l.T("login"),
 			Data: loginView{Next: next, Error: l.T("err_login"), Token: s.d.AuthToken != "", Basic: s.d.BasicUser != ""}})
 		return
 	}
-	s.setSession(c, sessionTTL)
+	s.logins.succeeded(client)
+	if err := s.startSession(c); err != nil {
+		s.fail(c, err)
+		return
+	}
 	c.Redirect(http.StatusSeeOther, next)
 }
 
-// logout is POST /logout.
+// logout is POST /logout: the session ends on the server, not only in
+// this browser.
 func (s *Server) logout(c *gin.Context) {
-	s.setSession(c, 0)
+	s.endSession(c)
 	c.Redirect(http.StatusSeeOther, "/login")
 }

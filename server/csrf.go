@@ -33,7 +33,7 @@ func (s *Server) csrfIssue() gin.HandlerFunc {
 			nonce = base64.RawURLEncoding.EncodeToString(b)
 			http.SetCookie(c.Writer, &http.Cookie{
 				Name: csrfCookie, Value: nonce, Path: "/",
-				HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Request.TLS != nil,
+				HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.viaHTTPS(c.Request),
 			})
 		}
 		c.Set(csrfCtxKey, s.csrfToken(nonce))

@@ -84,7 +84,7 @@ func (s *Server) sameOrigin() gin.HandlerFunc {
 			c.Next()
 			return
 		}
-		if crossSite(c.Request) {
+		if s.crossSite(c.Request) {
 			s.log.Warn("cross-site request refused", "method", c.Request.Method, "path", c.Request.URL.Path,
 				"origin", c.GetHeader("Origin"), "sec_fetch_site", c.GetHeader("Sec-Fetch-Site"))
 			s.fail(c, userErr(http.StatusForbidden, "err_cross_site", ""))
@@ -94,7 +94,7 @@ func (s *Server) sameOrigin() gin.HandlerFunc {
 	}
 }
 
-func crossSite(r *http.Request) bool {
+func (s *Server) crossSite(r *http.Request) bool {
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "", "same-origin", "none":
 	default:
@@ -108,7 +108,15 @@ func crossSite(r *http.Request) bool {
 	if err != nil || u.Host == "" {
 		return true // "null" (sandboxed frames, file:) and garbage
 	}
-	return !strings.EqualFold(u.Host, r.Host)
+	return !s.sameSite(u, r)
+}
+
+// sameSite tells whether origin names this very server as the browser
+// reached it: the Host it was sent to, and a host the server answers
+// (a rebinding page's Origin equals the Host it sent, and that name is not
+// allowed).
+func (s *Server) sameSite(origin *url.URL, r *http.Request) bool {
+	return strings.EqualFold(origin.Host, r.Host) && s.hosts.allows(origin.Hostname())
 }
 
 // browserRequest reports whether r came from a browser, which may send

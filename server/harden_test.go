@@ -56,7 +56,7 @@ func TestBodyLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /sidekiq/retries HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 300000000\r\n\r\naction=delete_all&")
+	fmt.Fprintf(conn, "POST /sidekiq/retries HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 300000000\r\n\r\naction=delete_all&")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +294,7 @@ func TestSlowUploadCut(t *testing.T) {
 	}
 	defer conn.Close()
 	body, ctype := multipartBody(t, part{name: "csv_file", file: "a.csv", value: strings.Repeat("a,b\n", 1000)})
-	fmt.Fprintf(conn, "POST /csv_processing HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ctype, body.Len())
+	fmt.Fprintf(conn, "POST /csv_processing HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ctype, body.Len())
 	done := make(chan struct{})
 	go func() { // a byte at a time until the server gives up
 		defer close(done)

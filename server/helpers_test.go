@@ -89,6 +89,10 @@ func (b *bundle) do(t *testing.T, method, path string, body io.Reader, header ..
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1] // what a rebound name would send
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := b.client.Do(req)

@@ -7,6 +7,8 @@ var hardeningMessages = map[string]map[string]string{
 	"ja": {
 		"err_template_too_large": "テンプレートが大きすぎます。",
 		"err_cross_site":         "他のサイトからの送信は受け付けません。",
+		"err_blocked_host":       "このホスト名へのリクエストは受け付けません（ALLOWED_HOSTS に加えてください）。",
+		"err_login_throttled":    "ログインの失敗が多すぎます。しばらくしてからもう一度お試しください。",
 		"err_empty_file":         "ファイルが空です (0 バイト)。見出し行とデータのあるCSVファイルを選択してください。",
 		"err_expired":            "この処理の結果は保存期間を過ぎたため削除されました。",
 		"err_not_ready":          "レポートはまだできていません。",
@@ -32,6 +34,8 @@ var hardeningMessages = map[string]map[string]string{
 	"en": {
 		"err_template_too_large": "The template is too large.",
 		"err_cross_site":         "Requests from other sites are refused.",
+		"err_blocked_host":       "Requests for this host name are refused (add it to ALLOWED_HOSTS).",
+		"err_login_throttled":    "Too many failed logins: wait a moment and try again.",
 		"err_empty_file":         "The file is empty (0 bytes). Choose a CSV file with a header row and data.",
 		"err_expired":            "This run's results were deleted: they passed the retention period.",
 		"err_not_ready":          "The report is not ready yet.",

@@ -29,6 +29,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -80,6 +81,14 @@ type Deps struct {
 	AuthToken     string
 	BasicUser     string
 	BasicPassword string
+	// AllowedHosts (ALLOWED_HOSTS) are the Host names the server answers
+	// besides loopback ones, as Rails' config.hosts: "app.example.com", or
+	// ".example.com" for it and its subdomains. With auth and none listed,
+	// any Host is answered; without auth, only loopback and these (hosts.go).
+	AllowedHosts []string
+	// TrustedProxies (TRUSTED_PROXIES) are the proxies whose
+	// X-Forwarded-Proto and X-Forwarded-For are believed; none by default.
+	TrustedProxies []netip.Prefix
 
 	// Runs cancels runs, retries their failed rows and lists those
 	// (the run pipeline). Without it the run pages have no such buttons.
@@ -129,6 +138,8 @@ type Server struct {
 	streams *streamHub
 	rates   rateMeter // recent rates of the runs being watched
 	shown   shownMemo // the highest percentage shown of each live run
+	hosts   hostPolicy
+	logins  loginLimiter
 }
 
 // New checks deps, fills defaults and builds the routes.
@@ -182,6 +193,7 @@ func New(d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{d: d, log: d.Logger, pages: pages, reg: prometheus.NewRegistry()}
+	s.hosts = newHostPolicy(d.AllowedHosts, s.authOn())
 	s.streams = newStreamHub(s)
 	if s.metrics, err = newHTTPMetrics(s.reg); err != nil {
 		return nil, err
@@ -217,12 +229,20 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
-	// Client addresses (stream caps, logs) come from the connection: a
-	// forwarded header would let anyone pick their own.
-	_ = e.SetTrustedProxies(nil)
+	// Client addresses (stream caps, login throttling, logs) come from the
+	// connection, or from X-Forwarded-For when a TRUSTED_PROXIES proxy
+	// sends it: from anyone else it would let them pick their own.
+	proxies := make([]string, 0, len(s.d.TrustedProxies))
+	for _, p := range s.d.TrustedProxies {
+		proxies = append(proxies, p.String())
+	}
+	if err := e.SetTrustedProxies(proxies); err != nil {
+		s.log.Error("trusted proxies", "err", err)
+		_ = e.SetTrustedProxies(nil)
+	}
 	// Headers first, so even a 413 or a panic carries them; bodies are
 	// capped before anything reads them; cross-site writes stop here.
-	e.Use(s.recoverer(), s.securityHeaders(), s.metrics.middleware(), s.accessLog(),
+	e.Use(s.recoverer(), s.securityHeaders(), s.metrics.middleware(), s.accessLog(), s.checkHost(),
 		s.limitBody(s.d.MaxFormBytes), s.sameOrigin())
 	e.NoRoute(func(c *gin.Context) { s.fail(c, errNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.fail(c, errMethod) })

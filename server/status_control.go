@@ -55,7 +55,7 @@ func (s *Server) checkRunPost(c *gin.Context, action, token string) error {
 	}
 	if o := c.GetHeader("Origin"); o != "" && o != "null" {
 		u, err := url.Parse(o)
-		if err != nil || !strings.EqualFold(u.Host, c.Request.Host) {
+		if err != nil || !s.sameSite(u, c.Request) {
 			return userErr(http.StatusForbidden, "err_csrf", "")
 		}
 	}

@@ -12,10 +12,15 @@ import (
 
 // goneFromHost tells whether the process of a Sidekiq identity
 // ("hostname:pid:nonce") ran on host and is gone: no process has its pid,
-// or it had this process's pid (a previous run of this server in a
-// container, where the server is pid 1 every time; the caller skips this
-// process's own identity).
+// or it had this process's pid but is none of the servers running in this
+// process (a previous run of this server in a container, where the server
+// is pid 1 every time). Servers of this process (the all-in-one's report
+// and token workers) are alive to each other whatever their pid says.
 func goneFromHost(host string) func(identity string) bool {
+	return goneFromHostOf(host, runningHere)
+}
+
+func goneFromHostOf(host string, here *localServers) func(identity string) bool {
 	self := os.Getpid()
 	return func(identity string) bool {
 		rest, _, ok := cutLast(identity, ":") // the nonce
@@ -31,7 +36,7 @@ func goneFromHost(host string) func(identity string) bool {
 			return false
 		}
 		if pid == self {
-			return true
+			return !here.has(identity)
 		}
 		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 	}

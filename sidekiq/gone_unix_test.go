@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 
@@ -40,6 +41,71 @@ func TestGoneFromHost(t *testing.T) {
 		if got := gone(id); got != want {
 			t.Errorf("gone(%q) = %v, want %v", id, got, want)
 		}
+	}
+	// A server running in this process has this process's pid and is alive.
+	here := &localServers{}
+	sibling := fmt.Sprintf("box:%d:abcdefabcdef", os.Getpid())
+	here.add(sibling)
+	if goneFromHostOf("box", here)(sibling) {
+		t.Errorf("a server running in this process was taken for gone")
+	}
+	here.remove(sibling)
+	if !goneFromHostOf("box", here)(sibling) {
+		t.Errorf("a stopped server of this process's pid was taken for alive")
+	}
+}
+
+// The all-in-one mode's servers share one pid: with a private Redis, one
+// server's recoverer leaves a sibling's running job and its place in
+// processes alone, and only the first server reports the process's RSS.
+func TestServersOfOneProcessDoNotRecoverEachOther(t *testing.T) {
+	db := redistest.New(t)
+	reg := NewRegistry()
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	reg.Register(func(ctx context.Context, j *Job) error {
+		started <- struct{}{}
+		<-release
+		return nil
+	}, "Held")
+	a := startServer(t, db, reg, Options{Queues: []QueueWeight{{Name: "a"}}, Hostname: "box", PrivateRedis: true})
+	b := startServer(t, db, NewRegistry(), Options{Queues: []QueueWeight{{Name: "b"}}, Hostname: "box", PrivateRedis: true})
+	t.Cleanup(func() { close(release) }) // before the servers stop
+	j, _ := NewJob("Held", 1)
+	j.Queue = "a"
+	if _, err := a.Client().Push(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	rec := newServerParts(b).recoverer
+	for range 3 {
+		if n, err := rec.recoverOrphans(context.Background()); err != nil || n != 0 {
+			t.Fatalf("b's recoverer moved %d jobs (%v) of its running sibling", n, err)
+		}
+	}
+	if l, _ := redis.Int(db.Do(t, "LLEN", "pallarel:inflight|"+a.Identity()+"|a"), nil); l != 1 {
+		t.Fatalf("a's in-flight list holds %d jobs, want its running one", l)
+	}
+	if l, _ := redis.Int(db.Do(t, "LLEN", "queue:a"), nil); l != 0 {
+		t.Fatalf("a's running job was pushed back: queue holds %d", l)
+	}
+	for _, id := range []string{a.Identity(), b.Identity()} {
+		if n, _ := redis.Int(db.Do(t, "SISMEMBER", "processes", id), nil); n != 1 {
+			t.Fatalf("%s left processes while it runs", id)
+		}
+	}
+	waitFor(t, 5*time.Second, "both beat", func() bool {
+		ra, _ := redis.String(db.Do(t, "HGET", a.Identity(), "rss"), nil)
+		rb, _ := redis.String(db.Do(t, "HGET", b.Identity(), "rss"), nil)
+		return ra != "" && rb != ""
+	})
+	rb, _ := redis.Int64(db.Do(t, "HGET", b.Identity(), "rss"), nil)
+	ra, _ := redis.Int64(db.Do(t, "HGET", a.Identity(), "rss"), nil)
+	if rb != 0 {
+		t.Errorf("the second server of the process reports rss %d KB: the Web UI counts the process twice", rb)
+	}
+	if runningHere.reportsMemory(a.Identity()) && ra <= 0 {
+		t.Errorf("the process's first server reports rss %d", ra)
 	}
 }
 

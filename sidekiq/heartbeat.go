@@ -111,6 +111,8 @@ type heartbeatParams struct {
 	info           func() ([]byte, error) // the hash's "info" JSON
 	running        func() (work map[string][]byte, busy int)
 	quiet          func() bool
+	// rss is the process's memory in KB for the hash's "rss"; nil reads it.
+	rss func() int64
 	// flushStats writes the processed/failed counts, before each beat as
 	// launcher.rb does, and once more when the server stops.
 	flushStats func(context.Context)
@@ -119,6 +121,13 @@ type heartbeatParams struct {
 }
 
 func newHeartbeat(p heartbeatParams) *heartbeat { return &heartbeat{heartbeatParams: p} }
+
+func (h *heartbeat) rssKB() int64 {
+	if h.rss != nil {
+		return h.rss()
+	}
+	return rssKB()
+}
 
 // run beats every interval until ctx is done. The first beat is the
 // server's, before it starts its parts.
@@ -174,7 +183,7 @@ func (h *heartbeat) runOnce(ctx context.Context) error {
 		"busy", busy,
 		"beat", floatSeconds(h.now()),
 		"quiet", strconv.FormatBool(h.quiet()),
-		"rss", rssKB(),
+		"rss", h.rssKB(),
 		"rtt_us", rtt.Microseconds(),
 	}
 	sig, _, err := rdb.Beat(c, h.identity, fields, h.ttl)

@@ -37,6 +37,7 @@ func newServerParts(s *Server) *serverParts {
 			info:        s.info,
 			running:     s.workSnapshot,
 			quiet:       s.quiet.Load,
+			rss:         s.processRSS,
 			flushStats:  s.flushStats,
 			onQuiet:     s.Quiet,
 			onStop:      s.Stop,

@@ -143,6 +143,10 @@ func (s *Server) Stopping() <-chan struct{} { return s.stopCh }
 // running, and clears the heartbeat.
 func (s *Server) Run(ctx context.Context) error {
 	defer close(s.gone)
+	// Known to this process's other servers as alive from before its first
+	// beat until its heartbeat is cleared (goneFromHost).
+	runningHere.add(s.identity)
+	defer runningHere.remove(s.identity)
 	s.lastWork.Store(s.opts.Now().UnixNano())
 	parts := newServerParts(s) // heartbeat, metrics flusher, recoverer, poller
 	// The heartbeat comes first: another process's recoverer that saw our
@@ -356,6 +360,16 @@ type PanicError struct {
 }
 
 func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
+
+// processRSS is what this server's heartbeat reports as memory: the
+// process's RSS from one of its servers only (localServers.reportsMemory),
+// 0 from the others, so several servers of one process count it once.
+func (s *Server) processRSS() int64 {
+	if !runningHere.reportsMemory(s.identity) {
+		return 0
+	}
+	return rssKB()
+}
 
 func rssKB() int64 {
 	data, err := os.ReadFile("/proc/self/statm")

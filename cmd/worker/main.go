@@ -9,11 +9,13 @@ import (
 	"os"
 	"runtime/pprof"
 	"slices"
+	"time"
 
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/sidekiq"
 )
 
 var version = "dev"
@@ -76,7 +78,49 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 	} else {
 		close(monitorsDone)
 	}
-	// The monitors use Redis and the database: they end before Close
-	// releases those.
-	return func() { stop(); <-monitorsDone; a.Close() }, nil
+	stopHooks := func() {}
+	if slices.Contains(names, contract.TriggerQueue) && !slices.Contains(names, jobs.WebhookQueue) {
+		if stopHooks, err = startWebhookServer(ctx, env, a); err != nil {
+			stop()
+			<-monitorsDone
+			a.Close()
+			return nil, err
+		}
+	}
+	// The monitors and the webhook server use Redis and the database: they
+	// end before Close releases those.
+	return func() { stopHooks(); stop(); <-monitorsDone; a.Close() }, nil
+}
+
+// startWebhookServer runs the webhook deliveries beside the report worker,
+// as a server of their own on jobs.WebhookQueue with jobs.WebhookConcurrency
+// processors and a pool of its own: a receiver that hangs holds one of
+// those, never a processor that splits uploads.
+func startWebhookServer(ctx context.Context, env *workercmd.Env, a *app.App) (stop func(), err error) {
+	pool, err := sidekiq.NewPool(env.Config.RedisURL, jobs.WebhookConcurrency+5)
+	if err != nil {
+		return nil, err
+	}
+	reg := sidekiq.NewRegistry()
+	if err := a.Pipeline.Register(reg); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	opts := sidekiq.Options{Queues: []sidekiq.QueueWeight{{Name: jobs.WebhookQueue}}, Concurrency: jobs.WebhookConcurrency,
+		Dialect: env.Options.Dialect, Logger: env.Logger, Timeout: 10 * time.Second}
+	a.Pipeline.ServerOptions(&opts)
+	srv, err := sidekiq.NewServer(pool, reg, opts)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Run(runCtx); err != nil {
+			env.Logger.Error("webhook server", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done; pool.Close() }, nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pallarel/pallarel/config"
 	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
@@ -123,6 +124,7 @@ func (a *App) open(ctx context.Context, opts Options) (err error) {
 		Supervise: jobs.SuperviseConfig{Interval: cfg.SuperviseInterval, LaunchGrace: cfg.WorkerLaunchGrace,
 			MaxRelaunches: cfg.WorkerMaxRelaunches},
 		WebhookURL: cfg.WebhookURL, WebhookSecret: cfg.WebhookSecret,
+		WebhookEgress: egress.Policy{Allow: cfg.WebhookAllow}, WebhookProxy: cfg.WebhookProxy,
 		TemplateLimits: cfg.Templates,
 	})
 	if err != nil {

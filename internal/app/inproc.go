@@ -60,6 +60,11 @@ func (p *InProcess) Launcher() launcher.Launcher {
 
 // Start runs a server on queues under the name id, unless one runs already.
 func (p *InProcess) Start(id string, queues []sidekiq.QueueWeight, idle time.Duration) error {
+	return p.StartWith(id, queues, idle, p.Concurrency)
+}
+
+// StartWith is Start with its own concurrency (the webhook deliveries').
+func (p *InProcess) StartWith(id string, queues []sidekiq.QueueWeight, idle time.Duration, concurrency int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -84,7 +89,7 @@ func (p *InProcess) Start(id string, queues []sidekiq.QueueWeight, idle time.Dur
 	if err := p.pipeline.Register(reg); err != nil {
 		return err
 	}
-	opts := sidekiq.Options{Queues: queues, Concurrency: p.Concurrency, Dialect: p.Dialect, IdleTimeout: idle, Logger: p.Log, PrivateRedis: p.PrivateRedis}
+	opts := sidekiq.Options{Queues: queues, Concurrency: concurrency, Dialect: p.Dialect, IdleTimeout: idle, Logger: p.Log, PrivateRedis: p.PrivateRedis}
 	p.pipeline.ServerOptions(&opts)
 	srv, err := sidekiq.NewServer(p.Pool, reg, opts)
 	if err != nil {

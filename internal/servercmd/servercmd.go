@@ -112,7 +112,21 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			log.Error("start report worker", "err", err)
 			return 1
 		}
+		// Webhook deliveries on their own server: a receiver that hangs
+		// holds one of its few processors, not the report worker's.
+		if err := procs.StartWith("webhook", []sidekiq.QueueWeight{{Name: jobs.WebhookQueue}}, 0, jobs.WebhookConcurrency); err != nil {
+			log.Error("start webhook worker", "err", err)
+			procs.Close()
+			return 1
+		}
 		defer procs.Close()
+		if opts.Launcher != nil {
+			// This process ran the token workers of the runs still
+			// unfinished; they died with it: start them again now.
+			if _, err := a.Pipeline.ResumeWorkers(ctx); err != nil {
+				log.Warn("resume the workers of unfinished runs", "err", err)
+			}
+		}
 		monitors, stop := context.WithCancel(ctx)
 		monitorsDone := make(chan struct{})
 		go func() {
@@ -147,8 +161,8 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return 1
 	}
 	if !cfg.AuthOn() && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
-		log.Warn("no auth configured and listening beyond loopback: anyone who reaches this address can see and download every run",
-			"addr", ln.Addr().String())
+		log.Warn("no auth configured and listening beyond loopback: anyone who reaches this address can see and download every run"+
+			" (only loopback Host names, and those ALLOWED_HOSTS lists, are answered)", "addr", ln.Addr().String())
 	}
 	hs := web.HTTPServer(ln.Addr().String())
 	hs.Handler = endStreamsOnShutdown(hs, hs.Handler)
@@ -196,6 +210,7 @@ func webDeps(cfg config.Config, a *app.App, log *slog.Logger) server.Deps {
 		MinUploadRate: cfg.MinUploadRate, MaxEventStreams: cfg.MaxEventStreams, StreamsPerClient: cfg.StreamsPerClient,
 		MetricsOnOwnListener: cfg.MetricsAddr != "", MaskJobArgs: cfg.MaskJobArgs,
 		ReportTypes: a.Renderers.Names(), TemplateLimits: cfg.Templates, RetainRuns: cfg.RetainRuns,
+		AllowedHosts: cfg.AllowedHosts, TrustedProxies: cfg.TrustedProxies,
 	}
 	if cfg.MinUploadRate == 0 {
 		d.MinUploadRate = -1 // MIN_UPLOAD_RATE=0 turns the check off
