@@ -53,3 +53,7 @@ const SupervisorKey = keyPrefix + "supervisor"
 
 // IdempotencyKey is the key of a client's Idempotency-Key, given hashed.
 func IdempotencyKey(hashed string) string { return keyPrefix + "idempotency:" + hashed }
+
+// SessionKey keeps a /login session alive (logout deletes it), given the
+// hex of its id's hash.
+func SessionKey(hashed string) string { return keyPrefix + "session:" + hashed }
