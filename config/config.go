@@ -16,11 +16,11 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/internal/egress"
+	"github.com/pallarel/pallarel/internal/redisurl"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/launcher/fleet"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
-	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -64,7 +64,7 @@ type Config struct {
 	RedisURL string
 	// Redis is the Sentinel and TLS settings (REDIS_SENTINELS,
 	// REDIS_TLS_*; see redis.go).
-	Redis sidekiq.RedisSettings
+	Redis redisurl.Settings
 	// DataDir is DATA_DIR. Defaults to "./data".
 	DataDir string
 	// DB comes from DATABASE_URL, else DB_HOST/DB_NAME/DB_USER/DB_PASSWORD

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pallarel/pallarel/internal/redistest"
-	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/internal/redisurl"
 )
 
 func loadEnv(env map[string]string) (Config, error) {
@@ -20,19 +20,19 @@ func TestLoadRedisSettings(t *testing.T) {
 		name     string
 		env      map[string]string
 		url      string
-		settings sidekiq.RedisSettings
+		settings redisurl.Settings
 	}{
 		{"REDIS_PROVIDER names the variable", map[string]string{"REDIS_PROVIDER": "MY_REDIS", "MY_REDIS": "redis://cache:6380/3", "REDIS_URL": "redis://other"},
-			"redis://cache:6380/3", sidekiq.RedisSettings{}},
+			"redis://cache:6380/3", redisurl.Settings{}},
 		{"REDIS_PROVIDER naming an unset variable falls back to REDIS_URL", map[string]string{"REDIS_PROVIDER": "MY_REDIS", "REDIS_URL": "redis://other"},
-			"redis://other", sidekiq.RedisSettings{}},
+			"redis://other", redisurl.Settings{}},
 		{"sentinels with a master name", map[string]string{"REDIS_SENTINELS": "s1:26380, s2", "REDIS_SENTINEL_MASTER": "mymaster", "REDIS_SENTINEL_PASSWORD": "sp"},
-			"redis://mymaster/0", sidekiq.RedisSettings{Sentinels: []string{"s1:26380", "s2:26379"}, SentinelMaster: "mymaster", SentinelPassword: "sp"}},
+			"redis://mymaster/0", redisurl.Settings{Sentinels: []string{"s1:26380", "s2:26379"}, SentinelMaster: "mymaster", SentinelPassword: "sp"}},
 		{"sentinels, the master named by the URL host", map[string]string{"REDIS_SENTINELS": "s1:26379", "REDIS_URL": "redis://:pw@mymaster/2"},
-			"redis://:pw@mymaster/2", sidekiq.RedisSettings{Sentinels: []string{"s1:26379"}, SentinelMaster: "mymaster"}},
+			"redis://:pw@mymaster/2", redisurl.Settings{Sentinels: []string{"s1:26379"}, SentinelMaster: "mymaster"}},
 		{"TLS files", map[string]string{"REDIS_URL": "rediss://cache", "REDIS_TLS_CA_FILE": files.CA, "REDIS_TLS_CERT_FILE": files.ClientCert,
 			"REDIS_TLS_KEY_FILE": files.ClientKey, "REDIS_TLS_SERVER_NAME": "cache.internal", "REDIS_TLS_VERIFY": "peer"},
-			"rediss://cache", sidekiq.RedisSettings{TLS: sidekiq.RedisTLS{CAFile: files.CA, CertFile: files.ClientCert, KeyFile: files.ClientKey, ServerName: "cache.internal", Verify: "peer"}}},
+			"rediss://cache", redisurl.Settings{TLS: redisurl.TLS{CAFile: files.CA, CertFile: files.ClientCert, KeyFile: files.ClientKey, ServerName: "cache.internal", Verify: "peer"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := loadEnv(tc.env)

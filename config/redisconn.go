@@ -5,7 +5,7 @@ import (
 	neturl "net/url"
 	"strings"
 
-	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/internal/redisurl"
 )
 
 // redisURLVariable is the variable that holds the Redis URL, as Sidekiq
@@ -38,8 +38,8 @@ func (l *loader) redisURLVariable() string {
 //     REDIS_TLS_SERVER_NAME, REDIS_TLS_VERIFY (peer or none), as
 //     redis-client's ssl_params ca_file, cert, key, verify_hostname and
 //     verify_mode; they need a rediss:// URL.
-func (l *loader) redisSettings(url string) (string, sidekiq.RedisSettings) {
-	var s sidekiq.RedisSettings
+func (l *loader) redisSettings(url string) (string, redisurl.Settings) {
+	var s redisurl.Settings
 	for _, a := range l.list("REDIS_SENTINELS") {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			a = net.JoinHostPort(a, "26379")
@@ -62,7 +62,7 @@ func (l *loader) redisSettings(url string) (string, sidekiq.RedisSettings) {
 			url = "redis://" + s.SentinelMaster + "/0"
 		}
 	}
-	s.TLS = sidekiq.RedisTLS{
+	s.TLS = redisurl.TLS{
 		CAFile:     l.str("REDIS_TLS_CA_FILE", ""),
 		CertFile:   l.str("REDIS_TLS_CERT_FILE", ""),
 		KeyFile:    l.str("REDIS_TLS_KEY_FILE", ""),

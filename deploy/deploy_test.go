@@ -22,10 +22,10 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/internal/servercmd"
 	"github.com/pallarel/pallarel/internal/workercmd"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/launcher/ecstest"
 	"github.com/pallarel/pallarel/models"
@@ -648,7 +648,7 @@ func TestTokenTaskStartsAsECSStartsIt(t *testing.T) {
 	if err := store.RecordWorker(ctx, token, task.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	job, err := sidekiq.NewActiveJob(sidekiq.Dialect8, jobs.IdleClass, queue, token)
+	job, err := sidekiq.NewActiveJob(sidekiq.Dialect8, contract.Idle.Name, queue, token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/sidekiq/sidekiqtest"
 )
 
 // peers runs real Ruby Sidekiq (see the script's header).
@@ -164,16 +165,11 @@ func startServer(t *testing.T, db *redistest.DB, reg *sidekiq.Registry, opts sid
 	return srv, result
 }
 
-// waitFor polls cond until it holds, failing the test after d.
+// waitFor is sidekiqtest.WaitFor: cond polled until it holds, the test
+// failed after d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sidekiqtest.WaitFor(t, d, what, cond)
 }
 
 // ran is one job run by a Go handler.

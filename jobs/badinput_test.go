@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -23,7 +23,7 @@ func TestHeaderOnlyCSV(t *testing.T) {
 	id := e.newReport(models.ReportTypeXLSX)
 	e.split("個別識別番号,保険者名,年度\r\n", "xlsx", id)
 	rep := e.completed(id, 30*time.Second)
-	if rep.Count != 0 || rep.File != jobs.ResultKey(rep.Token) {
+	if rep.Count != 0 || rep.File != contract.ResultKey(rep.Token) {
 		t.Fatalf("report: %+v", rep)
 	}
 	files := e.readZip(rep.File)
@@ -50,8 +50,8 @@ func TestUnreadableCSV(t *testing.T) {
 		{"empty", "", "empty"},
 		{"blank lines", "\r\n\n\r\n", "empty"},
 		{"binary inline", binary, "binary"},
-		{"binary by reference", jobs.SourceRef{SourceKey: "uploads/bin.csv"}, "binary"},
-		{"missing upload", jobs.SourceRef{SourceKey: "uploads/none.csv"}, "uploads/none.csv does not exist"},
+		{"binary by reference", contract.SourceRef{SourceKey: "uploads/bin.csv"}, "binary"},
+		{"missing upload", contract.SourceRef{SourceKey: "uploads/none.csv"}, "uploads/none.csv does not exist"},
 	}
 	for _, tc := range cases {
 		id := e.newReport(models.ReportTypeXLSX)
@@ -72,7 +72,7 @@ func TestUnreadableCSV(t *testing.T) {
 			}
 			return false
 		})
-		if dead.HandlerClass() != jobs.SplitClass || !strings.Contains(dead.StringField("error_message"), "CSV cannot be read: ") || !strings.Contains(dead.StringField("error_message"), tc.want) {
+		if dead.HandlerClass() != contract.Split.Name || !strings.Contains(dead.StringField("error_message"), "CSV cannot be read: ") || !strings.Contains(dead.StringField("error_message"), tc.want) {
 			t.Errorf("%s: dead job %s error_message %q, report %q", tc.name, dead.HandlerClass(), dead.StringField("error_message"), rep.ErrorMessage)
 		}
 		if st := e.status(rep.Token); !strings.Contains(st.LastError, "CSV cannot be read: ") || !strings.Contains(st.LastError, tc.want) {
@@ -119,7 +119,7 @@ func TestUnknownReportType(t *testing.T) {
 	e := newEnv(t, nil)
 	id := e.newReport(models.ReportTypeXLSX)
 	jid := e.split(outputCSV, "docx", id)
-	dead := e.waitDead(jobs.SplitClass, 20*time.Second)
+	dead := e.waitDead(contract.Split.Name, 20*time.Second)
 	msg := dead.StringField("error_message")
 	if dead.JID != jid || !strings.Contains(msg, `report type "docx"`) || !strings.Contains(msg, "unknown renderer") {
 		t.Fatalf("dead %s: %q", dead.JID, msg)
@@ -139,7 +139,7 @@ func TestUnknownReportType(t *testing.T) {
 // rowJob builds a row job as handleSplit does.
 func rowJob(t *testing.T, queue, token string, reportID int64, row string) *sidekiq.Job {
 	t.Helper()
-	j, err := sidekiq.NewJob(jobs.RowClass, json.RawMessage(row), "text", reportID, "/tmp/reports/"+token, token)
+	j, err := sidekiq.NewJob(contract.Row.Name, json.RawMessage(row), "text", reportID, "/tmp/reports/"+token, token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestRowJobQueueIsolation(t *testing.T) {
 	// Forced into Redis, it is killed when it runs, naming the right queue.
 	wrong := rowJob(t, "default", token, id, `{"個別識別番号":"X"}`)
 	e.pushRaw(wrong)
-	dead := e.waitDead(jobs.RowClass, 20*time.Second)
+	dead := e.waitDead(contract.Row.Name, 20*time.Second)
 	if dead.JID != wrong.JID || !strings.Contains(dead.StringField("error_message"), "must run on queue "+right) {
 		t.Fatalf("dead %s: %q", dead.JID, dead.StringField("error_message"))
 	}
@@ -199,18 +199,18 @@ func TestRowJobMalformedToken(t *testing.T) {
 	id := e.newReport(models.ReportTypeXLSX)
 	bad := rowJob(t, "default", "../../etc", id, `{"個別識別番号":"X"}`)
 	e.pushRaw(bad)
-	dead := e.waitDead(jobs.RowClass, 20*time.Second)
+	dead := e.waitDead(contract.Row.Name, 20*time.Second)
 	if dead.JID != bad.JID || !strings.Contains(dead.StringField("error_message"), "token") {
 		t.Fatalf("dead %s: %q", dead.JID, dead.StringField("error_message"))
 	}
 	// A finalize job with a bad token goes the same way.
-	fin, err := sidekiq.NewJob(jobs.FinalizeClass, "/tmp/reports/x", "text", id, "", 1, 10, time.Now().Unix())
+	fin, err := sidekiq.NewJob(contract.Finalize.Name, "/tmp/reports/x", "text", id, "", 1, 10, time.Now().Unix())
 	if err != nil {
 		t.Fatal(err)
 	}
 	fin.Queue = "default"
 	e.pushRaw(fin)
-	e.waitDead(jobs.FinalizeClass, 20*time.Second)
+	e.waitDead(contract.Finalize.Name, 20*time.Second)
 	// The worker lives on: a real report still completes.
 	id = e.newReport(models.ReportTypeXLSX)
 	e.split(outputCSV, "text", id)
@@ -272,7 +272,7 @@ func TestRowRendererAlwaysFails(t *testing.T) {
 	if st := e.status(rep.Token); st.DoneCount != 0 || st.FailedCount != 2 {
 		t.Errorf("status: %+v", st)
 	}
-	if left := e.rowFiles(rep.Token); len(left) != 0 {
-		t.Errorf("partial row files stored: %v", left)
-	}
+	// The report is marked completed before End's cleanup deletes the
+	// run's row storage (the frames holding the failed rows' reasons).
+	waitFor(t, 10*time.Second, "the run's row files deleted", func() bool { return len(e.rowFiles(rep.Token)) == 0 })
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -28,12 +30,12 @@ const (
 
 // booksKey remembers that Ruby keeps a run's books (it stays Ruby's once a
 // Ruby worker ran its rows: they are known only as a count).
-func booksKey(token string) string { return "pallarel:books:" + token }
+func booksKey(token string) string { return contract.BooksKey(token) }
 
 // trackedKey is the set of tokens with Go state in Redis whose end Go may
 // not see: the app's finalizer deletes the status row of a run it
 // finalizes, and then the supervisor drops the token's keys (dropOrphans).
-const trackedKey = "pallarel:runs"
+const trackedKey = contract.TrackedKey
 
 // runBooks decides who keeps token's books from what Redis and the
 // database show, and remembers a Ruby decision. Ruby keeps them when
@@ -54,8 +56,8 @@ func (p *Pipeline) runBooks(ctx context.Context, st models.CsvProcessingStatus, 
 	}
 	defer c.Close()
 	_ = c.Send("GET", booksKey(token))
-	_ = c.Send("EXISTS", splitKey(token))
-	_ = c.Send("EXISTS", retryLockKey(token))
+	_ = c.Send("EXISTS", contract.SplitKey(token))
+	_ = c.Send("EXISTS", contract.RetryLockKey(token))
 	vals, err := redis.Values(c.Do(""))
 	if err != nil || len(vals) != 3 {
 		return "", "", fmt.Errorf("books of %s: %v", token, err)
@@ -167,8 +169,8 @@ func (p *Pipeline) dropOrphans(ctx context.Context) error {
 		}
 		// Rows Go ran before Ruby took the run over: their files are not
 		// in the app's ZIP, and nothing will read them now.
-		p.packer.release(token)
-		if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
+		p.packer.Release(token)
+		if err := p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)); err != nil {
 			return fmt.Errorf("drop row files of %s: %w", token, err)
 		}
 		if err := p.dropRunKeys(ctx, token); err != nil {
@@ -186,7 +188,7 @@ func (p *Pipeline) dropRunKeys(ctx context.Context, token string) error {
 		return err
 	}
 	defer c.Close()
-	keys := append(ledgerKeys(token), feederKey(token), retryLockKey(token), webhookSentKey(token))
+	keys := append(ledger.Keys(token), contract.FeederKey(token), contract.RetryLockKey(token), contract.WebhookSentKey(token))
 	_ = c.Send("MULTI")
 	_ = c.Send("DEL", redis.Args{}.AddFlat(keys)...)
 	_ = c.Send("SREM", trackedKey, token)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -14,15 +15,6 @@ import (
 // CancelReason is the reason and the report's error_message of a run the
 // user cancelled.
 const CancelReason = "cancelled by user"
-
-// ErrRunEnded is returned by Cancel for a run that has already ended.
-var ErrRunEnded = errors.New("the run has already ended")
-
-// CancelCleanupClass cleans up after a cancelled run once more, a while
-// after the cancel: rows that were running when it was cancelled may have
-// stored their files, or a stopping worker may have given its jobs back to
-// the token's queue, after the first cleanup. Args: [token].
-const CancelCleanupClass = "Pallarel::CancelCleanupJob"
 
 // CancelCleanupDelay is how long after a cancel the second cleanup runs:
 // longer than a worker's shutdown grace (25 s by default).
@@ -33,11 +25,12 @@ const CancelCleanupDelay = 60 * time.Second
 // IdleShutdownJob): they are near the head, and these lists are short.
 const tokenJobScan = 20000
 
-// Cancel ends token's run as cancelled, once: the run's status (the claim
-// on finalized_at decides a race with the finalizer or another cancel), the
-// report failed with "cancelled by user", the token's queue and its
-// scheduled and retrying jobs gone, its worker stopped and its row files
-// deleted, then the webhook. Rows still running finish their job, but the
+// Cancel ends token's run as cancelled, once, through End: the run's status
+// (the claim on finalized_at decides a race with the finalizer or another
+// cancel), the report failed with "cancelled by user", the token's queue,
+// its scheduled and retrying jobs and its row files gone, its worker
+// stopped, the second cleanup scheduled, then the webhook. Rows still
+// running finish their job, but the
 // ledger's finalized_at guard keeps them from moving the counts or
 // finalizing. A run whose split has not started yet is cancelled too: its
 // SplitCsvJob is removed, and a split that starts anyway finds it ended.
@@ -48,51 +41,36 @@ func (p *Pipeline) Cancel(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	rep, repErr := p.d.DB.ReportByToken(ctx, token)
+	_, repErr := p.d.DB.ReportByToken(ctx, token)
 	if repErr != nil && !errors.Is(repErr, models.ErrNotFound) {
 		return fmt.Errorf("cancel %s: %w", token, repErr)
 	}
-	st, err := p.d.DB.StatusByToken(ctx, token)
+	_, err = p.d.DB.StatusByToken(ctx, token)
 	switch {
 	case errors.Is(err, models.ErrNotFound) && repErr == nil:
 		// Not split yet: make the status row, so the end is recorded
 		// where every part of the pipeline looks.
-		if st, err = p.d.DB.CreateStatus(ctx, token, queue, 0); err != nil {
+		if _, err = p.d.DB.CreateStatus(ctx, token, queue, 0); err != nil {
 			return fmt.Errorf("cancel %s: %w", token, err)
 		}
 	case err != nil:
 		return fmt.Errorf("cancel %s: %w", token, err)
 	}
-	won, err := p.d.DB.EndRun(ctx, token, models.RunCancelled, CancelReason)
+	won, err := p.End(ctx, token, Ending{State: Cancelled, Reason: CancelReason, Worker: "report " + token + " cancelled"})
 	if err != nil {
 		return fmt.Errorf("cancel %s: %w", token, err)
 	}
 	if !won {
-		return fmt.Errorf("cancel %s: %w", token, ErrRunEnded)
+		return fmt.Errorf("cancel %s: %w", token, contract.ErrRunEnded)
 	}
-	log := p.log.With("token", token, "queue", queue)
-	// The rest is cleanup: the run has ended whatever fails below, so it
-	// goes on with a context the caller's cancellation does not cut short.
-	ctx = context.WithoutCancel(ctx)
-	if repErr == nil {
-		if err := p.d.DB.MarkReportFailed(ctx, rep.ID, CancelReason); err != nil {
-			log.Error("cancel: mark report failed", "err", err)
-		}
-	}
-	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" cancelled")
-	p.cleanupEnded(ctx, token, queue)
-	if j, err := sidekiq.NewJob(CancelCleanupClass, token); err == nil {
-		j.Queue, j.At = TriggerQueue, p.d.Now().Add(CancelCleanupDelay)
-		if _, err := p.d.Client.Push(ctx, j); err != nil {
-			log.Warn("cancel: schedule the second cleanup", "err", err)
-		}
-	}
-	log.Info("run cancelled")
-	p.runEnded(ctx, token)
+	p.log.Info("run cancelled", "token", token, "queue", queue)
 	return nil
 }
 
-// handleCancelCleanup is CancelCleanupClass: [token].
+// handleCancelCleanup is contract.CancelCleanup: [token]. It cleans up a
+// cancelled run once more, a while after the cancel (CancelCleanupDelay):
+// rows running at the cancel may have stored their files, or a stopping
+// worker given its jobs back to the token queue, after the first cleanup.
 func (p *Pipeline) handleCancelCleanup(ctx context.Context, job *sidekiq.Job) error {
 	var token string
 	if err := job.ScanArgs(&token); err != nil {
@@ -112,8 +90,9 @@ func (p *Pipeline) handleCancelCleanup(ctx context.Context, job *sidekiq.Job) er
 	return nil
 }
 
-// cleanupEnded removes what a run that ended before its finalizer
-// (cancelled, or failed by the supervisor) left in Redis and storage.
+// cleanupEnded removes what an ended run left in Redis and storage: its
+// queue, its jobs elsewhere (but its webhook and second cleanup), its row
+// files; the ledger expires in a week. End runs it for every ending.
 func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 	log := p.log.With("token", token, "queue", queue)
 	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
@@ -126,8 +105,8 @@ func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 	} else if n > 0 {
 		log.Info("ended run: removed the token's other jobs", "jobs", n)
 	}
-	p.packer.release(token)
-	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
+	p.packer.Release(token)
+	if err := p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)); err != nil {
 		log.Warn("ended run: delete row files", "err", err)
 	}
 	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
@@ -139,10 +118,10 @@ func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 func (p *Pipeline) removeTokenJobs(ctx context.Context, token string) (int, error) {
 	mine := func(raw []byte) bool {
 		return bytes.Contains(raw, []byte(token)) &&
-			!bytes.Contains(raw, []byte(WebhookClass)) && !bytes.Contains(raw, []byte(CancelCleanupClass))
+			!bytes.Contains(raw, []byte(contract.Webhook.Name)) && !bytes.Contains(raw, []byte(contract.CancelCleanup.Name))
 	}
 	n := 0
-	for _, q := range []string{TriggerQueue, "default"} {
+	for _, q := range []string{contract.TriggerQueue, "default"} {
 		entries, err := p.d.API.QueueJobs(ctx, q, 0, tokenJobScan)
 		if err != nil {
 			return n, err

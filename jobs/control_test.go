@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
@@ -114,7 +116,7 @@ func verify(t *testing.T, d hookDelivery, secret string) jobs.WebhookPayload {
 // ledgerCount is how many rows of token the ledger has recorded.
 func (e *env) ledgerCount(token string) int {
 	e.t.Helper()
-	n, err := jobs.Ledger{Pool: e.db.Pool}.Count(context.Background(), token)
+	n, err := ledger.Ledger{Pool: e.db.Pool}.Count(context.Background(), token)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -165,21 +167,7 @@ func TestCancelMidRun(t *testing.T) {
 	e := newEnvWith(t, envOptions{renderers: []render.Renderer{gate}, workers: 3, timeout: time.Second,
 		deps: func(d *jobs.Deps) { d.WebhookURL, d.WebhookSecret = hook.URL+"/hook?key=x", secret }})
 	ctx := context.Background()
-	id := e.newReport(models.ReportTypePDF)
-	var csv strings.Builder
-	csv.WriteString("id,v\n")
-	for i := 1; i <= 40; i++ {
-		fmt.Fprintf(&csv, "r%d,%d\n", i, i)
-	}
-	e.split(csv.String(), "pdf", id)
-	var token string
-	waitFor(t, 20*time.Second, "two rows done and the rest queued", func() bool {
-		rep, _ := e.models.ReportByID(ctx, id)
-		if token = rep.Token; token == "" {
-			return false
-		}
-		return e.ledgerCount(token) >= 2 && e.redisInt("LLEN", "queue:"+e.queue(token)) > 0
-	})
+	id, token := e.gatedRun(40, 2)
 	if err := e.pipeline.Cancel(ctx, token); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +182,7 @@ func TestCancelMidRun(t *testing.T) {
 	if n := e.redisInt("LLEN", "queue:"+e.queue(token)); n != 0 {
 		t.Errorf("%d jobs left on the token queue", n)
 	}
-	if n := e.tokenEntries(token, jobs.CancelCleanupClass); n != 0 {
+	if n := e.tokenEntries(token, contract.CancelCleanup.Name); n != 0 {
 		t.Errorf("%d scheduled or retrying jobs of the token left", n)
 	}
 	if e.stoppedCount() != 1 {
@@ -203,7 +191,7 @@ func TestCancelMidRun(t *testing.T) {
 	if left := e.rowFiles(token); len(left) != 0 {
 		t.Errorf("row files left: %v", left)
 	}
-	if err := e.pipeline.Cancel(ctx, token); !errors.Is(err, jobs.ErrRunEnded) {
+	if err := e.pipeline.Cancel(ctx, token); !errors.Is(err, contract.ErrRunEnded) {
 		t.Errorf("second cancel: %v, want ErrRunEnded", err)
 	}
 
@@ -255,7 +243,7 @@ func TestCancelBeforeSplit(t *testing.T) {
 	if err := e.models.CreateReport(ctx, &rep); err != nil {
 		t.Fatal(err)
 	}
-	j, err := jobs.NewSplitJob(sidekiq.Dialect8, jobs.SourceRef{SourceKey: "uploads/" + token + ".csv", Token: token}, "text", rep.ID)
+	j, err := jobs.NewSplitJob(sidekiq.Dialect8, contract.SourceRef{SourceKey: "uploads/" + token + ".csv", Token: token}, "text", rep.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +254,7 @@ func TestCancelBeforeSplit(t *testing.T) {
 	if err := e.pipeline.Cancel(ctx, token); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.tokenEntries(token, jobs.CancelCleanupClass, jobs.WebhookClass); n != 0 {
+	if n := e.tokenEntries(token, contract.CancelCleanup.Name, contract.Webhook.Name); n != 0 {
 		t.Errorf("the SplitCsvJob is still scheduled (%d entries)", n)
 	}
 	if st := e.status(token); st.RunState() != models.RunCancelled {
@@ -292,12 +280,12 @@ func TestCancelBeforeSplit(t *testing.T) {
 
 func TestValidWebhookURL(t *testing.T) {
 	for _, ok := range []string{"http://example.com/x", "https://h:8443/p?q=1"} {
-		if err := jobs.ValidWebhookURL(ok); err != nil {
+		if err := contract.ValidWebhookURL(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "ftp://x/y", "javascript:alert(1)", "/relative", "http://", "https://user:pw@h/", "http//x"} {
-		if err := jobs.ValidWebhookURL(bad); err == nil {
+		if err := contract.ValidWebhookURL(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/contract"
 )
 
 // runKeysSurvive tells whether a run's own split bookkeeping is still in
@@ -20,7 +22,7 @@ func (p *Pipeline) runKeysSurvive(ctx context.Context, token string) (bool, erro
 		return false, err
 	}
 	defer c.Close()
-	n, err := redis.Int(c.Do("EXISTS", feederKey(token), splitKey(token), totalKey(token)))
+	n, err := redis.Int(c.Do("EXISTS", contract.FeederKey(token), contract.SplitKey(token), contract.TotalKey(token)))
 	if err != nil {
 		return false, fmt.Errorf("run %s: own keys: %w", token, err)
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -15,10 +15,10 @@ import (
 func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) {
 	var reportPos, tokenPos int
 	switch job.HandlerClass() {
-	case SplitClass:
+	case contract.Split.Name:
 		reportPos, tokenPos = 2, -1
-	case FinalizeClass, "FinalizeReportJob":
-		reportPos, tokenPos = 2, 3
+	case contract.Finalize.Name, "FinalizeReportJob":
+		reportPos, tokenPos = 2, contract.FinalizeTokenPos
 	default:
 		return
 	}
@@ -44,15 +44,8 @@ func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	if _, err := p.tokenQueue(token); err != nil {
 		return
 	}
-	p.warnIf(p.d.DB.SetLastError(ctx, token, jobErr.Error()), "SetLastError")
-	if tokenPos >= 0 {
-		p.warnIf(p.d.Store.Delete(ctx, ResultKey(token)), "delete a partial result")
-	}
 	// The run has ended too: otherwise the supervisor would see a run
-	// without a finalizer and push another.
-	won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, jobErr.Error())
-	p.warnIf(err, "EndRun")
-	if won {
-		p.runEnded(ctx, token)
-	}
+	// without a finalizer and push another. (End deletes a partial ZIP.)
+	_, err = p.End(ctx, token, Ending{State: Failed, Reason: jobErr.Error()})
+	p.warnIf(err, "End")
 }

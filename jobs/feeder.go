@@ -1,18 +1,20 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/csvrows"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -45,14 +47,14 @@ const DefaultSplitWindow = 4000
 // another process takes over a run whose feeder died after this long.
 const feedLease = 15 * time.Second
 
-func feederKey(token string) string { return "pallarel:feeder:" + token }
-
 // feeders runs at most one feeder goroutine per run in this process; the
 // lease in Redis keeps it to one across processes.
 type feeders struct {
 	mu      sync.Mutex
 	running map[string]bool
 	owner   string // this process's lease value
+	closed  bool   // Close has begun: no feeder starts
+	wg      sync.WaitGroup
 }
 
 // ensureFeeding starts feeding token's rows unless this process already
@@ -67,13 +69,15 @@ func (p *Pipeline) ensureFeeding(from context.Context, token string) {
 	if f.running == nil {
 		f.running = map[string]bool{}
 	}
-	if f.running[token] {
+	if f.running[token] || f.closed {
 		f.mu.Unlock()
 		return
 	}
 	f.running[token] = true
+	f.wg.Add(1)
 	f.mu.Unlock()
 	go func() {
+		defer f.wg.Done()
 		defer func() {
 			f.mu.Lock()
 			delete(f.running, token)
@@ -88,12 +92,17 @@ func (p *Pipeline) ensureFeeding(from context.Context, token string) {
 	}()
 }
 
-// feeding reports whether this process feeds token now.
-func (p *Pipeline) feeding(token string) bool {
-	p.feeds.mu.Lock()
-	defer p.feeds.mu.Unlock()
-	return p.feeds.running[token]
+// stop keeps new feeders from starting and waits for the running ones,
+// whose context the caller has cancelled.
+func (f *feeders) stop() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.wg.Wait()
 }
+
+// errShortReply is a Redis reply without the values asked for.
+var errShortReply = errors.New("unexpected Redis reply")
 
 // errLeaseLost stops a feeder whose lease another process took.
 var errLeaseLost = errors.New("feeder lease lost")
@@ -163,7 +172,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 	if err != nil {
 		return fmt.Errorf("feed %s: %w", token, err)
 	}
-	path := "/tmp/reports/" + token
+	path := contract.ReportDir(token)
 	window := p.d.SplitWindow
 	// The window is refilled a batch at a time rather than row by row: a
 	// push of 17 rows cost the same round trips as one of 1,000.
@@ -185,7 +194,10 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		idle       = 10 * time.Millisecond
 		eof        = false
 		pushedRows = pushed
+		wait       = time.NewTimer(time.Hour) // the window's poll, reset before each use
 	)
+	wait.Stop()
+	defer wait.Stop()
 	for !eof {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -238,7 +250,14 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		}
 		room := window - (pushedRows - recorded)
 		if room < refill {
-			time.Sleep(idle)
+			// Rows end in any process (the token's workers may run
+			// elsewhere), so the window is polled, backing off to 50 ms.
+			wait.Reset(idle)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-wait.C:
+			}
 			idle = min(2*idle, 50*time.Millisecond)
 			continue
 		}
@@ -260,7 +279,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 				continue // pushed before this feeder started
 			}
 			if row.Err != nil {
-				isNew, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+				isNew, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
 					Error: rowErrorText(row.Line, row.Err)})
 				if err != nil {
 					return err
@@ -321,25 +340,23 @@ func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []str
 	if err != nil {
 		return nil, err
 	}
-	j, err := newRowJob(hash, spec.Type, spec.ReportID, path, token)
+	args := contract.RowArgs{Row: hash, Type: spec.Type, ReportID: spec.ReportID, Path: path, Token: token}
+	c := contract.RowJob(queue, args, p.rowRetry(), row.Number, spec.TemplateKey)
+	// newRowJob is NewJob's payload without its reflection (one per row).
+	j, err := newRowJob(args.Row, args.Type, args.ReportID, args.Path, args.Token)
 	if err != nil {
 		return nil, err
 	}
-	j.Queue = queue
-	j.Fields = map[string]json.RawMessage{fieldRow: strconv.AppendInt(nil, int64(row.Number), 10)}
-	setAppOptions(j, p.rowRetry())
-	if spec.TemplateKey != "" {
-		_ = j.SetField(fieldTemplate, spec.TemplateKey)
-	}
-	return j, nil
+	return j, withOptions(j, c)
 }
 
-// rowRetry is the `retry` of a row job.
-func (p *Pipeline) rowRetry() json.RawMessage {
+// rowRetry is the `retry` of a row job (ROW_JOB_RETRY), or RetryDefault
+// for the class's own.
+func (p *Pipeline) rowRetry() int {
 	if p.d.RowRetries == nil {
-		return json.RawMessage("3")
+		return contract.RetryDefault
 	}
-	return json.RawMessage(strconv.Itoa(*p.d.RowRetries))
+	return *p.d.RowRetries
 }
 
 // pushRows pushes row jobs, leaving out the rows the ledger already holds
@@ -384,23 +401,23 @@ func (p *Pipeline) windowState(ctx context.Context, token, queue string) (listed
 	}
 	defer c.Close()
 	_ = c.Send("SISMEMBER", "queues", queue)
-	_ = c.Send("GET", countKey(token))
-	_ = c.Send("HLEN", rowsKey(token))
+	_ = c.Send("GET", contract.CountKey(token))
+	_ = c.Send("HLEN", contract.RowsKey(token))
 	vals, err := redis.Values(c.Do(""))
 	if err != nil || len(vals) != 3 {
-		return false, 0, fmt.Errorf("feed %s: window: %v", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	listed, err = redis.Bool(vals[0], nil)
 	if err != nil {
-		return false, 0, fmt.Errorf("feed %s: window: %w", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	n, err := redis.Int(vals[1], nil)
 	if err != nil && !errors.Is(err, redis.ErrNil) {
-		return false, 0, fmt.Errorf("feed %s: window: %w", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	j, err := redis.Int(vals[2], nil)
 	if err != nil {
-		return false, 0, fmt.Errorf("feed %s: window: %w", token, err)
+		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	return listed, n + j, nil
 }
@@ -415,7 +432,7 @@ return 0`)
 
 // lease takes ("NX") or renews ("XX") this process's claim to feed token.
 func (p *Pipeline) lease(ctx context.Context, token, mode string) (bool, error) {
-	return p.leaseKey(ctx, feederKey(token), mode, feedLease)
+	return p.leaseKey(ctx, contract.FeederKey(token), mode, feedLease)
 }
 
 // leaseKey takes ("NX") or renews ("XX") this process's lease on key.
@@ -447,7 +464,7 @@ func (p *Pipeline) releaseLease(ctx context.Context, token string) {
 		return
 	}
 	defer c.Close()
-	_, _ = releaseScript.Do(c, feederKey(token), p.feeds.owner)
+	_, _ = releaseScript.Do(c, contract.FeederKey(token), p.feeds.owner)
 }
 
 // countingReader counts the bytes read through it.

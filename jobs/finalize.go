@@ -3,40 +3,30 @@ package jobs
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/launcher"
-	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/reportzip"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
-// ResultKey is where a token's ZIP is stored, locally or in S3, as the Rails
-// app names it: reports/<token>.zip.
-func ResultKey(token string) string { return "reports/" + token + ".zip" }
-
-// finalizeJob builds Report::FinalizeReportJob with the Rails argument
-// order on the token's queue: [path, type, report_id, token, interval_sec,
-// max_wait_sec, started_at], retry 3.
+// finalizeJob builds Report::FinalizeReportJob on the token's queue, with
+// the contract's argument order and retry.
 func finalizeJob(queue, dir, typ string, reportID int64, token string, interval, maxWait int, startedAt int64) (*sidekiq.Job, error) {
-	j, err := sidekiq.NewJob(FinalizeClass, dir, typ, reportID, token, interval, maxWait, startedAt)
-	if err != nil {
-		return nil, err
-	}
-	j.Queue = queue
-	setAppOptions(j, json.RawMessage("3"))
-	return j, nil
+	return toSidekiq(sidekiq.Dialect8, contract.FinalizeJob(queue, contract.FinalizeArgs{Path: dir, Type: typ, ReportID: reportID,
+		Token: token, IntervalSec: interval, MaxWaitSec: maxWait, StartedAt: startedAt}))
 }
 
 // newFinalizeJob is finalizeJob with the pipeline's interval and maximum
 // wait, started now.
 func (p *Pipeline) newFinalizeJob(queue, typ string, reportID int64, token string) (*sidekiq.Job, error) {
-	return finalizeJob(queue, "/tmp/reports/"+token, typ, reportID, token,
+	return finalizeJob(queue, contract.ReportDir(token), typ, reportID, token,
 		int(p.d.FinalizeInterval.Seconds()), int(p.d.MaxWait.Seconds()), p.d.Now().Unix())
 }
 
@@ -115,31 +105,19 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		// The report stays processing while retries remain; jobDied marks
 		// it failed when they are spent.
 		log.Error("finalize failed", "err", err)
-		p.warnIf(p.d.Store.Delete(context.WithoutCancel(ctx), ResultKey(token)), "delete a partial result")
+		p.warnIf(p.d.Store.Delete(context.WithoutCancel(ctx), contract.ResultKey(token)), "delete a partial result")
 		p.warnIf(p.d.DB.SetLastError(ctx, token, err.Error()), "SetLastError")
 		p.warnIf(p.d.DB.ReleaseFinalize(ctx, token), "ReleaseFinalize")
 		return err
 	}
-	if err := p.d.DB.MarkReportCompleted(ctx, reportID, ResultKey(token), count); err != nil {
+	if err := p.d.DB.MarkReportCompleted(ctx, reportID, contract.ResultKey(token), count); err != nil {
 		p.warnIf(p.d.DB.ReleaseFinalize(ctx, token), "ReleaseFinalize")
 		return fmt.Errorf("finalize %s: %w", token, err)
 	}
-	if err := p.d.DB.MarkEnded(ctx, token, models.RunCompleted, ""); err != nil {
-		log.Warn("record the run's end", "err", err)
+	if _, err := p.End(ctx, token, Ending{State: Completed, Worker: "report " + token + " finished"}); err != nil {
+		log.Warn("end the run", "err", err)
 	}
-	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
-		log.Warn("clean token queue", "err", err)
-	} else if n > 0 {
-		log.Info("removed leftover jobs of the token", "jobs", n)
-	}
-	p.packer.release(token)
-	if err := p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)); err != nil {
-		log.Warn("delete row files", "err", err)
-	}
-	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
-	p.stopWorker(ctx, token, status.WorkerTaskArn, "report "+token+" finished")
-	p.runEnded(ctx, token)
-	log.Info("report finished", "files", count, "result", ResultKey(token))
+	log.Info("report finished", "files", count, "result", contract.ResultKey(token))
 	return nil
 }
 
@@ -169,12 +147,12 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, missin
 		zw := reportzip.NewWriter(pw)
 		defer zw.Close() // a no-op after the Close below; on errors it releases the spooled directory
 		manifest := reportzip.NewManifest(spool)
-		packs := newPackReader(p.d.Store, token)
-		defer packs.close()
-		add := func(r RowResult) error {
+		packs := ledger.NewPackReader(p.d.Store, token)
+		defer packs.Close()
+		add := func(r ledger.RowResult) error {
 			e := reportzip.ManifestEntry{Row: r.Row, Status: r.Status, Error: r.Error}
 			if r.Status == "done" && (r.File != "" || r.Pack != "") {
-				rc, name, err := packs.open(ctx, r)
+				rc, name, err := packs.Open(ctx, r)
 				if err != nil {
 					e.Status, e.Error = "failed", fmt.Sprintf("row file missing: %v", err)
 				} else {
@@ -200,7 +178,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, missin
 		// recorded by jid.
 		var missing []int
 		numbered := false
-		err := p.ledger.each(ctx, token, total, packs, func(r RowResult, absent bool) error {
+		err := p.ledger.EachFrom(ctx, token, total, packs, func(r ledger.RowResult, absent bool) error {
 			if absent {
 				missing = append(missing, r.Row)
 				return nil
@@ -211,7 +189,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, missin
 		if err == nil && (missingReason != "" || numbered) {
 			reason := cmp.Or(missingReason, "no result recorded")
 			for _, n := range missing {
-				if err = add(RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: reason}); err != nil {
+				if err = add(ledger.RowResult{Row: n, Key: ledger.RowKey(n, ""), Status: "failed", Error: reason}); err != nil {
 					break
 				}
 			}
@@ -231,7 +209,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, missin
 		}
 		pw.CloseWithError(zw.Close())
 	}()
-	key := ResultKey(token)
+	key := contract.ResultKey(token)
 	if err := p.d.Store.Put(ctx, key, pr); err != nil {
 		pr.CloseWithError(err)
 		return 0, fmt.Errorf("store %s: %w", key, err)
@@ -259,7 +237,7 @@ func (p *Pipeline) stopWorker(ctx context.Context, token, taskID, reason string)
 		return
 	}
 	p.log.Warn("stop worker: will retry with IdleShutdownJob", "token", token, "task", taskID, "err", err)
-	idle, err := sidekiq.NewActiveJob(p.d.Client.Dialect(), IdleClass, "default", token)
+	idle, err := toSidekiq(p.d.Client.Dialect(), contract.IdleJob(contract.DefaultQueue, token))
 	if err == nil {
 		idle.At = p.d.Now().Add(60 * time.Second)
 		_, err = p.d.Client.Push(ctx, idle)

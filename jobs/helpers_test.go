@@ -2,16 +2,21 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
+	"github.com/pallarel/pallarel/sidekiq/sidekiqtest"
 )
 
 // newReport creates a pending client_reports row, as the Rails controller
@@ -26,7 +31,7 @@ func (e *env) newReport(typ models.ReportType) int64 {
 }
 
 // split enqueues SplitCsvJob on the report queue; src is the CSV text or a
-// jobs.SourceRef.
+// contract.SourceRef.
 func (e *env) split(src any, typ string, reportID int64) string {
 	e.t.Helper()
 	j, err := jobs.NewSplitJob(sidekiq.Dialect8, src, typ, reportID)
@@ -50,16 +55,11 @@ func (e *env) completed(id int64, d time.Duration) models.ClientReport {
 	return r
 }
 
-// waitFor polls cond until it holds, failing the test after d.
+// waitFor is sidekiqtest.WaitFor: cond polled until it holds, the test
+// failed after d.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sidekiqtest.WaitFor(t, d, what, cond)
 }
 
 // dead returns the jobs in the dead set.
@@ -124,7 +124,7 @@ func (e *env) waitStopped(n int, d time.Duration) {
 // rowFiles lists the row files left in the store for token.
 func (e *env) rowFiles(token string) []string {
 	e.t.Helper()
-	infos, err := e.store.List(context.Background(), jobs.RowKeyPrefix(token))
+	infos, err := e.store.List(context.Background(), contract.RowKeyPrefix(token))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -177,4 +177,47 @@ func (e *env) redisInt(cmd string, args ...any) int {
 		e.t.Fatalf("%s %v: %v", cmd, args, err)
 	}
 	return n
+}
+
+// splitStored stores csv as a new token's upload, creates its pdf report
+// and splits it by reference, as the server does; it returns the report's
+// id and the token.
+func (e *env) splitStored(csv string) (int64, string) {
+	e.t.Helper()
+	ctx := context.Background()
+	token := router.NewToken()
+	src := contract.UploadKey(token)
+	if err := e.store.Put(ctx, src, strings.NewReader(csv)); err != nil {
+		e.t.Fatal(err)
+	}
+	rep := models.ClientReport{ReportType: models.ReportTypePDF, SourceKey: src}
+	if err := e.models.CreateReport(ctx, &rep); err != nil {
+		e.t.Fatal(err)
+	}
+	e.split(contract.SourceRef{SourceKey: src, Token: token}, "pdf", rep.ID)
+	return rep.ID, token
+}
+
+// gatedRun splits rows rows ("pdf", for a gateRenderer) and waits until
+// done rows are recorded while the others wait in the token's queue; it
+// returns the report's id and the token.
+func (e *env) gatedRun(rows, done int) (int64, string) {
+	e.t.Helper()
+	ctx := context.Background()
+	id := e.newReport(models.ReportTypePDF)
+	var csv strings.Builder
+	csv.WriteString("id,v\n")
+	for i := 1; i <= rows; i++ {
+		fmt.Fprintf(&csv, "r%d,%d\n", i, i)
+	}
+	e.split(csv.String(), "pdf", id)
+	var token string
+	waitFor(e.t, 20*time.Second, fmt.Sprintf("%d rows done and the rest queued", done), func() bool {
+		rep, _ := e.models.ReportByID(ctx, id)
+		if token = rep.Token; token == "" {
+			return false
+		}
+		return e.ledgerCount(token) >= done && e.redisInt("LLEN", "queue:"+e.queue(token)) > 0
+	})
+	return id, token
 }

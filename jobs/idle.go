@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -46,7 +47,7 @@ func (p *Pipeline) handleIdle(ctx context.Context, job *sidekiq.Job) error {
 		left-- // this job itself
 	}
 	if left > 0 {
-		again, err := sidekiq.NewActiveJob(p.d.Client.Dialect(), IdleClass, job.Queue, token)
+		again, err := toSidekiq(p.d.Client.Dialect(), contract.IdleJob(job.Queue, token))
 		if err != nil {
 			return err
 		}

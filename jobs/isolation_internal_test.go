@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -20,14 +21,14 @@ func BenchmarkIsolationCheck(b *testing.B) {
 	p := &Pipeline{d: Deps{Router: r}}
 	const token = "0f8fad5b-d9cb-469f-a165-70867728950e"
 	q, _ := r.For(token)
-	j, err := sidekiq.NewJob(RowClass, json.RawMessage(`{"個別識別番号":"A-0001","年度":"2024","名前":"山田"}`), "xlsx", 42, "/tmp/reports/"+token, token)
+	j, err := sidekiq.NewJob(contract.Row.Name, json.RawMessage(`{"個別識別番号":"A-0001","年度":"2024","名前":"山田"}`), "xlsx", 42, contract.ReportDir(token), token)
 	if err != nil {
 		b.Fatal(err)
 	}
 	j.Queue = q
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := p.checkIsolation(j); err != nil {
+		if err := checkIsolation(p.tokenQueue, j); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -47,7 +48,7 @@ func (p *Pipeline) RecordDeadRows(ctx context.Context) (int, error) {
 			return n, err
 		}
 		for _, e := range entries {
-			if e.Job == nil || (e.Job.HandlerClass() != RowClass && e.Job.HandlerClass() != "ProcessCsvRowJob") {
+			if e.Job == nil || (e.Job.HandlerClass() != contract.Row.Name && e.Job.HandlerClass() != "ProcessCsvRowJob") {
 				continue
 			}
 			before, _ := p.ledger.Count(ctx, tokenOf(e.Job))

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
@@ -52,7 +52,7 @@ func (e *env) splitDone(id int64, finalizers int) string {
 		token = r.Token
 		n := 0
 		for _, en := range e.queued(e.queue(token)) {
-			if en.Job.HandlerClass() == jobs.FinalizeClass {
+			if en.Job.HandlerClass() == contract.Finalize.Name {
 				n++
 			}
 		}
@@ -66,7 +66,7 @@ func (e *env) rowsQueued(queue string) map[int]int {
 	e.t.Helper()
 	out := map[int]int{}
 	for _, en := range e.queued(queue) {
-		if en.Job.HandlerClass() == jobs.RowClass {
+		if en.Job.HandlerClass() == contract.Row.Name {
 			var n int
 			if _, err := en.Job.Field("pallarel_row", &n); err != nil || n == 0 {
 				e.t.Fatalf("row job without its row number: %s", en.Raw)
@@ -88,7 +88,7 @@ func TestFinalizeCopiesRunOnce(t *testing.T) {
 	queue := e.queue(token)
 	// Take the split's finalizer out; run the rows to the end first.
 	for _, en := range e.queued(queue) {
-		if en.Job.HandlerClass() == jobs.FinalizeClass {
+		if en.Job.HandlerClass() == contract.Finalize.Name {
 			if ok, err := e.api.DeleteQueueJob(ctx, queue, en.Raw); err != nil || !ok {
 				t.Fatalf("delete finalizer: %v %v", ok, err)
 			}
@@ -100,7 +100,7 @@ func TestFinalizeCopiesRunOnce(t *testing.T) {
 	// Five copies of the finalizer, pushed at once, run concurrently.
 	copies := make([]*sidekiq.Job, 5)
 	for i := range copies {
-		j, err := sidekiq.NewJob(jobs.FinalizeClass, "/tmp/reports/"+token, "text", id, token, 1, 3600, time.Now().Unix())
+		j, err := sidekiq.NewJob(contract.Finalize.Name, "/tmp/reports/"+token, "text", id, token, 1, 3600, time.Now().Unix())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +123,7 @@ func TestFinalizeCopiesRunOnce(t *testing.T) {
 		t.Errorf("launcher Stop called %d times", n)
 	}
 	zips, err := e.store.List(ctx, "reports/")
-	if err != nil || len(zips) != 1 || zips[0].Key != jobs.ResultKey(token) {
+	if err != nil || len(zips) != 1 || zips[0].Key != contract.ResultKey(token) {
 		t.Fatalf("zips: %v %v", zips, err)
 	}
 	if m := manifestRows(t, e.readZip(rep.File)); len(m) != rows || rep.Count != rows {
@@ -197,7 +197,7 @@ func TestSplitRerunPushesNoRowTwice(t *testing.T) {
 	for _, en := range e.queued(queue) {
 		var n int
 		_, _ = en.Job.Field("pallarel_row", &n)
-		if n > 30 || en.Job.HandlerClass() == jobs.FinalizeClass {
+		if n > 30 || en.Job.HandlerClass() == contract.Finalize.Name {
 			if _, err := e.api.DeleteQueueJob(context.Background(), queue, en.Raw); err != nil {
 				t.Fatal(err)
 			}

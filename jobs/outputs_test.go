@@ -10,8 +10,8 @@ import (
 
 	"github.com/xuri/excelize/v2"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/pdftest"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 )
@@ -117,7 +117,7 @@ func TestPipelineXLSXTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := e.newReport(models.ReportTypeXLSX)
-	e.split(jobs.SourceRef{SourceKey: "uploads/t.csv", TemplateKey: "templates/t.xlsx"}, "xlsx", id)
+	e.split(contract.SourceRef{SourceKey: "uploads/t.csv", TemplateKey: "templates/t.xlsx"}, "xlsx", id)
 	rep := e.completed(id, 30*time.Second)
 	for i, data := range doneFiles(t, e.readZip(rep.File), len(outputRows)) {
 		f, err := excelize.OpenReader(bytes.NewReader(data))
@@ -187,7 +187,7 @@ func TestPipelineXLSXTemplateRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := e.newReport(models.ReportTypeXLSX)
-	e.split(jobs.SourceRef{SourceKey: "uploads/bad.csv", TemplateKey: "templates/bad.xlsx"}, "xlsx", id)
+	e.split(contract.SourceRef{SourceKey: "uploads/bad.csv", TemplateKey: "templates/bad.xlsx"}, "xlsx", id)
 	rep := e.completed(id, 30*time.Second)
 	m := manifestRows(t, e.readZip(rep.File))
 	for n := 1; n <= len(outputRows); n++ {

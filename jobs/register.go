@@ -1,15 +1,3 @@
-// Package jobs holds the four jobs of the CSV report pipeline, registered
-// under the Rails app's class names so that either side can enqueue them:
-//
-//	SplitCsvJob               ActiveJob, queue "report": [csv, type, report_id]
-//	Report::ProcessCsvRowJob  Sidekiq job, token queue: [row_hash, type, report_id, path, token]
-//	Report::FinalizeReportJob Sidekiq job, token queue: [path, type, report_id, token, interval_sec, max_wait_sec, started_at]
-//	IdleShutdownJob           ActiveJob: [token]
-//
-// and the app's monitors (ActiveJob on "default", no arguments):
-// DeadLetterMonitorJob, ForceShutdownMonitorJob, IdleEcsTaskMonitorJob.
-//
-// Handlers are thin: they decode arguments and call the pipeline below.
 package jobs
 
 import (
@@ -23,25 +11,16 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
-
-// The wire class names, as the Rails app writes them.
-const (
-	SplitClass    = "SplitCsvJob"
-	RowClass      = "Report::ProcessCsvRowJob"
-	FinalizeClass = "Report::FinalizeReportJob"
-	IdleClass     = "IdleShutdownJob"
-)
-
-// TriggerQueue is where SplitCsvJob runs.
-const TriggerQueue = "report"
 
 // Deps is what the jobs need. Every field is required but Logger and Now.
 type Deps struct {
@@ -88,18 +67,18 @@ type Deps struct {
 // Pipeline runs the jobs with their dependencies.
 type Pipeline struct {
 	d         Deps
-	ledger    Ledger
+	ledger    ledger.Ledger
 	log       *slog.Logger
 	templates templateCache
 	progress  progress
-	packer    *rowPacker
+	packer    *ledger.Packer
 	feeds     feeders
 	super     supervisor
 	procs     procsCache // live processes, for runBooks
 	// base outlives jobs: the feeders run under it until Close.
 	base       context.Context
 	cancelBase context.CancelFunc
-	queueMemo  atomic.Pointer[tokenQueueMemo] // the last token's queue (tokenQueue)
+	queueMemo  queueCache // the last token's queue (tokenQueue)
 }
 
 // New checks deps and fills defaults.
@@ -142,34 +121,40 @@ func New(d Deps) (*Pipeline, error) {
 		d.SplitWindow = DefaultSplitWindow
 	}
 	d.Supervise = d.Supervise.withDefaults()
-	ledger := Ledger{Pool: d.Pool, Store: d.Store}
+	rows := ledger.Ledger{Pool: d.Pool, Store: d.Store}
 	base, cancel := context.WithCancel(context.Background())
-	p := &Pipeline{d: d, ledger: ledger, log: d.Logger, packer: &rowPacker{store: d.Store, ledger: ledger},
+	p := &Pipeline{d: d, ledger: rows, log: d.Logger, packer: ledger.NewPacker(d.Store, rows),
 		base: base, cancelBase: cancel}
 	p.feeds.owner = router.NewToken()
 	return p, nil
 }
 
-// Close writes the row counts still held back and stops the pipeline's
-// feeders.
+// Close stops the goroutines the pipeline owns and waits for them, in this
+// order: the feeders are cancelled and joined first, since they record
+// rows through the packer (senders before receivers), then the packer's
+// handed-off commits are joined, and last the row counts still held back
+// are written. Call it after the worker pools that run the pipeline's jobs
+// have stopped, and before the pool and database close.
 func (p *Pipeline) Close() {
-	p.flushAllCounts()
 	p.cancelBase()
+	p.feeds.stop()
+	p.packer.Wait()
+	p.flushAllCounts()
 }
 
-// Register binds the four jobs to reg under the Rails names and, so Go
-// callers may use them too, the names without the Report:: prefix.
+// Register binds the six job classes to reg under their wire names and,
+// so Go callers may use them too, the names without the Report:: prefix.
 func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 	// Row jobs run by the hundred thousand: per-job lines at DEBUG and a
 	// per-queue (per-run) summary at INFO; the others log Sidekiq's line.
-	reg.LogQuietly(RowClass, "ProcessCsvRowJob")
+	reg.LogQuietly(contract.Row.Name, "ProcessCsvRowJob")
 	return errors.Join(
-		reg.Register(p.handleSplit, SplitClass),
-		reg.Register(p.handleRow, RowClass, "ProcessCsvRowJob"),
-		reg.Register(p.handleFinalize, FinalizeClass, "FinalizeReportJob"),
-		reg.Register(p.handleIdle, IdleClass),
-		reg.Register(p.handleWebhook, WebhookClass),
-		reg.Register(p.handleCancelCleanup, CancelCleanupClass),
+		reg.Register(p.handleSplit, contract.Split.Name),
+		reg.Register(p.handleRow, contract.Row.Name, "ProcessCsvRowJob"),
+		reg.Register(p.handleFinalize, contract.Finalize.Name, "FinalizeReportJob"),
+		reg.Register(p.handleIdle, contract.Idle.Name),
+		reg.Register(p.handleWebhook, contract.Webhook.Name),
+		reg.Register(p.handleCancelCleanup, contract.CancelCleanup.Name),
 		p.registerAppMonitors(reg),
 	)
 }
@@ -184,16 +169,23 @@ func (p *Pipeline) ServerOptions(o *sidekiq.Options) {
 }
 
 // tokenQueue is the token's queue, after checking the token.
-func (p *Pipeline) tokenQueue(token string) (string, error) {
-	// A run's rows come one after another: its token's SHA-1 once, not three times a row.
-	if m := p.queueMemo.Load(); m != nil && m.token == token {
+func (p *Pipeline) tokenQueue(token string) (string, error) { return p.queueMemo.of(p.d.Router, token) }
+
+// queueCache remembers the last token's queue: a run's rows come one after
+// another, so its token's SHA-1 is taken once, not three times a row.
+type queueCache struct {
+	last atomic.Pointer[tokenQueueMemo]
+}
+
+func (c *queueCache) of(rt router.Router, token string) (string, error) {
+	if m := c.last.Load(); m != nil && m.token == token {
 		return m.queue, nil
 	}
-	q, err := p.d.Router.For(token)
+	q, err := rt.For(token)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", sidekiq.ErrBadArgs, err)
 	}
-	p.queueMemo.Store(&tokenQueueMemo{token: token, queue: q})
+	c.last.Store(&tokenQueueMemo{token: token, queue: q})
 	return q, nil
 }
 
@@ -204,24 +196,29 @@ type tokenQueueMemo struct{ token, queue string }
 // token's queue: the isolation the Rails app meant to enforce (its
 // middleware keyed on the wrong class name and never fired).
 func (p *Pipeline) IsolationClient(ctx context.Context, job *sidekiq.Job) error {
-	return p.checkIsolation(job)
+	return checkIsolation(p.tokenQueue, job)
+}
+
+// Isolation is IsolationClient for a client built before the pipeline: it
+// needs only the router.
+func Isolation(rt router.Router) sidekiq.ClientMiddleware {
+	var c queueCache
+	queueOf := func(token string) (string, error) { return c.of(rt, token) }
+	return func(ctx context.Context, job *sidekiq.Job) error { return checkIsolation(queueOf, job) }
 }
 
 func (p *Pipeline) isolationServer(ctx context.Context, job *sidekiq.Job, next func(context.Context) error) error {
-	if err := p.checkIsolation(job); err != nil {
+	if err := checkIsolation(p.tokenQueue, job); err != nil {
 		return sidekiq.Kill(err)
 	}
 	return next(ctx)
 }
 
-func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
-	var tokenPos int
-	switch job.HandlerClass() {
-	case RowClass, "ProcessCsvRowJob":
-		tokenPos = 4
-	case FinalizeClass, "FinalizeReportJob":
-		tokenPos = 3
-	default:
+// checkIsolation checks a row or finalize job is on its token's queue, as
+// queueOf names it.
+func checkIsolation(queueOf func(token string) (string, error), job *sidekiq.Job) error {
+	tokenPos, ok := contract.TokenPos(job.HandlerClass())
+	if !ok {
 		return nil
 	}
 	args, err := job.Arguments()
@@ -237,7 +234,7 @@ func (p *Pipeline) checkIsolation(job *sidekiq.Job) error {
 			return fmt.Errorf("%w: %s token: %v", sidekiq.ErrBadArgs, job.HandlerClass(), err)
 		}
 	}
-	want, err := p.tokenQueue(token)
+	want, err := queueOf(token)
 	if err != nil {
 		return err
 	}

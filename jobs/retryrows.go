@@ -8,21 +8,11 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/csvrows"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
-)
-
-// Errors of RetryFailed, wrapped.
-var (
-	// ErrNotRetryable: the run is not a completed run with failed rows
-	// and a stored upload.
-	ErrNotRetryable = errors.New("the run cannot be retried")
-	// ErrRetryBusy: another retry of the run is under way.
-	ErrRetryBusy = errors.New("a retry of this run is under way")
-	// ErrNothingToRetry: every failed row failed to parse, so running it
-	// again would fail it again; the run is left as it ended.
-	ErrNothingToRetry = errors.New("nothing to retry")
 )
 
 // retryLockTTL bounds how long a crashed retry keeps others out.
@@ -36,7 +26,7 @@ const retryLockTTL = 10 * time.Minute
 // the run is reopened (processing, finalized_at cleared) with a new worker
 // and a finalizer, which writes a new ZIP over the old one when they end.
 // Rows without a number (pushed by Ruby) and rows the CSV cannot parse stay
-// failed. It returns ErrNotRetryable or ErrRetryBusy (wrapped) when it
+// failed. It returns contract.ErrNotRetryable or contract.ErrRetryBusy (wrapped) when it
 // cannot start.
 func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	queue, err := p.tokenQueue(token)
@@ -54,22 +44,22 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 	// Completed: ended, with its report completed (a finalizer may leave
 	// the state it found rather than record "completed").
 	if state := st.RunState(); !st.Ended() || state == models.RunFailed || state == models.RunCancelled || rep.Status != models.ReportCompleted {
-		return 0, fmt.Errorf("retry %s: %w: it has not completed", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: it has not completed", token, contract.ErrNotRetryable)
 	}
 	if st.FailedCount == 0 {
-		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, contract.ErrNotRetryable)
 	}
 	if rep.SourceKey == "" {
-		return 0, fmt.Errorf("retry %s: %w: its CSV was not stored (sent inline)", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: its CSV was not stored (sent inline)", token, contract.ErrNotRetryable)
 	}
-	got, err := p.ledger.lockRetry(ctx, token, retryLockTTL)
+	got, err := p.ledger.LockRetry(ctx, token, retryLockTTL)
 	if err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
 	if !got {
-		return 0, fmt.Errorf("retry %s: %w", token, ErrRetryBusy)
+		return 0, fmt.Errorf("retry %s: %w", token, contract.ErrRetryBusy)
 	}
-	defer p.ledger.unlockRetry(context.WithoutCancel(ctx), token)
+	defer p.ledger.UnlockRetry(context.WithoutCancel(ctx), token)
 	log := p.log.With("token", token, "queue", queue, "report_id", rep.ID)
 	if err := p.waitFinalizerCleanup(ctx, token, st); err != nil {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
@@ -88,13 +78,13 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 		}
 	}
 	if runnable == 0 {
-		p.packer.release(token)
-		p.warnIf(p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)), "delete row files")
+		p.packer.Release(token)
+		p.warnIf(p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)), "delete row files")
 		p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
 		if len(kept.failedRows) > 0 {
-			return 0, fmt.Errorf("retry %s: %w: its %d failed rows cannot be parsed", token, ErrNothingToRetry, len(kept.failedRows))
+			return 0, fmt.Errorf("retry %s: %w: its %d failed rows cannot be parsed", token, contract.ErrNothingToRetry, len(kept.failedRows))
 		}
-		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: no failed rows", token, contract.ErrNotRetryable)
 	}
 	total := max(st.TotalCount, kept.maxRow)
 	if err := p.ledger.SetTotal(ctx, token, total); err != nil {
@@ -108,7 +98,7 @@ func (p *Pipeline) RetryFailed(ctx context.Context, token string) (int, error) {
 		return 0, fmt.Errorf("retry %s: %w", token, err)
 	}
 	if !reopened {
-		return 0, fmt.Errorf("retry %s: %w: it changed meanwhile", token, ErrNotRetryable)
+		return 0, fmt.Errorf("retry %s: %w: it changed meanwhile", token, contract.ErrNotRetryable)
 	}
 	// From here on the run is open: if anything below fails, the run
 	// supervisor pushes what is missing and the finalizer ends it.
@@ -141,7 +131,7 @@ const finalizerCleanupWait = 15 * time.Second
 func (p *Pipeline) waitFinalizerCleanup(ctx context.Context, token string, st models.CsvProcessingStatus) error {
 	deadline := time.Now().Add(finalizerCleanupWait)
 	for {
-		done, err := p.ledger.cleanedUp(ctx, token)
+		done, err := p.ledger.CleanedUp(ctx, token)
 		if err != nil {
 			return err
 		}
@@ -151,7 +141,7 @@ func (p *Pipeline) waitFinalizerCleanup(ctx context.Context, token string, st mo
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: the run is still finishing", ErrRetryBusy)
+			return fmt.Errorf("%w: the run is still finishing", contract.ErrRetryBusy)
 		}
 		select {
 		case <-ctx.Done():
@@ -200,17 +190,17 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	}
 	// The packer's commit ids were of the ledger just reset; the row files
 	// left are of the first run.
-	p.packer.release(token)
-	p.warnIf(p.d.Store.DeletePrefix(ctx, RowKeyPrefix(token)), "delete row files")
+	p.packer.Release(token)
+	p.warnIf(p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)), "delete row files")
 	var (
-		batch   []RowResult
+		batch   []ledger.RowResult
 		data    [][]byte // batch[i]'s file, or nil
 		size    int
 		unnamed int
 	)
 	flush := func() error {
 		if len(batch) > 0 {
-			if _, _, err := p.packer.commitRows(ctx, token, batch, data); err != nil {
+			if _, _, err := p.packer.CommitRows(ctx, token, batch, data); err != nil {
 				return err
 			}
 		}
@@ -219,7 +209,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	}
 	err = z.eachManifest(func(m manifestLine) error {
 		out.maxRow = max(out.maxRow, m.Row)
-		key := RowKey(m.Row, "")
+		key := ledger.RowKey(m.Row, "")
 		if m.Row <= 0 {
 			unnamed++
 			key = fmt.Sprintf("jid-restored-%d", unnamed)
@@ -230,11 +220,11 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 				out.failedRows[m.Row] = m.Error
 				return nil
 			}
-			batch, data = append(batch, RowResult{Row: m.Row, Key: key, Status: "failed", Error: m.Error}), append(data, nil)
+			batch, data = append(batch, ledger.RowResult{Row: m.Row, Key: key, Status: "failed", Error: m.Error}), append(data, nil)
 			return nil
 		}
 		out.done++
-		r := RowResult{Row: m.Row, Key: key, Status: "done"}
+		r := ledger.RowResult{Row: m.Row, Key: key, Status: "done"}
 		i, ok := files[m.File]
 		if m.File == "" || !ok {
 			batch, data = append(batch, r), append(data, nil)
@@ -246,8 +236,8 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 			return fmt.Errorf("zip %s: %w", m.File, err)
 		}
 		defer rc.Close()
-		if zf.UncompressedSize64 >= packSoloBytes {
-			r.File = RowKeyPrefix(token) + m.File
+		if zf.UncompressedSize64 >= ledger.PackSoloBytes {
+			r.File = contract.RowKeyPrefix(token) + m.File
 			if err := p.d.Store.Put(ctx, r.File, rc); err != nil {
 				return err
 			}
@@ -261,7 +251,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 			batch, data = append(batch, r), append(data, b)
 			size += len(b)
 		}
-		if size >= packMaxBytes || len(batch) >= packMaxRows {
+		if size >= ledger.PackMaxBytes || len(batch) >= ledger.PackMaxRows {
 			return flush()
 		}
 		return nil
@@ -269,7 +259,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	if err == nil {
 		err = flush()
 	}
-	p.packer.release(token)
+	p.packer.Release(token)
 	return out, err
 }
 
@@ -287,7 +277,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		return 0, fmt.Errorf("read %s: %w", rep.SourceKey, err)
 	}
 	template := ""
-	if key := "templates/" + token + ".xlsx"; typ == "xlsx" {
+	if key := contract.TemplateKey(token); typ == "xlsx" {
 		if _, err := p.d.Store.Stat(ctx, key); err == nil {
 			template = key
 		}
@@ -298,7 +288,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 	}
 	sort.Ints(left)
 	last := left[len(left)-1]
-	path := "/tmp/reports/" + token
+	path := contract.ReportDir(token)
 	batch := make([]*sidekiq.Job, 0, p.d.BatchSize)
 	pushed := 0
 	flush := func() error {
@@ -328,7 +318,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 		}
 		delete(want, row.Number)
 		if row.Err != nil {
-			isNew, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			isNew, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
 				Error: fmt.Sprintf("line %d: %v", row.Line, row.Err)})
 			if err != nil {
 				return pushed, err
@@ -338,19 +328,9 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 			}
 			continue
 		}
-		hash, err := encodeOrdered(rows.Headers(), row.Fields, row.Nulls)
+		j, err := p.rowJob(queue, path, token, runSpec{Type: typ, ReportID: rep.ID, TemplateKey: template}, rows.Headers(), row)
 		if err != nil {
 			return pushed, err
-		}
-		j, err := sidekiq.NewJob(RowClass, hash, typ, rep.ID, path, token)
-		if err != nil {
-			return pushed, err
-		}
-		j.Queue = queue
-		setAppOptions(j, p.rowRetry())
-		_ = j.SetField(fieldRow, row.Number)
-		if template != "" {
-			_ = j.SetField(fieldTemplate, template)
 		}
 		batch = append(batch, j)
 		if len(batch) >= p.d.BatchSize {
@@ -364,7 +344,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 	}
 	// Rows the upload no longer has (it changed?) stay failed, as before.
 	for n, msg := range want {
-		if _, _, err := p.recordRow(ctx, token, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
+		if _, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: n, Key: ledger.RowKey(n, ""), Status: "failed", Error: msg}); err != nil {
 			return pushed, err
 		}
 		p.warnIf(p.d.DB.IncrementFailed(ctx, token, 1), "IncrementFailed")

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 )
 
@@ -31,7 +31,7 @@ func TestRetryNothingToRetry(t *testing.T) {
 	waitFor(t, 10*time.Second, "row files deleted by the finalizer", func() bool { return len(e.rowFiles(token)) == 0 })
 	for range 2 {
 		n, err := e.pipeline.RetryFailed(ctx, token)
-		if !errors.Is(err, jobs.ErrNothingToRetry) || n != 0 {
+		if !errors.Is(err, contract.ErrNothingToRetry) || n != 0 {
 			t.Fatalf("RetryFailed = %d, %v; want ErrNothingToRetry", n, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
@@ -65,7 +66,7 @@ func TestRetryFailedRows(t *testing.T) {
 	if err := e.models.CreateReport(ctx, &rep); err != nil {
 		t.Fatal(err)
 	}
-	e.split(jobs.SourceRef{SourceKey: src, Token: token}, "pdf", rep.ID)
+	e.split(contract.SourceRef{SourceKey: src, Token: token}, "pdf", rep.ID)
 	first := e.completed(rep.ID, 60*time.Second)
 	before := e.readZip(first.File)
 	m := manifestRows(t, before)
@@ -95,7 +96,7 @@ func TestRetryFailedRows(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("RetryFailed = %d, %v; want 3 (the unparseable row is not pushed)", n, err)
 	}
-	if _, err := e.pipeline.RetryFailed(ctx, token); !errors.Is(err, jobs.ErrNotRetryable) {
+	if _, err := e.pipeline.RetryFailed(ctx, token); !errors.Is(err, contract.ErrNotRetryable) {
 		t.Errorf("retry of a running run: %v", err)
 	}
 	second := e.completed(rep.ID, 60*time.Second)
@@ -163,7 +164,7 @@ func TestRetryRefused(t *testing.T) {
 	if n := len(hook.deliveries()); n != 1 {
 		t.Errorf("%d deliveries of one end", n)
 	}
-	if _, err := e.pipeline.RetryFailed(ctx, rep.Token); !errors.Is(err, jobs.ErrNotRetryable) {
+	if _, err := e.pipeline.RetryFailed(ctx, rep.Token); !errors.Is(err, contract.ErrNotRetryable) {
 		t.Errorf("retry of a run without failed rows: %v", err)
 	}
 	if _, err := e.pipeline.RetryFailed(ctx, router.NewToken()); !errors.Is(err, models.ErrNotFound) {

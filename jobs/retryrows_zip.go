@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/reportzip"
 )
 
@@ -23,7 +24,7 @@ type resultZip struct {
 }
 
 func (p *Pipeline) openResultZip(ctx context.Context, token string) (*resultZip, error) {
-	rc, err := p.d.Store.Open(ctx, ResultKey(token))
+	rc, err := p.d.Store.Open(ctx, contract.ResultKey(token))
 	if err != nil {
 		return nil, err
 	}
@@ -48,12 +49,12 @@ func (p *Pipeline) openResultZip(ctx context.Context, token string) (*resultZip,
 	n, err := io.Copy(tmp, rc)
 	if err != nil {
 		done()
-		return nil, fmt.Errorf("copy %s: %w", ResultKey(token), err)
+		return nil, fmt.Errorf("copy %s: %w", contract.ResultKey(token), err)
 	}
 	zr, err := zip.NewReader(tmp, n)
 	if err != nil {
 		done()
-		return nil, fmt.Errorf("read %s: %w", ResultKey(token), err)
+		return nil, fmt.Errorf("read %s: %w", contract.ResultKey(token), err)
 	}
 	return &resultZip{Reader: zr, close: done}, nil
 }

@@ -13,26 +13,11 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
 )
-
-// setAppOptions gives a row or finalize job the keys the Rails app's
-// sidekiq_options (retry: 3, dead: true) write on its payloads, so a Ruby
-// job sees what the Ruby split would have pushed; retry is the pipeline's.
-func setAppOptions(j *sidekiq.Job, retry json.RawMessage) {
-	j.Retry = retry
-	_ = j.SetField("dead", true)
-}
-
-// Extra payload fields Go writes on row jobs (Ruby keeps unknown keys):
-const (
-	fieldRow      = "pallarel_row"      // 1-based data row number
-	fieldTemplate = "pallarel_template" // storage key of an XLSX template
-)
-
-// RowKeyPrefix is where row files of a token are stored: rows/<token>/.
-func RowKeyPrefix(token string) string { return "rows/" + token + "/" }
 
 func unmarshalArg(raw json.RawMessage, dst any) error {
 	return json.Unmarshal(raw, dst)
@@ -67,9 +52,9 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 			return err
 		}
 	}
-	key := RowKey(rowNum, job.JID)
+	key := ledger.RowKey(rowNum, job.JID)
 
-	r, err := p.renderer(ctx, typ, job.StringField(fieldTemplate))
+	r, err := p.renderer(ctx, typ, job.StringField(contract.FieldTemplate))
 	if err != nil {
 		return err
 	}
@@ -82,7 +67,7 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	if rowNum == 0 {
 		name = job.JID + "-" + name
 	}
-	fileKey := RowKeyPrefix(token) + name
+	fileKey := contract.RowKeyPrefix(token) + name
 
 	var out bytes.Buffer
 	if err := r.Render(ctx, &out, row); err != nil {
@@ -92,18 +77,19 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		}
 		return err
 	}
-	done := &packedRow{token: token, res: RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}}
-	if out.Len() >= packSoloBytes {
+	done := ledger.RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}
+	var data []byte
+	if out.Len() >= ledger.PackSoloBytes {
 		if err := p.d.Store.Put(ctx, fileKey, &out); err != nil {
 			return fmt.Errorf("row %s of %s: store %s: %w", key, token, fileKey, err)
 		}
 	} else {
-		done.data = out.Bytes()
-		if done.data == nil {
-			done.data = []byte{} // an empty file, still packed
+		data = out.Bytes()
+		if data == nil {
+			data = []byte{} // an empty file, still packed
 		}
 	}
-	isNew, last, err := p.packer.commit(ctx, done)
+	isNew, last, err := p.packer.Commit(ctx, token, done, data)
 	if err != nil {
 		return fmt.Errorf("row %s of %s: %w", key, token, err)
 	}
@@ -260,15 +246,15 @@ func encodeOrdered(headers []string, fields map[string]string, nulls []string) (
 // recordRow records one row's result that has no file (a failed row)
 // through the row packer, so its reason is kept in storage with the rest
 // of the run's rows.
-func (p *Pipeline) recordRow(ctx context.Context, token string, r RowResult) (isNew, last bool, err error) {
-	return p.packer.commit(ctx, &packedRow{token: token, res: r})
+func (p *Pipeline) recordRow(ctx context.Context, token string, r ledger.RowResult) (isNew, last bool, err error) {
+	return p.packer.Commit(ctx, token, r, nil)
 }
 
 // rowDied records a row job that failed for good as a failed row, so the
 // report finishes with it in its manifest instead of waiting for it.
 func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) {
 	switch job.HandlerClass() {
-	case RowClass, "ProcessCsvRowJob":
+	case contract.Row.Name, "ProcessCsvRowJob":
 	default:
 		return
 	}
@@ -285,11 +271,11 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 		return
 	}
 	var rowNum int
-	_, _ = job.Field(fieldRow, &rowNum)
+	_, _ = job.Field(contract.FieldRow, &rowNum)
 	if rowNum == 0 {
 		rowNum = p.knownRubyRowNumber(ctx, token, job.JID)
 	}
-	isNew, last, err := p.recordRow(ctx, token, RowResult{Row: rowNum, Key: RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
+	isNew, last, err := p.recordRow(ctx, token, ledger.RowResult{Row: rowNum, Key: ledger.RowKey(rowNum, job.JID), Status: "failed", Error: jobErr.Error()})
 	if err != nil {
 		p.log.Error("record dead row", "token", token, "jid", job.JID, "err", err)
 		return

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -65,15 +66,15 @@ func plainJSONInt(raw json.RawMessage) (int64, bool) {
 // rowNumber is the job's pallarel_row as job.Field reads it (0 when absent
 // or not an int), without encoding/json for a plain integer.
 func rowNumber(job *sidekiq.Job) int {
-	if n, ok := plainJSONInt(job.Fields[fieldRow]); ok && n == int64(int(n)) {
+	if n, ok := plainJSONInt(job.Fields[contract.FieldRow]); ok && n == int64(int(n)) {
 		return int(n)
 	}
 	var n int
-	_, _ = job.Field(fieldRow, &n)
+	_, _ = job.Field(contract.FieldRow, &n)
 	return n
 }
 
-// newRowJob is sidekiq.NewJob(RowClass, hash, typ, reportID, path, token)
+// newRowJob is sidekiq.NewJob(contract.Row.Name, hash, typ, reportID, path, token)
 // for the feeder, which builds one per row: hash is encodeOrdered's JSON
 // (valid by construction), and plain strings are quoted as they are, so
 // only other strings go through NewJob's reflection and re-validation
@@ -81,9 +82,9 @@ func rowNumber(job *sidekiq.Job) int {
 // bytes either way.
 func newRowJob(hash json.RawMessage, typ string, reportID int64, path, token string) (*sidekiq.Job, error) {
 	if !plainString(typ) || !plainString(path) || !plainString(token) || len(hash) == 0 {
-		return sidekiq.NewJob(RowClass, hash, typ, reportID, path, token)
+		return sidekiq.NewJob(contract.Row.Name, hash, typ, reportID, path, token)
 	}
-	return &sidekiq.Job{Class: RowClass, Args: []json.RawMessage{
+	return &sidekiq.Job{Class: contract.Row.Name, Args: []json.RawMessage{
 		hash, quotePlain(typ), strconv.AppendInt(nil, reportID, 10), quotePlain(path), quotePlain(token),
 	}}, nil
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"encoding/json"
 	"errors"
+	"github.com/pallarel/pallarel/contract"
 	"reflect"
 	"testing"
 
@@ -78,7 +79,7 @@ func FuzzRowNumber(f *testing.F) {
 			return
 		}
 		var want int
-		_, _ = job.Field(fieldRow, &want)
+		_, _ = job.Field(contract.FieldRow, &want)
 		if got := rowNumber(job); got != want {
 			t.Fatalf("rowNumber = %d, job.Field = %d", got, want)
 		}
@@ -93,7 +94,7 @@ func FuzzNewRowJob(f *testing.F) {
 	f.Add("xlsx", int64(0), "C:\\x", "<&>\u2028é\xff")
 	f.Fuzz(func(t *testing.T, typ string, id int64, path, token string) {
 		hash, _ := encodeOrdered([]string{"a"}, map[string]string{"a": typ}, nil)
-		j1, err1 := sidekiq.NewJob(RowClass, hash, typ, id, path, token)
+		j1, err1 := sidekiq.NewJob(contract.Row.Name, hash, typ, id, path, token)
 		j2, err2 := newRowJob(hash, typ, id, path, token)
 		if (err1 == nil) != (err2 == nil) {
 			t.Fatalf("NewJob: %v; newRowJob: %v", err1, err2)

@@ -6,6 +6,9 @@ import (
 	"fmt"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/sidekiq"
 )
 
 // Rows a Ruby split pushed carry no row number: the app's SplitCsvJob
@@ -25,7 +28,7 @@ import (
 // in milliseconds), and a row's number if Ruby pushed it twice.
 
 // orderKey numbers a Ruby split's rows: jid → row, "#" → the last number.
-func orderKey(token string) string { return "pallarel:order:" + token }
+func orderKey(token string) string { return contract.OrderKey(token) }
 
 // censusScript numbers the unnumbered row jobs waiting for a queue.
 // KEYS: order hash, queue list, in-flight registry set. ARGV: queue, the
@@ -90,8 +93,8 @@ func (p *Pipeline) rubyRowNumber(ctx context.Context, token, queue, jid string) 
 	if st, err := p.d.DB.StatusByToken(ctx, token); err == nil {
 		before = st.DoneCount + st.FailedCount
 	}
-	n, err = redis.Int(censusScript.Do(c, orderKey(token), "queue:"+queue, "pallarel:inflight",
-		queue, jid, `"class":"`+RowClass+`"`, before))
+	n, err = redis.Int(censusScript.Do(c, orderKey(token), "queue:"+queue, sidekiq.InflightIndexKey,
+		queue, jid, `"class":"`+contract.Row.Name+`"`, before))
 	if err != nil {
 		return 0, fmt.Errorf("number the rows of %s: %w", token, err)
 	}

@@ -10,8 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/s3test"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 )
 
@@ -32,9 +32,9 @@ func TestPipelineS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := e.newReport(models.ReportTypeXLSX)
-	e.split(jobs.SourceRef{SourceKey: "uploads/s3.csv"}, "text", id)
+	e.split(contract.SourceRef{SourceKey: "uploads/s3.csv"}, "text", id)
 	rep := e.completed(id, 30*time.Second)
-	if rep.File != jobs.ResultKey(rep.Token) || rep.Count != rows {
+	if rep.File != contract.ResultKey(rep.Token) || rep.Count != rows {
 		t.Fatalf("report: %+v", rep)
 	}
 	// The object really is in the bucket under reports/<token>.zip.

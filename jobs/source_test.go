@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/text/encoding/japanese"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 )
 
@@ -27,7 +27,7 @@ func TestSplitShiftJISByReference(t *testing.T) {
 	for _, enc := range []string{"", "auto", "shift_jis", "cp932"} {
 		t.Run("encoding="+enc, func(t *testing.T) {
 			id := e.newReport(models.ReportTypeXLSX)
-			e.split(jobs.SourceRef{SourceKey: "uploads/sjis.csv", Encoding: enc}, "text", id)
+			e.split(contract.SourceRef{SourceKey: "uploads/sjis.csv", Encoding: enc}, "text", id)
 			rep := e.completed(id, 30*time.Second)
 			files := e.readZip(rep.File)
 			want := map[string]string{
@@ -55,7 +55,7 @@ func TestSplitTokenFromReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := e.newReport(models.ReportTypeXLSX)
-	e.split(jobs.SourceRef{SourceKey: "uploads/tok.csv", Token: token}, "text", id)
+	e.split(contract.SourceRef{SourceKey: "uploads/tok.csv", Token: token}, "text", id)
 	rep := e.completed(id, 30*time.Second)
 	if rep.Token != token || rep.File != "reports/"+token+".zip" || rep.Count != 3 {
 		t.Fatalf("report: %+v", rep)
@@ -78,7 +78,7 @@ func TestSplitLargeByReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := e.newReport(models.ReportTypeXLSX)
-	e.split(jobs.SourceRef{SourceKey: "uploads/large.csv"}, "csv", id)
+	e.split(contract.SourceRef{SourceKey: "uploads/large.csv"}, "csv", id)
 	rep := e.completed(id, 90*time.Second)
 	if rep.Count != rows {
 		t.Fatalf("report count %d, want %d", rep.Count, rows)

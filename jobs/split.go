@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
@@ -14,22 +15,6 @@ import (
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
-
-// SourceRef is SplitCsvJob's first argument when the CSV travels by storage
-// reference instead of inline (a Go extension: the Rails controller sends
-// the whole CSV as a string, which does not scale to large files).
-type SourceRef struct {
-	SourceKey   string `json:"source_key"`             // storage key of the uploaded CSV
-	Token       string `json:"token,omitempty"`        // token chosen at upload time
-	Encoding    string `json:"encoding,omitempty"`     // "", "auto", "utf-8", "shift_jis", "cp932"
-	TemplateKey string `json:"template_key,omitempty"` // storage key of an XLSX template
-}
-
-// NewSplitJob builds a SplitCsvJob as the Rails controller enqueues it
-// (ActiveJob, queue "report"); src is the CSV text or a SourceRef.
-func NewSplitJob(d sidekiq.Dialect, src any, typ string, reportID int64) (*sidekiq.Job, error) {
-	return sidekiq.NewActiveJob(d, SplitClass, TriggerQueue, src, typ, reportID)
-}
 
 // handleSplit reads the CSV, records the run, starts the token's workers
 // and pushes one row job per row, then the finalizer. It can be run again
@@ -50,7 +35,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 		p.warnIf(p.d.DB.MarkReportFailed(ctx, reportID, err.Error()), "MarkReportFailed")
 		return sidekiq.Kill(err)
 	}
-	var ref SourceRef
+	var ref contract.SourceRef
 	var inline string
 	if err := json.Unmarshal(src, &inline); err != nil {
 		if err := json.Unmarshal(src, &ref); err != nil || ref.SourceKey == "" {
@@ -92,7 +77,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	// split (the CSV inline in the job) stores it first, so the run can be
 	// rebuilt from storage if Redis loses its jobs.
 	if ref.SourceKey == "" {
-		ref.SourceKey = UploadKey(token)
+		ref.SourceKey = contract.UploadKey(token)
 		if err := p.d.Store.Put(ctx, ref.SourceKey, strings.NewReader(inline)); err != nil {
 			return fmt.Errorf("split %s: store the inline CSV: %w", token, err)
 		}
@@ -103,12 +88,8 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	rc, err := p.d.Store.Open(ctx, ref.SourceKey)
 	if errors.Is(err, storage.ErrNotExist) {
 		msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
-		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-		won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
-		p.warnIf(err, "EndRun")
-		if won {
-			p.runEnded(ctx, token)
-		}
+		_, endErr := p.End(ctx, token, Ending{State: Failed, Reason: msg})
+		p.warnIf(endErr, "End")
 		return fail(errors.New(msg))
 	}
 	if err != nil {
@@ -119,12 +100,8 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	if err != nil {
 		msg := fmt.Sprintf("CSV cannot be read: %v", err)
 		p.warnIf(p.d.DB.MarkReportFailed(ctx, reportID, msg), "MarkReportFailed")
-		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-		won, err := p.d.DB.EndRun(ctx, token, models.RunFailed, msg)
-		p.warnIf(err, "EndRun")
-		if won {
-			p.runEnded(ctx, token)
-		}
+		_, endErr := p.End(ctx, token, Ending{State: Failed, Reason: msg})
+		p.warnIf(endErr, "End")
 		log.Error("split: unreadable CSV", "err", err)
 		return sidekiq.Kill(errors.New(msg))
 	}
@@ -152,9 +129,6 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	log.Info("split started", "source", ref.SourceKey)
 	return nil
 }
-
-// UploadKey is where an upload's CSV is stored.
-func UploadKey(token string) string { return "uploads/" + token + ".csv" }
 
 // launchWorkers starts the token's worker once per token: the DB claim
 // (worker_started_at) is the lock, the launcher itself reuses a live task.

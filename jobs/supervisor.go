@@ -10,8 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -144,17 +146,14 @@ func (p *Pipeline) Supervise(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// supervisorKey holds the acting supervisor's lease.
-const supervisorKey = "pallarel:supervisor"
-
 // leadSupervision takes or renews the supervisor lease for three intervals.
 func (p *Pipeline) leadSupervision(ctx context.Context) (bool, error) {
 	ttl := 3 * p.d.Supervise.Interval
-	ok, err := p.leaseKey(ctx, supervisorKey, "XX", ttl)
+	ok, err := p.leaseKey(ctx, contract.SupervisorKey, "XX", ttl)
 	if err != nil || ok {
 		return ok, err
 	}
-	return p.leaseKey(ctx, supervisorKey, "NX", ttl)
+	return p.leaseKey(ctx, contract.SupervisorKey, "NX", ttl)
 }
 
 func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStatus) error {
@@ -164,7 +163,7 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 	if err != nil {
 		return err
 	}
-	if dropped, err := p.ledger.dropLegacy(ctx, token); err != nil {
+	if dropped, err := p.ledger.DropLegacy(ctx, token); err != nil {
 		return err
 	} else if dropped {
 		// A run under way across an upgrade: its rows are fed again
@@ -290,15 +289,15 @@ func heldRows(qw sidekiq.QueueWork) (held map[int]bool, queued []int, fin bool) 
 			return
 		}
 		switch j.HandlerClass() {
-		case RowClass, "ProcessCsvRowJob":
+		case contract.Row.Name, "ProcessCsvRowJob":
 			var n int
-			if ok, _ := j.Field(fieldRow, &n); ok && n > 0 {
+			if ok, _ := j.Field(contract.FieldRow, &n); ok && n > 0 {
 				held[n] = true
 				if inList {
 					queued = append(queued, n)
 				}
 			}
-		case FinalizeClass, "FinalizeReportJob":
+		case contract.Finalize.Name, "FinalizeReportJob":
 			fin = true
 		}
 	}
@@ -429,13 +428,13 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 			continue
 		}
 		if row.Err != nil {
-			if _, _, err := p.recordRow(ctx, token, RowResult{Row: row.Number, Key: RowKey(row.Number, ""), Status: "failed",
+			if _, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
 				Error: rowErrorText(row.Line, row.Err)}); err != nil {
 				return err
 			}
 			continue
 		}
-		j, err := p.rowJob(queue, "/tmp/reports/"+token, token, spec, rows.Headers(), row)
+		j, err := p.rowJob(queue, contract.ReportDir(token), token, spec, rows.Headers(), row)
 		if err != nil {
 			return err
 		}
@@ -499,36 +498,11 @@ func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingSta
 	return nil
 }
 
-// endRun ends an unfinished run as failed or cancelled, once: the report
-// says why, the run's jobs leave Redis, its row files go and its worker
-// stops. It is a no-op for a run that already ended.
+// endRun ends an unfinished run as failed or cancelled, once, through End.
+// It is a no-op for a run that already ended.
 func (p *Pipeline) endRun(ctx context.Context, token, state, reason string) error {
-	won, err := p.d.DB.EndRun(ctx, token, state, reason)
-	if err != nil || !won {
-		return err
-	}
-	log := p.log.With("token", token, "state", state)
-	log.Warn("run ended", "reason", reason)
-	st, err := p.d.DB.StatusByToken(ctx, token)
-	if err != nil {
-		return err
-	}
-	msg := reason
-	if state == models.RunCancelled {
-		msg = "cancelled: " + reason
-	}
-	p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-	if rep, err := p.d.DB.ReportByToken(ctx, token); err == nil {
-		if err := p.d.DB.MarkReportFailed(ctx, rep.ID, msg); err != nil {
-			log.Warn("mark report failed", "err", err)
-		}
-	}
-	if queue, err := p.tokenQueue(token); err == nil {
-		p.cleanupEnded(ctx, token, queue)
-	}
-	p.stopWorker(ctx, token, st.WorkerTaskArn, "report "+token+" "+state)
-	p.runEnded(ctx, token)
-	return nil
+	_, err := p.End(ctx, token, Ending{State: State(state), Reason: reason})
+	return err
 }
 
 // resubmitLostSplits pushes again the SplitCsvJob of uploads whose split
@@ -540,14 +514,14 @@ func (p *Pipeline) resubmitLostSplits(ctx context.Context) error {
 	if err != nil || len(reports) == 0 {
 		return err
 	}
-	qw, err := p.d.API.QueueWork(ctx, TriggerQueue)
+	qw, err := p.d.API.QueueWork(ctx, contract.TriggerQueue)
 	if err != nil {
 		return err
 	}
 	queued := map[int64]bool{}
 	qw.Jobs(func(raw []byte) {
 		j, err := sidekiq.ParseJob(raw)
-		if err != nil || j.HandlerClass() != SplitClass {
+		if err != nil || j.HandlerClass() != contract.Split.Name {
 			return
 		}
 		var src any
@@ -564,7 +538,7 @@ func (p *Pipeline) resubmitLostSplits(ctx context.Context) error {
 		if _, err := p.d.DB.StatusByToken(ctx, r.Token); err == nil {
 			continue // the split started: the run supervisor has it
 		}
-		job, err := NewSplitJob(p.d.Client.Dialect(), SourceRef{SourceKey: r.SourceKey, Token: r.Token}, r.ReportType.String(), r.ID)
+		job, err := NewSplitJob(p.d.Client.Dialect(), contract.SourceRef{SourceKey: r.SourceKey, Token: r.Token}, r.ReportType.String(), r.ID)
 		if err != nil {
 			return err
 		}

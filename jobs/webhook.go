@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -17,21 +18,18 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
-
-// WebhookClass delivers the end of a run to a webhook, on WebhookQueue,
-// with Sidekiq's retries and backoff: [url, body].
-const WebhookClass = "Pallarel::RunWebhookJob"
 
 // WebhookQueue is the deliveries' own queue: a receiver that hangs holds
 // one of WebhookConcurrency processors for webhookTimeout, never one that
 // splits uploads. The workers that serve the report queue serve it too, on
 // a server of their own (WebhookServerOptions).
 const (
-	WebhookQueue       = "webhook"
+	WebhookQueue       = contract.WebhookQueue
 	WebhookConcurrency = 5
 )
 
@@ -46,7 +44,6 @@ const (
 	WebhookEventHeader     = "X-Pallarel-Event"
 	WebhookDeliveryHeader  = "X-Pallarel-Delivery"
 	webhookEvent           = "run.ended"
-	webhookRetries         = 10 // count⁴+15 s apart: about 7 hours in all
 	webhookTimeout         = 5 * time.Second
 )
 
@@ -73,21 +70,6 @@ type WebhookPayload struct {
 	DownloadPath string `json:"download_path,omitempty"`
 }
 
-// ValidWebhookURL accepts an absolute http or https URL with a host.
-func ValidWebhookURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("webhook url: %w", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return fmt.Errorf("webhook url %q: want an http or https URL with a host and no credentials", s)
-	}
-	if len(s) > 2000 {
-		return errors.New("webhook url: longer than 2000 characters")
-	}
-	return nil
-}
-
 // SignWebhook is the signature header value for body sent at timestamp
 // (the X-Pallarel-Timestamp value, Unix seconds): "sha256=" and the hex
 // HMAC-SHA256 of "<timestamp>.<body>" with secret. A receiver recomputes
@@ -100,8 +82,6 @@ func SignWebhook(secret []byte, timestamp string, body []byte) string {
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
-
-func webhookSentKey(token string) string { return "pallarel:webhook:" + token }
 
 // runEnded is called once a run has ended (completed, failed or cancelled):
 // it enqueues the webhook delivery when the run has a webhook (its own, given
@@ -144,7 +124,7 @@ func (p *Pipeline) enqueueWebhook(ctx context.Context, token string) error {
 	// while ended_at is written a moment later: two callers either side
 	// of that write must not deliver twice.
 	mark := strconv.FormatInt(st.FinalizedAt.UnixMicro(), 10)
-	first, err := p.markOnce(ctx, webhookSentKey(token), mark)
+	first, err := p.markOnce(ctx, contract.WebhookSentKey(token), mark)
 	if err != nil || !first {
 		return err
 	}
@@ -160,13 +140,12 @@ func (p *Pipeline) enqueueWebhook(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	j, err := sidekiq.NewJob(WebhookClass, target, string(b))
+	j, err := toSidekiq(p.d.Client.Dialect(), contract.WebhookJob(target, string(b)))
 	if err != nil {
 		return err
 	}
-	j.Queue, j.Retry = WebhookQueue, json.RawMessage(strconv.Itoa(webhookRetries))
 	if _, err := p.d.Client.Push(ctx, j); err != nil {
-		return fmt.Errorf("push %s for %s: %w", WebhookClass, token, err)
+		return fmt.Errorf("push %s for %s: %w", contract.Webhook.Name, token, err)
 	}
 	return nil
 }
@@ -198,11 +177,11 @@ func (p *Pipeline) markOnce(ctx context.Context, key, value string) (bool, error
 	_ = c.Send("EXPIRE", key, 30*24*3600)
 	vals, err := redis.Values(c.Do("EXEC"))
 	if err != nil || len(vals) != 2 {
-		return false, fmt.Errorf("mark %s: %v", key, err)
+		return false, fmt.Errorf("mark %s: %w", key, cmp.Or(err, errShortReply))
 	}
 	old, err := redis.String(vals[0], nil)
 	if err != nil && !errors.Is(err, redis.ErrNil) {
-		return false, fmt.Errorf("mark %s: %w", key, err)
+		return false, fmt.Errorf("mark %s: %w", key, cmp.Or(err, errShortReply))
 	}
 	return old != value, nil
 }
@@ -215,7 +194,7 @@ func (p *Pipeline) handleWebhook(ctx context.Context, job *sidekiq.Job) error {
 	if err := job.ScanArgs(&target, &body); err != nil {
 		return err
 	}
-	if err := ValidWebhookURL(target); err != nil {
+	if err := contract.ValidWebhookURL(target); err != nil {
 		return sidekiq.Kill(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, webhookTimeout)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
@@ -75,7 +76,7 @@ func TestWebhookToAnInwardAddress(t *testing.T) {
 			waitFor(t, 20*time.Second, "the failed delivery in the retry set", func() bool {
 				entries, _ := e.api.SetEntries(context.Background(), sidekiq.RetrySet, 0, 10)
 				for _, en := range entries {
-					if j, err := sidekiq.ParseJob(en.Raw); err == nil && j.Class == jobs.WebhookClass {
+					if j, err := sidekiq.ParseJob(en.Raw); err == nil && j.Class == contract.Webhook.Name {
 						_, _ = j.Field("error_message", &msg)
 						return true
 					}

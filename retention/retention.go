@@ -18,7 +18,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -59,11 +59,6 @@ func New(db *models.Store, store storage.Store, cfg Config, log *slog.Logger, no
 	}
 	return &Sweeper{db: db, store: store, cfg: cfg, log: cmp.Or(log, slog.Default()), now: now}, nil
 }
-
-// Uploaded CSV and template keys, as server.UploadKey and
-// server.TemplateKey write them (retention_test.go checks they agree).
-func uploadKey(token string) string   { return "uploads/" + token + ".csv" }
-func templateKey(token string) string { return "templates/" + token + ".xlsx" }
 
 // Start sweeps now and then every Interval until ctx ends. Errors are
 // logged; the next sweep tries again.
@@ -128,7 +123,7 @@ func (s *Sweeper) sweepUploads(ctx context.Context) (int, error) {
 			return n, err
 		}
 		for _, r := range reps {
-			for _, k := range []string{uploadKey(r.Token), templateKey(r.Token)} {
+			for _, k := range []string{contract.UploadKey(r.Token), contract.TemplateKey(r.Token)} {
 				if err := s.store.Delete(ctx, k); err != nil && !errors.Is(err, storage.ErrNotExist) {
 					return n, fmt.Errorf("retention: delete %s: %w", k, err)
 				}
@@ -149,10 +144,10 @@ func (s *Sweeper) sweepResults(ctx context.Context) (int, error) {
 			return n, err
 		}
 		for _, r := range reps {
-			if err := s.store.Delete(ctx, jobs.ResultKey(r.Token)); err != nil && !errors.Is(err, storage.ErrNotExist) {
+			if err := s.store.Delete(ctx, contract.ResultKey(r.Token)); err != nil && !errors.Is(err, storage.ErrNotExist) {
 				return n, fmt.Errorf("retention: delete result of %s: %w", r.Token, err)
 			}
-			if err := s.store.DeletePrefix(ctx, jobs.RowKeyPrefix(r.Token)); err != nil {
+			if err := s.store.DeletePrefix(ctx, contract.RowKeyPrefix(r.Token)); err != nil {
 				return n, fmt.Errorf("retention: delete row files of %s: %w", r.Token, err)
 			}
 			now := s.now().UTC().Truncate(time.Microsecond)

@@ -14,20 +14,11 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
-	"github.com/pallarel/pallarel/server"
 	"github.com/pallarel/pallarel/storage"
 )
-
-// TestKeysMatchServer: the sweeper deletes the keys the server writes.
-func TestKeysMatchServer(t *testing.T) {
-	tok := router.NewToken()
-	if uploadKey(tok) != server.UploadKey(tok) || templateKey(tok) != server.TemplateKey(tok) {
-		t.Fatalf("keys differ: %s %s vs %s %s", uploadKey(tok), templateKey(tok), server.UploadKey(tok), server.TemplateKey(tok))
-	}
-}
 
 // TestSweep ages runs past each limit on a real SQLite file and a real
 // local store: uploads go first, then results (expired_at set), then the
@@ -114,19 +105,19 @@ func testSweep(t *testing.T, gdb *gorm.DB) {
 	}
 	mkRun := func(done bool) (string, int64) {
 		tok := router.NewToken()
-		rep := models.ClientReport{Status: models.ReportProcessing, Token: tok, SourceKey: uploadKey(tok), SourceName: "顧客.csv"}
+		rep := models.ClientReport{Status: models.ReportProcessing, Token: tok, SourceKey: contract.UploadKey(tok), SourceName: "顧客.csv"}
 		if err := db.CreateReport(ctx, &rep); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.CreateStatus(ctx, tok, "q", 1); err != nil {
 			t.Fatal(err)
 		}
-		put(uploadKey(tok))
-		put(templateKey(tok))
-		put(jobs.RowKeyPrefix(tok) + "seg-1")
+		put(contract.UploadKey(tok))
+		put(contract.TemplateKey(tok))
+		put(contract.RowKeyPrefix(tok) + "seg-1")
 		if done {
-			put(jobs.ResultKey(tok))
-			if err := db.MarkReportCompleted(ctx, rep.ID, jobs.ResultKey(tok), 1); err != nil {
+			put(contract.ResultKey(tok))
+			if err := db.MarkReportCompleted(ctx, rep.ID, contract.ResultKey(tok), 1); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -146,10 +137,10 @@ func testSweep(t *testing.T, gdb *gorm.DB) {
 	if res := sweep(time.Hour); res != (Result{}) {
 		t.Fatalf("young runs swept: %+v", res)
 	}
-	if res := sweep(25 * time.Hour); res != (Result{Uploads: 1}) || exists(uploadKey(done)) || exists(templateKey(done)) || !exists(jobs.ResultKey(done)) {
+	if res := sweep(25 * time.Hour); res != (Result{Uploads: 1}) || exists(contract.UploadKey(done)) || exists(contract.TemplateKey(done)) || !exists(contract.ResultKey(done)) {
 		t.Fatalf("after a day: %+v", res)
 	}
-	if res := sweep(49 * time.Hour); res != (Result{Results: 1}) || exists(jobs.ResultKey(done)) || exists(jobs.RowKeyPrefix(done)+"seg-1") {
+	if res := sweep(49 * time.Hour); res != (Result{Results: 1}) || exists(contract.ResultKey(done)) || exists(contract.RowKeyPrefix(done)+"seg-1") {
 		t.Fatalf("after two days: %+v", res)
 	}
 	rep, err := db.ReportByID(ctx, doneID)
@@ -170,7 +161,7 @@ func testSweep(t *testing.T, gdb *gorm.DB) {
 		t.Fatalf("second pass: %+v", res)
 	}
 	// The unfinished run kept everything.
-	for _, k := range []string{uploadKey(running), templateKey(running), jobs.RowKeyPrefix(running) + "seg-1"} {
+	for _, k := range []string{contract.UploadKey(running), contract.TemplateKey(running), contract.RowKeyPrefix(running) + "seg-1"} {
 		if !exists(k) {
 			t.Errorf("%s of a running run was deleted", k)
 		}

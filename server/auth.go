@@ -17,6 +17,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/contract"
 )
 
 // Browser sessions: with AUTH_TOKEN alone a browser has no way to send a
@@ -108,7 +110,7 @@ func (s *Server) sessionMAC(value string) string {
 // not the id.
 func sessionKey(id string) string {
 	sum := sha256.Sum256([]byte(id))
-	return "pallarel:session:" + hex.EncodeToString(sum[:16])
+	return contract.SessionKey(hex.EncodeToString(sum[:16]))
 }
 
 // parseSession checks the cookie's signature and expiry and returns the

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/s3test"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 )
@@ -31,11 +31,11 @@ func TestDownload(t *testing.T) {
 	}
 
 	zip := "PK\x03\x04 a fake zip \x00\x01\x02"
-	if err := b.store.Put(ctx, jobs.ResultKey(token), strings.NewReader(zip)); err != nil {
+	if err := b.store.Put(ctx, contract.ResultKey(token), strings.NewReader(zip)); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.db.DB.Model(&models.ClientReport{}).Where("id = ?", rep.ID).
-		Updates(map[string]any{"status": models.ReportCompleted, "file": jobs.ResultKey(token)}).Error; err != nil {
+		Updates(map[string]any{"status": models.ReportCompleted, "file": contract.ResultKey(token)}).Error; err != nil {
 		t.Fatal(err)
 	}
 	resp, body = b.get(t, "/csv_processing/"+token+"/download")
@@ -64,7 +64,7 @@ func TestDownloadPresigned(t *testing.T) {
 	token, _ := newRun(t, b, true)
 	resp, body := b.get(t, "/csv_processing/"+token+"/download")
 	wantStatus(t, resp, body, http.StatusConflict)
-	if err := st.Put(ctx, jobs.ResultKey(token), strings.NewReader("PK\x03\x04zip")); err != nil {
+	if err := st.Put(ctx, contract.ResultKey(token), strings.NewReader("PK\x03\x04zip")); err != nil {
 		t.Fatal(err)
 	}
 	resp, body = b.get(t, "/csv_processing/"+token+"/download")

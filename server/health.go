@@ -56,9 +56,5 @@ func (s *Server) pingRedis(ctx context.Context) error {
 }
 
 func (s *Server) pingDB(ctx context.Context) error {
-	sqlDB, err := s.db().DB()
-	if err != nil {
-		return err
-	}
-	return sqlDB.PingContext(ctx)
+	return s.d.DB.Ping(ctx)
 }

@@ -10,8 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/pallarel/pallarel/models"
 )
 
 // maxRunSeries caps how many unfinished runs get per-token series, so a
@@ -129,9 +127,8 @@ func (sc *sidekiqCollector) collectSidekiq(ctx context.Context, ch chan<- promet
 }
 
 func (sc *sidekiqCollector) collectRuns(ctx context.Context, ch chan<- prometheus.Metric) error {
-	var rows []models.CsvProcessingStatus
-	if err := sc.s.d.DB.Statuses(ctx).Where("finalized_at IS NULL").
-		Order("id DESC").Limit(maxRunSeries).Find(&rows).Error; err != nil {
+	rows, err := sc.s.d.DB.OpenStatuses(ctx, maxRunSeries)
+	if err != nil {
 		return err
 	}
 	for _, r := range rows {

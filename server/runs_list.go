@@ -96,9 +96,8 @@ func (s *Server) statusList(c *gin.Context) {
 func (s *Server) pagedRuns(ctx context.Context, state string, page, limit int) ([]runView, error) {
 	skip := (page - 1) * (limit - 1)
 	if state == "" {
-		var reps []models.ClientReport
-		if err := s.d.DB.Reports(ctx).Where("token IS NOT NULL AND token <> ''").
-			Order("client_reports.id DESC").Offset(skip).Limit(limit).Find(&reps).Error; err != nil {
+		reps, err := s.d.DB.ReportsWithToken(ctx, nil, skip, limit)
+		if err != nil {
 			return nil, err
 		}
 		return s.reportViews(ctx, reps)
@@ -110,9 +109,9 @@ func (s *Server) pagedRuns(ctx context.Context, state string, page, limit int) (
 	var out []runView
 	matched := 0
 	for offset := 0; offset < filterScan; offset += filterBatch {
-		var reps []models.ClientReport
-		if err := s.d.DB.Reports(ctx).Where("token IS NOT NULL AND token <> '' AND status = ?", int(reportStatusOf[state])).
-			Order("client_reports.id DESC").Offset(offset).Limit(filterBatch).Find(&reps).Error; err != nil {
+		status := reportStatusOf[state]
+		reps, err := s.d.DB.ReportsWithToken(ctx, &status, offset, filterBatch)
+		if err != nil {
 			return nil, err
 		}
 		views, err := s.reportViews(ctx, reps)

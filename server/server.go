@@ -35,7 +35,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/gomodule/redigo/redis"
 	"github.com/prometheus/client_golang/prometheus"
-	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
@@ -92,7 +91,7 @@ type Deps struct {
 	TrustedProxies []netip.Prefix
 
 	// Runs cancels runs, retries their failed rows and lists those
-	// (jobs.Pipeline). Without it the run pages have no such buttons.
+	// (the run pipeline). Without it the run pages have no such buttons.
 	Runs RunControl
 
 	// CSRFKey signs the forms' CSRF tokens and browser sessions. Defaults
@@ -225,9 +224,6 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }
-
-// db is the gorm handle for queries models.Store does not have.
-func (s *Server) db() *gorm.DB { return s.d.DB.DB }
 
 // routes builds the engine. Open routes first, then the protected groups.
 func (s *Server) routes() *gin.Engine {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
@@ -304,9 +304,8 @@ func (s *Server) workersOn(ctx context.Context, queue string) []string {
 // started by us or by SplitCsvJob), joined with their status rows, plus
 // status rows without a report.
 func (s *Server) recentRuns(ctx context.Context, limit int) ([]runView, error) {
-	var reps []models.ClientReport
-	if err := s.d.DB.Reports(ctx).Where("token IS NOT NULL AND token <> ''").
-		Order("client_reports.id DESC").Limit(limit).Find(&reps).Error; err != nil {
+	reps, err := s.d.DB.ReportsWithToken(ctx, nil, 0, limit)
+	if err != nil {
 		return nil, err
 	}
 	sts, err := s.d.DB.RecentStatuses(ctx, limit)
@@ -449,7 +448,7 @@ func (s *Server) download(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	key := jobs.ResultKey(token)
+	key := contract.ResultKey(token)
 	info, err := s.d.Store.Stat(ctx, key)
 	if err != nil {
 		s.fail(c, s.whyNoDownload(ctx, token, err)) // 409 not ready, 410 expired

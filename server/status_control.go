@@ -14,19 +14,18 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/router"
 )
 
 // RunControl is what the run pages' Cancel and Retry buttons, their API and
-// the failed-row list use; *jobs.Pipeline implements it.
+// the failed-row list use; the run package's pipeline implements it
+// (internal/app hands it over).
 type RunControl interface {
 	Cancel(ctx context.Context, token string) error
 	RetryFailed(ctx context.Context, token string) (int, error)
-	FailedRows(ctx context.Context, token string, offset, limit int) (jobs.FailedPage, error)
+	FailedRows(ctx context.Context, token string, offset, limit int) (contract.FailedPage, error)
 }
-
-var _ RunControl = (*jobs.Pipeline)(nil)
 
 // failedPerPage is how many failed rows one page lists.
 const failedPerPage = 50
@@ -70,13 +69,13 @@ func (s *Server) checkRunPost(c *gin.Context, action, token string) error {
 // runControlErr maps the pipeline's refusals to what the user reads.
 func runControlErr(err error) error {
 	switch {
-	case errors.Is(err, jobs.ErrRunEnded):
+	case errors.Is(err, contract.ErrRunEnded):
 		return &httpError{status: http.StatusConflict, key: "err_run_ended", err: err}
-	case errors.Is(err, jobs.ErrRetryBusy):
+	case errors.Is(err, contract.ErrRetryBusy):
 		return &httpError{status: http.StatusConflict, key: "err_retry_busy", err: err}
-	case errors.Is(err, jobs.ErrNothingToRetry):
+	case errors.Is(err, contract.ErrNothingToRetry):
 		return &httpError{status: http.StatusConflict, key: "err_nothing_to_retry", err: err, extra: gin.H{"code": "nothing_to_retry"}}
-	case errors.Is(err, jobs.ErrNotRetryable):
+	case errors.Is(err, contract.ErrNotRetryable):
 		return &httpError{status: http.StatusConflict, key: "err_not_retryable", err: err}
 	}
 	return err
@@ -138,7 +137,7 @@ func (s *Server) retryRun(c *gin.Context) {
 
 // failedView is a page of failed rows as the JSON API and the page show it.
 type failedView struct {
-	jobs.FailedPage
+	contract.FailedPage
 	Page  int `json:"page"`
 	Pages int `json:"pages"`
 }

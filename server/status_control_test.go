@@ -12,6 +12,7 @@ import (
 
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
+	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
@@ -132,13 +133,13 @@ func TestFailedRowsList(t *testing.T) {
 	b := setupRuns(t, nil)
 	ctx := context.Background()
 	token, _ := newRun(t, b, true)
-	ledger := jobs.Ledger{Pool: b.redis.Pool}
+	rows := ledger.Ledger{Pool: b.redis.Pool}
 	for n := 1; n <= 120; n++ {
-		r := jobs.RowResult{Row: n, Key: jobs.RowKey(n, ""), Status: "done", File: fmt.Sprintf("%d.txt", n)}
+		r := ledger.RowResult{Row: n, Key: ledger.RowKey(n, ""), Status: "done", File: fmt.Sprintf("%d.txt", n)}
 		if n%2 == 0 {
-			r = jobs.RowResult{Row: n, Key: jobs.RowKey(n, ""), Status: "failed", Error: fmt.Sprintf("bad value in row %d <b>", n)}
+			r = ledger.RowResult{Row: n, Key: ledger.RowKey(n, ""), Status: "failed", Error: fmt.Sprintf("bad value in row %d <b>", n)}
 		}
-		if _, _, err := ledger.Record(ctx, token, r); err != nil {
+		if _, _, err := rows.Record(ctx, token, r); err != nil {
 			t.Fatal(err)
 		}
 	}

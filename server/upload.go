@@ -15,10 +15,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -39,12 +40,6 @@ var reportTypes = map[string]models.ReportType{
 
 // encodings are the encoding values the form accepts (csvrows reads them).
 var encodings = map[string]bool{"": true, "auto": true, "utf-8": true, "shift_jis": true, "cp932": true}
-
-// UploadKey is the storage key of a run's uploaded CSV.
-func UploadKey(token string) string { return "uploads/" + token + ".csv" }
-
-// TemplateKey is the storage key of a run's XLSX template.
-func TemplateKey(token string) string { return "templates/" + token + ".xlsx" }
 
 // sniffSize is how much of a file is checked before it is stored.
 const sniffSize = 1024
@@ -146,7 +141,7 @@ func (s *Server) upload(c *gin.Context) {
 		Status:     models.ReportPending,
 		ReportType: reportTypes[f.typ],
 		Token:      token,
-		SourceKey:  UploadKey(token),
+		SourceKey:  contract.UploadKey(token),
 		SourceName: f.name,
 		WebhookURL: f.webhookURL,
 	}
@@ -155,15 +150,16 @@ func (s *Server) upload(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	ref := jobs.SourceRef{SourceKey: UploadKey(token), Token: token, Encoding: f.encoding}
+	ref := contract.SourceRef{SourceKey: contract.UploadKey(token), Token: token, Encoding: f.encoding}
 	if f.template {
-		ref.TemplateKey = TemplateKey(token)
+		ref.TemplateKey = contract.TemplateKey(token)
 	}
 	typ = f.typ
 	if typ == "" || typ == "default" {
 		typ = "xlsx"
 	}
-	job, err := jobs.NewSplitJob(s.d.Dialect, ref, typ, report.ID)
+	split := contract.SplitJob(contract.SplitArgs{Source: ref, Type: typ, ReportID: report.ID})
+	job, err := sidekiq.NewActiveJob(s.d.Dialect, split.Class.Name, split.Queue, split.Args...)
 	if err == nil {
 		_, err = s.d.Client.Push(ctx, job)
 	}
@@ -242,11 +238,11 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			}
 			f.name = cleanFileName(part.FileName())
 			check := startHeaderCheck(f.encoding)
-			n, err := s.storeCSV(ctx, part, UploadKey(token), check)
+			n, err := s.storeCSV(ctx, part, contract.UploadKey(token), check)
 			check.close()
 			f.headers = check.headers
 			if n > 0 {
-				f.stored = append(f.stored, UploadKey(token))
+				f.stored = append(f.stored, contract.UploadKey(token))
 				f.size, csv = n, true
 			}
 			if err != nil {
@@ -257,10 +253,10 @@ func (s *Server) readUpload(ctx context.Context, c *gin.Context, mr *multipart.R
 			if part.FileName() == "" {
 				break
 			}
-			n, placeholders, err := s.storeTemplate(ctx, part, TemplateKey(token))
+			n, placeholders, err := s.storeTemplate(ctx, part, contract.TemplateKey(token))
 			f.placeholders = placeholders
 			if n > 0 {
-				f.stored = append(f.stored, TemplateKey(token))
+				f.stored = append(f.stored, contract.TemplateKey(token))
 				f.template = true
 			}
 			if err != nil {
@@ -345,7 +341,7 @@ func webhookField(p *multipart.Part) (string, error) {
 	if u == "" {
 		return "", nil
 	}
-	if err := jobs.ValidWebhookURL(u); err != nil {
+	if err := contract.ValidWebhookURL(u); err != nil {
 		return "", userErr(http.StatusUnprocessableEntity, "err_bad_webhook", "")
 	}
 	return u, nil
@@ -397,11 +393,11 @@ func (s *Server) storeTemplate(ctx context.Context, part *multipart.Part, key st
 	}
 	placeholders, err := render.CheckTemplate(data, limits)
 	if err != nil {
-		status, key := http.StatusUnprocessableEntity, "err_bad_template"
+		status, msgKey := http.StatusUnprocessableEntity, "err_bad_template"
 		if errors.Is(err, render.ErrTemplateTooBig) {
-			status, key = http.StatusRequestEntityTooLarge, "err_template_too_large"
+			status, msgKey = http.StatusRequestEntityTooLarge, "err_template_too_large"
 		}
-		return 0, nil, &httpError{status: status, key: key, detail: templateDetail(err)}
+		return 0, nil, &httpError{status: status, key: msgKey, detail: templateDetail(err)}
 	}
 	if err := s.d.Store.Put(ctx, key, bytes.NewReader(data)); err != nil {
 		return 0, nil, fmt.Errorf("store %s: %w", key, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/render"
 )
 
@@ -79,7 +80,7 @@ const idempotencyTTL = 24 * time.Hour
 const idemPending = "pending"
 
 // idemKey is the Redis key of a client's Idempotency-Key.
-func idemKey(key string) string { return "pallarel:idempotency:" + hashKey(key) }
+func idemKey(key string) string { return contract.IdempotencyKey(hashKey(key)) }
 
 // claimIdempotency claims key for this request. It returns the Redis key
 // to finish or release, or the token of the run an earlier request with the

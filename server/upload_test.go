@@ -13,7 +13,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -84,14 +84,14 @@ func TestUploadBrowserRedirects(t *testing.T) {
 		t.Errorf("report = %+v", rep)
 	}
 	j := queuedSplit(t, b)
-	if j.DisplayClass() != jobs.SplitClass || j.Queue != jobs.TriggerQueue {
+	if j.DisplayClass() != contract.Split.Name || j.Queue != contract.TriggerQueue {
 		t.Errorf("job = %s on %s", j.DisplayClass(), j.Queue)
 	}
 	args, err := j.Arguments()
 	if err != nil || len(args) != 3 {
 		t.Fatalf("args = %s, %v", args, err)
 	}
-	var ref jobs.SourceRef
+	var ref contract.SourceRef
 	if err := json.Unmarshal(args[0], &ref); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestUploadAPICreated(t *testing.T) {
 		t.Errorf("template not stored: %v", err)
 	}
 	args, _ := queuedSplit(t, b).Arguments()
-	var ref jobs.SourceRef
+	var ref contract.SourceRef
 	_ = json.Unmarshal(args[0], &ref)
 	if ref.TemplateKey != "templates/"+token+".xlsx" || string(args[1]) != `"xlsx"` {
 		t.Errorf("ref = %+v, type %s", ref, args[1])

@@ -4,14 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/pallarel/pallarel/internal/secreturl"
 	"io"
-	neturl "net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/internal/redisurl"
 )
 
 // CLI is what the worker command line says, parsed as Sidekiq's cli.rb
@@ -173,27 +172,6 @@ func NewPool(url string, size int) (*redis.Pool, error) {
 	return NewPoolWith(url, RedisSettings{}, size)
 }
 
-// ValidRedisURL checks a Redis URL without connecting.
-func ValidRedisURL(raw string) error {
-	u, err := neturl.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("redis url %q: %w", secreturl.Redact(raw), secreturl.ParseError(err))
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return fmt.Errorf("redis url %q: scheme must be redis:// or rediss://", u.Redacted())
-	}
-	if u.Host == "" {
-		return fmt.Errorf("redis url %q: no host", u.Redacted())
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("redis url %q: bad port %q", u.Redacted(), p)
-		}
-	}
-	if p := strings.Trim(u.Path, "/"); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 0 {
-			return fmt.Errorf("redis url %q: database %q is not a number", u.Redacted(), p)
-		}
-	}
-	return nil
-}
+// ValidRedisURL checks a Redis URL without connecting (internal/redisurl,
+// which config uses too).
+func ValidRedisURL(raw string) error { return redisurl.Valid(raw) }

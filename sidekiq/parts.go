@@ -122,11 +122,11 @@ type runningPart struct {
 
 func (g *partGroup) start(ctx context.Context, ps []part) {
 	for _, x := range ps {
-		ctx, cancel := context.WithCancel(ctx)
+		partCtx, cancel := context.WithCancel(ctx)
 		r := runningPart{cancel: cancel, done: make(chan struct{})}
 		go func() {
 			defer close(r.done)
-			x.run(ctx)
+			x.run(partCtx)
 		}()
 		g.running = append(g.running, r)
 	}

@@ -144,3 +144,8 @@ func (a *API) walkQueue(ctx context.Context, queue string, payloads bool) (queue
 	}
 	return w, nil
 }
+
+// InflightIndexKey is the set of "<identity>|<queue>" pairs whose in-flight
+// lists may hold jobs (reliable fetch), for code that must find a job
+// wherever it waits, as the Ruby-split row census does.
+const InflightIndexKey = rdb.KeyInflightIndex

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 )
 
@@ -79,18 +78,6 @@ func (r *Registry) Lookup(class string) (Handler, bool) {
 	return h, ok
 }
 
-// Classes lists the registered names, sorted.
-func (r *Registry) Classes() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make([]string, 0, len(r.handlers))
-	for k := range r.handlers {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // ScanArgs decodes the handler's arguments (see Arguments) into dst, one
 // pointer per position. Every position must be present; use ScanArgsMin
 // for trailing optional arguments. A mismatch wraps ErrBadArgs.
@@ -152,15 +139,6 @@ type ClientMiddleware func(ctx context.Context, job *Job) error
 
 // ErrSkipPush, returned by a client middleware, drops the job without error.
 var ErrSkipPush = errors.New("push skipped by middleware")
-
-func chainServer(mw []ServerMiddleware, final func(context.Context) error, job *Job) func(context.Context) error {
-	next := final
-	for i := len(mw) - 1; i >= 0; i-- {
-		m, n := mw[i], next
-		next = func(ctx context.Context) error { return m(ctx, job, n) }
-	}
-	return next
-}
 
 // DeathHandler is told about a job that failed for good, with its last error.
 type DeathHandler func(ctx context.Context, job *Job, err error)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/internal/redistest"
+	"github.com/pallarel/pallarel/sidekiq/sidekiqtest"
 )
 
 func TestMain(m *testing.M) {
@@ -105,16 +106,11 @@ func TestRunUsageAndConfigErrors(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// waitFor is sidekiqtest.WaitFor: cond polled until it holds, the test
+// failed after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sidekiqtest.WaitFor(t, d, what, cond)
 }
 
 // TestRunStopsWithOpenEventStream: a browser watching a run that is not

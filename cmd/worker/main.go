@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
@@ -72,13 +73,13 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 	}
 	monitors, stop := context.WithCancel(ctx)
 	monitorsDone := make(chan struct{})
-	if slices.Contains(names, jobs.TriggerQueue) {
+	if slices.Contains(names, contract.TriggerQueue) {
 		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval) }()
 	} else {
 		close(monitorsDone)
 	}
 	stopHooks := func() {}
-	if slices.Contains(names, jobs.TriggerQueue) && !slices.Contains(names, jobs.WebhookQueue) {
+	if slices.Contains(names, contract.TriggerQueue) && !slices.Contains(names, jobs.WebhookQueue) {
 		if stopHooks, err = startWebhookServer(ctx, env, a); err != nil {
 			stop()
 			<-monitorsDone

@@ -17,10 +17,10 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/internal/servercmd"
 	"github.com/pallarel/pallarel/internal/workercmd"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -114,21 +114,21 @@ func TestWorkerClientMiddlewareSeesJobPushes(t *testing.T) {
 	if _, err := models.NewStore(gdb).CreateStatus(ctx, token, queue, 1); err != nil {
 		t.Fatal(err)
 	}
-	idle, err := sidekiq.NewActiveJob(sidekiq.Dialect8, jobs.IdleClass, queue, token)
+	idle, err := sidekiq.NewActiveJob(sidekiq.Dialect8, contract.Idle.Name, queue, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, ok := env.Registry.Lookup(jobs.IdleClass)
+	h, ok := env.Registry.Lookup(contract.Idle.Name)
 	if !ok {
-		t.Fatalf("%s not registered", jobs.IdleClass)
+		t.Fatalf("%s not registered", contract.Idle.Name)
 	}
 	if err := h(ctx, idle); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(seen) != 1 || seen[0] != jobs.IdleClass {
-		t.Errorf("middleware saw %v, want the job's push of %s", seen, jobs.IdleClass)
+	if len(seen) != 1 || seen[0] != contract.Idle.Name {
+		t.Errorf("middleware saw %v, want the job's push of %s", seen, contract.Idle.Name)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
@@ -40,7 +41,7 @@ func TestReportWorkerServesWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := &sidekiq.Options{Queues: []sidekiq.QueueWeight{{Name: jobs.TriggerQueue}, {Name: "default"}}}
+	opts := &sidekiq.Options{Queues: []sidekiq.QueueWeight{{Name: contract.TriggerQueue}, {Name: "default"}}}
 	env := &workercmd.Env{Config: cfg, Pool: db.Pool, Registry: sidekiq.NewRegistry(), Options: opts,
 		Logger: slog.New(slog.DiscardHandler), Lookup: lookup(nil)}
 	cleanup, err := setup(context.Background(), env)

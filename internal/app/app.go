@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
@@ -128,15 +130,11 @@ func (a *App) open(ctx context.Context, opts Options) (err error) {
 		a.Launcher = launcher.SelfStopping(a.Launcher, self, nil, log)
 	}
 	// One client for every push from this process. Its last middleware is
-	// the pipeline's queue isolation, and the pipeline needs the client:
-	// the check reaches the pipeline through p, set before anything can
-	// push (jobs.New starts nothing).
-	var p *jobs.Pipeline
-	isolation := func(ctx context.Context, job *sidekiq.Job) error { return p.IsolationClient(ctx, job) }
+	// the pipeline's queue isolation, which needs only the router.
 	a.Client = sidekiq.NewClient(a.Pool, sidekiq.ClientOptions{Dialect: a.Dialect,
-		Middleware: append(slices.Clip(opts.ClientMiddleware), isolation)})
+		Middleware: append(slices.Clip(opts.ClientMiddleware), jobs.Isolation(a.Router))})
 	a.API = sidekiq.NewAPI(a.Pool, a.Dialect)
-	p, err = jobs.New(jobs.Deps{
+	p, err := jobs.New(jobs.Deps{
 		Pool: a.Pool, Client: a.Client, API: a.API, Store: a.Store, DB: a.Models,
 		Launcher: a.Launcher, Router: a.Router, Renderers: a.Renderers, Logger: log,
 		SplitWindow: cfg.SplitWindow, RowRetries: &cfg.RowJobRetry,
@@ -210,7 +208,7 @@ func (a *App) openStore(ctx context.Context) error {
 			return fmt.Errorf("STORAGE_DIR: %w", err)
 		}
 		// Row files are intermediate: the ZIP made from them is synced.
-		st.NoSyncPrefixes = []string{jobs.RowKeyPrefix("")}
+		st.NoSyncPrefixes = []string{contract.RowKeyPrefix("")}
 		a.Store = st
 		return nil
 	}
@@ -256,7 +254,7 @@ func (a *App) openLauncher(ctx context.Context, opts Options) error {
 			if err != nil {
 				return fmt.Errorf("local launcher: %w", err)
 			}
-			cmd = []string{filepath.Join(filepath.Dir(exe), "worker"), "-q", "{queue}", "-c", "10",
+			cmd = []string{filepath.Join(filepath.Dir(exe), "worker"), "-q", "{queue}", "-c", strconv.Itoa(launcher.DefaultConcurrency),
 				"--idle-timeout", a.Config.WorkerIdleTimeout.String()}
 		}
 		l, err := launcher.NewLocal(launcher.LocalConfig{Command: cmd, Env: []string{"REDIS_URL=" + a.RedisURL}, Logger: a.Log,

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -118,12 +118,12 @@ func TestOpenClientMiddlewareSeesEveryPush(t *testing.T) {
 	if err := a.Pipeline.Cancel(ctx, token); err != nil {
 		t.Fatal(err)
 	}
-	if !rec.saw(jobs.CancelCleanupClass) {
+	if !rec.saw(contract.CancelCleanup.Name) {
 		t.Errorf("middleware did not see the pipeline's push; saw %v", rec.classes)
 	}
 
 	// The isolation check still runs after the given middleware.
-	row, err := sidekiq.NewJob(jobs.RowClass, "a", "b", "c", "d", token)
+	row, err := sidekiq.NewJob(contract.Row.Name, "a", "b", "c", "d", token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pallarel/pallarel/config"
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/logformat"
 	"github.com/pallarel/pallarel/internal/servercmd/embeddedredis"
@@ -117,7 +118,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if procs != nil {
 		procs.Pool, procs.Dialect = a.Pool, a.Dialect
 		procs.SetPipeline(a.Pipeline)
-		if err := procs.Start("report", []sidekiq.QueueWeight{{Name: jobs.TriggerQueue}, {Name: "default"}}, 0); err != nil {
+		if err := procs.Start("report", []sidekiq.QueueWeight{{Name: contract.TriggerQueue}, {Name: "default"}}, 0); err != nil {
 			log.Error("start report worker", "err", err)
 			return 1
 		}

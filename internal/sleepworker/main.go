@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
@@ -67,7 +68,7 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 	}
 	monitors, stop := context.WithCancel(ctx)
 	monitorsDone := make(chan struct{})
-	if slices.Contains(names, jobs.TriggerQueue) {
+	if slices.Contains(names, contract.TriggerQueue) {
 		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval) }()
 	} else {
 		close(monitorsDone)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/jobs"
@@ -156,14 +157,14 @@ func (c *cluster) submit(rows int, typ string) (token string, reportID int64) {
 	c.t.Helper()
 	ctx := context.Background()
 	token = router.NewToken()
-	if err := c.store.Put(ctx, jobs.UploadKey(token), bytes.NewReader(e2etest.CSV(rows))); err != nil {
+	if err := c.store.Put(ctx, contract.UploadKey(token), bytes.NewReader(e2etest.CSV(rows))); err != nil {
 		c.t.Fatal(err)
 	}
-	rep := models.ClientReport{Status: models.ReportPending, ReportType: models.ReportTypeXLSX, Token: token, SourceKey: jobs.UploadKey(token), SourceName: "t.csv"}
+	rep := models.ClientReport{Status: models.ReportPending, ReportType: models.ReportTypeXLSX, Token: token, SourceKey: contract.UploadKey(token), SourceName: "t.csv"}
 	if err := c.db.CreateReport(ctx, &rep); err != nil {
 		c.t.Fatal(err)
 	}
-	job, err := jobs.NewSplitJob(sidekiq.Dialect8, jobs.SourceRef{SourceKey: jobs.UploadKey(token), Token: token}, typ, rep.ID)
+	job, err := jobs.NewSplitJob(sidekiq.Dialect8, contract.SourceRef{SourceKey: contract.UploadKey(token), Token: token}, typ, rep.ID)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func (c *cluster) completed(id int64) bool {
 // checkZip reads the run's ZIP and checks it row by row.
 func (c *cluster) checkZip(token string, rows int) {
 	c.t.Helper()
-	rc, err := c.store.Open(context.Background(), jobs.ResultKey(token))
+	rc, err := c.store.Open(context.Background(), contract.ResultKey(token))
 	if err != nil {
 		c.t.Fatal(err)
 	}

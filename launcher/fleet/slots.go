@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/contract"
 )
 
 // Redis keys of the fleet, shared by every process that launches workers.
@@ -15,13 +17,13 @@ const (
 	// SlotsKey is a hash: one field per token worker that counts against
 	// the caps (its task ID, or "pending:<id>" while its launch is under
 	// way), valued "<token> <unix ms>".
-	SlotsKey = "pallarel:fleet:slots"
+	SlotsKey = contract.FleetSlotsKey
 	// WaitingKey is a sorted set of the runs waiting for their first
 	// worker, scored by when they first asked: their turn.
-	WaitingKey = "pallarel:fleet:waiting"
+	WaitingKey = contract.FleetWaitingKey
 	// AskedKey is a hash of when each waiting run last asked (unix ms): a
 	// run that stops asking (it ended) leaves the queue.
-	AskedKey = "pallarel:fleet:asked"
+	AskedKey = contract.FleetAskedKey
 )
 
 // acquireScript reserves up to want slots for a run.

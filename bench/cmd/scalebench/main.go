@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
@@ -126,14 +127,14 @@ func measure(bin, redisURL string, rows, n, conc int, sleep time.Duration) (resu
 	}()
 
 	token := router.NewToken()
-	if err := store.Put(ctx, jobs.UploadKey(token), bytes.NewReader(e2etest.CSV(rows))); err != nil {
+	if err := store.Put(ctx, contract.UploadKey(token), bytes.NewReader(e2etest.CSV(rows))); err != nil {
 		return result{}, err
 	}
-	rep := models.ClientReport{Status: models.ReportPending, ReportType: models.ReportTypeXLSX, Token: token, SourceKey: jobs.UploadKey(token), SourceName: "bench.csv"}
+	rep := models.ClientReport{Status: models.ReportPending, ReportType: models.ReportTypeXLSX, Token: token, SourceKey: contract.UploadKey(token), SourceName: "bench.csv"}
 	if err := db.CreateReport(ctx, &rep); err != nil {
 		return result{}, err
 	}
-	job, err := jobs.NewSplitJob(sidekiq.Dialect8, jobs.SourceRef{SourceKey: jobs.UploadKey(token), Token: token}, "sleep", rep.ID)
+	job, err := jobs.NewSplitJob(sidekiq.Dialect8, contract.SourceRef{SourceKey: contract.UploadKey(token), Token: token}, "sleep", rep.ID)
 	if err != nil {
 		return result{}, err
 	}

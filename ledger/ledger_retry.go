@@ -1,6 +1,7 @@
-package jobs
+package ledger
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/pallarel/pallarel/contract"
 )
 
 // The ledger's part in a retry of failed rows and in the failed-row list of
@@ -17,8 +20,6 @@ import (
 // so no frame of the first run counts), then commits of the rows it keeps
 // (their files back in frames), leaving out the failed rows so they can be
 // recorded again.
-
-func retryLockKey(token string) string { return "pallarel:retry:" + token }
 
 // Reset forgets every row result of token (bitmaps, generation, kept
 // errors, count and the rows known by jid) and keeps the split and total
@@ -32,8 +33,8 @@ func (l Ledger) Reset(ctx context.Context, token string) error {
 	defer c.Close()
 	_ = c.Send("MULTI")
 	_ = c.Send("DEL", redis.Args{}.AddFlat(resultKeys(token))...)
-	_ = c.Send("PERSIST", totalKey(token))
-	_ = c.Send("PERSIST", splitKey(token))
+	_ = c.Send("PERSIST", contract.TotalKey(token))
+	_ = c.Send("PERSIST", contract.SplitKey(token))
 	if _, err := c.Do("EXEC"); err != nil {
 		return fmt.Errorf("ledger %s: reset: %w", token, err)
 	}
@@ -43,34 +44,34 @@ func (l Ledger) Reset(ctx context.Context, token string) error {
 // cleanedUp reports whether the finalizer has finished its cleanup of
 // token: Expire is its last step (after the row files are deleted), so the
 // ledger's keys have a TTL or are gone.
-func (l Ledger) cleanedUp(ctx context.Context, token string) (bool, error) {
+func (l Ledger) CleanedUp(ctx context.Context, token string) (bool, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer c.Close()
-	ttl, err := redis.Int(c.Do("PTTL", totalKey(token)))
+	ttl, err := redis.Int(c.Do("PTTL", contract.TotalKey(token)))
 	return ttl != -1, err
 }
 
 // lockRetry takes token's retry lock for ttl; false when another retry
 // holds it.
-func (l Ledger) lockRetry(ctx context.Context, token string, ttl time.Duration) (bool, error) {
+func (l Ledger) LockRetry(ctx context.Context, token string, ttl time.Duration) (bool, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer c.Close()
-	_, err = redis.String(c.Do("SET", retryLockKey(token), "1", "NX", "PX", ttl.Milliseconds()))
+	_, err = redis.String(c.Do("SET", contract.RetryLockKey(token), "1", "NX", "PX", ttl.Milliseconds()))
 	if errors.Is(err, redis.ErrNil) {
 		return false, nil
 	}
 	return err == nil, err
 }
 
-func (l Ledger) unlockRetry(ctx context.Context, token string) {
+func (l Ledger) UnlockRetry(ctx context.Context, token string) {
 	if c, err := l.Pool.GetContext(ctx); err == nil {
-		_, _ = c.Do("DEL", retryLockKey(token))
+		_, _ = c.Do("DEL", contract.RetryLockKey(token))
 		c.Close()
 	}
 }
@@ -109,7 +110,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 		for {
 			vals, err := step(cursor)
 			if err != nil || len(vals) != 2 {
-				return fmt.Errorf("ledger %s: failed rows: %v", token, err)
+				return fmt.Errorf("ledger %s: failed rows: %w", token, cmp.Or(err, errShortReply))
 			}
 			cursor, _ = redis.String(vals[0], nil)
 			kv, _ := redis.ByteSlices(vals[1], nil)
@@ -122,7 +123,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 		}
 	}
 	err = scan(func(cursor string) ([]any, error) {
-		return redis.Values(c.Do("HSCAN", errorsKey(token), cursor, "COUNT", ledgerChunk))
+		return redis.Values(c.Do("HSCAN", contract.ErrorsKey(token), cursor, "COUNT", ledgerChunk))
 	}, func(k string, v []byte) {
 		n, _ := strconv.Atoi(k)
 		out = append(out, RowResult{Row: n, Key: RowKey(n, ""), Status: "failed", Error: string(v)})
@@ -130,7 +131,7 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 	numbered := len(out)
 	if err == nil {
 		err = scan(func(cursor string) ([]any, error) {
-			return redis.Values(failedJidScan.Do(c, rowsKey(token), cursor, ledgerChunk))
+			return redis.Values(failedJidScan.Do(c, contract.RowsKey(token), cursor, ledgerChunk))
 		}, func(k string, v []byte) {
 			out = append(out, decodeResult(k, v))
 		})
@@ -138,9 +139,9 @@ func (l Ledger) Failed(ctx context.Context, token string) ([]RowResult, int, err
 	if err != nil {
 		return nil, 0, err
 	}
-	total, err := redis.Int(c.Do("BITCOUNT", failedKey(token)))
+	total, err := redis.Int(c.Do("BITCOUNT", contract.FailedKey(token)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("ledger %s: failed rows: %w", token, err)
+		return nil, 0, fmt.Errorf("ledger %s: failed rows: %w", token, cmp.Or(err, errShortReply))
 	}
 	sortRows(out)
 	return out, max(total, numbered) + len(out) - numbered, nil

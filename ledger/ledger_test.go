@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -19,7 +20,7 @@ type ledgerBundle struct {
 	db     *redistest.DB
 	store  *storage.Local
 	ledger Ledger
-	pk     *rowPacker
+	pk     *Packer
 	token  string
 }
 
@@ -31,13 +32,13 @@ func setupLedger(t *testing.T) ledgerBundle {
 		t.Fatal(err)
 	}
 	l := Ledger{Pool: db.Pool, Store: store}
-	return ledgerBundle{db: db, store: store, ledger: l, pk: &rowPacker{store: store, ledger: l},
+	return ledgerBundle{db: db, store: store, ledger: l, pk: &Packer{store: store, ledger: l},
 		token: "7d7c3b1e-2a9f-4c61-8e0e-5b3f6a2d9c44"}
 }
 
 func (b ledgerBundle) done(t *testing.T, row int, content string) bool {
 	t.Helper()
-	isNew, _, err := b.pk.commitRows(context.Background(), b.token,
+	isNew, _, err := b.pk.CommitRows(context.Background(), b.token,
 		[]RowResult{{Row: row, Key: RowKey(row, ""), Status: "done", File: fmt.Sprintf("row-%d.txt", row)}}, [][]byte{[]byte(content)})
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func (b ledgerBundle) done(t *testing.T, row int, content string) bool {
 
 func (b ledgerBundle) failed(t *testing.T, row int, reason string) bool {
 	t.Helper()
-	isNew, _, err := b.pk.commitRows(context.Background(), b.token,
+	isNew, _, err := b.pk.CommitRows(context.Background(), b.token,
 		[]RowResult{{Row: row, Key: RowKey(row, ""), Status: "failed", Error: reason}}, [][]byte{nil})
 	if err != nil {
 		t.Fatal(err)
@@ -59,15 +60,15 @@ func (b ledgerBundle) failed(t *testing.T, row int, reason string) bool {
 func (b ledgerBundle) read(t *testing.T, total int) map[int]string {
 	t.Helper()
 	ctx := context.Background()
-	pr := newPackReader(b.store, b.token)
-	defer pr.close()
+	pr := NewPackReader(b.store, b.token)
+	defer pr.Close()
 	out := map[int]string{}
 	err := b.ledger.Each(ctx, b.token, total, func(r RowResult, missing bool) error {
 		switch {
 		case missing:
 			out[r.Row] = "missing"
 		case r.Status == "done":
-			rc, _, err := pr.open(ctx, r)
+			rc, _, err := pr.Open(ctx, r)
 			if err != nil {
 				return err
 			}
@@ -197,8 +198,8 @@ func TestLedgerResetLetsARetriedRowWin(t *testing.T) {
 	if err := b.ledger.Reset(ctx, b.token); err != nil {
 		t.Fatal(err)
 	}
-	_ = b.store.DeletePrefix(ctx, RowKeyPrefix(b.token)) // as restoreFromZip does
-	b.pk.release(b.token)
+	_ = b.store.DeletePrefix(ctx, contract.RowKeyPrefix(b.token)) // as restoreFromZip does
+	b.pk.Release(b.token)
 	b.done(t, 2, "kept")
 	if !b.done(t, 1, "second try") {
 		t.Fatal("the retried row was not new")
@@ -228,7 +229,7 @@ func TestLedgerRedisMemoryIsFlat(t *testing.T) {
 				data[i] = nil
 			}
 		}
-		if _, _, err := b.pk.commitRows(ctx, b.token, rs, data); err != nil {
+		if _, _, err := b.pk.CommitRows(ctx, b.token, rs, data); err != nil {
 			t.Fatal(err)
 		}
 	}

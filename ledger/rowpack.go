@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -29,12 +30,12 @@ import (
 // keeps only which rows and commits were recorded. The finalizer reads each
 // row back from its frame; the ZIP still has one file per row.
 const (
-	// packMaxRows and packMaxBytes bound one commit.
-	packMaxRows  = 256
-	packMaxBytes = 8 << 20
-	// packSoloBytes: a row file at least this big is stored as an object of
+	// PackMaxRows and PackMaxBytes bound one commit.
+	PackMaxRows  = 256
+	PackMaxBytes = 8 << 20
+	// PackSoloBytes: a row file at least this big is stored as an object of
 	// its own, as before packs, and only its ledger entry is batched.
-	packSoloBytes = 1 << 20
+	PackSoloBytes = 1 << 20
 	// segmentMaxBytes: a segment this big is closed and a new one begun.
 	segmentMaxBytes = 64 << 20
 	// packCommitTimeout bounds one commit; it outlives the job that leads
@@ -55,15 +56,18 @@ type packedRow struct {
 	err         error
 }
 
-// rowPacker collects finished rows and commits them in groups. Whichever
+// Packer collects finished rows and commits them in groups. Whichever
 // job finds no commit in flight leads the next one; the others wait.
-type rowPacker struct {
+type Packer struct {
 	store  storage.Store
 	ledger Ledger
 
 	mu       sync.Mutex
 	pending  []*packedRow
 	flushing bool
+	// leaders are the goroutines a job handed its lead to (lead); Wait
+	// joins them.
+	leaders sync.WaitGroup
 
 	segMu sync.Mutex
 	segs  map[string]*segment // by token
@@ -85,9 +89,21 @@ type segment struct {
 	size int64
 }
 
+// NewPacker returns a packer that stores rows in store and records them in l.
+func NewPacker(store storage.Store, l Ledger) *Packer {
+	return &Packer{store: store, ledger: l}
+}
+
+// Commit stores a finished row of token (its file's bytes in data, or nil
+// when res.File was stored on its own, or for a failed row) and records
+// its result, together with whatever other rows are ready.
+func (pk *Packer) Commit(ctx context.Context, token string, res RowResult, data []byte) (isNew, last bool, err error) {
+	return pk.commit(ctx, &packedRow{token: token, res: res, data: data})
+}
+
 // commit stores r's file and records its result, together with whatever
 // other rows are ready, and reports how r was recorded.
-func (pk *rowPacker) commit(ctx context.Context, r *packedRow) (isNew, last bool, err error) {
+func (pk *Packer) commit(ctx context.Context, r *packedRow) (isNew, last bool, err error) {
 	r.done = make(chan struct{})
 	pk.mu.Lock()
 	pk.pending = append(pk.pending, r)
@@ -109,7 +125,7 @@ func (pk *rowPacker) commit(ctx context.Context, r *packedRow) (isNew, last bool
 
 // lead runs commits until own is committed, then hands what is left to a
 // goroutine so own's job can return.
-func (pk *rowPacker) lead(ctx context.Context, own *packedRow) {
+func (pk *Packer) lead(ctx context.Context, own *packedRow) {
 	for {
 		pk.mu.Lock()
 		batch := pk.take()
@@ -121,11 +137,20 @@ func (pk *rowPacker) lead(ctx context.Context, own *packedRow) {
 		pk.mu.Unlock()
 		pk.flush(ctx, batch)
 		if own != nil && closed(own.done) {
-			go pk.lead(ctx, nil)
+			pk.leaders.Add(1)
+			go func() {
+				defer pk.leaders.Done()
+				pk.lead(ctx, nil)
+			}()
 			return
 		}
 	}
 }
+
+// Wait returns once no goroutine a job handed its lead to is running: the
+// rows given to Commit before have been committed (or failed, each within
+// packCommitTimeout). Call it after whatever commits rows has stopped.
+func (pk *Packer) Wait() { pk.leaders.Wait() }
 
 func closed(c chan struct{}) bool {
 	select {
@@ -137,11 +162,11 @@ func closed(c chan struct{}) bool {
 }
 
 // take removes the next batch from pending; pk.mu is held.
-func (pk *rowPacker) take() []*packedRow {
+func (pk *Packer) take() []*packedRow {
 	n, size := 0, 0
-	for n < len(pk.pending) && n < packMaxRows {
+	for n < len(pk.pending) && n < PackMaxRows {
 		size += len(pk.pending[n].data)
-		if n > 0 && size > packMaxBytes {
+		if n > 0 && size > PackMaxBytes {
 			break
 		}
 		n++
@@ -155,7 +180,7 @@ func (pk *rowPacker) take() []*packedRow {
 }
 
 // flush commits one batch, token by token, and wakes its jobs.
-func (pk *rowPacker) flush(ctx context.Context, batch []*packedRow) {
+func (pk *Packer) flush(ctx context.Context, batch []*packedRow) {
 	ctx, cancel := context.WithTimeout(ctx, packCommitTimeout)
 	defer cancel()
 	byToken := map[string][]*packedRow{}
@@ -178,13 +203,13 @@ func (pk *rowPacker) flush(ctx context.Context, batch []*packedRow) {
 	}
 }
 
-func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packedRow) error {
+func (pk *Packer) flushToken(ctx context.Context, token string, rows []*packedRow) error {
 	rs := make([]RowResult, len(rows))
 	data := make([][]byte, len(rows))
 	for i, r := range rows {
 		rs[i], data[i] = r.res, r.data
 	}
-	isNew, last, err := pk.commitRows(ctx, token, rs, data)
+	isNew, last, err := pk.CommitRows(ctx, token, rs, data)
 	if err != nil {
 		return err
 	}
@@ -198,7 +223,7 @@ func (pk *rowPacker) flushToken(ctx context.Context, token string, rows []*packe
 // when it has none or is stored on its own as rs[i].File) and records them
 // in the ledger as one commit. A commit refused because the ledger was
 // rebuilt meanwhile is made again once in the new generation.
-func (pk *rowPacker) commitRows(ctx context.Context, token string, rs []RowResult, data [][]byte) (isNew []bool, last int, err error) {
+func (pk *Packer) CommitRows(ctx context.Context, token string, rs []RowResult, data [][]byte) (isNew []bool, last int, err error) {
 	for attempt := 0; ; attempt++ {
 		isNew, last, err = pk.commitOnce(ctx, token, rs, data)
 		if !errors.Is(err, errLedgerGen) || attempt > 0 {
@@ -208,7 +233,7 @@ func (pk *rowPacker) commitRows(ctx context.Context, token string, rs []RowResul
 	}
 }
 
-func (pk *rowPacker) commitOnce(ctx context.Context, token string, rs []RowResult, data [][]byte) ([]bool, int, error) {
+func (pk *Packer) commitOnce(ctx context.Context, token string, rs []RowResult, data [][]byte) ([]bool, int, error) {
 	if !slices.ContainsFunc(rs, func(r RowResult) bool { return r.Row > 0 }) && !slices.ContainsFunc(data, func(b []byte) bool { return b != nil }) {
 		// Rows known only by jid, without files: Redis holds all of them.
 		return pk.ledger.RecordBatch(ctx, token, rs)
@@ -267,7 +292,7 @@ func (pk *rowPacker) commitOnce(ctx context.Context, token string, rs []RowResul
 
 // nextID hands out the next commit id of token, reserving a block when
 // none is left.
-func (pk *rowPacker) nextID(ctx context.Context, token string) (string, uint32, error) {
+func (pk *Packer) nextID(ctx context.Context, token string) (string, uint32, error) {
 	pk.idMu.Lock()
 	defer pk.idMu.Unlock()
 	b := pk.ids[token]
@@ -287,7 +312,7 @@ func (pk *rowPacker) nextID(ctx context.Context, token string) (string, uint32, 
 	return b.gen, id, nil
 }
 
-func (pk *rowPacker) dropIDs(token string) {
+func (pk *Packer) dropIDs(token string) {
 	pk.idMu.Lock()
 	defer pk.idMu.Unlock()
 	delete(pk.ids, token)
@@ -324,10 +349,10 @@ func splitBlob(r io.ReaderAt, off, size int64) (string, *io.SectionReader, error
 // write stores one pack of token's rows and returns the object it is in and
 // its offset there: appended to the token's segment when the store can
 // append, else an object of its own.
-func (pk *rowPacker) write(ctx context.Context, token string, b []byte) (key string, off int64, err error) {
+func (pk *Packer) write(ctx context.Context, token string, b []byte) (key string, off int64, err error) {
 	ap, ok := pk.store.(storage.Appender)
 	if !ok {
-		key = RowKeyPrefix(token) + newPackName()
+		key = contract.RowKeyPrefix(token) + newPackName()
 		if err := pk.store.Put(ctx, key, bytes.NewReader(b)); err != nil {
 			return "", 0, fmt.Errorf("store row pack %s: %w", key, err)
 		}
@@ -341,7 +366,7 @@ func (pk *rowPacker) write(ctx context.Context, token string, b []byte) (key str
 		seg = nil
 	}
 	if seg == nil {
-		key := RowKeyPrefix(token) + newPackName()
+		key := contract.RowKeyPrefix(token) + newPackName()
 		w, err := ap.OpenAppend(ctx, key)
 		if err != nil {
 			return "", 0, fmt.Errorf("row segment: %w", err)
@@ -364,9 +389,9 @@ func (pk *rowPacker) write(ctx context.Context, token string, b []byte) (key str
 	return seg.key, off, nil
 }
 
-// release closes token's segment and forgets its commit ids, once its run
+// Release closes token's segment and forgets its commit ids, once its run
 // is finished.
-func (pk *rowPacker) release(token string) {
+func (pk *Packer) Release(token string) {
 	pk.segMu.Lock()
 	pk.closeSegment(token)
 	pk.segMu.Unlock()
@@ -374,7 +399,7 @@ func (pk *rowPacker) release(token string) {
 }
 
 // closeSegment closes and forgets token's segment; pk.segMu is held.
-func (pk *rowPacker) closeSegment(token string) {
+func (pk *Packer) closeSegment(token string) {
 	if seg := pk.segs[token]; seg != nil {
 		_ = seg.w.Close()
 		delete(pk.segs, token)
@@ -387,10 +412,10 @@ func newPackName() string {
 	return "pack-" + hex.EncodeToString(b[:]) + ".bin"
 }
 
-// packReader reads rows back from their packs for the finalizer, keeping
+// PackReader reads rows back from their packs for the finalizer, keeping
 // the few packs last read open (a file: read by range) or loaded (an S3
 // object: small, read whole): rows of one pack are neighbours in row order.
-type packReader struct {
+type PackReader struct {
 	store storage.Store
 	token string
 	keys  []string // most recent last
@@ -406,18 +431,18 @@ type openPack struct {
 
 const packReaderKeep = 8
 
-func newPackReader(store storage.Store, token string) *packReader {
-	return &packReader{store: store, token: token, packs: map[string]*openPack{}}
+func NewPackReader(store storage.Store, token string) *PackReader {
+	return &PackReader{store: store, token: token, packs: map[string]*openPack{}}
 }
 
 // open returns the row file r points at, from its pack or its own object,
 // and the file's name.
-func (pr *packReader) open(ctx context.Context, r RowResult) (io.ReadCloser, string, error) {
+func (pr *PackReader) Open(ctx context.Context, r RowResult) (io.ReadCloser, string, error) {
 	if r.Pack == "" {
 		rc, err := pr.store.Open(ctx, r.File)
 		return rc, path.Base(r.File), err
 	}
-	p, err := pr.load(ctx, RowKeyPrefix(pr.token)+r.Pack)
+	p, err := pr.load(ctx, contract.RowKeyPrefix(pr.token)+r.Pack)
 	if err != nil {
 		return nil, "", err
 	}
@@ -456,7 +481,7 @@ func randomAccess(rc io.Reader) (at io.ReaderAt, size int64, ok bool, err error)
 	return f, st.Size(), true, nil
 }
 
-func (pr *packReader) load(ctx context.Context, key string) (*openPack, error) {
+func (pr *PackReader) load(ctx context.Context, key string) (*openPack, error) {
 	if p, ok := pr.packs[key]; ok {
 		return p, nil
 	}
@@ -471,7 +496,7 @@ func (pr *packReader) load(ctx context.Context, key string) (*openPack, error) {
 	} else if ok {
 		p.at, p.size = at, size
 	} else {
-		p.data, err = io.ReadAll(io.LimitReader(rc, packMaxBytes+packSoloBytes+1))
+		p.data, err = io.ReadAll(io.LimitReader(rc, PackMaxBytes+PackSoloBytes+1))
 		rc.Close()
 		p.rc = nil
 		if err != nil {
@@ -487,7 +512,7 @@ func (pr *packReader) load(ctx context.Context, key string) (*openPack, error) {
 	return p, nil
 }
 
-func (pr *packReader) evict(key string) {
+func (pr *PackReader) evict(key string) {
 	if p := pr.packs[key]; p != nil && p.rc != nil {
 		p.rc.Close()
 	}
@@ -496,7 +521,7 @@ func (pr *packReader) evict(key string) {
 }
 
 // close closes the packs still open.
-func (pr *packReader) close() {
+func (pr *PackReader) Close() {
 	for len(pr.keys) > 0 {
 		pr.evict(pr.keys[0])
 	}

@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -23,15 +24,15 @@ func TestLedgerOnEmbeddedServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := Ledger{Pool: pool, Store: store}
-	pk := &rowPacker{store: store, ledger: l}
+	pk := &Packer{store: store, ledger: l}
 	ctx := context.Background()
 	const token = "0b7a54c6-5d52-4b39-9f2f-1f0b8f1fd7aa"
 	rs := []RowResult{
-		{Row: 1, Key: RowKey(1, ""), Status: "done", File: RowKeyPrefix(token) + "row-000001.txt"},
+		{Row: 1, Key: RowKey(1, ""), Status: "done", File: contract.RowKeyPrefix(token) + "row-000001.txt"},
 		{Row: 3, Key: RowKey(3, ""), Status: "failed", Error: "bad row"},
 		{Row: 1, Key: RowKey(1, ""), Status: "failed", Error: "second run of row 1"},
 	}
-	isNew, _, err := pk.commitRows(ctx, token, rs, [][]byte{[]byte("one"), nil, nil})
+	isNew, _, err := pk.CommitRows(ctx, token, rs, [][]byte{[]byte("one"), nil, nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +58,9 @@ func TestLedgerOnEmbeddedServer(t *testing.T) {
 	if g := got[0]; g.Pack == "" || !g.NameInPack || g.Status != "done" {
 		t.Errorf("row 1 = %+v", g)
 	}
-	pr := newPackReader(store, token)
-	defer pr.close()
-	rc, name, err := pr.open(ctx, got[0])
+	pr := NewPackReader(store, token)
+	defer pr.Close()
+	rc, name, err := pr.Open(ctx, got[0])
 	if err != nil {
 		t.Fatal(err)
 	}

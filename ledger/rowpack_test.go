@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -34,7 +35,7 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 		store = struct{ storage.Store }{local}
 	}
 	ledger := Ledger{Pool: db.Pool, Store: store}
-	pk := &rowPacker{store: store, ledger: ledger}
+	pk := &Packer{store: store, ledger: ledger}
 	const rows, workers = 3000, 24
 	const token = "0b9e4a52-9d7e-4e7c-9d55-0d3c1b4e2f10"
 	if err := ledger.SetTotal(ctx, token, rows); err != nil {
@@ -74,11 +75,19 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 	}
 	close(work)
 	wg.Wait()
-	pk.release(token)
+	// Every job has returned; the commits a job handed off are joined.
+	pk.Wait()
+	pk.mu.Lock()
+	idle := !pk.flushing && len(pk.pending) == 0
+	pk.mu.Unlock()
+	if !idle {
+		t.Fatalf("the packer still commits after Wait")
+	}
+	pk.Release(token)
 	if news != rows || lasts != 1 {
 		t.Fatalf("new rows %d (want %d), last reported %d times (want 1)", news, rows, lasts)
 	}
-	packs, err := store.List(ctx, RowKeyPrefix(token))
+	packs, err := store.List(ctx, contract.RowKeyPrefix(token))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,14 +96,14 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 	}
 	t.Logf("%d rows (+%d repeated) in %d packs", rows, rows/10, len(packs))
 
-	reader := newPackReader(store, token)
+	reader := NewPackReader(store, token)
 	seen := 0
 	err = ledger.Each(ctx, token, rows, func(r RowResult, missing bool) error {
 		seen++
 		if missing || r.Row != seen || r.Pack == "" {
 			return fmt.Errorf("entry %d: %+v missing=%v", seen, r, missing)
 		}
-		rc, name, err := reader.open(ctx, r)
+		rc, name, err := reader.Open(ctx, r)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/storage"
 )
 
@@ -85,32 +86,19 @@ type RowResult struct {
 	NameInPack bool   `json:"nh,omitzero"`
 }
 
-func rowsKey(token string) string  { return "pallarel:rows:" + token }
-func splitKey(token string) string { return "pallarel:split:" + token }
-func totalKey(token string) string { return "pallarel:total:" + token }
-func slotsKey(token string) string { return "pallarel:recorded:" + token }
-
-// legacyLedgerKeys are the keys only the ledger of Pallarel before
-// 2026-11-30 wrote: 16 bytes a row under pallarel:ledger, file names in
-// pallarel:names. Its bits cannot be read as this ledger's (dropLegacy).
-func legacyLedgerKeys(token string) []string {
-	return []string{"pallarel:ledger:" + token, "pallarel:names:" + token}
-}
-func failedKey(token string) string  { return "pallarel:failed:" + token }
-func commitsKey(token string) string { return "pallarel:commits:" + token }
-func packsKey(token string) string   { return "pallarel:packs:" + token }
-func errorsKey(token string) string  { return "pallarel:errors:" + token }
-func countKey(token string) string   { return "pallarel:count:" + token }
-
 // resultKeys are the keys of a token's row results (what Reset forgets).
 func resultKeys(token string) []string {
-	return []string{slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
-		countKey(token), rowsKey(token)}
+	return []string{contract.RecordedKey(token), contract.FailedKey(token), contract.CommitsKey(token), contract.PacksKey(token), contract.ErrorsKey(token),
+		contract.CountKey(token), contract.RowsKey(token)}
 }
+
+// Keys are every key of a token's ledger, for a caller that drops a run's
+// Redis state whole.
+func Keys(token string) []string { return ledgerKeys(token) }
 
 // ledgerKeys are every key of a token's ledger.
 func ledgerKeys(token string) []string {
-	return append(append(resultKeys(token), totalKey(token), splitKey(token), booksKey(token), orderKey(token)), legacyLedgerKeys(token)...)
+	return append(append(resultKeys(token), contract.TotalKey(token), contract.SplitKey(token), contract.BooksKey(token), contract.OrderKey(token)), contract.LegacyLedgerKeys(token)...)
 }
 
 // dropLegacyScript forgets a ledger of the older layout, so the run is
@@ -127,15 +115,15 @@ return 1`)
 
 // dropLegacy forgets token's ledger if an older Pallarel wrote it (a run
 // under way across an upgrade), and reports whether it did.
-func (l Ledger) dropLegacy(ctx context.Context, token string) (bool, error) {
+func (l Ledger) DropLegacy(ctx context.Context, token string) (bool, error) {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer c.Close()
-	old := legacyLedgerKeys(token)
-	n, err := redis.Int(dropLegacyScript.Do(c, old[0], old[1], errorsKey(token), splitKey(token), totalKey(token),
-		slotsKey(token), countKey(token)))
+	old := contract.LegacyLedgerKeys(token)
+	n, err := redis.Int(dropLegacyScript.Do(c, old[0], old[1], contract.ErrorsKey(token), contract.SplitKey(token), contract.TotalKey(token),
+		contract.RecordedKey(token), contract.CountKey(token)))
 	if err != nil {
 		return false, fmt.Errorf("drop the old ledger of %s: %w", token, err)
 	}
@@ -156,6 +144,9 @@ const (
 // errLedgerGen: the commit was reserved in a ledger generation that is
 // gone (Redis lost the ledger, or a retry reset it).
 var errLedgerGen = errors.New("the row ledger was rebuilt")
+
+// errShortReply is a Redis reply without the values asked for.
+var errShortReply = errors.New("unexpected Redis reply")
 
 // RowKey is the ledger key of a row: its number, or its jid when the
 // number is unknown.
@@ -249,8 +240,8 @@ func (l Ledger) recordCommit(ctx context.Context, token, gen string, id uint32, 
 	}
 	defer c.Close()
 	args := make([]any, 0, 8+3+3*len(rs))
-	args = append(args, slotsKey(token), failedKey(token), commitsKey(token), packsKey(token), errorsKey(token),
-		countKey(token), rowsKey(token), totalKey(token), gen, id, len(rs))
+	args = append(args, contract.RecordedKey(token), contract.FailedKey(token), contract.CommitsKey(token), contract.PacksKey(token), contract.ErrorsKey(token),
+		contract.CountKey(token), contract.RowsKey(token), contract.TotalKey(token), gen, id, len(rs))
 	for _, r := range rs {
 		failed := r.Status != "done"
 		switch {
@@ -271,7 +262,7 @@ func (l Ledger) recordCommit(ctx context.Context, token, gen string, id uint32, 
 		return nil, last, fmt.Errorf("ledger %s: %w", token, errLedgerGen)
 	}
 	if err != nil || len(vals) != len(rs)+2 {
-		return nil, last, fmt.Errorf("ledger %s: record %d rows: %v", token, len(rs), err)
+		return nil, last, fmt.Errorf("ledger %s: record %d rows: %w", token, len(rs), cmp.Or(err, errShortReply))
 	}
 	isNew = make([]bool, len(rs))
 	for i := range rs {
@@ -321,14 +312,14 @@ func (l Ledger) reserveCommits(ctx context.Context, token string, n int) (gen st
 	defer c.Close()
 	var g [genBytes]byte
 	_, _ = rand.Read(g[:])
-	vals, err := redis.Values(reserveScript.Do(c, packsKey(token), hex.EncodeToString(g[:]), n))
+	vals, err := redis.Values(reserveScript.Do(c, contract.PacksKey(token), hex.EncodeToString(g[:]), n))
 	if err != nil || len(vals) != 2 {
-		return "", 0, fmt.Errorf("ledger %s: reserve commits: %v", token, err)
+		return "", 0, fmt.Errorf("ledger %s: reserve commits: %w", token, cmp.Or(err, errShortReply))
 	}
 	gen, _ = redis.String(vals[0], nil)
 	hi, err := redis.Int64(vals[1], nil)
 	if err != nil || hi <= 0 || hi > math.MaxUint32 {
-		return "", 0, fmt.Errorf("ledger %s: reserve commits: id %d: %v", token, hi, err)
+		return "", 0, fmt.Errorf("ledger %s: reserve commits: id %d: %w", token, hi, cmp.Or(err, errShortReply))
 	}
 	return gen, uint32(hi), nil
 }
@@ -341,7 +332,7 @@ func (l Ledger) SetTotal(ctx context.Context, token string, total int) error {
 		return err
 	}
 	defer c.Close()
-	_, err = c.Do("SET", totalKey(token), total)
+	_, err = c.Do("SET", contract.TotalKey(token), total)
 	return err
 }
 
@@ -352,8 +343,8 @@ func (l Ledger) Count(ctx context.Context, token string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	_ = c.Send("GET", countKey(token))
-	_ = c.Send("HLEN", rowsKey(token))
+	_ = c.Send("GET", contract.CountKey(token))
+	_ = c.Send("HLEN", contract.RowsKey(token))
 	if err := c.Flush(); err != nil {
 		return 0, err
 	}
@@ -401,26 +392,26 @@ func (fs *frameSet) at(n uint32) frameLoc { return fs.frames[n-1] }
 // reads each frame's index again, through the packs the rows are read
 // from, as the rows come.
 func (l Ledger) Each(ctx context.Context, token string, total int, fn func(r RowResult, missing bool) error) error {
-	var pr *packReader
+	var pr *PackReader
 	if l.Store != nil {
-		pr = newPackReader(l.Store, token)
-		defer pr.close()
+		pr = NewPackReader(l.Store, token)
+		defer pr.Close()
 	}
-	return l.each(ctx, token, total, pr, fn)
+	return l.EachFrom(ctx, token, total, pr, fn)
 }
 
-// each is Each reading frames through pr, the finalizer's pack reader,
+// EachFrom is Each reading frames through pr, the finalizer's pack reader,
 // so a pack is fetched once for its index and its rows.
-func (l Ledger) each(ctx context.Context, token string, total int, pr *packReader, fn func(r RowResult, missing bool) error) error {
+func (l Ledger) EachFrom(ctx context.Context, token string, total int, pr *PackReader, fn func(r RowResult, missing bool) error) error {
 	c, err := l.Pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	recorded, err1 := bitmap(c, slotsKey(token))
-	failed, err2 := bitmap(c, failedKey(token))
-	commits, err3 := bitmap(c, commitsKey(token))
-	meta, err4 := redis.Strings(c.Do("HMGET", packsKey(token), "gen", "seq"))
+	recorded, err1 := bitmap(c, contract.RecordedKey(token))
+	failed, err2 := bitmap(c, contract.FailedKey(token))
+	commits, err3 := bitmap(c, contract.CommitsKey(token))
+	meta, err4 := redis.Strings(c.Do("HMGET", contract.PacksKey(token), "gen", "seq"))
 	gen, seq := "", 0
 	if err4 == nil && len(meta) == 2 {
 		gen = meta[0]
@@ -463,7 +454,7 @@ func (l Ledger) each(ctx context.Context, token string, total int, pr *packReade
 				r.Pack, r.Offset, r.Size = frames.objects[f.obj], f.off+int64(f.head)+e.off, e.size
 				r.NameInPack = true
 			case entrySolo:
-				r.File = RowKeyPrefix(token) + e.name
+				r.File = contract.RowKeyPrefix(token) + e.name
 			}
 		case r.Status == "failed":
 			if reasons == nil {
@@ -481,9 +472,9 @@ func (l Ledger) each(ctx context.Context, token string, total int, pr *packReade
 	}
 	cursor := "0"
 	for {
-		vals, err := redis.Values(c.Do("HSCAN", rowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
+		vals, err := redis.Values(c.Do("HSCAN", contract.RowsKey(token), cursor, "MATCH", "jid-*", "COUNT", ledgerChunk))
 		if err != nil || len(vals) != 2 {
-			return fmt.Errorf("ledger %s: scan: %v", token, err)
+			return fmt.Errorf("ledger %s: scan: %w", token, cmp.Or(err, errShortReply))
 		}
 		cursor, _ = redis.String(vals[0], nil)
 		kv, _ := redis.ByteSlices(vals[1], nil)
@@ -503,7 +494,7 @@ func (l Ledger) each(ctx context.Context, token string, total int, pr *packReade
 // that holds it with its recorded status.
 func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, total int, recorded, failed, commits []byte,
 	locs []uint32) (*frameSet, error) {
-	objs, err := l.Store.List(ctx, RowKeyPrefix(token))
+	objs, err := l.Store.List(ctx, contract.RowKeyPrefix(token))
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: list row packs: %w", token, err)
 	}
@@ -547,7 +538,7 @@ func (l Ledger) findEntries(ctx context.Context, token, gen string, commitIDs, t
 // Rows of one frame are neighbours in row order.
 type indexCache struct {
 	frames *frameSet
-	packs  *packReader
+	packs  *PackReader
 	order  []uint32 // frames held, most recent last
 	held   map[uint32][]frameEntry
 }
@@ -557,7 +548,7 @@ func (ic *indexCache) entry(ctx context.Context, frame uint32, row int, failed b
 	es, ok := ic.held[frame]
 	if !ok {
 		f := ic.frames.at(frame)
-		p, err := ic.packs.load(ctx, RowKeyPrefix(ic.packs.token)+ic.frames.objects[f.obj])
+		p, err := ic.packs.load(ctx, contract.RowKeyPrefix(ic.packs.token)+ic.frames.objects[f.obj])
 		if err != nil {
 			return frameEntry{}, err
 		}
@@ -601,7 +592,7 @@ func bitmap(c redis.Conn, key string) ([]byte, error) {
 
 // keptErrors reads the reasons Redis keeps for failed rows.
 func (l Ledger) keptErrors(c redis.Conn, token string) (map[int]string, error) {
-	m, err := redis.StringMap(c.Do("HGETALL", errorsKey(token)))
+	m, err := redis.StringMap(c.Do("HGETALL", contract.ErrorsKey(token)))
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
@@ -640,7 +631,7 @@ func (l Ledger) SplitProgress(ctx context.Context, token string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	n, err := redis.Int(c.Do("GET", splitKey(token)))
+	n, err := redis.Int(c.Do("GET", contract.SplitKey(token)))
 	if err == redis.ErrNil {
 		return 0, nil
 	}
@@ -654,7 +645,7 @@ func (l Ledger) SetSplitProgress(ctx context.Context, token string, n int) error
 		return err
 	}
 	defer c.Close()
-	_, err = c.Do("SET", splitKey(token), strconv.Itoa(n))
+	_, err = c.Do("SET", contract.SplitKey(token), strconv.Itoa(n))
 	return err
 }
 
@@ -669,7 +660,7 @@ func (l Ledger) Expire(ctx context.Context, token string, ttl time.Duration) err
 	for _, k := range ledgerKeys(token) {
 		_ = c.Send("EXPIRE", k, int(ttl.Seconds()))
 	}
-	_ = c.Send("SREM", trackedKey, token) // Go saw the run end
+	_ = c.Send("SREM", contract.TrackedKey, token) // Go saw the run end
 	_, err = c.Do("")
 	return err
 }
@@ -690,7 +681,7 @@ func (l Ledger) Recorded(ctx context.Context, token string, rows []int) ([]bool,
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
 	defer c.Close()
-	raw, err := redis.Bytes(c.Do("GETRANGE", slotsKey(token), lo/8, hi/8))
+	raw, err := redis.Bytes(c.Do("GETRANGE", contract.RecordedKey(token), lo/8, hi/8))
 	if err != nil && !errors.Is(err, redis.ErrNil) {
 		return nil, fmt.Errorf("ledger %s: %w", token, err)
 	}
@@ -733,7 +724,7 @@ func (l Ledger) HasTotal(ctx context.Context, token string) (int, bool, error) {
 		return 0, false, err
 	}
 	defer c.Close()
-	n, err := redis.Int(c.Do("GET", totalKey(token)))
+	n, err := redis.Int(c.Do("GET", contract.TotalKey(token)))
 	if errors.Is(err, redis.ErrNil) {
 		return 0, false, nil
 	}
