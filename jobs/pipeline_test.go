@@ -65,6 +65,9 @@ type envOptions struct {
 	launch func(ctx context.Context, req launcher.Request) error
 	// deps adjusts the pipeline's dependencies (webhook settings...).
 	deps func(*jobs.Deps)
+	// redis is the Redis the pipeline uses; nil: a database of the
+	// package's redis-server (redistest.New).
+	redis *redistest.DB
 }
 
 func newEnv(t *testing.T, store storage.Store) *env {
@@ -80,7 +83,10 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		}
 		o.store = local
 	}
-	e := &env{t: t, db: redistest.New(t), store: o.store, opts: o, workers: map[string]context.CancelFunc{}}
+	if o.redis == nil {
+		o.redis = redistest.New(t)
+	}
+	e := &env{t: t, db: o.redis, store: o.store, opts: o, workers: map[string]context.CancelFunc{}}
 	gdb, err := models.Open(context.Background(), models.DBConfig{URL: "sqlite://" + filepath.Join(t.TempDir(), "t.sqlite3")})
 	if err != nil {
 		t.Fatal(err)

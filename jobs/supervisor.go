@@ -48,8 +48,9 @@ func (c SuperviseConfig) withDefaults() SuperviseConfig {
 // It is only memory: a restarted supervisor starts afresh and is merely
 // slower to act.
 type supervisor struct {
-	mu   sync.Mutex
-	runs map[string]*runWatch
+	mu    sync.Mutex
+	runs  map[string]*runWatch
+	epoch string // redisEpoch at the last pass (epoch.go)
 }
 
 type runWatch struct {
@@ -126,6 +127,7 @@ func (p *Pipeline) Supervise(ctx context.Context) error {
 	if err != nil || !leader {
 		return err
 	}
+	p.noteRedisEpoch(ctx)
 	if err := p.resubmitLostSplits(ctx); err != nil {
 		p.log.Warn("run supervisor: lost splits", "err", err)
 	}
