@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,9 +66,8 @@ func TestSplitDeliveredTwice(t *testing.T) {
 	}
 	// The ledger drops a second copy of a row, so count the row jobs run:
 	// a split that pushed its rows twice would show here.
-	// The token worker is told to stop when the run ends; its summary
-	// comes as it stops.
-	if err := c.wait(c.procs["token"], 30*time.Second); err != nil {
+	// The token worker's summary comes as it stops.
+	if err := c.wait(c.signal("token", syscall.SIGTERM), 30*time.Second); err != nil {
 		t.Fatalf("token worker: %v", err)
 	}
 	if k := rowJobsRun(c.procs["token"].log.String()); k != n {
