@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -124,5 +125,49 @@ func TestDatabaseUnreachable(t *testing.T) {
 	expectIntact(t, r, 0)
 	if s.DoneCount != r.done || s.FailedCount != r.failed {
 		t.Fatalf("database counts done %d failed %d, ZIP has done %d failed %d", s.DoneCount, s.FailedCount, r.done, r.failed)
+	}
+}
+
+// The database cut for 30 s (10 s in the short form) mid-run, every
+// connection dropped and new ones refused: the row jobs, the finalizer and
+// the status writes wait or retry, the run completes once the database is
+// back, every row once, and no process dies.
+func TestDatabaseCutMidRun(t *testing.T) {
+	db := freshPostgres(t)
+	px := newProxy(t, "127.0.0.1:5432")
+	c := newCluster(t, fmt.Sprintf("DATABASE_URL=postgres://postgres@%s/%s?sslmode=disable", px.addr(), db))
+	c.worker("report", 2, "report", "default")
+	n := sized(20000, 100000)
+	cut := time.Duration(sized(10, 30)) * time.Second
+	u := c.upload(makeCSV("DC", n), "text")
+	tw := c.worker("token", 3, u.Queue)
+	c.waitProgress(u.Token, n/10, n, 60*time.Second)
+	px.cut()
+	ended, _ := redis.Int(c.redisDo("GET", "pallarel:count:"+u.Token))
+	t.Logf("database cut for %s with %d of %d rows ended", cut, ended, n)
+	time.Sleep(cut)
+	if st, _ := redis.Int(c.redisDo("GET", "pallarel:count:"+u.Token)); st < n {
+		t.Logf("%d rows ended while the database was away", st-ended)
+	}
+	px.restore()
+	back := time.Now()
+	s := c.waitFinished(u.Token, 3*time.Minute)
+	t.Logf("run ended %s after the database came back: %+v", time.Since(back).Round(100*time.Millisecond), s)
+	if s.State != "completed" {
+		t.Fatalf("run: %+v", s)
+	}
+	r := c.verify(u.Token, "DC", n)
+	expectIntact(t, r, 0)
+	if s.DoneCount != r.done || s.FailedCount != r.failed {
+		t.Fatalf("database counts done %d failed %d, ZIP has done %d failed %d", s.DoneCount, s.FailedCount, r.done, r.failed)
+	}
+	for name, p := range map[string]*proc{"server": c.procs["server"], "report": c.procs["report"], "token": tw} {
+		select {
+		case <-p.done:
+			if name != "token" || p.err != nil {
+				t.Errorf("%s exited: %v", name, p.err)
+			}
+		default:
+		}
 	}
 }

@@ -95,10 +95,10 @@ func (p *Pipeline) handleCancelCleanup(ctx context.Context, job *sidekiq.Job) er
 // files; the ledger expires in a week. End runs it for every ending.
 func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 	log := p.log.With("token", token, "queue", queue)
-	if n, err := p.d.API.PurgeQueue(ctx, queue); err != nil {
+	if n, killed, err := p.purgeTokenQueue(ctx, token, queue); err != nil {
 		log.Error("ended run: purge token queue", "err", err)
 	} else {
-		log.Info("ended run: token queue purged", "jobs", n)
+		log.Info("ended run: token queue purged", "jobs", n, "foreign_to_dead_set", killed)
 	}
 	if n, err := p.removeTokenJobs(ctx, token); err != nil {
 		log.Error("ended run: remove the token's other jobs", "err", err)

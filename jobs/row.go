@@ -14,10 +14,15 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
 )
+
+// maxRowHashBytes bounds a row job's row_hash: four times the largest row
+// the split reads (csvrows' 8 MiB), room for JSON's escapes.
+const maxRowHashBytes = 4 * csvrows.DefaultMaxRowBytes
 
 func unmarshalArg(raw json.RawMessage, dst any) error {
 	return json.Unmarshal(raw, dst)
@@ -40,6 +45,12 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 	}
 	if _, err := p.tokenQueue(token); err != nil {
 		return err
+	}
+	if len(rowRaw) > maxRowHashBytes {
+		// No split makes such a row: a client pushed it. Refuse it before
+		// rendering holds a processor (and its memory) for it.
+		return sidekiq.Kill(fmt.Errorf("%w: row_hash of %d bytes is larger than any row a split makes (at most %d bytes as JSON)",
+			sidekiq.ErrBadArgs, len(rowRaw), maxRowHashBytes))
 	}
 	headers, fields, err := orderedObject(rowRaw)
 	if err != nil {
@@ -268,6 +279,12 @@ func (p *Pipeline) rowDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	queue, err := p.tokenQueue(token)
 	if err != nil {
+		return
+	}
+	if why := p.foreignToRun(sidekiq.Entry{Job: job}, token); why != "" {
+		// Not a row of that run (wrong arguments, or pushed on another
+		// run's queue): it stays in the dead set, out of every run's ledger.
+		p.log.Warn("a dead job that is no row of a run", "jid", job.JID, "queue", job.Queue, "why", why)
 		return
 	}
 	var rowNum int

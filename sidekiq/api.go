@@ -3,6 +3,7 @@ package sidekiq
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -494,4 +495,84 @@ func (a *API) PurgeQueue(ctx context.Context, queue string) (int, error) {
 		return n, fmt.Errorf("purge %s: %w", queue, err)
 	}
 	return n, nil
+}
+
+// PurgeQueueKeepingForeign is PurgeQueue, except that each job for which
+// foreign gives a reason goes to the dead set with that reason instead of
+// vanishing: a run's queue is purged when the run ends, and a job another
+// client pushed onto it (or one that failed there) must stay visible, as
+// Sidekiq keeps every job it could not run. At most examine jobs are
+// looked at; the rest go as PurgeQueue's do.
+func (a *API) PurgeQueueKeepingForeign(ctx context.Context, queue string, examine int, foreign func(Entry) string) (purged, killed int, err error) {
+	err = a.do(ctx, func(c redis.Conn) error {
+		var cands [][]byte
+		for _, set := range []string{rdb.KeySchedule, rdb.KeyRetry} {
+			members, err := membersInSet(c, set, queue)
+			if err != nil {
+				return err
+			}
+			cands = append(cands, members...)
+		}
+		listed, err := rdb.QueueRange(c, queue, 0, examine)
+		if err != nil {
+			return err
+		}
+		now := a.now()
+		for _, raw := range append(cands, listed...) {
+			if killed >= examine {
+				break
+			}
+			reason := foreign(newEntry(raw, 0))
+			if reason == "" {
+				continue
+			}
+			if err := rdb.Kill(c, now, a.limits, withDeathReason(raw, reason, now)); err != nil {
+				return err
+			}
+			killed++
+		}
+		for _, set := range []string{rdb.KeySchedule, rdb.KeyRetry} {
+			members, err := membersInSet(c, set, queue)
+			if err != nil {
+				return err
+			}
+			k, err := rdb.RemoveMembers(c, set, members...)
+			if err != nil {
+				return err
+			}
+			purged += k
+		}
+		l, err := rdb.DeleteQueue(c, queue)
+		purged += l
+		return err
+	})
+	if err != nil {
+		return purged, killed, fmt.Errorf("purge %s: %w", queue, err)
+	}
+	return purged, killed, nil
+}
+
+// withDeathReason records why a job was killed in its payload, keeping an
+// error it already had (a retry entry's) ahead of the reason. A payload that
+// is not a JSON object goes to the dead set as it came, as Sidekiq does.
+func withDeathReason(raw []byte, reason string, now time.Time) []byte {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil || fields == nil {
+		return raw
+	}
+	msg := reason
+	var prev string
+	if json.Unmarshal(fields["error_message"], &prev) == nil && prev != "" {
+		msg = prev + " (" + reason + ")"
+	}
+	if _, ok := fields["error_class"]; !ok {
+		fields["error_class"], _ = json.Marshal("Pallarel::LeftoverJob")
+	}
+	fields["error_message"], _ = json.Marshal(msg)
+	fields["failed_at"], _ = json.Marshal(float64(now.UnixMilli()) / 1000)
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return raw
+	}
+	return out
 }

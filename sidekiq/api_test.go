@@ -214,3 +214,44 @@ func TestStatsHistoryAndQueues(t *testing.T) {
 		t.Fatalf("queues %+v", qs)
 	}
 }
+
+// PurgeQueueKeepingForeign empties the queue and its retries like
+// PurgeQueue, and the jobs foreign names go to the dead set with the
+// reason, a retry's error kept ahead of it; garbage goes as it came.
+func TestPurgeQueueKeepingForeign(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	api := NewAPI(db.Pool, Dialect8)
+	ctx := context.Background()
+	retrying := `{"class":"Foreign","args":[],"jid":"r1","queue":"t","error_class":"NameError","error_message":"uninitialized constant Foreign"}`
+	db.Do(t, "ZADD", "retry", 1, retrying, 2, job("own-r", "t"))
+	db.Do(t, "LPUSH", "queue:t", job("own-q", "t"), "not json", `{"class":"Foreign","args":[],"jid":"q1","queue":"t"}`)
+	purged, killed, err := api.PurgeQueueKeepingForeign(ctx, "t", 100, func(e Entry) string {
+		if e.Job == nil {
+			return "garbage"
+		}
+		if e.Job.Class == "Foreign" {
+			return "not ours"
+		}
+		return ""
+	})
+	if err != nil || purged != 5 || killed != 3 {
+		t.Fatalf("purged %d, killed %d, %v; want 5, 3", purged, killed, err)
+	}
+	if n, _ := redis.Int(db.Do(t, "LLEN", "queue:t"), nil); n != 0 {
+		t.Fatalf("queue holds %d jobs", n)
+	}
+	if n, _ := redis.Int(db.Do(t, "ZCARD", "retry"), nil); n != 0 {
+		t.Fatalf("retry holds %d jobs", n)
+	}
+	dead, _ := redis.Strings(db.Do(t, "ZRANGE", "dead", 0, -1), nil)
+	all := strings.Join(dead, "\n")
+	for _, want := range []string{"not json", `"error_message":"uninitialized constant Foreign (not ours)"`, `"jid":"q1"`, `"error_class":"Pallarel::LeftoverJob"`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("dead set lacks %s: %v", want, dead)
+		}
+	}
+	if strings.Contains(all, "own-") {
+		t.Errorf("the queue's own jobs went to the dead set: %v", dead)
+	}
+}
