@@ -1,6 +1,7 @@
 package sidekiq
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -77,6 +78,37 @@ func (w queueWeights) MarshalJSON() ([]byte, error) {
 		b = strconv.AppendInt(b, int64(q.Weight), 10)
 	}
 	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads a weights hash back in its order, so the read API
+// (Processes, and through it the supervisor's consumers of a queue) can
+// decode the info it wrote. Ruby writes integer weights; anything else
+// in a value is refused.
+func (w *queueWeights) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return fmt.Errorf("weights: want an object")
+	}
+	var out queueWeights
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("weights: %w", err)
+		}
+		name, _ := t.(string)
+		var n json.Number
+		if err := dec.Decode(&n); err != nil {
+			return fmt.Errorf("weights of %q: %w", name, err)
+		}
+		weight, err := n.Int64()
+		if err != nil {
+			return fmt.Errorf("weights of %q: %w", name, err)
+		}
+		out = append(out, QueueWeight{Name: name, Weight: int(weight)})
+	}
+	*w = out
+	return nil
 }
 
 // floatSeconds formats t as float epoch seconds with a fraction.

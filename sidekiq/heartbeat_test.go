@@ -2,6 +2,7 @@ package sidekiq
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -101,5 +102,28 @@ func TestHeartbeatActsOnWebUISignals(t *testing.T) {
 	}
 	if want := []string{"quiet", "dump", "stop"}; !slices.Equal(b.events, want) {
 		t.Fatalf("events %q, want %q", b.events, want)
+	}
+}
+
+// TestProcessesReadsTheInfoItWrote: the read API decodes a heartbeat's
+// info back, queues and weights in order. When the weights hash came to be
+// written in queue order, Processes could no longer decode it and listed
+// every Go process without its queues, so the run supervisor saw no live
+// worker on any queue and relaunched them.
+func TestProcessesReadsTheInfoItWrote(t *testing.T) {
+	t.Parallel()
+	var info processInfo
+	w := newQueueWeights([]QueueWeight{{Name: "zeta", Weight: 2}, {Name: "alpha", Weight: 1}})
+	raw, err := encodeJSON(processInfo{Queues: []string{"zeta", "alpha"}, Weights: []queueWeights{w},
+		Capsules: map[string]capsuleInfo{"default": {Concurrency: 3, Weights: w}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unmarshalNumber(raw, &info); err != nil {
+		t.Fatalf("decode %s: %v", raw, err)
+	}
+	if fmt.Sprint(info.Queues) != "[zeta alpha]" || fmt.Sprint(info.Weights) != "[[{zeta 2} {alpha 1}]]" ||
+		fmt.Sprint(info.Capsules["default"].Weights) != "[{zeta 2} {alpha 1}]" {
+		t.Fatalf("decoded %+v from %s", info, raw)
 	}
 }
