@@ -75,7 +75,12 @@ func (p *Pipeline) flushCounts(token string) {
 	d, f := e.done, e.failed
 	e.done, e.failed, e.last, e.flushing = 0, 0, p.d.Now(), false
 	pr.mu.Unlock()
-	p.writeCounts(p.base, token, d, f)
+	// Not cut short by the pipeline's stop: Close flushes the counts
+	// after it cancelled the base context, and a count lost there leaves
+	// the app's done_count short for ever (its finalizer waits on it).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.base), 10*time.Second)
+	defer cancel()
+	p.writeCounts(ctx, token, d, f)
 }
 
 func (p *Pipeline) writeCounts(ctx context.Context, token string, d, f int) {
