@@ -3,6 +3,7 @@ package sidekiq
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,7 +33,10 @@ func TestPoolTLS(t *testing.T) {
 		{"another CA", RedisTLS{CAFile: files.OtherCA, CertFile: files.ClientCert, KeyFile: files.ClientKey, ServerName: redistest.TLSServerName}, "certificate signed by unknown authority"},
 		{"the dialled address as server name", RedisTLS{CAFile: files.CA, CertFile: files.ClientCert, KeyFile: files.ClientKey}, "127.0.0.1"},
 		{"another server name", RedisTLS{CAFile: files.CA, CertFile: files.ClientCert, KeyFile: files.ClientKey, ServerName: "other.test"}, "other.test"},
-		{"no client certificate", RedisTLS{CAFile: files.CA, ServerName: redistest.TLSServerName}, "certificate"},
+		// With TLS 1.3 the server refuses a missing client certificate
+		// after the client's handshake has returned: the client reads the
+		// alert, or finds the connection already reset.
+		{"no client certificate", RedisTLS{CAFile: files.CA, ServerName: redistest.TLSServerName}, "certificate|connection reset by peer|broken pipe|EOF"},
 		{"verify none", RedisTLS{CertFile: files.ClientCert, KeyFile: files.ClientKey, Verify: "none"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,7 +53,7 @@ func TestPoolTLS(t *testing.T) {
 				t.Fatalf("SET over TLS: %v", err)
 			case tc.wantErr != "" && err == nil:
 				t.Fatalf("SET over TLS worked; want an error about %q", tc.wantErr)
-			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
+			case tc.wantErr != "" && !slices.ContainsFunc(strings.Split(tc.wantErr, "|"), func(w string) bool { return strings.Contains(err.Error(), w) }):
 				t.Fatalf("error %v, want one about %q", err, tc.wantErr)
 			}
 		})
