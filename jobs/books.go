@@ -84,14 +84,27 @@ func (p *Pipeline) runBooks(ctx context.Context, st models.CsvProcessingStatus, 
 	if why == "" {
 		return BooksGo, "only Go workers ran this run's rows", nil
 	}
-	if _, err := c.Do("SET", booksKey(token), BooksRuby); err != nil {
-		return "", "", fmt.Errorf("books of %s: %w", token, err)
+	if err := p.keepRubyBooks(ctx, token, why); err != nil {
+		return "", "", err
 	}
-	if _, err := c.Do("SADD", trackedKey, token); err != nil {
-		return "", "", fmt.Errorf("books of %s: %w", token, err)
+	return BooksRuby, why, nil
+}
+
+// keepRubyBooks records that Ruby keeps token's books, and tracks the run
+// so that its keys go when the app's finalizer ends it.
+func (p *Pipeline) keepRubyBooks(ctx context.Context, token, why string) error {
+	c, err := p.d.Pool.GetContext(ctx)
+	if err != nil {
+		return fmt.Errorf("books of %s: %w", token, err)
+	}
+	defer c.Close()
+	_ = c.Send("SET", booksKey(token), BooksRuby)
+	_ = c.Send("SADD", trackedKey, token)
+	if _, err := c.Do(""); err != nil {
+		return fmt.Errorf("books of %s: %w", token, err)
 	}
 	p.log.Info("run books: Ruby keeps them; Go pushes none of its rows again", "token", token, "why", why)
-	return BooksRuby, why, nil
+	return nil
 }
 
 // procsCache holds the live processes for one supervisor pass: runBooks

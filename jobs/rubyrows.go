@@ -98,6 +98,16 @@ func (p *Pipeline) rubyRowNumber(ctx context.Context, token, queue, jid string) 
 	if err != nil {
 		return 0, fmt.Errorf("number the rows of %s: %w", token, err)
 	}
+	// Rows that ended before Go met a Ruby split ran on a Ruby worker: the
+	// run's books are Ruby's from now on, whether or not a supervisor pass
+	// saw that worker alive (a short-lived one can start and stop between
+	// two passes, and then the finalizer waited for ever).
+	if before > 0 {
+		why := fmt.Sprintf("the database counted %d ended rows of a Ruby split before Go ran one", before)
+		if err := p.keepRubyBooks(ctx, token, why); err != nil {
+			return 0, err
+		}
+	}
 	return n, nil
 }
 
