@@ -1,11 +1,8 @@
 package interop
 
 import (
-	"context"
 	"fmt"
 	"html"
-	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -15,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -59,46 +55,13 @@ func TestRubyWebConfigRu(t *testing.T) {
 			}
 			cmd.Dir = dir
 			cmd.Env = append(os.Environ(), "REDIS_URL="+db.URL())
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			out := &e2etest.Buffer{}
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
-				t.Fatalf("start %s: %v", cmd, err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			t.Cleanup(func() {
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-				select {
-				case <-exited:
-				case <-time.After(15 * time.Second):
-					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-					<-exited
-				}
-			})
+			ui := startRubyWebUI(t, cmd)
 
 			jar, _ := cookiejar.New(nil)
 			client := &http.Client{Jar: jar, Timeout: 20 * time.Second,
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 			base := fmt.Sprintf("http://127.0.0.1:%d", port)
-			var busy string
-			deadline := time.Now().Add(60 * time.Second)
-			for {
-				status, body, err := get(client, base+"/busy")
-				if err == nil && status == 200 {
-					busy = body
-					break
-				}
-				select {
-				case err := <-exited:
-					t.Fatalf("web server exited: %v\n%s", err, out)
-				default:
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("GET /busy: %d %v\n%s", status, err, out)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			busy := ui.waitPage(t, client, base+"/busy", 60*time.Second)
 			if !strings.Contains(busy, srv.Identity()) {
 				t.Fatalf("/busy does not list the Go process %s", srv.Identity())
 			}
@@ -113,34 +76,11 @@ func TestRubyWebConfigRu(t *testing.T) {
 			}
 			res.Body.Close()
 			if res.StatusCode != 302 {
-				t.Fatalf("POST /busy quiet: %d, want 302 (the session keeps the CSRF token)\n%s", res.StatusCode, out)
+				t.Fatalf("POST /busy quiet: %d, want 302 (the session keeps the CSRF token)\n%s", res.StatusCode, ui.log)
 			}
 			waitFor(t, 10*time.Second, "Quiet from Ruby's Web UI reaches the Go server", func() bool {
 				return redisString(t, db, "HGET", srv.Identity(), "quiet") == "true"
 			})
 		})
 	}
-}
-
-func get(c *http.Client, u string) (int, string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	res, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	return res.StatusCode, string(b), err
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

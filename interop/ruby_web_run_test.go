@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -96,44 +95,10 @@ func TestRubyWebUIAsPrinted(t *testing.T) {
 			cmd := exec.Command("bash", "-c", line)
 			cmd.Dir = repo
 			cmd.Env = os.Environ()
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			log := &e2etest.Buffer{}
-			cmd.Stdout, cmd.Stderr = log, log
-			if err := cmd.Start(); err != nil {
-				t.Fatalf("start %s: %v", line, err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			t.Cleanup(func() {
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-				select {
-				case <-done:
-				case <-time.After(15 * time.Second):
-					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-					<-done
-				}
-			})
-			client := &http.Client{Timeout: 20 * time.Second}
-			var page string
-			deadline := time.Now().Add(90 * time.Second)
-			for {
-				status, body, err := get(client, fmt.Sprintf("http://127.0.0.1:%d/queues", port))
-				if err == nil && status == 200 {
-					page = body
-					break
-				}
-				select {
-				case err := <-done:
-					t.Fatalf("%s exited: %v\n%s", line, err, log)
-				default:
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("GET /queues: %d %v\n%s", status, err, log)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			ui := startRubyWebUI(t, cmd)
+			page := ui.waitPage(t, &http.Client{Timeout: 20 * time.Second}, fmt.Sprintf("http://127.0.0.1:%d/queues", port), 90*time.Second)
 			if !strings.Contains(page, tc.wantUI) {
-				t.Errorf("the queues page is not Sidekiq %s's:\n%.2000s\n%s", tc.wantUI, page, log)
+				t.Errorf("the queues page is not Sidekiq %s's:\n%.2000s\n%s", tc.wantUI, page, ui.log)
 			}
 			latency, err := queueLatency(page, "latency-probe")
 			if err != nil {
