@@ -198,6 +198,12 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 	)
 	wait.Stop()
 	defer wait.Stop()
+	// Keys Redis evicts vanish as a person's deletion does; an eviction
+	// since this count tells them apart.
+	evicted, err := p.evictions(ctx)
+	if err != nil {
+		return err
+	}
 	for !eof {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -245,6 +251,19 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			} else if !survive {
 				log.Warn("the run's queue vanished with its own keys (Redis lost data): not a cancel; the split starts again from the upload")
 				return errRedisLost
+			}
+			if now, err := p.evictions(ctx); err != nil {
+				return err
+			} else if now > evicted {
+				// Redis evicted the "queues" set (and maybe rows): list
+				// the queue again; the supervisor pushes lost rows again.
+				log.Warn("the run's queue was unlisted while Redis evicted keys (maxmemory): listed again, not a cancel", "evicted", now-evicted)
+				evicted = now
+				if err := p.relistQueue(ctx, queue); err != nil {
+					return err
+				}
+				listed = true
+				continue
 			}
 			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 		}

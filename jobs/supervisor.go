@@ -50,7 +50,9 @@ func (c SuperviseConfig) withDefaults() SuperviseConfig {
 type supervisor struct {
 	mu    sync.Mutex
 	runs  map[string]*runWatch
-	epoch string // redisEpoch at the last pass (epoch.go)
+	epoch    string // redisEpoch at the last pass (epoch.go)
+	evicted  int64  // Redis' evicted_keys at the last pass
+	lostData bool   // this pass found Redis lost data since the last one
 }
 
 type runWatch struct {
@@ -208,7 +210,16 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 
 	if hasSpec && splitDone && st.FinalizedAt == nil {
 		if !qw.Listed && recorded < total {
-			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
+			if !p.super.lostDataThisPass() {
+				return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
+			}
+			// Redis evicted Sidekiq's "queues" set (or failed over
+			// without it): list the queue again; lost rows are pushed
+			// again below.
+			if err := p.relistQueue(ctx, queue); err != nil {
+				return err
+			}
+			p.log.Warn("run supervisor: the run's queue was unlisted while Redis lost data: listed again, not a cancel", "token", token, "queue", queue)
 		}
 		held, queued, finPresent := heldRows(qw)
 		// A Ruby worker's fetch leaves no trace either: rows gone from the
