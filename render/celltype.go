@@ -2,7 +2,6 @@ package render
 
 import (
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -65,11 +64,6 @@ const maxAutoDigits = 11
 
 // maxDigits is Excel's precision: more significant digits would be changed.
 const maxDigits = 15
-
-var (
-	dateRE   = regexp.MustCompile(`^([0-9]{4})[-/]([0-9]{1,2})[-/]([0-9]{1,2})(?:[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?)?$`)
-	jpDateRE = regexp.MustCompile(`^([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日$`)
-)
 
 // Classify types one value for a cell of the given kind. The rule, for
 // KindAuto (what every column gets unless told otherwise):
@@ -176,19 +170,9 @@ func parseDate(v string) (serial float64, hasTime bool, ok bool) {
 	if len(v) < 8 || !isDigits(v[:4]) {
 		return 0, false, false
 	}
-	var parts []string
-	if m := dateRE.FindStringSubmatch(v); m != nil {
-		parts = m[1:]
-	} else if m := jpDateRE.FindStringSubmatch(v); m != nil {
-		parts = append(m[1:], "", "", "")
-	} else {
+	n, hasTime, ok := dateFields(v)
+	if !ok {
 		return 0, false, false
-	}
-	n := make([]int, 6)
-	for i, p := range parts {
-		if p != "" {
-			n[i], _ = strconv.Atoi(p)
-		}
 	}
 	y, mo, d, h, mi, s := n[0], n[1], n[2], n[3], n[4], n[5]
 	if mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59 {
@@ -199,7 +183,79 @@ func parseDate(v string) (serial float64, hasTime bool, ok bool) {
 		return 0, false, false // 2023-02-30 normalised to March: not a date
 	}
 	days := t.Sub(excelEpoch).Seconds() / 86400
-	return days, parts[3] != "", true
+	return days, hasTime, true
+}
+
+// dateFields reads the date forms a value may take, without a regexp (this
+// runs for every value that starts with four digits):
+//
+//	^([0-9]{4})[-/]([0-9]{1,2})[-/]([0-9]{1,2})(?:[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?)?$
+//	^([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日$
+//
+// n is year, month, day, hour, minute, second (0 where absent); hasTime
+// tells whether the hour was given.
+func dateFields(v string) (n [6]int, hasTime, ok bool) {
+	p := 0
+	// digits reads from lo to hi digits at p.
+	digits := func(lo, hi int) (int, bool) {
+		x, i := 0, 0
+		for i < hi && p+i < len(v) && v[p+i] >= '0' && v[p+i] <= '9' {
+			x = x*10 + int(v[p+i]-'0')
+			i++
+		}
+		p += i
+		return x, i >= lo
+	}
+	// lit reads s at p.
+	lit := func(s string) bool {
+		if strings.HasPrefix(v[p:], s) {
+			p += len(s)
+			return true
+		}
+		return false
+	}
+	sep := func() bool { return lit("-") || lit("/") }
+	var okY, okMo, okD bool
+	if n[0], okY = digits(4, 4); !okY {
+		return n, false, false
+	}
+	if lit("年") {
+		if n[1], okMo = digits(1, 2); !okMo || !lit("月") {
+			return n, false, false
+		}
+		if n[2], okD = digits(1, 2); !okD || !lit("日") || p != len(v) {
+			return n, false, false
+		}
+		return n, false, true
+	}
+	if !sep() {
+		return n, false, false
+	}
+	if n[1], okMo = digits(1, 2); !okMo || !sep() {
+		return n, false, false
+	}
+	if n[2], okD = digits(1, 2); !okD {
+		return n, false, false
+	}
+	if p == len(v) {
+		return n, false, true
+	}
+	if !lit(" ") && !lit("T") {
+		return n, false, false
+	}
+	var okH, okMi, okS bool
+	if n[3], okH = digits(1, 2); !okH || !lit(":") {
+		return n, false, false
+	}
+	if n[4], okMi = digits(2, 2); !okMi {
+		return n, false, false
+	}
+	if lit(":") {
+		if n[5], okS = digits(2, 2); !okS {
+			return n, false, false
+		}
+	}
+	return n, true, p == len(v)
 }
 
 func isDigits(s string) bool {

@@ -32,21 +32,47 @@ type Row struct {
 // Columns returns the names to render in order: Headers, then any other Fields keys sorted.
 func (r Row) Columns() []string {
 	cols := make([]string, 0, max(len(r.Headers), len(r.Fields)))
-	seen := make(map[string]bool, len(r.Headers))
+	// Rows have a few dozen columns at most: a linear look-up costs less
+	// than a map made for every row (this runs once a row).
+	var seen map[string]bool
+	if len(r.Headers) > 32 {
+		seen = make(map[string]bool, len(r.Headers))
+	}
+	has := func(h string) bool {
+		if seen != nil {
+			return seen[h]
+		}
+		return slices.Contains(cols, h)
+	}
 	for _, h := range r.Headers {
-		if !seen[h] {
-			seen[h] = true
+		if !has(h) {
+			if seen != nil {
+				seen[h] = true
+			}
 			cols = append(cols, h)
 		}
 	}
+	if len(r.Fields) == len(cols) && r.fieldsAll(cols) {
+		return cols // no field beyond the headers
+	}
 	var extra []string
 	for k := range r.Fields {
-		if !seen[k] {
+		if !has(k) {
 			extra = append(extra, k)
 		}
 	}
 	sort.Strings(extra)
 	return append(cols, extra...)
+}
+
+// fieldsAll reports whether every one of cols is a key of r.Fields.
+func (r Row) fieldsAll(cols []string) bool {
+	for _, c := range cols {
+		if _, ok := r.Fields[c]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Renderer writes one row as one file.

@@ -5,8 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // XLSX renders a row as an Excel workbook with typed cells (see Classify for
@@ -103,11 +103,18 @@ func NewXLSX() *XLSX {
 // stampDefaultSheet writes the default layout's sheet for row.
 func stampDefaultSheet(w *bufio.Writer, row Row) error {
 	cols := row.Columns()
+	type column struct {
+		name string
+		kind CellKind
+	}
+	var buf [32]column // no allocation for most rows
+	named := buf[:0]
 	widest := 10.0
 	for _, c := range cols {
-		name, _ := ColumnKind(c)
+		name, kind := ColumnKind(c)
+		named = append(named, column{name, kind})
 		// East Asian characters are about two columns wide.
-		widest = max(widest, float64(len([]rune(name))*2+2))
+		widest = max(widest, float64(utf8.RuneCountInString(name)*2+2))
 	}
 	w.WriteString(xmlHeader)
 	w.WriteString(`<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">`)
@@ -115,29 +122,28 @@ func stampDefaultSheet(w *bufio.Writer, row Row) error {
 	w.WriteString(`<sheetPr><pageSetUpPr fitToPage="1"/></sheetPr><dimension ref="A1`)
 	if len(cols) > 0 {
 		w.WriteString(":B")
-		w.WriteString(strconv.Itoa(len(cols)))
+		writeInt(w, len(cols))
 	}
 	w.WriteString(`"/><sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/><cols><col min="1" max="1" width="`)
-	w.WriteString(strconv.FormatFloat(min(widest, 60), 'f', -1, 64))
+	writeFloat(w, min(widest, 60))
 	w.WriteString(`" customWidth="1"/><col min="2" max="2" width="`)
-	w.WriteString(strconv.Itoa(valueWidth))
+	writeInt(w, valueWidth)
 	w.WriteString(`" customWidth="1"/></cols><sheetData>`)
 	for i, c := range cols {
-		r := strconv.Itoa(i + 1)
-		name, kind := ColumnKind(c)
+		name, kind := named[i].name, named[i].kind
 		w.WriteString(`<row r="`)
-		w.WriteString(r)
+		writeInt(w, i+1)
 		w.WriteByte('"')
 		// Spreadsheet programs do not grow a row for wrapped text when
 		// they open a file, so a value on several lines gets its height.
 		if lines := max(textLines(name, int(min(widest, 60))), textLines(row.Fields[c], valueWidth)); lines > 1 {
 			w.WriteString(` ht="`)
-			w.WriteString(strconv.Itoa(min(lines*15, 409)))
+			writeInt(w, min(lines*15, 409))
 			w.WriteString(`" customHeight="1"`)
 		}
 		w.WriteString(`>`)
-		writeCell(w, "", "A"+r, styleHeader, Cell{Kind: KindText, Text: name}, 0, 0, 0)
-		writeCell(w, "", "B"+r, styleText, Classify(row.Fields[c], kind), styleNumber, styleDate, styleDateTime)
+		writeCellAt(w, 'A', i+1, styleHeader, Cell{Kind: KindText, Text: name}, 0, 0, 0)
+		writeCellAt(w, 'B', i+1, styleText, Classify(row.Fields[c], kind), styleNumber, styleDate, styleDateTime)
 		w.WriteString(`</row>`)
 	}
 	w.WriteString(`</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>`)

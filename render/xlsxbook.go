@@ -138,6 +138,31 @@ func writeCell(w *bufio.Writer, prefix, ref string, s int, c Cell, numStyle, dat
 	w.WriteString(prefix)
 	w.WriteString(`c r="`)
 	w.WriteString(ref)
+	writeCellRest(w, prefix, s, c, numStyle, dateStyle, dateTimeStyle)
+}
+
+// writeCellAt is writeCell, unprefixed, at column col (one letter) of row
+// (its digits), without building the reference string.
+func writeCellAt(w *bufio.Writer, col byte, row int, s int, c Cell, numStyle, dateStyle, dateTimeStyle int) {
+	w.WriteString(`<c r="`)
+	w.WriteByte(col)
+	writeInt(w, row)
+	writeCellRest(w, "", s, c, numStyle, dateStyle, dateTimeStyle)
+}
+
+// writeInt writes n in decimal into w's own buffer (a stack buffer passed
+// to Write escapes: one allocation a number).
+func writeInt(w *bufio.Writer, n int) {
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(n), 10))
+}
+
+// writeFloat writes f as strconv's 'f', -1 does, into w's own buffer.
+func writeFloat(w *bufio.Writer, f float64) {
+	w.Write(strconv.AppendFloat(w.AvailableBuffer(), f, 'f', -1, 64))
+}
+
+// writeCellRest writes a cell's element after its reference.
+func writeCellRest(w *bufio.Writer, prefix string, s int, c Cell, numStyle, dateStyle, dateTimeStyle int) {
 	w.WriteByte('"')
 	switch c.Kind {
 	case KindNumber, KindDate:
@@ -154,8 +179,7 @@ func writeCell(w *bufio.Writer, prefix, ref string, s int, c Cell, numStyle, dat
 		w.WriteString(` t="n"><`)
 		w.WriteString(prefix)
 		w.WriteString("v>")
-		var nb [32]byte
-		w.Write(strconv.AppendFloat(nb[:0], c.Number, 'f', -1, 64))
+		writeFloat(w, c.Number)
 		w.WriteString("</")
 		w.WriteString(prefix)
 		w.WriteString("v></")
@@ -190,8 +214,7 @@ func writeCell(w *bufio.Writer, prefix, ref string, s int, c Cell, numStyle, dat
 func writeStyle(w *bufio.Writer, s int) {
 	if s > 0 {
 		w.WriteString(` s="`)
-		var nb [20]byte
-		w.Write(strconv.AppendInt(nb[:0], int64(s), 10))
+		writeInt(w, s)
 		w.WriteByte('"')
 	}
 }
