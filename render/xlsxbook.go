@@ -1,7 +1,6 @@
 package render
 
 import (
-	"archive/zip"
 	"bufio"
 	"bytes"
 	"compress/flate"
@@ -71,39 +70,20 @@ var partBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 var bufWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(io.Discard, 32<<10) }}
 
-type pooledFlate struct{ *flate.Writer }
-
-func (p pooledFlate) Close() error {
-	err := p.Writer.Close()
-	flateWriters.Put(p.Writer)
-	return err
-}
-
 // write writes the workbook for row to w, every entry dated now.
 func (b *book) write(w io.Writer, row Row, now time.Time) error {
-	zw := zip.NewWriter(w)
-	zw.RegisterCompressor(zip.Deflate, func(out io.Writer) (io.WriteCloser, error) {
-		fw := flateWriters.Get().(*flate.Writer)
-		fw.Reset(out)
-		return pooledFlate{fw}, nil
-	})
 	dosDate, dosTime := msDosTime(now)
+	zw := newPartZip(w, dosDate, dosTime)
+	defer zw.release()
 	for _, p := range b.parts {
-		hdr := &zip.FileHeader{Name: p.name, Method: zip.Deflate, Modified: now}
 		if p.stamp == nil {
-			hdr.CRC32, hdr.CompressedSize64, hdr.UncompressedSize64 = p.crc, uint64(len(p.raw)), p.size
-			// CreateRaw, unlike CreateHeader, does not turn Modified into the MS-DOS fields.
-			hdr.ModifiedDate, hdr.ModifiedTime = dosDate, dosTime
-			pw, err := zw.CreateRaw(hdr)
-			if err != nil {
-				return fmt.Errorf("zip %s: %w", p.name, err)
-			}
-			if _, err := pw.Write(p.raw); err != nil {
-				return fmt.Errorf("zip %s: %w", p.name, err)
+			zw.entry(p.name, zipDeflate, p.crc, p.raw, int64(p.size))
+			if zw.err != nil {
+				return fmt.Errorf("zip %s: %w", p.name, zw.err)
 			}
 			continue
 		}
-		sp := &spillPart{zw: zw, hdr: hdr, buf: partBufs.Get().(*bytes.Buffer)}
+		sp := &spillPart{zw: zw, name: p.name, buf: partBufs.Get().(*bytes.Buffer)}
 		sp.buf.Reset()
 		bw := bufWriters.Get().(*bufio.Writer)
 		bw.Reset(sp)
@@ -123,7 +103,7 @@ func (b *book) write(w io.Writer, row Row, now time.Time) error {
 			return fmt.Errorf("zip %s: %w", p.name, err)
 		}
 	}
-	return zw.Close()
+	return zw.close()
 }
 
 // maxCellChars is Excel's limit on a cell's text, in UTF-16 code units;
@@ -297,10 +277,11 @@ func cellRef(col, r int) string {
 // storeBelow (then stored), deflated as it comes once it is bigger, so a
 // big sheet is never held whole.
 type spillPart struct {
-	zw  *zip.Writer
-	hdr *zip.FileHeader
-	buf *bytes.Buffer
-	w   io.Writer // the deflating entry, once spilled
+	zw   *partZip
+	name string
+	buf  *bytes.Buffer
+	w    *zipStream // the deflating entry, once spilled
+	fw   *flate.Writer
 }
 
 func (s *spillPart) Write(p []byte) (int, error) {
@@ -310,28 +291,23 @@ func (s *spillPart) Write(p []byte) (int, error) {
 	if s.buf.Len()+len(p) < storeBelow {
 		return s.buf.Write(p)
 	}
-	w, err := s.zw.CreateHeader(s.hdr) // Deflate
-	if err != nil {
+	s.fw = flateWriters.Get().(*flate.Writer)
+	s.w = s.zw.deflated(s.name, s.fw)
+	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return 0, err
 	}
-	if _, err := w.Write(s.buf.Bytes()); err != nil {
-		return 0, err
-	}
-	s.w = w
-	return w.Write(p)
+	return s.w.Write(p)
 }
 
 func (s *spillPart) close() error {
 	if s.w != nil {
-		return nil // archive/zip closes the entry with the next one
-	}
-	s.hdr.Method = zip.Store
-	w, err := s.zw.CreateHeader(s.hdr)
-	if err != nil {
+		err := s.w.close()
+		s.fw.Reset(io.Discard)
+		flateWriters.Put(s.fw)
 		return err
 	}
-	_, err = w.Write(s.buf.Bytes())
-	return err
+	s.zw.entry(s.name, zipStore, bufferedCRC(s.buf), s.buf.Bytes(), int64(s.buf.Len()))
+	return s.zw.err
 }
 
 // msDosTime is a zip entry's MS-DOS date and time for t (two-second steps,
