@@ -400,6 +400,12 @@ func (c *cluster) verify(token, prefix string, n int) result {
 		seen[row]++
 		switch rec[2] {
 		case "done":
+			if rec[1] == "" && strings.Contains(rec[3], "ruby/") {
+				// Run by a Ruby worker: its file is one of the ZIP's
+				// ruby/ entries, which checkZipRows reads.
+				r.done++
+				continue
+			}
 			f := files[rec[1]]
 			if f == nil {
 				c.t.Errorf("row %d: file %q missing from the ZIP", row, rec[1])

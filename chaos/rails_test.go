@@ -14,7 +14,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/e2etest"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
@@ -35,6 +38,9 @@ import (
 
 // peersRoot is the sidekiq-peers chroot: Ruby's /tmp/reports is under it.
 const peersRoot = "/opt/sidekiq7"
+
+// appReportsDir is the Ruby workers' /tmp/reports as Go sees it.
+const appReportsDir = peersRoot + "/tmp/reports"
 
 // mixRows is the size of each mixed run.
 const mixRows = 2000
@@ -72,7 +78,9 @@ func freshMariaDB(t *testing.T) *railsDB {
 func newRailsCluster(t *testing.T, env ...string) (*cluster, *railsDB) {
 	t.Helper()
 	db := freshMariaDB(t)
-	c := newCluster(t, append([]string{"DATABASE_URL=" + db.url, "SUPERVISE_INTERVAL=1s"}, env...)...)
+	// Go sees the Ruby workers' /tmp/reports (the chroot's) as the app's
+	// reports dir, as on one host or a shared volume.
+	c := newCluster(t, append([]string{"DATABASE_URL=" + db.url, "SUPERVISE_INTERVAL=1s", "APP_REPORTS_DIR=" + appReportsDir}, env...)...)
 	gdb, err := models.Open(context.Background(), models.DBConfig{URL: db.url, MaxOpenConns: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -213,8 +221,7 @@ func waitStatusGone(t *testing.T, db *railsDB, token string) {
 }
 
 // checkRubyZip reads the ZIP the app's finalizer wrote for token and
-// checks that it holds every one of n rows exactly once (each file is the
-// row hash the Ruby row job got).
+// checks that it holds every one of n rows exactly once (checkZipRows).
 func checkRubyZip(t *testing.T, token, typ, prefix string, n int) {
 	t.Helper()
 	path := filepath.Join(peersRoot, "tmp", "reports", token+"_"+typ+".zip")
@@ -224,17 +231,41 @@ func checkRubyZip(t *testing.T, token, typ, prefix string, n int) {
 		t.Fatalf("the app's ZIP: %v", err)
 	}
 	defer zr.Close()
+	checkZipRows(t, "the app's ZIP", zr.File, prefix, n)
+}
+
+// goCopy is the name of a Go row file: row-NNNNNN-<id>.<ext>.
+var goCopy = regexp.MustCompile(`^row-[0-9]{6}-(.+)\.[a-z]+$`)
+
+// checkZipRows checks that the row files of a ZIP (either finalizer's; the
+// manifest aside) hold every one of n rows exactly once, and nothing else:
+// the app's row job writes the row hash it got as JSON; Go's files are
+// named by their row's id and hold it.
+func checkZipRows(t *testing.T, what string, files []*zip.File, prefix string, n int) {
+	t.Helper()
 	seen := map[string]int{}
-	for _, f := range zr.File {
+	rowFiles := 0
+	for _, f := range files {
+		if f.Name == "manifest.csv" {
+			continue
+		}
+		rowFiles++
 		rc, err := f.Open()
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(rc)
 		rc.Close()
+		if m := goCopy.FindStringSubmatch(path.Base(f.Name)); m != nil {
+			if !strings.Contains(string(unpackXLSX(body)), m[1]) {
+				t.Fatalf("%s: %s lacks its row's id", what, f.Name)
+			}
+			seen[m[1]]++
+			continue
+		}
 		var row map[string]any
 		if err := json.Unmarshal(body, &row); err != nil {
-			t.Fatalf("%s: %v: %q", f.Name, err, body)
+			t.Fatalf("%s: %s: %v: %q", what, f.Name, err, body)
 		}
 		seen[fmt.Sprint(row["個別識別番号"])]++
 	}
@@ -247,9 +278,41 @@ func checkRubyZip(t *testing.T, token, typ, prefix string, n int) {
 			dup += k - 1
 		}
 	}
-	if lost != 0 || dup != 0 || len(zr.File) != n {
-		t.Fatalf("the app's ZIP holds %d files for %d rows: %d rows lost, %d duplicated", len(zr.File), n, lost, dup)
+	if lost != 0 || dup != 0 || rowFiles != n {
+		t.Fatalf("%s holds %d files for %d rows: %d rows lost, %d duplicated", what, rowFiles, n, lost, dup)
 	}
+}
+
+// goZip downloads the ZIP Go's finalizer made for token.
+func (c *cluster) goZip(token string) []*zip.File {
+	c.t.Helper()
+	resp, err := http.Get(c.base + "/csv_processing/" + token + "/download")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		c.t.Fatalf("Go's ZIP: %s: %v", resp.Status, err)
+	}
+	return zr.File
+}
+
+// checkEitherZip checks the ZIP of whichever finalizer ended the run (the
+// report's file: Go's result key, or the app's local ZIP) for every row
+// once, and client_reports.count.
+func (c *cluster) checkEitherZip(rep models.ClientReport, token, prefix string, n int) (byGo bool) {
+	c.t.Helper()
+	if rep.Count != n {
+		c.t.Errorf("client_reports.count = %d, want %d", rep.Count, n)
+	}
+	if rep.File == contract.ResultKey(token) {
+		checkZipRows(c.t, "Go's ZIP", c.goZip(token), prefix, n)
+		return true
+	}
+	checkRubyZip(c.t, token, "xlsx", prefix, n)
+	return false
 }
 
 // tokenKeys lists the pallarel keys of token left in Redis, with their TTLs.
@@ -389,10 +452,8 @@ func checkZipOrder(t *testing.T, c *cluster, token string) {
 // other: Go's supervisor, seeing the Ruby worker, pushes none again (it
 // used to push the rows Ruby finished 7-8 times), the app's done_count,
 // which both sides add to, ends at the row count and never passes it, and
-// the run ends with its Redis state gone. Each side's row files stay on
-// its own machine (Ruby's /tmp/reports, Go's storage), so the ZIP of
-// whichever finalizer ends the run holds that side's rows only (README,
-// "Mixing sides on one token").
+// the run ends with its Redis state gone. Either side's finalizer may end
+// it; with APP_REPORTS_DIR shared, its ZIP holds every row once.
 func TestRailsRollingDeploy(t *testing.T) {
 	c, db := newRailsCluster(t)
 	c.worker("report", 2, "report", "default")
@@ -431,9 +492,31 @@ func TestRailsRollingDeploy(t *testing.T) {
 	if goRows == 0 || goRows >= mixRows {
 		t.Fatalf("the deploy's two sides did not both work this run")
 	}
-	// Go's ledger never holds every row, so the app's finalizer ended it.
-	waitStatusGone(t, db, u.Token)
+	rep := waitReport(t, db, u.ReportID, time.Second)
+	if byGo := c.checkEitherZip(rep, u.Token, "RD", mixRows); !byGo {
+		waitStatusGone(t, db, u.Token)
+	} else {
+		t.Logf("Go's finalizer ended the run")
+	}
 	c.waitNoKeys(u.Token, 30*time.Second)
+	c.checkAppDirGone(u.Token)
+}
+
+// checkAppDirGone checks the run's folder in the app's reports dir went
+// with the run, whichever finalizer ended it.
+func (c *cluster) checkAppDirGone(token string) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := os.Stat(filepath.Join(appReportsDir, token))
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the run's folder in the app's reports dir is still there: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waitRubyServes waits for a live Ruby Sidekiq (no "pallarel" label) to
@@ -464,8 +547,9 @@ func (c *cluster) waitRubyServes(queue string) {
 // worker runs the first rows and is stopped, and Go's token worker takes
 // the rest. Go numbers the rows it finds after those Ruby ended, and its
 // finalizer ends the run once done_count says every row ended: each row in
-// the manifest once, Go's rows with their files under their CSV numbers,
-// Ruby's marked as run by Ruby (their files stayed on the Ruby worker);
+// the manifest once and done, Go's rows with their files under their CSV
+// numbers, Ruby's marked as run by Ruby, their files (from the shared
+// APP_REPORTS_DIR) in the ZIP under ruby/: every row's file once;
 // client_reports.count is the files in the ZIP.
 func TestRailsSwitchRubyToGo(t *testing.T) {
 	c, db := newRailsCluster(t)
@@ -500,23 +584,19 @@ func TestRailsSwitchRubyToGo(t *testing.T) {
 	if r.lost != 0 || r.duplicates != 0 {
 		t.Fatalf("rows lost %d, duplicated %d (must be 0)", r.lost, r.duplicates)
 	}
-	if r.failed != rubyRan || r.done != mixRows-rubyRan || rep.Count != r.done {
+	if r.failed != 0 || r.done != mixRows || rep.Count != mixRows {
 		t.Errorf("Ruby ran %d rows: manifest done %d failed %d, client_reports.count %d", rubyRan, r.done, r.failed, rep.Count)
 	}
-	for row, why := range r.failures {
-		if !strings.Contains(why, "Ruby worker") {
-			t.Errorf("row %d failed: %q", row, why)
-			break
-		}
-	}
+	checkZipRows(t, "Go's ZIP", c.goZip(split.Token), "SW", mixRows)
+	c.checkAppDirGone(split.Token)
 }
 
 // A switch mid-run, Go to Ruby (a rollback): Go splits, Go's token worker
 // runs the first rows and is stopped, and the app's Ruby worker runs the
-// rest and finalizes. No row runs twice: Go pushes none again, the rows in
-// the app's ZIP and those Go ran add up to the run, done_count is exact,
-// and Go's Redis state and row files go once the app deleted the status
-// row. Go's rows are not in the app's ZIP (README, Known limitations).
+// rest and finalizes. No row runs twice: Go pushes none again, the app's
+// ZIP holds every row once (Go's from their copies in the shared
+// APP_REPORTS_DIR), done_count is exact, and Go's Redis state and row
+// files go once the app deleted the status row.
 func TestRailsSwitchGoToRuby(t *testing.T) {
 	c, db := newRailsCluster(t)
 	c.worker("report", 2, "report", "default")
@@ -533,9 +613,10 @@ func TestRailsSwitchGoToRuby(t *testing.T) {
 	}
 	c.startRubyApp(db, u.Queue)
 	rep := waitReport(t, db, u.ReportID, 3*time.Minute)
-	if rep.Count != mixRows-goRan {
-		t.Errorf("client_reports.count %d, want the %d rows Ruby ran (Go ran %d)", rep.Count, mixRows-goRan, goRan)
+	if rep.Count != mixRows {
+		t.Errorf("client_reports.count %d, want %d (Go ran %d)", rep.Count, mixRows, goRan)
 	}
+	checkRubyZip(t, u.Token, "xlsx", "SG", mixRows)
 	if strings.Contains(c.procs["server"].log.String(), "pushing them again") {
 		t.Errorf("Go's supervisor pushed rows again in a run Ruby took over")
 	}

@@ -77,6 +77,12 @@ type Config struct {
 	LocalSave bool
 	// StorageDir is STORAGE_DIR, the Local store root. Defaults to DATA_DIR/storage.
 	StorageDir string
+	// AppReportsDir is APP_REPORTS_DIR: where this process sees the Rails
+	// app's worker-local /tmp/reports, when Ruby workers of the same runs
+	// write there too (the same host, or a volume both mount). Go's row
+	// jobs then put a copy of each row file there and Go's finalizer zips
+	// the app's files it finds. Default: none (Go never touches it).
+	AppReportsDir string
 	// S3 is the bucket (REPORT_S3_BUCKET_NAME, else AWS_S3_BUCKET).
 	S3 storage.S3Config
 	// S3Client is AWS_REGION, AWS_ENDPOINT_URL_S3 and S3_FORCE_PATH_STYLE.
@@ -330,6 +336,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	c.StorageDir = l.str("STORAGE_DIR", filepath.Join(c.DataDir, "storage"))
+	if c.AppReportsDir = l.str("APP_REPORTS_DIR", ""); c.AppReportsDir != "" && !filepath.IsAbs(c.AppReportsDir) {
+		l.fail("APP_REPORTS_DIR", "want an absolute path (the folder the app's /tmp/reports is seen at)")
+	}
 	c.S3 = storage.S3Config{Bucket: bucket}
 
 	c.Region = l.str("AWS_REGION", DefaultRegion)

@@ -107,6 +107,7 @@ func TestLoad(t *testing.T) {
 			c.StorageDir = "/var/lib/pallarel/storage"
 		}},
 		{"storage dir", with(nil, "STORAGE_DIR", "/srv/files"), func(c *Config) { c.StorageDir = "/srv/files" }},
+		{"app reports dir", with(nil, "APP_REPORTS_DIR", "/mnt/shared/reports"), func(c *Config) { c.AppReportsDir = "/mnt/shared/reports" }},
 		{"bucket turns local save off", with(nil, "REPORT_S3_BUCKET_NAME", "b"), func(c *Config) { c.S3.Bucket = "b"; c.LocalSave = false }},
 		{"seed readme bucket name", with(nil, "AWS_S3_BUCKET", "b2"), func(c *Config) { c.S3.Bucket = "b2"; c.LocalSave = false }},
 		{"rails bucket name wins", with(nil, "AWS_S3_BUCKET", "b2", "REPORT_S3_BUCKET_NAME", "b1"), func(c *Config) { c.S3.Bucket = "b1"; c.LocalSave = false }},
@@ -264,6 +265,7 @@ func TestLoadErrors(t *testing.T) {
 		{"webhook scheme", map[string]string{"WEBHOOK_URL": "ftp://x/y"}, []string{"WEBHOOK_URL: want an http or https URL"}},
 		{"webhook allow", map[string]string{"WEBHOOK_ALLOW_CIDRS": "intranet"}, []string{"WEBHOOK_ALLOW_CIDRS:"}},
 		{"webhook proxy", map[string]string{"WEBHOOK_PROXY": "socks5://x:1"}, []string{"WEBHOOK_PROXY: want an http or https proxy URL"}},
+		{"app reports dir relative", map[string]string{"APP_REPORTS_DIR": "tmp/reports"}, []string{"APP_REPORTS_DIR: want an absolute path"}},
 		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "lb.internal"}, []string{"TRUSTED_PROXIES:"}},
 		{"idle timeout negative", map[string]string{"WORKER_IDLE_TIMEOUT": "-5m"}, []string{"WORKER_IDLE_TIMEOUT: want a positive duration"}},
 		{"ecs command with the binary", map[string]string{"ECS_SIDEKIQ_COMMAND": `["/app/worker","-q","{queue}"]`}, []string{"ECS_SIDEKIQ_COMMAND: want a JSON array of the worker's arguments"}},

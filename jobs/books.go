@@ -180,9 +180,11 @@ func (p *Pipeline) dropOrphans(ctx context.Context) error {
 		if !errors.Is(err, models.ErrNotFound) {
 			return err
 		}
-		// Rows Go ran before Ruby took the run over: their files are not
-		// in the app's ZIP, and nothing will read them now.
+		// Rows Go ran before Ruby took the run over: the app's ZIP has
+		// their copies (APP_REPORTS_DIR) or lacks them; nothing will read
+		// them now.
 		p.packer.Release(token)
+		p.removeAppDir(token)
 		if err := p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)); err != nil {
 			return fmt.Errorf("drop row files of %s: %w", token, err)
 		}

@@ -109,6 +109,7 @@ func (p *Pipeline) cleanupEnded(ctx context.Context, token, queue string) {
 	if err := p.d.Store.DeletePrefix(ctx, contract.RowKeyPrefix(token)); err != nil {
 		log.Warn("ended run: delete row files", "err", err)
 	}
+	p.removeAppDir(token)
 	p.warnIf(p.ledger.Expire(ctx, token, 7*24*time.Hour), "Expire")
 }
 

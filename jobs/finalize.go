@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/pallarel/pallarel/contract"
@@ -71,15 +72,17 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		}
 	}
 	timedOut := now.Sub(time.Unix(startedAt, 0)) >= time.Duration(maxWait)*time.Second
-	missing := ""
+	var missing missingRows
 	if timedOut {
-		missing = "no result before max_wait_sec"
+		missing.reason = "no result before max_wait_sec"
 	}
 	if ended < status.TotalCount && !timedOut && p.rubyRanTheRest(ctx, status, ended) {
 		// Ruby keeps the books and the database counts every row ended:
 		// the rows Go has no result for ran on a Ruby worker, whose files
-		// stay on its machine (books.go).
-		ended, missing = status.TotalCount, "run by a Ruby worker: its file stayed in that worker's /tmp/reports"
+		// are in APP_REPORTS_DIR when Go shares it, else on that worker's
+		// machine (books.go, appdir.go).
+		ended, missing = status.TotalCount, missingRows{ruby: true,
+			reason: "run by a Ruby worker: its file stayed in that worker's /tmp/reports"}
 	}
 	if ended < status.TotalCount && !timedOut {
 		again, err := finalizeJob(queue, dir, typ, reportID, token, interval, maxWait, startedAt)
@@ -121,14 +124,33 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	return nil
 }
 
+// missingRows says what the rows with no result in Go's ledger are.
+type missingRows struct {
+	// reason, when set, fails them with this reason (the wait ran out, or
+	// Ruby ran them); else only a numbered run's missing rows fail.
+	reason string
+	// ruby: a Ruby worker ran them. Their files, when Go finds the app's
+	// in APP_REPORTS_DIR, go in the ZIP under ruby/, and the rows count as
+	// done.
+	ruby bool
+}
+
+// rubyRowNote is the manifest's word on a row a Ruby worker ran, whose file
+// is in the ZIP under a name of the app's.
+const rubyRowNote = "run by a Ruby worker: its file is one of the ZIP's ruby/ entries (the app's file names do not give the row)"
+
 // finalize writes the ZIP and returns the number of row files in it. It
 // streams: the ledger is read in chunks, row files come from storage one by
 // one (packs a few at a time) and the manifest is spooled to a temporary
 // file, so memory does not grow with the number of rows.
-//
-// missingReason, when set, is the reason given to rows with no result (the wait
-// ran out, or Ruby ran them); else only a numbered run's missing rows fail.
-func (p *Pipeline) finalize(ctx context.Context, token string, total int, missingReason string) (int, error) {
+func (p *Pipeline) finalize(ctx context.Context, token string, total int, miss missingRows) (int, error) {
+	var appFiles []string
+	if miss.ruby {
+		var err error
+		if appFiles, err = p.appFiles(token); err != nil {
+			return 0, err
+		}
+	}
 	spool, err := os.CreateTemp("", "pallarel-manifest-*.csv")
 	if err != nil {
 		return 0, fmt.Errorf("manifest spool: %w", err)
@@ -186,10 +208,19 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, missin
 			numbered = numbered || r.Row > 0
 			return add(r)
 		})
-		if err == nil && (missingReason != "" || numbered) {
-			reason := cmp.Or(missingReason, "no result recorded")
+		rubyDone := miss.ruby && len(appFiles) > 0 && len(appFiles) >= len(missing)
+		if err == nil && rubyDone {
+			err = p.zipAppFiles(zw, appFiles)
+			count += len(appFiles)
+		}
+		if err == nil && (miss.reason != "" || numbered) {
+			r := ledger.RowResult{Status: "failed", Error: cmp.Or(miss.reason, "no result recorded")}
+			if rubyDone {
+				r.Status, r.Error = "done", rubyRowNote
+			}
 			for _, n := range missing {
-				if err = add(ledger.RowResult{Row: n, Key: ledger.RowKey(n, ""), Status: "failed", Error: reason}); err != nil {
+				r.Row, r.Key = n, ledger.RowKey(n, "")
+				if err = add(r); err != nil {
 					break
 				}
 			}
@@ -222,6 +253,22 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, missin
 		return 0, err
 	}
 	return count, nil
+}
+
+// zipAppFiles adds the app's row files (full paths) under ruby/.
+func (p *Pipeline) zipAppFiles(zw *reportzip.Writer, files []string) error {
+	for _, f := range files {
+		r, err := os.Open(f)
+		if err != nil {
+			return fmt.Errorf("APP_REPORTS_DIR: %w", err)
+		}
+		_, err = zw.Add("ruby/"+filepath.Base(f), r, p.d.Now())
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("zip %s: %w", f, err)
+		}
+	}
+	return nil
 }
 
 // stopWorker stops the token's worker; if that fails it tries again later

@@ -62,6 +62,10 @@ type Deps struct {
 	WebhookProxy *url.URL
 	// TemplateLimits bound an XLSX template a run names (zero fields: render's defaults).
 	TemplateLimits render.TemplateLimits
+	// AppReportsDir (APP_REPORTS_DIR) is where this process sees the Rails
+	// app's worker-local /tmp/reports, shared with Ruby workers of the same
+	// runs (appdir.go). Empty: Go never touches it.
+	AppReportsDir string
 }
 
 // Pipeline runs the jobs with their dependencies.

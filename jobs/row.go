@@ -88,6 +88,11 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		}
 		return err
 	}
+	// The copy for the app's finalizer is written before the row counts
+	// as done: that finalizer zips once done_count reaches the total.
+	if err := p.copyToAppDir(token, name, out.Bytes()); err != nil {
+		return fmt.Errorf("row %s of %s: %w", key, token, err)
+	}
 	done := ledger.RowResult{Row: rowNum, Key: key, Status: "done", File: fileKey}
 	var data []byte
 	if out.Len() >= ledger.PackSoloBytes {

@@ -48,8 +48,8 @@ func (c SuperviseConfig) withDefaults() SuperviseConfig {
 // It is only memory: a restarted supervisor starts afresh and is merely
 // slower to act.
 type supervisor struct {
-	mu    sync.Mutex
-	runs  map[string]*runWatch
+	mu       sync.Mutex
+	runs     map[string]*runWatch
 	epoch    string // redisEpoch at the last pass (epoch.go)
 	evicted  int64  // Redis' evicted_keys at the last pass
 	lostData bool   // this pass found Redis lost data since the last one

@@ -142,7 +142,7 @@ func (a *App) open(ctx context.Context, opts Options) (err error) {
 			MaxRelaunches: cfg.WorkerMaxRelaunches},
 		WebhookURL: cfg.WebhookURL, WebhookSecret: cfg.WebhookSecret,
 		WebhookEgress: egress.Policy{Allow: cfg.WebhookAllow}, WebhookProxy: cfg.WebhookProxy,
-		TemplateLimits: cfg.Templates,
+		TemplateLimits: cfg.Templates, AppReportsDir: cfg.AppReportsDir,
 	})
 	if err != nil {
 		return err
