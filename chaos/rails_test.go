@@ -419,6 +419,20 @@ func TestRailsRubySplitsGoWorks(t *testing.T) {
 	}
 	expectIntact(t, c.verify(split.Token, "RG", mixRows), 0)
 	checkZipOrder(t, c, split.Token)
+	c.checkKeysExpire(split.Token)
+	c.checkAppDirGone(split.Token)
+}
+
+// checkKeysExpire checks that a run Go ended leaves no pallarel key of
+// its token without an expiry: what is left (the ledger, for "Retry failed
+// rows") goes with its TTL.
+func (c *cluster) checkKeysExpire(token string) {
+	c.t.Helper()
+	for k, ttl := range c.tokenKeys(token) {
+		if ttl < 0 {
+			c.t.Errorf("%s left without an expiry (TTL %d)", k, ttl)
+		}
+	}
 }
 
 // checkZipOrder checks the ZIP's row files come in manifest (CSV) order
@@ -589,6 +603,7 @@ func TestRailsSwitchRubyToGo(t *testing.T) {
 	}
 	checkZipRows(t, "Go's ZIP", c.goZip(split.Token), "SW", mixRows)
 	c.checkAppDirGone(split.Token)
+	c.checkKeysExpire(split.Token)
 }
 
 // A switch mid-run, Go to Ruby (a rollback): Go splits, Go's token worker
