@@ -19,6 +19,7 @@ import (
 
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
@@ -67,8 +68,8 @@ func newHookReceiver(t *testing.T, fail ...bool) *hookReceiver {
 		b, _ := io.ReadAll(r.Body)
 		h.mu.Lock()
 		n := len(h.got)
-		h.got = append(h.got, hookDelivery{b, r.Header.Get(jobs.WebhookSignatureHeader), r.Header.Get(jobs.WebhookTimestampHeader),
-			r.Header.Get(jobs.WebhookEventHeader), r.Header.Get(jobs.WebhookDeliveryHeader)})
+		h.got = append(h.got, hookDelivery{b, r.Header.Get(webhook.SignatureHeader), r.Header.Get(webhook.TimestampHeader),
+			r.Header.Get(webhook.EventHeader), r.Header.Get(webhook.DeliveryHeader)})
 		h.mu.Unlock()
 		if n < len(h.fail) && h.fail[n] {
 			http.Error(w, "not now", http.StatusInternalServerError)
@@ -87,9 +88,9 @@ func (h *hookReceiver) deliveries() []hookDelivery {
 }
 
 // verify checks a delivery's signature and returns its payload.
-func verify(t *testing.T, d hookDelivery, secret string) jobs.WebhookPayload {
+func verify(t *testing.T, d hookDelivery, secret string) webhook.Payload {
 	t.Helper()
-	if want := jobs.SignWebhook([]byte(secret), d.timestamp, d.body); !hmac.Equal([]byte(d.signature), []byte(want)) || !strings.HasPrefix(d.signature, "sha256=") {
+	if want := webhook.Sign([]byte(secret), d.timestamp, d.body); !hmac.Equal([]byte(d.signature), []byte(want)) || !strings.HasPrefix(d.signature, "sha256=") {
 		t.Fatalf("signature %q, want %q", d.signature, want)
 	}
 	// The receiver's check, as the README gives it: the timestamp is near
@@ -106,7 +107,7 @@ func verify(t *testing.T, d hookDelivery, secret string) jobs.WebhookPayload {
 	if d.event != "run.ended" || d.delivery == "" {
 		t.Fatalf("event %q delivery %q", d.event, d.delivery)
 	}
-	var p jobs.WebhookPayload
+	var p webhook.Payload
 	if err := json.Unmarshal(d.body, &p); err != nil {
 		t.Fatal(err)
 	}

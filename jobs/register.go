@@ -18,6 +18,7 @@ import (
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -83,6 +84,7 @@ type Pipeline struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 	queueMemo  queueCache // the last token's queue (tokenQueue)
+	hooks      *webhook.Notifier
 }
 
 // New checks deps and fills defaults.
@@ -130,6 +132,12 @@ func New(d Deps) (*Pipeline, error) {
 	p := &Pipeline{d: d, ledger: rows, log: d.Logger, packer: ledger.NewPacker(d.Store, rows),
 		base: base, cancelBase: cancel}
 	p.feeds.owner = router.NewToken()
+	hooks, err := p.newNotifier()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	p.hooks = hooks
 	return p, nil
 }
 
@@ -157,7 +165,7 @@ func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 		reg.Register(p.handleRow, contract.Row.Name, "ProcessCsvRowJob"),
 		reg.Register(p.handleFinalize, contract.Finalize.Name, "FinalizeReportJob"),
 		reg.Register(p.handleIdle, contract.Idle.Name),
-		reg.Register(p.handleWebhook, contract.Webhook.Name),
+		reg.Register(p.hooks.Deliver, contract.Webhook.Name),
 		reg.Register(p.handleCancelCleanup, contract.CancelCleanup.Name),
 		p.registerAppMonitors(reg),
 	)

@@ -124,7 +124,7 @@ type ClientReport struct {
 	// ExpiredAt is ours: when retention deleted the run's files; the
 	// status pages say so instead of offering a dead download.
 	ExpiredAt *time.Time `gorm:"column:expired_at;serializer:pallarel_time"`
-	// WebhookURL is ours: called once when the run ends (see jobs/webhook.go).
+	// WebhookURL is ours: called once when the run ends (see run/webhook).
 	WebhookURL string    `gorm:"column:webhook_url"`
 	CreatedAt  time.Time `gorm:"column:created_at;serializer:pallarel_time"`
 	UpdatedAt  time.Time `gorm:"column:updated_at;serializer:pallarel_time"`

@@ -197,7 +197,7 @@ func (s *Server) answerUpload(c *gin.Context, token string, status int) {
 type uploadForm struct {
 	typ, encoding string
 	name          string // the CSV's file name as sent
-	webhookURL    string // called when the run ends (jobs/webhook.go)
+	webhookURL    string // called when the run ends (run/webhook)
 	template      bool
 	placeholders  []string // the template's {{column}} names
 	headers       []string // the CSV's columns, as the split will read them

@@ -1,0 +1,5 @@
+// Package run is the home of a run's lifecycle parts, each a package of
+// its own with its own tests, that the job handlers in jobs call: today
+// run/webhook, the delivery of a run's end. The feeder, the supervisor,
+// cancel and the retry of failed rows still live in jobs.
+package run
