@@ -262,11 +262,11 @@ func TestIdleTaskMonitorStopsForgottenWorkers(t *testing.T) {
 	e.db.Do(t, "LPUSH", "queue:"+bq, mustEncode(t, j))
 
 	// Not quiet long enough yet: nothing stopped.
-	if n, err := e.pipeline.StopIdleWorkers(ctx); err != nil || n != 0 {
+	if n, err := e.pipeline.Monitors().StopIdleWorkers(ctx); err != nil || n != 0 {
 		t.Fatalf("fresh run stopped: %d %v", n, err)
 	}
 	e.models.DB.Exec("UPDATE csv_processing_statuses SET updated_at = ?", time.Now().Add(-time.Hour))
-	n, err := e.pipeline.StopIdleWorkers(ctx)
+	n, err := e.pipeline.Monitors().StopIdleWorkers(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("stopped %d, %v; want 1", n, err)
 	}
@@ -276,7 +276,7 @@ func TestIdleTaskMonitorStopsForgottenWorkers(t *testing.T) {
 	if len(stopped) != 1 || stopped[0] != "task-forgotten" {
 		t.Fatalf("stopped %v", stopped)
 	}
-	if n, _ := e.pipeline.StopIdleWorkers(ctx); n != 0 {
+	if n, _ := e.pipeline.Monitors().StopIdleWorkers(ctx); n != 0 {
 		t.Fatal("stopped the same worker twice")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/run/monitor"
 	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
@@ -85,6 +86,7 @@ type Pipeline struct {
 	cancelBase context.CancelFunc
 	queueMemo  queueCache // the last token's queue (tokenQueue)
 	hooks      *webhook.Notifier
+	monitors   *monitor.Monitors
 }
 
 // New checks deps and fills defaults.
@@ -138,6 +140,11 @@ func New(d Deps) (*Pipeline, error) {
 		return nil, err
 	}
 	p.hooks = hooks
+	if p.monitors, err = monitor.New(monitor.Params{Runs: d.DB, Launcher: d.Launcher, API: d.API,
+		DeadRows: p.RecordDeadRows, Logger: p.log, Now: d.Now}); err != nil {
+		cancel()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -167,7 +174,7 @@ func (p *Pipeline) Register(reg *sidekiq.Registry) error {
 		reg.Register(p.handleIdle, contract.Idle.Name),
 		reg.Register(p.hooks.Deliver, contract.Webhook.Name),
 		reg.Register(p.handleCancelCleanup, contract.CancelCleanup.Name),
-		p.registerAppMonitors(reg),
+		p.monitors.Register(reg),
 	)
 }
 
