@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,13 +103,18 @@ func TestRailsEnqueuesSplit(t *testing.T) {
 
 // TestRailsRunsRows: the Go split pushes Report::ProcessCsvRowJob to the
 // token queue and the launcher starts a real Ruby sidekiq there, which
-// gets the arguments the Rails job reads by position.
+// gets the arguments the Rails job reads by position: the plain row_hash,
+// since a Ruby worker serves the queue when the rows are pushed
+// (ROW_CELLS=auto pushes no reference to a Ruby-consumed run).
 func TestRailsRunsRows(t *testing.T) {
 	t.Parallel()
 	e2etest.RubyDir(t)
 	var e *env
 	e = newEnvWith(t, envOptions{launch: func(ctx context.Context, req launcher.Request) error {
-		return startRailsSidekiq(t, e.db.URL(), req.Queue)
+		if err := startRailsSidekiq(t, e.db.URL(), req.Queue); err != nil {
+			return err
+		}
+		return waitServes(ctx, e, req.Queue)
 	}})
 	id := e.newReport(models.ReportTypeXLSX)
 	e.split(outputCSV, "xlsx", id)
@@ -199,4 +205,24 @@ func TestRailsRunsRows(t *testing.T) {
 	if got := string(f.Args[0]) + "," + string(f.Args[1]) + "," + string(f.Args[2]) + "," + string(f.Args[3]); got != want {
 		t.Errorf("finalize args: %s, want %s", got, want)
 	}
+}
+
+// waitServes waits until a live process serves queue, and past the
+// pipeline's one-second cache of the processes.
+func waitServes(ctx context.Context, e *env, queue string) error {
+	deadline := time.Now().Add(rubyTimout)
+	for time.Now().Before(deadline) {
+		procs, err := e.api.Processes(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range procs {
+			if slices.Contains(p.Queues, queue) {
+				time.Sleep(1100 * time.Millisecond)
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no process serves %s after %s", queue, rubyTimout)
 }
