@@ -17,6 +17,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/internal/e2etest"
+	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 )
@@ -225,4 +226,57 @@ func waitServes(ctx context.Context, e *env, queue string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("no process serves %s after %s", queue, rubyTimout)
+}
+
+// TestRailsRowRefFailsLoudly: a reference row job a Ruby worker of the app
+// fetches anyway (ROW_CELLS=ref while the app's Sidekiq serves the queue,
+// as in a rolling deploy) does not run as if the reference were the row:
+// its sixth argument makes the app's perform raise ArgumentError, Ruby
+// sends it to the dead set (ROW_JOB_RETRY=0 here), and Go's dead-letter
+// monitor records each such row as failed, so the run accounts for it
+// ("Retry failed rows" runs it again on Go).
+func TestRailsRowRefFailsLoudly(t *testing.T) {
+	t.Parallel()
+	e2etest.RubyDir(t)
+	var e *env
+	zero := 0
+	e = newEnvWith(t, envOptions{
+		launch: func(ctx context.Context, req launcher.Request) error {
+			if err := startRailsSidekiq(t, e.db.URL(), req.Queue); err != nil {
+				return err
+			}
+			return waitServes(ctx, e, req.Queue)
+		},
+		deps: func(d *jobs.Deps) { d.RowCells, d.RowRetries = jobs.RowCellsRef, &zero },
+	})
+	ctx := context.Background()
+	id := e.newReport(models.ReportTypeXLSX)
+	e.split(outputCSV, "xlsx", id)
+	waitFor(t, 60*time.Second, "Ruby killed every row", func() bool {
+		n := 0
+		for _, j := range e.dead() {
+			if j.StringField("error_class") == "ArgumentError" && strings.Contains(j.StringField("error_message"), "given 6, expected 5") {
+				n++
+			}
+		}
+		return n == len(outputRows)
+	})
+	if n, _ := redis.Int(e.db.Do(t, "LLEN", "rails:rows"), nil); n != 0 {
+		t.Fatalf("Ruby ran %d reference rows as rows", n)
+	}
+	recorded, err := e.pipeline.RecordDeadRows(ctx)
+	if err != nil || recorded != len(outputRows) {
+		t.Fatalf("RecordDeadRows: %d, %v; want %d", recorded, err, len(outputRows))
+	}
+	rep, err := e.models.ReportByID(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := rep.Token
+	if n := e.ledgerCount(token); n != len(outputRows) {
+		t.Fatalf("ledger %d, want %d", n, len(outputRows))
+	}
+	waitFor(t, 10*time.Second, "the database counts every row failed", func() bool {
+		return e.status(token).FailedCount == len(outputRows)
+	})
 }
