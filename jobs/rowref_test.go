@@ -24,7 +24,8 @@ import (
 
 // secretRenderer ("pdf") writes a row's cells in column order. It holds
 // rows past free until open is closed, fails a row whose v is ONCE the
-// first time (a retry), and kills one whose v is KILL (the dead set).
+// first time (a retry), and kills one whose v is KILL the first time (the
+// dead set; "Retry failed rows" runs it).
 type secretRenderer struct {
 	free int
 	open chan struct{}
@@ -35,15 +36,15 @@ type secretRenderer struct {
 func (*secretRenderer) Name() string { return "pdf" }
 func (*secretRenderer) Ext() string  { return ".txt" }
 func (s *secretRenderer) Render(ctx context.Context, w io.Writer, row render.Row) error {
-	switch row.Fields["v"] {
-	case "KILL":
-		return sidekiq.Kill(fmt.Errorf("row %d is killed", row.Number))
-	case "ONCE":
+	if v := row.Fields["v"]; v == "KILL" || v == "ONCE" {
 		s.mu.Lock()
 		first := !s.seen[row.Number]
 		s.seen[row.Number] = true
 		s.mu.Unlock()
-		if first {
+		switch {
+		case first && v == "KILL":
+			return sidekiq.Kill(fmt.Errorf("row %d is killed", row.Number))
+		case first:
 			return fmt.Errorf("row %d fails once", row.Number)
 		}
 	}
@@ -96,7 +97,8 @@ func secretCSV(rows int) (csv string, want map[int]string, secrets []string) {
 // (redis-cli --rdb, no compression) taken while rows wait in the queue,
 // one in the retry set and one in the dead set, and its AOF, hold no id or
 // name cell; the run completes with every row once and its cells right
-// (quoted CRLF included). The same run with ROW_CELLS=inline puts the
+// (quoted CRLF included), and "Retry failed rows" pushes references too
+// (the AOF holds every push). The same run with ROW_CELLS=inline puts the
 // cells in the dump: the check finds them when they are there.
 func TestRowRefsKeepCellsOutOfRedis(t *testing.T) {
 	t.Parallel()
@@ -164,32 +166,40 @@ func runSecretRun(t *testing.T, mode string) (dump, aof []byte) {
 	if rep.Status != models.ReportCompleted {
 		t.Fatalf("report: %+v", rep)
 	}
-	files := e.readZip(rep.File)
-	got := map[int]int{}
-	for name, data := range files {
-		s := string(data)
-		if !strings.HasPrefix(s, "row ") {
-			continue
+	checkZip := func(rep models.ClientReport, killed bool) {
+		t.Helper()
+		got := map[int]int{}
+		for name, data := range e.readZip(rep.File) {
+			s := string(data)
+			if !strings.HasPrefix(s, "row ") {
+				continue
+			}
+			n, _ := strconv.Atoi(s[4:strings.IndexByte(s, '|')])
+			got[n]++
+			if s != want[n] {
+				t.Errorf("%s: %q, want %q", name, s, want[n])
+			}
 		}
-		n, _ := strconv.Atoi(s[4:strings.IndexByte(s, '|')])
-		got[n]++
-		if s != want[n] {
-			t.Errorf("%s: %q, want %q", name, s, want[n])
-		}
-	}
-	for n := 1; n <= secretRows; n++ {
-		if wantN := 1; n == 5 {
-			wantN = 0 // killed: failed in the manifest
+		for n := 1; n <= secretRows; n++ {
+			wantN := 1
+			if n == 5 && killed {
+				wantN = 0 // failed in the manifest
+			}
 			if got[n] != wantN {
 				t.Errorf("row %d: %d files, want %d", n, got[n], wantN)
 			}
-		} else if got[n] != wantN {
-			t.Errorf("row %d: %d files, want %d", n, got[n], wantN)
 		}
 	}
+	checkZip(rep, true)
 	if st := e.status(token); st.DoneCount != secretRows-1 || st.FailedCount != 1 {
 		t.Errorf("counts: done %d failed %d, want %d and 1", st.DoneCount, st.FailedCount, secretRows-1)
 	}
+	// "Retry failed rows" pushes the killed row again: by reference too
+	// (the AOF below holds every push).
+	if n, err := e.pipeline.RetryFailed(context.Background(), token); err != nil || n != 1 {
+		t.Fatalf("RetryFailed = %d, %v; want 1", n, err)
+	}
+	checkZip(e.completed(id, 60*time.Second), false)
 	aofFiles, _ := filepath.Glob(filepath.Join(node.Dir, "appendonlydir", "*"))
 	for _, f := range aofFiles {
 		b, err := os.ReadFile(f)
