@@ -91,3 +91,16 @@ func FuzzReadRange(f *testing.F) {
 		checkRanges(t, data, Options{MaxFieldBytes: 64, MaxColumns: 16, MaxRowBytes: 256})
 	})
 }
+
+// BenchmarkReadRange is a referenced row's parse in the row job (its
+// header and its bytes, as jobs' row references read them).
+func BenchmarkReadRange(b *testing.B) {
+	header := []byte("個別識別番号,保険者名,年度,memo\r\n")
+	rec := []byte("000123,全国健康保険協会,2024,\"a\r\nb\"\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReadRange(header, rec, Options{Encoding: EncodingUTF8}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

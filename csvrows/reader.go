@@ -91,6 +91,12 @@ func (r *Reader) OffsetsExact() bool { return r.text == r.raw }
 // first data row. Fatal problems wrap ErrEmpty, ErrNoHeader, ErrBinary,
 // ErrTooManyColumns or ErrDuplicateHeader.
 func NewReader(r io.Reader, opts Options) (*Reader, error) {
+	return newReader(r, opts, sniffSize)
+}
+
+// newReader is NewReader sniffing at most sniffLen bytes: ReadRange, whose
+// input is a few hundred bytes, does not allocate NewReader's 64 KiB.
+func newReader(r io.Reader, opts Options, sniffLen int) (*Reader, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -98,8 +104,8 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	enc, _ := normalizeEncoding(opts.Encoding)
 
 	src := &byteCounter{r: r}
-	raw := bufio.NewReaderSize(src, sniffSize)
-	sniff, err := raw.Peek(sniffSize)
+	raw := bufio.NewReaderSize(src, sniffLen)
+	sniff, err := raw.Peek(sniffLen)
 	atEOF := err == io.EOF
 	if err != nil && !atEOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return nil, fmt.Errorf("read csv: %w", err)
@@ -257,7 +263,9 @@ func (r *Reader) recordError(rec record, headers []string) *RecordError {
 // Number or Line). It lets a row travel as a byte range of a stored file
 // instead of as its cells.
 func ReadRange(header, record []byte, opts Options) (Row, error) {
-	r, err := NewReader(io.MultiReader(bytes.NewReader(header), bytes.NewReader(record)), opts)
+	// The whole input fits the sniff, as the file's first 64 KiB did.
+	n := min(max(len(header)+len(record), 16), sniffSize)
+	r, err := newReader(io.MultiReader(bytes.NewReader(header), bytes.NewReader(record)), opts, n)
 	if err != nil {
 		return Row{}, fmt.Errorf("read the header again: %w", err)
 	}
