@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
@@ -212,4 +214,36 @@ func runSecretRun(t *testing.T, mode string) (dump, aof []byte) {
 		t.Fatalf("no AOF in %s", node.Dir)
 	}
 	return dump, aof
+}
+
+// TestRowRefOnlyReadsItsRunsUpload: a reference row job pushed by another
+// client that names an object other than its run's upload (another run's
+// upload, a ZIP) is killed without reading it.
+func TestRowRefOnlyReadsItsRunsUpload(t *testing.T) {
+	t.Parallel()
+	gate := &gateRenderer{free: 0, open: make(chan struct{})}
+	e := newEnvWith(t, envOptions{renderers: []render.Renderer{gate}})
+	_, token := e.gatedRun(30, 0)
+	ctx := context.Background()
+	other := "uploads/other.csv"
+	if err := e.store.Put(ctx, other, strings.NewReader("id,v\nSECRET-OTHER,1\n")); err != nil {
+		t.Fatal(err)
+	}
+	ref := contract.RowRef{SourceKey: other, Header: 5, Offset: 5, Length: 15}
+	j, err := sidekiq.NewJob(contract.Row.Name, ref, "text", 1, contract.ReportDir(token), token, contract.RowRefMarker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Queue = e.queue(token)
+	j.Retry = json.RawMessage("0")
+	b, err := j.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db.Do(t, "RPUSH", "queue:"+j.Queue, b) // fetched next
+	close(gate.open)
+	dead := e.waitDead(contract.Row.Name, 20*time.Second)
+	if msg := dead.StringField("error_message"); !strings.Contains(msg, "not the upload of run "+token) {
+		t.Fatalf("dead row job: %q", msg)
+	}
 }
