@@ -131,10 +131,14 @@ type headerCache struct {
 	m  map[headerKey]refHeader
 }
 
-// refHeader is an upload's header row: its bytes and column names.
+// refHeader is an upload's header row: its bytes and column names, and
+// the upload held open when the store can (local storage: a pread a row
+// instead of an open, a seek and a close; the file closes when the entry
+// is garbage, so a row reading it never sees it closed).
 type refHeader struct {
 	bytes   []byte
 	headers []string
+	at      storage.ReadAtCloser
 }
 
 type headerKey struct {
@@ -151,7 +155,12 @@ func (p *Pipeline) readRowRef(ctx context.Context, token string, ref contract.Ro
 	if err != nil {
 		return nil, nil, err
 	}
-	rec, err := storage.ReadRange(ctx, p.d.Store, ref.SourceKey, ref.Offset, ref.Length)
+	var rec []byte
+	if h.at != nil {
+		rec, err = storage.ReadAtExactly(h.at, ref.SourceKey, ref.Offset, ref.Length)
+	} else {
+		rec, err = storage.ReadRange(ctx, p.d.Store, ref.SourceKey, ref.Offset, ref.Length)
+	}
 	if errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrShortRange) {
 		return nil, nil, sidekiq.Kill(fmt.Errorf("row of %s: %w", token, err))
 	}
@@ -205,6 +214,11 @@ func (p *Pipeline) refHeader(ctx context.Context, token string, ref contract.Row
 		return refHeader{}, sidekiq.Kill(fmt.Errorf("header of %s in %s: %w", token, ref.SourceKey, err))
 	}
 	h = refHeader{bytes: b, headers: r.Headers()}
+	if o, ok := p.d.Store.(storage.ReaderAtOpener); ok {
+		if h.at, err = o.OpenReaderAt(ctx, ref.SourceKey); err != nil {
+			return refHeader{}, fmt.Errorf("open %s: %w", ref.SourceKey, err)
+		}
+	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= 8 {
 		c.m = map[headerKey]refHeader{}

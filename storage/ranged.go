@@ -16,10 +16,48 @@ type Ranger interface {
 	OpenRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error)
 }
 
+// ReaderAtOpener is a Store whose objects can be held open and read at
+// any offset, one system call a read: Local. A row job reads one row of
+// the upload each, and opening the file for each cost more than the row.
+type ReaderAtOpener interface {
+	// OpenReaderAt opens key for ReadAt, which is safe for concurrent
+	// use; ErrNotExist when missing.
+	OpenReaderAt(ctx context.Context, key string) (ReadAtCloser, error)
+}
+
+// ReadAtCloser is an open object read at offsets.
+type ReadAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
 var (
-	_ Ranger = (*Local)(nil)
-	_ Ranger = (*S3)(nil)
+	_ Ranger         = (*Local)(nil)
+	_ Ranger         = (*S3)(nil)
+	_ ReaderAtOpener = (*Local)(nil)
 )
+
+// OpenReaderAt implements ReaderAtOpener.
+func (l *Local) OpenReaderAt(ctx context.Context, key string) (ReadAtCloser, error) {
+	rc, err := l.Open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return rc.(ReadAtCloser), nil // Open returns the *os.File
+}
+
+// ReadAtExactly reads the n bytes of r from off; ErrShortRange (wrapped)
+// when r ends first.
+func ReadAtExactly(r io.ReaderAt, key string, off, n int64) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := r.ReadAt(b, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = ErrShortRange
+		}
+		return nil, fmt.Errorf("read %s [%d, +%d): %w", key, off, n, err)
+	}
+	return b, nil
+}
 
 // ErrShortRange is returned (wrapped) by ReadRange when the object ends
 // before the range does: it is not the object the range was taken from.

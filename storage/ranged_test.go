@@ -41,3 +41,25 @@ func TestReadRange(t *testing.T) {
 		})
 	}
 }
+
+// TestLocalReadAt: Local's held-open reads give the range's bytes, and
+// ErrShortRange past the end.
+func TestLocalReadAt(t *testing.T) {
+	t.Parallel()
+	l := newTestLocal(t)
+	put(t, l, "uploads/x.csv", "id,name\n1,a\n")
+	at, err := l.OpenReaderAt(context.Background(), "uploads/x.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer at.Close()
+	if b, err := ReadAtExactly(at, "uploads/x.csv", 8, 4); err != nil || string(b) != "1,a\n" {
+		t.Fatalf("ReadAtExactly = %q, %v", b, err)
+	}
+	if _, err := ReadAtExactly(at, "uploads/x.csv", 8, 5); !errors.Is(err, ErrShortRange) {
+		t.Fatalf("past the end: %v", err)
+	}
+	if _, err := l.OpenReaderAt(context.Background(), "uploads/none.csv"); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("missing: %v", err)
+	}
+}
