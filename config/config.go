@@ -164,6 +164,11 @@ type Config struct {
 	// many times a failed row is retried before it is recorded as failed.
 	// Defaults to 3, as the Rails job.
 	RowJobRetry int
+	// RowCells is ROW_CELLS: auto, ref or inline: whether row jobs carry
+	// the row's cells (the app's row_hash) or a reference to the row in
+	// the stored upload. Defaults to auto: references when only Go workers
+	// serve the run (not LAUNCHER=none, no Ruby Sidekiq on its queue).
+	RowCells string
 	// SuperviseInterval is SUPERVISE_INTERVAL: how often the run
 	// supervisor reconciles unfinished runs. Defaults to 5s.
 	SuperviseInterval time.Duration
@@ -460,6 +465,10 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.RetainRuns = l.duration("RETAIN_RUNS", DefaultRetainRuns)
 	c.SplitWindow = int(l.integer("SPLIT_WINDOW", 4000, 10, 1_000_000))
 	c.RowJobRetry = int(l.integer("ROW_JOB_RETRY", 3, 0, 25))
+	c.RowCells = strings.ToLower(l.str("ROW_CELLS", "auto"))
+	if c.RowCells != "auto" && c.RowCells != "ref" && c.RowCells != "inline" {
+		l.fail("ROW_CELLS", "want auto, ref or inline, got %q", c.RowCells)
+	}
 	c.SuperviseInterval = l.duration("SUPERVISE_INTERVAL", 5*time.Second)
 	c.WorkerLaunchGrace = l.duration("WORKER_LAUNCH_GRACE", 45*time.Second)
 	if cmd := strings.Fields(l.str("LOCAL_WORKER_COMMAND", "")); len(cmd) > 0 {

@@ -50,6 +50,7 @@ func defaults() Config {
 		RetainRuns:          90 * 24 * time.Hour,
 		SplitWindow:         4000,
 		RowJobRetry:         3,
+		RowCells:            "auto",
 		SuperviseInterval:   5 * time.Second,
 		WorkerLaunchGrace:   45 * time.Second,
 		WorkerMaxRelaunches: 5,

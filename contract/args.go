@@ -33,11 +33,35 @@ type RowArgs struct {
 	Token    string
 }
 
+// RowRef is a row job's first argument in place of row_hash when Go's
+// workers alone consume the run: where the row sits in the stored upload,
+// so that no cell of it is written to Redis (its queue, retry and dead
+// sets, its AOF and RDB files). Go's row job reads the row again with a
+// ranged read of the upload (csvrows.ReadRange). A row job carrying one
+// has RowRefMarker as a sixth argument, which makes the Rails app's
+// perform(row, type, report_id, path, token) raise ArgumentError rather
+// than render a reference as if it were the row.
+type RowRef struct {
+	SourceKey string `json:"pallarel_row_ref"` // storage key of the upload
+	Header    int64  `json:"header"`           // bytes of the upload up to the header row's end
+	Offset    int64  `json:"offset"`           // where the row's bytes start
+	Length    int64  `json:"length"`           // how many bytes the row has
+}
+
+// RowRefMarker is the sixth argument of a row job whose first is a RowRef.
+const RowRefMarker = "pallarel:row-ref:v1"
+
 // RowTokenPos is the token's position in a row job's arguments.
 const RowTokenPos = 4
 
 // Positional is the arguments in wire order.
 func (a RowArgs) Positional() []any { return []any{a.Row, a.Type, a.ReportID, a.Path, a.Token} }
+
+// RefPositional is the arguments in wire order of a row job carrying ref
+// instead of the row: [ref, type, report_id, path, token, RowRefMarker].
+func (a RowArgs) RefPositional(ref RowRef) []any {
+	return []any{ref, a.Type, a.ReportID, a.Path, a.Token, RowRefMarker}
+}
 
 // Fields of ours a row job carries beside its arguments (Ruby ignores them).
 const (

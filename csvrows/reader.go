@@ -37,6 +37,11 @@ type Row struct {
 	Nulls []string
 	// Err is a *RecordError when the record is malformed; reading can continue.
 	Err error
+	// Start and End are the input bytes the record came from, [Start, End),
+	// its line break included (and any blank lines before it): a Reader on
+	// the header's bytes followed by those reads the same row again. Exact
+	// only when the Reader's OffsetsExact says so.
+	Start, End int64
 }
 
 // Reader streams the data rows of a CSV file. It is not safe for concurrent use.
@@ -78,10 +83,20 @@ func (r *Reader) Offset() int64 {
 	return max(n, 0)
 }
 
+// OffsetsExact reports whether Offset, Row.Start and Row.End are exact
+// input positions: they are for UTF-8, not for decoded Shift_JIS.
+func (r *Reader) OffsetsExact() bool { return r.text == r.raw }
+
 // NewReader reads the header row of r and returns a Reader positioned at the
 // first data row. Fatal problems wrap ErrEmpty, ErrNoHeader, ErrBinary,
 // ErrTooManyColumns or ErrDuplicateHeader.
 func NewReader(r io.Reader, opts Options) (*Reader, error) {
+	return newReader(r, opts, sniffSize)
+}
+
+// newReader is NewReader sniffing at most sniffLen bytes: ReadRange, whose
+// input is a few hundred bytes, does not allocate NewReader's 64 KiB.
+func newReader(r io.Reader, opts Options, sniffLen int) (*Reader, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -89,8 +104,8 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	enc, _ := normalizeEncoding(opts.Encoding)
 
 	src := &byteCounter{r: r}
-	raw := bufio.NewReaderSize(src, sniffSize)
-	sniff, err := raw.Peek(sniffSize)
+	raw := bufio.NewReaderSize(src, sniffLen)
+	sniff, err := raw.Peek(sniffLen)
 	atEOF := err == io.EOF
 	if err != nil && !atEOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return nil, fmt.Errorf("read csv: %w", err)
@@ -175,6 +190,7 @@ func (r *Reader) Next() (Row, error) {
 	if r.err != nil {
 		return Row{}, r.err
 	}
+	start := r.Offset()
 	rec, err := r.p.readRecord(len(r.headers))
 	if err == io.EOF {
 		r.err = io.EOF
@@ -185,7 +201,7 @@ func (r *Reader) Next() (Row, error) {
 		return Row{}, r.err
 	}
 	r.number++
-	row := Row{Number: r.number, Line: rec.line, Fields: make(map[string]string, len(r.headers))}
+	row := Row{Number: r.number, Line: rec.line, Fields: make(map[string]string, len(r.headers)), Start: start, End: r.Offset()}
 	for i, v := range rec.fields {
 		row.Fields[r.headers[i]] = v
 	}
@@ -238,4 +254,27 @@ func (r *Reader) recordError(rec record, headers []string) *RecordError {
 		e.Column = fmt.Sprintf("#%d", rec.col+1)
 	}
 	return e
+}
+
+// ReadRange reads one row again from the bytes a Reader returned it from:
+// header is the input up to the header row's end (the Reader's Offset
+// right after NewReader), record is the input from the row's Start to its
+// End. The row has the cells, nulls and errors the Reader gave it (not its
+// Number or Line). It lets a row travel as a byte range of a stored file
+// instead of as its cells.
+func ReadRange(header, record []byte, opts Options) (Row, error) {
+	// The whole input fits the sniff, as the file's first 64 KiB did.
+	n := min(max(len(header)+len(record), 16), sniffSize)
+	r, err := newReader(io.MultiReader(bytes.NewReader(header), bytes.NewReader(record)), opts, n)
+	if err != nil {
+		return Row{}, fmt.Errorf("read the header again: %w", err)
+	}
+	row, err := r.Next()
+	if err != nil {
+		return Row{}, fmt.Errorf("read the row again: %w", err)
+	}
+	if _, err := r.Next(); err != io.EOF {
+		return Row{}, errors.New("read the row again: more than one row in the range")
+	}
+	return row, nil
 }

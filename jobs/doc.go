@@ -4,6 +4,7 @@
 //
 //	SplitCsvJob                ActiveJob, queue "report": [csv, type, report_id]
 //	Report::ProcessCsvRowJob   Sidekiq job, token queue: [row_hash, type, report_id, path, token]
+//	                           or, for a Go-consumed run, [row_ref, type, report_id, path, token, "pallarel:row-ref:v1"] (rowref.go)
 //	Report::FinalizeReportJob  Sidekiq job, token queue: [path, type, report_id, token, interval_sec, max_wait_sec, started_at]
 //	IdleShutdownJob            ActiveJob: [token]
 //	Pallarel::RunWebhookJob    ours, queue "report": [url, body]

@@ -173,6 +173,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		return fmt.Errorf("feed %s: %w", token, err)
 	}
 	path := contract.ReportDir(token)
+	source := newRowSource(spec.SourceKey, rows)
 	window := p.d.SplitWindow
 	// The window is refilled a batch at a time rather than row by row: a
 	// push of 17 rows cost the same round trips as one of 1,000.
@@ -281,6 +282,12 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			continue
 		}
 		idle = 10 * time.Millisecond
+		// Asked a batch at a time: a Ruby worker that starts serving the
+		// queue gets the app's row_hash from the next batch on.
+		src, err := p.refsFor(ctx, queue, source)
+		if err != nil {
+			return err
+		}
 		batch, batchRows = batch[:0], batchRows[:0]
 		for len(batch) < min(room, p.d.BatchSize) {
 			row, err := rows.Next()
@@ -310,7 +317,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 				pushedRows = row.Number
 				continue
 			}
-			j, err := p.rowJob(queue, path, token, spec, rows.Headers(), row)
+			j, err := p.rowJob(queue, path, token, spec, rows.Headers(), row, src)
 			if err != nil {
 				return err
 			}
@@ -353,8 +360,16 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 	return nil
 }
 
-// rowJob builds the row job of one CSV row.
-func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []string, row csvrows.Row) (*sidekiq.Job, error) {
+// rowJob builds the row job of one CSV row: with src, one that names the
+// row's bytes in the stored upload (contract.RowRef) instead of its cells.
+func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []string, row csvrows.Row, src *rowSource) (*sidekiq.Job, error) {
+	if src != nil {
+		args := contract.RowArgs{Type: spec.Type, ReportID: spec.ReportID, Path: path, Token: token}
+		ref := contract.RowRef{SourceKey: src.key, Header: src.header, Offset: row.Start, Length: row.End - row.Start}
+		c := contract.RowJob(queue, args, p.rowRetry(), row.Number, spec.TemplateKey)
+		c.Args = args.RefPositional(ref)
+		return toSidekiq(p.d.Client.Dialect(), c)
+	}
 	hash, err := encodeOrdered(headers, row.Fields, row.Nulls)
 	if err != nil {
 		return nil, err

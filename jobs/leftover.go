@@ -43,6 +43,13 @@ func (p *Pipeline) foreignToRun(e sidekiq.Entry, token string) string {
 			path     string
 			tok      string
 		)
+		if isRowRefJob(job) {
+			var ref contract.RowRef
+			if err := scanRowRefArgs(job, &ref, &typ, &reportID, &path, &tok); err != nil {
+				return err.Error()
+			}
+			break
+		}
 		if err := job.ScanArgs(&row, &typ, &reportID, &path, &tok); err != nil {
 			return err.Error()
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/pallarel/pallarel/internal/e2etest"
+	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 )
@@ -102,13 +104,18 @@ func TestRailsEnqueuesSplit(t *testing.T) {
 
 // TestRailsRunsRows: the Go split pushes Report::ProcessCsvRowJob to the
 // token queue and the launcher starts a real Ruby sidekiq there, which
-// gets the arguments the Rails job reads by position.
+// gets the arguments the Rails job reads by position: the plain row_hash,
+// since a Ruby worker serves the queue when the rows are pushed
+// (ROW_CELLS=auto pushes no reference to a Ruby-consumed run).
 func TestRailsRunsRows(t *testing.T) {
 	t.Parallel()
 	e2etest.RubyDir(t)
 	var e *env
 	e = newEnvWith(t, envOptions{launch: func(ctx context.Context, req launcher.Request) error {
-		return startRailsSidekiq(t, e.db.URL(), req.Queue)
+		if err := startRailsSidekiq(t, e.db.URL(), req.Queue); err != nil {
+			return err
+		}
+		return waitServes(ctx, e, req.Queue)
 	}})
 	id := e.newReport(models.ReportTypeXLSX)
 	e.split(outputCSV, "xlsx", id)
@@ -199,4 +206,77 @@ func TestRailsRunsRows(t *testing.T) {
 	if got := string(f.Args[0]) + "," + string(f.Args[1]) + "," + string(f.Args[2]) + "," + string(f.Args[3]); got != want {
 		t.Errorf("finalize args: %s, want %s", got, want)
 	}
+}
+
+// waitServes waits until a live process serves queue, and past the
+// pipeline's one-second cache of the processes.
+func waitServes(ctx context.Context, e *env, queue string) error {
+	deadline := time.Now().Add(rubyTimout)
+	for time.Now().Before(deadline) {
+		procs, err := e.api.Processes(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range procs {
+			if slices.Contains(p.Queues, queue) {
+				time.Sleep(1100 * time.Millisecond)
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no process serves %s after %s", queue, rubyTimout)
+}
+
+// TestRailsRowRefFailsLoudly: a reference row job a Ruby worker of the app
+// fetches anyway (ROW_CELLS=ref while the app's Sidekiq serves the queue,
+// as in a rolling deploy) does not run as if the reference were the row:
+// its sixth argument makes the app's perform raise ArgumentError, Ruby
+// sends it to the dead set (ROW_JOB_RETRY=0 here), and Go's dead-letter
+// monitor records each such row as failed, so the run accounts for it
+// ("Retry failed rows" runs it again on Go).
+func TestRailsRowRefFailsLoudly(t *testing.T) {
+	t.Parallel()
+	e2etest.RubyDir(t)
+	var e *env
+	zero := 0
+	e = newEnvWith(t, envOptions{
+		launch: func(ctx context.Context, req launcher.Request) error {
+			if err := startRailsSidekiq(t, e.db.URL(), req.Queue); err != nil {
+				return err
+			}
+			return waitServes(ctx, e, req.Queue)
+		},
+		deps: func(d *jobs.Deps) { d.RowCells, d.RowRetries = jobs.RowCellsRef, &zero },
+	})
+	ctx := context.Background()
+	id := e.newReport(models.ReportTypeXLSX)
+	e.split(outputCSV, "xlsx", id)
+	waitFor(t, 60*time.Second, "Ruby killed every row", func() bool {
+		n := 0
+		for _, j := range e.dead() {
+			if j.StringField("error_class") == "ArgumentError" && strings.Contains(j.StringField("error_message"), "given 6, expected 5") {
+				n++
+			}
+		}
+		return n == len(outputRows)
+	})
+	if n, _ := redis.Int(e.db.Do(t, "LLEN", "rails:rows"), nil); n != 0 {
+		t.Fatalf("Ruby ran %d reference rows as rows", n)
+	}
+	recorded, err := e.pipeline.RecordDeadRows(ctx)
+	if err != nil || recorded != len(outputRows) {
+		t.Fatalf("RecordDeadRows: %d, %v; want %d", recorded, err, len(outputRows))
+	}
+	rep, err := e.models.ReportByID(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := rep.Token
+	if n := e.ledgerCount(token); n != len(outputRows) {
+		t.Fatalf("ledger %d, want %d", n, len(outputRows))
+	}
+	waitFor(t, 10*time.Second, "the database counts every row failed", func() bool {
+		return e.status(token).FailedCount == len(outputRows)
+	})
 }

@@ -62,6 +62,10 @@ type Deps struct {
 	WebhookEgress egress.Policy
 	// WebhookProxy (WEBHOOK_PROXY) carries the deliveries; nil: none.
 	WebhookProxy *url.URL
+	// RowCells (ROW_CELLS) says whether row jobs carry the row's cells or a
+	// reference to it in the stored upload: RowCellsAuto (the default),
+	// RowCellsRef or RowCellsInline (rowref.go).
+	RowCells string
 	// TemplateLimits bound an XLSX template a run names (zero fields: render's defaults).
 	TemplateLimits render.TemplateLimits
 	// AppReportsDir (APP_REPORTS_DIR) is where this process sees the Rails
@@ -76,6 +80,7 @@ type Pipeline struct {
 	ledger    ledger.Ledger
 	log       *slog.Logger
 	templates templateCache
+	headers   headerCache // uploads' header rows, for row references
 	progress  progress
 	packer    *ledger.Packer
 	feeds     feeders
@@ -106,6 +111,9 @@ func New(d Deps) (*Pipeline, error) {
 	}
 	if d.Renderers == nil {
 		errs = append(errs, errors.New("jobs: renderer registry is required"))
+	}
+	if !ValidRowCells(d.RowCells) {
+		errs = append(errs, fmt.Errorf("jobs: row cells %q: want %s, %s or %s", d.RowCells, RowCellsAuto, RowCellsRef, RowCellsInline))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

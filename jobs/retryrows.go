@@ -276,6 +276,10 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", rep.SourceKey, err)
 	}
+	src, err := p.refsFor(ctx, queue, newRowSource(rep.SourceKey, rows))
+	if err != nil {
+		return 0, err
+	}
 	template := ""
 	if key := contract.TemplateKey(token); typ == "xlsx" {
 		if _, err := p.d.Store.Stat(ctx, key); err == nil {
@@ -328,7 +332,7 @@ func (p *Pipeline) pushRetryRows(ctx context.Context, token, queue, typ string, 
 			}
 			continue
 		}
-		j, err := p.rowJob(queue, path, token, runSpec{Type: typ, ReportID: rep.ID, TemplateKey: template}, rows.Headers(), row)
+		j, err := p.rowJob(queue, path, token, runSpec{SourceKey: rep.SourceKey, Type: typ, ReportID: rep.ID, TemplateKey: template}, rows.Headers(), row, src)
 		if err != nil {
 			return pushed, err
 		}

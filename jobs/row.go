@@ -40,7 +40,13 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		path     string
 		token    string
 	)
-	if err := scanRowArgs(job, &rowRaw, &typ, &reportID, &path, &token); err != nil {
+	var ref contract.RowRef
+	isRef := isRowRefJob(job)
+	if isRef {
+		if err := scanRowRefArgs(job, &ref, &typ, &reportID, &path, &token); err != nil {
+			return err
+		}
+	} else if err := scanRowArgs(job, &rowRaw, &typ, &reportID, &path, &token); err != nil {
 		return err
 	}
 	if _, err := p.tokenQueue(token); err != nil {
@@ -52,8 +58,19 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 		return sidekiq.Kill(fmt.Errorf("%w: row_hash of %d bytes is larger than any row a split makes (at most %d bytes as JSON)",
 			sidekiq.ErrBadArgs, len(rowRaw), maxRowHashBytes))
 	}
-	headers, fields, err := orderedObject(rowRaw)
-	if err != nil {
+	var (
+		headers []string
+		fields  map[string]string
+		err     error
+	)
+	if isRef {
+		// The row is read again from the stored upload: its cells were
+		// never in Redis.
+		headers, fields, err = p.readRowRef(ctx, token, ref)
+		if err != nil {
+			return err
+		}
+	} else if headers, fields, err = orderedObject(rowRaw); err != nil {
 		return fmt.Errorf("%w: row_hash: %v", sidekiq.ErrBadArgs, err)
 	}
 	rowNum := rowNumber(job)
@@ -82,7 +99,11 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 
 	var out bytes.Buffer
 	if err := r.Render(ctx, &out, row); err != nil {
-		err = fmt.Errorf("row %s of %s: render %s: %w", key, token, name, err)
+		what := name
+		if isRef {
+			what = "its file" // the name holds the id cell, and the error goes to Redis (retry, dead, the run's errors)
+		}
+		err = fmt.Errorf("row %s of %s: render %s: %w", key, token, what, err)
 		if errors.Is(err, render.ErrCellTooLong) {
 			err = sidekiq.Kill(err) // the data is what it is: fails again on every retry
 		}

@@ -426,6 +426,10 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 	if err != nil {
 		return fmt.Errorf("re-read %s: %w", spec.SourceKey, err)
 	}
+	src, err := p.refsFor(ctx, queue, newRowSource(spec.SourceKey, rows))
+	if err != nil {
+		return err
+	}
 	maxRow := slices.Max(nums)
 	var batch []*sidekiq.Job
 	var batchRows []int
@@ -447,7 +451,7 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 			}
 			continue
 		}
-		j, err := p.rowJob(queue, contract.ReportDir(token), token, spec, rows.Headers(), row)
+		j, err := p.rowJob(queue, contract.ReportDir(token), token, spec, rows.Headers(), row, src)
 		if err != nil {
 			return err
 		}

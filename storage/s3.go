@@ -266,6 +266,25 @@ func (s *S3) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	return out.Body, nil
 }
 
+// OpenRange implements Ranger with a ranged GET (bytes=off-(off+n-1)).
+func (s *S3) OpenRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if err := ValidKey(key); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: aws.String(s.cfg.Bucket),
+		Key:    aws.String(s.objectKey(key)),
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open s3://%s/%s [%d, +%d): %w", s.cfg.Bucket, s.objectKey(key), off, n, mapS3NotFound(err))
+	}
+	return out.Body, nil
+}
+
 // Stat implements Store.
 func (s *S3) Stat(ctx context.Context, key string) (Info, error) {
 	if err := ValidKey(key); err != nil {

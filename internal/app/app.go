@@ -137,7 +137,7 @@ func (a *App) open(ctx context.Context, opts Options) (err error) {
 	p, err := jobs.New(jobs.Deps{
 		Pool: a.Pool, Client: a.Client, API: a.API, Store: a.Store, DB: a.Models,
 		Launcher: a.Launcher, Router: a.Router, Renderers: a.Renderers, Logger: log,
-		SplitWindow: cfg.SplitWindow, RowRetries: &cfg.RowJobRetry,
+		SplitWindow: cfg.SplitWindow, RowRetries: &cfg.RowJobRetry, RowCells: cfg.RowCells,
 		Supervise: jobs.SuperviseConfig{Interval: cfg.SuperviseInterval, LaunchGrace: cfg.WorkerLaunchGrace,
 			MaxRelaunches: cfg.WorkerMaxRelaunches},
 		WebhookURL: cfg.WebhookURL, WebhookSecret: cfg.WebhookSecret,

@@ -148,8 +148,9 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 		"GIN_MODE=release",
 		"PALLAREL_CPUPROFILE=" + os.Getenv("PALLAREL_CPUPROFILE"),
 	}, extraEnv...)
-	// Go runtime settings pass through, to compare them.
-	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS"} {
+	// Go runtime settings pass through, to compare them, and ROW_CELLS
+	// (row references against cells: LAUNCHER=none pushes cells).
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "ROW_CELLS"} {
 		if v, ok := os.LookupEnv(k); ok {
 			c.env = append(c.env, k+"="+v)
 		}
