@@ -19,11 +19,11 @@ import (
 
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/jobs"
-	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 

@@ -123,16 +123,26 @@ func (n *Node) Do(cmd string, args ...any) any {
 // "errorstat_READONLY"), or "" when absent.
 func (n *Node) Info(field string) string {
 	n.tb.Helper()
-	s, err := redis.String(n.Try("INFO", "everything"))
+	v, err := n.TryInfo(field)
 	if err != nil {
 		n.tb.Fatalf("INFO on %s: %v", n.Addr, err)
 	}
+	return v
+}
+
+// TryInfo is Info with its error: a server changing role (a Sentinel
+// demoting it) drops its clients, the asking one too.
+func (n *Node) TryInfo(field string) (string, error) {
+	s, err := redis.String(n.Try("INFO", "everything"))
+	if err != nil {
+		return "", err
+	}
 	for _, line := range strings.Split(s, "\r\n") {
 		if k, v, ok := strings.Cut(line, ":"); ok && k == field {
-			return v
+			return v, nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // Log is the server's log file.
