@@ -45,7 +45,7 @@ func TestGoneFromHost(t *testing.T) {
 	// A server running in this process has this process's pid and is alive.
 	here := &localServers{}
 	sibling := fmt.Sprintf("box:%d:abcdefabcdef", os.Getpid())
-	here.add(sibling)
+	here.add(sibling, true)
 	if goneFromHostOf("box", here)(sibling) {
 		t.Errorf("a server running in this process was taken for gone")
 	}
