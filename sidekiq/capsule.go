@@ -147,7 +147,9 @@ func (p *SharedProcess) leave(ctx context.Context, s *Server, released bool) err
 		e.stop()
 		<-e.done
 		runningHere.remove(e.identity)
-		err = p.do(ctx, func(c redis.Conn) error { return rdb.ClearProcess(c, e.identity) })
+		err = e.hb.end(func() error {
+			return p.do(ctx, func(c redis.Conn) error { return rdb.ClearProcess(c, e.identity) })
+		})
 	} else {
 		err = e.hb.runOnce(ctx)
 	}

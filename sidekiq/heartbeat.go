@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -164,6 +165,20 @@ func (s *Server) workSnapshot() (map[string][]byte, int) {
 // the process and other processes leave its in-flight jobs alone.
 type heartbeat struct {
 	heartbeatParams
+	// mu makes beats one at a time: a Process's capsules beat as they join
+	// and leave, beside the loop, and a beat's info must not be overwritten
+	// by an older one. ended (set by end) stops every later beat.
+	mu    sync.Mutex
+	ended bool
+}
+
+// end runs clear, the entry's removal, once no beat runs, and stops the
+// beats that would follow (a capsule's leave racing the last one's).
+func (h *heartbeat) end(clear func() error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = true
+	return clear()
 }
 
 type heartbeatParams struct {
@@ -237,6 +252,11 @@ func (h *heartbeat) run(ctx context.Context) {
 // runOnce writes one heartbeat: stats, running jobs, the process hash; then
 // acts on a signal the Web UI sent (TSTP quiets, TERM stops, TTIN dumps).
 func (h *heartbeat) runOnce(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ended {
+		return nil
+	}
 	h.flushStats(ctx)
 	info, err := h.info()
 	if err != nil {
