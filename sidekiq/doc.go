@@ -22,6 +22,7 @@
 //	launcher.rb (❤)               heartbeat.go  processes, <identity> hash, :work/:workers, signals, stats flush
 //	api.rb                        api.go        Stats, queues, sorted sets, processes, workers, signals
 //	api.rb (Queue, SortedSet)     queuework.go  one walk over a queue's jobs for QueueWork and PendingFor
+//	capsule.rb, launcher.rb       capsule.go    SharedProcess: Servers of one OS process as capsules of one process entry
 //	launcher.rb (run, stop)       parts.go      the background parts (heartbeat, metrics flusher, recoverer, poller): start/stop order and why
 //	cli.rb                        cli.go        -q -c -t -C -e -g -v -V, REDIS_URL pool
 //	config.rb (sidekiq.yml)       options.go    Options, queue order modes, sidekiq.yml with ERB ENV
@@ -34,6 +35,7 @@
 //
 //	pallarel:inflight                        SET of "<identity>|<queue>" pairs with in-flight lists
 //	pallarel:inflight|<identity>|<queue>     LIST of the jobs that process runs now or has prefetched
+//	pallarel:capsule|<identity>              HASH keeping a SharedProcess capsule (its own in-flight owner) alive
 //
 // A job is moved onto its process's list by the fetch script and removed
 // when it ends, by an LREM sent ahead of the next fetch script in the same

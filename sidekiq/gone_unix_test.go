@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestGoneFromHost(t *testing.T) {
 	// A server running in this process has this process's pid and is alive.
 	here := &localServers{}
 	sibling := fmt.Sprintf("box:%d:abcdefabcdef", os.Getpid())
-	here.add(sibling)
+	here.add(sibling, true)
 	if goneFromHostOf("box", here)(sibling) {
 		t.Errorf("a server running in this process was taken for gone")
 	}
@@ -149,5 +150,42 @@ func TestPrivateRedisRecoversGoneProcessAtOnce(t *testing.T) {
 	shared, _ := NewServer(db.Pool, NewRegistry(), Options{Queues: []QueueWeight{{Name: "q"}}, Hostname: "box", Logger: quietLogger()})
 	if n, err := newServerParts(shared).recoverer.recoverOrphans(context.Background()); err != nil || n != 0 {
 		t.Fatalf("shared Redis recovered %d, %v; want 0 while the heartbeat lives", n, err)
+	}
+}
+
+// With a private Redis, a gone capsule (of a previous run of this server,
+// or of a killed one) gives back its jobs at once and takes its gone
+// process entry off the list; a capsule that stopped from a live entry
+// leaves that entry alone.
+func TestPrivateRedisRecoversGoneCapsuleAtOnce(t *testing.T) {
+	db := redistest.New(t)
+	deadProc := fmt.Sprintf("box:%d:aaaaaaaaaaaa", deadPID(t))
+	deadCap := fmt.Sprintf("box:%d:bbbbbbbbbbbb", deadPID(t))
+	liveProc := fmt.Sprintf("box:%d:cccccccccccc", os.Getpid())
+	leftCap := fmt.Sprintf("box:%d:dddddddddddd", os.Getpid()) // stopped; its release failed
+	runningHere.add(liveProc, true)
+	t.Cleanup(func() { runningHere.remove(liveProc) })
+	for _, pc := range [][2]string{{deadProc, deadCap}, {liveProc, leftCap}} {
+		db.Do(t, "SADD", "processes", pc[0])
+		db.Do(t, "HSET", pc[0], "info", "{}", "beat", "1")
+		db.Do(t, "EXPIRE", pc[0], 60)
+		db.Do(t, "HSET", "pallarel:capsule|"+pc[1], "process", pc[0])
+		db.Do(t, "EXPIRE", "pallarel:capsule|"+pc[1], 60)
+		db.Do(t, "SADD", "pallarel:inflight", pc[1]+"|q")
+		db.Do(t, "LPUSH", "pallarel:inflight|"+pc[1]+"|q", `{"class":"X","args":[1],"jid":"`+pc[1][len(pc[1])-4:]+`","queue":"q"}`)
+	}
+	srv, _ := NewServer(db.Pool, NewRegistry(), Options{Queues: []QueueWeight{{Name: "q"}}, Hostname: "box", PrivateRedis: true, Logger: quietLogger()})
+	n, err := newServerParts(srv).recoverer.recoverOrphans(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("recovered %d, %v; want both gone capsules' jobs", n, err)
+	}
+	members, _ := redis.Strings(db.Do(t, "SMEMBERS", "processes"), nil)
+	if !slices.Equal(members, []string{liveProc}) {
+		t.Fatalf("processes %q, want only the live entry %s", members, liveProc)
+	}
+	for _, id := range []string{deadCap, leftCap} {
+		if n, _ := redis.Int(db.Do(t, "EXISTS", "pallarel:capsule|"+id, id), nil); n != 0 {
+			t.Errorf("gone capsule %s still has a key", id)
+		}
 	}
 }

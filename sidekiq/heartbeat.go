@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -133,6 +134,12 @@ func (s *Server) info() ([]byte, error) {
 	})
 }
 
+// capsuleBeat is what a Process's heartbeat writes for one capsule.
+type capsuleBeat struct {
+	identity       string   // the capsule's own, owner of its in-flight lists
+	inflightQueues []string // nil with basic fetch
+}
+
 // workEntry is one value of the <identity>:work hash.
 type workEntry struct {
 	Queue   string `json:"queue"`
@@ -158,6 +165,20 @@ func (s *Server) workSnapshot() (map[string][]byte, int) {
 // the process and other processes leave its in-flight jobs alone.
 type heartbeat struct {
 	heartbeatParams
+	// mu makes beats one at a time: a Process's capsules beat as they join
+	// and leave, beside the loop, and a beat's info must not be overwritten
+	// by an older one. ended (set by end) stops every later beat.
+	mu    sync.Mutex
+	ended bool
+}
+
+// end runs clear, the entry's removal, once no beat runs, and stops the
+// beats that would follow (a capsule's leave racing the last one's).
+func (h *heartbeat) end(clear func() error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = true
+	return clear()
 }
 
 type heartbeatParams struct {
@@ -165,8 +186,8 @@ type heartbeatParams struct {
 	log         *slog.Logger
 	identity    string
 	interval    time.Duration
-	ttl         int // lifetime of the process and work hashes, whole seconds
-	concurrency int
+	ttl         int        // lifetime of the process and work hashes, whole seconds
+	concurrency func() int // the hash's "concurrency" field
 	// legacyWork also writes <identity>:workers, which Sidekiq 6.4.1 reads.
 	legacyWork bool
 	// inflightQueues are re-registered in the in-flight index at every
@@ -174,10 +195,14 @@ type heartbeatParams struct {
 	// empty forgot them, and the lists written since must stay findable by
 	// other processes' recoverers if this one then dies.
 	inflightQueues []string
-	now            func() time.Time
-	info           func() ([]byte, error) // the hash's "info" JSON
-	running        func() (work map[string][]byte, busy int)
-	quiet          func() bool
+	// capsules, set for a Process, lists the Servers beating in this
+	// entry now: each one's in-flight registration and liveness key are
+	// written at every beat.
+	capsules func() []capsuleBeat
+	now      func() time.Time
+	info     func() ([]byte, error) // the hash's "info" JSON
+	running  func() (work map[string][]byte, busy int)
+	quiet    func() bool
 	// rss is the process's memory in KB for the hash's "rss"; nil reads it.
 	rss func() int64
 	// flushStats writes the processed/failed counts, before each beat as
@@ -227,6 +252,11 @@ func (h *heartbeat) run(ctx context.Context) {
 // runOnce writes one heartbeat: stats, running jobs, the process hash; then
 // acts on a signal the Web UI sent (TSTP quiets, TERM stops, TTIN dumps).
 func (h *heartbeat) runOnce(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ended {
+		return nil
+	}
 	h.flushStats(ctx)
 	info, err := h.info()
 	if err != nil {
@@ -243,6 +273,18 @@ func (h *heartbeat) runOnce(ctx context.Context) error {
 			return fmt.Errorf("in-flight registration: %w", err)
 		}
 	}
+	if h.capsules != nil {
+		for _, cb := range h.capsules() {
+			if cb.inflightQueues != nil {
+				if err := rdb.RegisterInflight(c, cb.identity, cb.inflightQueues); err != nil {
+					return fmt.Errorf("in-flight registration of capsule %s: %w", cb.identity, err)
+				}
+			}
+			if err := rdb.BeatCapsule(c, cb.identity, h.identity, h.ttl); err != nil {
+				return fmt.Errorf("capsule %s: %w", cb.identity, err)
+			}
+		}
+	}
 	if err := rdb.WriteWork(c, h.identity, work, h.legacyWork, h.ttl); err != nil {
 		return fmt.Errorf("work hash: %w", err)
 	}
@@ -252,7 +294,7 @@ func (h *heartbeat) runOnce(ctx context.Context) error {
 	}
 	fields := []any{
 		"info", info,
-		"concurrency", h.concurrency,
+		"concurrency", h.concurrency(),
 		"busy", busy,
 		"beat", floatSeconds(h.now()),
 		"quiet", strconv.FormatBool(h.quiet()),

@@ -28,7 +28,7 @@ func setupHeartbeat(t *testing.T, legacy bool, inflight []string) *heartbeatBund
 		identity:       "host:1:abcdefabcdef",
 		interval:       time.Hour,
 		ttl:            60,
-		concurrency:    5,
+		concurrency:    func() int { return 5 },
 		legacyWork:     legacy,
 		inflightQueues: inflight,
 		now:            func() time.Time { return time.Unix(1_800_000_000, 500_000_000) },

@@ -334,6 +334,15 @@ type Options struct {
 	// expire. Leave it off on a shared Redis, where another host may have
 	// the same name.
 	PrivateRedis bool
+	// Process, when set, makes the server a capsule of that process entry
+	// (Sidekiq 7+'s config.capsule): it beats in the entry's heartbeat
+	// instead of an entry of its own, so several servers of one OS process
+	// show as one process on /busy. The entry's Tag, Labels, Version,
+	// Dialect and heartbeat timing apply; Hostname defaults to its.
+	Process *SharedProcess
+	// Capsule names the server's capsule in its Process entry's info;
+	// default "default".
+	Capsule string
 	// IdleTimeout stops the server when all its queues have stayed empty and
 	// nothing ran for this long; 0 never stops.
 	IdleTimeout time.Duration

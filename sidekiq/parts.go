@@ -15,8 +15,11 @@ type part interface {
 // after the first heartbeat and stops them once the processors have
 // finished or given their jobs back.
 type serverParts struct {
-	heartbeat *heartbeat
-	metrics   *metricsFlusher
+	// heartbeat is the server's own; nil for a capsule, which its
+	// Process's heartbeat keeps alive.
+	heartbeat  *heartbeat
+	flushStats func(context.Context)
+	metrics    *metricsFlusher
 	// recoverer gives back dead processes' in-flight jobs; it belongs to
 	// reliable fetch (nil with basic fetch: nothing is in flight).
 	recoverer *recoverer
@@ -25,13 +28,14 @@ type serverParts struct {
 
 func newServerParts(s *Server) *serverParts {
 	p := &serverParts{
+		flushStats: s.flushStats,
 		heartbeat: newHeartbeat(heartbeatParams{
 			pool:        s.pool,
 			log:         s.log,
 			identity:    s.identity,
 			interval:    s.opts.HeartbeatInterval,
 			ttl:         s.processTTL(),
-			concurrency: s.opts.Concurrency,
+			concurrency: func() int { return s.opts.Concurrency },
 			legacyWork:  s.opts.Dialect == Dialect6,
 			now:         s.opts.Now,
 			info:        s.info,
@@ -61,7 +65,9 @@ func newServerParts(s *Server) *serverParts {
 			quiet:   s.quiet.Load,
 		}),
 	}
-	if s.fetcher.Reliable() {
+	if s.opts.Process != nil {
+		p.heartbeat = nil
+	} else if s.fetcher.Reliable() {
 		p.heartbeat.inflightQueues = s.order.unique
 	}
 	if rec := s.fetcher.recoverer(min(RecoverInterval, s.opts.HeartbeatInterval*3)); rec != nil {
@@ -75,7 +81,8 @@ func newServerParts(s *Server) *serverParts {
 
 // order lists the parts in start order; stop runs it backwards, each part
 // gone before the next is stopped.
-//   - heartbeat first and last: while it beats the process is alive to the
+//   - heartbeat first and last (a capsule's is its Process's, from join
+//     to leave, around all of these): while it beats the process is alive to the
 //     Web UI and to other processes' recoverers, which would otherwise take
 //     its in-flight jobs while the processors finish them.
 //   - metrics flusher: counts what the processors record until they stop.
@@ -83,7 +90,11 @@ func newServerParts(s *Server) *serverParts {
 //   - poller last: it feeds the queues, so it starts once the process is
 //     up and is the first to stop (senders before receivers).
 func (p *serverParts) order() []part {
-	ps := []part{p.heartbeat, p.metrics}
+	var ps []part
+	if p.heartbeat != nil {
+		ps = append(ps, p.heartbeat)
+	}
+	ps = append(ps, p.metrics)
 	if p.recoverer != nil {
 		ps = append(ps, p.recoverer)
 	}
@@ -102,7 +113,7 @@ func (p *serverParts) run(ctx context.Context) {
 // flush writes the stats and metrics of the last jobs, once the processors
 // and the parts have stopped (nothing counts after this).
 func (p *serverParts) flush(ctx context.Context) {
-	p.heartbeat.flushStats(ctx)
+	p.flushStats(ctx)
 	// Best effort, as in the flusher's loop, which logs the same way.
 	if err := p.metrics.runOnce(ctx); err != nil && p.metrics.log != nil {
 		p.metrics.log.Warn("write job metrics at stop", "err", err)

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
+
 	"github.com/pallarel/pallarel/sidekiq/internal/rdb"
 )
 
@@ -79,7 +81,7 @@ func (r *recoverer) recoverOrphans(ctx context.Context) (int, error) {
 			}
 			// Gone from this host (killed, or the previous run of this
 			// server): take it off the Web UI's process list too.
-			if err := rdb.ClearProcess(c, o.Identity); err != nil {
+			if err := r.clearGone(c, o.Identity); err != nil {
 				return moved, err
 			}
 			r.log.Warn("a process of this host is gone: its jobs come back before its heartbeat expires", "dead_identity", o.Identity)
@@ -94,4 +96,24 @@ func (r *recoverer) recoverOrphans(ctx context.Context) (int, error) {
 		moved += n
 	}
 	return moved, nil
+}
+
+// clearGone takes a gone process of this host off the process list; for a
+// capsule, its liveness key, and its process entry if that is gone too (a
+// capsule stopped from a live entry leaves the entry alone).
+func (r *recoverer) clearGone(c redis.Conn, identity string) error {
+	proc, err := rdb.CapsuleProcess(c, identity)
+	if err != nil {
+		return err
+	}
+	if proc == "" {
+		return rdb.ClearProcess(c, identity)
+	}
+	if err := rdb.ClearCapsule(c, identity); err != nil {
+		return err
+	}
+	if r.deadHere(proc) {
+		return rdb.ClearProcess(c, proc)
+	}
+	return nil
 }

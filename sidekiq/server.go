@@ -27,11 +27,14 @@ type Server struct {
 	reg      *Registry
 	opts     Options
 	log      *slog.Logger
-	identity string
-	started  time.Time
-	fetcher  *fetcher
-	client   *Client
-	order    *queueOrder
+	identity string // the process entry's, or a capsule's own (in-flight owner)
+	// entry is the Process entry this server beats in as a capsule, from
+	// its join (nil for a server with an entry of its own).
+	entry   atomic.Pointer[processEntry]
+	started time.Time
+	fetcher *fetcher
+	client  *Client
+	order   *queueOrder
 
 	quiet     atomic.Bool
 	quietCh   chan struct{}
@@ -81,8 +84,18 @@ func (s *Server) runningJobs() map[string]*running {
 
 // NewServer builds a server that runs reg's handlers on pool.
 func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
+	if opts.Process != nil && opts.Hostname == "" {
+		opts.Hostname = opts.Process.opts.Hostname
+	}
 	if err := opts.withDefaults(); err != nil {
 		return nil, err
+	}
+	var tidBase int64
+	if opts.Process != nil {
+		tidBase = opts.Process.tidBase(opts.Concurrency) // unique in the entry's one work hash
+		if opts.Capsule == "" {
+			opts.Capsule = "default"
+		}
 	}
 	var nonce [6]byte
 	_, _ = rand.Read(nonce[:])
@@ -100,7 +113,7 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 	s.procs = make([]*processorState, opts.Concurrency)
 	for i := range s.procs {
 		// Short and unique, like Sidekiq's base-36 tids.
-		s.procs[i] = &processorState{tid: strconv.FormatInt(int64(i)+36*36, 36), inv: newInvoker(opts.ServerMiddleware)}
+		s.procs[i] = &processorState{tid: strconv.FormatInt(tidBase+int64(i)+36*36, 36), inv: newInvoker(opts.ServerMiddleware)}
 	}
 	s.log = opts.Logger.With("identity", s.identity)
 	s.jobLog = &jobLog{log: s.log, quiet: reg.Quiet, now: opts.Now}
@@ -115,8 +128,14 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 }
 
 // Identity is the process identity in the "processes" set:
-// "hostname:pid:12-hex-nonce", as Sidekiq writes it.
-func (s *Server) Identity() string { return s.identity }
+// "hostname:pid:12-hex-nonce", as Sidekiq writes it. For a capsule of a
+// Process it is the entry's once the server runs.
+func (s *Server) Identity() string {
+	if e := s.entry.Load(); e != nil {
+		return e.identity
+	}
+	return s.identity
+}
 
 // Client is a client with the server's dialect and client middleware.
 func (s *Server) Client() *Client { return s.client }
@@ -145,17 +164,26 @@ func (s *Server) Run(ctx context.Context) error {
 	defer close(s.gone)
 	// Known to this process's other servers as alive from before its first
 	// beat until its heartbeat is cleared (goneFromHost).
-	runningHere.add(s.identity)
+	proc := s.opts.Process
+	runningHere.add(s.identity, proc == nil)
 	defer runningHere.remove(s.identity)
 	s.lastWork.Store(s.opts.Now().UnixNano())
 	parts := newServerParts(s) // heartbeat, metrics flusher, recoverer, poller
 	// The heartbeat comes first: another process's recoverer that saw our
 	// in-flight registration without it would take us for dead and drop
-	// the registration before our first fetch.
-	if err := parts.heartbeat.runOnce(ctx); err != nil {
+	// the registration before our first fetch. A capsule's is its
+	// Process's, which beats at once as it joins.
+	if proc != nil {
+		if err := proc.join(ctx, s); err != nil {
+			return fmt.Errorf("start %s: %w", s.identity, err)
+		}
+	} else if err := parts.heartbeat.runOnce(ctx); err != nil {
 		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
 	}
 	if err := s.fetcher.register(ctx); err != nil {
+		if proc != nil {
+			_ = proc.leave(context.WithoutCancel(ctx), s, true) // nothing fetched yet
+		}
 		return fmt.Errorf("start %s: %w", s.identity, err)
 	}
 	s.log.Info("started", "queues", s.order.unique, "mode", s.order.mode,
@@ -194,7 +222,12 @@ func (s *Server) Run(ctx context.Context) error {
 	parts.flush(cleanup) // the stats and metrics of the last jobs
 	s.jobLog.flush()
 	err := s.fetcher.release(cleanup)
-	if err == nil {
+	switch {
+	case proc != nil:
+		if lerr := proc.leave(cleanup, s, err == nil); err == nil {
+			err = lerr
+		}
+	case err == nil:
 		err = s.do(cleanup, func(c redis.Conn) error { return rdb.ClearProcess(c, s.identity) })
 	}
 	if err != nil {

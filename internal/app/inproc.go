@@ -18,7 +18,10 @@ import (
 
 // InProcess runs Sidekiq servers inside this process: the all-in-one mode's
 // `report` worker and one worker per token, started by the launcher as
-// tokens appear and stopped when their report is done.
+// tokens appear and stopped when their report is done. They are capsules
+// of one Sidekiq process entry (sidekiq.SharedProcess), as Sidekiq 7+ runs
+// several capsules in one process: the Web UI lists this process once, with
+// its RSS once, and its Quiet and Stop reach every worker of it.
 type InProcess struct {
 	Pool        *redis.Pool
 	Concurrency int
@@ -32,6 +35,7 @@ type InProcess struct {
 
 	pipeline *jobs.Pipeline
 	mu       sync.Mutex
+	proc     *sidekiq.SharedProcess // the entry every server beats in
 	servers  map[string]*inprocServer // by task id
 	wg       sync.WaitGroup
 	closed   bool
@@ -115,11 +119,19 @@ func (p *InProcess) StartWith(id string, queues []sidekiq.QueueWeight, idle time
 			return nil
 		}
 	}
+	if p.proc == nil {
+		proc, err := sidekiq.NewSharedProcess(p.Pool, sidekiq.SharedProcessOptions{Dialect: p.Dialect, Logger: p.Log})
+		if err != nil {
+			return fmt.Errorf("start %s: %w", id, err)
+		}
+		p.proc = proc
+	}
 	reg := sidekiq.NewRegistry()
 	if err := p.pipeline.Register(reg); err != nil {
 		return err
 	}
-	opts := sidekiq.Options{Queues: queues, Concurrency: concurrency, Dialect: p.Dialect, IdleTimeout: idle, Logger: p.Log, PrivateRedis: p.PrivateRedis}
+	opts := sidekiq.Options{Queues: queues, Concurrency: concurrency, Dialect: p.Dialect, IdleTimeout: idle, Logger: p.Log,
+		PrivateRedis: p.PrivateRedis, Process: p.proc, Capsule: id}
 	p.pipeline.ServerOptions(&opts)
 	srv, err := sidekiq.NewServer(p.Pool, reg, opts)
 	if err != nil {

@@ -114,6 +114,34 @@ func ClearProcess(c redis.Conn, identity string) error {
 	return err
 }
 
+// BeatCapsule keeps a capsule of process alive for ttl seconds: its
+// in-flight lists are then a live process's (Alive).
+func BeatCapsule(c redis.Conn, capsule, process string, ttl int) error {
+	if err := c.Send("MULTI"); err != nil {
+		return err
+	}
+	_ = c.Send("HSET", Capsule(capsule), "process", process)
+	_ = c.Send("EXPIRE", Capsule(capsule), ttl)
+	_, err := c.Do("EXEC")
+	return err
+}
+
+// ClearCapsule ends a capsule that gave back its in-flight jobs.
+func ClearCapsule(c redis.Conn, capsule string) error {
+	_, err := c.Do("UNLINK", Capsule(capsule))
+	return err
+}
+
+// CapsuleProcess is the identity of the process entry a capsule beats in,
+// "" when identity is no live capsule.
+func CapsuleProcess(c redis.Conn, identity string) (string, error) {
+	p, err := redis.String(c.Do("HGET", Capsule(identity), "process"))
+	if errors.Is(err, redis.ErrNil) {
+		return "", nil
+	}
+	return p, err
+}
+
 // ProcessCount is the number of registered processes (at least 1).
 func ProcessCount(c redis.Conn) (int, error) {
 	n, err := redis.Int(c.Do("SCARD", KeyProcesses))

@@ -26,6 +26,13 @@ const (
 	KeyInflightIndex = "pallarel:inflight"
 )
 
+// Capsule is the HASH that keeps a capsule alive (a Server that beats in
+// another identity's process entry, Process): its own identity owns its
+// in-flight lists, so the heartbeat of its process writes this key beside
+// the process hash, with the same lifetime, holding "process" (the entry's
+// identity). Sidekiq's API and Web UI never read it.
+func Capsule(identity string) string { return "pallarel:capsule|" + identity }
+
 // StatsTTL is how long daily stat keys live: 5 years, as Sidekiq sets.
 const StatsTTL = 157680000
 

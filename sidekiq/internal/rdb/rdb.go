@@ -227,9 +227,11 @@ func InflightOwners(c redis.Conn) ([]Orphan, error) {
 	return out, nil
 }
 
-// Alive reports whether identity's heartbeat hash still exists.
+// Alive reports whether identity's heartbeat hash still exists, or, for a
+// capsule, the key its process's heartbeat keeps for it.
 func Alive(c redis.Conn, identity string) (bool, error) {
-	return redis.Bool(c.Do("EXISTS", identity))
+	n, err := redis.Int(c.Do("EXISTS", identity, Capsule(identity)))
+	return n > 0, err
 }
 
 // RecoverInflight returns a dead process's in-flight jobs to their queue.
