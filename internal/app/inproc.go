@@ -35,7 +35,7 @@ type InProcess struct {
 
 	pipeline *jobs.Pipeline
 	mu       sync.Mutex
-	proc     *sidekiq.SharedProcess // the entry every server beats in
+	proc     *sidekiq.SharedProcess   // the entry every server beats in
 	servers  map[string]*inprocServer // by task id
 	wg       sync.WaitGroup
 	closed   bool
