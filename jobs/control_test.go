@@ -229,7 +229,7 @@ func TestCancelMidRun(t *testing.T) {
 	// report worker is stopped, so a push would stay on its queue).
 	e.stopWorker("report")
 	e.pipeline.RunEndedForTest(ctx, token)
-	if n := e.redisInt("LLEN", "queue:"+jobs.WebhookQueue); n != 0 || len(hook.deliveries()) != 1 {
+	if n := e.redisInt("LLEN", "queue:"+webhook.Queue); n != 0 || len(hook.deliveries()) != 1 {
 		t.Errorf("a second delivery: %d queued, %d delivered", n, len(hook.deliveries()))
 	}
 }

@@ -9,9 +9,6 @@ import (
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
-// MonitorInterval is how often the report worker runs the monitors.
-const MonitorInterval = monitor.Interval
-
 // RunMonitors runs, inside the `report` worker, the run supervisor and what
 // the Rails app ran from cron (run/monitor), until ctx ends; it returns once
 // both have stopped.

@@ -25,6 +25,7 @@ import (
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -132,7 +133,7 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.runWorker("report", []sidekiq.QueueWeight{{Name: "report"}, {Name: "default"}}, 4)
-	e.runWorker("webhook", []sidekiq.QueueWeight{{Name: jobs.WebhookQueue}}, jobs.WebhookConcurrency)
+	e.runWorker("webhook", []sidekiq.QueueWeight{{Name: webhook.Queue}}, webhook.Concurrency)
 	return e
 }
 

@@ -8,13 +8,6 @@ import (
 	"github.com/pallarel/pallarel/run/webhook"
 )
 
-// The webhook queue and its processors, as the workers that serve the
-// report queue start them (run/webhook owns the delivery).
-const (
-	WebhookQueue       = webhook.Queue
-	WebhookConcurrency = webhook.Concurrency
-)
-
 // newNotifier builds the run-end webhook part from the pipeline's deps.
 func (p *Pipeline) newNotifier() (*webhook.Notifier, error) {
 	return webhook.New(webhook.Params{

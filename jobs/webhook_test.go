@@ -16,6 +16,7 @@ import (
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -120,18 +121,18 @@ func TestHangingWebhookDoesNotDelaySplits(t *testing.T) {
 		return time.Since(start)
 	}
 	alone := run(50)
-	for range 3 * jobs.WebhookConcurrency {
+	for range 3 * webhook.Concurrency {
 		run(2)
 	}
-	waitFor(t, 20*time.Second, "every webhook processor held", func() bool { return hanging.Load() >= jobs.WebhookConcurrency })
-	if n := e.redisInt("LLEN", "queue:"+jobs.WebhookQueue); n == 0 {
+	waitFor(t, 20*time.Second, "every webhook processor held", func() bool { return hanging.Load() >= webhook.Concurrency })
+	if n := e.redisInt("LLEN", "queue:"+webhook.Queue); n == 0 {
 		t.Fatal("no delivery waits behind the hanging ones: the test proves nothing")
 	}
 	beside := run(50)
-	if held := hanging.Load(); held < jobs.WebhookConcurrency {
+	if held := hanging.Load(); held < webhook.Concurrency {
 		t.Fatalf("only %d deliveries hung through the measured run", held)
 	}
-	t.Logf("50-row run alone %s, beside %d hanging deliveries %s", alone, jobs.WebhookConcurrency, beside)
+	t.Logf("50-row run alone %s, beside %d hanging deliveries %s", alone, webhook.Concurrency, beside)
 	if beside > 3*alone+2*time.Second {
 		t.Errorf("a split beside hanging webhooks took %s, alone %s", beside, alone)
 	}

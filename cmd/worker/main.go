@@ -14,7 +14,8 @@ import (
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/workercmd"
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/run/monitor"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -74,12 +75,12 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 	monitors, stop := context.WithCancel(ctx)
 	monitorsDone := make(chan struct{})
 	if slices.Contains(names, contract.TriggerQueue) {
-		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval) }()
+		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, monitor.Interval) }()
 	} else {
 		close(monitorsDone)
 	}
 	stopHooks := func() {}
-	if slices.Contains(names, contract.TriggerQueue) && !slices.Contains(names, jobs.WebhookQueue) {
+	if slices.Contains(names, contract.TriggerQueue) && !slices.Contains(names, webhook.Queue) {
 		if stopHooks, err = startWebhookServer(ctx, env, a); err != nil {
 			stop()
 			<-monitorsDone
@@ -93,11 +94,11 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 }
 
 // startWebhookServer runs the webhook deliveries beside the report worker,
-// as a server of their own on jobs.WebhookQueue with jobs.WebhookConcurrency
+// as a server of their own on webhook.Queue with webhook.Concurrency
 // processors and a pool of its own: a receiver that hangs holds one of
 // those, never a processor that splits uploads.
 func startWebhookServer(ctx context.Context, env *workercmd.Env, a *app.App) (stop func(), err error) {
-	pool, err := sidekiq.NewPool(env.Config.RedisURL, jobs.WebhookConcurrency+5)
+	pool, err := sidekiq.NewPool(env.Config.RedisURL, webhook.Concurrency+5)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ func startWebhookServer(ctx context.Context, env *workercmd.Env, a *app.App) (st
 		pool.Close()
 		return nil, err
 	}
-	opts := sidekiq.Options{Queues: []sidekiq.QueueWeight{{Name: jobs.WebhookQueue}}, Concurrency: jobs.WebhookConcurrency,
+	opts := sidekiq.Options{Queues: []sidekiq.QueueWeight{{Name: webhook.Queue}}, Concurrency: webhook.Concurrency,
 		Dialect: env.Options.Dialect, Logger: env.Logger, Timeout: 10 * time.Second}
 	a.Pipeline.ServerOptions(&opts)
 	srv, err := sidekiq.NewServer(pool, reg, opts)

@@ -13,7 +13,7 @@ import (
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/internal/workercmd"
-	"github.com/pallarel/pallarel/jobs"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -24,7 +24,7 @@ func webhookServer(t *testing.T, db *redistest.DB) string {
 	ids, _ := redis.Strings(db.Do(t, "SMEMBERS", "processes"), nil)
 	for _, id := range ids {
 		info, _ := redis.String(db.Do(t, "HGET", id, "info"), nil)
-		if strings.Contains(info, `"`+jobs.WebhookQueue+`"`) {
+		if strings.Contains(info, `"`+webhook.Queue+`"`) {
 			return id
 		}
 	}
@@ -32,7 +32,7 @@ func webhookServer(t *testing.T, db *redistest.DB) string {
 }
 
 // A report worker (-q report -q default) also serves the webhook queue, on
-// a server of its own with jobs.WebhookConcurrency processors, and stops
+// a server of its own with webhook.Concurrency processors, and stops
 // it with itself.
 func TestReportWorkerServesWebhooks(t *testing.T) {
 	t.Parallel()
@@ -56,8 +56,8 @@ func TestReportWorkerServesWebhooks(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if c, _ := redis.Int(db.Do(t, "HGET", id, "concurrency"), nil); c != jobs.WebhookConcurrency {
-		t.Errorf("webhook server concurrency %d, want %d", c, jobs.WebhookConcurrency)
+	if c, _ := redis.Int(db.Do(t, "HGET", id, "concurrency"), nil); c != webhook.Concurrency {
+		t.Errorf("webhook server concurrency %d, want %d", c, webhook.Concurrency)
 	}
 	cleanup()
 	if id := webhookServer(t, db); id != "" {

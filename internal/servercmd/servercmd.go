@@ -26,8 +26,9 @@ import (
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/logformat"
 	"github.com/pallarel/pallarel/internal/servercmd/embeddedredis"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/retention"
+	"github.com/pallarel/pallarel/run/monitor"
+	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/server"
 	"github.com/pallarel/pallarel/sidekiq"
 )
@@ -124,7 +125,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		}
 		// Webhook deliveries on their own server: a receiver that hangs
 		// holds one of its few processors, not the report worker's.
-		if err := procs.StartWith("webhook", []sidekiq.QueueWeight{{Name: jobs.WebhookQueue}}, 0, jobs.WebhookConcurrency); err != nil {
+		if err := procs.StartWith("webhook", []sidekiq.QueueWeight{{Name: webhook.Queue}}, 0, webhook.Concurrency); err != nil {
 			log.Error("start webhook worker", "err", err)
 			procs.Close()
 			return 1
@@ -141,7 +142,7 @@ func Run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		monitorsDone := make(chan struct{})
 		go func() {
 			defer close(monitorsDone)
-			a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval)
+			a.Pipeline.RunMonitors(monitors, monitor.Interval)
 		}()
 		// The monitors use Redis and the database: wait for them before
 		// the deferred Close above releases those.

@@ -17,8 +17,8 @@ import (
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
 	"github.com/pallarel/pallarel/internal/workercmd"
-	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/render"
+	"github.com/pallarel/pallarel/run/monitor"
 )
 
 func main() {
@@ -69,7 +69,7 @@ func setup(ctx context.Context, env *workercmd.Env) (func(), error) {
 	monitors, stop := context.WithCancel(ctx)
 	monitorsDone := make(chan struct{})
 	if slices.Contains(names, contract.TriggerQueue) {
-		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, jobs.MonitorInterval) }()
+		go func() { defer close(monitorsDone); a.Pipeline.RunMonitors(monitors, monitor.Interval) }()
 	} else {
 		close(monitorsDone)
 	}
