@@ -13,6 +13,7 @@ import (
 
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
+	"github.com/pallarel/pallarel/internal/heapprofile"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -22,6 +23,7 @@ var version = "dev"
 
 func main() {
 	stopProfile := cpuProfile(os.Getenv("PALLAREL_CPUPROFILE"))
+	heapprofile.Start(context.Background(), os.Getenv("PALLAREL_HEAPPROFILE"))
 	code := workercmd.Main(context.Background(), version, os.Args[1:], os.LookupEnv, os.Stderr, setup)
 	stopProfile()
 	os.Exit(code)
