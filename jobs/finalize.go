@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/pallarel/pallarel/contract"
@@ -101,6 +102,11 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 	}
 	log := p.log.With("token", token, "report_id", reportID)
 	count, err := p.finalize(ctx, token, status.TotalCount, missing)
+	// What finalize held a row (the ledger's frame of each row, the ZIP's
+	// name hashes: some 100 MB of heap at 3.4 M rows) is garbage now, yet
+	// the runtime kept those pages for minutes after a run (bench/memory.sh):
+	// hand them back at once, a GC once a run.
+	debug.FreeOSMemory()
 	if err != nil {
 		// The report stays processing while retries remain; jobDied marks
 		// it failed when they are spent.

@@ -365,9 +365,12 @@ func status(base, token string) (runStatus, error) {
 }
 
 // phaseOf names the phase a status shows: the split until the total is
-// known, the rows until each has ended, the finalize until completed.
+// known, the rows until each has ended, the finalize from its claim
+// (finalized_at; done_count lags the last rows) until completed.
 func phaseOf(s runStatus, rows int) string {
 	switch {
+	case s.FinalizedAt != nil:
+		return "finalize"
 	case s.State == "splitting" || s.TotalCount < rows:
 		return "split"
 	case s.DoneCount+s.FailedCount < s.TotalCount:
