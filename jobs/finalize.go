@@ -151,6 +151,7 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, missin
 	go func() {
 		defer close(written)
 		zw := reportzip.NewWriter(pw)
+		zw.Expect(total)
 		defer zw.Close() // a no-op after the Close below; on errors it releases the spooled directory
 		manifest := reportzip.NewManifest(spool)
 		packs := ledger.NewPackReader(p.d.Store, token)

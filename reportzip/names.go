@@ -17,6 +17,15 @@ type nameSet struct {
 // few (each moves the sorted slice) and the map small.
 const pendingMin = 1 << 16
 
+// reserve makes room for n hashes at once: grown by copying instead, the
+// slice's old and new arrays are both live at each growth (62 MB at the
+// end of 3.4 M names, where the hashes take 27).
+func (s *nameSet) reserve(n int) {
+	if n > cap(s.sorted) {
+		s.sorted = slices.Grow(s.sorted, n-len(s.sorted))
+	}
+}
+
 func (s *nameSet) has(h uint64) bool {
 	if _, ok := s.pending[h]; ok {
 		return true

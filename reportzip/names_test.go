@@ -33,3 +33,24 @@ func TestNameSetMatchesMap(t *testing.T) {
 		}
 	}
 }
+
+// TestNameSetReserve checks a reserved set never moves its slice while
+// the names said come, and still takes more.
+func TestNameSetReserve(t *testing.T) {
+	t.Parallel()
+	const n = 200_000
+	var s nameSet
+	s.reserve(n)
+	first := &s.sorted[:1][0]
+	for i := range uint64(n) {
+		s.add(i * 0x9E3779B97F4A7C15)
+	}
+	s.merge()
+	if &s.sorted[0] != first || len(s.sorted) != n {
+		t.Fatalf("the slice moved or lost names: len %d", len(s.sorted))
+	}
+	s.add(7)
+	if three := uint64(3); !s.has(7) || !s.has(three*0x9E3779B97F4A7C15) {
+		t.Error("a name is missing")
+	}
+}

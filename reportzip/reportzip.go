@@ -118,6 +118,12 @@ func getDeflater(w io.Writer) (*flate.Writer, error) {
 	return flate.NewWriter(w, flate.BestSpeed)
 }
 
+// Expect says about how many entries will be added, so the memory the
+// duplicate-name check needs (8 bytes an entry) is taken once instead of
+// grown as they come. More or fewer entries than said still work; a count
+// past 2^26 reserves 2^26.
+func (w *Writer) Expect(entries int) { w.names.reserve(min(entries, 1<<26)) }
+
 // Count returns how many entries Add wrote (the manifest excluded).
 func (w *Writer) Count() int { return w.count }
 
