@@ -1,10 +1,12 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -193,4 +195,55 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestSplitBlobNames reads back blobs whose names fit the first read, end
+// at its edge and run past it, up to the longest allowed, and refuses a
+// name longer than that or than the blob.
+func TestSplitBlobNames(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 9, blobHeadBytes - 2, blobHeadBytes - 1, blobHeadBytes, blobHeadBytes + 1, 300, maxNameBytes} {
+		name := strings.Repeat("n", n)
+		var bb bytes.Buffer
+		bb.WriteString("prefix")
+		writeBlob(&bb, name, []byte("body"))
+		writeBlob(&bb, "next.txt", []byte("other"))
+		size := int64(bb.Len() - len("prefix") - (1 + len("next.txt") + len("other")))
+		got, sec, err := splitBlob(bytes.NewReader(bb.Bytes()), int64(len("prefix")), size)
+		if err != nil {
+			t.Fatalf("name of %d bytes: %v", n, err)
+		}
+		body, _ := io.ReadAll(sec)
+		if got != name || string(body) != "body" {
+			t.Errorf("name of %d bytes: got a name of %d bytes and body %q", n, len(got), body)
+		}
+	}
+	var bb bytes.Buffer
+	writeBlob(&bb, strings.Repeat("n", maxNameBytes+1), []byte("body"))
+	if _, _, err := splitBlob(bytes.NewReader(bb.Bytes()), 0, int64(bb.Len())); err == nil {
+		t.Error("a name over maxNameBytes was read")
+	}
+	if _, _, err := splitBlob(bytes.NewReader(bb.Bytes()), 0, 10); err == nil {
+		t.Error("a name past the blob's end was read")
+	}
+}
+
+// TestSplitBlobGarbage bounds what reading one row's name costs the heap:
+// the finalizer reads millions.
+func TestSplitBlobGarbage(t *testing.T) {
+	var bb bytes.Buffer
+	writeBlob(&bb, "row-0001234-A-0001234.txt", []byte("body"))
+	r := bytes.NewReader(bb.Bytes())
+	const n = 10_000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		if _, _, err := splitBlob(r, 0, int64(bb.Len())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 256 {
+		t.Errorf("splitBlob allocated %d bytes a call, want at most 256", per)
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/pallarel/pallarel/internal/heapprofile"
 	"github.com/pallarel/pallarel/internal/servercmd"
 )
 
@@ -26,6 +27,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	heapprofile.Start(ctx, os.Getenv("PALLAREL_HEAPPROFILE"))
 	os.Exit(Run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, nil))
 }
 

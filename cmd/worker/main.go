@@ -13,6 +13,7 @@ import (
 
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/app"
+	"github.com/pallarel/pallarel/internal/heapprofile"
 	"github.com/pallarel/pallarel/internal/workercmd"
 	"github.com/pallarel/pallarel/run/monitor"
 	"github.com/pallarel/pallarel/run/webhook"
@@ -23,6 +24,7 @@ var version = "dev"
 
 func main() {
 	stopProfile := cpuProfile(os.Getenv("PALLAREL_CPUPROFILE"))
+	heapprofile.Start(context.Background(), os.Getenv("PALLAREL_HEAPPROFILE"))
 	code := workercmd.Main(context.Background(), version, os.Args[1:], os.LookupEnv, os.Stderr, setup)
 	stopProfile()
 	os.Exit(code)
