@@ -28,7 +28,7 @@ command -v redis-server >/dev/null || { echo "needs redis-server (apt-get instal
 mkdir -p "$OUT"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-go build -o "$tmp/" ./bench/cmd/memorybench
+go build -o "$tmp/" ./bench/cmd/memorybench ./bench/cmd/pipelinebench
 bin=${BIN:-}
 if [ -z "$bin" ]; then
   go build -o "$tmp/" ./cmd/server ./cmd/worker
@@ -46,7 +46,7 @@ RAW="$OUT/memory-raw-$stamp.txt"
   echo "# $(go version)"
   echo "# $(redis-server --version)"
 } | tee "$RAW" >&2
-"$mb" gencsv -rows "$N" -out "$tmp/text.csv"
+"$tmp/pipelinebench" gencsv -rows "$N" -out "$tmp/text.csv" >/dev/null
 echo "# csv: $N rows, $(( $(stat -c %s "$tmp/text.csv") / 1048576 )) MiB" | tee -a "$RAW" >&2
 for layout in $LAYOUTS; do
   "$mb" run -layout "$layout" -bin "$bin" -csv "$tmp/text.csv" -rows "$N" -after "${AFTER}s" \

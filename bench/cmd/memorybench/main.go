@@ -11,14 +11,13 @@
 package main
 
 import (
+	"github.com/pallarel/pallarel/bench/internal/benchrun"
+
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -33,13 +32,11 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: memorybench gencsv|run ...")
+		fmt.Fprintln(os.Stderr, "usage: memorybench run ... (the CSV: pipelinebench gencsv)")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
-	case "gencsv":
-		err = genCSV(os.Args[2:])
 	case "run":
 		err = run(os.Args[2:])
 	default:
@@ -49,33 +46,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "memorybench:", err)
 		os.Exit(1)
 	}
-}
-
-// genCSV writes the rows pipelinebench's gencsv writes (seven columns,
-// about 96 bytes a row: 3,400,000 rows are 326 MB, the upload issue 19
-// measured).
-func genCSV(args []string) error {
-	fs := flag.NewFlagSet("gencsv", flag.ContinueOnError)
-	rows := fs.Int("rows", 10000, "data rows")
-	out := fs.String("out", "", "output file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	f, err := os.Create(*out)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
-	_, _ = w.WriteString("個別識別番号,保険者名,年度,氏名,生年月日,請求金額,備考\n")
-	for i := 1; i <= *rows; i++ {
-		fmt.Fprintf(w, "ID-%08d,保険者%d,%d,山田 太郎%d,19%02d-%02d-%02d,%d,特記事項なし\n",
-			i, i%97, 2000+i%30, i%1000, 40+i%60, 1+i%12, 1+i%28, 1000+i*7%100000)
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 // phases of a run as the status JSON shows it, then after its end.
@@ -102,29 +72,16 @@ func (p *proc) sample(phase string) (rss int64, ok bool) {
 		return 0, false
 	default:
 	}
-	rss, err := statusKiB(p.cmd.Process.Pid, "VmRSS:")
+	rss, err := benchrun.StatusKiB(p.cmd.Process.Pid, "VmRSS:")
 	if err != nil {
 		return 0, false
 	}
-	if h, err := statusKiB(p.cmd.Process.Pid, "VmHWM:"); err == nil {
+	if h, err := benchrun.StatusKiB(p.cmd.Process.Pid, "VmHWM:"); err == nil {
 		p.hwm = h
 	}
 	p.peak[phase] = max(p.peak[phase], rss)
 	p.lastRSS = rss
 	return rss, true
-}
-
-func statusKiB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
 type layout struct {
@@ -179,26 +136,6 @@ func (l *layout) close() {
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitFor(d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 var urlRE = regexp.MustCompile(`Upload a CSV:\s+(http://\S+?)/\s*$`)
 
 // startAllInOne runs the server as `make run` does: no REDIS_URL, so an
@@ -243,7 +180,7 @@ func (l *layout) startAllInOne() error {
 // server with LAUNCHER=none and a `report` worker; the token worker is
 // started once the upload names its queue.
 func (l *layout) startSplit() error {
-	rport, err := freePort()
+	rport, err := benchrun.FreePort()
 	if err != nil {
 		return err
 	}
@@ -257,12 +194,12 @@ func (l *layout) startSplit() error {
 		"LOCAL_SAVE=true",
 		"STORAGE_DIR="+filepath.Join(l.dir, "storage"),
 		"LAUNCHER=none")
-	hport, err := freePort()
+	hport, err := benchrun.FreePort()
 	if err != nil {
 		return err
 	}
 	l.base = fmt.Sprintf("http://127.0.0.1:%d", hport)
-	if err := waitFor(10*time.Second, func() error {
+	if err := benchrun.WaitFor(10*time.Second, 50*time.Millisecond, func() error {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", rport))
 		if err == nil {
 			c.Close()
@@ -274,7 +211,7 @@ func (l *layout) startSplit() error {
 	if _, err := l.start("server", filepath.Join(l.bin, "server"), "-addr", fmt.Sprintf("127.0.0.1:%d", hport)); err != nil {
 		return err
 	}
-	if err := waitFor(30*time.Second, func() error {
+	if err := benchrun.WaitFor(30*time.Second, 50*time.Millisecond, func() error {
 		resp, err := http.Get(l.base + "/up")
 		if err != nil {
 			return err
@@ -291,83 +228,10 @@ func (l *layout) startSplit() error {
 	return err
 }
 
-type uploaded struct {
-	Token string `json:"token"`
-	Queue string `json:"queue"`
-}
-
-// upload streams file as a multipart POST (never held in memory).
-func upload(ctx context.Context, base, file string) (uploaded, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return uploaded{}, err
-	}
-	defer f.Close()
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		err := mw.WriteField("csv_type", "text")
-		if err == nil {
-			var w io.Writer
-			if w, err = mw.CreateFormFile("csv_file", filepath.Base(file)); err == nil {
-				_, err = io.Copy(w, f)
-			}
-		}
-		if err == nil {
-			err = mw.Close()
-		}
-		pw.CloseWithError(err)
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/csv_processing", pr)
-	if err != nil {
-		return uploaded{}, err
-	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return uploaded{}, fmt.Errorf("upload %s: %w", file, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		return uploaded{}, fmt.Errorf("upload %s: %s: %s", file, resp.Status, data)
-	}
-	var u uploaded
-	if err := json.Unmarshal(data, &u); err != nil {
-		return uploaded{}, fmt.Errorf("upload answer %q: %w", data, err)
-	}
-	return u, nil
-}
-
-type runStatus struct {
-	State       string     `json:"state"`
-	TotalCount  int        `json:"total_count"`
-	DoneCount   int        `json:"done_count"`
-	FailedCount int        `json:"failed_count"`
-	FinalizedAt *time.Time `json:"finalized_at"`
-	LastError   string     `json:"last_error"`
-}
-
-func status(base, token string) (runStatus, error) {
-	req, _ := http.NewRequest(http.MethodGet, base+"/csv_processing/"+token, nil)
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return runStatus{}, err
-	}
-	defer resp.Body.Close()
-	var s runStatus
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return s, fmt.Errorf("status %s: %w", token, err)
-	}
-	return s, nil
-}
-
 // phaseOf names the phase a status shows: the split until the total is
 // known, the rows until each has ended, the finalize from its claim
 // (finalized_at; done_count lags the last rows) until completed.
-func phaseOf(s runStatus, rows int) string {
+func phaseOf(s benchrun.Status, rows int) string {
 	switch {
 	case s.FinalizedAt != nil:
 		return "finalize"
@@ -453,8 +317,8 @@ func run(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *deadline)
 	defer cancel()
 	upDone := make(chan error, 1)
-	var up uploaded
-	go func() { var err error; up, err = upload(ctx, l.base, *file); upDone <- err }()
+	var up benchrun.Uploaded
+	go func() { var err error; up, err = benchrun.Upload(ctx, l.base, *file, "text"); upDone <- err }()
 	t := time.NewTicker(*every)
 	defer t.Stop()
 	for phase == "upload" {
@@ -474,11 +338,11 @@ func run(args []string) error {
 			return err
 		}
 	}
-	var st runStatus
+	var st benchrun.Status
 	times := map[string]time.Duration{"upload": tUp}
 	for {
 		<-t.C
-		if st, err = status(l.base, up.Token); err != nil {
+		if st, err = benchrun.RunStatus(l.base, up.Token); err != nil {
 			return err
 		}
 		done = st.DoneCount

@@ -1,14 +1,13 @@
 package main
 
 import (
+	"github.com/pallarel/pallarel/bench/internal/benchrun"
+
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,15 +20,6 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 )
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
 
 // proc is one process of the cluster with its RSS sampled every 20 ms.
 type proc struct {
@@ -47,7 +37,7 @@ func (p *proc) sample(stop <-chan struct{}) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		rss, _ := statusKiB(p.cmd.Process.Pid, "VmRSS:")
+		rss, _ := benchrun.StatusKiB(p.cmd.Process.Pid, "VmRSS:")
 		p.mu.Lock()
 		p.peakRSS = max(p.peakRSS, rss)
 		p.mu.Unlock()
@@ -63,7 +53,7 @@ func (p *proc) sample(stop <-chan struct{}) {
 
 // peaks returns the sampled peak VmRSS and the kernel's VmHWM in MiB.
 func (p *proc) peaks() (rss, hwm float64) {
-	if h, err := statusKiB(p.cmd.Process.Pid, "VmHWM:"); err == nil {
+	if h, err := benchrun.StatusKiB(p.cmd.Process.Pid, "VmHWM:"); err == nil {
 		p.mu.Lock()
 		p.hwm = max(p.hwm, h)
 		p.mu.Unlock()
@@ -91,19 +81,6 @@ func cpuSeconds(pid int) (float64, error) {
 	return (utime + stime) / 100, nil
 }
 
-func statusKiB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
-}
-
 // cluster is one pipeline: a private redis-server, the web server and workers.
 type cluster struct {
 	bin, dir string
@@ -122,7 +99,7 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 		return nil, err
 	}
 	c := &cluster{bin: binDir, dir: dir, stopRSS: make(chan struct{})}
-	rport, err := freePort()
+	rport, err := benchrun.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +109,7 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", rport)
 	c.pool = &redis.Pool{MaxIdle: 2, Dial: func() (redis.Conn, error) { return redis.Dial("tcp", addr) }}
-	if err := waitFor(10*time.Second, func() error { _, err := c.do("PING"); return err }); err != nil {
+	if err := benchrun.WaitFor(10*time.Second, 20*time.Millisecond, func() error { _, err := c.do("PING"); return err }); err != nil {
 		c.close()
 		return nil, fmt.Errorf("redis-server: %w", err)
 	}
@@ -155,7 +132,7 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 			c.env = append(c.env, k+"="+v)
 		}
 	}
-	hport, err := freePort()
+	hport, err := benchrun.FreePort()
 	if err != nil {
 		c.close()
 		return nil, err
@@ -165,7 +142,7 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 		c.close()
 		return nil, err
 	}
-	if err := waitFor(30*time.Second, func() error {
+	if err := benchrun.WaitFor(30*time.Second, 20*time.Millisecond, func() error {
 		resp, err := http.Get(c.base + "/up")
 		if err != nil {
 			return err
@@ -180,17 +157,6 @@ func newCluster(binDir string, extraEnv ...string) (*cluster, error) {
 		return nil, fmt.Errorf("server /up: %w", err)
 	}
 	return c, nil
-}
-
-func waitFor(d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func (c *cluster) do(cmd string, args ...any) (any, error) {
@@ -290,77 +256,14 @@ func (c *cluster) close() {
 	}
 }
 
-type uploaded struct {
-	Token string `json:"token"`
-	Queue string `json:"queue"`
+// upload streams file to the cluster's server (benchrun.Upload).
+func (c *cluster) upload(ctx context.Context, file, typ string) (benchrun.Uploaded, error) {
+	return benchrun.Upload(ctx, c.base, file, typ)
 }
 
-// upload streams file as a multipart POST (io.Pipe: the file is never held
-// in memory) and returns the token and queue the server answers.
-func (c *cluster) upload(ctx context.Context, file, typ string) (uploaded, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return uploaded{}, err
-	}
-	defer f.Close()
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		err := mw.WriteField("csv_type", typ)
-		if err == nil {
-			var w io.Writer
-			if w, err = mw.CreateFormFile("csv_file", filepath.Base(file)); err == nil {
-				_, err = io.Copy(w, f)
-			}
-		}
-		if err == nil {
-			err = mw.Close()
-		}
-		pw.CloseWithError(err)
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/csv_processing", pr)
-	if err != nil {
-		return uploaded{}, err
-	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return uploaded{}, fmt.Errorf("upload %s: %w", file, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		return uploaded{}, fmt.Errorf("upload %s: %s: %s", file, resp.Status, data)
-	}
-	var u uploaded
-	if err := json.Unmarshal(data, &u); err != nil {
-		return uploaded{}, fmt.Errorf("upload answer %q: %w", data, err)
-	}
-	return u, nil
-}
-
-type runStatus struct {
-	State       string `json:"state"`
-	TotalCount  int    `json:"total_count"`
-	DoneCount   int    `json:"done_count"`
-	FailedCount int    `json:"failed_count"`
-	LastError   string `json:"last_error"`
-}
-
-func (c *cluster) status(token string) (runStatus, error) {
-	req, _ := http.NewRequest(http.MethodGet, c.base+"/csv_processing/"+token, nil)
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return runStatus{}, err
-	}
-	defer resp.Body.Close()
-	var s runStatus
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return s, fmt.Errorf("status %s: %w", token, err)
-	}
-	return s, nil
+// status reads token's run.
+func (c *cluster) status(token string) (benchrun.Status, error) {
+	return benchrun.RunStatus(c.base, token)
 }
 
 // download reads the ZIP and returns its bytes.

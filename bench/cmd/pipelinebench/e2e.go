@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/pallarel/pallarel/bench/internal/benchrun"
+
 	"archive/zip"
 	"bytes"
 	"context"
@@ -72,7 +74,7 @@ func runE2E(args []string) error {
 		}
 	}
 	var tRows, tZip time.Duration
-	var st runStatus
+	var st benchrun.Status
 	for {
 		st, err = c.status(up.Token)
 		if err != nil {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/pallarel/pallarel/bench/internal/benchrun"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -164,7 +166,7 @@ func runFloor(args []string) error {
 	if err != nil {
 		return err
 	}
-	rss, _ := statusKiB(os.Getpid(), "VmHWM:")
+	rss, _ := benchrun.StatusKiB(os.Getpid(), "VmHWM:")
 	// CPU time is what a row costs whatever else the machine is doing.
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)

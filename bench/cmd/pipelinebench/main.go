@@ -23,6 +23,8 @@
 package main
 
 import (
+	"github.com/pallarel/pallarel/bench/internal/benchrun"
+
 	"fmt"
 	"os"
 )
@@ -49,7 +51,7 @@ func main() {
 		err = report(os.Stdin, os.Stdout)
 	case "freeport":
 		var p int
-		if p, err = freePort(); err == nil {
+		if p, err = benchrun.FreePort(); err == nil {
 			fmt.Println(p)
 		}
 	default:

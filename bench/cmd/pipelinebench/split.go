@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/pallarel/pallarel/bench/internal/benchrun"
+
 	"context"
 	"flag"
 	"fmt"
@@ -44,7 +46,7 @@ func runSplit(args []string) error {
 		return err
 	}
 	tUp := time.Since(t0)
-	var st runStatus
+	var st benchrun.Status
 	for {
 		// total_count is set once the split has pushed its last row.
 		if st, err = c.status(up.Token); err != nil {
