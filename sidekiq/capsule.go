@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -120,8 +121,9 @@ func (p *SharedProcess) join(ctx context.Context, s *Server) error {
 		s.Quiet()
 	}
 	if err := e.hb.runOnce(ctx); err != nil {
-		_ = p.leave(context.WithoutCancel(ctx), s, false)
-		return fmt.Errorf("first heartbeat of %s: %w", e.identity, err)
+		// Its leaving's own failure is said too: the entry may still list it.
+		return errors.Join(fmt.Errorf("first heartbeat of %s: %w", e.identity, err),
+			p.leave(context.WithoutCancel(ctx), s, false))
 	}
 	return nil
 }

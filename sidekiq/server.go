@@ -181,10 +181,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("start %s: first heartbeat: %w", s.identity, err)
 	}
 	if err := s.fetcher.register(ctx); err != nil {
+		err = fmt.Errorf("start %s: %w", s.identity, err)
 		if proc != nil {
-			_ = proc.leave(context.WithoutCancel(ctx), s, true) // nothing fetched yet
+			err = errors.Join(err, proc.leave(context.WithoutCancel(ctx), s, true)) // nothing fetched yet
 		}
-		return fmt.Errorf("start %s: %w", s.identity, err)
+		return err
 	}
 	s.log.Info("started", "queues", s.order.unique, "mode", s.order.mode,
 		"concurrency", s.opts.Concurrency, "reliable_fetch", s.fetcher.Reliable(), "dialect", int(s.opts.Dialect))
