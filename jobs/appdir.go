@@ -3,6 +3,7 @@ package jobs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -71,29 +72,45 @@ func (p *Pipeline) copyToAppDir(token, name string, data []byte) error {
 	return nil
 }
 
-// appFiles lists the files the app's row jobs wrote into token's folder
-// (not Go's copies, not dot files), in name order.
-func (p *Pipeline) appFiles(token string) ([]string, error) {
+// eachAppFile calls fn with each file the app's row jobs wrote into
+// token's folder (not Go's copies, not dot files), reading the folder a
+// chunk at a time: a run Ruby mostly worked may leave a million of them.
+// It returns how many there were.
+func (p *Pipeline) eachAppFile(token string, fn func(path string) error) (int, error) {
 	dir := p.appRunDir(token)
 	if dir == "" {
-		return nil, nil
+		return 0, nil
 	}
-	ents, err := os.ReadDir(dir)
+	f, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("APP_REPORTS_DIR: %w", err)
+		return 0, fmt.Errorf("APP_REPORTS_DIR: %w", err)
 	}
-	var out []string
-	for _, e := range ents {
-		n := e.Name()
-		if !e.Type().IsRegular() || strings.HasPrefix(n, ".") || goCopyName.MatchString(n) {
-			continue
+	defer f.Close()
+	n := 0
+	for {
+		ents, err := f.ReadDir(1024)
+		for _, e := range ents {
+			name := e.Name()
+			if !e.Type().IsRegular() || strings.HasPrefix(name, ".") || goCopyName.MatchString(name) {
+				continue
+			}
+			n++
+			if fn != nil {
+				if err := fn(filepath.Join(dir, name)); err != nil {
+					return n, err
+				}
+			}
 		}
-		out = append(out, filepath.Join(dir, n))
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("APP_REPORTS_DIR: %w", err)
+		}
 	}
-	return out, nil
 }
 
 // removeAppDir deletes token's folder of the app's reports dir once Go

@@ -150,10 +150,10 @@ const rubyRowNote = "run by a Ruby worker: its file is one of the ZIP's ruby/ en
 // one (packs a few at a time) and the manifest is spooled to a temporary
 // file, so memory does not grow with the number of rows.
 func (p *Pipeline) finalize(ctx context.Context, token string, total int, miss missingRows) (int, error) {
-	var appFiles []string
+	appFiles := 0
 	if miss.ruby {
 		var err error
-		if appFiles, err = p.appFiles(token); err != nil {
+		if appFiles, err = p.eachAppFile(token, nil); err != nil {
 			return 0, err
 		}
 	}
@@ -215,10 +215,11 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, miss m
 			numbered = numbered || r.Row > 0
 			return add(r)
 		})
-		rubyDone := miss.ruby && len(appFiles) > 0 && len(appFiles) >= len(missing)
+		rubyDone := miss.ruby && appFiles > 0 && appFiles >= len(missing)
 		if err == nil && rubyDone {
-			err = p.zipAppFiles(zw, appFiles)
-			count += len(appFiles)
+			var n int
+			n, err = p.eachAppFile(token, func(path string) error { return p.zipAppFile(zw, path) })
+			count += n
 		}
 		if err == nil && (miss.reason != "" || numbered) {
 			r := ledger.RowResult{Status: "failed", Error: cmp.Or(miss.reason, "no result recorded")}
@@ -262,18 +263,15 @@ func (p *Pipeline) finalize(ctx context.Context, token string, total int, miss m
 	return count, nil
 }
 
-// zipAppFiles adds the app's row files (full paths) under ruby/.
-func (p *Pipeline) zipAppFiles(zw *reportzip.Writer, files []string) error {
-	for _, f := range files {
-		r, err := os.Open(f)
-		if err != nil {
-			return fmt.Errorf("APP_REPORTS_DIR: %w", err)
-		}
-		_, err = zw.Add("ruby/"+filepath.Base(f), r, p.d.Now())
-		r.Close()
-		if err != nil {
-			return fmt.Errorf("zip %s: %w", f, err)
-		}
+// zipAppFile adds one of the app's row files under ruby/.
+func (p *Pipeline) zipAppFile(zw *reportzip.Writer, path string) error {
+	r, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("APP_REPORTS_DIR: %w", err)
+	}
+	defer r.Close()
+	if _, err := zw.Add("ruby/"+filepath.Base(path), r, p.d.Now()); err != nil {
+		return fmt.Errorf("zip %s: %w", path, err)
 	}
 	return nil
 }
