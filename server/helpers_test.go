@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/models/modelstest"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -44,16 +43,8 @@ type bundle struct {
 // directory store; tweak adjusts Deps before New.
 func setup(t *testing.T, tweak func(*Deps)) *bundle {
 	t.Helper()
-	ctx := context.Background()
 	rdb := redistest.New(t)
-	gdb, err := models.Open(ctx, models.DBConfig{URL: "sqlite://" + filepath.Join(t.TempDir(), "test.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { models.Close(gdb) })
-	if err := models.Migrate(ctx, gdb); err != nil {
-		t.Fatal(err)
-	}
+	gdb := modelstest.SQLite(t)
 	st, err := storage.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

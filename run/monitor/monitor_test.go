@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/models/modelstest"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/run/monitor"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -33,16 +33,7 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	ctx := context.Background()
-	gdb, err := models.Open(ctx, models.DBConfig{URL: "sqlite://" + filepath.Join(t.TempDir(), "t.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { models.Close(gdb) })
-	if err := models.Migrate(ctx, gdb); err != nil {
-		t.Fatal(err)
-	}
-	b := &bundle{runs: models.NewStore(gdb), failStop: map[string]bool{}}
+	b := &bundle{runs: models.NewStore(modelstest.SQLite(t)), failStop: map[string]bool{}}
 	l := &launcher.Func{
 		LaunchFunc: func(context.Context, launcher.Request) (launcher.Task, error) {
 			return launcher.Task{}, errors.New("no launches here")
@@ -57,6 +48,7 @@ func setup(t *testing.T) *bundle {
 			return nil
 		},
 	}
+	var err error
 	b.m, err = monitor.New(monitor.Params{
 		Runs: b.runs, Launcher: l, API: sidekiq.NewAPI(redistest.New(t).Pool, sidekiq.Dialect8),
 		DeadRows: func(context.Context) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); b.deadRuns++; return 0, nil },

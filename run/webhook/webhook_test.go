@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/pallarel/pallarel/internal/egress"
 	"github.com/pallarel/pallarel/internal/redistest"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/models/modelstest"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -70,20 +70,12 @@ type bundle struct {
 
 func setup(t *testing.T, allow ...string) *bundle {
 	t.Helper()
-	ctx := context.Background()
-	gdb, err := models.Open(ctx, models.DBConfig{URL: "sqlite://" + filepath.Join(t.TempDir(), "t.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { models.Close(gdb) })
-	if err := models.Migrate(ctx, gdb); err != nil {
-		t.Fatal(err)
-	}
-	b := &bundle{runs: models.NewStore(gdb)}
+	b := &bundle{runs: models.NewStore(modelstest.SQLite(t))}
 	var prefixes []netip.Prefix
 	for _, a := range allow {
 		prefixes = append(prefixes, netip.MustParsePrefix(a))
 	}
+	var err error
 	b.n, err = webhook.New(webhook.Params{
 		Runs: b.runs, Pool: redistest.New(t).Pool, Secret: "hook-secret",
 		Push: func(_ context.Context, j contract.Job) error {
