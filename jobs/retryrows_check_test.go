@@ -24,7 +24,12 @@ func TestRetryNothingToRetry(t *testing.T) {
 	rep := e.completed(id, 30*time.Second)
 	token := rep.Token
 	zipBefore := e.readFile(rep.File)
-	before := e.status(token)
+	// The report is marked completed a moment before the run's ended_at.
+	var before models.CsvProcessingStatus
+	waitFor(t, 10*time.Second, "the run's end recorded", func() bool {
+		before = e.status(token)
+		return before.EndedAt != nil
+	})
 	if before.FailedCount != 2 || before.DoneCount != 2 {
 		t.Fatalf("first run: done %d failed %d", before.DoneCount, before.FailedCount)
 	}
@@ -36,7 +41,7 @@ func TestRetryNothingToRetry(t *testing.T) {
 		}
 	}
 	after := e.status(token)
-	if after.RunState() != models.RunCompleted || after.DoneCount != 2 || after.FailedCount != 2 || !after.EndedAt.Equal(*before.EndedAt) {
+	if after.RunState() != models.RunCompleted || after.DoneCount != 2 || after.FailedCount != 2 || after.EndedAt == nil || !after.EndedAt.Equal(*before.EndedAt) {
 		t.Errorf("run after a refused retry: %s done %d failed %d ended %v (was %v)", after.RunState(), after.DoneCount, after.FailedCount, after.EndedAt, before.EndedAt)
 	}
 	if r := e.waitReport(id, time.Second); r.Status != models.ReportCompleted || !bytes.Equal(e.readFile(r.File), zipBefore) {

@@ -150,7 +150,8 @@ func TestRetryRefused(t *testing.T) {
 	// A caller that sees the end before ended_at is written (the
 	// finalizer claims finalized_at first) and one after it deliver once
 	// between them.
-	ended := e.status(rep.Token).EndedAt
+	var ended *time.Time
+	waitFor(t, 10*time.Second, "the run's end recorded", func() bool { ended = e.status(rep.Token).EndedAt; return ended != nil })
 	// The ended run is in Pallarel's table (its status row went at the end).
 	if err := e.models.DB.Table("pallarel_runs").Where("token = ?", rep.Token).Update("ended_at", nil).Error; err != nil {
 		t.Fatal(err)
