@@ -12,6 +12,7 @@ import (
 	"github.com/pallarel/pallarel/csvrows"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/reportzip"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -180,7 +181,7 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 	if err != nil {
 		return out, err
 	}
-	defer z.close()
+	defer z.Close()
 	files := make(map[string]int, len(z.File))
 	for i, f := range z.File {
 		files[f.Name] = i
@@ -207,14 +208,14 @@ func (p *Pipeline) restoreFromZip(ctx context.Context, token string) (restored, 
 		batch, data, size = batch[:0], data[:0], 0
 		return nil
 	}
-	err = z.eachManifest(func(m manifestLine) error {
+	err = z.EachManifest(func(m reportzip.ManifestEntry) error {
 		out.maxRow = max(out.maxRow, m.Row)
 		key := ledger.RowKey(m.Row, "")
 		if m.Row <= 0 {
 			unnamed++
 			key = fmt.Sprintf("jid-restored-%d", unnamed)
 		}
-		if m.Status != "done" {
+		if m.Status != reportzip.StatusDone {
 			out.failed++
 			if m.Row > 0 {
 				out.failedRows[m.Row] = m.Error

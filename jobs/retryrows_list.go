@@ -6,8 +6,23 @@ import (
 	"fmt"
 
 	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/reportzip"
 	"github.com/pallarel/pallarel/storage"
 )
+
+// openResultZip opens token's stored ZIP; storage.ErrNotExist (wrapped)
+// when the run has none.
+func (p *Pipeline) openResultZip(ctx context.Context, token string) (*reportzip.Archive, error) {
+	rc, err := p.d.Store.Open(ctx, contract.ResultKey(token))
+	if err != nil {
+		return nil, err
+	}
+	z, err := reportzip.Read(rc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", contract.ResultKey(token), err)
+	}
+	return z, nil
+}
 
 // FailedRows lists the failed rows of token, limit of them from offset, in
 // row order: from the manifest of the run's ZIP once it has one, else from
@@ -23,10 +38,10 @@ func (p *Pipeline) FailedRows(ctx context.Context, token string, offset, limit i
 		z, err := p.openResultZip(ctx, token)
 		switch {
 		case err == nil:
-			defer z.close()
+			defer z.Close()
 			page.Source = "manifest"
-			err = z.eachManifest(func(m manifestLine) error {
-				if m.Status == "done" {
+			err = z.EachManifest(func(m reportzip.ManifestEntry) error {
+				if m.Status == reportzip.StatusDone {
 					return nil
 				}
 				if page.Total >= offset && len(page.Rows) < limit {
