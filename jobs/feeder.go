@@ -52,8 +52,7 @@ const feedLease = 15 * time.Second
 type feeders struct {
 	mu      sync.Mutex
 	running map[string]bool
-	owner   string // this process's lease value
-	closed  bool   // Close has begun: no feeder starts
+	closed  bool // Close has begun: no feeder starts
 	wg      sync.WaitGroup
 }
 
@@ -117,11 +116,13 @@ var errRedisLost = errors.New("the run's queue and keys vanished: Redis lost dat
 // data, pushes exactly the rows that still have to run. When the last row
 // is pushed it records the total and pushes the finalizer.
 func (p *Pipeline) feed(ctx context.Context, token string) error {
-	ok, err := p.lease(ctx, token, "NX")
+	ok, err := p.leases.Take(ctx, contract.FeederKey(token), feedLease)
 	if err != nil || !ok {
 		return err
 	}
-	defer p.releaseLease(context.WithoutCancel(ctx), token)
+	defer func() {
+		p.warnIf(p.leases.Release(context.WithoutCancel(ctx), contract.FeederKey(token)), "release the feeder lease")
+	}()
 	p.track(ctx, token)
 
 	st, err := p.d.DB.StatusByToken(ctx, token)
@@ -210,7 +211,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			return err
 		}
 		if time.Since(lastRenew) > feedLease/3 {
-			ok, err := p.lease(ctx, token, "XX")
+			ok, err := p.leases.Renew(ctx, contract.FeederKey(token), feedLease)
 			if err != nil {
 				return err
 			}
@@ -454,51 +455,6 @@ func (p *Pipeline) windowState(ctx context.Context, token, queue string) (listed
 		return false, 0, fmt.Errorf("feed %s: window: %w", token, cmp.Or(err, errShortReply))
 	}
 	return listed, n + j, nil
-}
-
-// leaseScript renews a feeder lease only for its owner.
-// KEYS: lease key; ARGV: owner, ttl ms. Returns 1 if renewed.
-var leaseScript = redis.NewScript(1, `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0`)
-
-// lease takes ("NX") or renews ("XX") this process's claim to feed token.
-func (p *Pipeline) lease(ctx context.Context, token, mode string) (bool, error) {
-	return p.leaseKey(ctx, contract.FeederKey(token), mode, feedLease)
-}
-
-// leaseKey takes ("NX") or renews ("XX") this process's lease on key.
-func (p *Pipeline) leaseKey(ctx context.Context, key, mode string, ttl time.Duration) (bool, error) {
-	c, err := p.d.Pool.GetContext(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer c.Close()
-	if mode == "NX" {
-		r, err := redis.String(c.Do("SET", key, p.feeds.owner, "NX", "PX", ttl.Milliseconds()))
-		if errors.Is(err, redis.ErrNil) {
-			return false, nil
-		}
-		return r == "OK", err
-	}
-	n, err := redis.Int(leaseScript.Do(c, key, p.feeds.owner, ttl.Milliseconds()))
-	return n == 1, err
-}
-
-// releaseScript deletes a lease only for its owner.
-var releaseScript = redis.NewScript(1, `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`)
-
-func (p *Pipeline) releaseLease(ctx context.Context, token string) {
-	c, err := p.d.Pool.GetContext(ctx)
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	_, _ = releaseScript.Do(c, contract.FeederKey(token), p.feeds.owner)
 }
 
 // countingReader counts the bytes read through it.

@@ -18,6 +18,7 @@ import (
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/run/lease"
 	"github.com/pallarel/pallarel/run/monitor"
 	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
@@ -84,6 +85,7 @@ type Pipeline struct {
 	progress  progress
 	packer    *ledger.Packer
 	feeds     feeders
+	leases    *lease.Holder // this process's feeder and supervisor leases
 	super     supervisor
 	procs     procsCache // live processes, for runBooks
 	// base outlives jobs: the feeders run under it until Close.
@@ -141,7 +143,7 @@ func New(d Deps) (*Pipeline, error) {
 	base, cancel := context.WithCancel(context.Background())
 	p := &Pipeline{d: d, ledger: rows, log: d.Logger, packer: ledger.NewPacker(d.Store, rows),
 		base: base, cancelBase: cancel}
-	p.feeds.owner = router.NewToken()
+	p.leases = lease.New(d.Pool, router.NewToken())
 	hooks, err := p.newNotifier()
 	if err != nil {
 		cancel()

@@ -152,12 +152,7 @@ func (p *Pipeline) Supervise(ctx context.Context) error {
 
 // leadSupervision takes or renews the supervisor lease for three intervals.
 func (p *Pipeline) leadSupervision(ctx context.Context) (bool, error) {
-	ttl := 3 * p.d.Supervise.Interval
-	ok, err := p.leaseKey(ctx, contract.SupervisorKey, "XX", ttl)
-	if err != nil || ok {
-		return ok, err
-	}
-	return p.leaseKey(ctx, contract.SupervisorKey, "NX", ttl)
+	return p.leases.Hold(ctx, contract.SupervisorKey, 3*p.d.Supervise.Interval)
 }
 
 func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStatus) error {
