@@ -13,10 +13,11 @@
 // The handlers decode their arguments and call the pipeline. It owns a
 // run's lifecycle: the feeder pushing rows a window at a time (feeder.go),
 // the supervisor that resumes and relaunches (supervisor.go), cancel
-// (cancel.go), "Retry failed rows" (retryrows*.go), the monitors the Rails
-// app ran from cron (monitor.go), the webhook (webhook.go), and End
-// (end.go), the one transition every ending of a run goes through. Close
-// joins the goroutines it owns.
+// (cancel.go), and End (end.go), the one transition every ending of a run
+// goes through; it wires the parts under run/: "Retry failed rows"
+// (retryrows.go), the monitors the Rails app ran from cron (monitor.go),
+// the webhook (webhook.go) and the leases. Close joins the goroutines it
+// owns.
 //
 // It owns no names of the contract (contract does) and no Redis key of the
 // row ledger (ledger does). Nothing but cmd/* and internal/* may import it:

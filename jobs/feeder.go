@@ -3,7 +3,6 @@ package jobs
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,26 +17,6 @@ import (
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/sidekiq"
 )
-
-// runSpec is how to read a run's rows again from storage: the split writes
-// it to the status row (source_spec) before it pushes any row, so the
-// upload in storage and the run in the database are enough to rebuild the
-// run's work when Redis lost it.
-type runSpec struct {
-	SourceKey   string `json:"source_key"`
-	Encoding    string `json:"encoding,omitempty"`
-	TemplateKey string `json:"template_key,omitempty"`
-	Type        string `json:"type"`
-	ReportID    int64  `json:"report_id"`
-}
-
-func parseSpec(s string) (runSpec, bool) {
-	var r runSpec
-	if s == "" || json.Unmarshal([]byte(s), &r) != nil || r.SourceKey == "" {
-		return runSpec{}, false
-	}
-	return r, true
-}
 
 // DefaultSplitWindow is how many row jobs of one run wait in Redis at most
 // (queued, running or retrying); the feeder pushes more as rows end.

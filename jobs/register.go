@@ -20,6 +20,7 @@ import (
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/run/lease"
 	"github.com/pallarel/pallarel/run/monitor"
+	"github.com/pallarel/pallarel/run/retry"
 	"github.com/pallarel/pallarel/run/webhook"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
@@ -94,6 +95,7 @@ type Pipeline struct {
 	queueMemo  queueCache // the last token's queue (tokenQueue)
 	hooks      *webhook.Notifier
 	monitors   *monitor.Monitors
+	retry      *retry.Retrier
 }
 
 // New checks deps and fills defaults.
@@ -152,6 +154,10 @@ func New(d Deps) (*Pipeline, error) {
 	p.hooks = hooks
 	if p.monitors, err = monitor.New(monitor.Params{Runs: d.DB, Launcher: d.Launcher, API: d.API,
 		DeadRows: p.RecordDeadRows, Logger: p.log, Now: d.Now}); err != nil {
+		cancel()
+		return nil, err
+	}
+	if p.retry, err = p.newRetrier(); err != nil {
 		cancel()
 		return nil, err
 	}

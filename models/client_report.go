@@ -17,7 +17,24 @@ type ReportType int
 const (
 	ReportTypeXLSX ReportType = 0
 	ReportTypePDF  ReportType = 1
+	// ReportTypeText is ours, beyond Rails' enum (xlsx and pdf): a plain
+	// text file per row. Rails reads the unknown value as nil rather than
+	// failing.
+	ReportTypeText ReportType = 2
 )
+
+// SplitType is the type argument of SplitCsvJob and the row jobs for t
+// ("xlsx", "pdf", "text"); any other value is "xlsx", SplitCsvJob's
+// default.
+func (t ReportType) SplitType() string {
+	switch t {
+	case ReportTypePDF:
+		return "pdf"
+	case ReportTypeText:
+		return "text"
+	}
+	return "xlsx"
+}
 
 // String returns the Rails enum name ("xlsx", "pdf").
 func (t ReportType) String() string {

@@ -214,7 +214,7 @@ func (s *Server) makeView(token string, rep *models.ClientReport, st *models.Csv
 }
 
 func reportTypeName(t models.ReportType) string {
-	if t == reportTypeText {
+	if t == models.ReportTypeText {
 		return "text"
 	}
 	return t.String()

@@ -23,11 +23,6 @@ import (
 	"github.com/pallarel/pallarel/storage"
 )
 
-// reportTypeText records a "text" run in client_reports.report_type. Rails'
-// enum knows only xlsx (0) and pdf (1); text is a Go extension, and Rails
-// reads the unknown value as nil rather than failing.
-const reportTypeText = models.ReportType(2)
-
 // reportTypes are the csv_type values the form accepts; "" and "default"
 // mean xlsx, as SplitCsvJob reads them.
 var reportTypes = map[string]models.ReportType{
@@ -35,7 +30,7 @@ var reportTypes = map[string]models.ReportType{
 	"default": models.ReportTypeXLSX,
 	"xlsx":    models.ReportTypeXLSX,
 	"pdf":     models.ReportTypePDF,
-	"text":    reportTypeText,
+	"text":    models.ReportTypeText,
 }
 
 // encodings are the encoding values the form accepts (csvrows reads them).

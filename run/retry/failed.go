@@ -1,4 +1,4 @@
-package jobs
+package retry
 
 import (
 	"context"
@@ -10,32 +10,18 @@ import (
 	"github.com/pallarel/pallarel/storage"
 )
 
-// openResultZip opens token's stored ZIP; storage.ErrNotExist (wrapped)
-// when the run has none.
-func (p *Pipeline) openResultZip(ctx context.Context, token string) (*reportzip.Archive, error) {
-	rc, err := p.d.Store.Open(ctx, contract.ResultKey(token))
-	if err != nil {
-		return nil, err
-	}
-	z, err := reportzip.Read(rc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", contract.ResultKey(token), err)
-	}
-	return z, nil
-}
-
 // FailedRows lists the failed rows of token, limit of them from offset, in
 // row order: from the manifest of the run's ZIP once it has one, else from
 // the row ledger.
-func (p *Pipeline) FailedRows(ctx context.Context, token string, offset, limit int) (contract.FailedPage, error) {
-	if _, err := p.tokenQueue(token); err != nil {
+func (r *Retrier) FailedRows(ctx context.Context, token string, offset, limit int) (contract.FailedPage, error) {
+	if _, err := r.p.Queue(token); err != nil {
 		return contract.FailedPage{}, err
 	}
 	offset, limit = max(offset, 0), max(limit, 1)
 	page := contract.FailedPage{Rows: []contract.FailedRow{}, Source: "none"}
-	st, err := p.d.DB.StatusByToken(ctx, token)
+	st, err := r.p.Runs.StatusByToken(ctx, token)
 	if err == nil && st.Ended() {
-		z, err := p.openResultZip(ctx, token)
+		z, err := openResult(ctx, r.p.Store, token)
 		switch {
 		case err == nil:
 			defer z.Close()
@@ -58,7 +44,7 @@ func (p *Pipeline) FailedRows(ctx context.Context, token string, offset, limit i
 			return contract.FailedPage{}, fmt.Errorf("failed rows of %s: %w", token, err)
 		}
 	}
-	rows, total, err := p.ledger.Failed(ctx, token)
+	rows, total, err := r.p.Ledger.Failed(ctx, token)
 	if err != nil {
 		return contract.FailedPage{}, err
 	}
