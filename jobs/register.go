@@ -18,6 +18,7 @@ import (
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/run/counts"
 	"github.com/pallarel/pallarel/run/lease"
 	"github.com/pallarel/pallarel/run/monitor"
 	"github.com/pallarel/pallarel/run/retry"
@@ -82,8 +83,8 @@ type Pipeline struct {
 	ledger    ledger.Ledger
 	log       *slog.Logger
 	templates templateCache
-	headers   headerCache // uploads' header rows, for row references
-	progress  progress
+	headers   headerCache     // uploads' header rows, for row references
+	counts    *counts.Counter // done_count and failed_count, coalesced
 	packer    *ledger.Packer
 	feeds     feeders
 	leases    *lease.Holder // this process's feeder and supervisor leases
@@ -146,6 +147,7 @@ func New(d Deps) (*Pipeline, error) {
 	p := &Pipeline{d: d, ledger: rows, log: d.Logger, packer: ledger.NewPacker(d.Store, rows),
 		base: base, cancelBase: cancel}
 	p.leases = lease.New(d.Pool, router.NewToken())
+	p.counts = counts.New(counts.Params{Writer: d.DB, Logger: p.log, Now: d.Now})
 	hooks, err := p.newNotifier()
 	if err != nil {
 		cancel()
@@ -168,13 +170,13 @@ func New(d Deps) (*Pipeline, error) {
 // order: the feeders are cancelled and joined first, since they record
 // rows through the packer (senders before receivers), then the packer's
 // handed-off commits are joined, and last the row counts still held back
-// are written. Call it after the worker pools that run the pipeline's jobs
+// are written and their timers joined. Call it after the worker pools that run the pipeline's jobs
 // have stopped, and before the pool and database close.
 func (p *Pipeline) Close() {
 	p.cancelBase()
 	p.feeds.stop()
 	p.packer.Wait()
-	p.flushAllCounts()
+	p.counts.Close()
 }
 
 // Register binds the six job classes to reg under their wire names and,

@@ -2,6 +2,7 @@
 // its own with its own tests, that the job handlers in jobs call: today
 // run/webhook (the delivery of a run's end), run/monitor (the app's
 // cron passes), run/lease (the claims that keep a run's feeder and the
-// supervisor to one process) and run/retry ("Retry failed rows"). The
+// supervisor to one process), run/retry ("Retry failed rows") and
+// run/counts (a run's counts in the database, coalesced). The
 // feeder, the supervisor and cancel still live in jobs.
 package run
