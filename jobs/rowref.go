@@ -43,20 +43,39 @@ func ValidRowCells(mode string) bool {
 }
 
 // rowSource is where a run's rows sit in storage, for references: the
-// upload's key and where its header row ends. Nil when rows go inline.
+// upload's key, where its header row ends and its encoding (a Shift_JIS
+// row is decoded alone again: csvrows finds its exact bytes). Nil when
+// rows go inline.
 type rowSource struct {
-	key    string
-	header int64
+	key      string
+	header   int64
+	encoding string // "" for UTF-8, as contract.RowRef has it
 }
 
 // newRowSource is the source of rows read right after csvrows.NewReader on
-// key, or nil when the reader's offsets are not exact input positions
-// (a Shift_JIS upload: its rows go inline).
+// key, or nil when the reader's offsets are not exact input positions.
 func newRowSource(key string, rows *csvrows.Reader) *rowSource {
 	if !rows.OffsetsExact() {
 		return nil
 	}
-	return &rowSource{key: key, header: rows.Offset()}
+	src := &rowSource{key: key, header: rows.Offset()}
+	if rows.Encoding() == csvrows.EncodingShiftJIS {
+		src.encoding = csvrows.EncodingShiftJIS
+	}
+	return src
+}
+
+// ref is the reference to row, read from src.
+func (src *rowSource) ref(row csvrows.Row) contract.RowRef {
+	return contract.RowRef{SourceKey: src.key, Header: src.header, Offset: row.Start, Length: row.End - row.Start, Encoding: src.encoding}
+}
+
+// refEncoding is the csvrows encoding of ref's upload.
+func refEncoding(ref contract.RowRef) string {
+	if ref.Encoding == "" {
+		return csvrows.EncodingUTF8
+	}
+	return ref.Encoding
 }
 
 // refsFor is src when the rows of the run on queue go as references now,
@@ -117,7 +136,8 @@ func scanRowRefArgs(job *sidekiq.Job, ref *contract.RowRef, typ *string, reportI
 	if err := json.Unmarshal(raw, ref); err != nil {
 		return fmt.Errorf("%w: row reference: %v", sidekiq.ErrBadArgs, err)
 	}
-	if ref.SourceKey == "" || ref.Header <= 0 || ref.Offset < ref.Header || ref.Length <= 0 || ref.Length > maxRowHashBytes {
+	if ref.SourceKey == "" || ref.Header <= 0 || ref.Offset < ref.Header || ref.Length <= 0 || ref.Length > maxRowHashBytes ||
+		(ref.Encoding != "" && ref.Encoding != csvrows.EncodingShiftJIS) {
 		return fmt.Errorf("%w: row reference %+v is no row a split makes", sidekiq.ErrBadArgs, *ref)
 	}
 	return nil
@@ -142,8 +162,8 @@ type refHeader struct {
 }
 
 type headerKey struct {
-	token, source string
-	header        int64
+	token, source, encoding string
+	header                  int64
 }
 
 // readRowRef reads the row ref names from the run's stored upload: the
@@ -167,7 +187,7 @@ func (p *Pipeline) readRowRef(ctx context.Context, token string, ref contract.Ro
 	if err != nil {
 		return nil, nil, fmt.Errorf("row of %s: %w", token, err)
 	}
-	row, err := csvrows.ReadRange(h.bytes, rec, csvrows.Options{Encoding: csvrows.EncodingUTF8})
+	row, err := csvrows.ReadRange(h.bytes, rec, csvrows.Options{Encoding: refEncoding(ref)})
 	if err == nil {
 		err = row.Err
 	}
@@ -181,7 +201,7 @@ func (p *Pipeline) readRowRef(ctx context.Context, token string, ref contract.Ro
 // upload is token's (its status row's source, or its report's): a pushed
 // reference must not read another run's upload, or any other object.
 func (p *Pipeline) refHeader(ctx context.Context, token string, ref contract.RowRef) (refHeader, error) {
-	k := headerKey{token, ref.SourceKey, ref.Header}
+	k := headerKey{token, ref.SourceKey, ref.Encoding, ref.Header}
 	c := &p.headers
 	c.mu.Lock()
 	h, ok := c.m[k]
@@ -209,7 +229,7 @@ func (p *Pipeline) refHeader(ctx context.Context, token string, ref contract.Row
 	if err != nil {
 		return refHeader{}, fmt.Errorf("header of %s: %w", token, err)
 	}
-	r, err := csvrows.NewReader(bytes.NewReader(b), csvrows.Options{Encoding: csvrows.EncodingUTF8})
+	r, err := csvrows.NewReader(bytes.NewReader(b), csvrows.Options{Encoding: refEncoding(ref)})
 	if err != nil {
 		return refHeader{}, sidekiq.Kill(fmt.Errorf("header of %s in %s: %w", token, ref.SourceKey, err))
 	}
