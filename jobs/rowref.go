@@ -171,9 +171,17 @@ type headerKey struct {
 // any other object, or bytes that are no longer that row (the upload
 // changed or is gone), kill the job: it fails the same way on every retry.
 func (p *Pipeline) readRowRef(ctx context.Context, token string, ref contract.RowRef) ([]string, map[string]string, error) {
+	headers, row, err := p.readRowRefRow(ctx, token, ref)
+	return headers, row.Fields, err
+}
+
+// readRowRefRow is readRowRef with the row's nil cells (csvrows.Row.Nulls),
+// to make the app's row_hash of it.
+func (p *Pipeline) readRowRefRow(ctx context.Context, token string, ref contract.RowRef) ([]string, csvrows.Row, error) {
+	fail := func(err error) ([]string, csvrows.Row, error) { return nil, csvrows.Row{}, err }
 	h, err := p.refHeader(ctx, token, ref)
 	if err != nil {
-		return nil, nil, err
+		return fail(err)
 	}
 	var rec []byte
 	if h.at != nil {
@@ -182,19 +190,19 @@ func (p *Pipeline) readRowRef(ctx context.Context, token string, ref contract.Ro
 		rec, err = storage.ReadRange(ctx, p.d.Store, ref.SourceKey, ref.Offset, ref.Length)
 	}
 	if errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrShortRange) {
-		return nil, nil, sidekiq.Kill(fmt.Errorf("row of %s: %w", token, err))
+		return fail(sidekiq.Kill(fmt.Errorf("row of %s: %w", token, err)))
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("row of %s: %w", token, err)
+		return fail(fmt.Errorf("row of %s: %w", token, err))
 	}
 	row, err := csvrows.ReadRange(h.bytes, rec, csvrows.Options{Encoding: refEncoding(ref)})
 	if err == nil {
 		err = row.Err
 	}
 	if err != nil {
-		return nil, nil, sidekiq.Kill(fmt.Errorf("row of %s at bytes %d+%d of %s: %w", token, ref.Offset, ref.Length, ref.SourceKey, err))
+		return fail(sidekiq.Kill(fmt.Errorf("row of %s at bytes %d+%d of %s: %w", token, ref.Offset, ref.Length, ref.SourceKey, err)))
 	}
-	return slices.Clone(h.headers), row.Fields, nil
+	return slices.Clone(h.headers), row, nil
 }
 
 // refHeader returns the header bytes ref names, after checking that ref's
