@@ -179,3 +179,29 @@ func BenchmarkReadRange(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReaderShiftJIS is a split's read of a Shift_JIS upload (its
+// line breaks noted for the rows' byte ranges).
+func BenchmarkReaderShiftJIS(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("個別識別番号,保険者名,年度,memo\r\n")
+	for i := range 20000 {
+		fmt.Fprintf(&sb, "%06d,全国健康保険協会ｶﾅ%d,2024,\"住所\r\n東京都\"\r\n", i, i%97)
+	}
+	data := sjis(b, sb.String())
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := NewReader(bytes.NewReader(data), Options{Encoding: EncodingShiftJIS})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := r.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

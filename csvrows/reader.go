@@ -150,10 +150,11 @@ func (t *breakTap) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// drop forgets the first i breaks.
+// drop forgets the first i breaks. The rest (the breaks of a few KiB read
+// ahead) move to the front, so the slice is reused instead of regrown.
 func (t *breakTap) drop(i int) {
 	if i > 0 {
-		t.ends = t.ends[i:]
+		t.ends = t.ends[:copy(t.ends, t.ends[i:])]
 	}
 }
 
