@@ -46,6 +46,10 @@ type RowRef struct {
 	Header    int64  `json:"header"`           // bytes of the upload up to the header row's end
 	Offset    int64  `json:"offset"`           // where the row's bytes start
 	Length    int64  `json:"length"`           // how many bytes the row has
+	// Encoding is "shift_jis" for a Shift_JIS (CP932) upload, whose header
+	// and row bytes are decoded again as the split decoded them; empty
+	// (left out) for UTF-8.
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // RowRefMarker is the sixth argument of a row job whose first is a RowRef.

@@ -48,4 +48,12 @@
 // or empty column names) make NewReader fail with an error wrapping one of
 // ErrEmpty, ErrNoHeader, ErrBinary, ErrTooManyColumns or ErrDuplicateHeader.
 // A file with a header and no data rows is not an error: Next returns io.EOF.
+//
+// Byte ranges. Row.Start and Row.End are the input bytes a row came from,
+// in Shift_JIS as in UTF-8, and ReadRange reads it again from those bytes
+// and the header's: a row can travel as a range of a stored file. In
+// Shift_JIS the decoded text's CR and LF bytes are the input's, one for
+// one and in order (they are below 0x40, never a trail byte), and rows end
+// at line breaks, so the Reader maps its place in the text to the input
+// through the line breaks it has passed.
 package csvrows

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -40,7 +41,9 @@ type Row struct {
 	// Start and End are the input bytes the record came from, [Start, End),
 	// its line break included (and any blank lines before it): a Reader on
 	// the header's bytes followed by those reads the same row again. Exact
-	// only when the Reader's OffsetsExact says so.
+	// only when the Reader's OffsetsExact says so; -1 for a decoded
+	// Shift_JIS record whose bytes could not be told (never for a record
+	// without Err, which ends at a line break or at the end).
 	Start, End int64
 }
 
@@ -56,6 +59,10 @@ type Reader struct {
 	// and the parser (text is raw unless the input is decoded).
 	src       *byteCounter
 	raw, text *bufio.Reader
+	// For a decoded input: where the line breaks (CR and LF bytes) end in
+	// the input and in the decoded text, the i-th of one being the i-th of
+	// the other (see breakTap).
+	rawBreaks, textBreaks *breakTap
 }
 
 // byteCounter counts the bytes read through it.
@@ -73,19 +80,83 @@ func (c *byteCounter) Read(p []byte) (int, error) {
 // Offset is how many bytes of the input the header and the rows returned so
 // far came from: the bytes read, less those still buffered ahead of the
 // parser. It lets a caller estimate the rows of the whole input from the
-// mean length of those read. It is exact for UTF-8; for Shift_JIS the
-// decoder's buffer (a few KiB of decoded text) is counted as input bytes.
+// mean length of those read. It is exact for UTF-8, and for Shift_JIS at
+// the ends of the header and of the rows (after a line break, or at the
+// end of the input), the only places Next and NewReader leave it.
 func (r *Reader) Offset() int64 {
-	n := r.src.n - int64(r.raw.Buffered()) - int64(len(r.p.pending))
-	if r.text != r.raw {
-		n -= int64(r.text.Buffered())
+	if n, ok := r.exactOffset(); ok {
+		return n
 	}
+	// Not at a line break of a decoded input: the decoder's buffer (a few
+	// KiB of decoded text) is counted as input bytes.
+	n := r.src.n - int64(r.raw.Buffered()) - int64(len(r.p.pending)) - int64(r.text.Buffered())
 	return max(n, 0)
 }
 
+// exactOffset is Offset when it is an exact input position. For decoded
+// Shift_JIS it maps the decoded position to the input through the line
+// breaks: every CR and LF byte of the input decodes to itself, in order,
+// and no other byte decodes to one (they are below 0x40, which is never a
+// trail byte; a lead byte before one decodes alone to U+FFFD), so after
+// the k-th line break of the text the decoder has read exactly the input
+// up to its k-th line break.
+func (r *Reader) exactOffset() (int64, bool) {
+	if r.text == r.raw {
+		return max(r.src.n-int64(r.raw.Buffered())-int64(len(r.p.pending)), 0), true
+	}
+	at := r.textBreaks.n - int64(r.text.Buffered()) - int64(len(r.p.pending))
+	if at <= 0 {
+		return 0, true
+	}
+	if r.textBreaks.eof && at == r.textBreaks.n {
+		return r.rawBreaks.n, true // the decoder read all the input
+	}
+	i, found := slices.BinarySearch(r.textBreaks.ends, at)
+	if !found || i >= len(r.rawBreaks.ends) {
+		return 0, false
+	}
+	n := r.rawBreaks.ends[i]
+	// Breaks before this one are never asked for again: the parser only
+	// moves forward (a replay starts after a break it already passed).
+	r.textBreaks.drop(i)
+	r.rawBreaks.drop(i)
+	return n, true
+}
+
 // OffsetsExact reports whether Offset, Row.Start and Row.End are exact
-// input positions: they are for UTF-8, not for decoded Shift_JIS.
-func (r *Reader) OffsetsExact() bool { return r.text == r.raw }
+// input positions: they are for UTF-8 and for Shift_JIS.
+func (r *Reader) OffsetsExact() bool { return true }
+
+// breakTap passes reads through and notes where each CR or LF byte ends,
+// counted from the tap's first byte, until drop says they are passed.
+type breakTap struct {
+	r    io.Reader
+	n    int64   // bytes read through
+	ends []int64 // positions just after the CR and LF bytes not dropped
+	eof  bool
+}
+
+func (t *breakTap) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	for i, b := range p[:n] {
+		if b == '\r' || b == '\n' {
+			t.ends = append(t.ends, t.n+int64(i)+1)
+		}
+	}
+	t.n += int64(n)
+	if err == io.EOF {
+		t.eof = true
+	}
+	return n, err
+}
+
+// drop forgets the first i breaks. The rest (the breaks of a few KiB read
+// ahead) move to the front, so the slice is reused instead of regrown.
+func (t *breakTap) drop(i int) {
+	if i > 0 {
+		t.ends = t.ends[:copy(t.ends, t.ends[i:])]
+	}
+}
 
 // NewReader reads the header row of r and returns a Reader positioned at the
 // first data row. Fatal problems wrap ErrEmpty, ErrNoHeader, ErrBinary,
@@ -124,10 +195,16 @@ func newReader(r io.Reader, opts Options, sniffLen int) (*Reader, error) {
 	}
 
 	text := raw
+	var rawBreaks, textBreaks *breakTap
 	if enc == EncodingShiftJIS {
-		text = bufio.NewReader(transform.NewReader(raw, japanese.ShiftJIS.NewDecoder()))
+		// A Shift_JIS input keeps its BOM-less start: the taps count from
+		// the input's first byte.
+		rawBreaks = &breakTap{r: raw}
+		textBreaks = &breakTap{r: transform.NewReader(rawBreaks, japanese.ShiftJIS.NewDecoder())}
+		text = bufio.NewReader(textBreaks)
 	}
-	cr := &Reader{p: newParser(text, opts.MaxFieldBytes, opts.MaxRowBytes), encoding: enc, src: src, raw: raw, text: text}
+	cr := &Reader{p: newParser(text, opts.MaxFieldBytes, opts.MaxRowBytes), encoding: enc, src: src, raw: raw, text: text,
+		rawBreaks: rawBreaks, textBreaks: textBreaks}
 
 	rec, err := cr.p.readRecord(opts.MaxColumns + 1)
 	if err == io.EOF {
@@ -190,7 +267,7 @@ func (r *Reader) Next() (Row, error) {
 	if r.err != nil {
 		return Row{}, r.err
 	}
-	start := r.Offset()
+	start := r.rowOffset()
 	rec, err := r.p.readRecord(len(r.headers))
 	if err == io.EOF {
 		r.err = io.EOF
@@ -201,7 +278,7 @@ func (r *Reader) Next() (Row, error) {
 		return Row{}, r.err
 	}
 	r.number++
-	row := Row{Number: r.number, Line: rec.line, Fields: make(map[string]string, len(r.headers)), Start: start, End: r.Offset()}
+	row := Row{Number: r.number, Line: rec.line, Fields: make(map[string]string, len(r.headers)), Start: start, End: r.rowOffset()}
 	for i, v := range rec.fields {
 		row.Fields[r.headers[i]] = v
 	}
@@ -224,6 +301,14 @@ func (r *Reader) Next() (Row, error) {
 		row.Err = r.recordError(rec, r.headers)
 	}
 	return row, nil
+}
+
+// rowOffset is Offset for Row.Start and Row.End: -1 when it is not exact.
+func (r *Reader) rowOffset() int64 {
+	if n, ok := r.exactOffset(); ok {
+		return n
+	}
+	return -1
 }
 
 // checkText returns why s is not clean text, or "".

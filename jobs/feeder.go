@@ -345,7 +345,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 func (p *Pipeline) rowJob(queue, path, token string, spec runSpec, headers []string, row csvrows.Row, src *rowSource) (*sidekiq.Job, error) {
 	if src != nil {
 		args := contract.RowArgs{Type: spec.Type, ReportID: spec.ReportID, Path: path, Token: token}
-		ref := contract.RowRef{SourceKey: src.key, Header: src.header, Offset: row.Start, Length: row.End - row.Start}
+		ref := src.ref(row)
 		c := contract.RowJob(queue, args, p.rowRetry(), row.Number, spec.TemplateKey)
 		c.Args = args.RefPositional(ref)
 		return toSidekiq(p.d.Client.Dialect(), c)

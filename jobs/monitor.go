@@ -24,8 +24,13 @@ func (p *Pipeline) Monitors() *monitor.Monitors { return p.monitors }
 
 // RecordDeadRows records as failed every row job in the dead set whose row
 // has no result yet: rows killed from the Web UI, or by a Ruby worker,
-// never reach our death handler. It returns how many it recorded.
+// never reach our death handler. It returns how many it recorded. First,
+// the reference rows a Ruby worker refused go back inline
+// (InlineRubyRejected): Ruby never ran them, so they are no failed rows.
 func (p *Pipeline) RecordDeadRows(ctx context.Context) (int, error) {
+	if _, err := p.InlineRubyRejected(ctx); err != nil {
+		p.log.Warn("dead-letter monitor: rows Ruby refused as references", "err", err)
+	}
 	n := 0
 	for start := 0; ; start += 500 {
 		entries, err := p.d.API.SetEntries(ctx, sidekiq.DeadSet, start, 500)

@@ -20,6 +20,7 @@ import (
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/sidekiq"
 )
 
 // The Rails side runs on real Ruby Sidekiq 7.3.2 with ActiveJob 7.2 from
@@ -51,8 +52,14 @@ func runRails(t *testing.T, script string, env ...string) string {
 // startRailsSidekiq starts a Ruby `sidekiq` 7.3.2 server with the Rails
 // app's token-queue jobs on queue, stopped with TERM at cleanup.
 func startRailsSidekiq(t *testing.T, redisURL, queue string) error {
+	return startRubySidekiq(t, "7", redisURL, queue)
+}
+
+// startRubySidekiq is startRailsSidekiq on Sidekiq version "7" (7.3.2) or
+// "8" (8.0.6, what the Rails app runs).
+func startRubySidekiq(t *testing.T, version, redisURL, queue string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*rubyTimout)
-	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "sidekiq", "7", "-r", "./testdata/rails_rows.rb", "-q", queue, "-c", "2", "-t", "3")
+	cmd := exec.CommandContext(ctx, e2etest.SidekiqPeers(t), "sidekiq", version, "-r", "./testdata/rails_rows.rb", "-q", queue, "-c", "2", "-t", "3")
 	cmd.Dir = e2etest.RubyDir(t)
 	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "RACK_ENV=test")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -229,12 +236,13 @@ func waitServes(ctx context.Context, e *env, queue string) error {
 }
 
 // TestRailsRowRefFailsLoudly: a reference row job a Ruby worker of the app
-// fetches anyway (ROW_CELLS=ref while the app's Sidekiq serves the queue,
-// as in a rolling deploy) does not run as if the reference were the row:
-// its sixth argument makes the app's perform raise ArgumentError, Ruby
-// sends it to the dead set (ROW_JOB_RETRY=0 here), and Go's dead-letter
-// monitor records each such row as failed, so the run accounts for it
-// ("Retry failed rows" runs it again on Go).
+// fetches anyway (ROW_CELLS=ref while the app's Sidekiq serves the queue)
+// does not run as if the reference were the row: its sixth argument makes
+// the app's perform raise ArgumentError, Ruby sends it to the dead set
+// (ROW_JOB_RETRY=0 here), and Go's dead-letter monitor records each such
+// row as failed, so the run accounts for it ("Retry failed rows" runs it
+// again on Go). ROW_CELLS=ref promises no cell in Redis, so the rows are
+// not sent back inline as with auto (TestRailsJoinsReferenceRun).
 func TestRailsRowRefFailsLoudly(t *testing.T) {
 	t.Parallel()
 	e2etest.RubyDir(t)
@@ -279,4 +287,141 @@ func TestRailsRowRefFailsLoudly(t *testing.T) {
 	waitFor(t, 10*time.Second, "the database counts every row failed", func() bool {
 		return e.status(token).FailedCount == len(outputRows)
 	})
+}
+
+// TestRailsJoinsReferenceRun: Ruby Sidekiq 8.0.6 with the app's row job
+// joins a run (ROW_CELLS=auto) whose rows were all pushed as references
+// while only Go was to run them. The app's perform(row_hash, type,
+// report_id, path, token) refuses each with ArgumentError, which Ruby
+// records in the job it sends to the dead set (no retries) or the retry
+// set (the app's retry: 3). The dead-letter monitor's pass sends each back
+// once with the app's row_hash, Ruby runs every row once, and no row is
+// recorded failed: nobody has to press "Retry failed rows".
+func TestRailsJoinsReferenceRun(t *testing.T) {
+	t.Parallel()
+	e2etest.RubyDir(t)
+	zero := 0
+	for _, c := range []struct {
+		name    string
+		retries *int
+		set     string
+	}{{"dead", &zero, "dead"}, {"retry", nil, "retry"}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvWith(t, envOptions{
+				launch: func(context.Context, launcher.Request) error { return nil }, // Ruby comes later
+				deps:   func(d *jobs.Deps) { d.RowRetries = c.retries },
+			})
+			ctx := context.Background()
+			id := e.newReport(models.ReportTypeXLSX)
+			e.split(outputCSV, "xlsx", id)
+			var token string
+			waitFor(t, 30*time.Second, "the split gave the run a token", func() bool {
+				rep, err := e.models.ReportByID(ctx, id)
+				token = rep.Token
+				return err == nil && token != ""
+			})
+			queue := e.queue(token)
+			var queued [][]byte // the row jobs
+			waitFor(t, 30*time.Second, "every row queued", func() bool {
+				raw, err := redis.ByteSlices(e.db.Do(t, "LRANGE", "queue:"+queue, 0, -1), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				queued = queued[:0]
+				for _, b := range raw {
+					if bytes.Contains(b, []byte(`"Report::ProcessCsvRowJob"`)) {
+						queued = append(queued, b)
+					}
+				}
+				return len(queued) == len(outputRows)
+			})
+			for _, b := range queued {
+				if !bytes.Contains(b, []byte(`"pallarel:row-ref:v1"`)) || bytes.Contains(b, []byte("全国健康保険協会")) {
+					t.Fatalf("not a reference row job: %s", b)
+				}
+			}
+			if err := startRubySidekiq(t, "8", e.db.URL(), queue); err != nil {
+				t.Fatal(err)
+			}
+			var refused []*sidekiq.Job
+			waitFor(t, 60*time.Second, "Ruby refused every row", func() bool {
+				entries, err := e.api.SetEntries(ctx, sidekiq.SetName(c.set), 0, 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				refused = refused[:0]
+				for _, en := range entries {
+					if en.Job != nil && en.Job.StringField("error_class") == "ArgumentError" {
+						refused = append(refused, en.Job)
+					}
+				}
+				return len(refused) == len(outputRows)
+			})
+			t.Logf("as Ruby 8.0.6 wrote it in %s: %s", c.set, refused[0].Raw())
+			if msg := refused[0].StringField("error_message"); msg != "wrong number of arguments (given 6, expected 5)" {
+				t.Fatalf("error_message %q", msg)
+			}
+			if n := e.redisInt("LLEN", "rails:rows"); n != 0 {
+				t.Fatalf("Ruby ran %d reference rows as rows", n)
+			}
+			recorded, err := e.pipeline.RecordDeadRows(ctx)
+			if err != nil || recorded != 0 {
+				t.Fatalf("RecordDeadRows: %d, %v; want 0 (the rows go back inline)", recorded, err)
+			}
+			if n := e.redisInt("ZCARD", c.set); n != 0 {
+				t.Fatalf("%d jobs left in %s", n, c.set)
+			}
+			waitFor(t, 60*time.Second, "Ruby ran every row", func() bool {
+				return e.redisInt("LLEN", "rails:rows") >= len(outputRows)
+			})
+			// A second pass finds nothing to send back or to record.
+			if n, err := e.pipeline.RecordDeadRows(ctx); err != nil || n != 0 {
+				t.Fatalf("second RecordDeadRows: %d, %v", n, err)
+			}
+			ran, err := redis.ByteSlices(e.db.Do(t, "LRANGE", "rails:rows", 0, -1), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := "/tmp/reports/" + token
+			t.Cleanup(func() { _ = os.RemoveAll(filepath.Join(peersRoot, path)) })
+			seen := map[string]int{}
+			for _, b := range ran {
+				var r struct {
+					Args    []json.RawMessage `json:"args"`
+					Keys    []string          `json:"keys"`
+					Classes []string          `json:"classes"`
+				}
+				var hash map[string]string
+				if err := json.Unmarshal(b, &r); err != nil || len(r.Args) != 5 || json.Unmarshal(r.Args[0], &hash) != nil {
+					t.Fatalf("row run: %s", b)
+				}
+				if strings.Join(r.Keys, ",") != strings.Join(outputHeaders, ",") || strings.Join(r.Classes, ",") != "Hash,String,Integer,String,String" {
+					t.Errorf("row run: keys %q, classes %q", r.Keys, r.Classes)
+				}
+				if want := fmt.Sprintf(`"xlsx",%d,%q,%q`, id, path, token); string(r.Args[1])+","+string(r.Args[2])+","+string(r.Args[3])+","+string(r.Args[4]) != want {
+					t.Errorf("args 1-4 of %s, want %s", b, want)
+				}
+				match := false
+				for _, w := range outputRows {
+					match = match || fmt.Sprint(w) == fmt.Sprint(hash)
+				}
+				if !match {
+					t.Errorf("row_hash %q is no CSV row", hash)
+				}
+				seen[hash["個別識別番号"]]++
+			}
+			for _, w := range outputRows {
+				if n := seen[w["個別識別番号"]]; n != 1 {
+					t.Errorf("row %s ran %d times, want once", w["個別識別番号"], n)
+				}
+			}
+			if st := e.status(token); st.FailedCount != 0 {
+				t.Errorf("failed rows: %d", st.FailedCount)
+			}
+			if n := e.ledgerCount(token); n != 0 {
+				t.Errorf("ledger holds %d rows: none was Go's to record", n)
+			}
+		})
+	}
 }

@@ -43,20 +43,39 @@ func ValidRowCells(mode string) bool {
 }
 
 // rowSource is where a run's rows sit in storage, for references: the
-// upload's key and where its header row ends. Nil when rows go inline.
+// upload's key, where its header row ends and its encoding (a Shift_JIS
+// row is decoded alone again: csvrows finds its exact bytes). Nil when
+// rows go inline.
 type rowSource struct {
-	key    string
-	header int64
+	key      string
+	header   int64
+	encoding string // "" for UTF-8, as contract.RowRef has it
 }
 
 // newRowSource is the source of rows read right after csvrows.NewReader on
-// key, or nil when the reader's offsets are not exact input positions
-// (a Shift_JIS upload: its rows go inline).
+// key, or nil when the reader's offsets are not exact input positions.
 func newRowSource(key string, rows *csvrows.Reader) *rowSource {
 	if !rows.OffsetsExact() {
 		return nil
 	}
-	return &rowSource{key: key, header: rows.Offset()}
+	src := &rowSource{key: key, header: rows.Offset()}
+	if rows.Encoding() == csvrows.EncodingShiftJIS {
+		src.encoding = csvrows.EncodingShiftJIS
+	}
+	return src
+}
+
+// ref is the reference to row, read from src.
+func (src *rowSource) ref(row csvrows.Row) contract.RowRef {
+	return contract.RowRef{SourceKey: src.key, Header: src.header, Offset: row.Start, Length: row.End - row.Start, Encoding: src.encoding}
+}
+
+// refEncoding is the csvrows encoding of ref's upload.
+func refEncoding(ref contract.RowRef) string {
+	if ref.Encoding == "" {
+		return csvrows.EncodingUTF8
+	}
+	return ref.Encoding
 }
 
 // refsFor is src when the rows of the run on queue go as references now,
@@ -117,7 +136,8 @@ func scanRowRefArgs(job *sidekiq.Job, ref *contract.RowRef, typ *string, reportI
 	if err := json.Unmarshal(raw, ref); err != nil {
 		return fmt.Errorf("%w: row reference: %v", sidekiq.ErrBadArgs, err)
 	}
-	if ref.SourceKey == "" || ref.Header <= 0 || ref.Offset < ref.Header || ref.Length <= 0 || ref.Length > maxRowHashBytes {
+	if ref.SourceKey == "" || ref.Header <= 0 || ref.Offset < ref.Header || ref.Length <= 0 || ref.Length > maxRowHashBytes ||
+		(ref.Encoding != "" && ref.Encoding != csvrows.EncodingShiftJIS) {
 		return fmt.Errorf("%w: row reference %+v is no row a split makes", sidekiq.ErrBadArgs, *ref)
 	}
 	return nil
@@ -142,8 +162,8 @@ type refHeader struct {
 }
 
 type headerKey struct {
-	token, source string
-	header        int64
+	token, source, encoding string
+	header                  int64
 }
 
 // readRowRef reads the row ref names from the run's stored upload: the
@@ -151,9 +171,17 @@ type headerKey struct {
 // any other object, or bytes that are no longer that row (the upload
 // changed or is gone), kill the job: it fails the same way on every retry.
 func (p *Pipeline) readRowRef(ctx context.Context, token string, ref contract.RowRef) ([]string, map[string]string, error) {
+	headers, row, err := p.readRowRefRow(ctx, token, ref)
+	return headers, row.Fields, err
+}
+
+// readRowRefRow is readRowRef with the row's nil cells (csvrows.Row.Nulls),
+// to make the app's row_hash of it.
+func (p *Pipeline) readRowRefRow(ctx context.Context, token string, ref contract.RowRef) ([]string, csvrows.Row, error) {
+	fail := func(err error) ([]string, csvrows.Row, error) { return nil, csvrows.Row{}, err }
 	h, err := p.refHeader(ctx, token, ref)
 	if err != nil {
-		return nil, nil, err
+		return fail(err)
 	}
 	var rec []byte
 	if h.at != nil {
@@ -162,26 +190,26 @@ func (p *Pipeline) readRowRef(ctx context.Context, token string, ref contract.Ro
 		rec, err = storage.ReadRange(ctx, p.d.Store, ref.SourceKey, ref.Offset, ref.Length)
 	}
 	if errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrShortRange) {
-		return nil, nil, sidekiq.Kill(fmt.Errorf("row of %s: %w", token, err))
+		return fail(sidekiq.Kill(fmt.Errorf("row of %s: %w", token, err)))
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("row of %s: %w", token, err)
+		return fail(fmt.Errorf("row of %s: %w", token, err))
 	}
-	row, err := csvrows.ReadRange(h.bytes, rec, csvrows.Options{Encoding: csvrows.EncodingUTF8})
+	row, err := csvrows.ReadRange(h.bytes, rec, csvrows.Options{Encoding: refEncoding(ref)})
 	if err == nil {
 		err = row.Err
 	}
 	if err != nil {
-		return nil, nil, sidekiq.Kill(fmt.Errorf("row of %s at bytes %d+%d of %s: %w", token, ref.Offset, ref.Length, ref.SourceKey, err))
+		return fail(sidekiq.Kill(fmt.Errorf("row of %s at bytes %d+%d of %s: %w", token, ref.Offset, ref.Length, ref.SourceKey, err)))
 	}
-	return slices.Clone(h.headers), row.Fields, nil
+	return slices.Clone(h.headers), row, nil
 }
 
 // refHeader returns the header bytes ref names, after checking that ref's
 // upload is token's (its status row's source, or its report's): a pushed
 // reference must not read another run's upload, or any other object.
 func (p *Pipeline) refHeader(ctx context.Context, token string, ref contract.RowRef) (refHeader, error) {
-	k := headerKey{token, ref.SourceKey, ref.Header}
+	k := headerKey{token, ref.SourceKey, ref.Encoding, ref.Header}
 	c := &p.headers
 	c.mu.Lock()
 	h, ok := c.m[k]
@@ -209,7 +237,7 @@ func (p *Pipeline) refHeader(ctx context.Context, token string, ref contract.Row
 	if err != nil {
 		return refHeader{}, fmt.Errorf("header of %s: %w", token, err)
 	}
-	r, err := csvrows.NewReader(bytes.NewReader(b), csvrows.Options{Encoding: csvrows.EncodingUTF8})
+	r, err := csvrows.NewReader(bytes.NewReader(b), csvrows.Options{Encoding: refEncoding(ref)})
 	if err != nil {
 		return refHeader{}, sidekiq.Kill(fmt.Errorf("header of %s in %s: %w", token, ref.SourceKey, err))
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/sidekiq"
+	"golang.org/x/text/encoding/japanese"
 )
 
 // secretRenderer ("pdf") writes a row's cells in column order. It holds
@@ -66,18 +67,19 @@ func (s *secretRenderer) Render(ctx context.Context, w io.Writer, row render.Row
 }
 
 // secretCSV is rows rows whose id and name cells are found nowhere else
-// (SECRET-ID-0001, 氏名ひみつ0001), with a quoted CRLF cell, nil and ""
-// cells, a row that fails once and one that is killed.
+// (SECRET-ID-0001, 氏名ひみつｶﾅ0001: half-width katakana too), with a
+// quoted cell holding a CRLF and a comma, nil and "" cells, a row that
+// fails once and one that is killed.
 func secretCSV(rows int) (csv string, want map[int]string, secrets []string) {
 	var b strings.Builder
 	b.WriteString("\uFEFFid,name,memo,v\r\n")
 	want = map[int]string{}
 	for i := 1; i <= rows; i++ {
-		id, name := fmt.Sprintf("SECRET-ID-%04d", i), fmt.Sprintf("氏名ひみつ%04d", i)
+		id, name := fmt.Sprintf("SECRET-ID-%04d", i), fmt.Sprintf("氏名ひみつｶﾅ%04d", i)
 		memo, memoCSV, v := "", "", "ok"
 		switch i % 4 {
 		case 1:
-			memo, memoCSV = "住所\r\nひみつ"+strconv.Itoa(i), "\"住所\r\nひみつ"+strconv.Itoa(i)+"\""
+			memo, memoCSV = "住所\r\nひみつ,"+strconv.Itoa(i), "\"住所\r\nひみつ,"+strconv.Itoa(i)+"\""
 		case 2:
 			memoCSV = `""`
 		}
@@ -101,18 +103,30 @@ func secretCSV(rows int) (csv string, want map[int]string, secrets []string) {
 // name cell; the run completes with every row once and its cells right
 // (quoted CRLF included), and "Retry failed rows" pushes references too
 // (the AOF holds every push). The same run with ROW_CELLS=inline puts the
-// cells in the dump: the check finds them when they are there.
+// cells in the dump: the check finds them when they are there. The same
+// upload saved as Shift_JIS (CP932, no BOM) goes by reference as well, its
+// cells read through the references the same as the split's.
 func TestRowRefsKeepCellsOutOfRedis(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		t.Fatalf("redis-cli not found (Debian's redis-tools): %v", err)
 	}
-	for _, mode := range []string{jobs.RowCellsAuto, jobs.RowCellsInline} {
-		t.Run(mode, func(t *testing.T) {
+	for _, c := range []struct{ mode, enc string }{
+		{jobs.RowCellsAuto, "utf-8"}, {jobs.RowCellsInline, "utf-8"},
+		{jobs.RowCellsAuto, "shift_jis"}, {jobs.RowCellsInline, "shift_jis"},
+	} {
+		mode := c.mode
+		t.Run(mode+"/"+c.enc, func(t *testing.T) {
 			t.Parallel()
-			dump, aof := runSecretRun(t, mode)
+			dump, aof := runSecretRun(t, mode, c.enc == "shift_jis")
 			found := 0
-			for _, s := range dumpSecrets {
+			secrets := dumpSecrets
+			if c.enc == "shift_jis" {
+				for _, s := range dumpSecrets {
+					secrets = append(secrets[:len(secrets):len(secrets)], string(toShiftJIS(t, s)))
+				}
+			}
+			for _, s := range secrets {
 				in := dump
 				i := bytes.Index(dump, []byte(s))
 				if i < 0 {
@@ -128,7 +142,7 @@ func TestRowRefsKeepCellsOutOfRedis(t *testing.T) {
 			case mode == jobs.RowCellsInline && found == 0:
 				t.Fatalf("inline cells: none of %d cells found in the dump (%d bytes) or AOF (%d bytes): the check cannot see them", len(dumpSecrets), len(dump), len(aof))
 			case mode != jobs.RowCellsInline && found > 0:
-				t.Fatalf("%d of %d row cells are in Redis's dump or AOF", found, len(dumpSecrets))
+				t.Fatalf("%d of %d row cells are in Redis's dump or AOF", found, len(secrets))
 			}
 		})
 	}
@@ -138,9 +152,20 @@ const secretRows = 40
 
 var _, _, dumpSecrets = secretCSV(secretRows)
 
-// runSecretRun runs the secret CSV on a redis-server of its own with an
-// AOF, dumps it mid-run and returns the dump and the AOF after the run.
-func runSecretRun(t *testing.T, mode string) (dump, aof []byte) {
+// toShiftJIS encodes s as Shift_JIS (CP932), as Japanese Excel saves a CSV.
+func toShiftJIS(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := japanese.ShiftJIS.NewEncoder().Bytes([]byte(s))
+	if err != nil {
+		t.Fatalf("encode %q as shift_jis: %v", s, err)
+	}
+	return b
+}
+
+// runSecretRun runs the secret CSV (saved as Shift_JIS when sjis is set)
+// on a redis-server of its own with an AOF, dumps it mid-run and returns
+// the dump and the AOF after the run.
+func runSecretRun(t *testing.T, mode string, sjis bool) (dump, aof []byte) {
 	node := redistest.NewNode(t, "--appendonly", "yes", "--appendfsync", "always", "--rdbcompression", "no")
 	pool := redistest.NewPool(node.Addr, 0)
 	t.Cleanup(func() { pool.Close() })
@@ -148,6 +173,9 @@ func runSecretRun(t *testing.T, mode string) (dump, aof []byte) {
 	e := newEnvWith(t, envOptions{redis: &redistest.DB{Addr: node.Addr, Pool: pool}, renderers: []render.Renderer{r},
 		deps: func(d *jobs.Deps) { d.RowCells = mode }})
 	csv, want, _ := secretCSV(secretRows)
+	if sjis {
+		csv = string(toShiftJIS(t, strings.TrimPrefix(csv, "\uFEFF")))
+	}
 	id, token := e.splitStored(csv)
 	queue := e.queue(token)
 	waitFor(t, 30*time.Second, "rows done, rows queued, one retrying, one dead", func() bool {

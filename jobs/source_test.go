@@ -13,6 +13,12 @@ import (
 	"github.com/pallarel/pallarel/models"
 )
 
+// TestSplitShiftJISByReference: a Shift_JIS upload, its encoding named or
+// detected, runs by row references (csvrows finds the rows' exact bytes)
+// with the cells decoded as the split decoded them: CP932 characters, a
+// quoted line break, half-width katakana and a quoted comma. A row with an
+// invalid sequence fails with the same reason as before, and the row after
+// it runs.
 func TestSplitShiftJISByReference(t *testing.T) {
 	t.Parallel()
 	const text = "個別識別番号,保険者名,年度\r\nJ-01,髙橋保険①,令和6年\r\nJ-02,\"全国健康\n保険協会\",2024\r\n"
@@ -20,6 +26,12 @@ func TestSplitShiftJISByReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sjis += "J-03,\x81 ,2024\r\n" // a lead byte and a space: no Shift_JIS
+	tail, err := japanese.ShiftJIS.NewEncoder().String("J-04,\"ｹﾝﾎﾟ,ソ表\",2025")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sjis += tail
 	e := newEnv(t, nil)
 	if err := e.store.Put(context.Background(), "uploads/sjis.csv", strings.NewReader(sjis)); err != nil {
 		t.Fatal(err)
@@ -33,6 +45,7 @@ func TestSplitShiftJISByReference(t *testing.T) {
 			want := map[string]string{
 				"row-000001-J-01.txt": "個別識別番号: J-01\n保険者名: 髙橋保険①\n年度: 令和6年\n",
 				"row-000002-J-02.txt": "個別識別番号: J-02\n保険者名: 全国健康\n  保険協会\n年度: 2024\n",
+				"row-000004-J-04.txt": "個別識別番号: J-04\n保険者名: ｹﾝﾎﾟ,ソ表\n年度: 2025\n",
 			}
 			if len(files) != len(want)+1 {
 				t.Fatalf("zip: %v", names(files))
@@ -41,6 +54,9 @@ func TestSplitShiftJISByReference(t *testing.T) {
 				if got := string(files[name]); got != body {
 					t.Errorf("%s: %q, want %q", name, got, body)
 				}
+			}
+			if m := string(files["manifest.csv"]); !strings.Contains(m, `3,,failed,"line 5 (row 3) column ""保険者名"": invalid text encoding: invalid or unmapped Shift_JIS byte sequence"`) {
+				t.Errorf("manifest: %s", m)
 			}
 		})
 	}

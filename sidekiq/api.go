@@ -324,6 +324,26 @@ func (a *API) RetryNow(ctx context.Context, set SetName, e Entry) error {
 	})
 }
 
+// Requeue moves entry e of set to job's queue as job, atomically: a job
+// sent back to run in another form. ErrNotFound when e is no longer there
+// (another process moved it first).
+func (a *API) Requeue(ctx context.Context, set SetName, e Entry, job *Job) error {
+	if job.Queue == "" {
+		return errors.New("requeue: job without a queue")
+	}
+	data, err := job.Encode()
+	if err != nil {
+		return fmt.Errorf("requeue: %w", err)
+	}
+	return a.do(ctx, func(c redis.Conn) error {
+		ok, err := rdb.Promote(c, string(set), job.Queue, e.Raw, data)
+		if err == nil && !ok {
+			err = ErrNotFound
+		}
+		return err
+	})
+}
+
 // Kill moves a retry or scheduled entry to the dead set.
 func (a *API) Kill(ctx context.Context, set SetName, e Entry) error {
 	return a.do(ctx, func(c redis.Conn) error {

@@ -2,6 +2,7 @@ package sidekiq
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -134,6 +135,19 @@ func TestSetButtonsMoveOnce(t *testing.T) {
 					t.Fatalf("queue = %q, want the job once with retry_count lowered", raws)
 				}
 			}},
+		{"requeue as", DeadSet, func(a *API, s SetName, e Entry) error {
+			j := e.Job.Clone()
+			j.Args = []json.RawMessage{json.RawMessage(`"inline"`)}
+			return a.Requeue(ctx, s, e, j)
+		}, func(t *testing.T, db *redistest.DB) {
+			raws, _ := redis.Strings(db.Do(t, "LRANGE", "queue:q", 0, -1), nil)
+			if len(raws) != 1 || !strings.Contains(raws[0], `"args":["inline"]`) {
+				t.Fatalf("queue = %q, want the new job once", raws)
+			}
+			if ok, _ := redis.Bool(db.Do(t, "SISMEMBER", "queues", "q"), nil); !ok {
+				t.Fatal("queue q not listed")
+			}
+		}},
 		{"kill", ScheduledSet, func(a *API, s SetName, e Entry) error { return a.Kill(ctx, s, e) },
 			func(t *testing.T, db *redistest.DB) {
 				if n, _ := redis.Int(db.Do(t, "ZCARD", "dead"), nil); n != 1 {
