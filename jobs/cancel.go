@@ -9,6 +9,7 @@ import (
 
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/run"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -56,7 +57,7 @@ func (p *Pipeline) Cancel(ctx context.Context, token string) error {
 	case err != nil:
 		return fmt.Errorf("cancel %s: %w", token, err)
 	}
-	won, err := p.End(ctx, token, Ending{State: Cancelled, Reason: CancelReason, Worker: "report " + token + " cancelled"})
+	won, err := p.End(ctx, token, run.Ending{State: run.Cancelled, Reason: CancelReason, Worker: "report " + token + " cancelled"})
 	if err != nil {
 		return fmt.Errorf("cancel %s: %w", token, err)
 	}

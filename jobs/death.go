@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/pallarel/pallarel/contract"
+	"github.com/pallarel/pallarel/run"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -46,6 +47,6 @@ func (p *Pipeline) jobDied(ctx context.Context, job *sidekiq.Job, jobErr error) 
 	}
 	// The run has ended too: otherwise the supervisor would see a run
 	// without a finalizer and push another. (End deletes a partial ZIP.)
-	_, err = p.End(ctx, token, Ending{State: Failed, Reason: jobErr.Error()})
+	_, err = p.End(ctx, token, run.Ending{State: run.Failed, Reason: jobErr.Error()})
 	p.warnIf(err, "End")
 }

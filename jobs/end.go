@@ -7,34 +7,8 @@ import (
 	"strings"
 
 	"github.com/pallarel/pallarel/contract"
-	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/run"
 )
-
-// State is where a run is. A run starts Splitting, is Processing once its
-// rows are pushed, and ends once, in Completed, Failed or Cancelled,
-// through End; "Retry failed rows" reopens a Completed run, which ends
-// again through End. The values are the database's (models.Run*).
-type State string
-
-const (
-	Splitting  State = models.RunSplitting
-	Processing State = models.RunProcessing
-	Completed  State = models.RunCompleted
-	Failed     State = models.RunFailed
-	Cancelled  State = models.RunCancelled
-)
-
-// Ended says whether s is an end.
-func (s State) Ended() bool { return s == Completed || s == Failed || s == Cancelled }
-
-// Ending is how a run ends.
-type Ending struct {
-	State  State  // Completed, Failed or Cancelled
-	Reason string // why it failed or was cancelled; empty for Completed
-	// Worker is why the token's worker is stopped (the launcher's reason);
-	// empty: "report <token> <state>".
-	Worker string
-}
 
 // End is the one transition every ending of a run goes through, as River's
 // completer owns a job's state changes: the split that cannot read its CSV,
@@ -55,7 +29,7 @@ type Ending struct {
 //
 // A Completed end is recorded by the caller's claim (ClaimFinalize), which
 // End completes with the end's time; the others claim it here (EndRun).
-func (p *Pipeline) End(ctx context.Context, token string, e Ending) (bool, error) {
+func (p *Pipeline) End(ctx context.Context, token string, e run.Ending) (bool, error) {
 	if !e.State.Ended() {
 		return false, fmt.Errorf("end %s: %q is not an end", token, e.State)
 	}
@@ -63,7 +37,7 @@ func (p *Pipeline) End(ctx context.Context, token string, e Ending) (bool, error
 	if err != nil {
 		return false, err
 	}
-	if e.State == Completed {
+	if e.State == run.Completed {
 		if err := p.d.DB.MarkEnded(ctx, token, string(e.State), e.Reason); err != nil {
 			p.log.Warn("record the run's end", "token", token, "err", err)
 		}
@@ -80,9 +54,9 @@ func (p *Pipeline) End(ctx context.Context, token string, e Ending) (bool, error
 	// context the caller's cancellation does not cut short.
 	ctx = context.WithoutCancel(ctx)
 	log := p.log.With("token", token, "queue", queue, "state", string(e.State))
-	if e.State != Completed {
+	if e.State != run.Completed {
 		msg := e.Reason
-		if e.State == Cancelled && !strings.HasPrefix(msg, "cancelled") {
+		if e.State == run.Cancelled && !strings.HasPrefix(msg, "cancelled") {
 			msg = "cancelled: " + msg
 		}
 		p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
@@ -99,7 +73,7 @@ func (p *Pipeline) End(ctx context.Context, token string, e Ending) (bool, error
 		log.Warn("ended run: read its worker", "err", err)
 	}
 	p.stopWorker(ctx, token, worker, cmp.Or(e.Worker, "report "+token+" "+string(e.State)))
-	if e.State == Cancelled {
+	if e.State == run.Cancelled {
 		if j, err := toSidekiq(p.d.Client.Dialect(), contract.CancelCleanupJob(token)); err == nil {
 			j.At = p.d.Now().Add(CancelCleanupDelay)
 			if _, err := p.d.Client.Push(ctx, j); err != nil {
@@ -108,7 +82,7 @@ func (p *Pipeline) End(ctx context.Context, token string, e Ending) (bool, error
 		}
 	}
 	p.runEnded(ctx, token)
-	if e.State == Completed {
+	if e.State == run.Completed {
 		log.Info("run ended")
 	} else {
 		log.Warn("run ended", "reason", e.Reason)

@@ -12,6 +12,7 @@ import (
 	"github.com/pallarel/pallarel/jobs"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/render"
+	"github.com/pallarel/pallarel/run"
 )
 
 const endSecret = "end-secret"
@@ -29,7 +30,7 @@ func endEnv(t *testing.T, renderers ...render.Renderer) (*env, *hookReceiver) {
 // jobs elsewhere gone, no row files, no ledger key left without a TTL, its
 // worker stopped (when it had one) and the webhook delivered deliveries
 // times in all.
-func assertEnded(t *testing.T, e *env, hook *hookReceiver, id int64, token string, want jobs.State, deliveries int) {
+func assertEnded(t *testing.T, e *env, hook *hookReceiver, id int64, token string, want run.State, deliveries int) {
 	t.Helper()
 	ctx := context.Background()
 	queue := e.queue(token)
@@ -39,7 +40,7 @@ func assertEnded(t *testing.T, e *env, hook *hookReceiver, id int64, token strin
 			len(hook.deliveries()) >= deliveries
 	})
 	st := e.status(token)
-	if jobs.State(st.RunState()) != want || !st.Ended() || st.EndedAt == nil {
+	if run.State(st.RunState()) != want || !st.Ended() || st.EndedAt == nil {
 		t.Fatalf("status: state %q ended %v ended_at %v, want %q", st.RunState(), st.Ended(), st.EndedAt, want)
 	}
 	rep, err := e.models.ReportByID(ctx, id)
@@ -47,7 +48,7 @@ func assertEnded(t *testing.T, e *env, hook *hookReceiver, id int64, token strin
 		t.Fatal(err)
 	}
 	switch want {
-	case jobs.Completed:
+	case run.Completed:
 		if rep.Status != models.ReportCompleted || rep.File != contract.ResultKey(token) {
 			t.Fatalf("report %+v", rep)
 		}
@@ -92,7 +93,7 @@ func TestEndCompleted(t *testing.T) {
 	id := e.newReport(models.ReportTypeXLSX)
 	e.split("id,v\na,1\nb,2\nc,3\n", "text", id)
 	rep := e.completed(id, 30*time.Second)
-	assertEnded(t, e, hook, id, rep.Token, jobs.Completed, 1)
+	assertEnded(t, e, hook, id, rep.Token, run.Completed, 1)
 }
 
 func TestEndFailed(t *testing.T) {
@@ -101,12 +102,12 @@ func TestEndFailed(t *testing.T) {
 	id := e.newReport(models.ReportTypeXLSX)
 	e.split("", "xlsx", id) // an empty CSV: the split ends the run failed
 	rep := e.waitReport(id, 20*time.Second)
-	assertEnded(t, e, hook, id, rep.Token, jobs.Failed, 1)
+	assertEnded(t, e, hook, id, rep.Token, run.Failed, 1)
 	if st := e.status(rep.Token); !strings.Contains(st.StateReason, "CSV cannot be read") {
 		t.Fatalf("reason %q", st.StateReason)
 	}
 	// Ending again changes nothing: the first end won.
-	if won, err := e.pipeline.End(context.Background(), rep.Token, jobs.Ending{State: jobs.Cancelled, Reason: "late"}); err != nil || won {
+	if won, err := e.pipeline.End(context.Background(), rep.Token, run.Ending{State: run.Cancelled, Reason: "late"}); err != nil || won {
 		t.Fatalf("second End = %v, %v", won, err)
 	}
 	if st := e.status(rep.Token); st.RunState() != models.RunFailed {
@@ -126,7 +127,7 @@ func TestEndCancelled(t *testing.T) {
 	// The rows still running are let go only after: what they store late
 	// is the second cleanup's (TestCancelMidRun).
 	defer close(gate.open)
-	assertEnded(t, e, hook, id, token, jobs.Cancelled, 1)
+	assertEnded(t, e, hook, id, token, run.Cancelled, 1)
 	if e.tokenEntries(token) == 0 {
 		t.Fatalf("a cancelled run's second cleanup is not scheduled")
 	}
@@ -140,12 +141,12 @@ func TestEndRetried(t *testing.T) {
 	ctx := context.Background()
 	id, token := e.splitStored("id,v\na,ok\nb,FAIL\nc,ok\n")
 	e.completed(id, 30*time.Second)
-	assertEnded(t, e, hook, id, token, jobs.Completed, 1)
+	assertEnded(t, e, hook, id, token, run.Completed, 1)
 	if n, err := e.pipeline.RetryFailed(ctx, token); err != nil || n != 1 {
 		t.Fatalf("RetryFailed = %d, %v", n, err)
 	}
 	waitFor(t, 30*time.Second, "the retried run ended again", func() bool { return len(hook.deliveries()) == 2 })
-	assertEnded(t, e, hook, id, token, jobs.Completed, 2)
+	assertEnded(t, e, hook, id, token, run.Completed, 2)
 	if m := manifestRows(t, e.readZip(contract.ResultKey(token))); m[2][1] != "done" {
 		t.Fatalf("row 2 after retry: %q", m[2])
 	}

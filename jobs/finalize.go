@@ -15,6 +15,7 @@ import (
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/reportzip"
+	"github.com/pallarel/pallarel/run"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -123,7 +124,7 @@ func (p *Pipeline) handleFinalize(ctx context.Context, job *sidekiq.Job) error {
 		p.warnIf(p.d.DB.ReleaseFinalize(ctx, token), "ReleaseFinalize")
 		return fmt.Errorf("finalize %s: %w", token, err)
 	}
-	if _, err := p.End(ctx, token, Ending{State: Completed, Worker: "report " + token + " finished"}); err != nil {
+	if _, err := p.End(ctx, token, run.Ending{State: run.Completed, Worker: "report " + token + " finished"}); err != nil {
 		log.Warn("end the run", "err", err)
 	}
 	log.Info("report finished", "files", count, "result", contract.ResultKey(token))

@@ -12,6 +12,7 @@ import (
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/models"
 	"github.com/pallarel/pallarel/router"
+	"github.com/pallarel/pallarel/run"
 	"github.com/pallarel/pallarel/sidekiq"
 	"github.com/pallarel/pallarel/storage"
 )
@@ -88,7 +89,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	rc, err := p.d.Store.Open(ctx, ref.SourceKey)
 	if errors.Is(err, storage.ErrNotExist) {
 		msg := fmt.Sprintf("CSV cannot be read: %s does not exist", ref.SourceKey)
-		_, endErr := p.End(ctx, token, Ending{State: Failed, Reason: msg})
+		_, endErr := p.End(ctx, token, run.Ending{State: run.Failed, Reason: msg})
 		p.warnIf(endErr, "End")
 		return fail(errors.New(msg))
 	}
@@ -100,7 +101,7 @@ func (p *Pipeline) handleSplit(ctx context.Context, job *sidekiq.Job) error {
 	if err != nil {
 		msg := fmt.Sprintf("CSV cannot be read: %v", err)
 		p.warnIf(p.d.DB.MarkReportFailed(ctx, reportID, msg), "MarkReportFailed")
-		_, endErr := p.End(ctx, token, Ending{State: Failed, Reason: msg})
+		_, endErr := p.End(ctx, token, run.Ending{State: run.Failed, Reason: msg})
 		p.warnIf(endErr, "End")
 		log.Error("split: unreadable CSV", "err", err)
 		return sidekiq.Kill(errors.New(msg))

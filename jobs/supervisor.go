@@ -15,6 +15,7 @@ import (
 	"github.com/pallarel/pallarel/launcher"
 	"github.com/pallarel/pallarel/ledger"
 	"github.com/pallarel/pallarel/models"
+	"github.com/pallarel/pallarel/run"
 	"github.com/pallarel/pallarel/sidekiq"
 )
 
@@ -513,7 +514,7 @@ func (p *Pipeline) maybeRelaunch(ctx context.Context, st models.CsvProcessingSta
 // endRun ends an unfinished run as failed or cancelled, once, through End.
 // It is a no-op for a run that already ended.
 func (p *Pipeline) endRun(ctx context.Context, token, state, reason string) error {
-	_, err := p.End(ctx, token, Ending{State: State(state), Reason: reason})
+	_, err := p.End(ctx, token, run.Ending{State: run.State(state), Reason: reason})
 	return err
 }
 
