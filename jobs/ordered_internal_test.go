@@ -40,3 +40,36 @@ func BenchmarkOrderedObject(b *testing.B) {
 		}
 	}
 }
+
+// flatObject, where it reads a row hash at all, reads it as jsontext does
+// (decodeOrdered); what the split writes (encodeOrdered) it always reads.
+func FuzzFlatObject(f *testing.F) {
+	for _, s := range []string{`{"年度":"2024","名前":"abc","z":null}`, `{}`, ` { "a" : "b" , "a":null } `, `{"a":"\u3042"}`,
+		`{"a":1}`, `{"a":"b"} x`, `{"a":"b",}`, `{"a":"b\x80"}`, `{"a":nul}`, `{"a":"b"`, "{\"a\":\"\t\"}", `{"":""}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		keys, fields, ok := flatObject(raw)
+		if !ok {
+			return
+		}
+		wk, wf, err := decodeOrdered(raw)
+		if err != nil {
+			t.Fatalf("flatObject read %q, which jsontext refuses: %v", raw, err)
+		}
+		if !reflect.DeepEqual(keys, wk) || !reflect.DeepEqual(fields, wf) {
+			t.Fatalf("flatObject(%q) = %q %q, jsontext %q %q", raw, keys, fields, wk, wf)
+		}
+	})
+}
+
+// What the split writes for plain cells takes the one-pass path.
+func TestFlatObjectReadsTheSplitsRows(t *testing.T) {
+	headers := []string{"id", "年度", "備考", "空"}
+	fields := map[string]string{"id": "1", "年度": "2024", "備考": "日本語 text", "空": ""}
+	raw, _ := encodeOrdered(headers, fields, []string{"空"})
+	keys, got, ok := flatObject(raw)
+	if !ok || !reflect.DeepEqual(keys, headers) || !reflect.DeepEqual(got, fields) {
+		t.Fatalf("flatObject(%s) = %q %q %v", raw, keys, got, ok)
+	}
+}

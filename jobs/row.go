@@ -126,17 +126,31 @@ func (p *Pipeline) handleRow(ctx context.Context, job *sidekiq.Job) error {
 			data = []byte{} // an empty file, still packed
 		}
 	}
-	isNew, last, err := p.packer.Commit(ctx, token, done, data)
-	if err != nil {
-		return fmt.Errorf("row %s of %s: %w", key, token, err)
+	queue := job.Queue
+	settled := func(isNew, last bool, err error) error {
+		if err != nil {
+			return fmt.Errorf("row %s of %s: %w", key, token, err)
+		}
+		if isNew {
+			p.countRow(ctx, token, 1, 0)
+		}
+		if last {
+			p.finalizeNow(ctx, queue, token, typ, reportID)
+		}
+		return nil
 	}
-	if isNew {
-		p.countRow(ctx, token, 1, 0)
+	if settle, ok := sidekiq.DeferAck(ctx); ok {
+		// The job returns now and is acknowledged once its commit is
+		// recorded (a kill before then runs it again; the ledger keeps
+		// one result): the commit gathers every row that ends while the
+		// one before it is in flight, not only this worker's -c.
+		ctx = context.WithoutCancel(ctx) // the job's context ends when it returns
+		p.packer.CommitAsync(ctx, token, done, data, func(isNew, last bool, err error) {
+			settle(settled(isNew, last, err))
+		})
+		return nil
 	}
-	if last {
-		p.finalizeNow(ctx, job.Queue, token, typ, reportID)
-	}
-	return nil
+	return settled(p.packer.Commit(ctx, token, done, data))
 }
 
 // finalizeNow pushes the finalizer as soon as the last row has ended, so a
@@ -208,6 +222,14 @@ func (p *Pipeline) templateRenderer(ctx context.Context, key string) (render.Ren
 // reads with jsontext (the json/v2 tokenizer): on text rows this decode was
 // a large share of a row job's CPU with encoding/json's Token API.
 func orderedObject(raw json.RawMessage) ([]string, map[string]string, error) {
+	if keys, fields, ok := flatObject(raw); ok {
+		return keys, fields, nil // what the split writes, read in one pass (rowhash.go)
+	}
+	return decodeOrdered(raw)
+}
+
+// decodeOrdered is orderedObject for any JSON object.
+func decodeOrdered(raw json.RawMessage) ([]string, map[string]string, error) {
 	dec := jsontext.NewDecoder(bytes.NewBuffer(raw), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	tok, err := dec.ReadToken()
 	if err != nil {

@@ -54,6 +54,8 @@ type packedRow struct {
 	done        chan struct{}
 	isNew, last bool
 	err         error
+	// then, for CommitAsync, is called once the row's commit is done.
+	then func(isNew, last bool, err error)
 }
 
 // Packer collects finished rows and commits them in groups. Whichever
@@ -99,6 +101,31 @@ func NewPacker(store storage.Store, l Ledger) *Packer {
 // its result, together with whatever other rows are ready.
 func (pk *Packer) Commit(ctx context.Context, token string, res RowResult, data []byte) (isNew, last bool, err error) {
 	return pk.commit(ctx, &packedRow{token: token, res: res, data: data})
+}
+
+// CommitAsync is Commit without waiting: the row joins the next commit,
+// and then is called (on the committing goroutine) once it is recorded or
+// has failed. The caller's job returns at once, so a commit is no longer
+// bounded by its worker's concurrency: every row that finishes while one
+// commit is in flight joins the next (up to PackMaxRows). The caller must
+// not count the row as done before then runs (its job stays in flight:
+// sidekiq.DeferAck).
+func (pk *Packer) CommitAsync(ctx context.Context, token string, res RowResult, data []byte, then func(isNew, last bool, err error)) {
+	r := &packedRow{token: token, res: res, data: data, then: then, done: make(chan struct{})}
+	pk.mu.Lock()
+	pk.pending = append(pk.pending, r)
+	lead := !pk.flushing
+	pk.flushing = true
+	if lead {
+		pk.leaders.Add(1)
+	}
+	pk.mu.Unlock()
+	if lead {
+		go func() {
+			defer pk.leaders.Done()
+			pk.lead(context.WithoutCancel(ctx), nil)
+		}()
+	}
 }
 
 // commit stores r's file and records its result, together with whatever
@@ -199,6 +226,9 @@ func (pk *Packer) flush(ctx context.Context, batch []*packedRow) {
 				r.err = err
 			}
 			close(r.done)
+			if r.then != nil {
+				r.then(r.isNew, r.last, r.err)
+			}
 		}
 	}
 }

@@ -127,6 +127,64 @@ func testRowPacker(t *testing.T, hideAppend bool) {
 	}
 }
 
+// CommitAsync returns at once: one producer (a worker whose jobs return
+// before their commit) fills commits of many rows, where Commit would make
+// one commit a row; every row's then runs once, each row is recorded once
+// and one reports the run complete; Wait joins the committing goroutine.
+func TestRowPackerCommitAsync(t *testing.T) {
+	ctx := context.Background()
+	db := redistest.New(t)
+	local, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := struct{ storage.Store }{local} // an object per commit, to count them
+	ledger := Ledger{Pool: db.Pool, Store: store}
+	pk := NewPacker(store, ledger)
+	const rows = 2000
+	const token = "5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+	if err := ledger.SetTotal(ctx, token, rows); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	thens, news, lasts := 0, 0, 0
+	for n := 1; n <= rows; n++ {
+		res := RowResult{Row: n, Key: RowKey(n, ""), Status: "done", File: fmt.Sprintf("rows/%s/row-%d.txt", token, n)}
+		pk.CommitAsync(ctx, token, res, []byte(fmt.Sprintf("row %d", n)), func(isNew, last bool, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			thens++
+			news += btoi(isNew)
+			lasts += btoi(last)
+			mu.Unlock()
+		})
+	}
+	pk.Wait()
+	if thens != rows || news != rows || lasts != 1 {
+		t.Fatalf("then ran %d times, %d new, last %d times; want %d, %d, 1", thens, news, lasts, rows, rows)
+	}
+	packs, err := store.List(ctx, contract.RowKeyPrefix(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(packs) == 0 || len(packs) > rows/4 {
+		t.Fatalf("%d commits for %d rows from one producer: not grouped", len(packs), rows)
+	}
+	t.Logf("%d rows in %d commits", rows, len(packs))
+	seen := 0
+	if err := ledger.Each(ctx, token, rows, func(r RowResult, missing bool) error {
+		seen++
+		if missing || r.Pack == "" {
+			return fmt.Errorf("row %d: %+v missing=%v", seen, r, missing)
+		}
+		return nil
+	}); err != nil || seen != rows {
+		t.Fatalf("read back %d rows: %v", seen, err)
+	}
+}
+
 // Each walks numbered rows in order across chunk boundaries, reports the
 // gaps, and then the rows known only by jid.
 func TestLedgerEach(t *testing.T) {

@@ -13,7 +13,7 @@ func (s *Server) process(jobCtx context.Context, p *processorState, u *UnitOfWor
 	start := s.opts.Now()
 	s.lastWork.Store(start.UnixNano())
 	job, perr := ParseJob(u.Raw)
-	ctx, cancel := context.WithCancel(jobCtx)
+	ctx, cancel := context.WithCancel(p.handlerCtx(jobCtx))
 	p.cur.Store(&running{uow: u, job: job, runAt: start})
 
 	var (
@@ -25,10 +25,16 @@ func (s *Server) process(jobCtx context.Context, p *processorState, u *UnitOfWor
 		trace, ran, err = s.execute(ctx, p.inv, job)
 	}
 	cancel()
+	deferred := p.pending
+	p.pending = nil
 
 	taken := p.cur.Swap(nil) == nil
 	end := s.opts.Now()
 	s.lastWork.Store(end.UnixNano())
+	if deferred != nil && (taken || err != nil) {
+		deferred.drop() // settled here, or given back: the Settle is moot
+		deferred = nil
+	}
 	if taken {
 		return // hard shutdown gave it back; this run does not count
 	}
@@ -45,6 +51,11 @@ func (s *Server) process(jobCtx context.Context, p *processorState, u *UnitOfWor
 	s.processed.Add(1)
 	took := end.Sub(start)
 	class := job.DisplayClass()
+	if deferred != nil {
+		// Acknowledged (or failed) when its Settle comes (deferack.go).
+		deferred.handlerReturned(settle(), u, job, class, took, ran, end)
+		return
+	}
 	if ran {
 		s.metrics.record(class, end, took, err != nil)
 	}

@@ -50,6 +50,9 @@ type Server struct {
 	lastWork  atomic.Int64 // unix nanos of the last fetched or finished job
 
 	procs []*processorState // one per processor, by index
+	// deferred are the jobs whose handlers returned and whose
+	// acknowledgement waits on a Settle (deferack.go).
+	deferred deferredAcks
 }
 
 // processorState is one processor's: its tid, its middleware invoker and
@@ -62,6 +65,23 @@ type processorState struct {
 	// shutdown each take it with Swap: whoever gets it decides the job's
 	// fate (settled, or given back to its queue), never both.
 	cur atomic.Pointer[running]
+
+	// srv, jobCtx and valCtx serve DeferAck: valCtx is jobCtx carrying
+	// this state, built once rather than once a job. pending is the
+	// deferral the running handler asked for (only the processor's
+	// goroutine touches it).
+	srv     *Server
+	jobCtx  context.Context
+	valCtx  context.Context
+	pending *deferredAck
+}
+
+// handlerCtx is jobCtx carrying p, for DeferAck.
+func (p *processorState) handlerCtx(jobCtx context.Context) context.Context {
+	if p.jobCtx != jobCtx {
+		p.jobCtx, p.valCtx = jobCtx, context.WithValue(jobCtx, deferKey{}, p)
+	}
+	return p.valCtx
 }
 
 // running is one job being processed.
@@ -113,8 +133,9 @@ func NewServer(pool *redis.Pool, reg *Registry, opts Options) (*Server, error) {
 	s.procs = make([]*processorState, opts.Concurrency)
 	for i := range s.procs {
 		// Short and unique, like Sidekiq's base-36 tids.
-		s.procs[i] = &processorState{tid: strconv.FormatInt(tidBase+int64(i)+36*36, 36), inv: newInvoker(opts.ServerMiddleware)}
+		s.procs[i] = &processorState{tid: strconv.FormatInt(tidBase+int64(i)+36*36, 36), inv: newInvoker(opts.ServerMiddleware), srv: s}
 	}
+	s.deferred.slots = make(chan struct{}, MaxDeferredAcks)
 	s.log = opts.Logger.With("identity", s.identity)
 	s.jobLog = &jobLog{log: s.log, quiet: reg.Quiet, now: opts.Now}
 	s.client = NewClient(pool, ClientOptions{Dialect: opts.Dialect, Middleware: opts.ClientMiddleware, Now: opts.Now})
@@ -214,7 +235,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.Stop()
 	s.Quiet()
+	stopAt := time.Now()
 	s.shutdown(mgr, cancelJobs)
+	// Jobs waiting on a Settle (a group commit) are given what is left of
+	// the grace period, and a second at least (a commit takes
+	// milliseconds); those still waiting then stay in flight and go back
+	// to their queues with release below (run again, not lost).
+	if !s.deferred.wait(max(s.opts.Timeout-time.Since(stopAt), time.Second)) {
+		s.log.Warn("jobs still waiting for their settle at shutdown: given back to their queues", "jobs", s.deferred.count())
+	}
 	cancelBG()
 	bg.Wait()
 
@@ -309,7 +338,7 @@ func (s *Server) idleWatch(ctx context.Context, prefetched func() int) <-chan st
 				return
 			case <-t.C:
 			}
-			if s.busy() > 0 || prefetched() > 0 || s.opts.Now().Sub(time.Unix(0, s.lastWork.Load())) < s.opts.IdleTimeout {
+			if s.busy() > 0 || s.deferred.count() > 0 || prefetched() > 0 || s.opts.Now().Sub(time.Unix(0, s.lastWork.Load())) < s.opts.IdleTimeout {
 				continue
 			}
 			pending, err := s.pendingFor(ctx, s.order.unique)
