@@ -86,7 +86,7 @@ var errShortReply = errors.New("unexpected Redis reply")
 var errLeaseLost = errors.New("feeder lease lost")
 
 // errRedisLost stops a feeder whose queue vanished with the run's own keys
-// (runKeysSurvive): the supervisor starts the split again.
+// (dataloss.Reader.RunKeysSurvive): the supervisor starts the split again.
 var errRedisLost = errors.New("the run's queue and keys vanished: Redis lost data")
 
 // feed pushes a run's rows in a window: at most SplitWindow of them wait in
@@ -181,7 +181,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 	defer wait.Stop()
 	// Keys Redis evicts vanish as a person's deletion does; an eviction
 	// since this count tells them apart.
-	evicted, err := p.evictions(ctx)
+	evicted, err := p.lost.Evictions(ctx)
 	if err != nil {
 		return err
 	}
@@ -227,20 +227,20 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			// away: end the run rather than wait for rows that will not
 			// come. Unless the run's own keys went with it: Redis lost
 			// data, and the supervisor feeds the run again from storage.
-			if survive, err := p.runKeysSurvive(ctx, token); err != nil {
+			if survive, err := p.lost.RunKeysSurvive(ctx, token); err != nil {
 				return err
 			} else if !survive {
 				log.Warn("the run's queue vanished with its own keys (Redis lost data): not a cancel; the split starts again from the upload")
 				return errRedisLost
 			}
-			if now, err := p.evictions(ctx); err != nil {
+			if now, err := p.lost.Evictions(ctx); err != nil {
 				return err
 			} else if now > evicted {
 				// Redis evicted the "queues" set (and maybe rows): list
 				// the queue again; the supervisor pushes lost rows again.
 				log.Warn("the run's queue was unlisted while Redis evicted keys (maxmemory): listed again, not a cancel", "evicted", now-evicted)
 				evicted = now
-				if err := p.relistQueue(ctx, queue); err != nil {
+				if err := p.lost.Relist(ctx, queue); err != nil {
 					return err
 				}
 				listed = true

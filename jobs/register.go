@@ -19,6 +19,7 @@ import (
 	"github.com/pallarel/pallarel/render"
 	"github.com/pallarel/pallarel/router"
 	"github.com/pallarel/pallarel/run/counts"
+	"github.com/pallarel/pallarel/run/dataloss"
 	"github.com/pallarel/pallarel/run/lease"
 	"github.com/pallarel/pallarel/run/monitor"
 	"github.com/pallarel/pallarel/run/retry"
@@ -88,6 +89,7 @@ type Pipeline struct {
 	packer    *ledger.Packer
 	feeds     feeders
 	leases    *lease.Holder // this process's feeder and supervisor leases
+	lost      dataloss.Reader
 	super     supervisor
 	procs     procsCache // live processes, for runBooks
 	// base outlives jobs: the feeders run under it until Close.
@@ -147,6 +149,7 @@ func New(d Deps) (*Pipeline, error) {
 	p := &Pipeline{d: d, ledger: rows, log: d.Logger, packer: ledger.NewPacker(d.Store, rows),
 		base: base, cancelBase: cancel}
 	p.leases = lease.New(d.Pool, router.NewToken())
+	p.lost = dataloss.New(d.Pool)
 	p.counts = counts.New(counts.Params{Writer: d.DB, Logger: p.log, Now: d.Now})
 	hooks, err := p.newNotifier()
 	if err != nil {

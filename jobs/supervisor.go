@@ -51,7 +51,7 @@ func (c SuperviseConfig) withDefaults() SuperviseConfig {
 type supervisor struct {
 	mu       sync.Mutex
 	runs     map[string]*runWatch
-	epoch    string // redisEpoch at the last pass (epoch.go)
+	epoch    string // the Redis epoch at the last pass (epoch.go)
 	evicted  int64  // Redis' evicted_keys at the last pass
 	lostData bool   // this pass found Redis lost data since the last one
 }
@@ -212,7 +212,7 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 			// Redis evicted Sidekiq's "queues" set (or failed over
 			// without it): list the queue again; lost rows are pushed
 			// again below.
-			if err := p.relistQueue(ctx, queue); err != nil {
+			if err := p.lost.Relist(ctx, queue); err != nil {
 				return err
 			}
 			p.log.Warn("run supervisor: the run's queue was unlisted while Redis lost data: listed again, not a cancel", "token", token, "queue", queue)

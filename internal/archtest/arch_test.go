@@ -57,7 +57,7 @@ func deps(t *testing.T, pkgs ...string) map[string][]string {
 // the job handlers, the run's parts never reach back into jobs, and the
 // contract imports nothing of ours.
 func TestImportGraph(t *testing.T) {
-	all := deps(t, "server", "retention", "run/webhook", "run/monitor", "run/lease", "run/retry", "run/counts", "ledger", "contract")
+	all := deps(t, "server", "retention", "run/webhook", "run/monitor", "run/lease", "run/retry", "run/counts", "run/dataloss", "ledger", "contract")
 	if !strings.Contains(strings.Join(all["server"], " "), "contract") {
 		t.Fatalf("server's dependencies read as %v: the listing is broken", all["server"])
 	}
