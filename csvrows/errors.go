@@ -64,3 +64,17 @@ func (e *RecordError) Error() string {
 
 // Unwrap returns the sentinel so errors.Is works.
 func (e *RecordError) Unwrap() error { return e.Err }
+
+// ErrorText is why r could not be read, as a run's manifest gives it: a
+// RecordError (which names its line and row already) as it is, any other
+// error after its line. Empty when r was read.
+func (r Row) ErrorText() string {
+	if r.Err == nil {
+		return ""
+	}
+	var re *RecordError
+	if errors.As(r.Err, &re) {
+		return r.Err.Error()
+	}
+	return fmt.Sprintf("line %d: %v", r.Line, r.Err)
+}

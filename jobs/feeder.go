@@ -286,7 +286,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			}
 			if row.Err != nil {
 				isNew, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
-					Error: rowErrorText(row.Line, row.Err)})
+					Error: row.ErrorText()})
 				if err != nil {
 					return err
 				}

@@ -163,13 +163,3 @@ func (p *Pipeline) launchWorkers(ctx context.Context, token, queue string, log i
 	}
 	log.Info("worker launched", "task", task.ID)
 }
-
-// rowErrorText is a malformed row's manifest error. A csvrows.RecordError
-// already starts with "line N (row M)": it is not prefixed again.
-func rowErrorText(line int, err error) string {
-	var re *csvrows.RecordError
-	if errors.As(err, &re) {
-		return err.Error()
-	}
-	return fmt.Sprintf("line %d: %v", line, err)
-}

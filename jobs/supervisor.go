@@ -442,7 +442,7 @@ func (p *Pipeline) repushRows(ctx context.Context, token string, spec runSpec, n
 		}
 		if row.Err != nil {
 			if _, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
-				Error: rowErrorText(row.Line, row.Err)}); err != nil {
+				Error: row.ErrorText()}); err != nil {
 				return err
 			}
 			continue

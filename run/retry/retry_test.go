@@ -218,6 +218,13 @@ func TestRetryPushesOnlyFailedRowsAsSplit(t *testing.T) {
 	if !slices.Equal(got, []bool{true, false, true}) {
 		t.Errorf("ledger after restore: rows 1-3 recorded %v, want done row 1 and failed row 3 only", got)
 	}
+	failed, _, err := b.ledger.Failed(ctx, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failed) != 1 || failed[0].Row != 3 || !strings.HasPrefix(failed[0].Error, "line 4 (row 3)") {
+		t.Errorf("failed again: %+v, want row 3 with the reader's own line and row, once", failed)
+	}
 	if _, err := b.r.RetryFailed(ctx, token); !errors.Is(err, contract.ErrNotRetryable) {
 		t.Errorf("retry of a reopened run: %v", err)
 	}

@@ -98,7 +98,7 @@ func (r *Retrier) pushRows(ctx context.Context, token, queue string, spec contra
 		}
 		delete(want, row.Number)
 		if row.Err != nil {
-			if err := r.failAgain(ctx, token, row.Number, fmt.Sprintf("line %d: %v", row.Line, row.Err)); err != nil {
+			if err := r.failAgain(ctx, token, row.Number, row.ErrorText()); err != nil {
 				return pushed, err
 			}
 			continue
