@@ -104,8 +104,8 @@ func (pk *Packer) Commit(ctx context.Context, token string, res RowResult, data 
 }
 
 // CommitAsync is Commit without waiting: the row joins the next commit,
-// and then is called (on the committing goroutine) once it is recorded or
-// has failed. The caller's job returns at once, so a commit is no longer
+// and then is called (on a goroutine of the commit's own, which may
+// commit again) once it is recorded or has failed. The caller's job returns at once, so a commit is no longer
 // bounded by its worker's concurrency: every row that finishes while one
 // commit is in flight joins the next (up to PackMaxRows). The caller must
 // not count the row as done before then runs (its job stays in flight:
@@ -176,7 +176,7 @@ func (pk *Packer) lead(ctx context.Context, own *packedRow) {
 
 // Wait returns once no goroutine a job handed its lead to is running: the
 // rows given to Commit before have been committed (or failed, each within
-// packCommitTimeout). Call it after whatever commits rows has stopped.
+// packCommitTimeout) and CommitAsync's thens have run. Call it after whatever commits rows has stopped.
 func (pk *Packer) Wait() { pk.leaders.Wait() }
 
 func closed(c chan struct{}) bool {
@@ -218,6 +218,7 @@ func (pk *Packer) flush(ctx context.Context, batch []*packedRow) {
 		}
 		byToken[r.token] = append(byToken[r.token], r)
 	}
+	var thens []*packedRow
 	for _, token := range order {
 		rows := byToken[token]
 		err := pk.flushToken(ctx, token, rows)
@@ -227,10 +228,24 @@ func (pk *Packer) flush(ctx context.Context, batch []*packedRow) {
 			}
 			close(r.done)
 			if r.then != nil {
-				r.then(r.isNew, r.last, r.err)
+				thens = append(thens, r)
 			}
 		}
 	}
+	if len(thens) == 0 {
+		return
+	}
+	// Not on this goroutine, which leads the commits: a then may commit a
+	// row itself (a failed row's job, out of retries, is recorded failed
+	// by its death handler through Commit), and would wait for ever on the
+	// next commit it was meant to lead.
+	pk.leaders.Add(1)
+	go func() {
+		defer pk.leaders.Done()
+		for _, r := range thens {
+			r.then(r.isNew, r.last, r.err)
+		}
+	}()
 }
 
 func (pk *Packer) flushToken(ctx context.Context, token string, rows []*packedRow) error {

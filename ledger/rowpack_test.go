@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pallarel/pallarel/contract"
 	"github.com/pallarel/pallarel/internal/redistest"
@@ -182,6 +183,55 @@ func TestRowPackerCommitAsync(t *testing.T) {
 		return nil
 	}); err != nil || seen != rows {
 		t.Fatalf("read back %d rows: %v", seen, err)
+	}
+}
+
+// A then that commits a row itself (as a row job out of retries is recorded
+// failed by its death handler) does not wait for ever on the commit it
+// runs after: every row of both kinds is recorded.
+func TestRowPackerThenCommits(t *testing.T) {
+	ctx := context.Background()
+	db := redistest.New(t)
+	local, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := Ledger{Pool: db.Pool, Store: local}
+	pk := NewPacker(local, ledger)
+	const rows = 600 // more than a commit's PackMaxRows: the lead goes on after the thens
+	const token = "6d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"
+	if err := ledger.SetTotal(ctx, token, 2*rows); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var failed sync.Map
+	for n := 1; n <= rows; n++ {
+		wg.Add(1)
+		res := RowResult{Row: n, Key: RowKey(n, ""), Status: "done", File: fmt.Sprintf("rows/%s/row-%d.txt", token, n)}
+		pk.CommitAsync(ctx, token, res, []byte(fmt.Sprintf("row %d", n)), func(_, _ bool, err error) {
+			defer wg.Done()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			m := rows + n
+			_, _, err = pk.Commit(ctx, token, RowResult{Row: m, Key: RowKey(m, ""), Status: "failed", Error: "out of retries"}, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			failed.Store(m, true)
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); pk.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a then that commits never returned: the commits wait on each other")
+	}
+	n, err := ledger.Count(ctx, token)
+	if err != nil || n != 2*rows {
+		t.Fatalf("%d rows recorded (%v), want %d", n, err, 2*rows)
 	}
 }
 
