@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -170,7 +171,8 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 		lastCheck  time.Time
 		lastTotal  time.Time
 		listed     = true
-		dbEnded    = 0 // rows the database counts ended: Ruby's rows are only there
+		seenListed = pushed > 0 // an earlier feeder of the run pushed rows
+		dbEnded    = 0          // rows the database counts ended: Ruby's rows are only there
 		badRows    = 0
 		idle       = 10 * time.Millisecond
 		eof        = false
@@ -185,7 +187,7 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	for !eof {
+	for !eof || len(batch) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -218,35 +220,20 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			return err
 		}
 		recorded = max(recorded, dbEnded)
-		if pushedRows > 0 {
+		// Unlisted means deleted only once the queue was listed: before
+		// this feeder's first push (the rows so far all bad) it never was.
+		seenListed = seenListed || listedNow
+		if seenListed {
 			listed = listedNow
 		}
 		if !listed && recorded < pushedRows {
-			// Sidekiq's "Delete queue" removes the queue from "queues";
-			// our own pushes always add it. The user threw the run's work
-			// away: end the run rather than wait for rows that will not
-			// come. Unless the run's own keys went with it: Redis lost
-			// data, and the supervisor feeds the run again from storage.
-			if survive, err := p.lost.RunKeysSurvive(ctx, token); err != nil {
+			if deleted, err := p.queueDeleted(ctx, log, token, queue, &evicted); err != nil {
 				return err
-			} else if !survive {
-				log.Warn("the run's queue vanished with its own keys (Redis lost data): not a cancel; the split starts again from the upload")
-				return errRedisLost
+			} else if deleted {
+				return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
 			}
-			if now, err := p.lost.Evictions(ctx); err != nil {
-				return err
-			} else if now > evicted {
-				// Redis evicted the "queues" set (and maybe rows): list
-				// the queue again; the supervisor pushes lost rows again.
-				log.Warn("the run's queue was unlisted while Redis evicted keys (maxmemory): listed again, not a cancel", "evicted", now-evicted)
-				evicted = now
-				if err := p.lost.Relist(ctx, queue); err != nil {
-					return err
-				}
-				listed = true
-				continue
-			}
-			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
+			listed = true
+			continue
 		}
 		room := window - (pushedRows - recorded)
 		if room < refill {
@@ -262,52 +249,63 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 			continue
 		}
 		idle = 10 * time.Millisecond
-		// Asked a batch at a time: a Ruby worker that starts serving the
-		// queue gets the app's row_hash from the next batch on.
-		src, err := p.refsFor(ctx, queue, source)
-		if err != nil {
-			return err
-		}
-		batch, batchRows = batch[:0], batchRows[:0]
-		for len(batch) < min(room, p.d.BatchSize) {
-			row, err := rows.Next()
-			if errors.Is(err, io.EOF) {
-				eof = true
-				break
-			}
-			if err != nil {
-				msg := fmt.Sprintf("CSV read stopped after row %d: %v", last, err)
-				p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
-				return fmt.Errorf("feed %s: %s", token, msg)
-			}
-			last = row.Number
-			if row.Number <= pushed {
-				continue // pushed before this feeder started
-			}
-			if row.Err != nil {
-				isNew, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
-					Error: row.ErrorText()})
-				if err != nil {
-					return err
-				}
-				if isNew {
-					badRows++
-					p.countRow(ctx, token, 0, 1)
-				}
-				pushedRows = row.Number
-				continue
-			}
-			j, err := p.rowJob(queue, path, token, spec, rows.Headers(), row, src)
+		if len(batch) == 0 {
+			// Asked a batch at a time: a Ruby worker that starts serving
+			// the queue gets the app's row_hash from the next batch on.
+			src, err := p.refsFor(ctx, queue, source)
 			if err != nil {
 				return err
 			}
-			batch = append(batch, j)
-			batchRows = append(batchRows, row.Number)
+			for len(batch) < min(room, p.d.BatchSize) {
+				row, err := rows.Next()
+				if errors.Is(err, io.EOF) {
+					eof = true
+					break
+				}
+				if err != nil {
+					msg := fmt.Sprintf("CSV read stopped after row %d: %v", last, err)
+					p.warnIf(p.d.DB.SetLastError(ctx, token, msg), "SetLastError")
+					return fmt.Errorf("feed %s: %s", token, msg)
+				}
+				last = row.Number
+				if row.Number <= pushed {
+					continue // pushed before this feeder started
+				}
+				if row.Err != nil {
+					isNew, _, err := p.recordRow(ctx, token, ledger.RowResult{Row: row.Number, Key: ledger.RowKey(row.Number, ""), Status: "failed",
+						Error: row.ErrorText()})
+					if err != nil {
+						return err
+					}
+					if isNew {
+						badRows++
+						p.countRow(ctx, token, 0, 1)
+					}
+					pushedRows = row.Number
+					continue
+				}
+				j, err := p.rowJob(queue, path, token, spec, rows.Headers(), row, src)
+				if err != nil {
+					return err
+				}
+				batch = append(batch, j)
+				batchRows = append(batchRows, row.Number)
+			}
 		}
 		check := len(batchRows) > 0 && batchRows[0] <= checkUpTo
-		if err := p.pushRowsChecked(ctx, token, batch, batchRows, check); err != nil {
+		// Pushed only while the queue is listed, checked with the push:
+		// a "Delete queue" between the check above and a plain push would
+		// be undone by the push listing the queue again.
+		err = p.pushRowsChecked(ctx, token, queue, batch, batchRows, check, listed && seenListed)
+		if errors.Is(err, sidekiq.ErrQueueUnlisted) {
+			listed = false // the batch is kept: the next turn pushes it, or ends the run
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		seenListed = seenListed || len(batch) > 0
+		batch, batchRows = batch[:0], batchRows[:0]
 		pushedRows = last
 		if err := p.ledger.SetSplitProgress(ctx, token, last); err != nil {
 			return err
@@ -333,8 +331,37 @@ func (p *Pipeline) feed(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.d.Client.Push(ctx, fin); err != nil {
-		return fmt.Errorf("feed %s: push finalize: %w", token, err)
+	// The finalizer too is pushed only to a listed queue: a "Delete queue"
+	// after the last rows' push would be undone by this one.
+	for {
+		var err error
+		if seenListed {
+			_, err = p.d.Client.PushListed(ctx, queue, []*sidekiq.Job{fin})
+		} else {
+			_, err = p.d.Client.Push(ctx, fin)
+		}
+		if !errors.Is(err, sidekiq.ErrQueueUnlisted) {
+			if err != nil {
+				return fmt.Errorf("feed %s: push finalize: %w", token, err)
+			}
+			break
+		}
+		_, recorded, err := p.windowState(ctx, token, queue)
+		if err != nil {
+			return err
+		}
+		if recorded >= last {
+			// Every row has ended: nothing was thrown away.
+			if _, err := p.d.Client.Push(ctx, fin); err != nil {
+				return fmt.Errorf("feed %s: push finalize: %w", token, err)
+			}
+			break
+		}
+		if deleted, err := p.queueDeleted(ctx, log, token, queue, &evicted); err != nil {
+			return err
+		} else if deleted {
+			return p.endRun(ctx, token, models.RunCancelled, "the run's queue "+queue+" was deleted from the dashboard")
+		}
 	}
 	log.Info("split done", "rows", last, "bad_rows", badRows, "headers", len(rows.Headers()))
 	return nil
@@ -376,11 +403,13 @@ func (p *Pipeline) rowRetry() int {
 // pushRows pushes row jobs, leaving out the rows the ledger already holds
 // (a run fed again after a crash or a rebuild).
 func (p *Pipeline) pushRows(ctx context.Context, token string, jobs []*sidekiq.Job, nums []int) error {
-	return p.pushRowsChecked(ctx, token, jobs, nums, true)
+	return p.pushRowsChecked(ctx, token, "", jobs, nums, true, false)
 }
 
-// pushRowsChecked is pushRows that asks the ledger only when check is set.
-func (p *Pipeline) pushRowsChecked(ctx context.Context, token string, jobs []*sidekiq.Job, nums []int, check bool) error {
+// pushRowsChecked is pushRows that asks the ledger only when check is set,
+// and with listedOnly pushes to queue only while it is listed in "queues"
+// (sidekiq.ErrQueueUnlisted when not).
+func (p *Pipeline) pushRowsChecked(ctx context.Context, token, queue string, jobs []*sidekiq.Job, nums []int, check, listedOnly bool) error {
 	if len(jobs) == 0 {
 		return nil
 	}
@@ -400,10 +429,46 @@ func (p *Pipeline) pushRowsChecked(ctx context.Context, token string, jobs []*si
 	if len(keep) == 0 {
 		return nil
 	}
-	if _, err := p.d.Client.PushBulk(ctx, keep); err != nil {
+	push := p.d.Client.PushBulk
+	if listedOnly {
+		push = func(ctx context.Context, jobs []*sidekiq.Job) ([]string, error) {
+			return p.d.Client.PushListed(ctx, queue, jobs)
+		}
+	}
+	if _, err := push(ctx, keep); err != nil {
 		return fmt.Errorf("split %s: push rows: %w", token, err)
 	}
 	return nil
+}
+
+// queueDeleted tells, for a run's queue found missing from Sidekiq's
+// "queues" set while rows of it wait, a person's "Delete queue" (the
+// queue's work thrown away: the run is to be cancelled) from Redis losing
+// data. Sidekiq's "Delete queue" removes the queue from "queues"; our own
+// pushes always add it. When the run's own keys went too, Redis lost data:
+// errRedisLost, and the supervisor feeds the run again from storage. When
+// Redis evicted keys since *evicted, the queue is listed again (the
+// supervisor pushes lost rows again) and *evicted moves on.
+func (p *Pipeline) queueDeleted(ctx context.Context, log *slog.Logger, token, queue string, evicted *int64) (bool, error) {
+	if survive, err := p.lost.RunKeysSurvive(ctx, token); err != nil {
+		return false, err
+	} else if !survive {
+		log.Warn("the run's queue vanished with its own keys (Redis lost data): not a cancel; the split starts again from the upload")
+		return false, errRedisLost
+	}
+	now, err := p.lost.Evictions(ctx)
+	if err != nil {
+		return false, err
+	}
+	if now <= *evicted {
+		return true, nil
+	}
+	log.Warn("the run's queue was unlisted while Redis evicted keys (maxmemory): listed again, not a cancel", "evicted", now-*evicted)
+	*evicted = now
+	if err := p.lost.Relist(ctx, queue); err != nil {
+		return false, err
+	}
+	return false, nil
 }
 
 // windowState reads in one round trip whether queue is in Sidekiq's

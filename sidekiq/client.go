@@ -126,6 +126,62 @@ func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
 	return jids, nil
 }
 
+// ErrQueueUnlisted is PushListed's answer when its queue is not in
+// Sidekiq's "queues" set: none of the batch was pushed.
+var ErrQueueUnlisted = errors.New("queue not listed in Sidekiq's queues set")
+
+// PushListed enqueues jobs on queue, as PushBulk, but only while queue is
+// listed in "queues", checked in the same step as each batch's push. A
+// producer that goes on pushing to a queue (a run's rows) uses it to see a
+// dashboard's "Delete queue" that a plain push would hide by listing the
+// queue again. Every job must be for queue and not scheduled. On
+// ErrQueueUnlisted, jids holds those of the batches pushed before.
+func (c *Client) PushListed(ctx context.Context, queue string, jobs []*Job) ([]string, error) {
+	now := c.opts.Now()
+	jids := make([]string, 0, len(jobs))
+	conn, err := c.pool.GetContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("push: redis: %w", err)
+	}
+	defer func() { conn.Close() }()
+	for start := 0; start < len(jobs); start += c.opts.BatchSize {
+		end := min(start+c.opts.BatchSize, len(jobs))
+		data := make([][]byte, 0, end-start)
+		var batch []string
+		for _, job := range jobs[start:end] {
+			if err := c.prepare(ctx, job, now); err != nil {
+				if errors.Is(err, ErrSkipPush) {
+					continue
+				}
+				return jids, err
+			}
+			if job.Queue != queue || !job.At.IsZero() {
+				return jids, fmt.Errorf("push %s to %s: PushListed takes jobs for %s, now", job.Class, job.Queue, queue)
+			}
+			b, err := job.Encode()
+			if err != nil {
+				return jids, fmt.Errorf("push %s: encode: %w", job.Class, err)
+			}
+			data = append(data, b)
+			batch = append(batch, job.JID)
+		}
+		var listed bool
+		err := c.send(ctx, &conn, func(conn redis.Conn) error {
+			var err error
+			listed, err = rdb.PushListed(conn, queue, data)
+			return err
+		})
+		if err != nil {
+			return jids, fmt.Errorf("push %d jobs: %w", len(data), err)
+		}
+		if !listed {
+			return jids, fmt.Errorf("push to %s: %w", queue, ErrQueueUnlisted)
+		}
+		jids = append(jids, batch...)
+	}
+	return jids, nil
+}
+
 // send runs f, and once more on a fresh connection when the first failed
 // on the network (Redis restarted, connection killed), as Sidekiq's client
 // retries a pipeline once after reconnecting. At worst a job is pushed

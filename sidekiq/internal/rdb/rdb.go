@@ -63,6 +63,32 @@ func Push(c redis.Conn, jobs []QueuedJob) error {
 	return first
 }
 
+// pushListedScript pushes jobs onto a queue only while the queue is in
+// "queues": the check and the push in one step, so a "Delete queue"
+// (UNLINK the list, SREM it from "queues") cannot fall between them and
+// be undone by the push listing the queue again. LPUSH takes the jobs in
+// chunks: unpack is bounded by Lua's C stack.
+var pushListedScript = redis.NewScript(2, `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+for i = 2, #ARGV, 500 do
+  redis.call('LPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 499, #ARGV)))
+end
+return 1`)
+
+// PushListed adds jobs to queue only if queue is in Sidekiq's "queues" set,
+// atomically; listed is false, and nothing pushed, when it is not.
+func PushListed(c redis.Conn, queue string, jobs [][]byte) (listed bool, err error) {
+	if len(jobs) == 0 {
+		return redis.Bool(c.Do("SISMEMBER", KeyQueues, queue))
+	}
+	args := make([]any, 0, len(jobs)+3)
+	args = append(args, KeyQueues, Queue(queue), queue)
+	for _, j := range jobs {
+		args = append(args, j)
+	}
+	return redis.Bool(pushListedScript.Do(c, args...))
+}
+
 // ScheduledJob is one member for Schedule.
 type ScheduledJob struct {
 	At   time.Time
