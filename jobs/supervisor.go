@@ -248,6 +248,12 @@ func (p *Pipeline) superviseRun(ctx context.Context, st models.CsvProcessingStat
 			p.log.Warn("run supervisor: finalizer was missing, pushed again", "token", token)
 			w.finMissing = 0
 		}
+	} else if hasSpec && !splitDone {
+		// The rows waiting while the split pushes: a "Delete queue" just
+		// after its last push is still seen at the first pass after it
+		// (queueEmptiedByHand), though the finalizer's next copy lists
+		// the queue again before that pass.
+		_, w.queued, _ = heldRows(qw)
 	}
 
 	stalled := ""
