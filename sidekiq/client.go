@@ -84,6 +84,25 @@ func (c *Client) Push(ctx context.Context, job *Job) (string, error) {
 // Sidekiq's push_bulk. The result has one jid per job, "" where middleware
 // skipped it. Jobs are pushed in order, so workers fetch them in order.
 func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
+	return c.pushBatches(ctx, jobs, "")
+}
+
+// ErrQueueUnlisted is PushListed's answer when its queue is not in
+// Sidekiq's "queues" set: none of the batch was pushed.
+var ErrQueueUnlisted = errors.New("queue not listed in Sidekiq's queues set")
+
+// PushListed enqueues jobs on queue, as PushBulk, but only while queue is
+// listed in "queues", checked in the same step as each batch's push. A
+// producer that goes on pushing to a queue (a run's rows) uses it to see a
+// dashboard's "Delete queue" that a plain push would hide by listing the
+// queue again. Every job must be for queue and not scheduled. On
+// ErrQueueUnlisted, jids holds those of the batches pushed before.
+func (c *Client) PushListed(ctx context.Context, queue string, jobs []*Job) ([]string, error) {
+	return c.pushBatches(ctx, jobs, queue)
+}
+
+// pushBatches is PushBulk, or PushListed when listed names the queue.
+func (c *Client) pushBatches(ctx context.Context, jobs []*Job, listed string) ([]string, error) {
 	now := c.opts.Now()
 	jids := make([]string, len(jobs))
 	conn, err := c.pool.GetContext(ctx)
@@ -103,6 +122,9 @@ func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
 				}
 				return jids[:i:i], err
 			}
+			if listed != "" && (job.Queue != listed || !job.At.IsZero()) {
+				return jids[:start:start], fmt.Errorf("push %s to %s: PushListed takes jobs for %s, now", job.Class, job.Queue, listed)
+			}
 			data, err := job.Encode()
 			if err != nil {
 				return jids[:i:i], fmt.Errorf("push %s: encode: %w", job.Class, err)
@@ -113,6 +135,12 @@ func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
 				immediate = append(immediate, rdb.QueuedJob{Queue: job.Queue, JSON: data})
 			}
 			jids[i] = job.JID
+		}
+		if listed != "" {
+			if err := c.pushListed(ctx, &conn, listed, immediate); err != nil {
+				return jids[:start:start], err
+			}
+			continue
 		}
 		err := c.send(ctx, &conn, func(conn redis.Conn) error { return rdb.Push(conn, immediate) })
 		if err != nil {
@@ -126,60 +154,25 @@ func (c *Client) PushBulk(ctx context.Context, jobs []*Job) ([]string, error) {
 	return jids, nil
 }
 
-// ErrQueueUnlisted is PushListed's answer when its queue is not in
-// Sidekiq's "queues" set: none of the batch was pushed.
-var ErrQueueUnlisted = errors.New("queue not listed in Sidekiq's queues set")
-
-// PushListed enqueues jobs on queue, as PushBulk, but only while queue is
-// listed in "queues", checked in the same step as each batch's push. A
-// producer that goes on pushing to a queue (a run's rows) uses it to see a
-// dashboard's "Delete queue" that a plain push would hide by listing the
-// queue again. Every job must be for queue and not scheduled. On
-// ErrQueueUnlisted, jids holds those of the batches pushed before.
-func (c *Client) PushListed(ctx context.Context, queue string, jobs []*Job) ([]string, error) {
-	now := c.opts.Now()
-	jids := make([]string, 0, len(jobs))
-	conn, err := c.pool.GetContext(ctx)
+// pushListed pushes one batch of queue's jobs only while queue is listed.
+func (c *Client) pushListed(ctx context.Context, conn *redis.Conn, queue string, jobs []rdb.QueuedJob) error {
+	data := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		data[i] = j.JSON
+	}
+	var ok bool
+	err := c.send(ctx, conn, func(conn redis.Conn) error {
+		var err error
+		ok, err = rdb.PushListed(conn, queue, data)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("push: redis: %w", err)
+		return fmt.Errorf("push %d jobs: %w", len(jobs), err)
 	}
-	defer func() { conn.Close() }()
-	for start := 0; start < len(jobs); start += c.opts.BatchSize {
-		end := min(start+c.opts.BatchSize, len(jobs))
-		data := make([][]byte, 0, end-start)
-		var batch []string
-		for _, job := range jobs[start:end] {
-			if err := c.prepare(ctx, job, now); err != nil {
-				if errors.Is(err, ErrSkipPush) {
-					continue
-				}
-				return jids, err
-			}
-			if job.Queue != queue || !job.At.IsZero() {
-				return jids, fmt.Errorf("push %s to %s: PushListed takes jobs for %s, now", job.Class, job.Queue, queue)
-			}
-			b, err := job.Encode()
-			if err != nil {
-				return jids, fmt.Errorf("push %s: encode: %w", job.Class, err)
-			}
-			data = append(data, b)
-			batch = append(batch, job.JID)
-		}
-		var listed bool
-		err := c.send(ctx, &conn, func(conn redis.Conn) error {
-			var err error
-			listed, err = rdb.PushListed(conn, queue, data)
-			return err
-		})
-		if err != nil {
-			return jids, fmt.Errorf("push %d jobs: %w", len(data), err)
-		}
-		if !listed {
-			return jids, fmt.Errorf("push to %s: %w", queue, ErrQueueUnlisted)
-		}
-		jids = append(jids, batch...)
+	if !ok {
+		return fmt.Errorf("push to %s: %w", queue, ErrQueueUnlisted)
 	}
-	return jids, nil
+	return nil
 }
 
 // send runs f, and once more on a fresh connection when the first failed
